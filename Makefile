@@ -1,0 +1,32 @@
+# Two commands on a fresh machine:  make quickstart   and   make test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch pinned for machines without a GPU. GPU users: `make TORCH= quickstart`
+# after installing the torch build for their CUDA into the venv (pyproject keeps torch>=2.4 open).
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: quickstart test test-all install clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(if $(TORCH),$(BIN)/python -m pip install -q $(TORCH))
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/londinium quickstart
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Everything, slow tests included (minutes).
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ''
+
+clean-venv:
+	rm -rf $(VENV)

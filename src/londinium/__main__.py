@@ -1,0 +1,5 @@
+import sys
+
+from londinium.cli import main
+
+sys.exit(main())

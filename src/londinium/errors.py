@@ -1,0 +1,17 @@
+"""One exception type for problems the user can fix: bad config, bad input files, bad requests.
+
+The CLI prints these as one clear line (no traceback) and exits non-zero. Anything else is a bug in
+londinium and keeps its traceback.
+"""
+
+
+class LondiniumError(Exception):
+    """A problem with the user's input: the message names the file, source or field and what to do."""
+
+
+class ConfigError(LondiniumError):
+    """The configuration is invalid: unknown key, wrong type, bad value."""
+
+
+class SourceError(LondiniumError):
+    """A corpus source could not be fetched or read. The corpus build records it and goes on."""

@@ -1,0 +1,28 @@
+"""The whole pipeline in order: what `londinium quickstart` runs.
+
+Each stage skips itself when it is up to date (see `Workspace.run_stage`), so running the pipeline
+again after an interruption continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+
+from londinium.config import Config
+from londinium.workspace import Workspace
+
+QUICKSTART_PRESET = "tiny"
+
+
+def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float | None = None) -> None:
+    """Run every stage on the configured sources (default: the embedded period-English corpus)."""
+    from londinium.corpus.build import build_corpus
+
+    if minutes is not None:
+        cfg.train.max_minutes = minutes
+    t0 = time.time()
+    print(f"londinium quickstart: workspace {ws.root}, preset {cfg.preset}")
+    summary = build_corpus(ws, cfg.corpus, force=force)
+    print(f"\nDone in {time.time() - t0:.0f} s.")
+    print(f"  data card: {ws.corpus_report_md}")
+    del summary

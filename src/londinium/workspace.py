@@ -1,0 +1,214 @@
+"""Where every artifact lives, and whether a stage is up to date.
+
+This module is the only place that knows the layout of a workspace; other code asks a `Workspace`
+for paths and never joins them by hand:
+
+    londinium-work/
+      manifest.json                 one entry per stage: config, input and output hashes
+      corpus/   train.jsonl val.jsonl test.jsonl rejections.jsonl report.md report.json
+                chars_by_source.png config.toml
+      tokenizer/  tokenizer.json (+ transformers files)  report.md report.json config.toml
+      shards/   train.bin train.meta.json  val.bin ...  config.toml
+      runs/<name>/  checkpoints/  metrics.jsonl  train_loss.png  config.toml
+      eval/ ...
+
+A stage is a function of its config and its inputs. `Workspace.up_to_date` says whether a stage's
+recorded config and input hashes equal the current ones and its outputs are intact; `record` writes
+the entry once the stage has written its outputs (atomically), so an interrupted stage is never
+recorded as done.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from londinium.files import sha256_file, write_json
+
+DEFAULT_WORKSPACE = "londinium-work"
+SPLITS = ("train", "val", "test")
+
+
+def default_cache_dir() -> Path:
+    """Download cache shared by all workspaces: $LONDINIUM_CACHE, else $XDG_CACHE_HOME/londinium."""
+    if env := os.environ.get("LONDINIUM_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "londinium"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    def __init__(self, root: str | os.PathLike = DEFAULT_WORKSPACE):
+        object.__setattr__(self, "root", Path(root).resolve())
+
+    # ---- layout --------------------------------------------------------------------------------
+    @property
+    def manifest_file(self) -> Path:
+        return self.root / "manifest.json"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def stage_config_file(self, stage: str) -> Path:
+        """The config a stage actually ran with, saved next to its outputs."""
+        return self.stage_dir(stage) / "config.toml"
+
+    # corpus
+    @property
+    def corpus_dir(self) -> Path:
+        return self.stage_dir("corpus")
+
+    def corpus_split(self, split: str) -> Path:
+        return self.corpus_dir / f"{split}.jsonl"
+
+    @property
+    def corpus_rejections(self) -> Path:
+        return self.corpus_dir / "rejections.jsonl"
+
+    @property
+    def corpus_report_md(self) -> Path:
+        return self.corpus_dir / "report.md"
+
+    @property
+    def corpus_report_json(self) -> Path:
+        return self.corpus_dir / "report.json"
+
+    @property
+    def corpus_chart(self) -> Path:
+        return self.corpus_dir / "chars_by_source.png"
+
+    # tokenizer
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.stage_dir("tokenizer")
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.tokenizer_dir / "tokenizer.json"
+
+    @property
+    def tokenizer_report_md(self) -> Path:
+        return self.tokenizer_dir / "report.md"
+
+    @property
+    def tokenizer_report_json(self) -> Path:
+        return self.tokenizer_dir / "report.json"
+
+    # shards
+    @property
+    def shards_dir(self) -> Path:
+        return self.stage_dir("shards")
+
+    def shard_bin(self, split: str) -> Path:
+        return self.shards_dir / f"{split}.bin"
+
+    def shard_meta(self, split: str) -> Path:
+        return self.shards_dir / f"{split}.meta.json"
+
+    # training runs
+    def run_dir(self, name: str = "main") -> Path:
+        return self.root / "runs" / name
+
+    def checkpoints_dir(self, name: str = "main") -> Path:
+        return self.run_dir(name) / "checkpoints"
+
+    def metrics_file(self, name: str = "main") -> Path:
+        return self.run_dir(name) / "metrics.jsonl"
+
+    def loss_plot(self, name: str = "main") -> Path:
+        return self.run_dir(name) / "train_loss.png"
+
+    # evaluation
+    @property
+    def eval_dir(self) -> Path:
+        return self.stage_dir("eval")
+
+    # ---- manifest ------------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        import json
+
+        if not self.manifest_file.exists():
+            return {}
+        try:
+            return json.loads(self.manifest_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            # A manifest is only a cache of what is done: if it is unreadable, everything re-runs.
+            return {}
+
+    def _rel(self, path: Path) -> str:
+        path = Path(path).resolve()
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def hashes(self, paths: Iterable[Path]) -> dict[str, str | None]:
+        """sha256 of each path (None when missing), keyed by workspace-relative path."""
+        return {self._rel(p): (sha256_file(p) if Path(p).is_file() else None) for p in paths}
+
+    def up_to_date(self, stage: str, config: dict[str, Any], inputs: Iterable[Path]) -> bool:
+        """True when `stage` last ran with this config on these exact inputs and its outputs are intact."""
+        entry = self.manifest().get(stage)
+        if not entry or entry.get("config") != config:
+            return False
+        if entry.get("inputs") != self.hashes(inputs):
+            return False
+        outputs = entry.get("outputs", {})
+        for rel, digest in outputs.items():
+            p = self.root / rel
+            if not p.is_file() or sha256_file(p) != digest:
+                return False
+        return True
+
+    def record(self, stage: str, config: dict[str, Any], inputs: Iterable[Path], outputs: Iterable[Path]) -> None:
+        manifest = self.manifest()
+        manifest[stage] = {
+            "config": config,
+            "inputs": self.hashes(inputs),
+            "outputs": self.hashes(outputs),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_json(self.manifest_file, manifest)
+
+    def invalidate(self, stage: str) -> None:
+        """Forget that a stage ran (called before a stage starts rewriting its outputs)."""
+        manifest = self.manifest()
+        if manifest.pop(stage, None) is not None:
+            write_json(self.manifest_file, manifest)
+
+    def run_stage(
+        self,
+        stage: str,
+        section: Any,
+        run: Callable[[], list[Path]],
+        inputs: Iterable[Path] = (),
+        fingerprint: dict[str, Any] | None = None,
+        force: bool = False,
+        log: Callable[[str], None] = print,
+    ) -> bool:
+        """Run `run()` unless `stage` is up to date; record its outputs. Returns True if it ran.
+
+        `section` is the stage's config dataclass (saved as `<stage>/config.toml`); `fingerprint`
+        adds anything else the outputs depend on (e.g. the sources registry's contents).
+        """
+        import dataclasses
+
+        from londinium.config import to_toml
+        from londinium.files import write_text
+
+        inputs = list(inputs)
+        config = {"section": dataclasses.asdict(section), **(fingerprint or {})}
+        if not force and self.up_to_date(stage, config, inputs):
+            log(f"{stage}: up to date in {self.stage_dir(stage)}; nothing to do (--force re-runs it)")
+            return False
+        self.invalidate(stage)
+        outputs = list(run())
+        write_text(self.stage_config_file(stage), to_toml(section))
+        self.record(stage, config, inputs, [*outputs, self.stage_config_file(stage)])
+        return True
