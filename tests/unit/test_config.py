@@ -1,0 +1,96 @@
+"""The typed config: defaults < preset < file < --set, and every mistake named."""
+
+from pathlib import Path
+
+import pytest
+
+from londinium.config import PRESETS, Config, load_config, parse_override, to_toml
+from londinium.errors import ConfigError
+
+
+def test_defaults_load_without_a_file():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.preset == ""
+    assert cfg.corpus.min_chars > 0
+
+
+def test_resolution_order_is_defaults_then_preset_then_file_then_set(tmp_path: Path):
+    f = tmp_path / "londinium.toml"
+    f.write_text('preset = "tiny"\n[model]\nn_layer = 3\n[train]\nmax_steps = 50\n')
+    cfg = load_config(f, ["train.max_steps=7"])
+    assert cfg.preset == "tiny"
+    assert cfg.model.n_embd == PRESETS["tiny"]["model"]["n_embd"]  # from the preset
+    assert cfg.model.n_layer == 3  # the file beats the preset
+    assert cfg.train.max_steps == 7  # --set beats the file
+
+
+def test_cli_preset_beats_the_preset_named_in_the_file(tmp_path: Path):
+    f = tmp_path / "c.toml"
+    f.write_text('preset = "tiny"\n')
+    cfg = load_config(f, preset="slm")
+    assert cfg.preset == "slm"
+    assert cfg.model.n_layer == PRESETS["slm"]["model"]["n_layer"]
+
+
+def test_unknown_key_names_the_key_and_the_section(tmp_path: Path):
+    f = tmp_path / "c.toml"
+    f.write_text("[train]\nmax_stepz = 5\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'max_stepz' in section \[train\]") as e:
+        load_config(f)
+    assert str(f) in str(e.value)
+
+
+def test_unknown_section_is_an_error(tmp_path: Path):
+    f = tmp_path / "c.toml"
+    f.write_text("[trian]\nmax_steps = 5\n")
+    with pytest.raises(ConfigError, match=r"unknown section \[trian\]"):
+        load_config(f)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_steps=abc", "train.max_steps: expected int"),
+        ("train.compile=1", "train.compile: expected true or false"),
+        ("max_steps=3", "expected section.key=value"),
+        ("model.n_layer=true", "model.n_layer: expected an integer"),
+    ],
+)
+def test_bad_overrides_are_named(override: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_override_values_are_read_as_toml_literals_or_strings():
+    assert parse_override("train.learning_rate=3e-4") == ("train", "learning_rate", 3e-4)
+    assert parse_override("train.compile=true") == ("train", "compile", True)
+    assert parse_override("corpus.sources=my/sources.toml") == ("corpus", "sources", "my/sources.toml")
+    # ints are accepted where floats are expected
+    assert load_config(None, ["train.learning_rate=1"]).train.learning_rate == 1.0
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'.*tiny"):
+        load_config(preset="huge")
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[train\n")
+    with pytest.raises(ConfigError, match="bad.toml is not valid TOML"):
+        load_config(f)
+
+
+def test_rendered_toml_round_trips_and_documents_every_field(tmp_path: Path):
+    cfg = load_config(preset="small", overrides=["train.max_steps=123"])
+    text = to_toml(cfg)
+    f = tmp_path / "round.toml"
+    f.write_text(text)
+    again = load_config(f)
+    assert again == cfg
+    # every field carries a one-line doc comment above it
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "=" in line and not line.startswith(("#", "[")):
+            assert lines[i - 1].startswith("# "), f"no doc comment for: {line}"

@@ -1,0 +1,93 @@
+"""Workspace: the manifest decides when a stage is up to date; writes are atomic."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from londinium.config import CorpusConfig
+from londinium.files import atomic_write, read_jsonl, write_jsonl
+from londinium.workspace import Workspace
+
+
+def _stage(ws: Workspace, section, src: Path, force: bool = False, log=None) -> tuple[bool, list]:
+    calls = []
+
+    def run():
+        out = ws.stage_dir("demo") / "out.txt"
+        with atomic_write(out) as f:
+            f.write(src.read_text().upper())
+        calls.append(1)
+        return [out]
+
+    ran = ws.run_stage("demo", section, run, inputs=[src], force=force, log=log or (lambda m: None))
+    return ran, calls
+
+
+def test_stage_reruns_only_when_config_or_inputs_change(tmp_path: Path):
+    ws = Workspace(tmp_path / "ws")
+    src = tmp_path / "in.txt"
+    src.write_text("thou")
+    cfg = CorpusConfig()
+    assert _stage(ws, cfg, src)[0] is True
+    messages = []
+    assert _stage(ws, cfg, src, log=messages.append)[0] is False
+    assert "up to date" in messages[0]
+    src.write_text("thee")  # input changed
+    assert _stage(ws, cfg, src)[0] is True
+    cfg.min_chars += 1  # config changed
+    assert _stage(ws, cfg, src)[0] is True
+    assert _stage(ws, cfg, src, force=True)[0] is True
+    assert (ws.stage_dir("demo") / "config.toml").read_text().count("min_chars = ") == 1
+
+
+def test_tampered_or_missing_output_reruns_the_stage(tmp_path: Path):
+    ws = Workspace(tmp_path / "ws")
+    src = tmp_path / "in.txt"
+    src.write_text("vpon")
+    cfg = CorpusConfig()
+    _stage(ws, cfg, src)
+    out = ws.stage_dir("demo") / "out.txt"
+    out.write_text("edited by hand")
+    assert _stage(ws, cfg, src)[0] is True
+    out.unlink()
+    assert _stage(ws, cfg, src)[0] is True
+    assert out.read_text() == "VPON"
+
+
+def test_a_stage_that_fails_is_not_recorded_as_done(tmp_path: Path):
+    ws = Workspace(tmp_path / "ws")
+    src = tmp_path / "in.txt"
+    src.write_text("haue")
+
+    def boom():
+        raise RuntimeError("crash mid-stage")
+
+    with pytest.raises(RuntimeError):
+        ws.run_stage("demo", CorpusConfig(), boom, inputs=[src], log=lambda m: None)
+    assert "demo" not in ws.manifest()
+
+
+def test_unreadable_manifest_means_everything_reruns(tmp_path: Path):
+    ws = Workspace(tmp_path / "ws")
+    ws.root.mkdir(parents=True)
+    ws.manifest_file.write_text("{ torn")
+    assert ws.manifest() == {}
+
+
+def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path: Path):
+    target = tmp_path / "train.jsonl"
+    write_jsonl(target, [{"text": "old"}])
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(target) as f:
+            f.write('{"text": "new, half')
+            raise KeyboardInterrupt
+    assert list(read_jsonl(target)) == [{"text": "old"}]
+    assert [p.name for p in tmp_path.iterdir()] == ["train.jsonl"], "temporary file left behind"
+
+
+def test_workspace_paths_live_under_the_root(tmp_path: Path):
+    ws = Workspace(tmp_path / "w")
+    for p in [ws.corpus_split("train"), ws.tokenizer_file, ws.shard_bin("val"), ws.checkpoints_dir(), ws.manifest_file]:
+        assert ws.root in p.parents
+    assert os.path.isabs(ws.root)
