@@ -40,6 +40,11 @@ def default_cache_dir() -> Path:
     return Path(base) / "londinium"
 
 
+def reference_tokenizer_dir(cache_dir: Path, name: str) -> Path:
+    """Where a reference tokenizer's files (e.g. GPT-2's encoder.json and vocab.bpe) are cached."""
+    return Path(cache_dir) / "reference-tokenizers" / name
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -99,6 +104,11 @@ class Workspace:
     @property
     def tokenizer_report_json(self) -> Path:
         return self.tokenizer_dir / "report.json"
+
+    @property
+    def tokenizer_hf_dir(self) -> Path:
+        """The tokenizer as a `transformers` directory (`AutoTokenizer.from_pretrained(dir)`), for exports."""
+        return self.tokenizer_dir / "hf"
 
     # shards
     @property
