@@ -131,6 +131,10 @@ class TrainConfig:
     log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
     wandb: bool = doc(False, "Log to Weights & Biases when installed.")
     tensorboard: bool = doc(False, "Log to TensorBoard when installed.")
+    run_name: str = doc("main", "Name of the run: its checkpoints, metrics and plot live in runs/<name>/.")
+    resume: bool = doc(False, "Continue the run from its newest valid checkpoint (quickstart always does).")
+    peak_tflops: float = doc(0.0, "Peak TFLOP/s per process for MFU; 0 measures a matmul on CPU or looks up known GPUs.")
+    budget_warn_epochs: float = doc(4.0, "Warn before training when the plan reads the train split more than this many times.")
 
 
 # --------------------------------------------------------------------------------------------------
