@@ -1,6 +1,8 @@
 """The `londinium` command: one sub-command per stage, each a thin call into the library.
 
     londinium corpus build      sources -> corpus/{train,val,test}.jsonl + data card
+    londinium tokenizer train   corpus -> tokenizer/tokenizer.json + report
+    londinium data prepare      corpus + tokenizer -> shards/{train,val,test}.bin + meta.json
     londinium config show       the effective config, with a comment per field
     londinium quickstart        every stage on the embedded default
 
@@ -59,6 +61,22 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from londinium.tokenizer.train import train_tokenizer
+
+    ws, cfg = _context(args)
+    train_tokenizer(ws, cfg.tokenizer, cache_dir=cfg.corpus.cache_dir, download_timeout_s=cfg.corpus.download_timeout_s, force=args.force)
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from londinium.data.shards import prepare_shards
+
+    ws, cfg = _context(args)
+    prepare_shards(ws, cfg.data, force=args.force)
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from londinium.pipeline import QUICKSTART_PRESET, quickstart
 
@@ -95,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     corpus = stage("corpus", "sources -> clean, deduplicated, split corpus")
     p = verb(corpus, "build", cmd_corpus_build, "fetch, extract, clean, filter, deduplicate, segment and split the sources")
     p.add_argument("--strict", action="store_true", help="fail on the first bad source or file")
+
+    tokenizer = stage("tokenizer", "corpus -> lossless byte-level BPE tokenizer + report")
+    verb(tokenizer, "train", cmd_tokenizer_train, "train the tokenizer on the train split and write its report (vs GPT-2)")
+
+    data = stage("data", "corpus + tokenizer -> token shards for training")
+    verb(data, "prepare", cmd_data_prepare, "encode every split into shards/<split>.bin + .meta.json")
 
     p = stages.add_parser("quickstart", help="run every stage on the embedded default (tiny preset)")
     _common(p)

@@ -1,0 +1,1 @@
+"""Token shards: corpus splits encoded to memmaps (`shards`), and batches read from them (`loader`)."""
