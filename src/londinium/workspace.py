@@ -134,6 +134,10 @@ class Workspace:
     def loss_plot(self, name: str = "main") -> Path:
         return self.run_dir(name) / "train_loss.png"
 
+    def run_config_file(self, name: str = "main") -> Path:
+        """The full config (all sections) a training run used, vocab_size resolved."""
+        return self.run_dir(name) / "config.toml"
+
     # evaluation
     @property
     def eval_dir(self) -> Path:
