@@ -3,6 +3,7 @@
     londinium corpus build      sources -> corpus/{train,val,test}.jsonl + data card
     londinium tokenizer train   corpus -> tokenizer/tokenizer.json + report
     londinium data prepare      corpus + tokenizer -> shards/{train,val,test}.bin + meta.json
+    londinium model info        parameters, FLOPs per token and memory of the configured model
     londinium config show       the effective config, with a comment per field
     londinium quickstart        every stage on the embedded default
 
@@ -77,6 +78,18 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_info(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from londinium.model.info import render_info, resolve_vocab_size
+
+    ws, cfg = _context(args)
+    vocab, source = resolve_vocab_size(cfg, ws.tokenizer_file)
+    model = dataclasses.replace(cfg.model, vocab_size=vocab)
+    print(render_info(model, cfg.train.batch_size, vocab_from=source, preset=cfg.preset), end="")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from londinium.pipeline import QUICKSTART_PRESET, quickstart
 
@@ -119,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = stage("data", "corpus + tokenizer -> token shards for training")
     verb(data, "prepare", cmd_data_prepare, "encode every split into shards/<split>.bin + .meta.json")
+
+    model = stage("model", "the GPT architecture")
+    verb(model, "info", cmd_model_info, "parameters, FLOPs per token and memory estimate (weights, AdamW, activations, KV cache)")
 
     p = stages.add_parser("quickstart", help="run every stage on the embedded default (tiny preset)")
     _common(p)

@@ -104,6 +104,7 @@ class ModelConfig:
     n_experts: int = doc(0, "Experts in a mixture-of-experts MLP; 0 means a dense MLP.")
     top_k: int = doc(2, "Experts each token is routed to.")
     aux_loss_weight: float = doc(0.01, "Weight of the router's load-balancing loss.")
+    norm_eps: float = doc(1e-5, "Epsilon of LayerNorm/RMSNorm (GPT-2 and Llama 2 use 1e-5).")
 
 
 @dataclass

@@ -1,0 +1,360 @@
+"""The GPT model: one module, read top to bottom; variants are config switches, not classes.
+
+    idx ─► wte (+ wpe) ─► n_layer × Block ─► ln_f ─► lm_head ─► logits
+    Block:  x + attn(ln_1(x))  then  x + mlp(ln_2(x))          (pre-norm, as GPT-2 and Llama)
+
+Switches (all in `londinium.config.ModelConfig`): positions learned | rope, norm layernorm | rmsnorm,
+mlp gelu | swiglu, n_kv_head < n_head for grouped-query attention, bias, tied embeddings, dropout,
+and n_experts > 0 for a mixture-of-experts MLP with a load-balancing loss.
+
+Weight names are GPT-2's (`transformer.wte`, `transformer.h.{i}.attn.c_attn`, ...), so a GPT-2 style
+model maps onto `transformers`' GPT2LMHeadModel by name (its Conv1D stores weights transposed), and
+a Llama style model maps onto LlamaForCausalLM by the table in `londinium.model.hf_layout`. Both maps
+are proved by tests that compare logits with the real `transformers` classes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from londinium.config import ModelConfig
+from londinium.errors import ConfigError, LondiniumError
+
+POSITIONS = ("learned", "rope")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """Raise ConfigError naming the field when the architecture cannot be built."""
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.vocab_size > 0, f"model.vocab_size is {cfg.vocab_size}: set it, or train the tokenizer first so it can be read from tokenizer.json")
+    for name in ("n_layer", "n_head", "n_embd", "context"):
+        need(getattr(cfg, name) > 0, f"model.{name} must be positive, got {getattr(cfg, name)}")
+    need(cfg.n_embd % cfg.n_head == 0, f"model.n_embd ({cfg.n_embd}) must be divisible by model.n_head ({cfg.n_head})")
+    n_kv = kv_heads(cfg)
+    need(n_kv > 0 and cfg.n_head % n_kv == 0, f"model.n_head ({cfg.n_head}) must be divisible by model.n_kv_head ({cfg.n_kv_head})")
+    need(cfg.positions in POSITIONS, f"model.positions must be one of {', '.join(POSITIONS)}, got {cfg.positions!r}")
+    need(cfg.norm in NORMS, f"model.norm must be one of {', '.join(NORMS)}, got {cfg.norm!r}")
+    need(cfg.mlp in MLPS, f"model.mlp must be one of {', '.join(MLPS)}, got {cfg.mlp!r}")
+    need(cfg.positions != "rope" or (cfg.n_embd // cfg.n_head) % 2 == 0, f"model.positions = 'rope' needs an even head size, got n_embd/n_head = {cfg.n_embd // cfg.n_head}")
+    need(cfg.mlp_ratio > 0, f"model.mlp_ratio must be positive, got {cfg.mlp_ratio}")
+    need(0.0 <= cfg.dropout < 1.0, f"model.dropout must be in [0, 1), got {cfg.dropout}")
+    need(cfg.n_experts >= 0, f"model.n_experts must be 0 (dense) or more, got {cfg.n_experts}")
+    if cfg.n_experts:
+        need(1 <= cfg.top_k <= cfg.n_experts, f"model.top_k ({cfg.top_k}) must be between 1 and model.n_experts ({cfg.n_experts})")
+    need(cfg.norm_eps > 0, f"model.norm_eps must be positive, got {cfg.norm_eps}")
+
+
+def kv_heads(cfg: ModelConfig) -> int:
+    return cfg.n_kv_head or cfg.n_head
+
+
+def mlp_hidden(cfg: ModelConfig) -> int:
+    """Hidden width of one MLP. SwiGLU has three matrices instead of two, so it takes 2/3 of the
+    width to keep the parameter count (Llama's rule), rounded up to a multiple of 64 for the kernels."""
+    hidden = int(cfg.mlp_ratio * cfg.n_embd)
+    if cfg.mlp == "swiglu":
+        hidden = 64 * math.ceil(2 * hidden / 3 / 64)
+    return hidden
+
+
+# ---- generation cache ----------------------------------------------------------------------------
+
+
+class KVCache:
+    """Preallocated keys and values of every layer, `[B, n_kv_head, max_len, head_dim]` each, with
+    one shared filled length. The model writes the new tokens' K/V at `length` and then advances it."""
+
+    def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, max_len: int, head_dim: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        shape = (batch_size, n_kv_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.max_len = max_len
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new K/V of `layer` after the filled part; return all keys and values so far."""
+        end = self.length + k.shape[2]
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+# ---- building blocks -----------------------------------------------------------------------------
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+def rope_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every position and frequency, `[context, 1, head_dim/2]` (the 1 broadcasts over
+    heads), computed in fp32 exactly as `transformers` computes Llama's, so exports give the same logits."""
+    head_dim = cfg.n_embd // cfg.n_head
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    freqs = torch.outer(torch.arange(cfg.context, dtype=torch.int64).float(), inv_freq)
+    return freqs.cos()[:, None, :], freqs.sin()[:, None, :]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate `x` `[B, T, H, head_dim]` in the "rotate_half" layout (Llama in `transformers`): the
+    first half of each head holds the real parts, the second half the imaginary parts. Using this
+    layout (not interleaved pairs) means the exported q/k weights need no permutation."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_head, self.n_kv_head = cfg.n_head, kv_heads(cfg)
+        self.head_dim = cfg.n_embd // cfg.n_head
+        # One fused projection for q, k and v (one matmul instead of three); its rows are
+        # [q: n_head heads | k: n_kv_head heads | v: n_kv_head heads], GPT-2's c_attn order.
+        self.c_attn = nn.Linear(cfg.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None) -> torch.Tensor:
+        B, T, C = x.shape
+        kv_width = self.n_kv_head * self.head_dim
+        q, k, v = self.c_attn(x).split([C, kv_width, kv_width], dim=-1)
+        q = q.view(B, T, self.n_head, self.head_dim)
+        k = k.view(B, T, self.n_kv_head, self.head_dim)
+        if rope is not None:
+            # Rotate before the transpose so q stays in [B, T, H, D] memory order: SDPA then writes
+            # its output in that order too and the reshape for c_proj below needs no copy.
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        # [B, T, H, D] -> [B, H, T, D] as strided views: SDPA reads them without a copy.
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        mask, causal = None, True
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(self.layer, k, v)
+            if past and T == 1:
+                causal = False  # one new token sees every cached position
+            elif past:
+                # Several new tokens after a filled cache: query i sees keys 0 .. past + i. (SDPA's
+                # is_causal aligns the triangle top-left, which is wrong when keys outnumber queries.)
+                mask = torch.arange(past, past + T, device=x.device)[:, None] >= torch.arange(past + T, device=x.device)[None, :]
+                causal = False
+        if self.n_kv_head != self.n_head:
+            # Each group of n_head/n_kv_head query heads shares one K/V head (Llama's repeat_kv order).
+            groups = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """GPT-2's GELU MLP, or Llama's SwiGLU with gate and up fused into c_fc (rows [gate | up])."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.swiglu = cfg.mlp == "swiglu"
+        hidden = mlp_hidden(cfg)
+        self.c_fc = nn.Linear(cfg.n_embd, 2 * hidden if self.swiglu else hidden, bias=cfg.bias)
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c_fc(x)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h, approximate="tanh")  # GPT-2's "gelu_new", one fused kernel
+        return self.dropout(self.c_proj(h))
+
+
+class MoE(nn.Module):
+    """Mixture of experts (Mixtral's routing): softmax over the router's scores, each token goes to
+    its top_k experts, whose outputs are mixed by the renormalised top_k probabilities.
+
+    Load-balancing loss (Switch Transformer): n_experts * sum_e f_e * P_e, with f_e the share of
+    routed token slots that went to expert e and P_e its mean router probability; it is 1 when the
+    load is uniform and grows as the router collapses onto few experts.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_experts, self.top_k = cfg.n_experts, cfg.top_k
+        self.router = nn.Linear(cfg.n_embd, cfg.n_experts, bias=False)
+        self.experts = nn.ModuleList(MLP(cfg) for _ in range(cfg.n_experts))
+        self.aux_loss: torch.Tensor | None = None
+        self.utilization: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        probs = F.softmax(self.router(flat), dim=-1, dtype=torch.float32)
+        weights, chosen = probs.topk(self.top_k, dim=-1)
+        weights = (weights / weights.sum(dim=-1, keepdim=True)).to(x.dtype)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            token, slot = (chosen == e).nonzero(as_tuple=True)
+            if token.numel():
+                out.index_add_(0, token, expert(flat[token]) * weights[token, slot, None])
+        share = torch.bincount(chosen.flatten(), minlength=self.n_experts).float() / chosen.numel()
+        self.aux_loss = self.n_experts * (share * probs.mean(dim=0)).sum()
+        self.utilization = share.detach()
+        return out.view_as(x)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.ln_1 = make_norm(cfg)
+        self.attn = CausalSelfAttention(cfg, layer)
+        self.ln_2 = make_norm(cfg)
+        self.mlp = MoE(cfg) if cfg.n_experts else MLP(cfg)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+# ---- the model -----------------------------------------------------------------------------------
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        check_model_config(cfg)
+        self.config = cfg
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer)),
+            ln_f=make_norm(cfg),
+        ))
+        if cfg.positions == "learned":
+            self.transformer["wpe"] = nn.Embedding(cfg.context, cfg.n_embd)
+        else:
+            cos, sin = rope_tables(cfg)
+            # Not persistent: derived from the config, so checkpoints and exports do not carry them.
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            # Weight tying (Press & Wolf 2017): one matrix reads and writes tokens; saves V x C params.
+            self.lm_head.weight = self.transformer.wte.weight
+        self.last_aux_loss: torch.Tensor | None = None
+        self.apply(self._init_weights)
+        # GPT-2's scaled init: each block adds two projections onto the residual stream, so their
+        # weights get std 0.02 / sqrt(2 * n_layer) to keep the stream's variance independent of depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits `[B, T, V]` for every position of `idx` `[B, T]`, and the loss when `targets` is
+        given: mean cross-entropy over targets != -1, plus aux_loss_weight x the router loss (MoE).
+
+        With `kv_cache` the tokens continue the cached ones: positions start at `kv_cache.length`
+        and their keys/values are appended to the cache.
+        """
+        B, T = idx.shape
+        start = kv_cache.length if kv_cache is not None else 0
+        if start + T > self.config.context:
+            raise LondiniumError(
+                f"sequence of {start + T} tokens is longer than the model's context (model.context = "
+                f"{self.config.context}); shorten the prompt or generate fewer tokens")
+        if kv_cache is not None and start + T > kv_cache.max_len:
+            raise LondiniumError(f"KV cache holds {kv_cache.max_len} tokens, {start + T} needed; make a larger cache")
+        x = self.transformer.wte(idx)
+        rope = None
+        if self.config.positions == "learned":
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        else:
+            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, rope, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        logits = self.lm_head(self.transformer.ln_f(x))
+
+        self.last_aux_loss = None
+        if self.config.n_experts:
+            self.last_aux_loss = torch.stack([b.mlp.aux_loss for b in self.transformer.h]).mean()
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+            if self.last_aux_loss is not None:
+                loss = loss + self.config.aux_loss_weight * self.last_aux_loss
+        return logits, loss
+
+    # ---- what the trainer and the engine need ---------------------------------------------------
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None,
+                     device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        """An empty cache for `batch_size` sequences of up to `max_len` tokens (default: the context),
+        on the model's device and dtype unless given."""
+        p = self.lm_head.weight
+        cfg = self.config
+        return KVCache(cfg.n_layer, batch_size, kv_heads(cfg), max_len or cfg.context, cfg.n_embd // cfg.n_head,
+                       device=device or p.device, dtype=dtype or p.dtype)
+
+    def moe_utilization(self) -> list[list[float]] | None:
+        """Per layer, the share of routed token slots each expert took in the last forward; None if dense."""
+        if not self.config.n_experts:
+            return None
+        return [b.mlp.utilization.tolist() if b.mlp.utilization is not None else [] for b in self.transformer.h]
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters (a tied matrix counted once). non_embedding=True leaves out the token and
+        position embeddings and an untied output head (Kaplan et al.'s N)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel()
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward): 6 N + 12 n_layer n_embd T, where N is the
+        parameters that take part in matmuls (see `londinium.model.info.flops_per_token`)."""
+        from londinium.model.info import flops_per_token
+
+        return flops_per_token(self.config, seq_len)
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: decay on matrices and embeddings (dim >= 2), none on norms and biases."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
