@@ -1,0 +1,98 @@
+"""Contamination: how much of a probe or a reference text the model saw in training.
+
+For every item (a probe's prompt + answer, or a held-out reference continuation) we take its word
+n-grams (`text_metrics.words`: lower case, punctuation dropped, so "Heav'n." and "heav'n" agree)
+and count how many occur anywhere in the training split. An item whose share reaches the threshold
+is flagged: a score on it measures recall of training text, not generalisation.
+
+Why this shape: the training split is large and the items are few, so we index the items' n-grams
+(a few thousand) and stream the training text once, intersecting each document's n-grams with that
+set in C (`set.intersection` over a `zip` of shifted word lists) -- no index of the training split
+is ever built. Items shorter than n words are matched whole (an n-gram of their own length).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Mapping
+
+from londinium.errors import ConfigError
+from londinium.eval.text_metrics import words
+
+
+@dataclass
+class Contamination:
+    id: str
+    kind: str  # "probe" or "reference"
+    ngrams: int  # distinct n-grams of the item
+    found: int  # of them, how many occur in the training text
+    share: float
+    flagged: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_config(n: int, threshold: float) -> None:
+    if n < 1:
+        raise ConfigError(f"eval.contamination_ngram must be at least 1, got {n}")
+    if not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"eval.contamination_threshold must be in (0, 1], got {threshold}")
+
+
+def check_contamination(
+    items: Mapping[str, str],
+    train_texts: Iterable[str],
+    n: int = 8,
+    threshold: float = 0.5,
+    kind: str = "probe",
+) -> list[Contamination]:
+    """Share of each item's word n-grams found in `train_texts`, flagged at or above `threshold`.
+
+    `items` maps an id to its text. Returns one `Contamination` per item, in the order given.
+    """
+    check_config(n, threshold)
+    # n-gram -> ids of the items that contain it, grouped by n-gram length (short items use their own).
+    wanted: dict[int, dict[tuple[str, ...], set[str]]] = defaultdict(lambda: defaultdict(set))
+    totals: dict[str, int] = {}
+    for item_id, text in items.items():
+        ws = words(text)
+        k = min(n, len(ws))
+        grams = set(zip(*(ws[i:] for i in range(k)))) if k else set()
+        totals[item_id] = len(grams)
+        for g in grams:
+            wanted[k][g].add(item_id)
+
+    seen: dict[int, set[tuple[str, ...]]] = {k: set() for k in wanted}
+    keys = {k: set(v) for k, v in wanted.items()}
+    for text in train_texts:
+        ws = words(text)
+        for k, key_set in keys.items():
+            if len(ws) >= k and len(seen[k]) < len(key_set):
+                seen[k] |= key_set.intersection(zip(*(ws[i:] for i in range(k))))
+
+    found: dict[str, int] = dict.fromkeys(items, 0)
+    for k, grams in seen.items():
+        for g in grams:
+            for item_id in wanted[k][g]:
+                found[item_id] += 1
+    out = []
+    for item_id in items:
+        total = totals[item_id]
+        share = found[item_id] / total if total else 0.0
+        out.append(Contamination(item_id, kind, total, found[item_id], share, total > 0 and share >= threshold))
+    return out
+
+
+def summarize(results: list[Contamination]) -> dict[str, Any]:
+    """Counts of flagged items per kind, and the mean share."""
+    out: dict[str, Any] = {}
+    for kind in sorted({r.kind for r in results}):
+        rs = [r for r in results if r.kind == kind]
+        out[kind] = {
+            "items": len(rs),
+            "flagged": sum(r.flagged for r in rs),
+            "mean_share": sum(r.share for r in rs) / len(rs),
+        }
+    return out
