@@ -1,0 +1,268 @@
+"""The corpus stage: sources -> extracted, cleaned, filtered, deduplicated, segmented, split corpus.
+
+    for each source (registry order), for each file (sorted):
+        extract -> texts -> normalise -> quality filters -> exact dedup
+    near-duplicate grouping over all kept texts
+    paragraph language filter -> segments of <= max_doc_chars -> split by group
+    write train/val/test.jsonl, rejections.jsonl, report.json/.md, chart; then record the manifest
+
+A source that fails (download error, corrupt archive) is recorded and skipped; a file that cannot
+be used is recorded and skipped; with `strict` either stops the build. The build fails only when
+no document is left. Outputs are written atomically and the manifest entry comes last, so a crash
+leaves either the previous complete corpus (no longer marked done) or nothing a later stage trusts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from londinium.config import CorpusConfig
+from londinium.corpus import quality
+from londinium.corpus.clean import normalise
+from londinium.corpus.dedup import exact_key, group_near_duplicates
+from londinium.corpus.extract import ExtractError, extract
+from londinium.corpus.report import Ledger, card, chart, markdown
+from londinium.corpus.segment import pack, split_paragraphs
+from londinium.corpus.sources import SourceSpec, fetch_source, load_registry, selector
+from londinium.corpus.split import SPLIT_NAMES, assign_splits
+from londinium.errors import LondiniumError
+from londinium.files import sha256_file, write_json, write_jsonl, write_text
+from londinium.workspace import Workspace, default_cache_dir
+
+# Bump when the processing changes what a given config and input produce, so old corpora rebuild.
+BUILDER_VERSION = 1
+
+
+@dataclass
+class Text:
+    key: str  # unique in the corpus: "<source>/<file>", plus "@<title>" for one of several texts in a file
+    source: str
+    file: str
+    title: str
+    text: str
+    period: list[int]
+
+
+@dataclass
+class CorpusSummary:
+    ran: bool  # False when the corpus was already up to date
+    splits: dict[str, dict[str, int]]  # split -> {"documents", "chars"}
+    report_md: Path
+
+
+# ---- fingerprint: what the outputs depend on besides the [corpus] section --------------------------
+
+
+def _local_digest(spec: SourceSpec) -> str | dict[str, str]:
+    """Content hashes of a local source's files, so editing one of them rebuilds the corpus."""
+    root = Path(spec.location)
+    if root.is_file():
+        return sha256_file(root)
+    if not root.is_dir():
+        return "missing"
+    wanted = selector(spec.files, spec.exclude)
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for fn in sorted(filenames):
+            p = Path(dirpath) / fn
+            rel = p.relative_to(root).as_posix()
+            if wanted(rel) and p.is_file():
+                out[rel] = sha256_file(p)
+    return out
+
+
+def fingerprint(specs: list[SourceSpec]) -> dict[str, Any]:
+    return {
+        "builder": BUILDER_VERSION,
+        "registry": [dataclasses.asdict(s) for s in specs],
+        "local_files": {s.id: _local_digest(s) for s in specs if s.kind == "local"},
+    }
+
+
+# ---- reading sources ------------------------------------------------------------------------------
+
+
+def _read_source(spec: SourceSpec, cfg: CorpusConfig, ledger: Ledger, seen: dict[str, str], out: list[Text]) -> None:
+    """Append the source's usable texts to `out`, recording every file and rejection in `ledger`."""
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    sid = spec.id
+
+    def on_skip(name: str, reason: str) -> None:
+        if cfg.strict:
+            raise LondiniumError(f"source '{sid}': file {name}: {reason} (corpus.strict is on)")
+        ledger.files[sid][name] = "rejected"
+        ledger.reject(sid, name, "file", "skipped", reason)
+
+    raw_files = fetch_source(spec, cache_dir, int(cfg.max_file_mb * 1024 * 1024), cfg.download_timeout_s, cfg.download_retries, on_skip)
+    for raw in tqdm(raw_files, desc=f"  {sid}", unit=" files", leave=False):
+        name = raw.name
+        try:
+            result = extract(raw, spec)
+        except ExtractError as e:
+            if cfg.strict:
+                raise LondiniumError(f"source '{sid}': {e} (corpus.strict is on)") from None
+            ledger.files[sid][name] = "rejected"
+            ledger.reject(sid, name, "file", "unreadable", str(e))
+            continue
+        if result.bad_rows:
+            if cfg.strict:
+                raise LondiniumError(f"source '{sid}': {name} {result.bad_rows[0]} (corpus.strict is on)")
+            ledger.reject(sid, name, "rows", "bad-rows",
+                          f"{len(result.bad_rows)} of {result.rows} rows skipped: " + "; ".join(result.bad_rows[:5]))
+        if any(t.encoding == "cp1252" for t in result.texts):
+            ledger.legacy_decoded[sid].append(name)
+        kept_any = False
+        titles: dict[str, int] = {}
+        for t in result.texts:
+            key = f"{sid}/{name}"
+            if len(result.texts) > 1:
+                titles[t.title] = titles.get(t.title, 0) + 1
+                key += f"@{t.title}" + (f"~{titles[t.title]}" if titles[t.title] > 1 else "")
+            text = normalise(t.text)
+            scores = quality.score(text)
+            reason = quality.rejection_reason(scores, cfg)
+            if reason is None and (first := seen.get(exact_key(text))):
+                ledger.exact_duplicates.setdefault(first, []).append(key)
+                ledger.reject(sid, name, "text", "exact-duplicate", f"same text as {first}", t.title, len(text))
+                ledger.texts[sid][key] = "rejected"
+                continue
+            if reason is not None:
+                ledger.reject(sid, name, "text", reason, "", t.title, len(text), scores.as_dict())
+                ledger.texts[sid][key] = "rejected"
+                continue
+            seen[exact_key(text)] = key
+            out.append(Text(key, sid, name, t.title, text, list(spec.period)))
+            kept_any = True
+        # provisional: a file is kept when a text survives; segmentation may still empty it
+        ledger.files[sid][name] = "kept" if kept_any else "rejected"
+
+
+# ---- the stage ------------------------------------------------------------------------------------
+
+
+def _segment(texts: list[Text], cfg: CorpusConfig, ledger: Ledger) -> list[tuple[Text, list[str]]]:
+    """Paragraph language filter, then documents of at most max_doc_chars, per text."""
+    out = []
+    for t in texts:
+        kept_paragraphs = []
+        for para in split_paragraphs(t.text):
+            share = quality.foreign_paragraph(para, cfg.min_english_paragraph)
+            if share is None:
+                kept_paragraphs.append(para)
+            else:
+                ledger.reject(t.source, t.file, "paragraph", "not-english", para[:80], t.title, len(para),
+                              {"english": round(share, 4), "words": len(para.split())})
+        docs = pack(kept_paragraphs, cfg.max_doc_chars)
+        if not docs:
+            ledger.reject(t.source, t.file, "text", "nothing-left", "every paragraph was rejected", t.title, 0)
+        ledger.texts[t.source][t.key] = "kept" if docs else "rejected"
+        out.append((t, docs))
+    return out
+
+
+def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec]) -> list[Path]:
+    ledger = Ledger(specs)
+    texts: list[Text] = []
+    seen: dict[str, str] = {}
+    for spec in tqdm(specs, desc="corpus: sources", unit=" source"):
+        before = len(texts)
+        try:
+            _read_source(spec, cfg, ledger, seen, texts)
+        except LondiniumError as e:
+            if cfg.strict:
+                raise
+            # a source is used whole or not at all: forget the part read before it failed
+            dropped = {t.key for t in texts[before:]}
+            del texts[before:]
+            seen = {k: v for k, v in seen.items() if v not in dropped}
+            ledger.exact_duplicates = {k: v for k, v in ledger.exact_duplicates.items() if k not in dropped}
+            ledger.forget_source(spec.id)
+            ledger.failed[spec.id] = str(e)
+            ledger.reject(spec.id, None, "source", "source-failed", str(e))
+            tqdm.write(f"corpus: source '{spec.id}' skipped: {e}")
+
+    with tqdm(total=len(texts), desc="corpus: near-duplicates", unit=" texts", leave=False) as bar:
+        grouping = group_near_duplicates(
+            [(t.key, t.text) for t in texts], cfg.near_dup_threshold, cfg.near_dup_containment,
+            cfg.shingle_words, cfg.num_perm, progress=bar,
+        )
+    segmented = _segment(texts, cfg, ledger)
+
+    source_of_group: dict[str, str] = {}
+    for t, docs in segmented:
+        if docs:
+            source_of_group.setdefault(grouping.group_of[t.key], t.source)  # the group's first text names its source
+    groups_by_source: dict[str, list[str]] = {}
+    for group, source in source_of_group.items():
+        groups_by_source.setdefault(source, []).append(group)
+    split_of = assign_splits(groups_by_source, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+
+    counters: dict[tuple[str, str], int] = {}
+    for t, docs in segmented:
+        group = grouping.group_of[t.key]
+        for doc in docs:
+            n = counters.get((t.source, t.file), 0)
+            counters[(t.source, t.file)] = n + 1
+            ledger.docs[split_of[group]].append({
+                "id": f"{t.source}/{t.file}#{n}", "text": doc, "source": t.source, "period": t.period,
+                "group": group, "title": t.title,
+            })
+    for sid, files in ledger.files.items():  # files whose every text was emptied by the paragraph filter
+        for name in files:
+            if files[name] == "kept" and (sid, name) not in counters:
+                files[name] = "rejected"
+
+    for group, members in sorted(grouping.members().items()):
+        if len(members) > 1:
+            pairs = [dataclasses.asdict(p) for p in grouping.pairs if grouping.group_of[p.a] == group]
+            ledger.near_groups.append({"group": group, "split": split_of.get(group), "members": members, "pairs": pairs})
+
+    if not any(ledger.docs.values()):
+        why = "; ".join(f"{sid}: {err}" for sid, err in ledger.failed.items()) or "every file was rejected"
+        raise LondiniumError(f"corpus: no usable documents ({why}); see {ws.corpus_rejections} and fix the sources registry")
+
+    data_card = card(ledger, {"section": dataclasses.asdict(cfg), "builder": BUILDER_VERSION})
+    paths = {"rejections": ws.corpus_rejections, "chart": ws.corpus_chart}
+    # Splits first, card last: a reader of the card can trust that the splits it describes exist.
+    for split in SPLIT_NAMES:
+        write_jsonl(ws.corpus_split(split), ledger.docs[split])
+    write_jsonl(ws.corpus_rejections, ledger.rejections)
+    chart(data_card, ws.corpus_chart)
+    write_json(ws.corpus_report_json, data_card)
+    write_text(ws.corpus_report_md, markdown(data_card, paths))
+    return [*(ws.corpus_split(s) for s in SPLIT_NAMES), ws.corpus_rejections, ws.corpus_chart,
+            ws.corpus_report_json, ws.corpus_report_md]
+
+
+def _print_summary(ws: Workspace, report: dict[str, Any]) -> dict[str, dict[str, int]]:
+    print(f"corpus: data card {ws.corpus_report_md}")
+    out = {}
+    for split in SPLIT_NAMES:
+        s = report["splits"][split]
+        by = ", ".join(f"{sid} {v['documents']:,}" for sid, v in s["by_source"].items())
+        print(f"  {split:5s} {s['documents']:7,} documents {s['chars']:12,} chars {s['groups']:5,} groups ({by})")
+        out[split] = {"documents": s["documents"], "chars": s["chars"]}
+    if failed := [s for s in report["sources"] if s["status"] == "failed"]:
+        for s in failed:
+            print(f"  skipped source '{s['id']}': {s['error']}")
+    return out
+
+
+def build_corpus(ws: Workspace, cfg: CorpusConfig, force: bool = False) -> CorpusSummary:
+    """Build (or confirm up to date) the corpus in `ws` from the sources registry in `cfg.sources`."""
+    specs = load_registry(cfg.sources or None)
+    ran = ws.run_stage("corpus", cfg, lambda: _build(ws, cfg, specs), fingerprint=fingerprint(specs), force=force)
+    report = json.loads(ws.corpus_report_json.read_text(encoding="utf-8"))
+    splits = _print_summary(ws, report)
+    if not splits["val"]["documents"]:
+        print("  warning: the validation split is empty (fewer than 3 document groups in every source); add texts")
+    return CorpusSummary(ran, splits, ws.corpus_report_md)
+

@@ -1,0 +1,423 @@
+"""Raw file bytes -> plain texts, one function per format.
+
+`extract(raw, spec)` returns the texts in one file: one for a book (text, Gutenberg, HTML, TEI,
+PDF), several for a JSONL file whose rows are grouped (e.g. KJV verses joined into chapters).
+A file that cannot be used raises `ExtractError` with the reason; the build records it and goes on.
+
+Decoding policy (files are untrusted and old): UTF-8 (with or without a BOM) is the norm, UTF-16
+is accepted when a byte-order mark announces it. Bytes
+that are not UTF-8 are decoded as Windows-1252 (a superset of Latin-1) only when the result is
+*clearly* legacy 8-bit prose: every byte is defined in cp1252, fewer than 5% of the characters are
+non-ASCII, and each of them is a letter or common typographic punctuation (é, æ, ’, —, £, ...).
+Anything else is rejected ("not UTF-8 ... re-save the file as UTF-8") rather than silently turned
+into mojibake: guessing latin-1 for every failure would "succeed" on any byte string.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import PurePosixPath
+
+from londinium.corpus.sources import RawFile, SourceSpec
+from londinium.errors import LondiniumError
+
+
+class ExtractError(LondiniumError):
+    """One file cannot be turned into text; the message is the reason recorded for it."""
+
+
+@dataclass
+class ExtractedText:
+    """One text out of a file: a book, or one group of JSONL rows."""
+
+    title: str
+    text: str
+    encoding: str = "utf-8"
+
+
+# ---- decoding -------------------------------------------------------------------------------------
+
+_LEGACY_PUNCT = set("‘’“”–—…£§°«»¶·×¢¥©®±´¨¸¹²³¼½¾¡¿ªº†‡•‰‹›€")
+
+
+def looks_binary(data: bytes) -> bool:
+    """NUL bytes, or many C0 control bytes, in the first 8 KiB: an image, archive or executable."""
+    head = data[:8192]
+    if b"\x00" in head:
+        return True
+    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13))
+    return bool(head) and controls / len(head) > 0.05
+
+
+def decode_text(data: bytes, name: str) -> tuple[str, str]:
+    """Decode file bytes to str under the policy in the module docstring. Returns (text, encoding)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 announced by its byte-order mark
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError as e:
+            raise ExtractError(f"{name}: starts with a UTF-16 byte-order mark but is not valid UTF-16 ({e.reason})") from None
+    if looks_binary(data):
+        raise ExtractError(f"{name}: binary content (NUL or control bytes), not text; leave it out with `exclude`")
+    try:
+        text = data.decode("utf-8-sig")
+        return text, "utf-8"
+    except UnicodeDecodeError as e:
+        utf8_error = e
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:
+        high = [c for c in text if ord(c) > 127]
+        if len(high) < 0.05 * len(text) and all(unicodedata.category(c).startswith("L") or c in _LEGACY_PUNCT for c in high):
+            return text, "cp1252"
+    raise ExtractError(
+        f"{name}: not UTF-8 (invalid byte at offset {utf8_error.start}) and not clearly Latin-1/Windows-1252 "
+        "text; re-save the file as UTF-8"
+    )
+
+
+# ---- Project Gutenberg --------------------------------------------------------------------------
+
+# Lines after which the text proper begins (the last one in the first half of the file wins).
+_GUT_START = re.compile(
+    r"^\W*(\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG"
+    r"|\*?END\*?\s*THE SMALL PRINT"
+    r"|\*{3}\s*START OF THE PROJECT)",
+    re.IGNORECASE,
+)
+# Lines before which the text proper ends (the first one in the second half wins).
+_GUT_END = re.compile(
+    r"^\W*(\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG"
+    r"|END OF (THE |THIS )?PROJECT GUTENBERG"
+    r"|\*{3}\s*END OF THE PROJECT"
+    r"|\*?\s*START\*?\*?THE SMALL PRINT)",
+    re.IGNORECASE,
+)
+# Paragraphs added by transcribers, producers or publishers, not by the author.
+_PRODUCER_NOTE = re.compile(
+    r"^\s*[\[(_]*\s*(transcriber'?s'? notes?\b|produced by\b|e-?text prepared by\b|this e-?(text|book) (was|is)\b"
+    r"|prepared by\b.*\b(gutenberg|etext|e-text)|all rights reserved)",
+    re.IGNORECASE,
+)
+# The World Library notice repeated between scenes of the 1990s Gutenberg Shakespeare.
+_WORLD_LIBRARY = re.compile(r"<<\s*THIS ELECTRONIC VERSION.*?>>", re.IGNORECASE | re.DOTALL)
+
+
+def has_gutenberg_markers(text: str) -> bool:
+    return any(_GUT_START.match(line) or _GUT_END.match(line) for line in text.splitlines())
+
+
+def strip_gutenberg(text: str) -> str:
+    """Remove Project Gutenberg headers, footers, small print and producer/licence notes.
+
+    Texts without markers (as in the `shakespeare` package, whose files were trimmed) keep their
+    whole body; producer notes are removed paragraph by paragraph either way.
+    """
+    text = _WORLD_LIBRARY.sub("", text)
+    lines = text.split("\n")
+    half = len(lines) // 2
+    start, end = 0, len(lines)
+    for i, line in enumerate(lines[: half + 1]):
+        if _GUT_START.match(line):
+            start = i + 1
+    for i in range(half, len(lines)):
+        if _GUT_END.match(lines[i]):
+            end = i
+            break
+    body = "\n".join(lines[start:end])
+    paragraphs = re.split(r"\n[ \t]*\n", body)
+    return "\n\n".join(p for p in paragraphs if not _PRODUCER_NOTE.match(p.lstrip("\n")))
+
+
+# ---- HTML ---------------------------------------------------------------------------------------
+
+_SKIP_TAGS = {"script", "style", "nav", "header", "footer", "aside", "noscript", "template", "svg", "form", "head", "button", "iframe"}
+_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+_BLOCK_TAGS = {"p", "div", "section", "article", "blockquote", "li", "ul", "ol", "dl", "dt", "dd", "table", "tr",
+               "h1", "h2", "h3", "h4", "h5", "h6", "pre", "main", "body", "figure", "figcaption", "center", "td", "th"}
+# class/id/role words that mark site furniture rather than content (Gutenberg's pg-header included).
+_BOILERPLATE_ATTR = re.compile(r"(^|[\s_-])(nav|navbar|navigation|menu|footer|header|sidebar|breadcrumbs?|cookies?|banner|"
+                               r"share|social|advert|ads|boilerplate|pg-header|pg-footer)($|[\s_-])", re.IGNORECASE)
+
+
+class _HTMLText(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip: list[str] = []  # open tags whose content is skipped
+        self.pre = 0
+        self.title = ""
+        self._in_title = False
+
+    def _is_furniture(self, tag: str, attrs: list[tuple[str, str | None]]) -> bool:
+        if tag in _SKIP_TAGS:
+            return True
+        for key, value in attrs:
+            if key in ("class", "id", "role") and value and _BOILERPLATE_ATTR.search(value):
+                return True
+        return False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self._in_title = True
+        if tag in _VOID_TAGS:
+            if tag == "br" and not self.skip:
+                self.parts.append("\n")
+            return
+        if self.skip or self._is_furniture(tag, attrs):
+            self.skip.append(tag)
+            return
+        if tag == "pre":
+            self.pre += 1
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n\n")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "br" and not self.skip:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        if self.skip:
+            # close the innermost skipped element of this name (tolerates sloppy nesting)
+            if tag in self.skip:
+                while self.skip and self.skip.pop() != tag:
+                    pass
+            return
+        if tag == "pre":
+            self.pre = max(0, self.pre - 1)
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+        if self.skip:
+            return
+        # HTML collapses source whitespace; only <pre> and <br> make line breaks.
+        self.parts.append(data if self.pre else re.sub(r"\s+", " ", data))
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """Visible body text of an HTML page without navigation/site furniture. Returns (title, text)."""
+    parser = _HTMLText()
+    parser.feed(html)
+    parser.close()
+    text = "".join(parser.parts)
+    text = re.sub(r"[ \t]*\n[ \t]*", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return " ".join(parser.title.split()), text.strip()
+
+
+# ---- TEI XML -------------------------------------------------------------------------------------
+
+_TEI_SKIP = {"note", "fw", "teiHeader", "figDesc", "corr", "reg", "expan", "del"}
+_TEI_PARAGRAPH = {"p", "lg", "div", "div1", "div2", "div3", "sp", "head", "stage", "castList", "argument", "epigraph", "closer", "opener", "trailer", "quote"}
+_TEI_LINE = {"l", "speaker", "item", "castItem", "salute", "signed", "dateline", "byline"}
+
+
+def _local(tag: object) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def tei_to_text(data: bytes, name: str) -> tuple[str, str]:
+    """The `<text>` of a TEI document (not the `<teiHeader>`), with line and paragraph breaks.
+
+    `<choice>` keeps the original reading (`sic`, `orig`, `abbr`), not the editor's
+    (`corr`, `reg`, `expan`): the corpus is about the period's own spelling.
+    """
+    import defusedxml.ElementTree as DET
+    from defusedxml import DefusedXmlException
+
+    try:
+        root = DET.fromstring(data)
+    except DefusedXmlException as e:
+        raise ExtractError(f"{name}: XML declares entities or DTDs ({type(e).__name__}); refused for safety") from None
+    except Exception as e:  # xml.etree.ElementTree.ParseError and friends
+        raise ExtractError(f"{name}: not well-formed XML ({e}); fix the markup or use format = \"text\"") from None
+    title = ""
+    for el in root.iter():
+        if _local(el.tag) == "titleStmt":
+            for sub in el:
+                if _local(sub.tag) == "title" and "".join(sub.itertext()).strip():
+                    title = " ".join("".join(sub.itertext()).split())
+                    break
+            break
+    body = next((el for el in root.iter() if _local(el.tag) == "text"), None)
+    if body is None:
+        raise ExtractError(f"{name}: TEI file has no <text> element; is it TEI?")
+    parts: list[str] = []
+
+    def walk(el) -> None:
+        tag = _local(el.tag)
+        if tag in _TEI_SKIP:
+            if el.tail:
+                parts.append(re.sub(r"\s+", " ", el.tail))
+            return
+        if tag in _TEI_PARAGRAPH:
+            parts.append("\n\n")
+        elif tag == "lb":
+            parts.append("\n")
+        if el.text:
+            parts.append(re.sub(r"\s+", " ", el.text))
+        for child in el:
+            walk(child)
+        if tag in _TEI_PARAGRAPH:
+            parts.append("\n\n")
+        elif tag in _TEI_LINE:
+            parts.append("\n")
+        if el.tail:
+            parts.append(re.sub(r"\s+", " ", el.tail))
+
+    try:
+        for child in body:
+            walk(child)
+    except RecursionError:
+        raise ExtractError(f"{name}: XML nested too deeply to be a text") from None
+    text = "".join(parts)
+    text = re.sub(r"[ \t]*\n[ \t]*", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return title, text.strip()
+
+
+# ---- JSONL ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class JsonlResult:
+    texts: list[ExtractedText]
+    bad_rows: list[str]  # "line N: reason", for the rejections log
+    rows: int
+
+
+def jsonl_texts(text: str, spec: SourceSpec, name: str) -> JsonlResult:
+    """Rows -> texts. Consecutive rows with equal `jsonl_group_by` values are joined, one row a line."""
+    field = spec.jsonl_text_field
+    groups: list[tuple[tuple, str, list[str]]] = []
+    bad: list[str] = []
+    rows = 0
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        rows += 1
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            bad.append(f"line {lineno}: not valid JSON ({e.msg})")
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get(field), str):
+            bad.append(f"line {lineno}: no string field '{field}' (set jsonl_text_field)")
+            continue
+        key = tuple(str(row.get(k, "")) for k in spec.jsonl_group_by)
+        title = " ".join(str(row[k]) for k in spec.jsonl_title_fields if row.get(k) not in (None, ""))
+        if spec.jsonl_group_by and groups and groups[-1][0] == key:
+            groups[-1][2].append(row[field])
+        else:
+            groups.append((key, title, [row[field]]))
+    if rows and len(bad) == rows:
+        raise ExtractError(f"{name}: none of its {rows} rows is usable ({bad[0]})")
+    stem = PurePosixPath(name).stem
+    texts = [ExtractedText(title or (spec.title or stem), "\n".join(lines)) for _, title, lines in groups]
+    return JsonlResult(texts, bad, rows)
+
+
+# ---- PDF -----------------------------------------------------------------------------------------
+
+
+def pdf_to_text(data: bytes, name: str) -> tuple[str, str]:
+    try:
+        import pypdf
+    except ImportError:
+        raise ExtractError(f"{name}: reading PDF needs the optional extra: pip install 'londinium[pdf]'") from None
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = str((reader.metadata or {}).get("/Title") or "")
+    except Exception as e:  # pypdf raises many types on damaged files
+        raise ExtractError(f"{name}: unreadable PDF ({type(e).__name__}: {e})") from None
+    text = "\n\n".join(p.strip() for p in pages if p.strip())
+    if not text:
+        raise ExtractError(f"{name}: PDF has no text layer (scanned images?); OCR it first")
+    return title, text
+
+
+# ---- dispatch ------------------------------------------------------------------------------------
+
+
+def sniff_format(name: str, data: bytes) -> str:
+    """`auto`: by extension first, then by content."""
+    ext = PurePosixPath(name).suffix.lower()
+    head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if ext == ".pdf" or head.startswith(b"%PDF-"):
+        return "pdf"
+    if ext in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if ext in (".html", ".htm", ".xhtml"):
+        return "html"
+    if ext in (".xml", ".tei") or head.startswith(b"<?xml") or b"<TEI" in head:
+        return "tei" if (b"<TEI" in head or b"<tei" in head or b"<text" in data[:65536]) else "html"
+    low = head[:512].lower()
+    if low.startswith(b"<!doctype html") or low.startswith(b"<html"):
+        return "html"
+    if head.startswith(b"{"):
+        first = head.split(b"\n", 1)[0]
+        try:
+            if isinstance(json.loads(first), dict):
+                return "jsonl"
+        except ValueError:
+            pass
+    return "text"  # `extract` upgrades text with Gutenberg markers to `gutenberg`
+
+
+def _default_title(text: str, name: str, spec: SourceSpec) -> str:
+    """The first short non-empty line (a book's title line), else the file's stem."""
+    for line in text.split("\n")[:20]:
+        line = " ".join(line.split())
+        if line:
+            return line if len(line) <= 100 and any(c.isalpha() for c in line) else PurePosixPath(name).stem
+    return spec.title or PurePosixPath(name).stem
+
+
+@dataclass
+class Extraction:
+    texts: list[ExtractedText]
+    format: str
+    bad_rows: list[str]
+    rows: int = 0
+
+
+def extract(raw: RawFile, spec: SourceSpec) -> Extraction:
+    """Turn one raw file into texts according to `spec.format` (sniffed when `auto`)."""
+    name = raw.name
+    if not raw.data.strip():
+        raise ExtractError(f"{name}: empty file")
+    fmt = spec.format if spec.format != "auto" else sniff_format(name, raw.data)
+    if fmt == "pdf":
+        title, text = pdf_to_text(raw.data, name)
+        return Extraction([ExtractedText(title or _default_title(text, name, spec), text)], fmt, [])
+    if fmt == "tei":
+        if looks_binary(raw.data):
+            raise ExtractError(f"{name}: binary content, not XML")
+        title, text = tei_to_text(raw.data, name)
+        return Extraction([ExtractedText(title or _default_title(text, name, spec), text)], fmt, [])
+    text, encoding = decode_text(raw.data, name)
+    if fmt == "jsonl":
+        result = jsonl_texts(text, spec, name)
+        for t in result.texts:
+            t.encoding = encoding
+        return Extraction(result.texts, fmt, result.bad_rows, result.rows)
+    if fmt == "html":
+        title, body = html_to_text(text)
+        return Extraction([ExtractedText(title or _default_title(body, name, spec), body, encoding)], fmt, [])
+    if fmt == "text" and spec.format == "auto" and has_gutenberg_markers(text):
+        fmt = "gutenberg"
+    if fmt == "gutenberg":
+        text = strip_gutenberg(text.replace("\r\n", "\n").replace("\r", "\n"))
+    return Extraction([ExtractedText(_default_title(text, name, spec), text, encoding)], fmt, [])
