@@ -72,7 +72,11 @@ def mlp_hidden(cfg: ModelConfig) -> int:
 
 class KVCache:
     """Preallocated keys and values of every layer, `[B, n_kv_head, max_len, head_dim]` each, with
-    one shared filled length. The model writes the new tokens' K/V at `length` and then advances it."""
+    one shared filled length. The model writes the new tokens' K/V at `length` and then advances it.
+
+    `pad` (optional, `[B]` long) batches prompts of different lengths: row b is left-padded by
+    `pad[b]` tokens, which no query attends to, and its positions count from its first real token.
+    Every row then appends at the same column, so the one shared length still holds."""
 
     def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, max_len: int, head_dim: int,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
@@ -81,6 +85,7 @@ class KVCache:
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.max_len = max_len
         self.length = 0
+        self.pad: torch.Tensor | None = None
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the new K/V of `layer` after the filled part; return all keys and values so far."""
@@ -94,6 +99,16 @@ class KVCache:
 
     def reset(self) -> None:
         self.length = 0
+
+
+def padding_mask(pad: torch.Tensor, start: int, T: int) -> torch.Tensor:
+    """Attention mask `[B, 1, T, start + T]` for left-padded rows: query i (column start + i) sees the
+    keys up to its own column that are not padding. A padding query sees itself only: a row with no
+    key at all would give NaN, and NaN keys/values in the cache poison every later step."""
+    keys = torch.arange(start + T, device=pad.device)
+    queries = torch.arange(start, start + T, device=pad.device)[:, None]
+    allowed = (keys[None, None, :] <= queries[None]) & (keys[None, None, :] >= pad[:, None, None])
+    return (allowed | (keys[None, :] == queries)[None])[:, None]
 
 
 # ---- building blocks -----------------------------------------------------------------------------
@@ -135,7 +150,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None,
+                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         kv_width = self.n_kv_head * self.head_dim
         q, k, v = self.c_attn(x).split([C, kv_width, kv_width], dim=-1)
@@ -159,6 +175,8 @@ class CausalSelfAttention(nn.Module):
                 # is_causal aligns the triangle top-left, which is wrong when keys outnumber queries.)
                 mask = torch.arange(past, past + T, device=x.device)[:, None] >= torch.arange(past + T, device=x.device)[None, :]
                 causal = False
+        if pad_mask is not None:
+            mask, causal = pad_mask, False  # left-padded rows: causal and padding in one mask
         if self.n_kv_head != self.n_head:
             # Each group of n_head/n_kv_head query heads shares one K/V head (Llama's repeat_kv order).
             groups = self.n_head // self.n_kv_head
@@ -231,8 +249,9 @@ class Block(nn.Module):
         self.ln_2 = make_norm(cfg)
         self.mlp = MoE(cfg) if cfg.n_experts else MLP(cfg)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope, cache)
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None,
+                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, cache, pad_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -294,13 +313,22 @@ class GPT(nn.Module):
             raise LondiniumError(f"KV cache holds {kv_cache.max_len} tokens, {start + T} needed; make a larger cache")
         x = self.transformer.wte(idx)
         rope = None
-        if self.config.positions == "learned":
-            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        pad = kv_cache.pad if kv_cache is not None else None
+        pad_mask = None
+        if pad is None:
+            pos = torch.arange(start, start + T, device=idx.device)
         else:
+            pos = (torch.arange(start, start + T, device=idx.device)[None, :] - pad[:, None]).clamp(min=0)
+            pad_mask = padding_mask(pad, start, T)
+        if self.config.positions == "learned":
+            x = x + self.transformer.wpe(pos)
+        elif pad is None:
             rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
+        else:
+            rope = (self.rope_cos[pos], self.rope_sin[pos])  # [B, T, 1, head_dim/2]: per-row positions
         x = self.transformer.drop(x)
         for block in self.transformer.h:
-            x = block(x, rope, kv_cache)
+            x = block(x, rope, kv_cache, pad_mask)
         if kv_cache is not None:
             kv_cache.advance(T)
         logits = self.lm_head(self.transformer.ln_f(x))
