@@ -151,10 +151,14 @@ def test_transformers_tokenizer_has_bos_eos_pad_and_round_trips(saved: Workspace
     hf = AutoTokenizer.from_pretrained(str(saved.tokenizer_hf_dir))
     assert hf.bos_token == hf.eos_token == EOT and hf.bos_token_id == hf.eos_token_id == eot_id(tok)
     assert hf.pad_token == PAD and hf.pad_token_id == special_token_ids(tok)[PAD]
+    assert set(hf.all_special_tokens) == set(SPECIAL_TOKENS)
     for text in SPECIFIC[:-3]:  # without the literal special tokens (transformers parses those)
         ids = hf(text, add_special_tokens=True)["input_ids"]
         assert ids == encode(tok, text)
         assert hf.decode(ids) == text
+    # transformers' convention: control-token text is parsed (chat templates rely on it).
+    chat = "<|user|>Quoth he<|end|>"
+    assert hf(chat)["input_ids"] == encode(tok, chat, allow_special=True)
 
 
 def test_vocab_size_out_of_range_is_a_config_error():

@@ -159,8 +159,13 @@ def build_report(
     }
 
 
+def _visible(piece: str) -> str:
+    # Markdown tables cannot hold newlines, and code spans trim spaces: show them as ␣, \n, \t, \r.
+    return piece.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r").replace("|", "\\|")
+
+
 def _cell(pieces: list[str]) -> str:
-    return " · ".join(f"`{p}`".replace("|", "\\|") for p in pieces)
+    return " · ".join(f"`{_visible(p)}`" for p in pieces)
 
 
 def render_markdown(r: dict[str, Any]) -> str:
@@ -211,7 +216,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "|---:|---:|---|",
     ]
     out += [f"| {t['id']} | {t['bytes']} | {_cell([t['text']])} |" for t in r["longest_tokens"]]
-    out += ["", "### Period words", "", "How often each occurs in the validation split, and how it is split mid-sentence (with its leading space) and at a sentence start.", ""]
+    out += ["", "### Period words", "", "How often each occurs in the validation split, and how it is split mid-sentence (with its leading space, shown as ␣) and at a sentence start.", ""]
     head = "| word | count | ours | ours, sentence start |" + (" GPT-2 |" if gpt2 else "")
     out += [head, "|---|---:|---|---|" + ("---|" if gpt2 else "")]
     for p in r["period_words"]:

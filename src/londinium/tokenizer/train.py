@@ -14,7 +14,6 @@ Why these choices:
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -23,7 +22,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from londinium.config import TokenizerConfig
 from londinium.data.documents import iter_documents, iter_texts, require_split
 from londinium.errors import ConfigError, LondiniumError
-from londinium.files import write_bytes, write_text
+from londinium.files import write_json, write_text
 from londinium.tokenizer.codec import CHAT_ROLES, EOT, PAD, SPECIAL_TOKENS
 from londinium.workspace import Workspace, default_cache_dir
 
@@ -80,26 +79,29 @@ def save_tokenizer(tok: Tokenizer, ws: Workspace) -> list[Path]:
 
 
 def save_transformers(tok: Tokenizer, directory: Path) -> list[Path]:
-    """Save as a `transformers` fast tokenizer (bos/eos = <|endoftext|>, pad = <|pad|>) for exports."""
-    from transformers import PreTrainedTokenizerFast  # slow import (~4 s): only when saving
+    """Save as a `transformers` fast tokenizer directory (bos/eos = <|endoftext|>, pad = <|pad|>).
 
-    hf = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(tok.to_str()),
-        bos_token=EOT,
-        eos_token=EOT,
-        pad_token=PAD,
-        additional_special_tokens=list(CHAT_ROLES),
+    `AutoTokenizer.from_pretrained(directory)` loads it as a `PreTrainedTokenizerFast`. The two small
+    JSON files are written directly rather than through `transformers.save_pretrained`, so training a
+    tokenizer needs neither transformers nor its slow import; tests load the result with the real
+    transformers to keep this honest.
+    """
+    specials = {"bos_token": EOT, "eos_token": EOT, "pad_token": PAD, "additional_special_tokens": list(CHAT_ROLES)}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **specials,
+        "unk_token": None,  # byte-level: nothing is ever unknown
         # transformers' default clean-up turns " ." into "." and would break the round trip.
-        clean_up_tokenization_spaces=False,
-    )
-    written: list[Path] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(tmp)
-        for f in sorted(Path(tmp).iterdir()):
-            target = directory / f.name
-            write_bytes(target, f.read_bytes())
-            written.append(target)
-    return written
+        "clean_up_tokenization_spaces": False,
+    }
+    files = {
+        directory / "tokenizer.json": lambda p: write_text(p, tok.to_str(pretty=True)),
+        directory / "tokenizer_config.json": lambda p: write_json(p, config),
+        directory / "special_tokens_map.json": lambda p: write_json(p, specials),  # read by older transformers
+    }
+    for path, write in files.items():
+        write(path)
+    return list(files)
 
 
 def _count_lines(path: Path) -> int:
