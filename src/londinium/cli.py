@@ -3,6 +3,8 @@
     londinium corpus build      sources -> corpus/{train,val,test}.jsonl + data card
     londinium tokenizer train   corpus -> tokenizer/tokenizer.json + report
     londinium data prepare      corpus + tokenizer -> shards/{train,val,test}.bin + meta.json
+    londinium train             shards -> runs/<name>/ checkpoints, metrics, loss plot (--resume, --run;
+                                torchrun --nproc_per_node=N -m londinium train for DDP)
     londinium model info        parameters, FLOPs per token and memory of the configured model
     londinium config show       the effective config, with a comment per field
     londinium quickstart        every stage on the embedded default
@@ -78,6 +80,18 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from londinium.train.trainer import train
+
+    ws, cfg = _context(args)
+    if args.resume:
+        cfg.train.resume = True
+    if args.run:
+        cfg.train.run_name = args.run
+    train(ws, cfg, force=args.force)
+    return 0
+
+
 def cmd_model_info(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -132,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = stage("data", "corpus + tokenizer -> token shards for training")
     verb(data, "prepare", cmd_data_prepare, "encode every split into shards/<split>.bin + .meta.json")
+
+    p = stages.add_parser("train", help="shards -> checkpoints: train the GPT (under torchrun for DDP)",
+                          description="train the GPT on the shards; the same command runs DDP under torchrun --nproc_per_node=N")
+    _common(p)
+    p.add_argument("--resume", action="store_true", help="continue the run from its newest valid checkpoint")
+    # --run-name too: under torchrun, `--run` is rejected by torchrun's own parser as ambiguous.
+    p.add_argument("--run", "--run-name", dest="run", default=None, metavar="NAME",
+                   help="run name: runs/NAME/ (default: train.run_name, 'main'); write --run-name under torchrun")
+    p.set_defaults(handler=cmd_train)
 
     model = stage("model", "the GPT architecture")
     verb(model, "info", cmd_model_info, "parameters, FLOPs per token and memory estimate (weights, AdamW, activations, KV cache)")

@@ -138,6 +138,7 @@ class TrainConfig:
     resume: bool = doc(False, "Continue the run from its newest valid checkpoint (quickstart always does).")
     peak_tflops: float = doc(0.0, "Peak TFLOP/s per process for MFU; 0 measures a matmul on CPU or looks up known GPUs.")
     budget_warn_epochs: float = doc(4.0, "Warn before training when the plan reads the train split more than this many times.")
+    threads: int = doc(0, "CPU threads per process (torch.set_num_threads); 0 keeps torch's default. Bit-exact resume needs the same value.")
 
 
 # --------------------------------------------------------------------------------------------------

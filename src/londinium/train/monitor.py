@@ -35,8 +35,10 @@ def measure_matmul_flops(device_type: str = "cpu", dtype: torch.dtype = torch.fl
     On CPUs this is the honest roof (there is no data-sheet number for a shared, throttled CPU).
     """
     n = 1024 if device_type == "cpu" else 8192
-    a = torch.randn(n, n, device=device_type, dtype=dtype)
-    b = torch.randn(n, n, device=device_type, dtype=dtype)
+    # A private generator: drawing from the global one would shift a resumed run's dropout masks.
+    gen = torch.Generator(device=device_type).manual_seed(0)
+    a = torch.randn(n, n, device=device_type, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=device_type, dtype=dtype, generator=gen)
     a @ b  # warm-up: thread pool, kernels
     best = 0.0
     deadline = time.perf_counter() + seconds

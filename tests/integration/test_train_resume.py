@@ -1,0 +1,81 @@
+"""Bit-exact resume on one process: a run SIGKILLed mid-way and resumed ends exactly like one never
+interrupted -- same weights, same logged losses -- even when its newest checkpoint is damaged.
+
+The run that is killed is a real `python -m londinium train` subprocess; the reference and the
+resumed runs go through the same CLI entry point in this process, which saves two interpreter
+start-ups per test (torch's import is most of a tiny run's cost).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from train_helpers import (
+    assert_same_weights,
+    checkpoint_steps,
+    cli_in_process,
+    final_weights,
+    logged,
+    newest_checkpoint_dir,
+    run,
+    train_args,
+    train_cmd,
+)
+
+from londinium.train.checkpoint import MODEL_FILE
+
+STEPS, KILL_AT = 24, 15
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_workspace):
+    """An uninterrupted run of STEPS steps."""
+    rc, _, err = cli_in_process(train_args(tiny_workspace, "ref", STEPS))
+    assert rc == 0, err
+    return final_weights(tiny_workspace, "ref"), logged(tiny_workspace, "ref")
+
+
+@pytest.fixture(scope="module")
+def killed(tiny_workspace):
+    """A subprocess run SIGKILLed after step KILL_AT, and an identical copy of what it left ("killed2")."""
+    ws = tiny_workspace
+    died = run(train_cmd(ws, "killed", STEPS), kill_at=KILL_AT)
+    assert died.returncode == -9, (died.returncode, died.stderr[-2000:])  # died by SIGKILL, no clean-up
+    assert logged(ws, "killed")[0][-1][0] == KILL_AT  # it logged past its last checkpoint
+    shutil.copytree(ws.run_dir("killed"), ws.run_dir("killed2"))
+    return ws
+
+
+def test_resume_after_sigkill_is_bit_exact(killed, reference):
+    ws = killed
+    assert checkpoint_steps(ws, "killed") == [6, 12]
+    rc, out, err = cli_in_process(train_args(ws, "killed", STEPS, "--resume"))
+    assert rc == 0, err
+    assert "resuming from step 12" in out
+    ref_weights, (ref_train, ref_val) = reference
+    assert_same_weights(final_weights(ws, "killed"), ref_weights)
+    train_rows, val_rows = logged(ws, "killed")
+    assert train_rows == ref_train  # every step's loss, each logged once, bit for bit
+    assert val_rows == ref_val
+    assert [s for s, _ in ref_train] == list(range(1, STEPS + 1))
+
+
+def test_truncated_newest_checkpoint_is_named_and_resume_uses_the_previous(killed, reference):
+    ws = killed
+    newest = newest_checkpoint_dir(ws, "killed2")
+    assert newest.name == "step-000012"
+    weights = newest / MODEL_FILE
+    weights.write_bytes(weights.read_bytes()[:1000])  # a torn write: truncated
+    rc, out, err = cli_in_process(train_args(ws, "killed2", STEPS, "--resume"))
+    assert rc == 0, err
+    assert "step-000012" in out and "truncated" in out
+    assert "resuming from step 6" in out
+    assert_same_weights(final_weights(ws, "killed2"), reference[0])
+    assert logged(ws, "killed2") == reference[1]
+
+
+def test_existing_run_without_resume_or_force_is_refused(tiny_workspace, reference):
+    rc, _, err = cli_in_process(train_args(tiny_workspace, "ref", STEPS + 6))  # a longer plan for a finished run
+    assert rc == 2
+    assert "--resume" in err and "--force" in err and "step 24" in err
