@@ -1,0 +1,391 @@
+"""Sampling controls: `SamplingParams`, and the logits processors that implement them on a batch.
+
+Every control is one small processor that works on a whole batch `[B, V]` at once, with its setting
+per row (a batch can mix a greedy request with a top-p one), so the decode loop pays one tensor op
+per control per step, not one per sequence. A `LogitsPipeline` holds only the processors that some
+row of the batch asks for, in the order `transformers` applies them:
+
+    raw logits ─► repetition penalty ─► frequency/presence penalty ─► no-repeat n-gram ─► logit bias
+               ─► temperature ─► top-k ─► top-p ─► min-p ─► sample (or argmax when temperature = 0)
+
+Definitions, so the numbers match what users know:
+- repetition penalty (`transformers`, from CTRL): a token already in the prompt or the output has
+  its logit divided by the penalty when positive, multiplied by it when negative;
+- frequency and presence penalties (OpenAI): `logit -= count * frequency_penalty + (count > 0) *
+  presence_penalty`, counting tokens of the generated text only;
+- no-repeat n-gram (`transformers`): a token that would complete an n-gram already present in the
+  prompt or output is banned;
+- logit bias (OpenAI): added to the logit of the token id; -100 bans a token, +100 all but forces it;
+- top-p keeps the smallest set of most likely tokens whose probability reaches p; min-p keeps tokens
+  whose probability is at least min_p times the most likely token's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Sequence
+
+import torch
+
+from londinium.errors import LondiniumError
+
+
+class SamplingError(LondiniumError):
+    """A sampling parameter is out of range; the message names the field and its valid range."""
+
+
+@dataclass
+class SamplingParams:
+    """What to generate for one prompt. The defaults are the OpenAI API's (temperature 1, no limits)."""
+
+    max_tokens: int = 64
+    temperature: float = 1.0  # 0 means greedy
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    min_p: float = 0.0  # 0: off
+    repetition_penalty: float = 1.0  # 1: off
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0  # 0: off
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    seed: int | None = None  # None: drawn from torch's global generator (so torch.manual_seed applies)
+    n: int = 1  # completions returned
+    best_of: int | None = None  # samples drawn, the n with the highest mean log-probability returned
+    logprobs: int | None = None  # None: none; k >= 0: each token's log-probability and its top k alternatives
+    stop: list[str] = field(default_factory=list)  # stop strings, matched on decoded text, not returned
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    num_beams: int = 1  # > 1: beam search (deterministic; sampling controls other than penalties are off)
+    length_penalty: float = 1.0  # beam search: score = sum of log-probs / length ** length_penalty
+    truncate: bool = False  # drop tokens from the left of a prompt that does not fit, instead of refusing it
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @property
+    def samples(self) -> int:
+        """Sequences to decode for this request: best_of when set, else n."""
+        return self.best_of if self.best_of is not None else self.n
+
+    def replace(self, **changes: Any) -> SamplingParams:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return SamplingParams(**values)
+
+    def validate(self, vocab_size: int | None = None) -> SamplingParams:
+        """Raise SamplingError naming the first field out of range; return self for chaining."""
+
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise SamplingError(f"sampling parameter {name} = {getattr(self, name)!r}: {rule}")
+
+        need(isinstance(self.max_tokens, int) and self.max_tokens >= 1, "max_tokens", "must be an integer >= 1")
+        need(_finite(self.temperature) and self.temperature >= 0, "temperature", "must be >= 0 (0 is greedy)")
+        need(isinstance(self.top_k, int) and self.top_k >= 0, "top_k", "must be an integer >= 0 (0 is off)")
+        need(_finite(self.top_p) and 0 < self.top_p <= 1, "top_p", "must be in (0, 1] (1 is off)")
+        need(_finite(self.min_p) and 0 <= self.min_p <= 1, "min_p", "must be in [0, 1] (0 is off)")
+        need(_finite(self.repetition_penalty) and self.repetition_penalty > 0, "repetition_penalty", "must be > 0 (1 is off)")
+        need(_finite(self.frequency_penalty) and -2 <= self.frequency_penalty <= 2, "frequency_penalty", "must be in [-2, 2] (OpenAI's range)")
+        need(_finite(self.presence_penalty) and -2 <= self.presence_penalty <= 2, "presence_penalty", "must be in [-2, 2] (OpenAI's range)")
+        need(isinstance(self.no_repeat_ngram_size, int) and self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "must be an integer >= 0 (0 is off)")
+        need(isinstance(self.n, int) and self.n >= 1, "n", "must be an integer >= 1")
+        need(self.best_of is None or (isinstance(self.best_of, int) and self.best_of >= self.n), "best_of", f"must be >= n ({self.n})")
+        need(self.logprobs is None or (isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20), "logprobs", "must be between 0 and 20 alternatives, or None")
+        need(isinstance(self.num_beams, int) and self.num_beams >= 1, "num_beams", "must be an integer >= 1")
+        need(self.num_beams == 1 or self.n <= self.num_beams, "n", f"beam search returns at most num_beams ({self.num_beams}) sequences")
+        need(self.num_beams == 1 or self.best_of is None, "best_of", "does not apply to beam search (it keeps the best beams itself)")
+        need(_finite(self.length_penalty), "length_penalty", "must be a finite number")
+        need(all(isinstance(s, str) and s for s in self.stop), "stop", "must be a list of non-empty strings")
+        need(self.seed is None or isinstance(self.seed, int), "seed", "must be an integer or None")
+        for name in ("logit_bias", "stop_token_ids"):
+            ids = self.logit_bias.keys() if name == "logit_bias" else self.stop_token_ids
+            for t in ids:
+                if not isinstance(t, int) or t < 0 or (vocab_size is not None and t >= vocab_size):
+                    raise SamplingError(f"sampling parameter {name}: token id {t!r} is not in the vocabulary (0 .. {(vocab_size or 0) - 1})")
+        for t, b in self.logit_bias.items():
+            if not _finite(b) or not -100 <= b <= 100:
+                raise SamplingError(f"sampling parameter logit_bias: bias {b!r} of token {t} must be in [-100, 100] (OpenAI's range)")
+        return self
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# ---- processors --------------------------------------------------------------------------------
+#
+# Each processor: `__call__(logits [B, V]) -> logits` (may work in place) and `observe(tokens [B])`,
+# called after every step with the token each row took, for the ones that keep state.
+
+
+class LogitsProcessor:
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def observe(self, tokens: torch.Tensor) -> None:
+        pass
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Beam search: row b now continues the sequence that was row `rows[b]`."""
+
+
+def _column(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    """A per-row setting as a `[B, 1]` tensor that broadcasts over the vocabulary."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device)[:, None]
+
+
+class RepetitionPenalty(LogitsProcessor):
+    """CTRL's penalty as in `transformers`: tokens seen in the prompt or output are made less likely."""
+
+    def __init__(self, penalty: Sequence[float], histories: Sequence[Sequence[int]], vocab_size: int, device: torch.device | str = "cpu"):
+        self.penalty = torch.tensor(penalty, dtype=torch.float32, device=device)[:, None]
+        self.seen = torch.zeros(len(histories), vocab_size, dtype=torch.bool, device=device)
+        for b, ids in enumerate(histories):
+            if ids:
+                self.seen[b, torch.tensor(list(ids), dtype=torch.long, device=device)] = True
+        self.rows = torch.arange(len(histories), device=device)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        p = self.penalty.to(logits.dtype)
+        penalised = torch.where(logits < 0, logits * p, logits / p)
+        return torch.where(self.seen, penalised, logits)
+
+    def observe(self, tokens: torch.Tensor) -> None:
+        self.seen[self.rows, tokens] = True
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.seen = self.seen[rows]
+
+
+class FrequencyPresencePenalty(LogitsProcessor):
+    """OpenAI's penalties on the counts of each token in the generated text so far."""
+
+    def __init__(self, frequency: Sequence[float], presence: Sequence[float], vocab_size: int, device: torch.device | str = "cpu"):
+        self.frequency = torch.tensor(frequency, dtype=torch.float32, device=device)[:, None]
+        self.presence = torch.tensor(presence, dtype=torch.float32, device=device)[:, None]
+        self.counts = torch.zeros(len(frequency), vocab_size, dtype=torch.float32, device=device)
+        self.rows = torch.arange(len(frequency), device=device)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits - self.counts * self.frequency - (self.counts > 0).float() * self.presence
+
+    def observe(self, tokens: torch.Tensor) -> None:
+        self.counts[self.rows, tokens] += 1
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.counts = self.counts[rows]
+
+
+class NoRepeatNGram(LogitsProcessor):
+    """Ban any token that would repeat an n-gram of the prompt or output (`transformers`' rule).
+
+    Keeps, per row, a map from each (n-1)-token prefix to the tokens that followed it, updated by one
+    entry per step, so a step costs O(1) per row instead of rescanning the sequence.
+    """
+
+    def __init__(self, sizes: Sequence[int], histories: Sequence[Sequence[int]]):
+        self.sizes = list(sizes)
+        self.histories = [list(h) for h in histories]
+        self.followers: list[dict[tuple[int, ...], set[int]]] = [{} for _ in sizes]
+        for b, n in enumerate(self.sizes):
+            h = self.histories[b]
+            for i in range(len(h) - n + 1 if n else 0):
+                self.followers[b].setdefault(tuple(h[i:i + n - 1]), set()).add(h[i + n - 1])
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        for b, n in enumerate(self.sizes):
+            h = self.histories[b]
+            if n and len(h) >= n - 1:
+                banned = self.followers[b].get(tuple(h[len(h) - n + 1:]) if n > 1 else ())
+                if banned:
+                    logits[b, list(banned)] = -math.inf
+        return logits
+
+    def observe(self, tokens: torch.Tensor) -> None:
+        for b, t in enumerate(tokens.tolist()):
+            n, h = self.sizes[b], self.histories[b]
+            h.append(t)
+            if n and len(h) >= n:
+                self.followers[b].setdefault(tuple(h[len(h) - n:-1]), set()).add(t)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        old_h, old_f = self.histories, self.followers
+        self.histories = [list(old_h[r]) for r in rows.tolist()]
+        self.followers = [{k: set(v) for k, v in old_f[r].items()} for r in rows.tolist()]
+
+
+class LogitBias(LogitsProcessor):
+    """OpenAI's logit_bias: a fixed number added to chosen tokens' logits."""
+
+    def __init__(self, biases: Sequence[dict[int, float]], vocab_size: int, device: torch.device | str = "cpu"):
+        self.bias = torch.zeros(len(biases), vocab_size, dtype=torch.float32, device=device)
+        for b, bias in enumerate(biases):
+            for t, v in bias.items():
+                self.bias[b, t] = v
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits + self.bias
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.bias = self.bias[rows]
+
+
+class Temperature(LogitsProcessor):
+    """Divide by the temperature (rows with temperature 0 are greedy: they are left as they are)."""
+
+    def __init__(self, temperature: Sequence[float], device: torch.device | str = "cpu"):
+        self.t = torch.tensor([t if t > 0 else 1.0 for t in temperature], dtype=torch.float32, device=device)[:, None]
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits / self.t
+
+
+class TopK(LogitsProcessor):
+    """Keep the k most likely tokens of each row (k = 0: all of them)."""
+
+    def __init__(self, k: Sequence[int], vocab_size: int, device: torch.device | str = "cpu"):
+        ks = [min(k_, vocab_size) if k_ > 0 else vocab_size for k_ in k]
+        self.kmax = max(ks)
+        self.index = torch.tensor(ks, dtype=torch.long, device=device)[:, None] - 1
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        threshold = logits.topk(self.kmax, dim=-1).values.gather(1, self.index)
+        return logits.masked_fill(logits < threshold, -math.inf)
+
+
+class TopP(LogitsProcessor):
+    """Nucleus sampling: keep the smallest set of most likely tokens whose probability reaches p."""
+
+    def __init__(self, p: Sequence[float], device: torch.device | str = "cpu"):
+        self.p = torch.tensor(p, dtype=torch.float32, device=device)[:, None]
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability mass of the more likely tokens
+        # A token is dropped once the tokens before it already reach p; the first always stays.
+        # Rows with p = 1 keep everything (float rounding could otherwise drop a far tail).
+        drop_sorted = (before >= self.p) & (self.p < 1.0)
+        drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
+        return logits.masked_fill(drop, -math.inf)
+
+
+class MinP(LogitsProcessor):
+    """Keep tokens whose probability is at least min_p times the top token's probability."""
+
+    def __init__(self, min_p: Sequence[float], device: torch.device | str = "cpu"):
+        self.min_p = torch.tensor(min_p, dtype=torch.float32, device=device)[:, None]
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        probs = logits.softmax(dim=-1)
+        threshold = probs.max(dim=-1, keepdim=True).values * self.min_p
+        return logits.masked_fill(probs < threshold, -math.inf)
+
+
+class LogitsPipeline:
+    """The processors a batch needs, applied in order; built by `build_pipeline`."""
+
+    def __init__(self, processors: list[LogitsProcessor]):
+        self.processors = processors
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        for p in self.processors:
+            logits = p(logits)
+        return logits
+
+    def observe(self, tokens: torch.Tensor) -> None:
+        for p in self.processors:
+            p.observe(tokens)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        for p in self.processors:
+            p.reorder(rows)
+
+    def __len__(self) -> int:
+        return len(self.processors)
+
+
+def penalty_processors(params: Sequence[SamplingParams], histories: Sequence[Sequence[int]], vocab_size: int,
+                       device: torch.device | str = "cpu") -> list[LogitsProcessor]:
+    """The processors that change the model's scores (beam search uses these too)."""
+    out: list[LogitsProcessor] = []
+    if any(p.repetition_penalty != 1.0 for p in params):
+        out.append(RepetitionPenalty([p.repetition_penalty for p in params], histories, vocab_size, device))
+    if any(p.frequency_penalty or p.presence_penalty for p in params):
+        out.append(FrequencyPresencePenalty([p.frequency_penalty for p in params], [p.presence_penalty for p in params], vocab_size, device))
+    if any(p.no_repeat_ngram_size for p in params):
+        out.append(NoRepeatNGram([p.no_repeat_ngram_size for p in params], histories))
+    if any(p.logit_bias for p in params):
+        out.append(LogitBias([p.logit_bias for p in params], vocab_size, device))
+    return out
+
+
+def build_pipeline(params: Sequence[SamplingParams], histories: Sequence[Sequence[int]], vocab_size: int,
+                   device: torch.device | str = "cpu") -> LogitsPipeline:
+    """The pipeline for a batch: row b follows `params[b]`; `histories[b]` is its prompt's token ids."""
+    out = penalty_processors(params, histories, vocab_size, device)
+    sampling = [p for p in params if not p.greedy]
+    # Warpers only change which token is sampled; for an all-greedy batch they cannot change the argmax.
+    if sampling:
+        if any(p.temperature not in (0.0, 1.0) for p in params):
+            out.append(Temperature([p.temperature for p in params], device))
+        if any(p.top_k for p in sampling):
+            out.append(TopK([p.top_k for p in params], vocab_size, device))
+        if any(p.top_p < 1.0 for p in sampling):
+            out.append(TopP([p.top_p for p in params], device))
+        if any(p.min_p > 0.0 for p in sampling):
+            out.append(MinP([p.min_p for p in params], device))
+    return LogitsPipeline(out)
+
+
+# ---- choosing the next token ---------------------------------------------------------------------
+
+
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator of its own for one sequence, so its samples do not depend on what it is batched with."""
+    if seed is None:
+        # Drawn from the global generator, so `torch.manual_seed` makes unseeded runs repeatable too.
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def sample_seed(seed: int | None, index: int) -> int | None:
+    """The seed of sample `index` of a request: the n samples of one seeded request differ, and the
+    request is repeatable. (Python's hash of a tuple of ints is not randomised between runs.)"""
+    if seed is None:
+        return None
+    return seed if index == 0 else hash((seed, index)) & (2**62 - 1)
+
+
+class TokenChooser:
+    """Pick each row's next token from processed logits: argmax for greedy rows, a sample otherwise.
+
+    Sampling uses the exponential-race form of the Gumbel-max trick: `argmax(p / E)` with E ~ Exp(1)
+    is a draw from p. Each row draws its noise from its own generator, and the argmax is one batched
+    op, so seeded rows give the same tokens whether they run alone or in a batch.
+    """
+
+    def __init__(self, greedy: Sequence[bool], generators: Sequence[torch.Generator | None], device: torch.device | str = "cpu"):
+        self.greedy = list(greedy)
+        self.generators = list(generators)
+        self.all_greedy = all(self.greedy)
+        self.greedy_mask = torch.tensor(self.greedy, device=device)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.all_greedy:
+            return logits.argmax(dim=-1)
+        probs = logits.softmax(dim=-1)
+        noise = torch.empty_like(probs)
+        for b, g in enumerate(self.generators):
+            if self.greedy[b]:
+                noise[b] = 1.0
+            else:
+                noise[b].exponential_(generator=g)
+        sampled = (probs / noise).argmax(dim=-1)
+        if not any(self.greedy):
+            return sampled
+        return torch.where(self.greedy_mask, logits.argmax(dim=-1), sampled)
