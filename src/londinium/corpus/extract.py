@@ -168,7 +168,7 @@ class _HTMLText(HTMLParser):
             self._in_title = True
         if tag in _VOID_TAGS:
             if tag == "br" and not self.skip:
-                self.parts.append("\n")
+                self._newline("\n")
             return
         if self.skip or self._is_furniture(tag, attrs):
             self.skip.append(tag)
@@ -176,11 +176,17 @@ class _HTMLText(HTMLParser):
         if tag == "pre":
             self.pre += 1
         if tag in _BLOCK_TAGS:
-            self.parts.append("\n\n")
+            self._newline("\n\n")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "br" and not self.skip:
-            self.parts.append("\n")
+            self._newline("\n")
+
+    def _newline(self, brk: str) -> None:
+        # spaces that HTML collapsing left at the end of a line are not text
+        if self.parts and not self.pre:
+            self.parts[-1] = self.parts[-1].rstrip(" ")
+        self.parts.append(brk)
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":
@@ -194,15 +200,22 @@ class _HTMLText(HTMLParser):
         if tag == "pre":
             self.pre = max(0, self.pre - 1)
         if tag in _BLOCK_TAGS:
-            self.parts.append("\n\n")
+            self._newline("\n\n")
 
     def handle_data(self, data: str) -> None:
         if self._in_title:
             self.title += data
         if self.skip:
             return
-        # HTML collapses source whitespace; only <pre> and <br> make line breaks.
-        self.parts.append(data if self.pre else re.sub(r"\s+", " ", data))
+        if self.pre:
+            self.parts.append(data)
+            return
+        # HTML collapses source whitespace; only <pre>, <br> and blocks make line breaks.
+        data = re.sub(r"\s+", " ", data)
+        if not self.parts or self.parts[-1].endswith("\n"):
+            data = data.lstrip(" ")
+        if data:
+            self.parts.append(data)
 
 
 def html_to_text(html: str) -> tuple[str, str]:
@@ -210,9 +223,7 @@ def html_to_text(html: str) -> tuple[str, str]:
     parser = _HTMLText()
     parser.feed(html)
     parser.close()
-    text = "".join(parser.parts)
-    text = re.sub(r"[ \t]*\n[ \t]*", "\n", text)
-    text = re.sub(r"\n{3,}", "\n\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", "".join(parser.parts))
     return " ".join(parser.title.split()), text.strip()
 
 
@@ -255,23 +266,26 @@ def tei_to_text(data: bytes, name: str) -> tuple[str, str]:
         raise ExtractError(f"{name}: TEI file has no <text> element; is it TEI?")
     parts: list[str] = []
 
-    def walk(el) -> None:
+    def walk(el, in_speech: bool = False) -> None:
         tag = _local(el.tag)
         if tag in _TEI_SKIP:
             if el.tail:
                 parts.append(re.sub(r"\s+", " ", el.tail))
             return
-        if tag in _TEI_PARAGRAPH:
+        # inside a speech (<sp>) the speaker and its lines stay together, as in printed plays
+        paragraph = tag in _TEI_PARAGRAPH and not (in_speech and tag in ("p", "lg"))
+        line = tag in _TEI_LINE or (in_speech and tag in ("p", "lg"))
+        if paragraph:
             parts.append("\n\n")
         elif tag == "lb":
             parts.append("\n")
         if el.text:
             parts.append(re.sub(r"\s+", " ", el.text))
         for child in el:
-            walk(child)
-        if tag in _TEI_PARAGRAPH:
+            walk(child, in_speech or tag == "sp")
+        if paragraph:
             parts.append("\n\n")
-        elif tag in _TEI_LINE:
+        elif line:
             parts.append("\n")
         if el.tail:
             parts.append(re.sub(r"\s+", " ", el.tail))

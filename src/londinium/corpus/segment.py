@@ -43,7 +43,7 @@ def split_long(paragraph: str, limit: int) -> list[str]:
         if head:
             pieces.append(head)
     if rest.strip():
-        pieces.append(rest)
+        pieces.append(rest.rstrip())
     return pieces
 
 

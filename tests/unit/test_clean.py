@@ -1,0 +1,141 @@
+"""Normalisation keeps the period language; quality scores separate period English from junk."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from londinium.config import CorpusConfig
+from londinium.corpus.clean import normalise
+from londinium.corpus.quality import foreign_paragraph, rejection_reason, score
+
+FOLIO = (
+    "  Gon. I haue great comfort from this fellow: methinks he hath no drowning\n"
+    "marke vpon him, his complexion is perfect Gallowes: stand fast good Fate to his\n"
+    "hanging, make the rope of his destiny our cable, for our owne doth little\n"
+    "aduantage: If he be not borne to bee hang'd, our case is miserable.\n"
+)
+KJV = ("In the beginning God created the heaven and the earth. And the earth was without form, and void; "
+       "and darkness was upon the face of the deep. And the Spirit of God moved upon the face of the waters. "
+       "And God said, Let there be light: and there was light. And God saw the light, that it was good: "
+       "and God divided the light from the darkness.")
+LATIN = ("Quales aerii montis de vertice nubes\nCum surgunt, et jam Boreae tumida ora quierunt,\n"
+         "Caeruleum in pelagus tumidis jam fluctibus aequor\nVolvitur, et magno resonant nunc litora motu.\n"
+         "Tres tria, sed longe distantia, saecula vates\nOstentant tribus e gentibus eximios,\n"
+         "Graecia Maeonidem, jactat sibi Roma Maronem,\nAnglia Miltonum jactat utrique parem.\n"
+         "Partubus ex binis Natura exhausta, coacta est,\nTertia sed nullo crescere digna modo.")
+
+
+# ---- normalisation --------------------------------------------------------------------------------
+
+
+def test_period_spelling_and_letters_are_untouched():
+    text = "Thou deseruing haue vpon the ſhore, with æ and œ, the ﬁrst ﬂower; ‘quoth’ he, “Æneas” — naïve Cæsar."
+    assert normalise(text) == text
+
+
+def test_folio_text_survives_normalisation_except_line_endings():
+    assert normalise(FOLIO.replace("\n", "\r\n")) == FOLIO.rstrip()
+
+
+def test_mojibake_is_repaired_without_uncurling_quotes():
+    assert normalise("Donâ€™t thou â€œfearâ€\x9d") == "Don’t thou “fear”"
+
+
+def test_decomposed_accents_are_composed_to_nfc():
+    out = normalise("Cafe\u0301 and nai\u0308ve")
+    assert out == "Café and naïve" and unicodedata.is_normalized("NFC", out)
+
+
+def test_runaway_whitespace_collapses_but_verse_lines_stay():
+    text = "Full fadom fiue   thy Father lies,\t\t  \nOf his bones are Corrall made:\n\n\n\n\n\nThose are pearles\u00a0that were his eies,"
+    assert normalise(text) == "Full fadom fiue thy Father lies,\nOf his bones are Corrall made:\n\n\nThose are pearles that were his eies,"
+
+
+def test_indentation_is_capped_not_removed():
+    text = "                           POEMS\n  Gon. Good,\n\tyet remember"
+    assert normalise(text) == "    POEMS\n  Gon. Good,\n    yet remember"
+
+
+def test_control_characters_and_zero_width_marks_go():
+    assert normalise("thou\x00 art\u200b more\x07 lovely\x0cthan") == "thou art more lovely\n\nthan"
+
+
+def test_html_entities_in_plain_text_are_left_as_written():
+    assert normalise("Rosencrantz &amp; Guildenstern") == "Rosencrantz &amp; Guildenstern"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200))
+def test_normalise_is_idempotent(text):
+    once = normalise(text)
+    assert normalise(once) == once
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abcdefghijklmnopqrstuvwxyzſæœ’‘ ,.;:\n")), max_size=300))
+def test_normalise_never_changes_the_words(text):
+    # only whitespace may change: the sequence of non-space characters is exactly preserved
+    assert "".join(normalise(text).split()) == "".join(text.split())
+
+
+# ---- quality scores and filters -------------------------------------------------------------------
+
+CFG = CorpusConfig()
+
+
+def test_period_english_passes_every_filter():
+    for text in (FOLIO * 3, KJV):
+        s = score(text)
+        assert rejection_reason(s, CFG) is None, s
+
+
+def test_latin_fails_the_english_check():
+    s = score(LATIN)
+    assert s.english < 0.05
+    assert rejection_reason(s, CFG) == "not-english"
+
+
+def test_short_text_is_rejected():
+    assert rejection_reason(score("Thou art."), CFG) == "too-short"
+
+
+def test_ocr_noise_is_scored_and_rejected():
+    noisy = " ".join(["th3", "w@s", "1Well", "b|ue", "aaaa", "the", "and", "of"] * 40)
+    s = score(noisy)
+    assert s.noise > 0.5
+    assert rejection_reason(s, CFG) == "ocr-noise"
+    assert score(FOLIO).noise == 0.0  # apostrophes, colons and old spellings are not noise
+
+
+def test_boilerplate_lines_are_scored_and_rejected():
+    licence = "\n".join([
+        "This eBook is for the use of anyone anywhere at no cost and with",
+        "almost no restrictions whatsoever. You may copy it under the terms of",
+        "the Project Gutenberg License included with this eBook or online at",
+        "www.gutenberg.org. Please donate to support the work.",
+        "and the earth was without form and void of all",
+    ] * 10)
+    s = score(licence)
+    assert s.boilerplate >= 0.6
+    assert rejection_reason(s, CFG) == "boilerplate"
+
+
+def test_tables_of_numbers_fail_the_alphabetic_share():
+    table = "\n".join(f"{i} {i * 7} {i * 13}.5 -- {i % 3}" for i in range(100))
+    assert rejection_reason(score(table), CFG) == "few-alphabetic-words"
+
+
+def test_warrant_in_a_play_is_not_licence_boilerplate():
+    assert score("I warrant thee, my lord, and thou shalt see.\n" * 10).boilerplate == 0.0
+
+
+def test_foreign_paragraphs_inside_english_books_are_caught_but_english_verse_is_not():
+    assert foreign_paragraph(LATIN, CFG.min_english_paragraph) is not None
+    dense_verse = ("Dead life, blind sight, poor mortal living ghost, Woe's scene, world's shame, grave's due by life "
+                   "usurp'd, Brief abstract and record of tedious days, Rest thy unrest on England's lawful earth, "
+                   "Unlawfully made drunk with innocent blood.")
+    assert foreign_paragraph(dense_verse, CFG.min_english_paragraph) is None
+    assert foreign_paragraph("Et tu, Brute?", CFG.min_english_paragraph) is None  # too short to judge
