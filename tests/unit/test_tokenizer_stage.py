@@ -43,6 +43,9 @@ def test_report_measures_the_validation_split(trained: Workspace):
     # Longest tokens really are the longest (in bytes), specials excluded.
     lengths = [t["bytes"] for t in report["longest_tokens"]]
     assert lengths == sorted(lengths, reverse=True)
+    assert all(any(c.isalpha() for c in t["text"]) for t in report["longest_tokens"])
+    n_space = sum(1 for i in range(tok.get_vocab_size()) if i >= 6 and not tok.decode([i]).strip())
+    assert report["whitespace_tokens"]["count"] == n_space > 0  # the fixture has runs of spaces
     assert all(len(encode(tok, t["text"])) == 1 for t in report["longest_tokens"] if "\ufffd" not in t["text"])
 
 

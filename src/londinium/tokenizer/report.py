@@ -109,8 +109,11 @@ def build_report(
     used = {i for ids in ids_per_doc for i in ids}
     words = Counter(w for t in texts for w in _WORD.findall(t))
 
-    longest = sorted(range(vocab_size), key=lambda i: (-_token_bytes(tok, i), i))
-    longest = [i for i in longest if tok.id_to_token(i) not in SPECIAL_TOKENS][:LONGEST]
+    # Longest tokens with a letter in them; whitespace runs (indentation) are counted separately,
+    # since they would otherwise fill the list and hide the words.
+    ordinary = [i for i in range(vocab_size) if tok.id_to_token(i) not in SPECIAL_TOKENS]
+    whitespace = [i for i in ordinary if not decode(tok, [i]).strip()]
+    longest = sorted((i for i in ordinary if _WORD.search(decode(tok, [i]))), key=lambda i: (-_token_bytes(tok, i), i))[:LONGEST]
 
     period = []
     for word in PERIOD_WORDS:
@@ -152,6 +155,7 @@ def build_report(
         "utilisation": {"used": len(used), "vocab_size": vocab_size, "share": round(len(used) / vocab_size, 4)},
         "round_trip": round_trip(tok, val_docs, ids_per_doc),
         "longest_tokens": [{"id": i, "text": decode(tok, [i]), "bytes": _token_bytes(tok, i)} for i in longest],
+        "whitespace_tokens": {"count": len(whitespace), "longest_bytes": max((_token_bytes(tok, i) for i in whitespace), default=0)},
         "period_words": period,
         "single_token_words": single,
         "by_source": by_source,
@@ -211,6 +215,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         "- Special tokens: " + ", ".join(f"`{t}` = {i}" for t, i in r["special_tokens"].items()) + " (text that spells them is encoded as plain text unless asked).",
         "",
         "### Longest tokens",
+        "",
+        f"Tokens with a letter in them, longest first. Besides these, {r['whitespace_tokens']['count']} tokens are runs of "
+        f"whitespace only (up to {r['whitespace_tokens']['longest_bytes']} bytes; indentation and line breaks).",
         "",
         "| id | bytes | token |",
         "|---:|---:|---|",
