@@ -6,6 +6,8 @@
     londinium train             shards -> runs/<name>/ checkpoints, metrics, loss plot (--resume, --run;
                                 torchrun --nproc_per_node=N -m londinium train for DDP)
     londinium model info        parameters, FLOPs per token and memory of the configured model
+    londinium eval              a checkpoint -> eval/<run>/report.md + results.json (--run, --text FILE,
+                                --compare RUN_A RUN_B)
     londinium config show       the effective config, with a comment per field
     londinium quickstart        every stage on the embedded default
 
@@ -104,6 +106,23 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    ws, cfg = _context(args)
+    if args.compare:
+        from londinium.eval.compare import compare_runs
+
+        markdown, path = compare_runs(ws, *args.compare)
+        print(markdown)
+        print(f"written to {path}")
+        return 0
+    from londinium.eval.run import evaluate
+
+    if args.checkpoint:
+        cfg.eval.checkpoint = args.checkpoint
+    evaluate(ws, cfg, run=args.run, texts=args.text, force=args.force)
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from londinium.pipeline import QUICKSTART_PRESET, quickstart
 
@@ -158,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = stage("model", "the GPT architecture")
     verb(model, "info", cmd_model_info, "parameters, FLOPs per token and memory estimate (weights, AdamW, activations, KV cache)")
+
+    p = stages.add_parser("eval", help="a checkpoint -> report card: perplexity, probes, contamination, samples",
+                          description="evaluate a trained run into eval/<run>/report.md and results.json, "
+                                      "or compare two evaluated runs side by side")
+    _common(p)
+    p.add_argument("--run", default=None, metavar="NAME", help="run to evaluate (default: train.run_name, 'main')")
+    p.add_argument("--checkpoint", default=None, help="'best', 'latest' or a checkpoint directory (default: eval.checkpoint)")
+    p.add_argument("--text", action="append", default=[], metavar="FILE", help="also report perplexity on this UTF-8 text file (repeatable)")
+    p.add_argument("--compare", nargs=2, default=None, metavar=("RUN_A", "RUN_B"), help="print and write two evaluated runs side by side")
+    p.set_defaults(handler=cmd_eval)
 
     p = stages.add_parser("quickstart", help="run every stage on the embedded default (tiny preset)")
     _common(p)

@@ -141,6 +141,31 @@ class TrainConfig:
     threads: int = doc(0, "CPU threads per process (torch.set_num_threads); 0 keeps torch's default. Bit-exact resume needs the same value.")
 
 
+@dataclass
+class EvalConfig:
+    """`londinium eval`: perplexity, domain probes, contamination, generation quality -> eval/<run>/report.md."""
+
+    checkpoint: str = doc("best", "Checkpoint to evaluate: 'best' (lowest validation loss), 'latest', or a checkpoint directory.")
+    splits: list[str] = doc(["val", "test"], "Corpus splits scored for perplexity and bits per byte (by source and period).")
+    max_docs: int = doc(200, "Documents per split scored, taken round-robin by source (0: all of them).")
+    stride: int = doc(0, "Sliding-window step in tokens for documents longer than the context (0: half the context).")
+    batch_size: int = doc(8, "Windows or probe choices per forward pass (memory grows with it x context x vocabulary).")
+    probes: bool = doc(True, "Score the domain probe set.")
+    probe_file: str = doc("", "Probe set (TOML, docs/evaluation.md); empty: the embedded set for the default corpus.")
+    contamination_ngram: int = doc(8, "Word n-gram size of the contamination check against the train split.")
+    contamination_threshold: float = doc(0.5, "Share of a probe's or reference's n-grams found in the train split at which it is flagged.")
+    prompts: int = doc(8, "Held-out prompts for generation, cut from documents of prompt_split (0: no generation).")
+    prompt_split: str = doc("val", "Split the prompts and their reference continuations come from ('val' or 'test').")
+    prompt_chars: int = doc(200, "Characters at the start of a held-out document used as its prompt (cut at a word boundary).")
+    reference_words: int = doc(30, "Words after the prompt kept as its reference continuation (BLEU, ROUGE).")
+    temperatures: list[float] = doc([0.0, 0.7, 1.0], "Sampling temperatures of the samples (0: greedy).")
+    samples_per_prompt: int = doc(2, "Samples per prompt and temperature (one at temperature 0).")
+    max_new_tokens: int = doc(64, "Tokens generated per sample.")
+    seed: int = doc(1337, "Seed of sampling, so a report card is reproducible.")
+    period_words: str = doc("", "Word list of period vocabulary (one per line); empty: the embedded Early Modern English list.")
+    anachronisms: str = doc("", "Word list of anachronisms (one per line); empty: the embedded list for 1590-1670.")
+
+
 # --------------------------------------------------------------------------------------------------
 # The whole config
 
@@ -153,6 +178,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def section(self, name: str) -> Any:
         return getattr(self, name)

@@ -10,7 +10,8 @@ for paths and never joins them by hand:
       tokenizer/  tokenizer.json (+ transformers files)  report.md report.json config.toml
       shards/   train.bin train.meta.json  val.bin ...  config.toml
       runs/<name>/  checkpoints/  metrics.jsonl  train_loss.png  config.toml
-      eval/ ...
+      eval/<run>/  results.json report.md perplexity_by_source.png loss.png config.toml
+      eval/compare-<a>-vs-<b>.md .json
 
 A stage is a function of its config and its inputs. `Workspace.up_to_date` says whether a stage's
 recorded config and input hashes equal the current ones and its outputs are intact; `record` writes
@@ -142,6 +143,20 @@ class Workspace:
     @property
     def eval_dir(self) -> Path:
         return self.stage_dir("eval")
+
+    def eval_run_dir(self, run: str = "main") -> Path:
+        """One run's report card. The stage is recorded as "eval/<run>", so this is its stage_dir."""
+        return self.stage_dir(f"eval/{run}")
+
+    def eval_results(self, run: str = "main") -> Path:
+        return self.eval_run_dir(run) / "results.json"
+
+    def eval_report_md(self, run: str = "main") -> Path:
+        return self.eval_run_dir(run) / "report.md"
+
+    def eval_compare(self, run_a: str, run_b: str) -> Path:
+        """`londinium eval --compare A B` writes this Markdown (and a .json next to it)."""
+        return self.eval_dir / f"compare-{run_a}-vs-{run_b}.md"
 
     # ---- manifest ------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

@@ -52,36 +52,48 @@ def check_contamination(
 
     `items` maps an id to its text. Returns one `Contamination` per item, in the order given.
     """
+    return check_groups({kind: items}, train_texts, n, threshold)
+
+
+def check_groups(
+    groups: Mapping[str, Mapping[str, str]],
+    train_texts: Iterable[str],
+    n: int = 8,
+    threshold: float = 0.5,
+) -> list[Contamination]:
+    """`check_contamination` for several kinds of items ({kind: {id: text}}) in one pass over the
+    training text. Results are in the order given, kind by kind."""
     check_config(n, threshold)
-    # n-gram -> ids of the items that contain it, grouped by n-gram length (short items use their own).
-    wanted: dict[int, dict[tuple[str, ...], set[str]]] = defaultdict(lambda: defaultdict(set))
-    totals: dict[str, int] = {}
-    for item_id, text in items.items():
-        ws = words(text)
+    keys = [(kind, item_id) for kind, items in groups.items() for item_id in items]
+    # n-gram -> the items that contain it, grouped by n-gram length (items shorter than n use their own)
+    wanted: dict[int, dict[tuple[str, ...], set[tuple[str, str]]]] = defaultdict(lambda: defaultdict(set))
+    totals: dict[tuple[str, str], int] = {}
+    for key in keys:
+        ws = words(groups[key[0]][key[1]])
         k = min(n, len(ws))
         grams = set(zip(*(ws[i:] for i in range(k)))) if k else set()
-        totals[item_id] = len(grams)
+        totals[key] = len(grams)
         for g in grams:
-            wanted[k][g].add(item_id)
+            wanted[k][g].add(key)
 
+    wanted_sets = {k: set(v) for k, v in wanted.items()}
     seen: dict[int, set[tuple[str, ...]]] = {k: set() for k in wanted}
-    keys = {k: set(v) for k, v in wanted.items()}
     for text in train_texts:
         ws = words(text)
-        for k, key_set in keys.items():
+        for k, key_set in wanted_sets.items():
             if len(ws) >= k and len(seen[k]) < len(key_set):
                 seen[k] |= key_set.intersection(zip(*(ws[i:] for i in range(k))))
 
-    found: dict[str, int] = dict.fromkeys(items, 0)
+    found: dict[tuple[str, str], int] = dict.fromkeys(keys, 0)
     for k, grams in seen.items():
         for g in grams:
-            for item_id in wanted[k][g]:
-                found[item_id] += 1
+            for key in wanted[k][g]:
+                found[key] += 1
     out = []
-    for item_id in items:
-        total = totals[item_id]
-        share = found[item_id] / total if total else 0.0
-        out.append(Contamination(item_id, kind, total, found[item_id], share, total > 0 and share >= threshold))
+    for key in keys:
+        total = totals[key]
+        share = found[key] / total if total else 0.0
+        out.append(Contamination(key[1], key[0], total, found[key], share, total > 0 and share >= threshold))
     return out
 
 

@@ -1,0 +1,97 @@
+"""`londinium eval --compare RUN_A RUN_B`: two report cards side by side, with the difference.
+
+Bits per byte compare across tokenizers; perplexity only within one (a note says so when the two
+runs used different tokenizers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from londinium.errors import LondiniumError
+from londinium.eval.report import table
+from londinium.files import write_json, write_text
+from londinium.workspace import Workspace
+
+# (label, higher is better?) per metric key of the flattened results
+LOWER_IS_BETTER = ("perplexity", "bits/byte", "loss", "mean rank", "rep-4", "anachronisms")
+
+
+def read_results(ws: Workspace, run: str) -> dict[str, Any]:
+    path = ws.eval_results(run)
+    if not path.is_file():
+        raise LondiniumError(f"run '{run}' has no evaluation ({path} is missing): run `londinium eval --run {run}` first")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise LondiniumError(f"{path} is not valid JSON: re-run `londinium eval --run {run} --force`") from None
+
+
+def flatten(results: dict[str, Any]) -> dict[str, float]:
+    """The headline numbers of a results dict as {label: value}, in report order."""
+    out: dict[str, float] = {}
+    for split, block in results.get("perplexity", {}).items():
+        if split == "texts":
+            for name, t in block.items():
+                out[f"`{Path(name).name}` bits/byte"] = t["bits_per_byte"]
+            continue
+        out[f"{split} perplexity"] = block["total"]["perplexity"]
+        out[f"{split} bits/byte"] = block["total"]["bits_per_byte"]
+        for source, t in block["by_source"].items():
+            out[f"{split} `{source}` bits/byte"] = t["bits_per_byte"]
+    if probes := results.get("probes"):
+        s = probes["summary"]
+        out["probes accuracy"] = s["overall"]["accuracy"]
+        out["probes accuracy/byte"] = s["overall"]["accuracy_norm"]
+        out["probes mean rank"] = s["overall"]["mean_rank"]
+        for cat, b in s["by_category"].items():
+            out[f"probes `{cat}` accuracy"] = b["accuracy"]
+    if gen := results.get("generation"):
+        for key, m in gen["metrics"].items():
+            if key == "reference":
+                continue
+            for label, k in (("distinct-2", "distinct_2"), ("rep-4", "rep_4"), ("period words", "period_share"),
+                             ("anachronisms", "anachronisms"), ("BLEU", "bleu"), ("ROUGE-L", "rougeL")):
+                out[f"T={key} {label}"] = m[k]
+    return out
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def render_comparison(run_a: str, a: dict[str, Any], run_b: str, b: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(Markdown, JSON-able rows) of the two runs' headline numbers and B - A."""
+    fa, fb = flatten(a), flatten(b)
+    labels = list(fa) + [k for k in fb if k not in fa]
+    rows, data = [], []
+    for label in labels:
+        va, vb = fa.get(label), fb.get(label)
+        diff = vb - va if va is not None and vb is not None else None
+        better = ""
+        if diff:
+            lower = any(label.endswith(s) for s in LOWER_IS_BETTER)
+            better = run_b if (diff < 0) == lower else run_a
+        rows.append([label, _fmt(va), _fmt(vb), "–" if diff is None else f"{diff:+.4g}", better])
+        data.append({"metric": label, run_a: va, run_b: vb, "difference": diff, "better": better or None})
+    lines = [f"# Evaluation: `{run_a}` vs `{run_b}`", ""]
+    for run, r in ((run_a, a), (run_b, b)):
+        ck, m = r.get("checkpoint", {}), r.get("model", {})
+        lines.append(f"- `{run}`: checkpoint `{ck.get('name')}`, {m.get('params', 0) / 1e6:.2f} M parameters, context {m.get('context')}")
+    if a.get("tokenizer_sha256") != b.get("tokenizer_sha256"):
+        lines.append("- The runs use different tokenizers: compare bits per byte, not perplexity.")
+    lines += ["", table(["metric", run_a, run_b, f"{run_b} − {run_a}", "better"], rows), ""]
+    return "\n".join(lines), {"runs": [run_a, run_b], "rows": data}
+
+
+def compare_runs(ws: Workspace, run_a: str, run_b: str) -> tuple[str, Path]:
+    """Write eval/compare-A-vs-B.md and .json; returns (Markdown, path of the .md)."""
+    md, data = render_comparison(run_a, read_results(ws, run_a), run_b, read_results(ws, run_b))
+    path = ws.eval_compare(run_a, run_b)
+    write_text(path, md)
+    write_json(path.with_suffix(".json"), data)
+    return md, path
