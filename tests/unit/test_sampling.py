@@ -32,6 +32,16 @@ from londinium.infer.sampling import (
 INF = math.inf
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Models this small are all per-op overhead: one thread runs them faster than two (with two,
+    # every op waits on a thread the busy machine has descheduled), and leaves the other core free.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def kept(logits: torch.Tensor) -> list[list[int]]:
     """Indices of the tokens a filter left (finite logits), per row."""
     return [torch.nonzero(torch.isfinite(row)).flatten().tolist() for row in logits]
