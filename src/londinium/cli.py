@@ -8,6 +8,8 @@
     londinium model info        parameters, FLOPs per token and memory of the configured model
     londinium eval              a checkpoint -> eval/<run>/report.md + results.json (--run, --text FILE,
                                 --compare RUN_A RUN_B)
+    londinium generate          a checkpoint -> text (--prompt/--prompts-file, every sampling flag, --format json)
+    londinium chat              an interactive REPL that streams the model's continuation of your text
     londinium config show       the effective config, with a comment per field
     londinium quickstart        every stage on the embedded default
 
@@ -123,6 +125,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from londinium.infer.commands import generate_command
+
+    return generate_command(*_context(args), args)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from londinium.infer.commands import chat_command
+
+    return chat_command(*_context(args), args)
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from londinium.pipeline import QUICKSTART_PRESET, quickstart
 
@@ -187,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", action="append", default=[], metavar="FILE", help="also report perplexity on this UTF-8 text file (repeatable)")
     p.add_argument("--compare", nargs=2, default=None, metavar=("RUN_A", "RUN_B"), help="print and write two evaluated runs side by side")
     p.set_defaults(handler=cmd_eval)
+
+    from londinium.infer.options import add_generate_arguments, add_model_arguments, add_sampling_arguments
+
+    p = stages.add_parser("generate", help="a checkpoint -> text, with every sampling control",
+                          description="generate text from a trained checkpoint: sampling, beam search, stop strings, JSON output")
+    _common(p)
+    add_generate_arguments(p)
+    p.set_defaults(handler=cmd_generate)
+
+    p = stages.add_parser("chat", help="interactive REPL: the model continues your text, streaming",
+                          description="an interactive REPL that streams the model's continuation; /set, /reset, /help inside")
+    _common(p)
+    add_model_arguments(p)
+    add_sampling_arguments(p)
+    p.set_defaults(handler=cmd_chat)
 
     p = stages.add_parser("quickstart", help="run every stage on the embedded default (tiny preset)")
     _common(p)

@@ -166,6 +166,27 @@ class EvalConfig:
     anachronisms: str = doc("", "Word list of anachronisms (one per line); empty: the embedded list for 1590-1670.")
 
 
+@dataclass
+class GenerateConfig:
+    """Defaults of `londinium generate` and `londinium chat`; each also has a command-line flag."""
+
+    run: str = doc("", "Training run to load; empty: train.run_name.")
+    checkpoint: str = doc("best", "'best' (lowest validation loss), 'latest', or a checkpoint directory.")
+    device: str = doc("cpu", "Torch device: 'cpu', 'cuda', or 'auto' (cuda, then mps, then cpu).")
+    max_tokens: int = doc(200, "Tokens generated per prompt at most.")
+    temperature: float = doc(0.8, "Sampling temperature; 0 is greedy decoding.")
+    top_k: int = doc(0, "Sample among the k most likely tokens only (0: off).")
+    top_p: float = doc(0.95, "Nucleus sampling: the smallest set of most likely tokens whose probability reaches p (1: off).")
+    min_p: float = doc(0.0, "Drop tokens less likely than min_p times the most likely one (0: off).")
+    repetition_penalty: float = doc(1.0, "transformers' repetition penalty on tokens of the prompt and output (1: off; 1.1-1.3 is typical).")
+    frequency_penalty: float = doc(0.0, "OpenAI frequency penalty (-2..2): subtracted once per earlier occurrence in the output.")
+    presence_penalty: float = doc(0.0, "OpenAI presence penalty (-2..2): subtracted once from any token already in the output.")
+    no_repeat_ngram_size: int = doc(0, "Never repeat an n-gram of this many tokens (0: off).")
+    seed: int = doc(-1, "Seed for reproducible sampling; negative: a fresh seed each run.")
+    stop: list[str] = doc([], "Stop strings: generation ends before the first one, which is not returned.")
+    chat_window: int = doc(0, "Tokens of conversation `chat` keeps (a rolling window); 0: the model's context.")
+
+
 # --------------------------------------------------------------------------------------------------
 # The whole config
 
@@ -178,6 +199,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def section(self, name: str) -> Any:

@@ -1,0 +1,105 @@
+"""What `londinium generate` and `londinium chat` do: load the run's engine, then generate or chat.
+
+The flags and their mapping onto SamplingParams live in `options.py` (no torch import there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from londinium.config import Config
+from londinium.errors import LondiniumError
+from londinium.infer.engine import Engine
+from londinium.infer.options import sampling_params
+from londinium.workspace import Workspace
+
+
+def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[Engine, str]:
+    """The engine for the chosen run and checkpoint, and a line saying what was loaded."""
+    from londinium.tokenizer.codec import load_tokenizer, tokenizer_sha256
+    from londinium.train.checkpoint import load_model
+    from londinium.train.device import resolve_device
+
+    run = args.run or cfg.generate.run or cfg.train.run_name
+    which = args.checkpoint or cfg.generate.checkpoint
+    device = resolve_device(args.device or cfg.generate.device)
+    model, _, ckpt = load_model(ws, run=run, which=which, device=str(device))
+    tok = load_tokenizer(ws)
+    trained_with = ckpt.meta.get("tokenizer_sha256")
+    if trained_with and trained_with != tokenizer_sha256(ws):
+        raise LondiniumError(
+            f"checkpoint {ckpt.path} was trained with another tokenizer than {ws.tokenizer_file} (sha256 differs); "
+            "generate with the workspace the run was trained in")
+    return Engine(model, tok), f"run {run}, checkpoint {ckpt.path.name} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}"
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    if args.prompt is not None:
+        return list(args.prompt)
+    path: Path = args.prompts_file
+    if not path.is_file():
+        raise LondiniumError(f"--prompts-file {path}: no such file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise LondiniumError(f"--prompts-file {path}: not UTF-8 text") from None
+    if path.suffix != ".jsonl":
+        prompts = [line for line in lines if line.strip()]
+    else:
+        prompts = []
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LondiniumError(f"{path}:{i}: not valid JSON ({e})") from None
+            prompt = row.get("prompt") if isinstance(row, dict) else row
+            if not isinstance(prompt, str):
+                raise LondiniumError(f'{path}:{i}: expected a JSON string or an object with a "prompt" string')
+            prompts.append(prompt)
+    if not prompts:
+        raise LondiniumError(f"--prompts-file {path} holds no prompts")
+    return prompts
+
+
+def generate_command(ws: Workspace, cfg: Config, args: argparse.Namespace) -> int:
+    params = sampling_params(cfg, args).validate()  # before the slow part: bad flags fail at once
+    prompts = read_prompts(args)
+    engine, loaded = load_engine(ws, cfg, args)
+    print(f"londinium generate: {loaded}", file=sys.stderr)
+    streamable = len(prompts) == 1 and params.n == 1 and params.num_beams == 1 and params.best_of in (None, 1)
+    if args.format == "text" and streamable:
+        # One sequence: show it as it is written.
+        sys.stdout.write(prompts[0])
+        sys.stdout.flush()
+        for delta in engine.stream(prompts[0], params):
+            sys.stdout.write(delta.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    completions = engine.generate(prompts, params)
+    for i, c in enumerate(completions):
+        if args.format == "json":
+            print(json.dumps({"index": i, **c.to_dict()}, ensure_ascii=False))
+            continue
+        for choice in c.choices:
+            if len(completions) > 1 or len(c.choices) > 1:
+                print(f"--- prompt {i}, choice {choice.index} ({choice.finish_reason}, mean log-prob {choice.mean_logprob:.3f})")
+            print(c.prompt + choice.text)
+        t = c.timing
+        print(f"[prompt {i}: {t.prompt_tokens} prompt tokens, {t.completion_tokens} generated, "
+              f"first token {t.prefill_s * 1000:.0f} ms, {t.decode_tokens_per_s:.1f} tok/s]", file=sys.stderr)
+    return 0
+
+
+def chat_command(ws: Workspace, cfg: Config, args: argparse.Namespace) -> int:
+    from londinium.infer.chat import ChatSession, run_chat
+
+    params = sampling_params(cfg, args).validate()
+    engine, loaded = load_engine(ws, cfg, args)
+    session = ChatSession(engine, params, window=cfg.generate.chat_window)
+    return run_chat(session, banner=f"londinium chat: {loaded}. A base model continues your text; /help for commands.")

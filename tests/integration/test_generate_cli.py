@@ -1,0 +1,132 @@
+"""`londinium generate` and `londinium chat` on a real workspace: the tokenizer stage's tokenizer and
+a checkpoint written by the trainer's checkpoint code (random weights: what is tested is the
+plumbing from flags to engine to output, not the prose)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from londinium.cli import main
+from londinium.config import Config, ModelConfig, to_toml
+from londinium.infer import Engine, SamplingParams
+from londinium.infer.chat import ChatSession
+from londinium.model.gpt import GPT
+from londinium.tokenizer.codec import load_tokenizer, tokenizer_sha256
+from londinium.train.checkpoint import save_checkpoint
+
+RUN = "generate-cli"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # A tiny model is all per-op overhead: one thread is faster than two on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ws(tiny_workspace):
+    """The shared tiny workspace plus a checkpoint of a small random GPT under its own run name."""
+    tok = load_tokenizer(tiny_workspace)
+    cfg = Config()
+    cfg.model = ModelConfig(n_layer=2, n_head=2, n_embd=32, context=64, vocab_size=tok.get_vocab_size())
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    save_checkpoint(tiny_workspace.checkpoints_dir(RUN), 1, model, {"step": 1}, to_toml(cfg),
+                    {"run": RUN, "tokenizer_sha256": tokenizer_sha256(tiny_workspace)})
+    return tiny_workspace
+
+
+def cli(ws, *args: str) -> list[str]:
+    return ["-w", str(ws.root), "--run", RUN, "--checkpoint", "latest", *args]
+
+
+def test_generate_json_gives_text_tokens_logprobs_and_timing_equal_to_the_library(ws, capsys) -> None:
+    assert main(["generate", *cli(ws, "--prompt", "Thou art", "--greedy", "--max-tokens", "6", "--ignore-eos",
+                                  "--logprobs", "2", "--format", "json")]) == 0
+    [line] = capsys.readouterr().out.strip().splitlines()
+    row = json.loads(line)
+    [choice] = row["choices"]
+    assert len(choice["token_ids"]) == 6 and choice["finish_reason"] == "length"
+    assert [len(e["top"]) for e in choice["logprobs"]] == [2] * 6
+    assert row["timing"]["prompt_tokens"] == len(row["prompt_token_ids"]) and row["timing"]["completion_tokens"] == 6
+    engine = Engine.from_workspace(ws, run=RUN, checkpoint="latest")
+    [c] = engine.generate(["Thou art"], SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True))
+    assert choice["token_ids"] == c.token_ids and choice["text"] == c.text
+
+
+def test_prompts_file_with_n_samples_and_config_defaults(ws, tmp_path, capsys) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('"Thou art"\n{"prompt": "To be, or not"}\n\n', encoding="utf-8")
+    assert main(["generate", *cli(ws, "--prompts-file", str(prompts), "--n", "2", "--seed", "3", "--ignore-eos",
+                                  "--format", "json", "--set", "generate.max_tokens=4")]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [r["prompt"] for r in rows] == ["Thou art", "To be, or not"]
+    assert all(len(r["choices"]) == 2 and all(len(c["token_ids"]) == 4 for c in r["choices"]) for r in rows)
+
+
+def test_generate_text_streams_the_prompt_and_its_continuation(ws, capsys) -> None:
+    assert main(["generate", *cli(ws, "--prompt", "Thou art", "--max-tokens", "5", "--seed", "1", "--stop", "zzz")]) == 0
+    out = capsys.readouterr()
+    engine = Engine.from_workspace(ws, run=RUN, checkpoint="latest")
+    [c] = engine.generate(["Thou art"], SamplingParams(max_tokens=5, seed=1, temperature=0.8, top_p=0.95, stop=["zzz"]))
+    assert out.out == "Thou art" + c.text + "\n"
+    assert RUN in out.err  # says what it loaded
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prompt", "Thou " * 80, "--max-tokens", "5"], "more than the model's context of 64 tokens"),
+    (["--prompt", "x"], "max_tokens = 200 leaves no room for a prompt in the model's context of 64"),
+    (["--prompt", "x", "--logit-bias", "nope"], "--logit-bias 'nope': expected TOKEN_ID=BIAS"),
+    (["--prompt", "x", "--top-p", "0"], "top_p"),
+    (["--prompt", "x", "--run", "nosuchrun"], "has no complete checkpoint"),
+])
+def test_generate_user_errors_are_one_line_naming_what_to_fix(ws, capsys, args: list[str], message: str) -> None:
+    assert main(["generate", *cli(ws, *args)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after at most the line saying what was loaded
+    assert err.startswith("londinium: error:") and message in err
+
+
+def test_truncate_flag_lets_a_long_prompt_through(ws, capsys) -> None:
+    assert main(["generate", *cli(ws, "--prompt", "Thou " * 80, "--max-tokens", "3", "--truncate", "--format", "json")]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert len(row["prompt_token_ids"]) == 64 - 3
+
+
+def test_chat_repl_driven_through_stdin_sets_generates_resets_and_quits(ws) -> None:
+    script = "/set temperature 0.7\n/set top_k banana\nThou art\n/show\n/reset\n/quit\nnever read\n"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "londinium", "chat", *cli(ws, "--max-tokens", "5", "--seed", "2")],
+                       input=script, capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("londinium chat: run generate-cli")
+    assert "temperature = 0.7" in lines[1]
+    assert lines[2].startswith("error: /set top_k banana: expected an integer")
+    engine = Engine.from_workspace(ws, run=RUN, checkpoint="latest")
+    [c] = engine.generate(["Thou art"], SamplingParams(max_tokens=5, seed=2, temperature=0.7, top_p=0.95))
+    assert r.stdout.split(lines[2] + "\n", 1)[1].startswith(c.text + "\n")  # the continuation, streamed
+    assert "temperature = 0.7" in r.stdout.split("(conversation reset)")[0].splitlines()[-1]  # /show
+    assert r.stdout.rstrip().endswith("(conversation reset)")  # /quit left before "never read"
+
+
+def test_chat_keeps_a_rolling_window_of_the_conversation(ws) -> None:
+    engine = Engine.from_workspace(ws, run=RUN, checkpoint="latest")
+    out = open(os.devnull, "w")
+    session = ChatSession(engine, SamplingParams(max_tokens=8, seed=1, ignore_eos=True), window=40, out=out)
+    first = None
+    for turn in range(6):
+        session.handle(f"Thou art number {turn} and more lovely")
+        first = first or list(session.last_prompt)
+        assert 0 < len(session.last_prompt) <= 40 - 8  # the window leaves room for max_tokens
+    assert session.last_prompt[:len(first)] != first  # the oldest turn scrolled out
+    session.handle("/reset")
+    assert session.history == []
