@@ -11,6 +11,8 @@ Encoding: the same sample of train documents (the first `--mb` MB) through
 - londinium's tokenizer (the one just trained): batch calls of 256 documents (the shard path),
   the same with the library's parallelism off (TOKENIZERS_PARALLELISM=false), one call per
   document, and the whole shard writer (`encode_split`: JSONL in, .bin out);
+- the same vocabulary loaded into tiktoken (not used by londinium: a measure of what a faster BPE
+  engine would buy; the script also counts documents where its ids differ from tokenizers');
 - GPT-2 (50,257 tokens) built from the same encoder.json/vocab.bpe in three libraries: `tokenizers`
   (the same engine as ours, so vocabulary size is the only difference), `tiktoken` (batch with as
   many threads as cores, and one call per document) and `transformers` (GPT2TokenizerFast).
@@ -27,13 +29,15 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+from tokenizers import Tokenizer
 
 from londinium.config import TokenizerConfig
 from londinium.data.documents import iter_texts
 from londinium.data.shards import encode_split
 from londinium.files import write_jsonl
-from londinium.tokenizer import encode, encode_batch
+from londinium.tokenizer import SPECIAL_TOKENS, encode, encode_batch
 from londinium.tokenizer.gpt2 import gpt2_files, gpt2_tiktoken, gpt2_tokenizer, gpt2_transformers
 from londinium.tokenizer.train import train_bpe
 from londinium.workspace import Workspace, default_cache_dir
@@ -50,6 +54,19 @@ def timed(fn: Callable[[], int]) -> tuple[float, int]:
     t0 = time.perf_counter()
     tokens = fn()
     return time.perf_counter() - t0, tokens
+
+
+def as_tiktoken(tok: Tokenizer) -> Any:
+    """Our vocabulary in tiktoken (ranks = our ids): how much a faster BPE engine would buy."""
+    import tiktoken
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    # GPT-2's byte <-> printable-character table, which byte-level token strings are written in.
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    rest = [b for b in range(256) if b not in printable]
+    to_byte = {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(rest)}
+    ranks = {bytes(to_byte[c] for c in t): i for t, i in tok.get_vocab().items() if t not in SPECIAL_TOKENS}
+    return tiktoken.Encoding("londinium", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={t: tok.token_to_id(t) for t in SPECIAL_TOKENS})
 
 
 def main() -> None:
@@ -86,6 +103,8 @@ def main() -> None:
     jsonl = tmp / "sample.jsonl"
     write_jsonl(jsonl, ({"text": t} for t in sample))
     threads = os.cpu_count() or 1
+    ours_tt = as_tiktoken(tok)
+    differ = sum(a != b for a, b in zip(encode_batch(tok, sample), ours_tt.encode_ordinary_batch(sample, num_threads=threads)))
 
     def ours_batch() -> int:
         return sum(len(ids) for b in batched(sample) for ids in encode_batch(tok, b))
@@ -102,6 +121,7 @@ def main() -> None:
         ("londinium, batch, parallelism off", ours_serial_lib),
         ("londinium, one call per doc", lambda: sum(len(encode(tok, t)) for t in sample)),
         ("londinium, shard writer (jsonl -> .bin)", lambda: encode_split(tok, jsonl, tmp / "s.bin", tmp / "s.meta.json", "train", "-", BATCH)["tokens"] - len(sample)),
+        (f"londinium vocab in tiktoken ({threads} thr.)", lambda: sum(len(ids) for b in batched(sample) for ids in ours_tt.encode_ordinary_batch(b, num_threads=threads))),
         ("GPT-2 in tokenizers, batch of 256", lambda: sum(len(ids) for b in batched(sample) for ids in encode_batch(g2_tok, b))),
         (f"GPT-2 in tiktoken, batch ({threads} threads)", lambda: sum(len(ids) for b in batched(sample) for ids in g2_tt.encode_ordinary_batch(b, num_threads=threads))),
         ("GPT-2 in tiktoken, one call per doc", lambda: sum(len(g2_tt.encode_ordinary(t)) for t in sample)),
@@ -121,6 +141,7 @@ def main() -> None:
     print(f"{'':42s} {'MB/s':>7s} {'Mtok/s':>7s} {'tokens':>10s} {'vs tiktoken GPT-2':>18s}")
     for name, (secs, tokens) in results.items():
         print(f"{name:42s} {mb / secs:7.2f} {tokens / secs / 1e6:7.2f} {tokens:10d} {mb / secs / peer_rate:17.2f}x")
+    print(f"londinium's vocabulary in tiktoken gives other ids than tokenizers for {differ} of {len(sample)} documents")
     print(json.dumps({"train_s": round(train_s, 2), "train_mb": round(total_mb, 2), "encode_mb": round(mb, 2),
                       "mb_per_s": {k: round(mb / s, 3) for k, (s, _) in results.items()}}))  # fmt: skip
 
