@@ -35,6 +35,8 @@ FUNCTION_WORDS = frozenset(
     """.split()
 )
 
+# "'tis" and "’tis" alike: period texts use both apostrophes
+_FUNCTION_WORDS_ANY_APOSTROPHE = FUNCTION_WORDS | {w.replace("'", "’") for w in FUNCTION_WORDS}
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*['’]?", re.UNICODE)
 _NOISY = re.compile(
     r"[0-9](?:(?<=[^\W\d_][0-9])|(?=[^\W\d_]))"  # digits fused to letters ("1Well", "th3")
@@ -136,9 +138,16 @@ def rejection_reason(s: Scores, cfg, check_length: bool = True) -> str | None:
 PARAGRAPH_MIN_WORDS = 30  # shorter paragraphs ("Enter Prospero.") are too small to judge a language by
 
 
+def _english_counts(text: str) -> tuple[int, int]:
+    """(function words, words). Lower-casing once and counting with a C-level map is ~3x faster
+    than testing word by word in Python, which matters on a 17 MB corpus."""
+    words = _WORD.findall(text.lower())
+    return sum(map(_FUNCTION_WORDS_ANY_APOSTROPHE.__contains__, words)), len(words)
+
+
 def english_share(text: str) -> float:
-    words = _WORD.findall(text)
-    return sum(1 for w in words if w.lower().replace("’", "'") in FUNCTION_WORDS) / (len(words) or 1)
+    hits, n = _english_counts(text)
+    return hits / (n or 1)
 
 
 def foreign_paragraph(paragraph: str, min_share: float) -> float | None:
@@ -147,10 +156,12 @@ def foreign_paragraph(paragraph: str, min_share: float) -> float | None:
     Catches the Latin and Italian poems inside Milton's English volumes (0.00-0.08 measured) while
     dense English verse keeps well above the default 0.12 (0.15 at the lowest in Shakespeare).
     """
-    if min_share <= 0:
+    # whitespace tokens bound the word count from above: most paragraphs of a play are a short
+    # speech and are let through without running the word pattern at all
+    if min_share <= 0 or paragraph.count(" ") + paragraph.count("\n") < PARAGRAPH_MIN_WORDS - 1:
         return None
-    words = _WORD.findall(paragraph)
-    if len(words) < PARAGRAPH_MIN_WORDS:
+    hits, n = _english_counts(paragraph)
+    if n < PARAGRAPH_MIN_WORDS:
         return None
-    share = sum(1 for w in words if w.lower().replace("’", "'") in FUNCTION_WORDS) / len(words)
+    share = hits / n
     return share if share < min_share else None
