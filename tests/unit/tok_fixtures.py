@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import unicodedata
-from pathlib import Path
 
 from londinium.files import write_jsonl
 from londinium.workspace import Workspace
@@ -64,7 +63,3 @@ def write_corpus(ws: Workspace, train_per_source: int = 12, seed: int = 0) -> di
 
 def corpus_texts() -> list[str]:
     return [line for text in SOURCES.values() for line in text.splitlines()] + AWKWARD
-
-
-def read_bytes(path: Path) -> bytes:
-    return Path(path).read_bytes()
