@@ -73,6 +73,8 @@ def _by_source(
     for d in val_docs:
         val_by_source[str(d.get("source", "?"))].append(d["text"])
     train_sources = Counter(str(row.get("source", "?")) for row in iter_documents(train_path))
+    if not val_by_source:
+        return [], "the validation split is empty"
     if len(train_sources) < 2:
         return [], "only one source in the train split: no other sources to train a comparison tokenizer on"
     rows = []
@@ -163,6 +165,10 @@ def build_report(
     }
 
 
+def _num(value: float | None) -> str:
+    return "–" if value is None else str(value)
+
+
 def _visible(piece: str) -> str:
     # Markdown tables cannot hold newlines, and code spans trim spaces: show them as ␣, \n, \t, \r.
     return piece.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r").replace("|", "\\|")
@@ -184,10 +190,10 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         "| tokenizer | vocabulary | tokens | bytes per token | tokens per word |",
         "|---|---:|---:|---:|---:|",
-        f"| londinium (this corpus) | {r['vocab_size']} | {ours['tokens']:,} | {ours['bytes_per_token']} | {ours['tokens_per_word']} |",
+        f"| londinium (this corpus) | {r['vocab_size']} | {ours['tokens']:,} | {_num(ours['bytes_per_token'])} | {_num(ours['tokens_per_word'])} |",
     ]
     if gpt2:
-        out.append(f"| GPT-2 | 50257 | {gpt2['tokens']:,} | {gpt2['bytes_per_token']} | {gpt2['tokens_per_word']} |")
+        out.append(f"| GPT-2 | 50257 | {gpt2['tokens']:,} | {_num(gpt2['bytes_per_token'])} | {_num(gpt2['tokens_per_word'])} |")
         if ours["tokens"]:
             out += ["", f"GPT-2 needs {gpt2['tokens'] / ours['tokens']:.2f}x as many tokens as londinium's tokenizer for the same text."]
     if r["gpt2_note"]:
@@ -201,7 +207,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---:|---:|",
         ]
         for s in r["by_source"]:
-            out.append(f"| {s['source']} | {s['documents']} | {s['bytes']:,} | {s['ours']} | {s['without_source']} | {s['gpt2'] if s['gpt2'] is not None else '–'} |")
+            out.append(f"| {s['source']} | {s['documents']} | {s['bytes']:,} | {_num(s['ours'])} | {_num(s['without_source'])} | {_num(s['gpt2'])} |")
     else:
         out.append(f"Not measured: {r['by_source_note']}.")
     u, rt = r["utilisation"], r["round_trip"]
