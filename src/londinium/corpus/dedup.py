@@ -121,9 +121,11 @@ def group_near_duplicates(
     progress=None,
 ) -> Grouping:
     """Group `(key, text)` pairs (keys unique, in corpus order) by near-duplication; see module doc."""
+    keys = [k for k, _ in texts]
+    if not keys:
+        return Grouping({})
     from datasketch import MinHashLSH, MinHashLSHEnsemble
 
-    keys = [k for k, _ in texts]
     shingler = Shingler(shingle_words)
     sets: list[np.ndarray] = []
     hashes = []

@@ -11,7 +11,7 @@ between paragraphs are not counted), and the splits' documents and characters su
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,3 @@ def chart(c: dict[str, Any], path: Path) -> None:
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
-
-
-def spec_dict(spec: SourceSpec) -> dict[str, Any]:
-    return asdict(spec)
