@@ -24,13 +24,17 @@ def test_resume_drops_rows_after_the_checkpoint_and_a_torn_last_line(tmp_path):
     log = MetricsLog(tmp_path / "metrics.jsonl")
     for step in range(1, 8):
         log.append({"type": "train", "step": step, "loss": 1.0 / step})
+        if step % 2 == 0:
+            log.append({"type": "eval", "step": step, "val_loss": 2.0 / step})
     with open(log.path, "a") as f:
         f.write('{"type": "train", "step": 8, "lo')  # killed mid-write
-    assert [r["step"] for r in read_metrics(log.path)] == list(range(1, 8))
+    assert [r["step"] for r in read_metrics(log.path) if r["type"] == "train"] == list(range(1, 8))
     log.reset(keep_through_step=4)
-    assert [r["step"] for r in read_metrics(log.path)] == [1, 2, 3, 4]
+    # The evaluation of step 4 goes too: the resumed run evaluates its checkpoint again.
+    assert [(r["type"], r["step"]) for r in read_metrics(log.path)] == [
+        ("train", 1), ("train", 2), ("eval", 2), ("train", 3), ("train", 4)]
     log.append({"type": "train", "step": 5, "loss": 0.2})
-    assert [r["step"] for r in read_metrics(log.path)] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in read_metrics(log.path)] == [1, 2, 2, 3, 4, 5]
     log.reset(keep_through_step=0)  # a fresh run starts an empty log
     assert read_metrics(log.path) == []
 
@@ -99,3 +103,16 @@ def test_bits_per_byte_is_loss_over_ln2_times_bytes_per_token():
     assert out["val_ppl"] == pytest.approx(16)
     assert out["val_bpb"] == pytest.approx(math.log(16) / (math.log(2) * 3.0))  # 4 bits / 3 bytes
     assert out["val_tokens"] == (199 // 8) * 8
+
+
+@pytest.mark.parametrize("which,package", [("wandb", "wandb"), ("tensorboard", "tensorboard")])
+def test_a_tracker_asked_for_but_not_installed_says_what_to_install(tmp_path, which, package):
+    import importlib.util
+
+    from londinium.train.monitor import Trackers
+
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    with pytest.raises(ConfigError, match=f"pip install {package}.*train.{which} = false"):
+        Trackers(True, which == "wandb", which == "tensorboard", "r", tmp_path, {})
+    Trackers(False, True, True, "r", tmp_path, {}).close()  # other ranks never touch them

@@ -72,8 +72,10 @@ class MetricsLog:
     """Append-only JSON lines, one per logged step or evaluation.
 
     On resume the rows after the checkpoint's step (written by the run that was killed) are dropped,
-    so the file of a resumed run reads exactly like that of a run that was never interrupted. A torn
-    last line (a kill mid-write) is dropped too.
+    and so is the evaluation row of that step itself: the trainer re-runs that evaluation (it is
+    deterministic), so it is logged exactly once whether or not the killed run got to it. The file
+    of a resumed run then reads exactly like that of a run that was never interrupted. A torn last
+    line (a kill mid-write) is dropped too.
     """
 
     def __init__(self, path: Path, enabled: bool = True):
@@ -84,10 +86,15 @@ class MetricsLog:
         return read_metrics(self.path)
 
     def reset(self, keep_through_step: int) -> None:
-        """Keep rows with step <= keep_through_step (0 on a fresh run: none)."""
+        """Keep train rows with step <= keep_through_step and evaluation rows before it (0: none)."""
         if not self.enabled:
             return
-        kept = [r for r in self.rows() if r.get("step", 0) <= keep_through_step] if keep_through_step > 0 else []
+
+        def keep(r: dict[str, Any]) -> bool:
+            step = r.get("step", 0)
+            return step < keep_through_step or (step == keep_through_step and r.get("type") != "eval")
+
+        kept = [r for r in self.rows() if keep(r)] if keep_through_step > 0 else []
         if kept or self.path.exists():
             write_jsonl(self.path, kept)
 

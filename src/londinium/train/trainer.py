@@ -172,8 +172,7 @@ class _Run:
         return {"action": "resume", "path": str(found.path)}
 
     def _build(self) -> None:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        from londinium.data.loader import TokenLoader
+        from londinium.data.loader import TokenLoader, iter_eval_batches
         from londinium.model.gpt import GPT
 
         tc, device = self.tc, self.precision.device
@@ -187,6 +186,8 @@ class _Run:
         self.scaler = torch.amp.GradScaler(device.type) if self.precision.needs_scaler else None
         self.plan = plan_batches(tc, self.cfg.model.context, self.d.world_size)
         self.loader = TokenLoader(self.train_shard, self.cfg.model.context, tc.batch_size, tc.seed, self.d.rank, self.d.world_size)
+        # A val split too small for one window per process fails now, not after the first interval.
+        next(iter_eval_batches(self.val_shard, self.cfg.model.context, 1, max_batches=1, rank=self.d.rank, world_size=self.d.world_size))
         self.step, self.tokens_seen, self.elapsed_before = 0, 0, 0.0
 
     def _seed_fresh(self) -> None:
@@ -344,8 +345,10 @@ class _Run:
 
         self.session_start = time.perf_counter()
         last_eval = None
-        if self.resumed_from is not None and self.resumed_from.eval is None and self._is_eval_step():
-            last_eval = self._evaluate(self.resumed_from if d.is_main else None)  # killed between save and eval
+        if self.resumed_from is not None and self._is_eval_step():
+            # The killed run may have died between saving and evaluating: evaluate again (it is
+            # deterministic) so the evaluation is logged once either way (see MetricsLog.reset).
+            last_eval = self._evaluate(self.resumed_from if d.is_main else None)
         # Seeded or restored last, right before the first step, so that nothing in the setup (which
         # differs between a fresh and a resumed process) can draw from the streams training uses.
         if self.rng_state is not None:
