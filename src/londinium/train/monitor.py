@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from londinium.errors import ConfigError
-from londinium.files import read_jsonl, write_bytes, write_jsonl
+from londinium.files import write_bytes, write_jsonl
 
 # Dense 16-bit tensor-core peaks (TFLOP/s) from the vendors' data sheets: the MFU denominator of the
 # PaLM paper's definition. Matched by substring of torch.cuda.get_device_name, most specific first.
