@@ -100,3 +100,11 @@ def test_several_kinds_are_checked_in_one_pass_and_keep_their_kind_even_with_equ
     rs = check_groups({"probe": {"x": TRAIN[0]}, "reference": {"x": "unrelated words entirely, nothing shared"}}, stream(), n=4)
     assert reads == TRAIN
     assert [(r.kind, r.id, r.flagged) for r in rs] == [("probe", "x", True), ("reference", "x", False)]
+
+
+def test_no_items_means_the_training_text_is_not_read():
+    def stream():
+        raise AssertionError("read")
+        yield ""
+
+    assert check_contamination({}, stream(), n=4) == []

@@ -65,6 +65,8 @@ def check_groups(
     training text. Results are in the order given, kind by kind."""
     check_config(n, threshold)
     keys = [(kind, item_id) for kind, items in groups.items() for item_id in items]
+    if not keys:
+        return []  # nothing to look for: do not read the training text at all
     # n-gram -> the items that contain it, grouped by n-gram length (items shorter than n use their own)
     wanted: dict[int, dict[tuple[str, ...], set[tuple[str, str]]]] = defaultdict(lambda: defaultdict(set))
     totals: dict[tuple[str, str], int] = {}
