@@ -130,3 +130,18 @@ def test_chat_keeps_a_rolling_window_of_the_conversation(ws) -> None:
     assert session.last_prompt[:len(first)] != first  # the oldest turn scrolled out
     session.handle("/reset")
     assert session.history == []
+
+
+def test_a_checkpoint_trained_with_another_tokenizer_is_refused(ws, tmp_path) -> None:
+    import shutil
+
+    from londinium.errors import LondiniumError
+    from londinium.workspace import Workspace
+
+    other = Workspace(tmp_path / "other")
+    shutil.copytree(ws.checkpoints_dir(RUN), other.checkpoints_dir(RUN))
+    other.tokenizer_file.parent.mkdir(parents=True)
+    # The same JSON plus a trailing newline: a different file (sha256), as a retrained tokenizer would be.
+    other.tokenizer_file.write_text(ws.tokenizer_file.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    with pytest.raises(LondiniumError, match="trained with another tokenizer"):
+        Engine.from_workspace(other, run=RUN, checkpoint="latest")

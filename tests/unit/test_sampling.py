@@ -196,6 +196,14 @@ def test_greedy_rows_take_the_argmax_and_sampling_rows_follow_the_distribution()
     assert mixed(torch.tensor([[0.0, -50.0], [0.0, -50.0]])).tolist()[0] == 0
 
 
+def test_sampling_never_picks_a_token_a_filter_removed() -> None:
+    logits = torch.full((3, 50), -INF)
+    logits[:, 7], logits[:, 31], logits[2, 49] = 0.0, 1.0, 0.5  # row 2 also allows the last token
+    chooser = TokenChooser([False] * 3, [make_generator(s) for s in range(3)])
+    seen = {int(t) for _ in range(300) for t in chooser(logits)[:2]} | {int(chooser(logits)[2]) for _ in range(300)}
+    assert seen == {7, 31, 49}
+
+
 def test_a_seeded_generator_repeats_its_samples_and_other_seeds_differ() -> None:
     logits = torch.zeros(1, 1000)
 

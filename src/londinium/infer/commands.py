@@ -19,21 +19,13 @@ from londinium.workspace import Workspace
 
 def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[Engine, str]:
     """The engine for the chosen run and checkpoint, and a line saying what was loaded."""
-    from londinium.tokenizer.codec import load_tokenizer, tokenizer_sha256
-    from londinium.train.checkpoint import load_model
     from londinium.train.device import resolve_device
 
     run = args.run or cfg.generate.run or cfg.train.run_name
     which = args.checkpoint or cfg.generate.checkpoint
     device = resolve_device(args.device or cfg.generate.device)
-    model, _, ckpt = load_model(ws, run=run, which=which, device=str(device))
-    tok = load_tokenizer(ws)
-    trained_with = ckpt.meta.get("tokenizer_sha256")
-    if trained_with and trained_with != tokenizer_sha256(ws):
-        raise LondiniumError(
-            f"checkpoint {ckpt.path} was trained with another tokenizer than {ws.tokenizer_file} (sha256 differs); "
-            "generate with the workspace the run was trained in")
-    return Engine(model, tok), f"run {run}, checkpoint {ckpt.path.name} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}"
+    engine = Engine.from_workspace(ws, run=run, checkpoint=which, device=str(device))
+    return engine, engine.loaded_from
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:

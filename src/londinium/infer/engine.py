@@ -78,15 +78,25 @@ class Engine:
         self.eos_id: int | None = tokenizer.token_to_id(EOT)
         self.device = next(model.parameters()).device
         self.max_batch_size = max_batch_size
+        self.loaded_from = "a model in memory"  # what from_workspace loaded, for messages
 
     @classmethod
     def from_workspace(cls, ws: Any, run: str = "main", checkpoint: str = "best", device: str = "cpu", **kwargs: Any) -> Engine:
-        """The engine for a trained run: its checkpoint (best, latest or a path) and the workspace tokenizer."""
-        from londinium.tokenizer.codec import load_tokenizer
+        """The engine for a trained run: its checkpoint (best, latest or a path) and the workspace
+        tokenizer, which must be the one the run was trained with."""
+        from londinium.tokenizer.codec import load_tokenizer, tokenizer_sha256
         from londinium.train.checkpoint import load_model
 
-        model, _, _ = load_model(ws, run=run, which=checkpoint, device=device)
-        return cls(model, load_tokenizer(ws), **kwargs)
+        model, _, ckpt = load_model(ws, run=run, which=checkpoint, device=device)
+        trained_with = ckpt.meta.get("tokenizer_sha256")
+        if trained_with and trained_with != tokenizer_sha256(ws):
+            raise LondiniumError(
+                f"checkpoint {ckpt.path} was trained with another tokenizer than {ws.tokenizer_file} (sha256 differs); "
+                "generate in the workspace the run was trained in")
+        engine = cls(model, load_tokenizer(ws), **kwargs)
+        n_params = sum(p.numel() for p in model.parameters())
+        engine.loaded_from = f"run {run}, checkpoint {ckpt.path.name} ({n_params:,} parameters) on {device}"
+        return engine
 
     # ---- prompts ---------------------------------------------------------------------------------
 

@@ -39,9 +39,9 @@ class Timing:
 
     @property
     def decode_tokens_per_s(self) -> float:
-        """Decode rate of this prompt's sequences (its n choices together), first token excluded."""
-        steps = self.completion_tokens
-        return steps / self.decode_s if self.decode_s > 0 else 0.0
+        """Generated tokens (all samples of the prompt) per second of decode time; a rough rate, since
+        the first token of each sequence comes with the prefill."""
+        return self.completion_tokens / self.decode_s if self.decode_s > 0 else 0.0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "decode_tokens_per_s": round(self.decode_tokens_per_s, 2)}
