@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tok_fixtures import AWKWARD, corpus_texts
+from tok_fixtures import corpus_texts
 
 from londinium.infer.text import TextStream, token_bytes_table
 from londinium.tokenizer.codec import decode, encode
