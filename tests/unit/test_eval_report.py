@@ -152,6 +152,14 @@ def test_comparison_shows_both_runs_the_difference_and_which_is_better():
     assert row["difference"] == pytest.approx(row["b"] - row["a"])
     assert next(r for r in data["rows"] if r["metric"] == "probes accuracy")["better"] is None
     assert "different tokenizers" in md
+    # distinct-2 and period words: closer to the held-out text wins, not higher (reference 0.9 / 5%)
+    b["generation"]["metrics"]["0.7"] = {**b["generation"]["metrics"]["0.7"], "distinct_2": 0.99, "period_share": 0.04}
+    a["generation"]["metrics"]["reference"]["distinct_2"] = b["generation"]["metrics"]["reference"]["distinct_2"] = 0.9
+    _, data = render_comparison("a", a, "b", b)
+    rows = {r["metric"]: r for r in data["rows"]}
+    assert rows["T=0.7 distinct-2"]["better"] == "a"  # a has 0.9, exactly the reference's
+    assert rows["T=0.7 period words"]["better"] == "a"  # a 5% = reference, b 4%
+    assert rows["T=0.7 anachronisms"]["better"] is None
     assert set(flatten(a)) == {r["metric"] for r in data["rows"]}
 
 

@@ -15,8 +15,11 @@ from londinium.eval.report import table
 from londinium.files import write_json, write_text
 from londinium.workspace import Workspace
 
-# (label, higher is better?) per metric key of the flattened results
+# Which run is better on a metric: lower on these, closer to the held-out text on CLOSER_IS_BETTER
+# (a sample is not better for being more diverse or more archaic than the corpus itself), higher
+# on the rest.
 LOWER_IS_BETTER = ("perplexity", "bits/byte", "loss", "mean rank", "rep-4", "anachronisms")
+CLOSER_IS_BETTER = {"distinct-2": "distinct_2", "period words": "period_share"}
 
 
 def read_results(ws: Workspace, run: str) -> dict[str, Any]:
@@ -58,6 +61,25 @@ def flatten(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def targets(results: dict[str, Any]) -> dict[str, float]:
+    """{label: the held-out reference's value} for the metrics where closer to it is better."""
+    gen = results.get("generation")
+    if not gen or "reference" not in gen["metrics"]:
+        return {}
+    ref = gen["metrics"]["reference"]
+    return {f"T={key} {label}": ref[k] for key in gen["metrics"] if key != "reference" for label, k in CLOSER_IS_BETTER.items()}
+
+
+def _better(label: str, va: float, vb: float, target: float | None, run_a: str, run_b: str) -> str:
+    if target is not None:
+        da, db = abs(va - target), abs(vb - target)
+        return "" if da == db else (run_a if da < db else run_b)
+    if va == vb:
+        return ""
+    lower = any(label.endswith(s) for s in LOWER_IS_BETTER)
+    return run_b if (vb < va) == lower else run_a
+
+
 def _fmt(x: float | None) -> str:
     if x is None:
         return "–"
@@ -67,15 +89,17 @@ def _fmt(x: float | None) -> str:
 def render_comparison(run_a: str, a: dict[str, Any], run_b: str, b: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(Markdown, JSON-able rows) of the two runs' headline numbers and B - A."""
     fa, fb = flatten(a), flatten(b)
+    # the held-out text is the same when the corpus is; when it is not, neither run's is the target
+    ta, tb = targets(a), targets(b)
     labels = list(fa) + [k for k in fb if k not in fa]
     rows, data = [], []
     for label in labels:
         va, vb = fa.get(label), fb.get(label)
         diff = vb - va if va is not None and vb is not None else None
-        better = ""
-        if diff:
-            lower = any(label.endswith(s) for s in LOWER_IS_BETTER)
-            better = run_b if (diff < 0) == lower else run_a
+        target = ta.get(label) if ta.get(label) == tb.get(label) else None
+        better = _better(label, va, vb, target, run_a, run_b) if diff is not None else ""
+        if label in ta and target is None:
+            better = ""  # different held-out text: no common target to be close to
         rows.append([label, _fmt(va), _fmt(vb), "–" if diff is None else f"{diff:+.4g}", better])
         data.append({"metric": label, run_a: va, run_b: vb, "difference": diff, "better": better or None})
     lines = [f"# Evaluation: `{run_a}` vs `{run_b}`", ""]
@@ -84,7 +108,9 @@ def render_comparison(run_a: str, a: dict[str, Any], run_b: str, b: dict[str, An
         lines.append(f"- `{run}`: checkpoint `{ck.get('name')}`, {m.get('params', 0) / 1e6:.2f} M parameters, context {m.get('context')}")
     if a.get("tokenizer_sha256") != b.get("tokenizer_sha256"):
         lines.append("- The runs use different tokenizers: compare bits per byte, not perplexity.")
-    lines += ["", table(["metric", run_a, run_b, f"{run_b} − {run_a}", "better"], rows), ""]
+    lines += ["", table(["metric", run_a, run_b, f"{run_b} − {run_a}", "better"], rows), "",
+              "Better: lower perplexity, bits/byte, mean rank, rep-4 and anachronisms; distinct-2 and period "
+              "words closer to the held-out text's own value; higher for the rest.", ""]
     return "\n".join(lines), {"runs": [run_a, run_b], "rows": data}
 
 
