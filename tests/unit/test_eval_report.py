@@ -33,6 +33,16 @@ def test_round_robin_takes_every_source_before_a_second_document_of_any():
     assert [d["id"] for d in round_robin_by_source(docs, limit=4)] == [0, 4, 6, 1]
 
 
+def test_selection_spreads_over_works_within_a_source_and_prompts_skip_title_chunks():
+    from londinium.eval.heldout import prompt_documents
+
+    docs = [{"id": f"{w}#{i}", "source": "shakespeare", "group": w} for w in ("hamlet", "lear") for i in range(3)]
+    docs.append({"id": "kjv#0", "source": "kjv", "group": "genesis-1"})
+    assert [d["id"] for d in round_robin_by_source(docs)] == ["hamlet#0", "kjv#0", "lear#0", "hamlet#1", "lear#1", "hamlet#2", "lear#2"]
+    # the first chunk of a work with several (title page, dramatis personae) is not a prompt
+    assert [d["id"] for d in prompt_documents(docs)] == ["hamlet#1", "kjv#0", "lear#1", "hamlet#2", "lear#2"]
+
+
 def test_prompt_is_cut_at_a_word_boundary_and_reference_is_the_next_words():
     text = "And God said, Let there be light: and there was light. And God saw the light, that it was good"
     prompt, ref = cut_prompt(text, 20, 4)
@@ -141,6 +151,14 @@ def test_report_markdown_has_every_section_table_and_sample():
         if lines:
             widths = {ln.replace("\\|", "").count("|") for ln in lines}
             assert len(widths) == 1, block
+
+
+def test_samples_are_shown_on_one_line_and_empty_ones_say_so():
+    from londinium.eval.report import one_line
+
+    assert one_line("  Thou art\n\n\n  more lovely \n") == "Thou art / more lovely"
+    assert "only whitespace" in one_line("\n\n ")
+    assert "empty" in one_line("")
 
 
 def test_comparison_shows_both_runs_the_difference_and_which_is_better():

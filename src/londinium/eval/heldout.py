@@ -3,8 +3,9 @@
 Everything here is taken from the corpus's validation/test split at evaluation time, never
 hard-coded, so it is truly held out from training (and the contamination check verifies that no
 reference was also seen in the training split). Selection is deterministic and spread over the
-sources: documents are taken round-robin by source, in file order, so a cap of 200 documents reads
-some of every source instead of 200 documents of whichever source the file lists first.
+sources and works: documents are taken round-robin by source and, within a source, by work, in file
+order, so a cap of 64 documents reads every source and many works instead of 64 consecutive chunks
+of whichever work the file lists first.
 """
 
 from __future__ import annotations
@@ -14,21 +15,41 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
 
-def round_robin_by_source(docs: Iterable[dict], limit: int = 0) -> list[dict]:
-    """Documents in round-robin order of their sources (first-seen order); at most `limit` (0: all)."""
-    queues: OrderedDict[str, list[dict]] = OrderedDict()
+def interleave(queues: Iterable[Sequence[Any]]) -> list[Any]:
+    """The first item of each queue, then the second of each, and so on."""
+    queues = [q for q in queues if q]
+    return [q[i] for i in range(max((len(q) for q in queues), default=0)) for q in queues if i < len(q)]
+
+
+def _grouped(docs: Iterable[dict], key: str) -> OrderedDict[str, list[dict]]:
+    out: OrderedDict[str, list[dict]] = OrderedDict()
     for d in docs:
-        queues.setdefault(str(d.get("source") or "unknown"), []).append(d)
-    out: list[dict] = []
-    depth = 0
-    while any(depth < len(q) for q in queues.values()):
-        for q in queues.values():
-            if depth < len(q):
-                out.append(q[depth])
-                if limit and len(out) >= limit:
-                    return out
-        depth += 1
+        out.setdefault(str(d.get(key) or "unknown"), []).append(d)
     return out
+
+
+def _spread(docs: Iterable[dict], skip_first_chunk: bool) -> list[dict]:
+    per_source = []
+    for source_docs in _grouped(docs, "source").values():
+        works = list(_grouped(source_docs, "group").values())
+        if skip_first_chunk:
+            works = [g[1:] if len(g) > 1 else g for g in works]
+        per_source.append(interleave(works))
+    return interleave(per_source)
+
+
+def round_robin_by_source(docs: Iterable[dict], limit: int = 0) -> list[dict]:
+    """Documents round-robin by source (first-seen order) and, within a source, by work (`group`),
+    so a sample reads every source and many works; at most `limit` (0: all)."""
+    out = _spread(docs, skip_first_chunk=False)
+    return out[:limit] if limit else out
+
+
+def prompt_documents(docs: Iterable[dict]) -> list[dict]:
+    """Documents to cut prompts from, in `round_robin_by_source` order, so eight prompts come from
+    eight works rather than eight chunks of one. The first chunk of a work that has several is left
+    out: that is where title pages, contents and lists of characters are, which make poor prompts."""
+    return _spread(docs, skip_first_chunk=True)
 
 
 @dataclass(frozen=True)
@@ -60,9 +81,9 @@ def cut_prompt(text: str, prompt_chars: int, reference_words: int) -> tuple[str,
 
 
 def held_out_prompts(docs: Sequence[dict], n: int, prompt_chars: int, reference_words: int) -> list[HeldOut]:
-    """Up to `n` prompt/reference pairs from `docs`, round-robin by source, skipping short documents."""
+    """Up to `n` prompt/reference pairs from `docs` (in `prompt_documents` order), skipping short ones."""
     out: list[HeldOut] = []
-    for d in round_robin_by_source(docs):
+    for d in prompt_documents(docs):
         pair = cut_prompt(d.get("text", ""), prompt_chars, reference_words)
         if pair is None:
             continue

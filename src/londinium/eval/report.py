@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -125,6 +126,14 @@ def generation_rows(metrics: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def one_line(text: str) -> str:
+    """A sample on one Markdown line: line breaks (and the blank lines around them) become " / "."""
+    if not text:
+        return "*(empty: the model ended the text at once)*"
+    flat = re.sub(r"\s*\n\s*", " / ", text.strip())
+    return flat or "*(only whitespace)*"
+
+
 def _generation_section(g: dict[str, Any], max_shown: int = 4) -> list[str]:
     out = ["## Generation", "",
            f"{len(g['prompts'])} prompts cut from held-out `{g['split']}` documents; {g['max_new_tokens']} new tokens "
@@ -141,8 +150,7 @@ def _generation_section(g: dict[str, Any], max_shown: int = 4) -> list[str]:
                 f"*Reference:* {p['reference']}", ""]
         for s in by_prompt.get(p["id"], []):
             if s["sample"] == 0:
-                text = s["text"].strip().replace("\n", " / ")
-                out.append(f"- *T = {s['temperature']:g}:* {text}")
+                out.append(f"- *T = {s['temperature']:g}:* {one_line(s['text'])}")
         out.append("")
     if len(g["prompts"]) > max_shown:
         out += [f"All {len(g['samples'])} samples are in results.json.", ""]
