@@ -58,8 +58,15 @@ class TrainResult:
     last_eval: dict[str, Any] | None
 
 
-def train(ws: Workspace, cfg: Config, force: bool = False, log: Callable[[str], None] = print) -> TrainResult:
-    """Train (or resume, or skip) the run `cfg.train.run_name`. Under torchrun, every process calls this."""
+def _say(msg: str) -> None:
+    print(msg, flush=True)  # flushed: in CI and under nohup stdout is a pipe, and progress must show
+
+
+def train(ws: Workspace, cfg: Config, force: bool = False, log: Callable[[str], None] = _say) -> TrainResult:
+    """Train (or resume, or skip) the run `cfg.train.run_name`. Under torchrun, every process calls this.
+
+    `log` receives every message and, without a terminal, the progress lines (the bar otherwise).
+    """
     _validate(cfg)
     device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
     threads = torch.get_num_threads()
@@ -355,7 +362,7 @@ class _Run:
             ck.restore_rng(self.rng_state)
         else:
             self._seed_fresh()
-        progress = Progress(tc.max_steps, self.step, enabled=d.is_main)
+        progress = Progress(tc.max_steps, self.step, enabled=d.is_main, out=self.log)
         stopped = "max_steps"
         window_t, window_steps = 0.0, 0
         try:
