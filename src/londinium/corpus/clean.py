@@ -29,6 +29,13 @@ FTFY_CONFIG = ftfy.TextFixerConfig(
 
 MAX_INDENT = 4  # spaces of indentation kept: enough to mark verse and speakers, not centred title pages
 
+FTFY_NO_ENCODING_FIX = ftfy.TextFixerConfig(**{**FTFY_CONFIG._asdict(), "fix_encoding": False})
+
+# What undoing the mojibake of Western text can produce: Latin letters (to Latin Extended-B),
+# spacing modifiers (ˆ ˜ of Windows-1252), general punctuation (quotes, dashes, ellipsis, bullet),
+# currency (€) and letterlike symbols (™).
+_WESTERN = re.compile(r"[^\x00-\u024f\u02b0-\u02ff\u2000-\u20cf\u2100-\u214f]")
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f\u200b\u200c\u200d\u2060\ufeff]")
 _ODD_SPACE = re.compile(r"[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 _INNER_SPACES = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
@@ -44,13 +51,36 @@ _LEADING = re.compile(r"^[ \t]+", re.MULTILINE)
 _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
 
 
+def _fix_encoding(text: str) -> str:
+    """ftfy's repair, refused when it would bring in a script the text did not have: period
+    spelling such as "æœœ" reads to ftfy like the UTF-8 of "朜" decoded as Windows-1252, and the
+    mojibake of Western text only ever decodes to Western characters."""
+    fixed = ftfy.fix_text(text, FTFY_CONFIG)
+    if fixed != text and set(_WESTERN.findall(fixed)) - set(text):
+        return ftfy.fix_text(text, FTFY_NO_ENCODING_FIX)
+    return fixed
+
+
 def normalise(text: str) -> str:
-    """Normalise one text (see the module docstring). Idempotent: normalise(normalise(x)) == normalise(x)."""
+    """Normalise one text (see the module docstring). Idempotent: normalise(normalise(x)) == normalise(x).
+
+    One pass is not always a fixed point on damaged text (removing an NBSP or a control character
+    can join two halves of a mojibake sequence), so passes repeat until nothing changes; clean text
+    takes two, the second a check (about a second on the whole default corpus)."""
+    for _ in range(8):
+        once = _normalise_once(text)
+        if once == text:
+            break
+        text = once
+    return text
+
+
+def _normalise_once(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x0c", "\n\n")
     if not text.isascii():
         # Pure-ASCII text cannot hold mojibake or non-NFC sequences; skipping ftfy there is the
         # difference between seconds and a minute on the default corpus.
-        text = ftfy.fix_text(text, FTFY_CONFIG)
+        text = _fix_encoding(text)
         text = unicodedata.normalize("NFC", text)
         text = _ODD_SPACE.sub(" ", text)
         text = text.replace("\u2028", "\n").replace("\u2029", "\n\n")

@@ -230,24 +230,28 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503
 
 
-def fetch_sdist(cache: DownloadCache, requirement: str, source_id: str, max_bytes: int, timeout_s: float, retries: int) -> Blob:
-    """The sdist of `name==version`, from the cache when present, else downloaded with pip.
+def fetch_pypi(cache: DownloadCache, requirement: str, source_id: str, max_bytes: int, timeout_s: float, retries: int,
+               wheel: bool = False) -> Blob:
+    """The source distribution (or, with `wheel`, the wheel) of `name==version`, from the cache when
+    present, else downloaded with pip.
 
     pip honours the machine's index configuration (mirrors, proxies, certificates), which is why it
-    is used rather than talking to the index directly. The flags make it fetch the source archive
-    only: `--no-binary :all:` (no wheel), `--no-deps` (nothing else), `--no-build-isolation` (no
-    build requirements downloaded and installed). Nothing is installed or built into a wheel; pip
-    does still ask the package's build backend for its metadata, which it has no switch to skip.
+    is used rather than talking to the index directly. The flags make it fetch the one archive only:
+    `--no-binary :all:` (no wheel) or `--only-binary :all:` (no sdist), `--no-deps` (nothing else),
+    `--no-build-isolation` (no build requirements downloaded and installed). Nothing is installed
+    or built into a wheel; for an sdist pip does still ask the package's build backend for its
+    metadata, which it has no switch to skip.
     """
     name, version = requirement.split("==", 1)
-    key = f"pypi:{_normalise(name)}=={version}"
+    what = "wheel" if wheel else "source distribution"
+    key = f"pypi{'-wheel' if wheel else ''}:{_normalise(name)}=={version}"
     if blob := cache.lookup(key):
         return blob
     tmp_dir = cache.new_tmp_dir()
     try:
         cmd = [
             sys.executable, "-m", "pip", "download",
-            "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
+            "--no-deps", "--only-binary" if wheel else "--no-binary", ":all:", "--no-build-isolation",
             "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
             "--timeout", f"{timeout_s:g}", "--retries", str(retries),
             "-d", str(tmp_dir), f"{name}=={version}",
@@ -265,12 +269,12 @@ def fetch_sdist(cache: DownloadCache, requirement: str, source_id: str, max_byte
         if proc.returncode != 0 or len(files) != 1:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-6:])
             raise SourceError(
-                f"source '{source_id}': pip could not download the source distribution {requirement} "
-                f"(exit {proc.returncode}); check the name and version on the package index.\n{tail}"
+                f"source '{source_id}': pip could not download the {what} of {requirement} "
+                f"(exit {proc.returncode}); check the name and version on the package index (PIP_INDEX_URL).\n{tail}"
             )
-        sdist = files[0]
-        if sdist.stat().st_size > max_bytes:
-            raise SourceError(_too_big(source_id, requirement, f"is {sdist.stat().st_size:,} bytes", max_bytes))
-        return cache.store(key, sdist, sdist.name)
+        archive = files[0]
+        if archive.stat().st_size > max_bytes:
+            raise SourceError(_too_big(source_id, requirement, f"is {archive.stat().st_size:,} bytes", max_bytes))
+        return cache.store(key, archive, archive.name)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

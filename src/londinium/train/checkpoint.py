@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from londinium.errors import LondiniumError
-from londinium.files import _fsync_dir, sha256_file, write_json
+from londinium.files import fsync_dir, sha256_file, write_json
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -149,9 +149,9 @@ def save_checkpoint(
         files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
     full_meta = {"format": FORMAT_VERSION, "step": step, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta, "files": files}
     write_json(tmp / META_FILE, full_meta)
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     os.rename(tmp, final)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return Checkpoint(final, step, full_meta)
 
 

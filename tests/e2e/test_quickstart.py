@@ -1,0 +1,97 @@
+"""`londinium quickstart` end to end on a small local corpus: every stage runs for real (seconds of
+training), every artifact exists, the report card agrees with results.json, and a second run skips
+every finished stage."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from londinium.cli import main as cli_main
+
+_WORDS = ("thou thee thy hath doth art shalt lord king queen heaven earth night day light love death sword crown "
+          "blood grace mercy honour shame sweet fair foul noble gentle man woman child father mother house land sea "
+          "fire water wind speak know see hear come go give take make keep stand fall rise live die").split()
+_GLUE = "and the of to in that with for not but upon unto is was his her my our".split()
+
+
+def _prose(seed: int, sentences: int) -> str:
+    rng = random.Random(seed)
+    out = []
+    for i in range(sentences):
+        words = [rng.choice(_WORDS) if j % 2 else rng.choice(_GLUE) for j in range(rng.randint(8, 14))]
+        out.append(" ".join(words).capitalize() + rng.choice([".", ";", "!", "?"]))
+        if i % 6 == 5:
+            out.append("\n\n")
+    return " ".join(out).replace(" \n\n ", "\n\n")
+
+
+def _registry(tmp_path: Path) -> Path:
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(60):
+        (texts / f"work{i:02d}.txt").write_text(f"WORK {i}\n\n" + _prose(i, 24), encoding="utf-8")
+    registry = tmp_path / "sources.toml"
+    registry.write_text('[[source]]\nid = "works"\nkind = "local"\nlocation = "texts"\nperiod = [1600, 1640]\n'
+                        'license = "Public domain"\ntitle = "Works"\n', encoding="utf-8")
+    return registry
+
+
+SETTINGS = [
+    "tokenizer.vocab_size=384", "tokenizer.compare_gpt2=false", "tokenizer.compare_sources=false",
+    "train.max_steps=12", "train.eval_every=6", "train.eval_batches=2", "train.batch_size=4", "train.warmup_steps=2",
+    "train.peak_tflops=0.1",
+    "model.context=64", "eval.max_docs=4", "eval.prompts=2", "eval.prompt_chars=80", "eval.reference_words=8",
+    "eval.max_new_tokens=8", "eval.temperatures=[0.0, 1.0]", "corpus.val_fraction=0.1", "corpus.test_fraction=0.1",
+]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("quick")
+    registry = _registry(tmp_path)
+    args = ["quickstart", "-w", str(tmp_path / "ws"), "--set", f"corpus.sources={json.dumps(str(registry))}",
+            "--set", f"corpus.cache_dir={json.dumps(str(tmp_path / 'cache'))}"]
+    for s in SETTINGS:
+        args += ["--set", s]
+    return tmp_path / "ws", args
+
+
+def test_quickstart_builds_every_artifact_and_the_report_agrees_with_results(quick, capsys):
+    ws_root, args = quick
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    for path in ("corpus/report.md", "corpus/train.jsonl", "tokenizer/tokenizer.json", "tokenizer/report.md",
+                 "shards/train.bin", "runs/main/metrics.jsonl", "eval/main/results.json", "eval/main/report.md",
+                 "eval/main/loss.png"):
+        assert (ws_root / path).is_file(), path
+    assert any((ws_root / "eval/main").glob("*bpb*.png")) or len(list((ws_root / "eval/main").glob("*.png"))) >= 2
+
+    results = json.loads((ws_root / "eval/main/results.json").read_text(encoding="utf-8"))
+    report = (ws_root / "eval/main/report.md").read_text(encoding="utf-8")
+    val_bpb = results["perplexity"]["val"]["total"]["bits_per_byte"]
+    assert 0 < val_bpb < 12
+    assert f"{val_bpb:.3f}" in report
+    probes = results["probes"]["summary"]["overall"]
+    assert probes["n"] >= 40 and f"{probes['accuracy']:.1%}".rstrip("%") in report.replace("%", "")
+    samples = results["generation"]["samples"]
+    assert len(samples) == 2 * (1 + 2)  # 2 prompts: one greedy, two samples at temperature 1
+    # The end of quickstart says what the model reached and where the cards are.
+    assert f"{val_bpb:.3f} bits per byte" in out
+    assert "probes:" in out and "chance" in out and "samples" in out
+    assert str(ws_root / "corpus/report.md") in out and str(ws_root / "eval/main/report.md") in out
+
+
+def test_quickstart_again_skips_every_finished_stage(quick, capsys):
+    ws_root, args = quick
+    if not (ws_root / "eval/main/results.json").is_file():
+        assert cli_main(args) == 0
+    before = (ws_root / "eval/main/results.json").read_bytes()
+    capsys.readouterr()
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("up to date") >= 4, out
+    assert (ws_root / "eval/main/results.json").read_bytes() == before
