@@ -1,10 +1,10 @@
 """Generation speed of londinium's engine against `transformers`' `generate`, same model, same weights.
 
     .venv/bin/python benchmarks/generate_speed.py                  # batch 1 and 8, 64-token prompt, 128 new
-    .venv/bin/python benchmarks/generate_speed.py --rounds 5 --new 128 --threads 1
+    .venv/bin/python benchmarks/generate_speed.py --rounds 5 --new 128 --threads 1 --shapes tiny
 
-The model is GPT-2 shaped (6 layers, 6 heads, 384 wide, context 256, vocabulary 8192, random GPT-2
-initialisation); the peer is GPT2LMHeadModel with our weights copied over by
+The models are GPT-2 shaped (6 layers, 6 heads, 384 wide; and the `tiny` preset, 2 layers, 4 heads,
+128 wide; context 256, vocabulary 8192, random GPT-2 initialisation); the peer is GPT2LMHeadModel with our weights copied over by
 `londinium.model.hf_layout` (its logits are checked against ours first). Both sample with
 temperature 1 and top-k 50 (transformers' default), never stop early (EOS ignored), and decode the
 same prompts to the same number of new tokens.
@@ -31,23 +31,29 @@ import time
 
 import torch
 
-from londinium.config import ModelConfig
+from londinium.config import PRESETS, ModelConfig
 from londinium.infer import Engine, SamplingParams
 from londinium.model.gpt import GPT
 from londinium.model.hf_layout import gpt2_config, to_gpt2_state_dict
 
-SHAPE = dict(n_layer=6, n_head=6, n_embd=384, context=256, vocab_size=8192)
+# Two shapes, because they are bound by different things at batch 1: the 6x384 model's 55 MB of fp32
+# weights do not fit this CPU's 32 MB L3, so each decode step streams them from memory (both
+# implementations read the same bytes); the tiny preset's 6 MB do, so per-step overhead decides.
+SHAPES = {
+    "6x384": dict(n_layer=6, n_head=6, n_embd=384, context=256, vocab_size=8192),
+    "tiny": dict(PRESETS["tiny"]["model"], vocab_size=8192),
+}
 TEXT = ("Shall I compare thee to a summer's day? Thou art more lovely and more temperate. "
         "In the beginning God created the heaven and the earth. To be, or not to be: that is the question. ")
 
 
-def build() -> tuple[GPT, torch.nn.Module, object]:
+def build(shape: dict) -> tuple[GPT, torch.nn.Module, object]:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from londinium.tokenizer.train import train_bpe
 
     torch.manual_seed(0)
-    ours = GPT(ModelConfig(**SHAPE)).eval()
+    ours = GPT(ModelConfig(**shape)).eval()
     peer = GPT2LMHeadModel(GPT2Config(**gpt2_config(ours.config), bos_token_id=0, eos_token_id=0)).eval()
     missing, unexpected = peer.load_state_dict(to_gpt2_state_dict(ours.state_dict()), strict=False)
     assert not unexpected and all(k.endswith("attn.bias") or k.endswith("masked_bias") for k in missing), (missing, unexpected)
@@ -57,7 +63,7 @@ def build() -> tuple[GPT, torch.nn.Module, object]:
 
 
 def check_same_logits(ours: GPT, peer: torch.nn.Module) -> float:
-    idx = torch.randint(0, SHAPE["vocab_size"], (2, 32))
+    idx = torch.randint(0, ours.config.vocab_size, (2, 32))
     with torch.inference_mode():
         a = ours(idx)[0]
         b = peer(idx).logits
@@ -78,14 +84,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--no-uncached", action="store_true", help="skip the slow rows without a KV cache")
+    ap.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES), help="model shapes to time")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    assert args.prompt + args.new <= SHAPE["context"], "prompt + new tokens must fit the context (256)"
+    for shape in args.shapes:
+        print(f"===== shape {shape}")
+        run(args, SHAPES[shape])
+        print()
 
-    ours, peer, tok = build()
+
+def run(args: argparse.Namespace, shape: dict) -> None:
+    assert args.prompt + args.new <= shape["context"], "prompt + new tokens must fit the context (256)"
+    ours, peer, tok = build(shape)
     engine = Engine(ours, tok)
-    print(f"model: {sum(p.numel() for p in ours.parameters()):,} parameters, {SHAPE}; torch {torch.__version__}, "
+    print(f"model: {sum(p.numel() for p in ours.parameters()):,} parameters, {shape}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; max |logit difference| ours vs transformers: {check_same_logits(ours, peer):.2e}")
     print(f"prompt {args.prompt} tokens, {args.new} new tokens per sequence, temperature 1, top-k 50, median of {args.rounds} rounds\n")
 
@@ -94,15 +107,15 @@ def main() -> None:
     rows: list[tuple[str, int, str, float]] = []
     for B in args.batches:
         g = torch.Generator().manual_seed(B)
-        prompts = torch.randint(1, SHAPE["vocab_size"], (B, args.prompt), generator=g)
+        prompts = torch.randint(1, shape["vocab_size"], (B, args.prompt), generator=g)
         ids = prompts.tolist()
 
         def ours_prefill() -> None:
             cache = ours.new_kv_cache(B, args.prompt)
-            ours(prompts, kv_cache=cache)
+            ours(prompts, kv_cache=cache, logits_to_keep=1)
 
         def peer_prefill() -> None:
-            peer(prompts, use_cache=True)
+            peer(prompts, use_cache=True, logits_to_keep=1)
 
         def ours_cached() -> None:
             out = engine.generate(ids, params)
@@ -116,21 +129,21 @@ def main() -> None:
         def ours_forward_only() -> None:
             # The floor under any engine: prefill, then N-1 forward passes of one token, no sampling.
             cache = ours.new_kv_cache(B, args.prompt + N)
-            ours(prompts, kv_cache=cache)
+            ours(prompts, kv_cache=cache, logits_to_keep=1)
             step = prompts[:, -1:]
             for _ in range(N - 1):
-                ours(step, kv_cache=cache)
+                ours(step, kv_cache=cache, logits_to_keep=1)
 
         def peer_forward_only() -> None:
-            out = peer(prompts, use_cache=True)
+            out = peer(prompts, use_cache=True, logits_to_keep=1)
             step, past = prompts[:, -1:], out.past_key_values
             for _ in range(N - 1):
-                past = peer(step, past_key_values=past, use_cache=True).past_key_values
+                past = peer(step, past_key_values=past, use_cache=True, logits_to_keep=1).past_key_values
 
         def ours_uncached() -> None:
             seq = prompts
             for _ in range(N):
-                logits = ours(seq)[0][:, -1]
+                logits = ours(seq, logits_to_keep=1)[0][:, -1]
                 top = logits.topk(50, dim=-1)
                 pick = torch.multinomial(top.values.softmax(-1), 1)
                 seq = torch.cat([seq, top.indices.gather(1, pick)], dim=1)

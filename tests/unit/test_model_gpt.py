@@ -272,3 +272,17 @@ def test_kv_cache_preallocates_per_layer_buffers_in_the_models_dtype() -> None:
     cache.reset()
     assert cache.length == 0
     assert model.new_kv_cache(1).max_len == LLAMA_STYLE.context
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_logits_to_keep_gives_the_last_positions_logits_only_and_the_same_values(name: str) -> None:
+    torch.manual_seed(0)
+    model = GPT(VARIANTS[name]).eval()
+    idx = torch.randint(0, 101, (2, 20))
+    with torch.no_grad():
+        full = model(idx)[0]
+        last = model(idx, logits_to_keep=1)[0]
+        three = model(idx, logits_to_keep=3)[0]
+    assert last.shape == (2, 1, 101) and three.shape == (2, 3, 101)
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(three, full[:, -3:], rtol=1e-5, atol=1e-5)

@@ -69,7 +69,7 @@ def beam_search(engine: Engine, prompt_ids: list[int], params: SamplingParams) -
 
     t0 = time.perf_counter()
     first = model.new_kv_cache(1, L)
-    logits = model(torch.tensor([prompt_ids], device=device), kv_cache=first)[0][:, -1].float()
+    logits = model(torch.tensor([prompt_ids], device=device), kv_cache=first, logits_to_keep=1)[0][:, -1].float()
     cache = model.new_kv_cache(K, L + T)
     for layer in range(len(cache.k)):
         cache.k[layer][:, :, :L] = first.k[layer][:, :, :L]  # batch 1 broadcasts to every beam
@@ -141,7 +141,7 @@ def beam_search(engine: Engine, prompt_ids: list[int], params: SamplingParams) -
         tokens = torch.tensor([b.ids[-1] for b in live], device=device)
         processors.observe(tokens)
         beams = live
-        logits = model(tokens[:, None], kv_cache=cache)[0][:, -1].float()
+        logits = model(tokens[:, None], kv_cache=cache, logits_to_keep=1)[0][:, -1].float()
 
     return [Choice(i, h.text, h.beam.ids, h.finish_reason, h.beam.raw, h.beam.logprobs)
             for i, h in enumerate(finished[:params.n])], prefill_s

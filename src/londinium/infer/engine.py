@@ -239,7 +239,7 @@ class Engine:
         top_k = max((p.logprobs for p in params if p.logprobs is not None), default=None)
 
         t0 = time.perf_counter()
-        logits = self.model(idx.to(self.device), kv_cache=cache)[0][:, -1].float()
+        logits = self.model(idx.to(self.device), kv_cache=cache, logits_to_keep=1)[0][:, -1].float()
         for step in range(new):
             processed = pipeline(logits.clone()) if len(pipeline) else logits
             tokens = choose(processed)
@@ -261,7 +261,7 @@ class Engine:
                 yield self._advance(s, toks[b], chosen_lp[b], top[0][b] if top else None, top[1][b] if top else None, now)
             if all(s.finish_reason is not None for s in seqs):
                 break
-            logits = self.model(tokens[:, None], kv_cache=cache)[0][:, -1].float()
+            logits = self.model(tokens[:, None], kv_cache=cache, logits_to_keep=1)[0][:, -1].float()
 
     def token_text(self, token_id: int) -> str:
         return self.token_bytes[token_id].decode("utf-8", errors="replace")

@@ -297,12 +297,14 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                kv_cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                kv_cache: KVCache | None = None, logits_to_keep: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits `[B, T, V]` for every position of `idx` `[B, T]`, and the loss when `targets` is
         given: mean cross-entropy over targets != -1, plus aux_loss_weight x the router loss (MoE).
 
         With `kv_cache` the tokens continue the cached ones: positions start at `kv_cache.length`
-        and their keys/values are appended to the cache.
+        and their keys/values are appended to the cache. `logits_to_keep` > 0 (without targets)
+        computes the logits of the last that many positions only, `[B, logits_to_keep, V]`: what
+        generation needs, without the output head's cost over the whole prompt (transformers' name).
         """
         B, T = idx.shape
         start = kv_cache.length if kv_cache is not None else 0
@@ -332,6 +334,8 @@ class GPT(nn.Module):
             x = block(x, rope, kv_cache, pad_mask)
         if kv_cache is not None:
             kv_cache.advance(T)
+        if logits_to_keep and targets is None:
+            x = x[:, -logits_to_keep:]
         logits = self.lm_head(self.transformer.ln_f(x))
 
         self.last_aux_loss = None
