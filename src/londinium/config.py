@@ -62,8 +62,8 @@ class CorpusConfig:
     shingle_words: int = doc(3, "Words per shingle for MinHash near-duplicate detection.")
     num_perm: int = doc(128, "MinHash permutations.")
     max_doc_chars: int = doc(4000, "Maximum characters of one training document; longer texts are cut at paragraph, then sentence, boundaries.")
-    val_fraction: float = doc(0.05, "Share of each source's document groups held out for validation.")
-    test_fraction: float = doc(0.05, "Share of each source's document groups held out for test.")
+    val_fraction: float = doc(0.05, "Share of each source's characters held out for validation, in whole document groups.")
+    test_fraction: float = doc(0.05, "Share of each source's characters held out for test, in whole document groups.")
     seed: int = doc(1337, "Seed of the split: the same seed and inputs give the same split.")
     strict: bool = doc(False, "Fail on the first bad source or file instead of recording it and going on.")
 

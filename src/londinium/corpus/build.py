@@ -197,13 +197,16 @@ def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec]) -> list[Pa
     segmented = _segment(texts, cfg, ledger)
 
     source_of_group: dict[str, str] = {}
+    chars_of_group: dict[str, int] = {}
     for t, docs in segmented:
         if docs:
-            source_of_group.setdefault(grouping.group_of[t.key], t.source)  # the group's first text names its source
+            group = grouping.group_of[t.key]
+            source_of_group.setdefault(group, t.source)  # the group's first text names its source
+            chars_of_group[group] = chars_of_group.get(group, 0) + sum(len(d) for d in docs)
     groups_by_source: dict[str, list[str]] = {}
     for group, source in source_of_group.items():
         groups_by_source.setdefault(source, []).append(group)
-    split_of = assign_splits(groups_by_source, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    split_of = assign_splits(groups_by_source, cfg.val_fraction, cfg.test_fraction, cfg.seed, chars_of_group)
 
     counters: dict[tuple[str, str], int] = {}
     for t, docs in segmented:
