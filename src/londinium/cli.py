@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stages.add_parser("quickstart", help="run every stage on the embedded default (tiny preset)")
     _common(p)
-    p.add_argument("--minutes", type=float, default=None, help="training budget in minutes")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training budget in minutes (tiny preset: steps scale with it, 10 = its default 1,100 steps; any preset: a wall-clock cap)")
     p.set_defaults(handler=cmd_quickstart)
     return parser
 

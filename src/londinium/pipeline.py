@@ -10,9 +10,26 @@ import time
 from typing import Any
 
 from londinium.config import Config
+from londinium.errors import ConfigError
 from londinium.workspace import Workspace
 
 QUICKSTART_PRESET = "tiny"
+# The tiny preset's max_steps is what ten minutes of training reach on the reference 2-core CPU, so
+# `--minutes N` scales the steps by N / 10 (and caps the wall clock at N minutes on slower machines).
+TINY_PRESET_MINUTES = 10.0
+
+
+def scale_training(cfg: Config, minutes: float) -> None:
+    """Fit the training run to `minutes`: a wall-clock cap always; for the tiny preset also a
+    schedule of proportionally many steps (warm-up at most a tenth of them), so a longer budget
+    trains longer with the learning rate decayed over the whole of it, not stopped early."""
+    if minutes <= 0:
+        raise ConfigError(f"--minutes {minutes:g}: give a positive number of minutes")
+    t = cfg.train
+    t.max_minutes = minutes
+    if cfg.preset == QUICKSTART_PRESET:
+        t.max_steps = max(1, round(t.max_steps * minutes / TINY_PRESET_MINUTES))
+        t.warmup_steps = min(t.warmup_steps, max(1, t.max_steps // 10))
 
 
 def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float | None = None) -> None:
@@ -24,7 +41,7 @@ def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float |
     from londinium.train.trainer import train
 
     if minutes is not None:
-        cfg.train.max_minutes = minutes
+        scale_training(cfg, minutes)
     t0 = time.time()
     print(f"londinium quickstart: workspace {ws.root}, preset {cfg.preset}")
     summary = build_corpus(ws, cfg.corpus, force=force)

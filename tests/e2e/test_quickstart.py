@@ -95,3 +95,23 @@ def test_quickstart_again_skips_every_finished_stage(quick, capsys):
     out = capsys.readouterr().out
     assert out.count("up to date") >= 4, out
     assert (ws_root / "eval/main/results.json").read_bytes() == before
+
+
+def test_minutes_scale_the_tiny_schedule_and_cap_any_preset():
+    from londinium.config import load_config
+    from londinium.errors import ConfigError
+    from londinium.pipeline import scale_training
+
+    tiny = load_config(preset="tiny")
+    steps, warmup = tiny.train.max_steps, tiny.train.warmup_steps
+    scale_training(tiny, 30)
+    assert tiny.train.max_minutes == 30 and tiny.train.max_steps == 3 * steps and tiny.train.warmup_steps == warmup
+    short = load_config(preset="tiny")
+    scale_training(short, 1)
+    assert short.train.max_steps == round(steps / 10) and short.train.warmup_steps == short.train.max_steps // 10
+    small = load_config(preset="small")
+    before = small.train.max_steps
+    scale_training(small, 5)
+    assert small.train.max_minutes == 5 and small.train.max_steps == before
+    with pytest.raises(ConfigError, match="--minutes"):
+        scale_training(load_config(preset="tiny"), 0)
