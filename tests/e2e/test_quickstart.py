@@ -5,35 +5,18 @@ every finished stage."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
+from helpers.prose import prose
 
 from londinium.cli import main as cli_main
-
-_WORDS = ("thou thee thy hath doth art shalt lord king queen heaven earth night day light love death sword crown "
-          "blood grace mercy honour shame sweet fair foul noble gentle man woman child father mother house land sea "
-          "fire water wind speak know see hear come go give take make keep stand fall rise live die").split()
-_GLUE = "and the of to in that with for not but upon unto is was his her my our".split()
-
-
-def _prose(seed: int, sentences: int) -> str:
-    rng = random.Random(seed)
-    out = []
-    for i in range(sentences):
-        words = [rng.choice(_WORDS) if j % 2 else rng.choice(_GLUE) for j in range(rng.randint(8, 14))]
-        out.append(" ".join(words).capitalize() + rng.choice([".", ";", "!", "?"]))
-        if i % 6 == 5:
-            out.append("\n\n")
-    return " ".join(out).replace(" \n\n ", "\n\n")
-
 
 def _registry(tmp_path: Path) -> Path:
     texts = tmp_path / "texts"
     texts.mkdir()
     for i in range(60):
-        (texts / f"work{i:02d}.txt").write_text(f"WORK {i}\n\n" + _prose(i, 24), encoding="utf-8")
+        (texts / f"work{i:02d}.txt").write_text(f"WORK {i}\n\n" + prose(i, 24), encoding="utf-8")
     registry = tmp_path / "sources.toml"
     registry.write_text('[[source]]\nid = "works"\nkind = "local"\nlocation = "texts"\nperiod = [1600, 1640]\n'
                         'license = "Public domain"\ntitle = "Works"\n', encoding="utf-8")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers.prose import prose
 
 from londinium.cli import main as cli_main
 from londinium.config import CorpusConfig
@@ -25,47 +25,30 @@ FOLIO = (sys_path_unit / "test_dedup.py").read_text(encoding="utf-8").split('FOL
 LATIN = ("Quales aerii montis de vertice nubes\nCum surgunt, et jam Boreae tumida ora quierunt,\n"
          "Caeruleum in pelagus tumidis jam fluctibus aequor\nVolvitur, et magno resonant nunc litora motu.\n") * 4
 
-_WORDS = ("thou thee thy hath doth art shalt lord king queen heaven earth night day light love death sword crown "
-          "blood grace mercy honour shame sweet fair foul noble gentle man woman child father mother house land sea "
-          "fire water wind speak know see hear come go give take make keep stand fall rise live die").split()
-_GLUE = "and the of to in that with for not but upon unto is was his her my our".split()
-
-
-def _prose(seed: int, sentences: int = 30) -> str:
-    """Deterministic period-flavoured English, distinct per seed (no shared shingles to speak of)."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(sentences):
-        words = [rng.choice(_WORDS) if j % 2 else rng.choice(_GLUE) for j in range(rng.randint(8, 14))]
-        out.append(" ".join(words).capitalize() + rng.choice([".", ";", "!", "?"]))
-        if i % 6 == 5:
-            out.append("\n\n")
-    return " ".join(out).replace(" \n\n ", "\n\n")
-
 
 def _kjv_rows() -> list[dict]:
     rows = []
     for book in ("Genesis", "Exodus"):
         for chapter in range(1, 5):
             for verse in range(1, 8):
-                rows.append({"text": _prose(hash((book, chapter, verse)) % 10_000, 1), "book": book, "chapter": chapter, "verse": verse})
+                rows.append({"text": prose(hash((book, chapter, verse)) % 10_000, 1), "book": book, "chapter": chapter, "verse": verse})
     return rows
 
 
 def make_registry(tmp_path: Path, with_missing: bool = True) -> Path:
     plays = tmp_path / "texts" / "plays"
     plays.mkdir(parents=True)
-    (plays / "tempest.txt").write_text("THE TEMPEST\n\n" + MODERN + "\n\n" + _prose(1, 6), encoding="utf-8")
-    (plays / "tempest_f.txt").write_text("The Tempest\n\n" + FOLIO + "\n\n" + _prose(1, 6).replace("the ", "the "), encoding="utf-8")
+    (plays / "tempest.txt").write_text("THE TEMPEST\n\n" + MODERN + "\n\n" + prose(1, 6), encoding="utf-8")
+    (plays / "tempest_f.txt").write_text("The Tempest\n\n" + FOLIO + "\n\n" + prose(1, 6).replace("the ", "the "), encoding="utf-8")
     for i in range(2, 8):
-        (plays / f"play{i}.txt").write_text(f"PLAY {i}\n\n" + _prose(i), encoding="utf-8")
-    (plays / "play2_copy.txt").write_text(("PLAY 2\n\n" + _prose(2)).upper().replace("\n\n", "\n\n\n"), encoding="utf-8")
+        (plays / f"play{i}.txt").write_text(f"PLAY {i}\n\n" + prose(i), encoding="utf-8")
+    (plays / "play2_copy.txt").write_text(("PLAY 2\n\n" + prose(2)).upper().replace("\n\n", "\n\n\n"), encoding="utf-8")
     (plays / "latin.txt").write_text(LATIN, encoding="utf-8")
     (plays / "cover.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200))
     (plays / "broken.txt").write_bytes("Thou art ".encode() * 40 + bytes([0xC3, 0x28, 0x81, 0x8D]))
     (plays / "page.html").write_text(
         "<html><head><title>A Sermon</title></head><body><nav>Home | Sermons | Contact</nav>"
-        f"<p>{_prose(20, 8)}</p><p>{_prose(21, 8)}</p><footer>Copyright 2024. Privacy policy.</footer></body></html>",
+        f"<p>{prose(20, 8)}</p><p>{prose(21, 8)}</p><footer>Copyright 2024. Privacy policy.</footer></body></html>",
         encoding="utf-8")
     (plays / "licence.txt").write_text(
         "\n".join(["This eBook is for the use of anyone anywhere at no cost, see www.gutenberg.org",
@@ -235,10 +218,10 @@ def test_second_build_is_a_no_op_and_editing_a_local_text_rebuilds(built, capsys
     again = build_corpus(ws, cfg)
     assert again.ran is False and "up to date" in capsys.readouterr().out
     assert ws.corpus_split("train").read_bytes() == before
-    (registry.parent / "texts" / "plays" / "play3.txt").write_text("PLAY 3\n\n" + _prose(333), encoding="utf-8")
+    (registry.parent / "texts" / "plays" / "play3.txt").write_text("PLAY 3\n\n" + prose(333), encoding="utf-8")
     assert build_corpus(ws, cfg).ran is True
     texts = [r["text"] for rows in _rows(ws).values() for r in rows if r["id"].startswith("plays/play3.txt#")]
-    assert _prose(333).split("\n\n")[0] in "\n\n".join(texts)
+    assert prose(333).split("\n\n")[0] in "\n\n".join(texts)
 
 
 def test_the_build_is_deterministic(tmp_path):

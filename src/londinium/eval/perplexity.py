@@ -101,12 +101,20 @@ def score_rows(
 ) -> list[torch.Tensor]:
     """Per-position NLL (nats, float64 on CPU) of each row's targets; 0 where the target is -1.
 
-    `model(idx)` must return `(logits, _)` as `londinium.model.gpt.GPT` does. Rows are batched by
+    `model(idx, logits_to_keep=k)` must return `(logits, _)` as `londinium.model.gpt.GPT` does. Rows are batched by
     length to waste little on padding; the result is in the order of `rows`.
     """
     device = model_device(model)
     out: list[torch.Tensor | None] = [None] * len(rows)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]), reverse=True)
+
+    def first_scored(i: int) -> int:
+        return next((k for k, t in enumerate(rows[i][1]) if t != -1), len(rows[i][1]))
+
+    # Longest first, and among equal lengths the rows that score fewest positions together: a
+    # window after the first scores only its last `stride` positions, so a batch of such windows
+    # needs the output head over those positions only (the head is a large share of a small model).
+    starts = [first_scored(i) for i in range(len(rows))]
+    order = sorted(range(len(rows)), key=lambda i: (len(rows[i][0]), starts[i]), reverse=True)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         width = len(rows[batch[0]][0])
@@ -116,12 +124,15 @@ def score_rows(
             inputs, targets = rows[i]
             idx[b, : len(inputs)] = torch.tensor(inputs, dtype=torch.long)
             tgt[b, : len(targets)] = torch.tensor(targets, dtype=torch.long)
-        logits, _ = model(idx.to(device))
+        keep = width - min(starts[i] for i in batch)
+        logits, _ = model(idx.to(device), logits_to_keep=max(1, keep))
         # float32 logits, cross-entropy per position; summed later in float64 so long texts keep precision
-        nll = F.cross_entropy(logits.float().flatten(0, 1), tgt.to(device).flatten(), ignore_index=-1, reduction="none")
-        nll = nll.view(len(batch), width).double().cpu()
+        nll = F.cross_entropy(logits.float().flatten(0, 1), tgt[:, width - logits.shape[1]:].to(device).flatten(),
+                              ignore_index=-1, reduction="none")
+        full = torch.zeros(len(batch), width, dtype=torch.float64)
+        full[:, width - logits.shape[1]:] = nll.view(len(batch), -1).double().cpu()
         for b, i in enumerate(batch):
-            out[i] = nll[b, : len(rows[i][1])]
+            out[i] = full[b, : len(rows[i][1])]
         if progress is not None:
             progress(int((tgt != -1).sum()))
     return out  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Helpers shared by tests in different folders (importable because pytest's `pythonpath` has tests/)."""
