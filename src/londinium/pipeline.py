@@ -44,7 +44,7 @@ def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float |
         scale_training(cfg, minutes)
     t0 = time.time()
     print(f"londinium quickstart: workspace {ws.root}, preset {cfg.preset}")
-    summary = build_corpus(ws, cfg.corpus, force=force)
+    build_corpus(ws, cfg.corpus, force=force)
     train_tokenizer(ws, cfg.tokenizer, cache_dir=cfg.corpus.cache_dir, download_timeout_s=cfg.corpus.download_timeout_s, force=force)
     prepare_shards(ws, cfg.data, force=force)
     cfg.train.resume = True  # an interrupted quickstart continues its training run where it stopped
@@ -72,7 +72,10 @@ def summary_lines(results: dict[str, Any], samples: int = 3) -> str:
                    f"mean rank {probes['mean_rank']:.2f}")
     gen = results.get("generation", {})
     prompts = {p["id"]: p["prompt"] for p in gen.get("prompts", [])}
-    shown = [s for s in gen.get("samples", []) if s["temperature"] > 0][:samples]
+    # one sample each of the first prompts, at the lowest temperature above greedy
+    sampled = [s for s in gen.get("samples", []) if s["temperature"] > 0]
+    low = min((s["temperature"] for s in sampled), default=None)
+    shown = [s for s in sampled if s["temperature"] == low and s["sample"] == 0][:samples]
     if shown:
         out.append("  samples (held-out prompt | model):")
     for s in shown:
