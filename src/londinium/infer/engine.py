@@ -244,12 +244,13 @@ class Engine:
             processed = pipeline(logits.clone()) if len(pipeline) else logits
             tokens = choose(processed)
             pipeline.observe(tokens)
-            # Log-probabilities of the model's own distribution: one logsumexp, then gathers.
-            lse = torch.logsumexp(logits, dim=-1)
-            chosen_lp = (logits.gather(1, tokens[:, None])[:, 0] - lse).tolist()
+            # Log-probabilities of the model's own distribution (log_softmax is vectorised on CPU:
+            # ~2x faster than logsumexp there), then gathers.
+            logp = logits.log_softmax(dim=-1)
+            chosen_lp = logp.gather(1, tokens[:, None])[:, 0].tolist()
             top = None
             if top_k:
-                values, indices = (logits - lse[:, None]).topk(top_k, dim=-1)
+                values, indices = logp.topk(top_k, dim=-1)
                 top = (values.tolist(), indices.tolist())
             toks = tokens.tolist()
             now = time.perf_counter()
