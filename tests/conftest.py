@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from londinium.workspace import Workspace
 
@@ -51,3 +52,13 @@ def tiny_workspace(tmp_path_factory) -> Workspace:
     train_tokenizer(ws, TokenizerConfig(vocab_size=512, compare_gpt2=False, compare_sources=False), **quiet)
     prepare_shards(ws, DataConfig(), **quiet)
     return ws
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: tiny models are all per-op overhead, so one thread runs
+    them faster than two (with two, every op waits on a thread a busy machine has descheduled)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

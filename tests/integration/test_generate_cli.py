@@ -20,16 +20,10 @@ from londinium.model.gpt import GPT
 from londinium.tokenizer.codec import load_tokenizer, tokenizer_sha256
 from londinium.train.checkpoint import save_checkpoint
 
+# Tiny models are per-op overhead: one thread runs them faster, and leaves the other core free.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 RUN = "generate-cli"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # A tiny model is all per-op overhead: one thread is faster than two on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,10 @@ from londinium.model.gpt import GPT
 from londinium.tokenizer.codec import decode, encode
 from londinium.tokenizer.train import train_bpe
 
+# Tiny models are per-op overhead: one thread runs them faster, and leaves the other core free.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPTS = ["Thou art", "In the beginning God created the heaven and the earth.", "To", "Shall I compare thee"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Models this small are all per-op overhead: one thread runs them faster than two (with two,
-    # every op waits on a thread the busy machine has descheduled), and leaves the other core free.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,20 +14,13 @@ from londinium.config import ModelConfig
 from londinium.errors import ConfigError, LondiniumError
 from londinium.model.gpt import GPT
 
+# Tiny models are per-op overhead: one thread runs them faster, and leaves the other core free.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = dict(n_layer=2, n_head=4, n_embd=64, context=48, vocab_size=101)
 GPT2_STYLE = ModelConfig(**SMALL)
 LLAMA_STYLE = ModelConfig(**SMALL, positions="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, bias=False, tie_embeddings=False)
 MOE = ModelConfig(**SMALL, n_experts=4, top_k=2, aux_loss_weight=0.05)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Models this small are all per-op overhead: one thread runs them faster than two, and leaves
-    # the other core to whatever else runs on the machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 VARIANTS = {

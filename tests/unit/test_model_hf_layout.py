@@ -15,15 +15,8 @@ from londinium.errors import ConfigError
 from londinium.model.gpt import GPT
 from londinium.model.hf_layout import gpt2_config, llama_config, to_gpt2_state_dict, to_llama_state_dict
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Models this small are all per-op overhead: one thread runs them faster than two, and leaves
-    # the other core to whatever else runs on the machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models are per-op overhead: one thread runs them faster, and leaves the other core free.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _perturbed(model: GPT) -> GPT:

@@ -15,15 +15,8 @@ from londinium.model.gpt import GPT
 from londinium.model.info import activation_elements_per_token, memory_estimate, param_counts
 from londinium.workspace import Workspace
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Models this small are all per-op overhead: one thread runs them faster than two, and leaves
-    # the other core to whatever else runs on the machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models are per-op overhead: one thread runs them faster, and leaves the other core free.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = dict(n_layer=2, n_head=4, n_embd=128, context=64, vocab_size=512)

@@ -29,17 +29,10 @@ from londinium.infer.sampling import (
     sample_seed,
 )
 
+# Tiny models are per-op overhead: one thread runs them faster, and leaves the other core free.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 INF = math.inf
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Models this small are all per-op overhead: one thread runs them faster than two (with two,
-    # every op waits on a thread the busy machine has descheduled), and leaves the other core free.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def kept(logits: torch.Tensor) -> list[list[int]]:
