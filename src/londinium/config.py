@@ -14,21 +14,16 @@ winning).
 from __future__ import annotations
 
 import dataclasses
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 import tomli_w
 
 from londinium.errors import ConfigError
+from londinium.files import read_toml, tomllib
 
 
 def doc(default: Any, text: str) -> Any:
@@ -332,13 +327,7 @@ def load_config(
     """Build the effective config: defaults < preset < file < overrides."""
     file_data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            file_data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+        file_data = read_toml(path, "config file", ConfigError)
     override_data: dict[str, dict[str, Any]] = {}
     for text in overrides or []:
         section, key, value = parse_override(text)

@@ -12,9 +12,15 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 
 def fsync_dir(directory: Path) -> None:
@@ -96,3 +102,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_toml(path: str | os.PathLike, what: str, error: type[Exception], hint: str = "") -> dict[str, Any]:
+    """A TOML file as a dict; a missing, non-UTF-8 or invalid file raises `error` naming `what`
+    (e.g. "sources registry") and the path, then `hint` on what to do when it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist" + (f"; {hint}" if hint else ""))
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{what} {path} is not valid TOML: {e}") from None

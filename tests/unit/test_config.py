@@ -80,6 +80,11 @@ def test_invalid_toml_names_the_file(tmp_path: Path):
     f.write_text("[train\n")
     with pytest.raises(ConfigError, match="bad.toml is not valid TOML"):
         load_config(f)
+    f.write_bytes(b'[train]\nrun_name = "\xff"\n')
+    with pytest.raises(ConfigError, match="bad.toml is not UTF-8 text"):
+        load_config(f)
+    with pytest.raises(ConfigError, match="missing.toml does not exist"):
+        load_config(tmp_path / "missing.toml")
 
 
 def test_rendered_toml_round_trips_and_documents_every_field(tmp_path: Path):

@@ -42,10 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from londinium.config import _coerce, tomllib
+from londinium.config import _coerce
 from londinium.corpus.archive import CorruptArchive, archive_kind, file_problem, read_archive, read_compressed, sniff
 from londinium.corpus.download import Blob, DownloadCache, fetch_pypi, fetch_url
 from londinium.errors import ConfigError, SourceError
+from londinium.files import read_toml
 
 KINDS = ("pypi-sdist", "url", "local")
 FORMATS = ("auto", "gutenberg", "html", "tei", "jsonl", "text", "pdf")
@@ -95,12 +96,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def load_registry(path: str | Path | None = None) -> list[SourceSpec]:
     """Parse and validate a registry; errors name the file, the source id and the field."""
     path = Path(path) if path else default_registry_path()
-    if not path.is_file():
-        raise ConfigError(f"sources registry {path} does not exist; fix corpus.sources or create the file")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"sources registry {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "sources registry", ConfigError, "fix corpus.sources or create the file")
     for key in data:
         if key != "source":
             raise ConfigError(f"{path}: unknown top-level key '{key}'; a registry holds only [[source]] tables")

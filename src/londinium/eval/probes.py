@@ -14,7 +14,6 @@ embedded corpus is `data_files/probes/period_london.toml`.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -24,11 +23,7 @@ import torch
 
 from londinium.errors import LondiniumError
 from londinium.eval.perplexity import Row, score_rows
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from londinium.files import read_toml
 
 REQUIRED = ("id", "prompt", "answer", "distractors")
 OPTIONAL = ("category", "source", "quote", "speaker")
@@ -71,12 +66,7 @@ def default_probe_file() -> Path:
 def load_probes(path: str | Path | None = None) -> ProbeSet:
     """Read and validate a probe set; `None` or "" reads the default. Raises ProbeError naming the problem."""
     path = Path(path) if path else default_probe_file()
-    if not path.is_file():
-        raise ProbeError(f"probe file {path} does not exist; set eval.probe_file to a TOML probe set (docs/evaluation.md)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ProbeError(f"probe file {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "probe file", ProbeError, "set eval.probe_file to a TOML probe set (docs/evaluation.md)")
     tables = data.get("probe")
     if not isinstance(tables, list) or not tables:
         raise ProbeError(f"probe file {path} has no [[probe]] tables; each needs {', '.join(REQUIRED)}")

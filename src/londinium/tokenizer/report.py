@@ -244,17 +244,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(
-    ws: Workspace,
-    tok: Tokenizer,
-    cfg: TokenizerConfig,
-    val_docs: Sequence[dict],
-    train_path: Path | None = None,
-    gpt2_tok: Tokenizer | None = None,
-    gpt2_note: str | None = None,
-    log: Callable[[str], None] = print,
-) -> list[Path]:
-    report = build_report(tok, cfg, val_docs, train_path, gpt2_tok, gpt2_note, log)
+def write_report(ws: Workspace, report: dict[str, Any]) -> list[Path]:
+    """The report (from `build_report`) as JSON and Markdown, each written atomically."""
     write_json(ws.tokenizer_report_json, report)
     write_text(ws.tokenizer_report_md, render_markdown(report))
     return [ws.tokenizer_report_json, ws.tokenizer_report_md]

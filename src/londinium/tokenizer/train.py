@@ -147,8 +147,7 @@ def train_tokenizer(
         if tok.get_vocab_size() < cfg.vocab_size:
             log(f"tokenizer: note: the corpus only supports {tok.get_vocab_size()} tokens (min_frequency {cfg.min_frequency}), fewer than the {cfg.vocab_size} asked for")
         outputs = save_tokenizer(tok, ws)
-        outputs += report.write_report(
-            ws,
+        outputs += report.write_report(ws, report.build_report(
             tok,
             cfg,
             val_docs=list(iter_documents(val_path)),
@@ -156,7 +155,7 @@ def train_tokenizer(
             gpt2_tok=gpt2.gpt2_tokenizer(gpt2_files) if gpt2_files else None,
             gpt2_note=gpt2_note,
             log=log,
-        )
+        ))
         log(f"tokenizer: wrote {ws.tokenizer_file} and {ws.tokenizer_report_md}")
         return outputs
 
