@@ -182,6 +182,37 @@ class GenerateConfig:
     chat_window: int = doc(0, "Tokens of conversation `chat` keeps (a rolling window); 0: the model's context.")
 
 
+@dataclass
+class ExportConfig:
+    """`londinium export`: a checkpoint -> a Hugging Face directory or a GGUF file (docs/export.md)."""
+
+    run: str = doc("", "Training run to export; empty: train.run_name.")
+    checkpoint: str = doc("best", "'best' (lowest validation loss), 'latest', or a checkpoint directory.")
+    format: str = doc("hf", "'hf' (a transformers directory: safetensors, config, tokenizer, chat template, model card) or 'gguf' (one file for llama.cpp).")
+    dtype: str = doc("float32", "Weight dtype: 'float32', 'bfloat16' or 'float16' for hf; 'float32', 'float16' or 'q8_0' for gguf.")
+    out: str = doc("", "Output directory (hf) or file (gguf); empty: exports/<run>-step-<N>[.gguf] in the workspace.")
+    max_shard_mb: float = doc(2000.0, "safetensors files larger than this are split into shards with an index file (transformers' layout).")
+
+
+@dataclass
+class ServeConfig:
+    """`londinium serve`: an OpenAI-compatible HTTP server with continuous batching (docs/serving.md)."""
+
+    run: str = doc("", "Training run to serve; empty: train.run_name (ignored when export is set).")
+    checkpoint: str = doc("best", "'best', 'latest', or a checkpoint directory.")
+    export: str = doc("", "Serve a londinium export directory instead of a workspace run.")
+    model_name: str = doc("", "Model id clients send and /v1/models lists; empty: the run's name.")
+    host: str = doc("127.0.0.1", "Address to bind; anything but loopback without api_key prints a warning.")
+    port: int = doc(8000, "TCP port.")
+    api_key: str = doc("", "Bearer key every route but /health requires; empty: no key ($LONDINIUM_API_KEY also sets it).")
+    device: str = doc("cpu", "Torch device: 'cpu', 'cuda', or 'auto'.")
+    max_running: int = doc(16, "Sequences decoded together at most (one KV-cache slot each).")
+    max_step_tokens: int = doc(512, "Tokens one engine step may process (decode tokens plus prefill chunks): the prefill budget.")
+    max_waiting: int = doc(64, "Requests waiting for a slot at most; beyond it the server answers 429 with Retry-After.")
+    log_prompts: bool = doc(False, "Write prompt text into the request log (off: ids, timings and token counts only).")
+    shutdown_timeout_s: float = doc(10.0, "On SIGTERM, seconds to let running requests finish before they are cancelled.")
+
+
 # --------------------------------------------------------------------------------------------------
 # The whole config
 
@@ -196,6 +227,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def section(self, name: str) -> Any:
         return getattr(self, name)

@@ -12,6 +12,7 @@ for paths and never joins them by hand:
       runs/<name>/  checkpoints/  metrics.jsonl  train_loss.png  config.toml
       eval/<run>/  results.json report.md perplexity_by_source.png loss.png config.toml
       eval/compare-<a>-vs-<b>.md .json
+      exports/<run>-step-<N>/        a transformers directory (londinium export); <run>-step-<N>.gguf for GGUF
 
 A stage is a function of its config and its inputs. `Workspace.up_to_date` says whether a stage's
 recorded config and input hashes equal the current ones and its outputs are intact; `record` writes
@@ -157,6 +158,16 @@ class Workspace:
     def eval_compare(self, run_a: str, run_b: str) -> Path:
         """`londinium eval --compare A B` writes this Markdown (and a .json next to it)."""
         return self.eval_dir / f"compare-{run_a}-vs-{run_b}.md"
+
+    # exports
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    def export_path(self, run: str, step: int, fmt: str = "hf") -> Path:
+        """Default place of an export: a directory for Hugging Face format, one file for GGUF."""
+        name = f"{run}-step-{step:06d}"
+        return self.exports_dir / (f"{name}.gguf" if fmt == "gguf" else name)
 
     # ---- manifest ------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from londinium.infer import Engine, SamplingParams
 from londinium.infer.chat import ChatSession
 from londinium.model.gpt import GPT
 from londinium.tokenizer.codec import load_tokenizer, tokenizer_sha256
-from londinium.train.checkpoint import save_checkpoint
+from londinium.checkpoint import save_checkpoint
 
 # Tiny models are per-op overhead: one thread runs them faster, and leaves the other core free.
 pytestmark = pytest.mark.usefixtures("one_thread")

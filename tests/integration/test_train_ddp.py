@@ -7,7 +7,7 @@ import json
 
 from train_helpers import assert_same_weights, checkpoint_steps, final_weights, logged, newest_checkpoint_dir, run, train_cmd
 
-from londinium.train.checkpoint import META_FILE, load_trainer_state, verify
+from londinium.checkpoint import META_FILE, load_trainer_state, verify
 
 STEPS, KILL_AT = 18, 10
 

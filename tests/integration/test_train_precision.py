@@ -10,7 +10,7 @@ import math
 import pytest
 from train_helpers import checkpoint_steps, cli_in_process, logged, newest_checkpoint_dir, train_args
 
-from londinium.train.checkpoint import load_trainer_state, verify
+from londinium.checkpoint import load_trainer_state, verify
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -35,12 +35,12 @@ def test_autocast_training_learns_and_resumes(tiny_workspace, dtype):
 def test_compiled_training_writes_checkpoints_an_uncompiled_model_loads(tiny_workspace):
     # torch.compile wraps the model; its checkpoint must still hold plain parameter names
     # (no `_orig_mod.` prefix), so eval, generate and export load it into an ordinary GPT.
-    from londinium.train.checkpoint import load_model
+    from londinium.model.load import load_run
 
     ws, run = tiny_workspace, "compiled"
     rc, out, err = cli_in_process(train_args(ws, run, 3, "--set", "train.compile=true", "--set", "train.eval_every=3"))
     assert rc == 0, err
     train, _ = logged(ws, run)
     assert len(train) == 3 and all(math.isfinite(loss) for _, loss in train)
-    model, _, ckpt = load_model(ws, run=run, which="latest")
-    assert ckpt.step == 3 and not any("_orig_mod" in k for k in model.state_dict())
+    trained = load_run(ws, run=run, checkpoint="latest")
+    assert trained.checkpoint.step == 3 and not any("_orig_mod" in k for k in trained.model.state_dict())

@@ -23,7 +23,7 @@ from train_helpers import (
     train_cmd,
 )
 
-from londinium.train.checkpoint import MODEL_FILE
+from londinium.checkpoint import MODEL_FILE
 
 STEPS, KILL_AT = 24, 15
 

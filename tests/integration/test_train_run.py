@@ -12,7 +12,7 @@ import time
 
 from train_helpers import checkpoint_steps, cli_in_process, logged, newest_checkpoint_dir, train_args, train_cmd
 
-from londinium.train.checkpoint import EVAL_FILE
+from londinium.checkpoint import EVAL_FILE
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130_then_resumes(tiny_workspace):

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from londinium.train.checkpoint import MODEL_FILE, list_checkpoints
+from londinium.checkpoint import MODEL_FILE, list_checkpoints
 from londinium.train.monitor import read_metrics
 from londinium.train.trainer import KILL_ENV
 from londinium.workspace import Workspace

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from londinium.train import checkpoint as ck
+from londinium import checkpoint as ck
 
 
 class Tied(torch.nn.Module):

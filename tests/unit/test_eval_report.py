@@ -21,7 +21,7 @@ from londinium.eval.report import render_markdown
 from londinium.eval.run import evaluate
 from londinium.tokenizer.codec import tokenizer_sha256
 from londinium.tokenizer.train import save_tokenizer
-from londinium.train.checkpoint import save_checkpoint
+from londinium.checkpoint import save_checkpoint
 from londinium.workspace import Workspace
 
 # ---- held-out prompts -------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ def test_stride_larger_than_context_is_a_config_error(eval_ws):
 
 
 def test_checkpoint_from_another_tokenizer_is_refused(tmp_path):
-    from londinium.train.checkpoint import CheckpointError
+    from londinium.checkpoint import CheckpointError
 
     ws = Workspace(tmp_path / "ws")
     write_corpus(ws, train_per_source=2)

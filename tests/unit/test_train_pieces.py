@@ -13,7 +13,7 @@ from londinium.config import Config
 from londinium.data.loader import Shard
 from londinium.errors import ConfigError
 from londinium.train.budget import DataBudget, budget_report
-from londinium.train.device import Precision, resolve_device, resolve_precision
+from londinium.device import Precision, resolve_device, resolve_precision
 from londinium.train.distributed import Dist
 from londinium.train.evaluate import evaluate
 from londinium.train.monitor import MetricsLog, Progress, read_metrics

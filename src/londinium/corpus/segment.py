@@ -30,7 +30,10 @@ def _cut_point(piece: str, limit: int) -> int:
         i = window.rfind(sep, 0, limit)
         if i > 0:
             return i
-    return limit
+    # Only leading indentation before one unbroken run: cut the indentation off first, so a word
+    # that fits the limit is not broken because of the spaces in front of it.
+    lead = len(piece) - len(piece.lstrip())
+    return lead or limit
 
 
 def split_long(paragraph: str, limit: int) -> list[str]:

@@ -76,9 +76,8 @@ def evaluate(
     """Evaluate a trained run and write its report card; returns the results (as in results.json)."""
     from londinium.data.documents import require_split
     from londinium.eval.probes import default_probe_file
-    from londinium.tokenizer.codec import load_tokenizer, tokenizer_sha256
-    from londinium.train.checkpoint import CONFIG_FILE, MODEL_FILE, CheckpointError, load_model
-    from londinium.train.device import resolve_device
+    from londinium.checkpoint import CONFIG_FILE, MODEL_FILE
+    from londinium.model.load import load_run
 
     run = run or cfg.train.run_name
     e = cfg.eval
@@ -87,17 +86,12 @@ def evaluate(
     for t in text_paths:
         if not t.is_file():
             raise LondiniumError(f"--text {t}: no such file")
-    device = resolve_device(cfg.train.device)
     if cfg.train.threads > 0:  # the same CPU thread setting as training (0: torch's default)
         import torch
 
         torch.set_num_threads(cfg.train.threads)
-    model, run_cfg, ckpt = load_model(ws, run=run, which=e.checkpoint, device=str(device))
-    tok = load_tokenizer(ws)
-    tok_sha = tokenizer_sha256(ws)
-    if ckpt.meta.get("tokenizer_sha256") not in (None, tok_sha):
-        raise CheckpointError(f"checkpoint {ckpt.path} was trained with another tokenizer than {ws.tokenizer_file}; "
-                              "evaluate it in the workspace it was trained in, or retrain")
+    trained = load_run(ws, run=run, checkpoint=e.checkpoint, device=cfg.train.device, device_setting="train.device")
+    model, run_cfg, ckpt, tok, tok_sha = trained.model, trained.config, trained.checkpoint, trained.tokenizer, trained.tokenizer_sha256
     probe_file = Path(e.probe_file) if e.probe_file else default_probe_file()
     period_path, anachronism_path = _word_list_paths(e)
     splits = sorted({*e.splits, e.prompt_split, "train"})

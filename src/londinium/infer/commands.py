@@ -19,12 +19,12 @@ from londinium.workspace import Workspace
 
 def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[Engine, str]:
     """The engine for the chosen run and checkpoint, and a line saying what was loaded."""
-    from londinium.train.device import resolve_device
+    from londinium.model.load import load_run
 
     run = args.run or cfg.generate.run or cfg.train.run_name
     which = args.checkpoint or cfg.generate.checkpoint
-    device = resolve_device(args.device or cfg.generate.device)
-    engine = Engine.from_workspace(ws, run=run, checkpoint=which, device=str(device))
+    device, setting = (args.device, "--device") if args.device else (cfg.generate.device, "generate.device")
+    engine = Engine.from_trained(load_run(ws, run=run, checkpoint=which, device=device, device_setting=setting))
     return engine, engine.loaded_from
 
 

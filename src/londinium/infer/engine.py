@@ -81,22 +81,19 @@ class Engine:
         self.loaded_from = "a model in memory"  # what from_workspace loaded, for messages
 
     @classmethod
+    def from_trained(cls, trained: Any, **kwargs: Any) -> Engine:
+        """The engine for a model loaded by `londinium.model.load.load_run`."""
+        engine = cls(trained.model, trained.tokenizer, **kwargs)
+        engine.loaded_from = trained.describe()
+        return engine
+
+    @classmethod
     def from_workspace(cls, ws: Any, run: str = "main", checkpoint: str = "best", device: str = "cpu", **kwargs: Any) -> Engine:
         """The engine for a trained run: its checkpoint (best, latest or a path) and the workspace
-        tokenizer, which must be the one the run was trained with."""
-        from londinium.tokenizer.codec import load_tokenizer, tokenizer_sha256
-        from londinium.train.checkpoint import load_model
+        tokenizer, which must be the one the run was trained with (see `load_run`)."""
+        from londinium.model.load import load_run
 
-        model, _, ckpt = load_model(ws, run=run, which=checkpoint, device=device)
-        trained_with = ckpt.meta.get("tokenizer_sha256")
-        if trained_with and trained_with != tokenizer_sha256(ws):
-            raise LondiniumError(
-                f"checkpoint {ckpt.path} was trained with another tokenizer than {ws.tokenizer_file} (sha256 differs); "
-                "generate in the workspace the run was trained in")
-        engine = cls(model, load_tokenizer(ws), **kwargs)
-        n_params = sum(p.numel() for p in model.parameters())
-        engine.loaded_from = f"run {run}, checkpoint {ckpt.path.name} ({n_params:,} parameters) on {device}"
-        return engine
+        return cls.from_trained(load_run(ws, run=run, checkpoint=checkpoint, device=device), **kwargs)
 
     # ---- prompts ---------------------------------------------------------------------------------
 

@@ -80,17 +80,16 @@ def _logit_bias(items: list[str]) -> dict[int, float]:
 
 
 def sampling_params(cfg: Config, args: argparse.Namespace) -> SamplingParams:
-    """SamplingParams from the [generate] section, overridden by the flags that were given."""
+    """SamplingParams from the [generate] section (`SamplingParams.from_config`), overridden by the
+    flags that were given."""
     from londinium.infer.sampling import SamplingParams
 
-    gen = cfg.generate
-    values: dict[str, Any] = {name: getattr(gen, name) for name, _, _ in _SAMPLING_FLAGS.values()}
-    values["stop"] = list(gen.stop)
+    values: dict[str, Any] = {}
     for flag, (name, _, _) in _SAMPLING_FLAGS.items():
         given = getattr(args, flag[2:].replace("-", "_"))
         if given is not None:
             values[name] = given
-    if values["seed"] is not None and values["seed"] < 0:
+    if values.get("seed") is not None and values["seed"] < 0:
         values["seed"] = None
     if args.greedy:
         values["temperature"] = 0.0
@@ -103,4 +102,4 @@ def sampling_params(cfg: Config, args: argparse.Namespace) -> SamplingParams:
             values[name] = getattr(args, name)
     if hasattr(args, "beams"):
         values["num_beams"] = args.beams
-    return SamplingParams(**values)
+    return SamplingParams.from_config(cfg.generate, **values)

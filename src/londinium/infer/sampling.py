@@ -60,6 +60,20 @@ class SamplingParams:
     length_penalty: float = 1.0  # beam search: score = sum of log-probs / length ** length_penalty
     truncate: bool = False  # drop tokens from the left of a prompt that does not fit, instead of refusing it
 
+    @classmethod
+    def from_config(cls, gen: Any, **overrides: Any) -> SamplingParams:
+        """The `[generate]` section's defaults (a `GenerateConfig`), with `overrides` on top.
+
+        The one place that decides defaults: the CLI's flags, the HTTP server and MCP all build their
+        SamplingParams here, so a value set in `londinium.toml` means the same everywhere. A negative
+        seed in the config means "a fresh seed each time" (None)."""
+        values: dict[str, Any] = {name: getattr(gen, name) for name in CONFIG_FIELDS}
+        values["stop"] = list(gen.stop)
+        if values["seed"] is not None and values["seed"] < 0:
+            values["seed"] = None
+        values.update(overrides)
+        return cls(**values)
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
@@ -108,6 +122,11 @@ class SamplingParams:
             if not _finite(b) or not -100 <= b <= 100:
                 raise SamplingError(f"sampling parameter logit_bias: bias {b!r} of token {t} must be in [-100, 100] (OpenAI's range)")
         return self
+
+
+# The SamplingParams fields that the [generate] config section sets a default for (same names).
+CONFIG_FIELDS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "frequency_penalty",
+                 "presence_penalty", "no_repeat_ngram_size", "seed", "stop")
 
 
 def _finite(x: Any) -> bool:

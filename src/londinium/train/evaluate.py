@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from londinium.train import distributed
-from londinium.train.device import Precision
+from londinium.device import Precision
 
 
 @torch.no_grad()

@@ -34,10 +34,10 @@ import torch
 
 from londinium.config import Config, load_config, to_toml
 from londinium.errors import ConfigError, LondiniumError
-from londinium.train import checkpoint as ck
+from londinium import checkpoint as ck
 from londinium.train import distributed
 from londinium.train.budget import DataBudget, budget_report
-from londinium.train.device import configure_backends, resolve_device, resolve_precision
+from londinium.device import configure_backends, resolve_device, resolve_precision
 from londinium.train.evaluate import evaluate
 from londinium.train.monitor import MetricsLog, Progress, Trackers, peak_flops, plot_losses
 from londinium.train.schedule import lr_at, plan_batches

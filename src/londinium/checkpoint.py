@@ -269,27 +269,13 @@ def load_weights(model: torch.nn.Module, ckpt: Checkpoint, device: torch.device 
             f"{sorted(unexpected)[:5]}); the model config differs from the one the run was trained with")
 
 
-def load_model(ws: Any, run: str = "main", which: str = "best", device: str = "cpu") -> tuple[torch.nn.Module, Any, Checkpoint]:
-    """A trained GPT for evaluation, generation or export: `(model in eval mode, Config, Checkpoint)`.
-
-    `which` is "best" (lowest validation loss, falling back to the newest), "latest", or a path to a
-    checkpoint directory. The config comes from the checkpoint itself, so the model is rebuilt
-    exactly as it was trained whatever londinium.toml says now.
-    """
-    from londinium.config import load_config
-    from londinium.model.gpt import GPT
-
-    directory = ws.checkpoints_dir(run)
+def find_checkpoint(directory: Path, which: str = "best", run: str = "main") -> Checkpoint:
+    """The verified checkpoint `which` names: "best" (lowest validation loss, falling back to the
+    newest), "latest", or a path to a checkpoint directory. Damaged ones are skipped, not moved."""
     if which not in ("best", "latest"):
-        ckpt = verify(Path(which))
-    else:
-        ckpt = best_checkpoint(directory) if which == "best" else None
-        ckpt = verify(ckpt.path) if ckpt is not None else latest_valid(directory, quarantine=False)
-        if ckpt is None:
-            raise CheckpointError(f"run '{run}' has no complete checkpoint in {directory}; train it first (londinium train --run {run})")
-    cfg = load_config(ckpt.path / CONFIG_FILE)
-    model = GPT(cfg.model)
-    load_weights(model, ckpt, device)
-    model.to(device).eval()
-    return model, cfg, ckpt
-
+        return verify(Path(which))
+    ckpt = best_checkpoint(directory) if which == "best" else None
+    ckpt = verify(ckpt.path) if ckpt is not None else latest_valid(directory, quarantine=False)
+    if ckpt is None:
+        raise CheckpointError(f"run '{run}' has no complete checkpoint in {directory}; train it first (londinium train --run {run})")
+    return ckpt

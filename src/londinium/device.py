@@ -1,7 +1,8 @@
 """Which device and which precision a run uses, and the switches that go with them.
 
-`auto` picks CUDA, then Apple's MPS, then the CPU. Precision follows measurement (see
-ENVIRONMENT.md): on this class of CPU bf16 matmuls are ~10x slower than fp32, so CPUs train in fp32;
+`auto` picks CUDA, then Apple's MPS, then the CPU. Precision follows measurement (docs/training.md):
+on the 2-core AVX2 CPUs londinium is developed on, bf16 matmuls are ~10x slower than fp32, so CPUs
+train in fp32;
 GPUs train under bf16 autocast when they support it, else fp16 autocast with a gradient scaler
 (fp16's narrow exponent underflows small gradients without one). MPS defaults to fp32 because its
 autocast coverage is still partial; `train.dtype` overrides any of these.
@@ -44,8 +45,11 @@ class Precision:
         return f"{self.device} {name[self.dtype]}"
 
 
-def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
-    """The torch device for `train.device` (one process per GPU under torchrun: cuda:<local rank>)."""
+def resolve_device(pref: str, local_rank: int = 0, setting: str = "train.device") -> torch.device:
+    """The torch device for a device setting (one process per GPU under torchrun: cuda:<local rank>).
+
+    `setting` names where the value came from (`train.device`, `generate.device`, `--device`), so an
+    error points at what the user actually wrote."""
     if pref == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
@@ -55,14 +59,14 @@ def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(pref)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"train.device = {pref!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
+        raise ConfigError(f"{setting} = {pref!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device = {pref!r} but this torch has no CUDA device; use 'auto' or 'cpu'")
+            raise ConfigError(f"{setting} = {pref!r} but this torch has no CUDA device; use 'auto' or 'cpu'")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"train.device = {pref!r} but MPS is not available; use 'auto' or 'cpu'")
+        raise ConfigError(f"{setting} = {pref!r} but MPS is not available; use 'auto' or 'cpu'")
     return device
 
 

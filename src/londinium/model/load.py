@@ -1,0 +1,68 @@
+"""One way to load a trained model for use: `load_run` (generation, evaluation, export, serving).
+
+    trained = load_run(ws, run="main", checkpoint="best", device="cpu")
+    trained.model, trained.tokenizer, trained.config, trained.checkpoint
+
+The model is rebuilt from the config stored in the checkpoint, so it is exactly what was trained
+whatever `londinium.toml` says now; the workspace tokenizer is checked once, here, against the hash
+the checkpoint recorded, so no consumer can pair a model with the wrong vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from londinium.checkpoint import CONFIG_FILE, Checkpoint, CheckpointError, find_checkpoint, load_weights
+from londinium.config import Config
+from londinium.workspace import Workspace
+
+
+@dataclass
+class TrainedModel:
+    """A trained GPT in eval mode with its tokenizer, the config it was trained with and its checkpoint."""
+
+    model: Any  # londinium.model.gpt.GPT
+    tokenizer: Any  # tokenizers.Tokenizer, special tokens in text kept as text
+    config: Config
+    checkpoint: Checkpoint
+    run: str
+    device: torch.device
+    tokenizer_sha256: str
+
+    @property
+    def num_params(self) -> int:
+        return self.model.num_params()
+
+    def describe(self) -> str:
+        """One line for logs: which run, checkpoint, size and device."""
+        return f"run {self.run}, checkpoint {self.checkpoint.path.name} ({self.num_params:,} parameters) on {self.device}"
+
+
+def load_run(ws: Workspace, run: str = "main", checkpoint: str = "best", device: str | torch.device = "cpu",
+             device_setting: str = "device") -> TrainedModel:
+    """Load run `run`'s checkpoint ("best", "latest" or a checkpoint directory) onto `device` ("auto",
+    "cpu", "cuda", ...), with the workspace tokenizer it was trained with.
+
+    `device_setting` names the setting the device came from (`generate.device`, `--device`) so a bad
+    value is reported under the name the user wrote."""
+    from londinium.config import load_config
+    from londinium.device import resolve_device
+    from londinium.model.gpt import GPT
+    from londinium.tokenizer.codec import load_tokenizer, tokenizer_sha256
+
+    dev = device if isinstance(device, torch.device) else resolve_device(device, setting=device_setting)
+    ckpt = find_checkpoint(ws.checkpoints_dir(run), checkpoint, run)
+    tok_sha = tokenizer_sha256(ws)
+    trained_with = ckpt.meta.get("tokenizer_sha256")
+    if trained_with and trained_with != tok_sha:
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} was trained with another tokenizer than {ws.tokenizer_file} (sha256 differs); "
+            "use it in the workspace the run was trained in, or retrain")
+    cfg = load_config(ckpt.path / CONFIG_FILE)
+    model = GPT(cfg.model)
+    load_weights(model, ckpt, dev)
+    model.to(dev).eval()
+    return TrainedModel(model, load_tokenizer(ws), cfg, ckpt, run, dev, tok_sha)
