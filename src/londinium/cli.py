@@ -10,6 +10,7 @@
                                 --compare RUN_A RUN_B)
     londinium generate          a checkpoint -> text (--prompt/--prompts-file, every sampling flag, --format json)
     londinium chat              an interactive REPL that streams the model's continuation of your text
+    londinium serve             an OpenAI-compatible HTTP server over a run (--run, --host, --port, --api-key)
     londinium config show       the effective config, with a comment per field
     londinium quickstart        every stage on the embedded default
 
@@ -137,6 +138,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return chat_command(*_context(args), args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from londinium.serve.server import serve
+
+    ws, cfg = _context(args)
+    for flag in ("checkpoint", "host", "port", "api_key", "model_name", "device"):
+        if getattr(args, flag) is not None:
+            setattr(cfg.serve, flag, getattr(args, flag))
+    return serve(ws, cfg, run=args.run or "", export=args.export or "")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from londinium.pipeline import QUICKSTART_PRESET, quickstart
 
@@ -216,6 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(p)
     add_sampling_arguments(p)
     p.set_defaults(handler=cmd_chat)
+
+    p = stages.add_parser("serve", help="an OpenAI-compatible HTTP server (completions, chat, streaming, metrics)",
+                          description="serve a trained run over the OpenAI HTTP API with continuous batching (docs/serving.md)")
+    _common(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--run", default=None, metavar="NAME", help="run to serve (default: serve.run, else train.run_name)")
+    which.add_argument("--export", default=None, metavar="DIR", help="serve a londinium export directory instead")
+    p.add_argument("--checkpoint", default=None, help="'best', 'latest' or a checkpoint directory (default: serve.checkpoint)")
+    p.add_argument("--host", default=None, help="address to bind (default: serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="TCP port (default: serve.port, 8000)")
+    p.add_argument("--api-key", default=None, metavar="KEY", help="require 'Authorization: Bearer KEY' (default: serve.api_key or $LONDINIUM_API_KEY)")
+    p.add_argument("--model-name", default=None, metavar="NAME", help="model id clients send (default: serve.model_name, else the run name)")
+    p.add_argument("--device", default=None, help="torch device: cpu, cuda, auto (default: serve.device)")
+    p.set_defaults(handler=cmd_serve)
 
     p = stages.add_parser("quickstart", help="run every stage on the embedded default (tiny preset)")
     _common(p)

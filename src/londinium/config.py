@@ -211,6 +211,8 @@ class ServeConfig:
     max_waiting: int = doc(64, "Requests waiting for a slot at most; beyond it the server answers 429 with Retry-After.")
     log_prompts: bool = doc(False, "Write prompt text into the request log (off: ids, timings and token counts only).")
     shutdown_timeout_s: float = doc(10.0, "On SIGTERM, seconds to let running requests finish before they are cancelled.")
+    max_body_mb: float = doc(4.0, "Request bodies larger than this many megabytes are refused with 413.")
+    request_log: str = doc("", "File the request log is appended to (one JSON line per request); empty: standard error.")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,198 @@
+"""Serving throughput under concurrency: `londinium serve` against `transformers serve` on the same weights.
+
+    .venv/bin/python benchmarks/serve_throughput.py -w londinium-work --run main
+    .venv/bin/python benchmarks/serve_throughput.py --levels 1,4,16 --requests 32 --max-tokens 64 --skip-peer
+
+Three servers, one after another on the same machine: `londinium serve` (continuous batching) and
+`transformers serve DIR --device cpu`, without and with `--continuous-batching`, serving an HF export
+of the same checkpoint (built here through `londinium.model.hf_layout` and `save_pretrained`). Each
+gets the same streamed /v1/completions requests (the same prompts, greedy, `max_tokens` the same) at
+concurrency 1, 4 and 16: `--requests` requests per level, `c` clients each sending its next request
+as soon as the last one ended.
+
+Figures per level: output tokens per second (the completions' tokens, counted by re-encoding the
+returned text with our tokenizer, so both servers are counted alike, over the level's wall time) and
+time to first token, p50 (request sent to the first chunk with text). Ratios: londinium at c
+against its own c = 1, and against each peer at the same c.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+PROMPTS = ["Thou art", "The king", "O sweet", "Upon the sea", "Good morrow, my lord", "And the night",
+           "Fair queen of", "Let me", "What light through", "My father", "Speak unto the", "The blood of",
+           "Come, gentle", "Honour and shame", "In the house of", "Give me the"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_export(ws, run: str, out: Path) -> Path:
+    """A transformers GPT2LMHeadModel directory with the run's best weights and the workspace tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from londinium.model.hf_layout import gpt2_config, to_gpt2_state_dict
+    from londinium.model.load import load_run
+    from londinium.tokenizer.codec import EOT
+
+    trained = load_run(ws, run=run)
+    eot = trained.tokenizer.token_to_id(EOT)
+    hf = GPT2LMHeadModel(GPT2Config(**gpt2_config(trained.model.config), bos_token_id=eot, eos_token_id=eot, pad_token_id=eot))
+    missing, unexpected = hf.load_state_dict(to_gpt2_state_dict(trained.model.state_dict()), strict=False)
+    assert not unexpected and all(k.endswith(("attn.bias", "masked_bias")) for k in missing), (missing, unexpected)
+    hf.save_pretrained(out)
+    for f in ws.tokenizer_hf_dir.iterdir():
+        shutil.copy(f, out / f.name)
+    return out
+
+
+def start(cmd: list[str], url: str, log: Path, timeout: float = 180) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"{cmd[0]} did not start; its log: {log}\n{log.read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def one(http: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int) -> tuple[float | None, str]:
+    import json
+
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    t0 = time.perf_counter()
+    ttft, text = None, []
+    async with http.stream("POST", f"{url}/v1/completions", json=body) as r:
+        if r.status_code != 200:
+            raise SystemExit(f"{url}: HTTP {r.status_code}: {(await r.aread())[:500]!r}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            piece = "".join(c.get("text") or "" for c in chunk.get("choices", []))
+            if piece and ttft is None:
+                ttft = time.perf_counter() - t0
+            text.append(piece)
+    return ttft, "".join(text)
+
+
+async def level(url: str, model: str, concurrency: int, requests: int, max_tokens: int, count) -> tuple[float, float]:
+    """(output tokens per second, TTFT p50 in seconds) at one concurrency."""
+    todo = list(range(requests))
+    ttfts: list[float] = []
+    tokens = 0
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal tokens
+        while todo:
+            i = todo.pop()
+            ttft, text = await one(http, url, model, PROMPTS[i % len(PROMPTS)], max_tokens)
+            tokens += count(text)
+            if ttft is not None:
+                ttfts.append(ttft)
+
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        await one(http, url, model, PROMPTS[0], 4)  # warm-up
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    return tokens / wall, statistics.median(ttfts) if ttfts else float("nan")
+
+
+def main() -> None:
+    from londinium.tokenizer.codec import encode, load_tokenizer
+    from londinium.workspace import Workspace
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workspace", "-w", default="londinium-work")
+    ap.add_argument("--run", default="main")
+    ap.add_argument("--levels", default="1,4,16")
+    ap.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--skip-peer", action="store_true", help="only londinium serve")
+    args = ap.parse_args()
+    ws = Workspace(args.workspace)
+    tok = load_tokenizer(ws)
+    levels = [int(x) for x in args.levels.split(",")]
+    count = lambda text: len(encode(tok, text))  # noqa: E731
+
+    tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    servers: list[tuple[str, list[str], str]] = []
+    port = free_port()
+    servers.append(("londinium serve", [sys.executable, "-m", "londinium", "serve", "-w", str(ws.root), "--run", args.run,
+                                        "--port", str(port), "--model-name", "bench",
+                                        "--set", f"serve.max_running={max(levels)}",
+                                        "--set", f"serve.request_log={tmp / 'requests.jsonl'}"], "bench"))
+    if not args.skip_peer:
+        export = build_export(ws, args.run, tmp / "hf")
+        for cb in (False, True):
+            servers.append((f"transformers serve{' --continuous-batching' if cb else ''}",
+                            ["transformers", "serve", str(export), "--device", "cpu", "--host", "127.0.0.1", "--port", "PORT",
+                             *(["--continuous-batching"] if cb else [])], str(export)))
+    results: dict[str, dict[int, tuple[float, float]]] = {}
+    for name, cmd, model in servers:
+        p = port if name == "londinium serve" else free_port()
+        cmd = [str(p) if c == "PORT" else c for c in cmd]
+        url = f"http://127.0.0.1:{p}"
+        proc = start(cmd, url, tmp / f"{name.split()[0]}-{len(results)}.log")
+        try:
+            results[name] = {}
+            for c in levels:
+                results[name][c] = asyncio.run(level(url, model, c, max(args.requests, c), args.max_tokens, count))
+                tps, ttft = results[name][c]
+                print(f"{name:42s} c={c:<3d} {tps:8.1f} tok/s  TTFT p50 {ttft * 1000:7.1f} ms", flush=True)
+        finally:
+            stop(proc)
+
+    ours = results["londinium serve"]
+    print(f"\n{args.requests} requests per level, {args.max_tokens} new tokens, greedy, streamed /v1/completions")
+    print("| server | " + " | ".join(f"c={c} tok/s | c={c} TTFT p50" for c in levels) + " |")
+    print("|---|" + "---|---|" * len(levels))
+    for name, rows in results.items():
+        print(f"| {name} | " + " | ".join(f"{rows[c][0]:.0f} | {rows[c][1] * 1000:.0f} ms" for c in levels) + " |")
+    base = ours[levels[0]][0]
+    for c in levels[1:]:
+        print(f"londinium c={c} / its own c={levels[0]}: {ours[c][0] / base:.2f}x throughput")
+    for name, rows in results.items():
+        if name == "londinium serve":
+            continue
+        for c in levels:
+            print(f"londinium / {name} at c={c}: {ours[c][0] / rows[c][0]:.2f}x throughput, "
+                  f"TTFT p50 {ours[c][1] * 1000:.0f} vs {rows[c][1] * 1000:.0f} ms")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

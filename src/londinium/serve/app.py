@@ -1,0 +1,360 @@
+"""The FastAPI app: OpenAI's endpoints over one model and its continuous-batching engine loop.
+
+    app = create_app(load=lambda: engine, model_name="main", serve=cfg.serve, generate=cfg.generate)
+
+`load` runs on a background thread when the app starts, so the port answers at once: until the
+model is ready, and again while the server drains on SIGTERM, requests get 503 (and /health says
+which). Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models[/{id}], GET /health,
+GET /metrics. With `serve.api_key` set, every route but /health needs `Authorization: Bearer KEY`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, Callable
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from londinium.config import GenerateConfig, ServeConfig
+from londinium.errors import LondiniumError
+from londinium.serve import errors
+from londinium.serve.convert import chat_logprobs, completion_logprobs
+from londinium.serve.errors import APIError, bad_request
+from londinium.serve.metrics import CONTENT_TYPE, Metrics, RequestLog
+from londinium.serve.prompts import Prepared, chat_inputs, completion_inputs
+from londinium.serve.protocol import (AssistantMessage, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
+                                      CompletionChoice, CompletionRequest, CompletionResponse, ModelCard, ModelList,
+                                      Usage)
+from londinium.serve.streaming import Call, events
+
+log = logging.getLogger("londinium.serve")
+
+
+class ServerState:
+    """The model being served and where the server is in its life: loading, ready, draining."""
+
+    def __init__(self, load: Callable[[], Any], model_name: str, serve: ServeConfig,
+                 on_load_error: Callable[[BaseException], None] | None = None):
+        self.load, self.model_name, self.cfg = load, model_name, serve
+        self.on_load_error = on_load_error
+        self.engine: Any = None
+        self.loop: Any = None
+        self.load_error: BaseException | None = None
+        self.draining = False
+        self.created = int(time.time())
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.loop is not None and not self.draining
+
+    def start(self) -> None:
+        """Load the model and start the engine loop (on a background thread)."""
+        from londinium.infer.scheduler import EngineLoop
+
+        try:
+            engine = self.load()
+            loop = EngineLoop(engine, max_running=self.cfg.max_running, max_step_tokens=self.cfg.max_step_tokens,
+                              max_waiting=self.cfg.max_waiting)
+            loop.start()
+        except BaseException as e:  # noqa: BLE001 - reported to the server, which exits with it
+            self.load_error = e
+            if not isinstance(e, LondiniumError):
+                log.exception("loading the model failed")
+            if self.on_load_error:
+                self.on_load_error(e)
+            return
+        self.engine, self.loop = engine, loop
+        log.info("londinium serve: %s ready as model %r", getattr(engine, "loaded_from", "model"), self.model_name)
+
+    def drain(self, timeout_s: float) -> None:
+        """Stop admitting; let running requests finish for up to timeout_s, then cancel the rest."""
+        self.draining = True
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            if self.loop is not None:
+                self.loop.stop(timeout_s=timeout_s)
+            self._stopped.set()
+
+    def stats(self) -> dict:
+        return self.loop.stats() if self.loop is not None else {}
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over `limit` bytes (by Content-Length, or as it arrives)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._too_large(int(length))(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                from fastapi import HTTPException
+
+                raise HTTPException(413, self._message(seen))
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _message(self, size: int) -> str:
+        return (f"the request body is {size:,} bytes, more than this server's limit of {self.limit:,} "
+                "(serve.max_body_mb)")
+
+    def _too_large(self, size: int) -> JSONResponse:
+        return APIError(413, self._message(size), code="request_too_large").response()
+
+
+class Observe:
+    """ASGI middleware: every /v1 request is counted in the metrics and written to the request log,
+    whatever answered it (a route, a validation error, the body limit, a 404)."""
+
+    def __init__(self, app: Any, metrics: Metrics, request_log: RequestLog):
+        self.app, self.metrics, self.log = app, metrics, request_log
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        record: dict[str, Any] = {"id": None, "endpoint": scope["path"], "status": None}
+        scope.setdefault("state", {})["record"] = record
+        arrived = time.perf_counter()
+        sent: dict[str, int] = {}
+
+        async def watched(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                sent["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            record["status"] = record["status"] or sent.get("status", 500)
+            record["e2e_s"] = round(time.perf_counter() - arrived, 6)
+            _per_token(record)
+            if scope["path"] not in ("/v1/completions", "/v1/chat/completions"):
+                record["endpoint"] = "other"
+            self.metrics.observe(record)
+            self.log.write(record)
+
+
+def _per_token(record: dict[str, Any]) -> None:
+    """Time per output token: the decode time after the first token, over the tokens after it."""
+    ttft, tokens, choices = record.get("ttft_s"), record.get("completion_tokens") or 0, len(record.get("finish_reasons") or [1])
+    per_choice = tokens / max(1, choices)
+    if ttft is not None and per_choice > 1:
+        record["tpot_s"] = round(max(0.0, record["e2e_s"] - ttft) / (per_choice - 1), 6)
+    if ttft is not None:
+        record["ttft_s"] = round(ttft, 6)
+
+
+def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | None = None,
+               generate: GenerateConfig | None = None, request_log: RequestLog | None = None,
+               on_load_error: Callable[[BaseException], None] | None = None) -> FastAPI:
+    """The server for the engine `load()` returns (an `londinium.infer.engine.Engine`)."""
+    cfg = serve or ServeConfig()
+    gen = generate or GenerateConfig()
+    state = ServerState(load, model_name, cfg, on_load_error)
+    pool = ThreadPoolExecutor(max_workers=cfg.max_running + cfg.max_waiting + 4, thread_name_prefix="londinium-wait")
+    request_log = request_log or RequestLog(cfg.request_log or None, cfg.log_prompts)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        threading.Thread(target=state.start, name="londinium-load", daemon=True).start()
+        yield
+        await asyncio.to_thread(state.drain, cfg.shutdown_timeout_s)
+        pool.shutdown(wait=False, cancel_futures=True)
+        request_log.close()
+
+    app = FastAPI(title="londinium", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.server = state
+    metrics = Metrics(state.stats)
+    app.state.metrics = metrics
+    errors.install(app)
+    key = (cfg.api_key or "").encode()
+
+    def authorised(request: Request) -> None:
+        if not key:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key):
+            raise APIError(401, "Incorrect or missing API key: send the header 'Authorization: Bearer <key>'",
+                           code="invalid_api_key")
+
+    def ready() -> None:
+        if state.draining:
+            raise APIError(503, "the server is shutting down; retry on another instance", code="shutting_down",
+                           headers={"Retry-After": "1"})
+        if state.loop is None:
+            if state.load_error is not None:
+                raise APIError(503, "the model failed to load (see the server log)", code="model_unavailable")
+            raise APIError(503, "the model is still loading; retry in a moment", code="model_loading",
+                           headers={"Retry-After": "1"})
+
+    def check_model(name: str) -> None:
+        if name != state.model_name:
+            raise APIError(404, f"The model `{name}` does not exist. This server serves `{state.model_name}` "
+                                "(see GET /v1/models).", param="model", code="model_not_found")
+
+    def submit(call_id: str, prepared: Prepared) -> list[Any]:
+        """Queue every prompt of a request; all or nothing."""
+        from londinium.infer.scheduler import EngineStopped, QueueFull
+
+        handles: list[Any] = []
+        try:
+            for i, (ids, params) in enumerate(zip(prepared.ids, prepared.params)):
+                rid = call_id if len(prepared.ids) == 1 else f"{call_id}-{i}"
+                handles.append(state.loop.submit(ids, params, request_id=rid))
+        except BaseException as e:
+            for h in handles:
+                h.cancel()
+            if isinstance(e, QueueFull):
+                wait = max(1, math.ceil(getattr(e, "retry_after_s", 1.0) or 1.0))
+                raise APIError(429, f"the server is at capacity ({cfg.max_waiting} requests waiting); retry after {wait} s",
+                               code="rate_limit_exceeded", headers={"Retry-After": str(wait)}) from None
+            if isinstance(e, EngineStopped):
+                raise APIError(503, "the server is shutting down; retry on another instance", code="shutting_down") from None
+            if isinstance(e, LondiniumError):  # SamplingError, PromptError: the engine's own checks
+                raise bad_request(str(e)) from None
+            raise
+        return handles
+
+    def engine_error(e: BaseException) -> APIError:
+        if isinstance(e, LondiniumError):
+            log.error("request failed in the engine: %s", e)
+            return APIError(500, f"the engine failed on this request: {e}", code="engine_error")
+        log.error("request failed in the engine", exc_info=e)
+        return APIError(500, "internal server error (logged on the server)", code="internal_error")
+
+    async def results(call: Call, request: Request) -> list[Any]:
+        """Every prompt's Completion, cancelling the request if the client goes away meanwhile."""
+        loop = asyncio.get_running_loop()
+        waits = [loop.run_in_executor(pool, h.result) for h in call.handles]
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(0.25)
+                if await request.is_disconnected():
+                    call.record["status"], call.record["error"] = 499, "client disconnected"
+                    call.cancel()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        try:
+            done = await asyncio.gather(*waits)
+        except APIError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise engine_error(e) from None
+        finally:
+            watcher.cancel()
+        if any(c.finish_reason == "cancelled" for comp in done for c in comp.choices):
+            raise APIError(503, "the server is shutting down and cancelled this request; retry it", code="shutting_down")
+        first = [getattr(c.timing, "ttft_s", None) for c in done]
+        if all(t is not None for t in first):
+            call.record["ttft_s"] = min(first)
+        tokens = sum(c.timing.completion_tokens for c in done)
+        call.record.update(prompt_tokens=call.prompt_tokens, completion_tokens=tokens,
+                           finish_reasons=[ch.finish_reason for c in done for ch in c.choices])
+        return done
+
+    def begin(request: Request, prefix: str, kind: str, prepared: Prepared, echo: bool = False) -> Call:
+        call_id = f"{prefix}-{uuid.uuid4().hex}"
+        record = request.scope.get("state", {}).get("record", {})
+        record.update(id=call_id, model=state.model_name, n=prepared.params[0].n, stream=prepared.stream)
+        record["prompt"] = prepared.texts if len(prepared.texts) > 1 else prepared.texts[0]
+        handles = submit(call_id, prepared)
+        return Call(call_id, kind, state.model_name, prepared, handles, state.engine.token_bytes, record, echo=echo)
+
+    def stream(call: Call) -> StreamingResponse:
+        return StreamingResponse(events(call, engine_error), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def usage(call: Call) -> Usage:
+        p, c = call.prompt_tokens, call.record["completion_tokens"]
+        return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorised)])
+
+    @v1.post("/completions", response_model=None)
+    async def completions(req: CompletionRequest, request: Request) -> Any:
+        check_model(req.model)
+        ready()
+        prepared = completion_inputs(req, state.engine, gen)
+        call = begin(request, "cmpl", "completion", prepared, echo=bool(req.echo))
+        if prepared.stream:
+            return stream(call)
+        done = await results(call, request)
+        choices = []
+        for p, comp in enumerate(done):
+            prefix = prepared.texts[p] if req.echo else ""
+            for c in comp.choices:
+                lp = completion_logprobs(c.logprobs, len(prefix)) if c.logprobs is not None else None
+                choices.append(CompletionChoice(index=p * call.n + c.index, text=prefix + c.text, logprobs=lp,
+                                                finish_reason=c.finish_reason))
+        return CompletionResponse(id=call.id, created=call.created, model=call.model, choices=choices, usage=usage(call)).model_dump()
+
+    @v1.post("/chat/completions", response_model=None)
+    async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
+        check_model(req.model)
+        ready()
+        prepared = chat_inputs(req, state.engine, gen)
+        call = begin(request, "chatcmpl", "chat", prepared)
+        if prepared.stream:
+            return stream(call)
+        [comp] = await results(call, request)
+        choices = [ChatChoice(index=c.index, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason,
+                              logprobs=chat_logprobs(c.logprobs, state.engine.token_bytes) if c.logprobs is not None else None)
+                   for c in comp.choices]
+        return ChatCompletionResponse(id=call.id, created=call.created, model=call.model, choices=choices, usage=usage(call)).model_dump()
+
+    def card() -> ModelCard:
+        context = state.engine.context if state.engine is not None else 0
+        return ModelCard(id=state.model_name, created=state.created, max_model_len=context)
+
+    @v1.get("/models")
+    async def models() -> Any:
+        ready()
+        return ModelList(data=[card()]).model_dump()
+
+    @v1.get("/models/{name:path}")
+    async def model(name: str) -> Any:
+        check_model(name)
+        ready()
+        return card().model_dump()
+
+    app.include_router(v1)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        status = "draining" if state.draining else "ok" if state.loop is not None else \
+            "failed" if state.load_error is not None else "loading"
+        return JSONResponse({"status": status, "model": state.model_name}, status_code=200 if status == "ok" else 503)
+
+    @app.get("/metrics", dependencies=[Depends(authorised)])
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    # The last added runs first: Observe sees every request, including those BodyLimit refuses.
+    app.add_middleware(BodyLimit, limit=int(cfg.max_body_mb * 1024 * 1024))
+    app.add_middleware(Observe, metrics=metrics, request_log=request_log)
+    return app

@@ -1,0 +1,104 @@
+"""Errors as OpenAI sends them: `{"error": {"message", "type", "param", "code"}}` with the status
+clients branch on (the openai SDK maps 400/401/404/413/429/5xx to its own exception types).
+
+Every failure path goes through here: our own `APIError`, FastAPI's validation errors (422 becomes
+400, naming the field), Starlette's 404/405, an oversized body (413), and any bug (500 with a
+generic message: the traceback goes to the server log, never to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("londinium.serve")
+
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
+          405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+
+
+class APIError(Exception):
+    """An error to send as OpenAI's error object. `param` names the request field at fault."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.type = type or _TYPES.get(status, "server_error")
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def _field(loc: tuple[Any, ...]) -> str | None:
+    """`("body", "messages", 0, "content")` -> `"messages[0].content"`."""
+    parts = [p for p in loc if p != "body"]
+    # pydantic puts a union member's type name into the location (`str`, `list[int]`): drop those.
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool", "function-after", "dict")):
+            continue
+        else:
+            out += ("." if out else "") + str(p)
+    return out or None
+
+
+def validation_error(exc: RequestValidationError) -> APIError:
+    """FastAPI's 422 as OpenAI's 400: the first problem, with the field it is about."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    field = _field(tuple(first.get("loc", ())))
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        return bad_request(f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}")
+    if kind == "extra_forbidden":
+        return bad_request(f"Unrecognized request argument supplied: {field}", param=field)
+    if kind == "missing":
+        return bad_request(f"{field}: this field is required", param=field)
+    if field is None and kind in ("model_attributes_type", "dict_type"):
+        return bad_request("the request body must be a JSON object")
+    return bad_request(f"{field}: {first.get('msg', 'invalid value')}" if field else str(first.get("msg")), param=field)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into OpenAI's error shape."""
+
+    @app.exception_handler(APIError)
+    async def _api(request: Request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_error(exc).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            err = APIError(404, f"no route {request.method} {request.url.path}; see GET /v1/models, "
+                                "POST /v1/completions, POST /v1/chat/completions", code="not_found")
+        elif exc.status_code == 405:
+            err = APIError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed")
+        else:
+            err = APIError(exc.status_code, str(exc.detail), code=None)
+        err.headers = dict(exc.headers) if exc.headers else None
+        return err.response()
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return APIError(500, "internal server error (logged on the server)", code="internal_error").response()

@@ -1,0 +1,195 @@
+"""From a request to what the engine takes: token ids per prompt and one SamplingParams each.
+
+Defaults: a field the request leaves out takes the `[generate]` config's value
+(`SamplingParams.from_config`), as vLLM takes a model's generation_config.json. One exception, as in
+vLLM: an omitted `max_tokens` is capped so that prompt + completion fit the context, where an explicit
+one that does not fit is a 400.
+
+Context errors follow vLLM: a prompt that fills the context is refused with `param` naming the input
+(`prompt` or `messages`), a prompt that fits but not with `max_tokens` more is refused with
+`param: "max_tokens"`; both give the numbers.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from londinium.infer.chat_template import END_OF_TURN, ChatTemplateError, render_chat
+from londinium.infer.sampling import SamplingError, SamplingParams
+from londinium.serve.errors import APIError, bad_request
+from londinium.serve.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
+from londinium.tokenizer.codec import decode, encode
+
+
+@dataclass
+class Prepared:
+    """One request's prompts as token ids, their text (for echo and the request log), and params."""
+
+    ids: list[list[int]]
+    texts: list[str]
+    params: list[SamplingParams]
+    stream: bool
+    include_usage: bool
+
+
+def _common_checks(req: _Sampling) -> tuple[bool, bool]:
+    stream = bool(req.stream)
+    if req.stream_options is not None and not stream:
+        raise bad_request("stream_options is only allowed when stream is true", param="stream_options")
+    include_usage = bool(stream and req.stream_options and req.stream_options.include_usage)
+    return stream, include_usage
+
+
+def _params(req: _Sampling, gen: Any, vocab_size: int, names: dict[str, str], **extra: Any) -> SamplingParams:
+    """The request's SamplingParams over the config's defaults, range-checked. `names` maps an
+    engine field name to the request field that set it, so an error names what the client sent."""
+    overrides: dict[str, Any] = {k: getattr(req, k) for k in (
+        "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "seed")
+        if getattr(req, k) is not None}
+    if req.stop is not None:
+        overrides["stop"] = [req.stop] if isinstance(req.stop, str) else list(req.stop)
+    if req.logit_bias:
+        bias: dict[int, float] = {}
+        for key, value in req.logit_bias.items():
+            try:
+                bias[int(key)] = value
+            except ValueError:
+                raise bad_request(f"logit_bias: key {key!r} is not a token id (an integer in a string)", param="logit_bias") from None
+        overrides["logit_bias"] = bias
+    overrides.update({k: v for k, v in extra.items() if v is not None})
+    params = SamplingParams.from_config(gen, n=req.n, **overrides)
+    try:
+        return params.validate(vocab_size)
+    except SamplingError as e:
+        m = re.match(r"sampling parameter (\w+)", str(e))
+        field = names.get(m.group(1), m.group(1)) if m else None
+        message = str(e).replace(f"sampling parameter {m.group(1)}", f"{field}") if m else str(e)
+        raise bad_request(message, param=field) from None
+
+
+def _fit(ids: list[int], params: SamplingParams, requested: int | None, context: int, field: str,
+         which: str = "") -> SamplingParams:
+    """Check the prompt against the context; cap an omitted max_tokens to what fits."""
+    p = len(ids)
+    if p >= context:
+        raise APIError(400, f"This model's maximum context length is {context} tokens. However, your {field}{which} has "
+                            f"{p} tokens, which leaves no room for a completion. Please shorten the {field}.",
+                       param=field, code="context_length_exceeded")
+    if requested is None:
+        return params.replace(max_tokens=min(params.max_tokens, context - p))
+    if p + requested > context:
+        raise APIError(400, f"This model's maximum context length is {context} tokens. However, you requested "
+                            f"{p + requested} tokens ({p} in the {field}{which}, {requested} for the completion). "
+                            f"Please reduce the length of the {field} or max_tokens.",
+                       param="max_tokens", code="context_length_exceeded")
+    return params
+
+
+def completion_inputs(req: CompletionRequest, engine: Any, gen: Any) -> Prepared:
+    """POST /v1/completions: the prompt in any of its four forms."""
+    stream, include_usage = _common_checks(req)
+    if req.suffix:
+        raise bad_request("suffix (insertion) is not supported: the model only continues text", param="suffix")
+    if req.echo and req.logprobs is not None:
+        raise bad_request("echo together with logprobs is not supported: the engine does not score prompt tokens",
+                          param="echo")
+    if stream and req.best_of is not None and req.best_of > req.n:
+        raise bad_request(f"best_of = {req.best_of} chooses among finished samples, so it cannot stream; "
+                          "use best_of = n or stream = false", param="best_of")
+    prompt = req.prompt
+    if isinstance(prompt, str):
+        raw: list[str | list[int]] = [prompt]
+    elif prompt and all(isinstance(t, int) for t in prompt):
+        raw = [list(prompt)]  # type: ignore[arg-type]
+    else:
+        raw = list(prompt)  # type: ignore[arg-type]
+    if not raw:
+        raise bad_request("prompt is empty: give a string, a list of strings, or token ids", param="prompt")
+    params = _params(req, gen, engine.vocab_size, {}, max_tokens=req.max_tokens, best_of=req.best_of, logprobs=req.logprobs)
+    ids_list, texts, plist = [], [], []
+    for i, p in enumerate(raw):
+        which = f" (prompt {i})" if len(raw) > 1 else ""
+        if isinstance(p, str):
+            ids, text = encode(engine.tokenizer, p), p
+        else:
+            bad = [t for t in p if not 0 <= t < engine.vocab_size]
+            if bad:
+                raise bad_request(f"prompt{which}: token ids {bad[:5]} are not in the vocabulary (0 .. {engine.vocab_size - 1})",
+                                  param="prompt")
+            ids, text = list(p), decode(engine.tokenizer, p)
+        ids = ids or _start(engine)
+        plist.append(_fit(ids, params, req.max_tokens, engine.context, "prompt", which))
+        ids_list.append(ids)
+        texts.append(text)
+    return Prepared(ids_list, texts, plist, stream, include_usage)
+
+
+def _start(engine: Any) -> list[int]:
+    """An empty prompt starts from end-of-text, the separator the model saw between documents."""
+    if engine.eos_id is None:
+        raise bad_request("prompt is empty and the tokenizer has no end-of-text token to start from", param="prompt")
+    return [engine.eos_id]
+
+
+ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system message
+
+
+def encode_chat(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], str]:
+    """Token ids and text of the chat template applied to `messages`.
+
+    The template's role markers become control tokens, the messages' content stays plain text: a
+    user who types "<|end|>" must not end a turn. So each content is rendered as a unique marker and
+    encoded on its own, without special tokens."""
+    marker = f"\ue000{uuid.uuid4().hex}"
+    shown = [{"role": m["role"], "content": f"{marker}{i}\ue001"} for i, m in enumerate(messages)]
+    rendered = render_chat(shown)
+    ids: list[int] = []
+    parts = re.split(re.escape(marker) + r"(\d+)\ue001", rendered)
+    for k, part in enumerate(parts):
+        if k % 2:  # the index of a message, whose content goes in here as plain text
+            ids += encode(tokenizer, messages[int(part)]["content"])
+        elif part:
+            ids += encode(tokenizer, part, allow_special=True)
+    text = render_chat(messages)
+    return ids, text
+
+
+def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
+    """POST /v1/chat/completions: the messages through the chat template, `<|end|>` a stop token."""
+    stream, include_usage = _common_checks(req)
+    if req.response_format and req.response_format.get("type", "text") != "text":
+        raise bad_request(f"response_format {req.response_format.get('type')!r} is not supported: this server cannot "
+                          "constrain the output to JSON; use response_format {'type': 'text'} or leave it out",
+                          param="response_format")
+    if req.tools or req.functions:
+        raise bad_request("tools and functions are not supported by this model", param="tools" if req.tools else "functions")
+    if req.tool_choice not in (None, "none") or req.function_call not in (None, "none"):
+        raise bad_request("tool_choice is not supported by this model", param="tool_choice")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise bad_request("top_logprobs needs logprobs = true", param="top_logprobs")
+    if not req.messages:
+        raise bad_request("messages is empty: give at least one message", param="messages")
+    messages = []
+    for i, m in enumerate(req.messages):
+        role = ROLE_ALIASES.get(m.role, m.role)
+        if role not in ("system", "user", "assistant"):
+            raise bad_request(f"messages[{i}].role: unknown role {m.role!r}; use system, developer, user or assistant",
+                              param=f"messages[{i}].role")
+        messages.append({"role": role, "content": m.text()})
+    try:
+        ids, text = encode_chat(engine.tokenizer, messages)
+    except ChatTemplateError as e:
+        raise bad_request(str(e), param="messages") from None
+    requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    limit_field = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+    logprobs = (req.top_logprobs or 0) if req.logprobs else None
+    end = engine.tokenizer.token_to_id(END_OF_TURN)
+    params = _params(req, gen, engine.vocab_size, {"max_tokens": limit_field, "logprobs": "top_logprobs"},
+                     max_tokens=requested, logprobs=logprobs)
+    if end is not None:
+        params = params.replace(stop_token_ids=[*params.stop_token_ids, end])
+    params = _fit(ids, params, requested, engine.context, "messages")
+    return Prepared([ids], [text], [params], stream, include_usage)

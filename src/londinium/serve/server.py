@@ -1,0 +1,114 @@
+"""`londinium serve`: load a run (or an export) and serve it with uvicorn until SIGTERM.
+
+The port opens before the model is loaded (requests get 503 and /health says "loading" meanwhile);
+a model that fails to load stops the server with its error. SIGTERM drains: new requests get 503,
+running ones finish within `serve.shutdown_timeout_s` or are cancelled (streams end with an error
+event), then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any, Callable
+
+import uvicorn
+
+from londinium.config import Config
+from londinium.errors import LondiniumError
+
+log = logging.getLogger("londinium.serve")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_loader(ws: Any, cfg: Config, run: str, export: str) -> tuple[Callable[[], Any], str]:
+    """A function that loads the engine, and the model name it serves under by default. What can
+    be checked cheaply (the checkpoint exists, the tokenizer is there) is checked now, so a wrong
+    name fails before the port opens."""
+    from londinium.checkpoint import find_checkpoint
+
+    s = cfg.serve
+    if export:
+        raise LondiniumError(f"--export {export}: serving an export directory is not supported yet; "
+                             "serve the run it was exported from with --run NAME")
+    if not ws.tokenizer_file.is_file():
+        raise LondiniumError(f"no tokenizer at {ws.tokenizer_file}: run `londinium tokenizer train` (or quickstart) first")
+    ckpt = find_checkpoint(ws.checkpoints_dir(run), s.checkpoint, run)
+
+    def load() -> Any:
+        from londinium.infer.engine import Engine
+        from londinium.model.load import load_run
+
+        return Engine.from_trained(load_run(ws, run=run, checkpoint=str(ckpt.path), device=s.device,
+                                            device_setting="serve.device"))
+
+    return load, run
+
+
+def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
+    """Serve until SIGTERM or Ctrl-C; returns the exit status (0 after a graceful SIGTERM)."""
+    from londinium.serve.app import create_app
+
+    s = cfg.serve
+    s.api_key = s.api_key or os.environ.get("LONDINIUM_API_KEY", "")
+    run = run or s.run or cfg.train.run_name
+    export = export or s.export
+    load, default_name = run_loader(ws, cfg, run, export)
+    name = s.model_name or default_name
+    if not _loopback(s.host) and not s.api_key:
+        print(f"londinium serve: warning: listening on {s.host} without an API key: anyone who can reach it can use "
+              "the model (set --api-key or $LONDINIUM_API_KEY)", file=sys.stderr)
+    failed: list[BaseException] = []
+    server: _Server | None = None
+
+    def load_failed(e: BaseException) -> None:
+        failed.append(e)
+        if server is not None:
+            server.should_exit = True
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    app = create_app(load, name, s, cfg.generate, on_load_error=load_failed)
+    config = uvicorn.Config(app, host=s.host, port=s.port, access_log=False, log_level="info",
+                            timeout_graceful_shutdown=int(s.shutdown_timeout_s) + 5, lifespan="on")
+    server = _Server(config, app.state.server, s.shutdown_timeout_s)
+    print(f"londinium serve: http://{s.host}:{s.port}/v1  model {name!r}  (loading {run})", file=sys.stderr)
+    server.run()
+    if failed:
+        e = failed[0]
+        if isinstance(e, LondiniumError):
+            raise e
+        raise LondiniumError(f"the model could not be loaded: {e}")
+    if not server.started:
+        raise LondiniumError(f"could not listen on {s.host}:{s.port} (is the port in use? choose another with --port)")
+    return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's Server, with SIGTERM as a drain: stop admitting, let running requests finish or
+    cancel them at the deadline, exit 0. (uvicorn alone re-raises the signal once it has shut down,
+    so the process would die of it.)"""
+
+    def __init__(self, config: uvicorn.Config, state: Any, timeout_s: float):
+        super().__init__(config)
+        self.state, self.timeout_s = state, timeout_s
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if sig != signal.SIGTERM:
+            return super().handle_exit(sig, frame)
+        if not self.state.draining:
+            log.info("londinium serve: SIGTERM: draining (up to %.0f s for running requests)", self.timeout_s)
+            threading.Thread(target=self.state.drain, args=(self.timeout_s,), name="londinium-drain", daemon=True).start()
+        self.state.draining = True
+        self.should_exit = True

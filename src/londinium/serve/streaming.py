@@ -1,0 +1,157 @@
+"""Server-Sent Events exactly as the openai SDK parses them.
+
+Each event is `data: {json}\\n\\n`; the stream always ends with `data: [DONE]\\n\\n`. Every chunk
+carries `id`, `object`, `created` and `model`. A chat choice's first chunk carries the role and is
+sent only once its first token exists (an early empty chunk would make every client's
+time-to-first-token a lie); the last carries `finish_reason`. The usage chunk (`choices: []`) comes
+only when `stream_options.include_usage` asked for it. An error after the 200 goes out as a
+`data: {"error": ...}` event, then `[DONE]`. If the client goes away, the request is cancelled,
+which frees its KV-cache slots within one engine step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Sequence
+
+from londinium.infer.outputs import TextDelta
+from londinium.serve.convert import chat_logprobs, completion_logprobs
+from londinium.serve.errors import APIError
+from londinium.serve.prompts import Prepared
+
+DONE = "data: [DONE]\n\n"
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+@dataclass
+class Call:
+    """One request in flight: what its responses need to say, and its record for the log."""
+
+    id: str
+    kind: str  # "completion" or "chat"
+    model: str
+    prepared: Prepared
+    handles: Sequence[Any]  # londinium.infer.scheduler.RequestHandle, one per prompt
+    token_bytes: Sequence[bytes]
+    record: dict[str, Any]
+    echo: bool = False
+    created: int = field(default_factory=lambda: int(time.time()))
+    arrived: float = field(default_factory=time.perf_counter)
+
+    @property
+    def n(self) -> int:
+        return self.prepared.params[0].n
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(h.prompt_ids) for h in self.handles)
+
+    def cancel(self) -> None:
+        for h in self.handles:
+            h.cancel()
+
+
+async def merged(handles: Sequence[Any]) -> AsyncIterator[tuple[int, TextDelta]]:
+    """(prompt index, delta) from every handle as they arrive."""
+    if len(handles) == 1:
+        async for d in handles[0]:
+            yield 0, d
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i: int, h: Any) -> None:
+        try:
+            async for d in h:
+                await queue.put((i, d, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            await queue.put((i, None, e))
+            return
+        await queue.put((i, None, None))
+
+    tasks = [asyncio.create_task(pump(i, h)) for i, h in enumerate(handles)]
+    try:
+        left = len(handles)
+        while left:
+            i, d, err = await queue.get()
+            if err is not None:
+                raise err
+            if d is None:
+                left -= 1
+                continue
+            yield i, d
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+def _chunk(call: Call, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    obj = "chat.completion.chunk" if call.kind == "chat" else "text_completion"
+    out = {"id": call.id, "object": obj, "created": call.created, "model": call.model, "choices": choices}
+    if call.prepared.include_usage:
+        out["usage"] = None  # OpenAI sends it null on every chunk but the last when usage was asked for
+    return out
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+async def events(call: Call, error_of: Any) -> AsyncIterator[str]:
+    """The SSE body of a streamed completion or chat completion. `error_of(exc)` turns an engine
+    exception into the APIError to report."""
+    started: set[int] = set()
+    completion_tokens = 0
+    finish: dict[int, str] = {}
+    offsets: dict[int, int] = {}
+    record = call.record
+    try:
+        try:
+            async for p, d in merged(call.handles):
+                index = p * call.n + d.choice
+                completion_tokens += len(d.token_ids)
+                if record.get("ttft_s") is None and d.token_ids:
+                    record["ttft_s"] = time.perf_counter() - call.arrived
+                if d.finish_reason == "cancelled":
+                    raise APIError(503, "the server is shutting down and cancelled this request; retry it",
+                                   code="shutting_down")
+                first = index not in started
+                started.add(index)
+                if call.kind == "chat":
+                    if first or d.text or d.logprobs:
+                        delta = {"role": "assistant", "content": d.text} if first else {"content": d.text}
+                        lp = chat_logprobs(d.logprobs, call.token_bytes).model_dump() if d.logprobs else None
+                        yield sse(_chunk(call, [{"index": index, "delta": delta, "logprobs": lp, "finish_reason": None}]))
+                    if d.finish_reason:
+                        finish[index] = d.finish_reason
+                        yield sse(_chunk(call, [{"index": index, "delta": {}, "logprobs": None, "finish_reason": d.finish_reason}]))
+                else:
+                    text = (call.prepared.texts[p] if call.echo and first else "") + d.text
+                    lp = None
+                    if d.logprobs:
+                        lp = completion_logprobs(d.logprobs, offsets.get(index, 0)).model_dump()
+                    offsets[index] = offsets.get(index, 0) + len(text)
+                    if first or text or lp or d.finish_reason:
+                        yield sse(_chunk(call, [{"index": index, "text": text, "logprobs": lp, "finish_reason": d.finish_reason}]))
+                    if d.finish_reason:
+                        finish[index] = d.finish_reason
+            if call.prepared.include_usage:
+                yield sse({**_chunk(call, []), "usage": _usage(call.prompt_tokens, completion_tokens)})
+            record["status"] = 200
+        except Exception as e:  # after the 200 an error can only be an event
+            err = e if isinstance(e, APIError) else error_of(e)
+            record["status"], record["error"] = err.status, err.message
+            yield sse(err.body())
+        yield DONE
+    except (asyncio.CancelledError, GeneratorExit):
+        record["status"], record["error"] = 499, "client disconnected"
+        raise
+    finally:
+        call.cancel()  # no-op for finished requests; frees the slots of a dropped stream
+        record.update(prompt_tokens=call.prompt_tokens, completion_tokens=completion_tokens,
+                      finish_reasons=[finish.get(i) for i in range(len(call.handles) * call.n)])

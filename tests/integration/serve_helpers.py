@@ -1,0 +1,86 @@
+"""Shared pieces of the server tests: one tiny trained run, and a real uvicorn server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import httpx
+from train_helpers import cli_in_process, train_args
+
+from londinium.workspace import Workspace
+
+RUN = "serve-tiny"
+# Context 128, so a test can ask for ~100 tokens: long enough to cancel a stream in the middle.
+EXTRA = ["--set", "model.context=128", "--set", "train.batch_size=4", "--set", "train.eval_every=10"]
+_trained: dict[str, str] = {}
+
+
+def trained_run(ws: Workspace) -> str:
+    """Train the tiny run once per session (a few seconds), whichever test module asks first."""
+    if str(ws.root) not in _trained:
+        rc, out, err = cli_in_process(train_args(ws, RUN, 20, *EXTRA))
+        assert rc == 0, err
+        _trained[str(ws.root)] = RUN
+    return RUN
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def live_server(app: Any, wait_ready: bool = True) -> Iterator[str]:
+    """Run `app` under uvicorn on a thread, on a free port of 127.0.0.1; yield its base URL; always stop it."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        if wait_ready:
+            wait_healthy(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def wait_healthy(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not become healthy"
+        time.sleep(0.05)
+
+
+def metric(url: str, name: str, headers: dict | None = None, default: float | None = None) -> float:
+    """The value of a metric line in /metrics (`name` with its labels, or the sum over them); a
+    metric that has no line yet is `default` if given, else an error."""
+    total, found = 0.0, False
+    for line in httpx.get(f"{url}/metrics", headers=headers or {}, timeout=10).text.splitlines():
+        if line.startswith(name) and (len(line) == len(name) or line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    if not found and default is not None:
+        return default
+    assert found, f"{name} not in /metrics"
+    return total
