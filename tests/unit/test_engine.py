@@ -10,13 +10,12 @@ import itertools
 
 import pytest
 import torch
-from tok_fixtures import corpus_texts
+from engine_fixtures import make_model, make_tokenizer
 
 from londinium.config import ModelConfig
 from londinium.infer import Engine, PromptError, SamplingError, SamplingParams
 from londinium.model.gpt import GPT
 from londinium.tokenizer.codec import decode, encode
-from londinium.tokenizer.train import train_bpe
 
 # Tiny models are per-op overhead: one thread runs them faster, and leaves the other core free.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,15 +25,7 @@ PROMPTS = ["Thou art", "In the beginning God created the heaven and the earth.",
 
 @pytest.fixture(scope="module")
 def tok():
-    return train_bpe(corpus_texts() * 3, 400, show_progress=False)
-
-
-def make_model(tok, positions: str = "learned", n_kv_head: int = 0, seed: int = 0, context: int = 64) -> GPT:
-    torch.manual_seed(seed)
-    cfg = ModelConfig(n_layer=2, n_head=4, n_kv_head=n_kv_head, n_embd=32, context=context, vocab_size=tok.get_vocab_size(),
-                      positions=positions, norm="rmsnorm" if positions == "rope" else "layernorm",
-                      mlp="swiglu" if positions == "rope" else "gelu")
-    return GPT(cfg).eval()
+    return make_tokenizer()
 
 
 @pytest.fixture(scope="module")

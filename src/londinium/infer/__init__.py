@@ -15,7 +15,8 @@ from typing import Any
 # Names load on first use (PEP 562), so the CLI's parser (which imports londinium.infer.options)
 # does not pay for importing torch on commands that never generate.
 _WHERE = {
-    "Engine": "engine", "PromptError": "engine",
+    "Engine": "engine", "PromptError": "engine", "EngineRequestError": "engine",
+    "EngineLoop": "scheduler", "EngineStopped": "scheduler", "QueueFull": "scheduler", "RequestHandle": "scheduler",
     "Choice": "outputs", "Completion": "outputs", "TextDelta": "outputs", "Timing": "outputs",
     "TokenLogprob": "outputs", "TopLogprob": "outputs",
     "SamplingError": "sampling", "SamplingParams": "sampling",
@@ -25,7 +26,12 @@ __all__ = [
     "Choice",
     "Completion",
     "Engine",
+    "EngineLoop",
+    "EngineRequestError",
+    "EngineStopped",
     "PromptError",
+    "QueueFull",
+    "RequestHandle",
     "SamplingError",
     "SamplingParams",
     "TextDelta",

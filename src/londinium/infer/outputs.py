@@ -34,8 +34,14 @@ class TokenLogprob:
 class Timing:
     prompt_tokens: int
     completion_tokens: int
-    prefill_s: float  # time to the first token (the prefill of the batch this prompt ran in)
+    prefill_s: float  # from admission to the first token (the prompt's prefill, chunks and all)
     decode_s: float  # time from the first token to the last
+    queue_s: float = 0.0  # waiting before admission (the server's queue; 0 when nothing else ran)
+
+    @property
+    def ttft_s(self) -> float:
+        """Time to first token, from submission: waiting plus prefill."""
+        return self.queue_s + self.prefill_s
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -44,7 +50,7 @@ class Timing:
         return self.completion_tokens / self.decode_s if self.decode_s > 0 else 0.0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "decode_tokens_per_s": round(self.decode_tokens_per_s, 2)}
+        return {**asdict(self), "ttft_s": self.ttft_s, "decode_tokens_per_s": round(self.decode_tokens_per_s, 2)}
 
 
 @dataclass
@@ -52,7 +58,7 @@ class Choice:
     index: int
     text: str  # stop strings and end-of-text are not part of it
     token_ids: list[int]  # every token generated, including a final end-of-text or stop token
-    finish_reason: str  # "stop" (end-of-text, stop token or stop string) or "length" (max_tokens)
+    finish_reason: str  # "stop" (end-of-text, stop token or stop string), "length" (max_tokens) or "cancelled"
     cumulative_logprob: float  # sum of the model's log-probabilities of token_ids
     logprobs: list[TokenLogprob] | None = None
 

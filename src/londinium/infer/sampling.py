@@ -140,11 +140,35 @@ def _finite(x: Any) -> bool:
 
 
 class LogitsProcessor:
+    # Attributes that hold one entry per row (tensors along dim 0, or lists): what `select` and
+    # `extend` carry when the engine's running sequences leave and join.
+    per_row: tuple[str, ...] = ()
+
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
     def observe(self, tokens: torch.Tensor) -> None:
         pass
+
+    def select(self, rows: list[int]) -> None:
+        """Keep these rows, in this order (sequences left the batch)."""
+        for name in self.per_row:
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value[torch.tensor(rows, dtype=torch.long, device=value.device)])
+            else:
+                setattr(self, name, [value[r] for r in rows])
+        self._resized()
+
+    def extend(self, other: LogitsProcessor) -> None:
+        """Append the rows of `other`, a processor of the same kind built for the joining sequences."""
+        for name in self.per_row:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, torch.cat([mine, theirs]) if isinstance(mine, torch.Tensor) else mine + theirs)
+        self._resized()
+
+    def _resized(self) -> None:
+        """Recompute what is derived from the per-row state."""
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Beam search: row b now continues the sequence that was row `rows[b]`."""
@@ -158,6 +182,8 @@ def _column(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
 class RepetitionPenalty(LogitsProcessor):
     """CTRL's penalty as in `transformers`: tokens seen in the prompt or output are made less likely."""
 
+    per_row = ("penalty", "seen")
+
     def __init__(self, penalty: Sequence[float], histories: Sequence[Sequence[int]], vocab_size: int, device: torch.device | str = "cpu"):
         self.penalty = torch.tensor(penalty, dtype=torch.float32, device=device)[:, None]
         self.seen = torch.zeros(len(histories), vocab_size, dtype=torch.bool, device=device)
@@ -165,6 +191,9 @@ class RepetitionPenalty(LogitsProcessor):
             if ids:
                 self.seen[b, torch.tensor(list(ids), dtype=torch.long, device=device)] = True
         self.rows = torch.arange(len(histories), device=device)
+
+    def _resized(self) -> None:
+        self.rows = torch.arange(len(self.penalty), device=self.penalty.device)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         p = self.penalty.to(logits.dtype)
@@ -181,11 +210,16 @@ class RepetitionPenalty(LogitsProcessor):
 class FrequencyPresencePenalty(LogitsProcessor):
     """OpenAI's penalties on the counts of each token in the generated text so far."""
 
+    per_row = ("frequency", "presence", "counts")
+
     def __init__(self, frequency: Sequence[float], presence: Sequence[float], vocab_size: int, device: torch.device | str = "cpu"):
         self.frequency = torch.tensor(frequency, dtype=torch.float32, device=device)[:, None]
         self.presence = torch.tensor(presence, dtype=torch.float32, device=device)[:, None]
         self.counts = torch.zeros(len(frequency), vocab_size, dtype=torch.float32, device=device)
         self.rows = torch.arange(len(frequency), device=device)
+
+    def _resized(self) -> None:
+        self.rows = torch.arange(len(self.frequency), device=self.frequency.device)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         return logits - self.counts * self.frequency - (self.counts > 0).float() * self.presence
@@ -203,6 +237,8 @@ class NoRepeatNGram(LogitsProcessor):
     Keeps, per row, a map from each (n-1)-token prefix to the tokens that followed it, updated by one
     entry per step, so a step costs O(1) per row instead of rescanning the sequence.
     """
+
+    per_row = ("sizes", "histories", "followers")
 
     def __init__(self, sizes: Sequence[int], histories: Sequence[Sequence[int]]):
         self.sizes = list(sizes)
@@ -238,6 +274,8 @@ class NoRepeatNGram(LogitsProcessor):
 class LogitBias(LogitsProcessor):
     """OpenAI's logit_bias: a fixed number added to chosen tokens' logits."""
 
+    per_row = ("bias",)
+
     def __init__(self, biases: Sequence[dict[int, float]], vocab_size: int, device: torch.device | str = "cpu"):
         self.bias = torch.zeros(len(biases), vocab_size, dtype=torch.float32, device=device)
         for b, bias in enumerate(biases):
@@ -254,6 +292,8 @@ class LogitBias(LogitsProcessor):
 class Temperature(LogitsProcessor):
     """Divide by the temperature (rows with temperature 0 are greedy: they are left as they are)."""
 
+    per_row = ("t",)
+
     def __init__(self, temperature: Sequence[float], device: torch.device | str = "cpu"):
         self.t = torch.tensor([t if t > 0 else 1.0 for t in temperature], dtype=torch.float32, device=device)[:, None]
 
@@ -264,10 +304,15 @@ class Temperature(LogitsProcessor):
 class TopK(LogitsProcessor):
     """Keep the k most likely tokens of each row (k = 0: all of them)."""
 
+    per_row = ("index",)
+
     def __init__(self, k: Sequence[int], vocab_size: int, device: torch.device | str = "cpu"):
         ks = [min(k_, vocab_size) if k_ > 0 else vocab_size for k_ in k]
         self.kmax = max(ks)
         self.index = torch.tensor(ks, dtype=torch.long, device=device)[:, None] - 1
+
+    def _resized(self) -> None:
+        self.kmax = int(self.index.max()) + 1 if len(self.index) else 1
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         threshold = logits.topk(self.kmax, dim=-1).values.gather(1, self.index)
@@ -276,6 +321,8 @@ class TopK(LogitsProcessor):
 
 class TopP(LogitsProcessor):
     """Nucleus sampling: keep the smallest set of most likely tokens whose probability reaches p."""
+
+    per_row = ("p",)
 
     def __init__(self, p: Sequence[float], device: torch.device | str = "cpu"):
         self.p = torch.tensor(p, dtype=torch.float32, device=device)[:, None]
@@ -294,6 +341,8 @@ class TopP(LogitsProcessor):
 class MinP(LogitsProcessor):
     """Keep tokens whose probability is at least min_p times the top token's probability."""
 
+    per_row = ("min_p",)
+
     def __init__(self, min_p: Sequence[float], device: torch.device | str = "cpu"):
         self.min_p = torch.tensor(min_p, dtype=torch.float32, device=device)[:, None]
 
@@ -303,11 +352,68 @@ class MinP(LogitsProcessor):
         return logits.masked_fill(probs < threshold, -math.inf)
 
 
-class LogitsPipeline:
-    """The processors a batch needs, applied in order; built by `build_pipeline`."""
+def _needed(params: Sequence[SamplingParams]) -> list[type[LogitsProcessor]]:
+    """The processors some row of a batch asks for, in the order they apply."""
+    out: list[type[LogitsProcessor]] = []
+    if any(p.repetition_penalty != 1.0 for p in params):
+        out.append(RepetitionPenalty)
+    if any(p.frequency_penalty or p.presence_penalty for p in params):
+        out.append(FrequencyPresencePenalty)
+    if any(p.no_repeat_ngram_size for p in params):
+        out.append(NoRepeatNGram)
+    if any(p.logit_bias for p in params):
+        out.append(LogitBias)
+    sampling = [p for p in params if not p.greedy]
+    # Warpers only change which token is sampled; for an all-greedy batch they cannot change the
+    # argmax (nor do they on a greedy row of a mixed batch: each keeps the most likely token).
+    if sampling:
+        if any(p.temperature not in (0.0, 1.0) for p in params):
+            out.append(Temperature)
+        if any(p.top_k for p in sampling):
+            out.append(TopK)
+        if any(p.top_p < 1.0 for p in sampling):
+            out.append(TopP)
+        if any(p.min_p > 0.0 for p in sampling):
+            out.append(MinP)
+    return out
 
-    def __init__(self, processors: list[LogitsProcessor]):
+
+PENALTIES = (RepetitionPenalty, FrequencyPresencePenalty, NoRepeatNGram, LogitBias)
+
+
+def _make(kind: type[LogitsProcessor], params: Sequence[SamplingParams], histories: Sequence[Sequence[int]],
+          vocab_size: int, device: torch.device | str) -> LogitsProcessor:
+    """The processor `kind` for rows following `params`, whose token histories are `histories`."""
+    if kind is RepetitionPenalty:
+        return RepetitionPenalty([p.repetition_penalty for p in params], histories, vocab_size, device)
+    if kind is FrequencyPresencePenalty:
+        return FrequencyPresencePenalty([p.frequency_penalty for p in params], [p.presence_penalty for p in params], vocab_size, device)
+    if kind is NoRepeatNGram:
+        return NoRepeatNGram([p.no_repeat_ngram_size for p in params], histories)
+    if kind is LogitBias:
+        return LogitBias([p.logit_bias for p in params], vocab_size, device)
+    if kind is Temperature:
+        return Temperature([p.temperature for p in params], device)
+    if kind is TopK:
+        return TopK([p.top_k for p in params], vocab_size, device)
+    if kind is TopP:
+        return TopP([p.top_p for p in params], device)
+    return MinP([p.min_p for p in params], device)
+
+
+class LogitsPipeline:
+    """The processors a batch needs, applied in order; built by `build_pipeline`.
+
+    Rows can join (`add_rows`) and leave (`keep_rows`) between steps, each keeping its own state (the
+    tokens a penalty has seen), which is what the engine's continuous batching needs: the pipeline
+    holds a processor only while some row asks for it.
+    """
+
+    def __init__(self, processors: list[LogitsProcessor], params: Sequence[SamplingParams] = (),
+                 vocab_size: int = 0, device: torch.device | str = "cpu"):
         self.processors = processors
+        self.params = list(params)
+        self.vocab_size, self.device = vocab_size, device
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         for p in self.processors:
@@ -322,6 +428,30 @@ class LogitsPipeline:
         for p in self.processors:
             p.reorder(rows)
 
+    def add_rows(self, params: Sequence[SamplingParams], histories: Sequence[Sequence[int]]) -> None:
+        """New rows join at the end: row len(self.params) + i follows params[i], having seen histories[i]."""
+        old = self.params
+        have = {type(p): p for p in self.processors}
+        out = []
+        for kind in _needed(old + list(params)):
+            if kind in have:
+                have[kind].extend(_make(kind, params, histories, self.vocab_size, self.device))
+                out.append(have[kind])
+            else:
+                # The old rows did not ask for this processor, so their setting leaves them unchanged
+                # whatever they have seen: an empty history is enough for them.
+                out.append(_make(kind, old + list(params), [[] for _ in old] + list(histories), self.vocab_size, self.device))
+        self.processors = out
+        self.params = old + list(params)
+
+    def keep_rows(self, rows: list[int]) -> None:
+        """Keep only these rows, in this order; drop processors that no remaining row asks for."""
+        self.params = [self.params[r] for r in rows]
+        needed = set(_needed(self.params))
+        self.processors = [p for p in self.processors if type(p) in needed]
+        for p in self.processors:
+            p.select(rows)
+
     def __len__(self) -> int:
         return len(self.processors)
 
@@ -329,34 +459,14 @@ class LogitsPipeline:
 def penalty_processors(params: Sequence[SamplingParams], histories: Sequence[Sequence[int]], vocab_size: int,
                        device: torch.device | str = "cpu") -> list[LogitsProcessor]:
     """The processors that change the model's scores (beam search uses these too)."""
-    out: list[LogitsProcessor] = []
-    if any(p.repetition_penalty != 1.0 for p in params):
-        out.append(RepetitionPenalty([p.repetition_penalty for p in params], histories, vocab_size, device))
-    if any(p.frequency_penalty or p.presence_penalty for p in params):
-        out.append(FrequencyPresencePenalty([p.frequency_penalty for p in params], [p.presence_penalty for p in params], vocab_size, device))
-    if any(p.no_repeat_ngram_size for p in params):
-        out.append(NoRepeatNGram([p.no_repeat_ngram_size for p in params], histories))
-    if any(p.logit_bias for p in params):
-        out.append(LogitBias([p.logit_bias for p in params], vocab_size, device))
-    return out
+    return [_make(k, params, histories, vocab_size, device) for k in _needed(params) if k in PENALTIES]
 
 
 def build_pipeline(params: Sequence[SamplingParams], histories: Sequence[Sequence[int]], vocab_size: int,
                    device: torch.device | str = "cpu") -> LogitsPipeline:
     """The pipeline for a batch: row b follows `params[b]`; `histories[b]` is its prompt's token ids."""
-    out = penalty_processors(params, histories, vocab_size, device)
-    sampling = [p for p in params if not p.greedy]
-    # Warpers only change which token is sampled; for an all-greedy batch they cannot change the argmax.
-    if sampling:
-        if any(p.temperature not in (0.0, 1.0) for p in params):
-            out.append(Temperature([p.temperature for p in params], device))
-        if any(p.top_k for p in sampling):
-            out.append(TopK([p.top_k for p in params], vocab_size, device))
-        if any(p.top_p < 1.0 for p in sampling):
-            out.append(TopP([p.top_p for p in params], device))
-        if any(p.min_p > 0.0 for p in sampling):
-            out.append(MinP([p.min_p for p in params], device))
-    return LogitsPipeline(out)
+    return LogitsPipeline([_make(k, params, histories, vocab_size, device) for k in _needed(params)],
+                          params, vocab_size, device)
 
 
 # ---- choosing the next token ---------------------------------------------------------------------

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 
 from londinium.config import ModelConfig
 from londinium.errors import ConfigError, LondiniumError
+from londinium.model.cache import KVCache, Layout, SlotCache
 
 POSITIONS = ("learned", "rope")
+Cache = KVCache | SlotCache
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 
@@ -67,48 +69,9 @@ def mlp_hidden(cfg: ModelConfig) -> int:
     return hidden
 
 
-# ---- generation cache ----------------------------------------------------------------------------
-
-
-class KVCache:
-    """Preallocated keys and values of every layer, `[B, n_kv_head, max_len, head_dim]` each, with
-    one shared filled length. The model writes the new tokens' K/V at `length` and then advances it.
-
-    `pad` (optional, `[B]` long) batches prompts of different lengths: row b is left-padded by
-    `pad[b]` tokens, which no query attends to, and its positions count from its first real token.
-    Every row then appends at the same column, so the one shared length still holds."""
-
-    def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, max_len: int, head_dim: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        shape = (batch_size, n_kv_head, max_len, head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.max_len = max_len
-        self.length = 0
-        self.pad: torch.Tensor | None = None
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new K/V of `layer` after the filled part; return all keys and values so far."""
-        end = self.length + k.shape[2]
-        self.k[layer][:, :, self.length:end] = k
-        self.v[layer][:, :, self.length:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
-
-    def advance(self, n: int) -> None:
-        self.length += n
-
-    def reset(self) -> None:
-        self.length = 0
-
-
-def padding_mask(pad: torch.Tensor, start: int, T: int) -> torch.Tensor:
-    """Attention mask `[B, 1, T, start + T]` for left-padded rows: query i (column start + i) sees the
-    keys up to its own column that are not padding. A padding query sees itself only: a row with no
-    key at all would give NaN, and NaN keys/values in the cache poison every later step."""
-    keys = torch.arange(start + T, device=pad.device)
-    queries = torch.arange(start, start + T, device=pad.device)[:, None]
-    allowed = (keys[None, None, :] <= queries[None]) & (keys[None, None, :] >= pad[:, None, None])
-    return (allowed | (keys[None, :] == queries)[None])[:, None]
+# ---- generation cache: see londinium.model.cache (KVCache for a prefill or beams, SlotCache for the
+# engine's running sequences). The cache supplies positions and the attention mask; the model only
+# asks it where the new tokens are.
 
 
 # ---- building blocks -----------------------------------------------------------------------------
@@ -151,8 +114,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None,
-                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: Cache | None,
+                mask: torch.Tensor | None = None, causal: bool = True) -> torch.Tensor:
         B, T, C = x.shape
         kv_width = self.n_kv_head * self.head_dim
         q, k, v = self.c_attn(x).split([C, kv_width, kv_width], dim=-1)
@@ -165,19 +128,8 @@ class CausalSelfAttention(nn.Module):
         # [B, T, H, D] -> [B, H, T, D] as strided views: SDPA reads them without a copy.
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        mask, causal = None, True
         if cache is not None:
-            past = cache.length
             k, v = cache.update(self.layer, k, v)
-            if past and T == 1:
-                causal = False  # one new token sees every cached position
-            elif past:
-                # Several new tokens after a filled cache: query i sees keys 0 .. past + i. (SDPA's
-                # is_causal aligns the triangle top-left, which is wrong when keys outnumber queries.)
-                mask = torch.arange(past, past + T, device=x.device)[:, None] >= torch.arange(past + T, device=x.device)[None, :]
-                causal = False
-        if pad_mask is not None:
-            mask, causal = pad_mask, False  # left-padded rows: causal and padding in one mask
         if self.n_kv_head != self.n_head:
             # Each group of n_head/n_kv_head query heads shares one K/V head (Llama's repeat_kv order).
             groups = self.n_head // self.n_kv_head
@@ -250,9 +202,9 @@ class Block(nn.Module):
         self.ln_2 = make_norm(cfg)
         self.mlp = MoE(cfg) if cfg.n_experts else MLP(cfg)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None,
-                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope, cache, pad_mask)
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: Cache | None,
+                mask: torch.Tensor | None = None, causal: bool = True) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, cache, mask, causal)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -297,41 +249,39 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                kv_cache: KVCache | None = None, logits_to_keep: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                kv_cache: Cache | None = None, logits_to_keep: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits `[B, T, V]` for every position of `idx` `[B, T]`, and the loss when `targets` is
         given: mean cross-entropy over targets != -1, plus aux_loss_weight x the router loss (MoE).
 
-        With `kv_cache` the tokens continue the cached ones: positions start at `kv_cache.length`
-        and their keys/values are appended to the cache. `logits_to_keep` > 0 (without targets)
-        computes the logits of the last that many positions only, `[B, logits_to_keep, V]`: what
-        generation needs, without the output head's cost over the whole prompt (transformers' name).
+        With `kv_cache` the tokens continue the cached ones: the cache says their positions and what
+        they attend to (a `KVCache`: after its shared length; a `SlotCache`: one token per running
+        sequence, each after its own length), and their keys/values are stored in it.
+        `logits_to_keep` > 0 (without targets) computes the logits of the last that many positions
+        only, `[B, logits_to_keep, V]`: what generation needs, without the output head's cost over the
+        whole prompt (transformers' name).
         """
         B, T = idx.shape
-        start = kv_cache.length if kv_cache is not None else 0
-        if start + T > self.config.context:
+        if kv_cache is None:
+            layout = Layout(torch.arange(T, device=idx.device), None, True, T, 0)
+        else:
+            layout = kv_cache.layout(T, idx.device)
+        if layout.end > self.config.context:
             raise LondiniumError(
-                f"sequence of {start + T} tokens is longer than the model's context (model.context = "
+                f"sequence of {layout.end} tokens is longer than the model's context (model.context = "
                 f"{self.config.context}); shorten the prompt or generate fewer tokens")
-        if kv_cache is not None and start + T > kv_cache.max_len:
-            raise LondiniumError(f"KV cache holds {kv_cache.max_len} tokens, {start + T} needed; make a larger cache")
+        if kv_cache is not None and layout.end > kv_cache.max_len:
+            raise LondiniumError(f"KV cache holds {kv_cache.max_len} tokens, {layout.end} needed; make a larger cache")
         x = self.transformer.wte(idx)
         rope = None
-        pad = kv_cache.pad if kv_cache is not None else None
-        pad_mask = None
-        if pad is None:
-            pos = torch.arange(start, start + T, device=idx.device)
-        else:
-            pos = (torch.arange(start, start + T, device=idx.device)[None, :] - pad[:, None]).clamp(min=0)
-            pad_mask = padding_mask(pad, start, T)
         if self.config.positions == "learned":
-            x = x + self.transformer.wpe(pos)
-        elif pad is None:
-            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
+            x = x + self.transformer.wpe(layout.positions)
+        elif layout.start is not None:
+            rope = (self.rope_cos[layout.start:layout.end], self.rope_sin[layout.start:layout.end])  # [T, 1, head_dim/2]
         else:
-            rope = (self.rope_cos[pos], self.rope_sin[pos])  # [B, T, 1, head_dim/2]: per-row positions
+            rope = (self.rope_cos[layout.positions], self.rope_sin[layout.positions])  # per row: [B, T, 1, head_dim/2]
         x = self.transformer.drop(x)
         for block in self.transformer.h:
-            x = block(x, rope, kv_cache, pad_mask)
+            x = block(x, rope, kv_cache, layout.mask, layout.causal)
         if kv_cache is not None:
             kv_cache.advance(T)
         if logits_to_keep and targets is None:
@@ -358,6 +308,13 @@ class GPT(nn.Module):
         cfg = self.config
         return KVCache(cfg.n_layer, batch_size, kv_heads(cfg), max_len or cfg.context, cfg.n_embd // cfg.n_head,
                        device=device or p.device, dtype=dtype or p.dtype)
+
+    def new_slot_cache(self, slots: int, max_len: int | None = None) -> SlotCache:
+        """An empty cache of `slots` sequences of up to `max_len` tokens each (default: the context)."""
+        p = self.lm_head.weight
+        cfg = self.config
+        return SlotCache(cfg.n_layer, slots, kv_heads(cfg), max_len or cfg.context, cfg.n_embd // cfg.n_head,
+                         device=p.device, dtype=p.dtype)
 
     def moe_utilization(self) -> list[list[float]] | None:
         """Per layer, the share of routed token slots each expert took in the last forward; None if dense."""

@@ -1,0 +1,160 @@
+"""Generation caches: the keys and values a GPT has computed, and where new tokens go.
+
+A cache tells `GPT.forward` three things about the tokens it is given: their positions, the
+attention mask over the cached keys, and where their keys/values are written. Two kinds:
+
+- `KVCache`: B sequences that all have the same length (one prompt's prefill, the beams of beam
+  search). New tokens append at the shared length; T tokens at once are a prefill chunk.
+- `SlotCache`: the engine's running sequences, one slot each, every slot with its own length (the
+  continuous-batching scheduler's cache). One token per slot per step; a sequence joins by copying
+  its prefilled `KVCache` into a free slot and leaves by freeing its slot. The slots in use are kept
+  at rows 0 .. rows-1, so a step reads a view of the buffers and never gathers them.
+
+Both preallocate `[slots, n_kv_head, max_len, head_dim]` per layer once; nothing is allocated per step
+beyond the mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Layout:
+    """What a forward pass needs from its cache: positions `[T]` (shared) or `[B, T]` (per row), and
+    the attention mask (None with `causal`: SDPA's own triangle; None without: every key)."""
+
+    positions: torch.Tensor
+    mask: torch.Tensor | None
+    causal: bool
+    end: int  # the longest sequence after this pass, checked against the context
+    start: int | None = None  # shared positions: they are start .. start + T - 1 (tables are sliced, not gathered)
+
+
+def _buffers(n_layer: int, shape: tuple[int, ...], device, dtype) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    return ([torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)],
+            [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)])
+
+
+class KVCache:
+    """Preallocated keys and values of every layer, `[B, n_kv_head, max_len, head_dim]` each, with
+    one shared filled length. The model writes the new tokens' K/V at `length` and then advances it."""
+
+    def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, max_len: int, head_dim: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        self.k, self.v = _buffers(n_layer, (batch_size, n_kv_head, max_len, head_dim), device, dtype)
+        self.max_len = max_len
+        self.length = 0
+
+    def layout(self, T: int, device: torch.device) -> Layout:
+        past = self.length
+        pos = torch.arange(past, past + T, device=device)
+        if not past or T == 1:
+            # A first chunk is plainly causal; one new token after a filled cache sees every key.
+            return Layout(pos, None, not past, past + T, past)
+        # Several new tokens after a filled cache: query i sees keys 0 .. past + i. (SDPA's
+        # is_causal aligns the triangle top-left, which is wrong when keys outnumber queries.)
+        mask = pos[:, None] >= torch.arange(past + T, device=device)[None, :]
+        return Layout(pos, mask, False, past + T, past)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new K/V of `layer` after the filled part; return all keys and values so far."""
+        end = self.length + k.shape[2]
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+class SlotCache:
+    """Keys and values of up to `slots` sequences with a length each (see the module docstring).
+
+    Rows 0 .. `rows`-1 are in use. A forward pass takes one token per row in use, `[rows, 1]`: row b's
+    token goes to position `lengths[b]`, and attends to that row's keys 0 .. lengths[b] (a boolean
+    mask over the longest row, one SDPA call for all rows)."""
+
+    def __init__(self, n_layer: int, slots: int, n_kv_head: int, max_len: int, head_dim: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        self.k, self.v = _buffers(n_layer, (slots, n_kv_head, max_len, head_dim), device, dtype)
+        self.slots, self.max_len = slots, max_len
+        self.lengths: list[int] = []  # per row in use, in Python: no device sync to find the longest
+        self._lengths = torch.zeros(slots, dtype=torch.long, device=device)  # the same, for indexing
+        self._rows = torch.arange(slots, device=device)
+
+    @property
+    def rows(self) -> int:
+        return len(self.lengths)
+
+    def layout(self, T: int, device: torch.device) -> Layout:
+        if T != 1:
+            raise ValueError(f"a SlotCache step takes one token per row, got {T}; prefill into a KVCache and insert it")
+        B = self.rows
+        lengths = self._lengths[:B]
+        end = max(self.lengths) + 1
+        # Row b's new token sits at column lengths[b]: it sees its own keys up to there, not the
+        # stale columns past it (left by an earlier, longer occupant of the slot, or never written).
+        mask = torch.arange(end, device=device)[None, :] <= lengths[:, None]
+        self._write = (self._rows[:B], lengths)
+        self._end = end
+        return Layout(lengths[:, None], mask[:, None, None, :], False, end)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, cols = self._write
+        self.k[layer][rows, :, cols] = k[:, :, 0]
+        self.v[layer][rows, :, cols] = v[:, :, 0]
+        B, end = self.rows, self._end
+        return self.k[layer][:B, :, :end], self.v[layer][:B, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.lengths = [n_ + n for n_ in self.lengths]
+        self._lengths[:self.rows] += n
+
+    # ---- sequences join and leave --------------------------------------------------------------
+
+    def append(self, src: KVCache, row: int = 0, length: int | None = None) -> int:
+        """A sequence joins: copy `length` tokens (default all) of row `row` of a prefilled cache into
+        the next free slot; return its row."""
+        if self.rows >= self.slots:
+            raise RuntimeError(f"all {self.slots} cache slots are in use")
+        n = src.length if length is None else length
+        b = self.rows
+        for layer in range(len(self.k)):
+            self.k[layer][b, :, :n] = src.k[layer][row, :, :n]
+            self.v[layer][b, :, :n] = src.v[layer][row, :, :n]
+        self.lengths.append(n)
+        self._lengths[b] = n
+        return b
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only these rows, in this order, as rows 0 .. len(rows)-1 (sequences left: their slots
+        are free). Each kept row that moves costs one copy of its keys/values; `compaction` below picks
+        an order that moves only the rows needed to fill the holes."""
+        for new, old in enumerate(rows):
+            if new != old:
+                n = self.lengths[old]
+                for layer in range(len(self.k)):
+                    self.k[layer][new, :, :n] = self.k[layer][old, :, :n]
+                    self.v[layer][new, :, :n] = self.v[layer][old, :, :n]
+        self.lengths = [self.lengths[r] for r in rows]
+        self._lengths[:len(rows)] = torch.tensor(self.lengths, dtype=torch.long, device=self._lengths.device)
+
+
+def compaction(rows: int, leaving: set[int]) -> list[int]:
+    """The rows to keep, in their new order, when `leaving` rows go: each hole below the new count is
+    filled by a surviving row from the end, so at most len(leaving) rows move (and a row only moves
+    down, never onto a row still to be read)."""
+    keep = [r for r in range(rows) if r not in leaving]
+    count = len(keep)
+    order = list(range(count))
+    tail = [r for r in keep if r >= count]  # survivors past the new end, to move into the holes
+    holes = [r for r in range(count) if r in leaving]
+    for hole, src in zip(holes, tail):
+        order[hole] = src
+    return order
