@@ -15,6 +15,7 @@ from londinium.config import GenerateConfig, ServeConfig
 from londinium.infer.engine import Engine
 from londinium.model.load import load_run
 from londinium.serve.app import create_app
+from londinium.tokenizer.codec import encode
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,15 +24,21 @@ KEY = "s3cret-key"
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_workspace):
-    return Engine.from_trained(load_run(tiny_workspace, run=trained_run(tiny_workspace), checkpoint="latest"))
+def trained(tiny_workspace):
+    return load_run(tiny_workspace, run=trained_run(tiny_workspace), checkpoint="latest")
 
 
 @pytest.fixture(scope="module")
-def served(engine):
+def engine(trained):
+    """For reading the vocabulary; each server below gets an engine of its own (its loop owns it)."""
+    return Engine.from_trained(trained)
+
+
+@pytest.fixture(scope="module")
+def served(trained):
     """A server with an API key and a small body limit."""
     cfg = ServeConfig(api_key=KEY, max_body_mb=0.01)
-    with live_server(create_app(lambda: engine, MODEL, cfg, GenerateConfig())) as url:
+    with live_server(create_app(lambda: Engine.from_trained(trained), MODEL, cfg, GenerateConfig())) as url:
         yield url
 
 
@@ -74,7 +81,8 @@ def test_invalid_completion_fields_are_400_naming_the_field(served, kwargs, para
 def test_context_errors_give_the_numbers(served, engine) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         sdk(served).completions.create(model=MODEL, prompt="thou " * 200, max_tokens=4)
-    assert e.value.code == "context_length_exceeded" and "200 tokens" in e.value.message
+    tokens = len(encode(engine.tokenizer, "thou " * 200))
+    assert e.value.code == "context_length_exceeded" and f"your prompt has {tokens} tokens" in e.value.message
     with pytest.raises(openai.BadRequestError) as e:
         sdk(served).completions.create(model=MODEL, prompt="Thou", max_tokens=127)
     assert e.value.code == "context_length_exceeded" and "128" in e.value.message and "127 for the completion" in e.value.message
@@ -118,14 +126,15 @@ def test_oversized_body_is_413_and_bad_json_is_400(served) -> None:
     assert metric(served, 'londinium_requests_total{endpoint="/v1/completions",status="413"}', headers) >= 1
 
 
-def test_a_full_queue_is_429_with_retry_after(engine) -> None:
+def test_a_full_queue_is_429_with_retry_after(engine, trained) -> None:
     cfg = ServeConfig(max_running=1, max_waiting=1)
     body = {"model": MODEL, "prompt": "Thou", "max_tokens": 120, "temperature": 0, "stream": True,
             "logit_bias": {str(engine.eos_id): -100}}
-    with live_server(create_app(lambda: engine, MODEL, cfg, GenerateConfig())) as url:
+    with live_server(create_app(lambda: Engine.from_trained(trained), MODEL, cfg, GenerateConfig())) as url:
         with httpx.Client(timeout=30) as http:
             with http.stream("POST", f"{url}/v1/completions", json=body) as running:
-                next(running.iter_lines())  # holds the one slot
+                lines = running.iter_lines()  # kept: a dropped iterator would close the stream
+                next(lines)  # the first token is out: this request holds the one slot
                 with httpx.Client(timeout=30) as http2, http2.stream("POST", f"{url}/v1/completions", json=body) as waiting:
                     assert waiting.status_code == 200  # queued
                     with pytest.raises(openai.RateLimitError) as e:
@@ -133,12 +142,12 @@ def test_a_full_queue_is_429_with_retry_after(engine) -> None:
                     assert int(e.value.response.headers["Retry-After"]) >= 1
 
 
-def test_503_while_loading_then_ready(engine) -> None:
+def test_503_while_loading_then_ready(trained) -> None:
     release = threading.Event()
 
     def slow_load():
         release.wait(30)
-        return engine
+        return Engine.from_trained(trained)
 
     with live_server(create_app(slow_load, MODEL, ServeConfig(), GenerateConfig()), wait_ready=False) as url:
         r = httpx.get(f"{url}/health")
@@ -153,8 +162,8 @@ def test_503_while_loading_then_ready(engine) -> None:
         assert sdk(url, "x").completions.create(model=MODEL, prompt="Thou", max_tokens=2).choices
 
 
-def test_draining_cancels_a_stream_with_an_error_event_then_done(engine) -> None:
-    app = create_app(lambda: engine, MODEL, ServeConfig(), GenerateConfig())
+def test_draining_cancels_a_stream_with_an_error_event_then_done(engine, trained) -> None:
+    app = create_app(lambda: Engine.from_trained(trained), MODEL, ServeConfig(), GenerateConfig())
     body = {"model": MODEL, "prompt": "Thou", "max_tokens": 120, "temperature": 0, "stream": True,
             "logit_bias": {str(engine.eos_id): -100}}
     with live_server(app) as url:

@@ -32,12 +32,14 @@ PROMPTS = ["Thou art", "The king", "O sweet", "Upon the sea", "Good morrow, lord
 
 @pytest.fixture(scope="module")
 def served(tiny_workspace, tmp_path_factory):
-    """(base URL, engine, request-log path): one server over the tiny run for the whole module."""
-    run = trained_run(tiny_workspace)
-    engine = Engine.from_trained(load_run(tiny_workspace, run=run, checkpoint="latest"))
+    """(base URL, engine, request-log path): one server over the tiny run for the whole module. The
+    engine returned computes the references: an engine of its own on the same model, since the
+    server's engine belongs to its loop thread."""
+    trained = load_run(tiny_workspace, run=trained_run(tiny_workspace), checkpoint="latest")
+    engine = Engine.from_trained(trained)
     log_path = tmp_path_factory.mktemp("serve") / "requests.jsonl"
     cfg = ServeConfig(max_running=16, request_log=str(log_path))
-    with live_server(create_app(lambda: engine, MODEL, cfg, GenerateConfig())) as url:
+    with live_server(create_app(lambda: Engine.from_trained(trained), MODEL, cfg, GenerateConfig())) as url:
         yield url, engine, log_path
 
 
@@ -224,8 +226,9 @@ def test_a_dropped_stream_frees_its_slot_and_is_logged_without_prompt_text(serve
     body = {"model": MODEL, "prompt": "Secret words", "max_tokens": 110, "temperature": 0, "stream": True,
             "logit_bias": {str(eos): -100}}
     with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as r:
-        next(r.iter_lines())  # the first token has arrived: the request holds a slot
-        assert metric(url, "londinium_running_sequences") >= 1
+        lines = r.iter_lines()  # kept: a dropped iterator would close the stream at once
+        next(lines)  # the first token is out: the request holds a slot, ~0.2 s of its 110 tokens to go
+        assert metric(url, "londinium_running_sequences") == 1
     deadline = time.monotonic() + 10
     while metric(url, "londinium_running_sequences") != 0:
         assert time.monotonic() < deadline, "the dropped stream still holds its slot"
@@ -235,7 +238,7 @@ def test_a_dropped_stream_frees_its_slot_and_is_logged_without_prompt_text(serve
         time.sleep(0.02)
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     dropped = [r for r in records if r["status"] == 499]
-    assert dropped and dropped[-1]["completion_tokens"] < 110  # cancelled, not run to the end
+    assert dropped and dropped[-1]["completion_tokens"] < 110, records[-1]  # cancelled, not run to the end
     assert "Secret words" not in log_path.read_text()
     ok = [r for r in records if r["status"] == 200]
     assert ok and all({"id", "endpoint", "prompt_tokens", "completion_tokens", "e2e_s", "ttft_s"} <= r.keys() for r in ok)

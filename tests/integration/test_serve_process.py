@@ -3,29 +3,49 @@ running stream finish, refuses new work, and exits 0; a wrong run name fails bef
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import httpx
 import openai
 import pytest
-from serve_helpers import free_port, trained_run, wait_healthy
+import torch
+from serve_helpers import free_port, wait_healthy
+
+from londinium.checkpoint import save_checkpoint
+from londinium.config import Config, ModelConfig, to_toml
+from londinium.model.gpt import GPT
+from londinium.tokenizer.codec import eot_id, load_tokenizer, tokenizer_sha256
+
+RUN = "serve-process"
+
+
+@pytest.fixture(scope="module")
+def ws(tiny_workspace):
+    """A random-weight GPT wide enough that 400 tokens take a while to decode (plumbing is under
+    test here, not prose): a stream is still running when SIGTERM arrives."""
+    tok = load_tokenizer(tiny_workspace)
+    cfg = Config()
+    cfg.model = ModelConfig(n_layer=4, n_head=4, n_embd=256, context=512, vocab_size=tok.get_vocab_size())
+    torch.manual_seed(0)
+    save_checkpoint(tiny_workspace.checkpoints_dir(RUN), 1, GPT(cfg.model), {"step": 1}, to_toml(cfg),
+                    {"run": RUN, "tokenizer_sha256": tokenizer_sha256(tiny_workspace)})
+    return tiny_workspace
 
 
 def serve_cmd(ws, run: str, port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "londinium", "serve", "-w", str(ws.root), "--run", run, "--checkpoint", "latest",
-            "--port", str(port), "--model-name", "tiny", "--set", "serve.shutdown_timeout_s=20", *extra]
+            "--port", str(port), "--model-name", "tiny", "--set", "serve.shutdown_timeout_s=30", *extra]
 
 
-def test_serve_process_streams_and_drains_on_sigterm(tiny_workspace) -> None:
-    run = trained_run(tiny_workspace)
-    port = free_port()
+def test_serve_process_streams_and_drains_on_sigterm(ws, tmp_path) -> None:
+    port, log = free_port(), tmp_path / "requests.jsonl"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(serve_cmd(tiny_workspace, run, port), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(serve_cmd(ws, RUN, port, "--set", f"serve.request_log={log}"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, timeout=90)
@@ -33,26 +53,30 @@ def test_serve_process_streams_and_drains_on_sigterm(tiny_workspace) -> None:
         assert [m.id for m in client.models.list().data] == ["tiny"]
         empty = client.completions.create(model="tiny", prompt="", max_tokens=1, temperature=0)
         assert empty.usage.prompt_tokens == 1  # an empty prompt starts from end-of-text
-        stream = client.completions.create(model="tiny", prompt="Thou art", max_tokens=100, temperature=0, stream=True,
-                                           stream_options={"include_usage": True})
+        eos = eot_id(load_tokenizer(ws))
+        stream = client.completions.create(model="tiny", prompt="Thou art", max_tokens=400, temperature=0, stream=True,
+                                           stream_options={"include_usage": True}, logit_bias={str(eos): -100})
         chunks = iter(stream)
-        first = next(chunks)
+        next(chunks)
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        signalled = time.time()
+        time.sleep(0.2)
         with pytest.raises((openai.APIConnectionError, openai.InternalServerError)):
-            client.completions.create(model="tiny", prompt="Thou", max_tokens=2)
+            client.completions.create(model="tiny", prompt="Thou", max_tokens=2)  # no new work while draining
         rest = list(chunks)
-        assert rest[-1].usage is not None and rest[-1].choices == []  # the stream ran to its end
-        assert rest[-2].choices[0].finish_reason in ("stop", "length")
-        assert proc.wait(timeout=30) == 0
+        assert rest[-1].choices == [] and rest[-1].usage.completion_tokens == 400  # the stream ran to its end
+        assert rest[-2].choices[0].finish_reason == "length"
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     out = proc.stdout.read()
-    assert "Traceback" not in out, out
+    assert "Traceback" not in out and "draining" in out, out
+    [streamed] = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("completion_tokens") == 400]
+    assert streamed["status"] == 200 and streamed["time"] > signalled + 0.1  # it was still running at SIGTERM
 
 
-def test_serve_unknown_run_fails_before_listening(tiny_workspace) -> None:
-    r = subprocess.run(serve_cmd(tiny_workspace, "no-such-run", free_port()), capture_output=True, text=True, timeout=60)
+def test_serve_unknown_run_fails_before_listening(ws) -> None:
+    r = subprocess.run(serve_cmd(ws, "no-such-run", free_port()), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no-such-run" in r.stderr and "Traceback" not in r.stderr

@@ -223,7 +223,7 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
         try:
             for i, (ids, params) in enumerate(zip(prepared.ids, prepared.params)):
                 rid = call_id if len(prepared.ids) == 1 else f"{call_id}-{i}"
-                handles.append(state.loop.submit(ids, params, request_id=rid))
+                handles.append(state.loop.submit(ids, params, request_id=rid, stream=prepared.stream))
         except BaseException as e:
             for h in handles:
                 h.cancel()
