@@ -8,7 +8,11 @@ Three servers, one after another on the same machine: `londinium serve` (continu
 of the same checkpoint (built here through `londinium.model.hf_layout` and `save_pretrained`). Each
 gets the same streamed /v1/completions requests (the same prompts, greedy, `max_tokens` the same) at
 concurrency 1, 4 and 16: `--requests` requests per level, `c` clients each sending its next request
-as soon as the last one ended.
+as soon as the last one ended. The servers run side by side and are measured in alternation
+(round by round, level by level), so load from elsewhere on a shared machine falls on all alike;
+each figure is the median over the rounds. Every server runs with the same torch thread count
+(`--threads`, 1 by default: on a busy machine a second OpenMP thread that gets descheduled stalls
+every op of a one-sequence decode, which made c = 1 figures swing 20x between runs).
 
 Figures per level: output tokens per second (the completions' tokens, counted by re-encoding the
 returned text with our tokenizer, so both servers are counted alike, over the level's wall time) and
@@ -63,8 +67,9 @@ def build_export(ws, run: str, out: Path) -> Path:
     return out
 
 
-def start(cmd: list[str], url: str, log: Path, timeout: float = 180) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+def start(cmd: list[str], url: str, log: Path, threads: int, timeout: float = 180) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -141,6 +146,9 @@ def main() -> None:
     ap.add_argument("--levels", default="1,4,16")
     ap.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of every server (OMP_NUM_THREADS); 1 keeps a shared machine's figures steady")
     ap.add_argument("--skip-peer", action="store_true", help="only londinium serve")
     args = ap.parse_args()
     ws = Workspace(args.workspace)
@@ -159,25 +167,32 @@ def main() -> None:
         export = build_export(ws, args.run, tmp / "hf")
         for cb in (False, True):
             servers.append((f"transformers serve{' --continuous-batching' if cb else ''}",
-                            ["transformers", "serve", str(export), "--device", "cpu", "--host", "127.0.0.1", "--port", "PORT",
+                            [str(Path(sys.executable).with_name("transformers")), "serve", str(export), "--device", "cpu", "--host", "127.0.0.1", "--port", "PORT",
                              *(["--continuous-batching"] if cb else [])], str(export)))
-    results: dict[str, dict[int, tuple[float, float]]] = {}
-    for name, cmd, model in servers:
-        p = port if name == "londinium serve" else free_port()
-        cmd = [str(p) if c == "PORT" else c for c in cmd]
-        url = f"http://127.0.0.1:{p}"
-        proc = start(cmd, url, tmp / f"{name.split()[0]}-{len(results)}.log")
-        try:
-            results[name] = {}
+    # All servers run at once and are measured in alternation, level by level and round by round,
+    # so load from other processes on a shared machine hits all of them alike; figures are medians.
+    procs, urls = {}, {}
+    try:
+        for name, cmd, model in servers:
+            p = port if name == "londinium serve" else free_port()
+            urls[name] = f"http://127.0.0.1:{p}"
+            procs[name] = start([str(p) if c == "PORT" else c for c in cmd], urls[name], tmp / f"server-{len(procs)}.log", args.threads)
+        samples: dict[str, dict[int, list[tuple[float, float]]]] = {name: {c: [] for c in levels} for name, _, _ in servers}
+        for r in range(args.rounds):
             for c in levels:
-                results[name][c] = asyncio.run(level(url, model, c, max(args.requests, c), args.max_tokens, count))
-                tps, ttft = results[name][c]
-                print(f"{name:42s} c={c:<3d} {tps:8.1f} tok/s  TTFT p50 {ttft * 1000:7.1f} ms", flush=True)
-        finally:
+                for name, _, model in servers:
+                    tps, ttft = asyncio.run(level(urls[name], model, c, max(args.requests, c), args.max_tokens, count))
+                    samples[name][c].append((tps, ttft))
+                    print(f"round {r + 1}  {name:42s} c={c:<3d} {tps:8.1f} tok/s  TTFT p50 {ttft * 1000:7.1f} ms", flush=True)
+    finally:
+        for proc in procs.values():
             stop(proc)
+    results = {name: {c: (statistics.median(t for t, _ in rows), statistics.median(f for _, f in rows)) for c, rows in by_c.items()}
+               for name, by_c in samples.items()}
 
     ours = results["londinium serve"]
-    print(f"\n{args.requests} requests per level, {args.max_tokens} new tokens, greedy, streamed /v1/completions")
+    print(f"\n{args.requests} requests per level, {args.max_tokens} new tokens, greedy, streamed /v1/completions, "
+          f"median of {args.rounds} alternating rounds")
     print("| server | " + " | ".join(f"c={c} tok/s | c={c} TTFT p50" for c in levels) + " |")
     print("|---|" + "---|---|" * len(levels))
     for name, rows in results.items():
