@@ -28,6 +28,29 @@ def trained_run(ws: Workspace) -> str:
     return RUN
 
 
+SLOW_RUN = "serve-slow"
+
+
+def slow_run(ws: Workspace) -> str:
+    """A random-weight GPT wide enough that a few hundred tokens take seconds to decode, saved as a
+    checkpoint: for tests that need a request still running when they act (cancel, a full queue,
+    SIGTERM). The plumbing is under test there, not the prose."""
+    import torch
+
+    from londinium.checkpoint import save_checkpoint
+    from londinium.config import Config, ModelConfig, to_toml
+    from londinium.model.gpt import GPT
+    from londinium.tokenizer.codec import load_tokenizer, tokenizer_sha256
+
+    if not ws.checkpoints_dir(SLOW_RUN).is_dir():
+        cfg = Config()
+        cfg.model = ModelConfig(n_layer=4, n_head=4, n_embd=256, context=512, vocab_size=load_tokenizer(ws).get_vocab_size())
+        torch.manual_seed(0)
+        save_checkpoint(ws.checkpoints_dir(SLOW_RUN), 1, GPT(cfg.model), {"step": 1}, to_toml(cfg),
+                        {"run": SLOW_RUN, "tokenizer_sha256": tokenizer_sha256(ws)})
+    return SLOW_RUN
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import httpx
 import openai
 import pytest
-from serve_helpers import live_server, metric, trained_run
+from serve_helpers import live_server, metric, slow_run, trained_run
 
 from londinium.config import GenerateConfig, ServeConfig
 from londinium.infer.engine import Engine
@@ -26,6 +27,12 @@ KEY = "s3cret-key"
 @pytest.fixture(scope="module")
 def trained(tiny_workspace):
     return load_run(tiny_workspace, run=trained_run(tiny_workspace), checkpoint="latest")
+
+
+@pytest.fixture(scope="module")
+def slow(tiny_workspace):
+    """The slow random model: its requests are still running when a test acts on them."""
+    return load_run(tiny_workspace, run=slow_run(tiny_workspace), checkpoint="latest")
 
 
 @pytest.fixture(scope="module")
@@ -126,11 +133,11 @@ def test_oversized_body_is_413_and_bad_json_is_400(served) -> None:
     assert metric(served, 'londinium_requests_total{endpoint="/v1/completions",status="413"}', headers) >= 1
 
 
-def test_a_full_queue_is_429_with_retry_after(engine, trained) -> None:
+def test_a_full_queue_is_429_with_retry_after(engine, slow) -> None:
     cfg = ServeConfig(max_running=1, max_waiting=1)
-    body = {"model": MODEL, "prompt": "Thou", "max_tokens": 120, "temperature": 0, "stream": True,
+    body = {"model": MODEL, "prompt": "Thou", "max_tokens": 400, "temperature": 0, "stream": True,
             "logit_bias": {str(engine.eos_id): -100}}
-    with live_server(create_app(lambda: Engine.from_trained(trained), MODEL, cfg, GenerateConfig())) as url:
+    with live_server(create_app(lambda: Engine.from_trained(slow), MODEL, cfg, GenerateConfig())) as url:
         with httpx.Client(timeout=30) as http:
             with http.stream("POST", f"{url}/v1/completions", json=body) as running:
                 lines = running.iter_lines()  # kept: a dropped iterator would close the stream
@@ -162,9 +169,9 @@ def test_503_while_loading_then_ready(trained) -> None:
         assert sdk(url, "x").completions.create(model=MODEL, prompt="Thou", max_tokens=2).choices
 
 
-def test_draining_cancels_a_stream_with_an_error_event_then_done(engine, trained) -> None:
-    app = create_app(lambda: Engine.from_trained(trained), MODEL, ServeConfig(), GenerateConfig())
-    body = {"model": MODEL, "prompt": "Thou", "max_tokens": 120, "temperature": 0, "stream": True,
+def test_draining_cancels_a_stream_with_an_error_event_then_done(engine, slow) -> None:
+    app = create_app(lambda: Engine.from_trained(slow), MODEL, ServeConfig(), GenerateConfig())
+    body = {"model": MODEL, "prompt": "Thou", "max_tokens": 400, "temperature": 0, "stream": True,
             "logit_bias": {str(engine.eos_id): -100}}
     with live_server(app) as url:
         with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as r:
@@ -177,3 +184,26 @@ def test_draining_cancels_a_stream_with_an_error_event_then_done(engine, trained
         assert error["code"] == "shutting_down" and error["type"] == "server_error"
         after = httpx.post(f"{url}/v1/completions", json={**body, "stream": False})
         assert after.status_code == 503 and httpx.get(f"{url}/health").json()["status"] == "draining"
+
+
+def test_a_dropped_stream_frees_its_slot(engine, slow, tmp_path) -> None:
+    log_path = tmp_path / "requests.jsonl"
+    app = create_app(lambda: Engine.from_trained(slow), MODEL, ServeConfig(request_log=str(log_path)), GenerateConfig())
+    dropped = 'londinium_requests_total{endpoint="/v1/completions",status="499"}'
+    body = {"model": MODEL, "prompt": "Thou art", "max_tokens": 400, "temperature": 0, "stream": True,
+            "logit_bias": {str(engine.eos_id): -100}}
+    with live_server(app) as url:
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as r:
+            lines = r.iter_lines()  # kept: a dropped iterator would close the stream at once
+            next(lines)  # the first token is out: the request holds a slot, seconds of decoding to go
+            assert metric(url, "londinium_running_sequences") == 1
+        deadline = time.monotonic() + 10
+        while metric(url, "londinium_running_sequences") != 0:
+            assert time.monotonic() < deadline, "the dropped stream still holds its slot"
+            time.sleep(0.02)
+        while metric(url, dropped, default=0.0) < 1:
+            assert time.monotonic() < deadline, "the dropped stream was not counted as 499"
+            time.sleep(0.02)
+        assert app.state.server.stats()["cancelled"] == 1
+    [record] = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert record["status"] == 499 and record["completion_tokens"] < 400  # cancelled, not run to the end

@@ -12,27 +12,13 @@ import time
 
 import openai
 import pytest
-import torch
-from serve_helpers import free_port, wait_healthy
+from serve_helpers import SLOW_RUN, free_port, slow_run, wait_healthy
 
-from londinium.checkpoint import save_checkpoint
-from londinium.config import Config, ModelConfig, to_toml
-from londinium.model.gpt import GPT
-from londinium.tokenizer.codec import eot_id, load_tokenizer, tokenizer_sha256
-
-RUN = "serve-process"
-
+from londinium.tokenizer.codec import eot_id, load_tokenizer
 
 @pytest.fixture(scope="module")
 def ws(tiny_workspace):
-    """A random-weight GPT wide enough that 400 tokens take a while to decode (plumbing is under
-    test here, not prose): a stream is still running when SIGTERM arrives."""
-    tok = load_tokenizer(tiny_workspace)
-    cfg = Config()
-    cfg.model = ModelConfig(n_layer=4, n_head=4, n_embd=256, context=512, vocab_size=tok.get_vocab_size())
-    torch.manual_seed(0)
-    save_checkpoint(tiny_workspace.checkpoints_dir(RUN), 1, GPT(cfg.model), {"step": 1}, to_toml(cfg),
-                    {"run": RUN, "tokenizer_sha256": tokenizer_sha256(tiny_workspace)})
+    slow_run(tiny_workspace)
     return tiny_workspace
 
 
@@ -44,7 +30,7 @@ def serve_cmd(ws, run: str, port: int, *extra: str) -> list[str]:
 def test_serve_process_streams_and_drains_on_sigterm(ws, tmp_path) -> None:
     port, log = free_port(), tmp_path / "requests.jsonl"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(serve_cmd(ws, RUN, port, "--set", f"serve.request_log={log}"), env=env,
+    proc = subprocess.Popen(serve_cmd(ws, SLOW_RUN, port, "--set", f"serve.request_log={log}"), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"

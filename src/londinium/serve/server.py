@@ -1,4 +1,4 @@
-"""`londinium serve`: load a run (or an export) and serve it with uvicorn until SIGTERM.
+"""`londinium serve`: load a trained run and serve it with uvicorn until SIGTERM.
 
 The port opens before the model is loaded (requests get 503 and /health says "loading" meanwhile);
 a model that fails to load stops the server with its error. SIGTERM drains: new requests get 503,
@@ -33,16 +33,16 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def run_loader(ws: Any, cfg: Config, run: str, export: str) -> tuple[Callable[[], Any], str]:
+def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str]:
     """A function that loads the engine, and the model name it serves under by default. What can
     be checked cheaply (the checkpoint exists, the tokenizer is there) is checked now, so a wrong
     name fails before the port opens."""
     from londinium.checkpoint import find_checkpoint
 
     s = cfg.serve
-    if export:
-        raise LondiniumError(f"--export {export}: serving an export directory is not supported yet; "
-                             "serve the run it was exported from with --run NAME")
+    if s.export:
+        raise LondiniumError(f"serve.export = {s.export!r}: serving an export directory is not supported yet; "
+                             "serve the run it was exported from (serve.run or --run NAME)")
     if not ws.tokenizer_file.is_file():
         raise LondiniumError(f"no tokenizer at {ws.tokenizer_file}: run `londinium tokenizer train` (or quickstart) first")
     ckpt = find_checkpoint(ws.checkpoints_dir(run), s.checkpoint, run)
@@ -57,15 +57,14 @@ def run_loader(ws: Any, cfg: Config, run: str, export: str) -> tuple[Callable[[]
     return load, run
 
 
-def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
+def serve(ws: Any, cfg: Config, run: str = "") -> int:
     """Serve until SIGTERM or Ctrl-C; returns the exit status (0 after a graceful SIGTERM)."""
     from londinium.serve.app import create_app
 
     s = cfg.serve
     s.api_key = s.api_key or os.environ.get("LONDINIUM_API_KEY", "")
     run = run or s.run or cfg.train.run_name
-    export = export or s.export
-    load, default_name = run_loader(ws, cfg, run, export)
+    load, default_name = run_loader(ws, cfg, run)
     name = s.model_name or default_name
     if not _loopback(s.host) and not s.api_key:
         print(f"londinium serve: warning: listening on {s.host} without an API key: anyone who can reach it can use "
