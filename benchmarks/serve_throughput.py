@@ -161,7 +161,7 @@ def main() -> None:
     port = free_port()
     servers.append(("londinium serve", [sys.executable, "-m", "londinium", "serve", "-w", str(ws.root), "--run", args.run,
                                         "--port", str(port), "--model-name", "bench",
-                                        "--set", f"serve.max_running={max(levels)}",
+                                        "--set", f"serve.max_running={max(levels)}", "--set", f"serve.threads={args.threads}",
                                         "--set", f"serve.request_log={tmp / 'requests.jsonl'}"], "bench"))
     if not args.skip_peer:
         export = build_export(ws, args.run, tmp / "hf")

@@ -65,6 +65,14 @@ def serve(ws: Any, cfg: Config, run: str = "") -> int:
     s.api_key = s.api_key or os.environ.get("LONDINIUM_API_KEY", "")
     run = run or s.run or cfg.train.run_name
     load, default_name = run_loader(ws, cfg, run)
+    if s.threads < 0:
+        raise LondiniumError(f"serve.threads must be 0 (one fewer than the cores) or positive, got {s.threads}")
+    import torch
+
+    # The event loop and the SSE writes need a core of their own: with torch on every core, its
+    # OpenMP threads spin while the event loop waits, and a one-sequence decode fell from ~700 to
+    # ~30 tokens/s on 2 cores (benchmarks/serve_throughput.py --threads 2).
+    torch.set_num_threads(s.threads or max(1, (os.cpu_count() or 1) - 1))
     name = s.model_name or default_name
     if not _loopback(s.host) and not s.api_key:
         print(f"londinium serve: warning: listening on {s.host} without an API key: anyone who can reach it can use "
