@@ -22,36 +22,18 @@ import pytest
 import torch
 import transformers
 
-from londinium.config import Config, ModelConfig
+from helpers.export_models import GPT2, HARD_STRINGS, LLAMA_GQA, trained_model
+
+from londinium.config import ModelConfig
 from londinium.errors import LondiniumError
 from londinium.export.gguf import GGUFExportError, write_gguf
-from londinium.model.gpt import GPT
 from londinium.model.load import TrainedModel
-from londinium.tokenizer.codec import encode, load_tokenizer
+from londinium.tokenizer.codec import encode
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-LLAMA_GQA = dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, context=32, positions="rope", norm="rmsnorm",
-                 mlp="swiglu", bias=False, tie_embeddings=False, rope_theta=500.0)
-GPT2 = dict(n_layer=2, n_head=4, n_embd=64, context=32)
 # spread of the logits allowed as the largest difference, per dtype (see the module docstring)
 LOSS_BOUND = {"float16": 0.01, "q8_0": 0.25}
-
-
-def trained_model(ws, **model: object) -> TrainedModel:
-    """A random model with perturbed weights (fresh init's zero biases and unit norms would hide a
-    misplaced bias or norm) and the workspace tokenizer, as `load_run` would return it."""
-    tok = load_tokenizer(ws)
-    cfg = ModelConfig(vocab_size=tok.get_vocab_size(), **model)
-    torch.manual_seed(0)
-    net = GPT(cfg)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    config = Config()
-    config.model = cfg
-    return TrainedModel(net.eval(), tok, config, checkpoint=None, run="test", device=torch.device("cpu"), tokenizer_sha256="")
 
 
 def round_to_file_dtype(trained: TrainedModel, dtype: str) -> None:
@@ -120,16 +102,6 @@ def test_tied_head_is_left_out_and_transformers_ties_it(tiny_workspace, tmp_path
     theirs = read_back(tmp_path / "m.gguf", trained.config.model)
     idx = torch.randint(0, trained.config.model.vocab_size, (1, 16), generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(logits(theirs, idx, ours=False), logits(trained.model, idx, ours=True), atol=1e-4, rtol=0)
-
-
-HARD_STRINGS = [
-    "Thus saith the Lord.",
-    "  leading spaces,\ttabs and\n\nblank lines   ",
-    "Ægypt, naïve café, ſhall, Æsop's",
-    "emoji 👑🗡️ and joiners 👨‍👩‍👧",
-    "a literal <|endoftext|> typed as text, and <|user|> too",
-    "1599, 1600 and 123456789",
-]
 
 
 def test_tokenizer_in_the_gguf_encodes_like_ours(tiny_workspace, tmp_path) -> None:

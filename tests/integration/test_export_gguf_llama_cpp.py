@@ -1,0 +1,92 @@
+"""llama.cpp (through llama-cpp-python) runs our GGUF files as the models we trained.
+
+The real consumer, not a reader written for the test: llama.cpp's tokenizer must cut text as ours
+does, its `llama` graph must rotate the permuted q/k rows back into our RoPE, and a trained
+checkpoint must continue a prompt with the same greedy tokens as londinium's engine.
+
+llama-cpp-python compiles llama.cpp from source at install (~5 min on 2 cores), so it is an extra
+(`pip install -e '.[llama]'`); without it these tests are skipped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers.export_models import GPT2, HARD_STRINGS, trained_model
+from train_helpers import cli_in_process, train_args
+
+from londinium.export.gguf import write_gguf
+from londinium.infer import Engine, SamplingParams
+from londinium.model.load import load_run
+from londinium.tokenizer.codec import encode
+
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+GGML_TYPE_F32 = 0  # for llama.cpp's KV cache: its default f16 cache would blur the comparison
+NEW_TOKENS = 48
+
+
+def load_in_llama_cpp(path, n_ctx: int = 256) -> "llama_cpp.Llama":
+    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, logits_all=True, verbose=False,
+                           type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)
+
+
+def llama_cpp_greedy(llm: "llama_cpp.Llama", prompt: list[int], steps: int) -> list[int]:
+    """Batch-1 greedy decode: argmax of llama.cpp's logits, one token at a time through its KV cache."""
+    llm.reset()
+    llm.eval(prompt)
+    out = []
+    for _ in range(steps):
+        out.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        llm.eval([out[-1]])
+    return out
+
+
+LLAMA_GQA_BIAS = dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, context=32, positions="rope", norm="rmsnorm",
+                      mlp="swiglu", bias=True, tie_embeddings=False, rope_theta=500.0)
+
+
+@pytest.mark.parametrize("layout", ["llama", "gpt2"])
+def test_llama_cpp_computes_our_logits_and_tokenizes_like_us(tiny_workspace, tmp_path, layout: str) -> None:
+    # Llama style with biases too: llama.cpp's llama graph adds the optional q/k/v/o and MLP biases
+    # (transformers' GGUF reader drops them, so only llama.cpp can check them).
+    trained = trained_model(tiny_workspace, **(LLAMA_GQA_BIAS if layout == "llama" else GPT2))
+    path = tmp_path / f"{layout}.gguf"
+    write_gguf(path, trained, "float32", progress=False)
+    llm = load_in_llama_cpp(path)
+    idx = torch.randint(0, trained.config.model.vocab_size, (1, 24), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ours = trained.model(idx)[0][0].numpy()
+    llm.eval(idx[0].tolist())
+    theirs = np.asarray(llm.scores[:24])
+    # fp32 weights and cache. Measured as a share of the logits' spread: llama 1.6e-6 (summation
+    # order); gpt2 1.4e-3, because ggml's CPU GELU rounds its input to f16 and reads a table.
+    bound = 1e-4 if layout == "llama" else 1e-2
+    assert np.abs(theirs - ours).max() < bound * ours.std()
+    for text in HARD_STRINGS:
+        if "<|" not in text:
+            assert llm.tokenize(text.encode(), add_bos=False, special=False) == encode(trained.tokenizer, text), text
+
+
+@pytest.mark.parametrize("layout", ["gpt2", "llama"])
+def test_llama_cpp_continues_a_trained_checkpoint_with_our_greedy_tokens(tiny_workspace, tmp_path, layout: str) -> None:
+    run = f"gguf-{layout}"
+    llama = ["--set", "model.positions=rope", "--set", "model.norm=rmsnorm", "--set", "model.mlp=swiglu",
+             "--set", "model.bias=false", "--set", "model.n_kv_head=1"] if layout == "llama" else []
+    rc, out, err = cli_in_process(train_args(tiny_workspace, run, 30, "--set", "model.context=96",
+                                             "--set", "model.dropout=0.0", *llama))
+    assert rc == 0, err
+    trained = load_run(tiny_workspace, run, "latest")
+    path = tmp_path / f"{run}.gguf"
+    write_gguf(path, trained, "float32", progress=False)
+    llm = load_in_llama_cpp(path)
+    engine = Engine.from_trained(trained)
+    greedy = SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, ignore_eos=True)
+    for prompt in ("Thus saith the", "The king and the queen"):
+        [ours] = engine.generate([prompt], greedy)
+        assert llm.tokenize(prompt.encode(), add_bos=False, special=False) == ours.prompt_token_ids
+        assert llama_cpp_greedy(llm, ours.prompt_token_ids, NEW_TOKENS) == ours.token_ids, prompt
