@@ -90,3 +90,17 @@ def test_llama_cpp_continues_a_trained_checkpoint_with_our_greedy_tokens(tiny_wo
         [ours] = engine.generate([prompt], greedy)
         assert llm.tokenize(prompt.encode(), add_bos=False, special=False) == ours.prompt_token_ids
         assert llama_cpp_greedy(llm, ours.prompt_token_ids, NEW_TOKENS) == ours.token_ids, prompt
+
+
+def test_llama_cpp_renders_our_chat_template(tiny_workspace, tmp_path) -> None:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from londinium.infer.chat_template import render_chat
+    from londinium.tokenizer.codec import EOT
+
+    write_gguf(tmp_path / "m.gguf", trained_model(tiny_workspace, **GPT2), "float32", progress=False)
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=256, n_threads=2, verbose=False)
+    assert llm.chat_format == "chat_template.default"  # it found the template in the file and will use it
+    messages = [{"role": "system", "content": "You speak as a player of 1600."}, {"role": "user", "content": "Good morrow."}]
+    formatter = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token=EOT, bos_token=EOT)
+    assert formatter(messages=messages).prompt == render_chat(messages)
