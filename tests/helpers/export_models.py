@@ -28,7 +28,7 @@ def trained_model(ws, **model: object) -> TrainedModel:
     """A random model with perturbed weights (fresh init's zero biases and unit norms would hide a
     misplaced bias or norm) and the workspace tokenizer, as `load_run` would return it."""
     tok = load_tokenizer(ws)
-    cfg = ModelConfig(vocab_size=tok.get_vocab_size(), **model)
+    cfg = ModelConfig(**{"vocab_size": tok.get_vocab_size(), **model})
     torch.manual_seed(0)
     net = GPT(cfg)
     g = torch.Generator().manual_seed(1)

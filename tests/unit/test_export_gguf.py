@@ -28,7 +28,7 @@ from londinium.config import ModelConfig
 from londinium.errors import LondiniumError
 from londinium.export.gguf import GGUFExportError, write_gguf
 from londinium.model.load import TrainedModel
-from londinium.tokenizer.codec import encode
+from londinium.tokenizer.codec import encode, load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -160,3 +160,26 @@ def test_a_failed_write_leaves_the_old_file(tiny_workspace, tmp_path, monkeypatc
         write_gguf(path, trained, "float32", progress=False)
     assert path.read_bytes() == b"previous export"
     assert [p.name for p in tmp_path.iterdir()] == ["m.gguf"]
+
+
+def test_model_rows_beyond_the_vocabulary_get_unused_placeholder_tokens(tiny_workspace, tmp_path) -> None:
+    # A model may have more output rows than the tokenizer has tokens (vocabulary padded to a round
+    # number); llama.cpp needs one token per row, so the extra rows are named and marked unused.
+    n = load_tokenizer(tiny_workspace).get_vocab_size()
+    trained = trained_model(tiny_workspace, **{**LLAMA_GQA, "vocab_size": n + 8})
+    write_gguf(tmp_path / "m.gguf", trained, "float32", progress=False)
+    fields = gguf.GGUFReader(tmp_path / "m.gguf").fields
+    tokens = fields["tokenizer.ggml.tokens"].contents()
+    assert len(tokens) == n + 8 and tokens[n] == f"[PAD{n}]"
+    assert fields["tokenizer.ggml.token_type"].contents()[n:] == [gguf.TokenType.UNUSED] * 8
+    theirs = read_back(tmp_path / "m.gguf", trained.config.model)
+    idx = torch.randint(0, n, (1, 16), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(logits(theirs, idx, ours=False), logits(trained.model, idx, ours=True), atol=1e-4, rtol=0)
+
+
+def test_a_tokenizer_larger_than_the_model_is_refused(tiny_workspace, tmp_path) -> None:
+    n = load_tokenizer(tiny_workspace).get_vocab_size()
+    trained = trained_model(tiny_workspace, **{**GPT2, "vocab_size": n - 1})
+    with pytest.raises(GGUFExportError, match=f"the tokenizer has {n} tokens but model.vocab_size is {n - 1}"):
+        write_gguf(tmp_path / "m.gguf", trained, "float32", progress=False)
+    assert list(tmp_path.iterdir()) == []
