@@ -107,8 +107,8 @@ def gguf_tensors(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[
         if key == "lm_head.weight" and cfg.tie_embeddings:
             continue  # llama.cpp uses token_embd as the output head when `output` is absent
         name = names.get_name(key, try_suffixes=(".weight", ".bias"))
-        if name is None:  # a weight this map does not cover would silently be lost
-            raise GGUFExportError(f"no GGUF tensor name for {key}; this is a bug in londinium's GGUF map")
+        if name is None:  # a weight the map does not cover would silently be lost: a bug, not bad input
+            raise RuntimeError(f"no GGUF tensor name for {key}")
         out[name] = tensor.detach().to("cpu", torch.float32).contiguous()
     return out
 
