@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gguf
 import torch
 
 from londinium.config import Config, ModelConfig
@@ -38,3 +39,19 @@ def trained_model(ws, **model: object) -> TrainedModel:
     config = Config()
     config.model = cfg
     return TrainedModel(net.eval(), tok, config, checkpoint=None, run="test", device=torch.device("cpu"), tokenizer_sha256="")
+
+
+def round_to_file_dtype(trained: TrainedModel, dtype: str) -> None:
+    """Round the weights the file stores in `dtype` (matrices other than the position embedding)
+    to what it stores, so that writing them loses nothing."""
+    if dtype == "float32":
+        return
+    qtype = gguf.GGMLQuantizationType.Q8_0
+    with torch.no_grad():
+        for name, p in trained.model.named_parameters():
+            if p.ndim < 2 or name == "transformer.wpe.weight":
+                continue
+            if dtype == "float16":
+                p.copy_(p.half().float())
+            else:
+                p.copy_(torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(p.numpy(), qtype), qtype)))

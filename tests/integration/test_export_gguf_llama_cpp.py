@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers.export_models import GPT2, HARD_STRINGS, trained_model
+from helpers.export_models import GPT2, HARD_STRINGS, round_to_file_dtype, trained_model
 from train_helpers import cli_in_process, train_args
 
 from londinium.export.gguf import write_gguf
@@ -50,23 +50,32 @@ LLAMA_GQA_BIAS = dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, context=32, p
                       mlp="swiglu", bias=True, tie_embeddings=False, rope_theta=500.0)
 
 
+# Largest logit difference allowed, as a share of the logits' spread, with the weights first
+# rounded to the file's dtype (so what is left is llama.cpp's arithmetic; a misread block layout
+# would be of the order of the spread itself). Measured: f32 llama 1.6e-6, gpt2 1.4e-3 (ggml's CPU
+# GELU rounds its input to f16 and reads a table); f16 1.7e-3 / 3.3e-3 (ggml multiplies f16
+# weights by activations converted to f16); q8_0 5.5e-2 / 6.2e-2 (it quantises the activations to
+# 8-bit blocks as well).
+LLAMA_CPP_BOUND = {("llama", "float32"): 1e-4, ("gpt2", "float32"): 1e-2, ("llama", "float16"): 1e-2,
+                   ("gpt2", "float16"): 2e-2, ("llama", "q8_0"): 0.2, ("gpt2", "q8_0"): 0.2}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "q8_0"])
 @pytest.mark.parametrize("layout", ["llama", "gpt2"])
-def test_llama_cpp_computes_our_logits_and_tokenizes_like_us(tiny_workspace, tmp_path, layout: str) -> None:
+def test_llama_cpp_computes_our_logits_and_tokenizes_like_us(tiny_workspace, tmp_path, layout: str, dtype: str) -> None:
     # Llama style with biases too: llama.cpp's llama graph adds the optional q/k/v/o and MLP biases
     # (transformers' GGUF reader drops them, so only llama.cpp can check them).
     trained = trained_model(tiny_workspace, **(LLAMA_GQA_BIAS if layout == "llama" else GPT2))
+    round_to_file_dtype(trained, dtype)
     path = tmp_path / f"{layout}.gguf"
-    write_gguf(path, trained, "float32", progress=False)
+    write_gguf(path, trained, dtype, progress=False)
     llm = load_in_llama_cpp(path)
     idx = torch.randint(0, trained.config.model.vocab_size, (1, 24), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         ours = trained.model(idx)[0][0].numpy()
     llm.eval(idx[0].tolist())
     theirs = np.asarray(llm.scores[:24])
-    # fp32 weights and cache. Measured as a share of the logits' spread: llama 1.6e-6 (summation
-    # order); gpt2 1.4e-3, because ggml's CPU GELU rounds its input to f16 and reads a table.
-    bound = 1e-4 if layout == "llama" else 1e-2
-    assert np.abs(theirs - ours).max() < bound * ours.std()
+    assert np.abs(theirs - ours).max() < LLAMA_CPP_BOUND[layout, dtype] * ours.std()
     for text in HARD_STRINGS:
         if "<|" not in text:
             assert llm.tokenize(text.encode(), add_bos=False, special=False) == encode(trained.tokenizer, text), text

@@ -22,31 +22,17 @@ import pytest
 import torch
 import transformers
 
-from helpers.export_models import GPT2, HARD_STRINGS, LLAMA_GQA, trained_model
+from helpers.export_models import GPT2, HARD_STRINGS, LLAMA_GQA, round_to_file_dtype, trained_model
 
 from londinium.config import ModelConfig
 from londinium.errors import LondiniumError
 from londinium.export.gguf import GGUFExportError, write_gguf
-from londinium.model.load import TrainedModel
 from londinium.tokenizer.codec import encode, load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # spread of the logits allowed as the largest difference, per dtype (see the module docstring)
 LOSS_BOUND = {"float16": 0.01, "q8_0": 0.25}
-
-
-def round_to_file_dtype(trained: TrainedModel, dtype: str) -> None:
-    """Round the weights the file stores in `dtype` (matrices other than the position embedding)."""
-    qtype = gguf.GGMLQuantizationType.Q8_0
-    with torch.no_grad():
-        for name, p in trained.model.named_parameters():
-            if p.ndim < 2 or name == "transformer.wpe.weight":
-                continue
-            if dtype == "float16":
-                p.copy_(p.half().float())
-            else:
-                p.copy_(torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(p.numpy(), qtype), qtype)))
 
 
 def read_back(path: Path, cfg: ModelConfig) -> torch.nn.Module:
@@ -68,8 +54,7 @@ def test_transformers_reads_the_gguf_as_the_same_model(tiny_workspace, tmp_path,
     cfg = trained.config.model
     idx = torch.randint(0, cfg.vocab_size, (2, 20), generator=torch.Generator().manual_seed(2))
     exact = logits(trained.model, idx, ours=True)
-    if dtype != "float32":
-        round_to_file_dtype(trained, dtype)
+    round_to_file_dtype(trained, dtype)
     path = tmp_path / f"{layout}-{dtype}.gguf"
     write_gguf(path, trained, dtype, progress=False)
     theirs = read_back(path, cfg)
