@@ -21,7 +21,6 @@ from londinium.infer import Engine, SamplingParams
 from londinium.model.load import load_run
 from londinium.tokenizer.codec import encode
 
-
 llama_cpp = pytest.importorskip("llama_cpp")
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -31,7 +30,8 @@ NEW_TOKENS = 48
 
 
 def load_in_llama_cpp(path, n_ctx: int = 256) -> "llama_cpp.Llama":
-    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, logits_all=True, verbose=False,
+    # one thread, as torch here: a tiny model is per-op overhead, and a busy machine deschedules a second thread
+    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=1, logits_all=True, verbose=False,
                            type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)
 
 
@@ -108,7 +108,7 @@ def test_llama_cpp_renders_our_chat_template(tiny_workspace, tmp_path) -> None:
     from londinium.tokenizer.codec import EOT
 
     write_gguf(tmp_path / "m.gguf", trained_model(tiny_workspace, **GPT2), "float32", progress=False)
-    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=256, n_threads=2, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=256, n_threads=1, verbose=False)
     assert llm.chat_format == "chat_template.default"  # it found the template in the file and will use it
     messages = [{"role": "system", "content": "You speak as a player of 1600."}, {"role": "user", "content": "Good morrow."}]
     formatter = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token=EOT, bos_token=EOT)
