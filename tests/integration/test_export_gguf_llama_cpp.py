@@ -113,3 +113,20 @@ def test_llama_cpp_renders_our_chat_template(tiny_workspace, tmp_path) -> None:
     messages = [{"role": "system", "content": "You speak as a player of 1600."}, {"role": "user", "content": "Good morrow."}]
     formatter = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token=EOT, bos_token=EOT)
     assert formatter(messages=messages).prompt == render_chat(messages)
+
+
+def test_llama_cpps_builtin_chat_formats_render_our_template_too() -> None:
+    # llama-cli and llama-server without --jinja do not run Jinja: llama.cpp matches the template
+    # against the chat formats it knows (ours has Phi-3's shape) and renders that format in C++.
+    import ctypes
+
+    from londinium.infer.chat_template import CHAT_TEMPLATE, render_chat
+
+    messages = [{"role": "system", "content": "You speak as a player of 1600."}, {"role": "user", "content": "Good morrow."},
+                {"role": "assistant", "content": "God save you, sir."}, {"role": "user", "content": "What news?"}]
+    chat = (llama_cpp.llama_chat_message * len(messages))(
+        *[llama_cpp.llama_chat_message(role=m["role"].encode(), content=m["content"].encode()) for m in messages])
+    buf = ctypes.create_string_buffer(4096)
+    n = llama_cpp.llama_chat_apply_template(CHAT_TEMPLATE.encode(), chat, len(messages), True, buf, len(buf))
+    assert 0 < n < len(buf)
+    assert buf.raw[:n].decode() == render_chat(messages)
