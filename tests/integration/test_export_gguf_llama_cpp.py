@@ -5,7 +5,8 @@ does, its `llama` graph must rotate the permuted q/k rows back into our RoPE, an
 checkpoint must continue a prompt with the same greedy tokens as londinium's engine.
 
 llama-cpp-python compiles llama.cpp from source at install (~5 min on 2 cores), so it is an extra
-(`pip install -e '.[llama]'`); without it these tests are skipped.
+(`pip install -e '.[llama]'`); without it these tests are skipped, except in CI,
+which installs it.
 """
 
 from __future__ import annotations
