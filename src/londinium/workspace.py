@@ -169,6 +169,10 @@ class Workspace:
         name = f"{run}-step-{step:06d}"
         return self.exports_dir / (f"{name}.gguf" if fmt == "gguf" else name)
 
+    def export_config_file(self, export: Path) -> Path:
+        """The [export] config an export was written with: `exports/<name>.toml`, beside it."""
+        return self.exports_dir / f"{Path(export).name}.toml"
+
     # ---- manifest ------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
         import json
@@ -231,11 +235,13 @@ class Workspace:
         fingerprint: dict[str, Any] | None = None,
         force: bool = False,
         log: Callable[[str], None] = print,
+        config_file: Path | None = None,
     ) -> bool:
         """Run `run()` unless `stage` is up to date; record its outputs. Returns True if it ran.
 
-        `section` is the stage's config dataclass (saved as `<stage>/config.toml`); `fingerprint`
-        adds anything else the outputs depend on (e.g. the sources registry's contents).
+        `section` is the stage's config dataclass (saved as `<stage>/config.toml`, or `config_file`
+        for a stage whose outputs are not a directory of the workspace, such as an export);
+        `fingerprint` adds anything else the outputs depend on (e.g. the sources registry's contents).
         """
         import dataclasses
 
@@ -245,10 +251,12 @@ class Workspace:
         inputs = list(inputs)
         config = {"section": dataclasses.asdict(section), **(fingerprint or {})}
         if not force and self.up_to_date(stage, config, inputs):
-            log(f"{stage}: up to date in {self.stage_dir(stage)}; nothing to do (--force re-runs it)")
+            where = config_file.parent if config_file else self.stage_dir(stage)
+            log(f"{stage}: up to date in {where}; nothing to do (--force re-runs it)")
             return False
         self.invalidate(stage)
         outputs = list(run())
-        write_text(self.stage_config_file(stage), to_toml(section))
-        self.record(stage, config, inputs, [*outputs, self.stage_config_file(stage)])
+        config_file = config_file or self.stage_config_file(stage)
+        write_text(config_file, to_toml(section))
+        self.record(stage, config, inputs, [*outputs, config_file])
         return True
