@@ -38,10 +38,10 @@ def corpus_sources(ws: Workspace) -> list[dict[str, Any]]:
 
 
 def hub_license(sources: list[dict[str, Any]]) -> str:
-    """One Hub licence id when every source states the same known one; else 'other' (the card lists
-    each source's own terms), or 'unknown' with no data card."""
+    """One Hub licence id when every source states the same known one; 'unknown' with no data card or
+    a source that states none; else 'other' (the card lists each source's own terms)."""
     licences = {str(s.get("license", "")).strip().lower() for s in sources}
-    if not licences:
+    if not licences or "" in licences:
         return "unknown"
     if len(licences) == 1 and (only := next(iter(licences))) in HUB_LICENSES:
         return only
