@@ -13,6 +13,7 @@ for paths and never joins them by hand:
       eval/<run>/  results.json report.md perplexity_by_source.png loss.png config.toml
       eval/compare-<a>-vs-<b>.md .json
       exports/<run>-step-<N>/        a transformers directory (londinium export); <run>-step-<N>.gguf for GGUF
+      exports/<name>.toml            the [export] settings an export was written with
 
 A stage is a function of its config and its inputs. `Workspace.up_to_date` says whether a stage's
 recorded config and input hashes equal the current ones and its outputs are intact; `record` writes

@@ -200,4 +200,4 @@ def hf_layout(cfg: ModelConfig) -> HFLayout:
     raise ConfigError(
         "this model maps onto no transformers architecture, so it cannot be exported: "
         + "; ".join(f"{arch} is blocked by {', '.join(b)}" for arch, b in found.items())
-        + f". Closest: {closest}; set those {len(found[closest])} switch(es) as it needs and train again")
+        + f". Closest: {closest} ({len(found[closest])} switch{'es' if len(found[closest]) > 1 else ''} to change, then train again)")
