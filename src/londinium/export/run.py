@@ -14,7 +14,9 @@ replaced only with `force` (or when it is this stage's own earlier export).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -135,8 +137,6 @@ def _write_hf_export(ws: Workspace, cfg: Config, trained: Any, e: ExportConfig, 
         record = provenance(ws, trained, {**dataclasses.asdict(e), "architecture": architecture,
                                           "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
                                                     for n in files}})
-        import json
-
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return sorted(target / n for n in [*files, RECORD_FILE])
 
@@ -167,46 +167,41 @@ def _writable_parent(target: Path) -> None:
         raise ExportError(f"cannot write the export to {target}: {err.strerror or err}; choose another --out") from None
 
 
-class _staging_dir:
-    """A temporary directory beside `target`, renamed onto it on success and removed on failure."""
-
-    def __init__(self, target: Path):
-        self.target = target
-
-    def __enter__(self) -> Path:
-        _writable_parent(self.target)
-        parent, prefix = self.target.parent, f".{self.target.name}."
-        for stale in parent.glob(prefix + "*.tmp"):  # left by an export that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            self.tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp"))
-        except OSError as err:
-            raise ExportError(f"cannot write the export to {self.target}: {err.strerror or err}; choose another --out") from None
-        return self.tmp
-
-    def __exit__(self, kind: Any, *_: Any) -> None:
-        if kind is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        # mkdtemp and the atomic writers create owner-only modes; an export is for sharing, so it gets
-        # the modes a plain mkdir and open would (the umask decides).
+@contextlib.contextmanager
+def _staging_dir(target: Path) -> Iterator[Path]:
+    """A temporary directory beside `target`, renamed onto it when the block succeeds and removed
+    when it fails, so `target` is either the old export, the new one, or absent."""
+    _writable_parent(target)
+    parent, prefix = target.parent, f".{target.name}."
+    for stale in parent.glob(prefix + "*.tmp"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp"))
+    except OSError as err:
+        raise ExportError(f"cannot write the export to {target}: {err.strerror or err}; choose another --out") from None
+    try:
+        yield tmp
+        # mkdtemp and the atomic writers create owner-only modes; an export is for sharing, so it
+        # gets the modes a plain mkdir and open would (the umask decides).
         umask = os.umask(0)
         os.umask(umask)
-        for f in self.tmp.iterdir():
+        for f in tmp.iterdir():
             os.chmod(f, 0o666 & ~umask)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        os.chmod(self.tmp, 0o777 & ~umask)
-        fsync_dir(self.tmp)
+        os.chmod(tmp, 0o777 & ~umask)
+        fsync_dir(tmp)
         old = None
-        if self.target.exists():  # --force: move the old export aside, then swap the new one in
-            old = self.target.with_name(f".{self.target.name}.old.tmp")
+        if target.exists():  # --force: move the old export aside, then swap the new one in
+            old = parent / f"{prefix}old.tmp"
             shutil.rmtree(old, ignore_errors=True)
-            os.rename(self.target, old)
-        os.rename(self.tmp, self.target)
-        fsync_dir(self.target.parent)
+            os.rename(target, old)
+        os.rename(tmp, target)
+        fsync_dir(parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
 
 
 # ---- what is printed -------------------------------------------------------------------------
