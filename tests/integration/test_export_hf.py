@@ -274,3 +274,34 @@ def test_model_card_has_hub_front_matter_and_the_runs_facts(exported) -> None:
     assert f"| tokens seen | {trained.checkpoint.meta['tokens_seen']:,} |" in body
     assert "No data card was found" in body  # the test workspace's corpus was written without the corpus stage
     assert "from_pretrained" in body and "## Intended use and limits" in body
+
+
+def test_changed_settings_re_export_over_the_stages_own_export(ws, tmp_path) -> None:
+    cfg = Config()
+    path = export_run(ws, cfg, run="export-gpt2", out=tmp_path / "again", **QUIET)
+    cfg.generate.temperature = 0.5  # the generation defaults are part of the export
+    assert export_run(ws, cfg, run="export-gpt2", out=path, **QUIET) == path  # no --force needed: it is ours
+    assert json.loads((path / "generation_config.json").read_text())["temperature"] == 0.5
+    cfg.generate.temperature = 0.0
+    export_run(ws, cfg, run="export-gpt2", out=path, **QUIET)
+    gen = json.loads((path / "generation_config.json").read_text())
+    assert gen["do_sample"] is False and "temperature" not in gen
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]
+
+
+def test_a_failed_export_leaves_the_previous_one_or_nothing(ws, tmp_path, monkeypatch) -> None:
+    import londinium.export.card as card
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full (injected)")
+
+    path = export_run(ws, Config(), run="export-gpt2", out=tmp_path / "kept", **QUIET)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    monkeypatch.setattr(card, "render_card", fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        export_run(ws, Config(), run="export-gpt2", out=tmp_path / "kept", force=True, **QUIET)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before  # the old export, whole
+    with pytest.raises(RuntimeError, match="injected"):
+        export_run(ws, Config(), run="export-gpt2", out=tmp_path / "new", **QUIET)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # no half-written "new", no staging
+    assert "export/new" not in ws.manifest()
