@@ -287,6 +287,11 @@ def test_changed_settings_re_export_over_the_stages_own_export(ws, tmp_path) -> 
     gen = json.loads((path / "generation_config.json").read_text())
     assert gen["do_sample"] is False and "temperature" not in gen
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]
+    # Still ours when the manifest forgot it (an interrupted re-export): its londinium.json says so.
+    ws.invalidate("export/again")
+    cfg.generate.temperature = 0.9
+    export_run(ws, cfg, run="export-gpt2", out=path, **QUIET)
+    assert json.loads((path / "generation_config.json").read_text())["temperature"] == 0.9
 
 
 def test_a_failed_export_leaves_the_previous_one_or_nothing(ws, tmp_path, monkeypatch) -> None:

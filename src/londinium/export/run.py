@@ -91,7 +91,7 @@ def export_run(ws: Workspace, cfg: Config, run: str | None = None, checkpoint: s
     target = (Path(e.out) if e.out else ws.export_path(e.run, ckpt.step, e.format)).expanduser().resolve()
     e = dataclasses.replace(e, out=str(target))
     stage = f"export/{target.name}"
-    earlier = ws.manifest().get(stage, {}).get("config", {}).get("section", {}).get("out") == str(target)
+    earlier = _is_own_export(ws, stage, target)
     inputs = [*(ckpt.path / name for name in ckpt.meta.get("files", {})), ws.tokenizer_file,
               ws.corpus_report_json, ws.eval_results(e.run)]
     fingerprint = {"checkpoint": str(ckpt.path), "generate": dataclasses.asdict(cfg.generate) if e.format == "hf" else None}
@@ -142,6 +142,18 @@ def _write_hf_export(ws: Workspace, cfg: Config, trained: Any, e: ExportConfig, 
 
 
 # ---- the target --------------------------------------------------------------------------------
+
+
+def _is_own_export(ws: Workspace, stage: str, target: Path) -> bool:
+    """Whether `target` holds this stage's earlier export (recorded in the manifest, or a directory
+    whose londinium.json says it was written to this very path), which a new export may replace."""
+    if ws.manifest().get(stage, {}).get("config", {}).get("section", {}).get("out") == str(target):
+        return True
+    try:
+        record = json.loads((target / RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and (record.get("export") or {}).get("out") == str(target)
 
 
 def _check_target(target: Path, fmt: str, replace: bool) -> None:
