@@ -262,6 +262,7 @@ def test_export_is_a_stage_skipped_when_up_to_date_and_records_its_provenance(ws
     from londinium.files import sha256_file
 
     assert record["export"]["files"]["model.safetensors"]["sha256"] == sha256_file(path / "model.safetensors")
+    assert sha256_file(path / "tokenizer.json") == tokenizer_sha256(ws)  # the very tokenizer it was trained with
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # no staging left behind
 
 
