@@ -10,6 +10,7 @@
                                 --compare RUN_A RUN_B)
     londinium generate          a checkpoint -> text (--prompt/--prompts-file, every sampling flag, --format json)
     londinium chat              an interactive REPL that streams the model's continuation of your text
+    londinium export            a checkpoint -> exports/<run>-step-<N>/ (transformers) or .gguf (llama.cpp)
     londinium serve             an OpenAI-compatible HTTP server over a run (--run, --host, --port, --api-key)
     londinium config show       the effective config, with a comment per field
     londinium quickstart        every stage on the embedded default
@@ -148,6 +149,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(ws, cfg, run=args.run or "")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from londinium.export.run import export_run
+
+    ws, cfg = _context(args)
+    export_run(ws, cfg, run=args.run, checkpoint=args.checkpoint, fmt=args.format, dtype=args.dtype, out=args.out, force=args.force)
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from londinium.pipeline import QUICKSTART_PRESET, quickstart
 
@@ -239,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default=None, metavar="NAME", help="model id clients send (default: serve.model_name, else the run name)")
     p.add_argument("--device", default=None, help="torch device: cpu, cuda, auto (default: serve.device)")
     p.set_defaults(handler=cmd_serve)
+    p = stages.add_parser("export", help="a checkpoint -> a transformers directory or a GGUF file",
+                          description="export a trained checkpoint as a Hugging Face transformers directory (weights, config, "
+                                      "tokenizer, chat template, model card) or a GGUF file for llama.cpp; see docs/export.md")
+    _common(p)
+    p.add_argument("--run", default=None, metavar="NAME", help="run to export (default: export.run, else train.run_name)")
+    p.add_argument("--checkpoint", default=None, metavar="WHICH", help="best, latest, step-N or a checkpoint directory (default: export.checkpoint)")
+    p.add_argument("--out", default=None, metavar="PATH", help="output directory (hf) or file (gguf); default exports/<run>-step-<N>[.gguf]")
+    p.add_argument("--format", default=None, choices=["hf", "gguf"], help="hf (transformers, vLLM) or gguf (llama.cpp); default export.format")
+    p.add_argument("--dtype", default=None, metavar="DTYPE", help="float32, bfloat16, float16 (hf); float32, float16, q8_0 (gguf)")
+    p.set_defaults(handler=cmd_export)
 
     p = stages.add_parser("quickstart", help="run every stage on the embedded default (tiny preset)")
     _common(p)

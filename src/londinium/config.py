@@ -187,7 +187,7 @@ class ExportConfig:
     """`londinium export`: a checkpoint -> a Hugging Face directory or a GGUF file (docs/export.md)."""
 
     run: str = doc("", "Training run to export; empty: train.run_name.")
-    checkpoint: str = doc("best", "'best' (lowest validation loss), 'latest', or a checkpoint directory.")
+    checkpoint: str = doc("best", "'best' (lowest validation loss), 'latest', 'step-N' (that step of the run), or a checkpoint directory.")
     format: str = doc("hf", "'hf' (a transformers directory: safetensors, config, tokenizer, chat template, model card) or 'gguf' (one file for llama.cpp).")
     dtype: str = doc("float32", "Weight dtype: 'float32', 'bfloat16' or 'float16' for hf; 'float32', 'float16' or 'q8_0' for gguf.")
     out: str = doc("", "Output directory (hf) or file (gguf); empty: exports/<run>-step-<N>[.gguf] in the workspace.")

@@ -37,6 +37,8 @@ def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float |
     from londinium.corpus.build import build_corpus
     from londinium.data.shards import prepare_shards
     from londinium.eval.run import evaluate
+    from londinium.export.card import load_snippet
+    from londinium.export.run import export_run
     from londinium.tokenizer.train import train_tokenizer
     from londinium.train.trainer import train
 
@@ -50,12 +52,23 @@ def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float |
     cfg.train.resume = True  # an interrupted quickstart continues its training run where it stopped
     trained = train(ws, cfg, force=force)
     results = evaluate(ws, cfg, run=cfg.train.run_name, force=force)
+    # float32 whatever [export] says: the one export every tool reads (a GGUF file is one command away).
+    # A model that maps onto no transformers class is a legitimate experiment: say so, do not fail.
+    try:
+        export = export_run(ws, cfg, run=cfg.train.run_name, fmt="hf", dtype="float32", force=force)
+    except ConfigError as e:
+        export, why = None, str(e)
     print(f"\nDone in {time.time() - t0:.0f} s.")
     print(summary_lines(results))
     print(f"  data card: {ws.corpus_report_md}")
     print(f"  tokenizer report: {ws.tokenizer_report_md}")
     print(f"  training run: {trained.run_dir} (loss plot {ws.loss_plot(cfg.train.run_name)})")
     print(f"  report card: {ws.eval_report_md(cfg.train.run_name)}")
+    if export is None:
+        print(f"  export: skipped: {why}")
+    else:
+        print(f"  export (transformers, vLLM): {export}; load it in Python with\n")
+        print("\n".join("    " + line for line in load_snippet(export).splitlines()))
 
 
 def summary_lines(results: dict[str, Any], samples: int = 3) -> str:
