@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/serve_throughput.py --levels 1,4,16 --requests 32 --max-tokens 64 --skip-peer
 
 Three servers, one after another on the same machine: `londinium serve` (continuous batching) and
-`transformers serve DIR --device cpu`, without and with `--continuous-batching`, serving an HF export
-of the same checkpoint (built here through `londinium.model.hf_layout` and `save_pretrained`). Each
+`transformers serve DIR --device cpu`, without and with `--continuous-batching`, serving the
+`londinium export` of the same checkpoint (written here into a temporary directory). Each
 gets the same streamed /v1/completions requests (the same prompts, greedy, `max_tokens` the same) at
 concurrency 1, 4 and 16: `--requests` requests per level, `c` clients each sending its next request
 as soon as the last one ended. The servers run side by side and are measured in alternation
@@ -49,22 +49,11 @@ def free_port() -> int:
 
 
 def build_export(ws, run: str, out: Path) -> Path:
-    """A transformers GPT2LMHeadModel directory with the run's best weights and the workspace tokenizer."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """The run's best checkpoint as a transformers directory, through `londinium export`."""
+    from londinium.config import Config
+    from londinium.export.run import export_run
 
-    from londinium.model.hf_layout import gpt2_config, to_gpt2_state_dict
-    from londinium.model.load import load_run
-    from londinium.tokenizer.codec import EOT
-
-    trained = load_run(ws, run=run)
-    eot = trained.tokenizer.token_to_id(EOT)
-    hf = GPT2LMHeadModel(GPT2Config(**gpt2_config(trained.model.config), bos_token_id=eot, eos_token_id=eot, pad_token_id=eot))
-    missing, unexpected = hf.load_state_dict(to_gpt2_state_dict(trained.model.state_dict()), strict=False)
-    assert not unexpected and all(k.endswith(("attn.bias", "masked_bias")) for k in missing), (missing, unexpected)
-    hf.save_pretrained(out)
-    for f in ws.tokenizer_hf_dir.iterdir():
-        shutil.copy(f, out / f.name)
-    return out
+    return export_run(ws, Config(), run=run, checkpoint="best", fmt="hf", out=out, log=lambda m: None)
 
 
 def start(cmd: list[str], url: str, log: Path, threads: int, timeout: float = 180) -> subprocess.Popen:

@@ -146,7 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for flag in ("checkpoint", "host", "port", "api_key", "model_name", "device"):
         if getattr(args, flag) is not None:
             setattr(cfg.serve, flag, getattr(args, flag))
-    return serve(ws, cfg, run=args.run or "")
+    return serve(ws, cfg, run=args.run or "", export=args.export or "")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -240,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = stages.add_parser("serve", help="an OpenAI-compatible HTTP server (completions, chat, streaming, metrics)",
                           description="serve a trained run over the OpenAI HTTP API with continuous batching (docs/serving.md)")
     _common(p)
-    p.add_argument("--run", default=None, metavar="NAME", help="run to serve (default: serve.run, else train.run_name)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--run", default=None, metavar="NAME", help="run to serve (default: serve.run, else train.run_name)")
+    which.add_argument("--export", default=None, metavar="DIR", help="serve a `londinium export` directory (transformers layout) instead")
     p.add_argument("--checkpoint", default=None, help="'best', 'latest' or a checkpoint directory (default: serve.checkpoint)")
     p.add_argument("--host", default=None, help="address to bind (default: serve.host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default: serve.port, 8000)")

@@ -1,4 +1,4 @@
-"""`londinium serve`: load a trained run and serve it with uvicorn until SIGTERM.
+"""`londinium serve`: load a trained run (or a `londinium export` directory) and serve it with uvicorn until SIGTERM.
 
 The port opens before the model is loaded (requests get 503 and /health says "loading" meanwhile);
 a model that fails to load stops the server with its error. SIGTERM drains: new requests get 503,
@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 import uvicorn
@@ -35,14 +36,13 @@ def _loopback(host: str) -> bool:
 
 def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str]:
     """A function that loads the engine, and the model name it serves under by default. What can
-    be checked cheaply (the checkpoint exists, the tokenizer is there) is checked now, so a wrong
-    name fails before the port opens."""
+    be checked cheaply (the checkpoint or export exists, the tokenizer is there) is checked now, so a
+    wrong name fails before the port opens."""
     from londinium.checkpoint import find_checkpoint
 
     s = cfg.serve
     if s.export:
-        raise LondiniumError(f"serve.export = {s.export!r}: serving an export directory is not supported yet; "
-                             "serve the run it was exported from (serve.run or --run NAME)")
+        return export_loader(Path(s.export).expanduser(), s.device)
     if not ws.tokenizer_file.is_file():
         raise LondiniumError(f"no tokenizer at {ws.tokenizer_file}: run `londinium tokenizer train` (or quickstart) first")
     ckpt = find_checkpoint(ws.checkpoints_dir(run), s.checkpoint, run)
@@ -57,13 +57,36 @@ def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str]:
     return load, run
 
 
-def serve(ws: Any, cfg: Config, run: str = "") -> int:
+def export_loader(directory: Path, device: str) -> tuple[Callable[[], Any], str]:
+    """The loader for a `londinium export` directory (transformers layout, read back into our GPT)."""
+    from londinium.model.from_hf import ExportError
+
+    for name in ("config.json", "tokenizer.json"):
+        if not (directory / name).is_file():
+            raise ExportError(f"--export {directory}: no {name}; give a directory written by `londinium export`")
+
+    def load() -> Any:
+        from londinium.device import resolve_device
+        from londinium.infer.engine import Engine
+        from londinium.model.from_hf import load_export
+
+        model, tokenizer = load_export(directory, resolve_device(device, setting="serve.device"))
+        engine = Engine(model, tokenizer)
+        engine.loaded_from = f"export {directory} ({model.num_params():,} parameters)"
+        return engine
+
+    return load, directory.resolve().name
+
+
+def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
     """Serve until SIGTERM or Ctrl-C; returns the exit status (0 after a graceful SIGTERM)."""
     from londinium.serve.app import create_app
 
     s = cfg.serve
     s.api_key = s.api_key or os.environ.get("LONDINIUM_API_KEY", "")
     run = run or s.run or cfg.train.run_name
+    if export:
+        s.export = export
     load, default_name = run_loader(ws, cfg, run)
     if s.threads < 0:
         raise LondiniumError(f"serve.threads must be 0 (one fewer than the cores) or positive, got {s.threads}")
@@ -90,7 +113,7 @@ def serve(ws: Any, cfg: Config, run: str = "") -> int:
     config = uvicorn.Config(app, host=s.host, port=s.port, access_log=False, log_level="info",
                             timeout_graceful_shutdown=int(s.shutdown_timeout_s) + 5, lifespan="on")
     server = _Server(config, app.state.server, s.shutdown_timeout_s)
-    print(f"londinium serve: http://{s.host}:{s.port}/v1  model {name!r}  (loading {run})", file=sys.stderr)
+    print(f"londinium serve: http://{s.host}:{s.port}/v1  model {name!r}  (loading {s.export or 'run ' + run})", file=sys.stderr)
     server.run()
     if failed:
         e = failed[0]
