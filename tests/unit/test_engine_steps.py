@@ -185,9 +185,10 @@ def test_compaction_fills_holes_from_the_end_and_keeps_every_survivor(rows: int,
     assert len(moved) <= len(leaving) and all(old > new for new, old in moved)
 
 
-def test_slot_cache_decoding_rows_of_different_lengths_equals_recomputing_each(tok) -> None:
+@pytest.mark.parametrize("lengths", [(3, 9, 5), (6, 6, 6)])  # per-row masks; one shared length (no mask)
+def test_slot_cache_decoding_rows_of_different_lengths_equals_recomputing_each(tok, lengths) -> None:
     model = make_model(tok, "rope", n_kv_head=2)
-    seqs = [torch.randint(0, 300, (n,)).tolist() for n in (3, 9, 5)]
+    seqs = [torch.randint(0, 300, (n,)).tolist() for n in lengths]
     slots = model.new_slot_cache(3)
     with torch.no_grad():
         for s in seqs:
@@ -204,3 +205,46 @@ def test_slot_cache_decoding_rows_of_different_lengths_equals_recomputing_each(t
                 s.append(nxt[i])
                 want = model(torch.tensor([s]))[0][0, -1]
                 torch.testing.assert_close(got[i], want, atol=1e-5, rtol=1e-5)
+
+
+# ---- prefix reuse ----------------------------------------------------------------------------------
+
+
+def test_prompts_sharing_a_prefix_reuse_its_keys_and_values_and_get_the_same_tokens(tok) -> None:
+    model = make_model(tok, "rope", n_kv_head=2)
+    system = list(range(20, 60))  # 40 tokens: two whole blocks of 16 are shared
+    prompts = [system + [100 + i, 200 + i] for i in range(4)]
+    p = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True, logprobs=1)
+    plain = Engine(model, tok, max_running=4, max_step_tokens=64)
+    reusing = Engine(model, tok, max_running=4, max_step_tokens=64, prefix_cache_tokens=1000)
+    want = plain.generate(prompts, p)
+    got = reusing.generate(prompts, p)
+    for a, b in zip(got, want):
+        assert_same(a, b)
+    # The first prompt computed everything; each later one copied 32 tokens (all four start in one
+    # step: the first's prefill is remembered before the second's begins).
+    assert reusing.counters["prefix_hit_tokens"] == 3 * 32
+    assert reusing.counters["prefill_tokens"] == plain.counters["prefill_tokens"] - 3 * 32
+    assert plain.counters["prefix_hit_tokens"] == 0
+
+
+def test_the_prefix_cache_never_matches_a_different_prefix_and_forgets_the_oldest(tok) -> None:
+    from londinium.model.cache import PrefixCache
+
+    model = make_model(tok)
+    cache = PrefixCache(capacity=40, block=4)
+
+    def prefilled(ids):
+        c = model.new_kv_cache(1, len(ids))
+        model(torch.tensor([ids]), kv_cache=c)
+        return c
+
+    a = list(range(1, 21))
+    cache.insert(a, prefilled(a))
+    assert cache.lookup(a + [7])[1] == 20
+    assert cache.lookup(a)[1] == 16  # one token must be left to compute
+    assert cache.lookup(a[:9] + [99] + a[10:])[1] == 8  # diverges in the third block
+    assert cache.lookup([99] + a)[1] == 0
+    b = list(range(30, 55))
+    cache.insert(b, prefilled(b))  # 20 + 25 > 40: a goes
+    assert cache.lookup(a + [7])[1] == 0 and cache.lookup(b + [1])[1] == 24 and len(cache) == 1

@@ -44,7 +44,7 @@ from londinium.infer.outputs import Choice, Completion, TextDelta, Timing, Token
 from londinium.infer.sampling import (LogitsPipeline, SamplingError, SamplingParams, TokenChooser, build_pipeline,
                                       make_generator, sample_seed)
 from londinium.infer.text import TextStream, token_bytes_table
-from londinium.model.cache import KVCache, SlotCache, compaction
+from londinium.model.cache import KVCache, PrefixCache, SlotCache, compaction
 
 Prompt = Union[str, Sequence[int]]
 
@@ -120,9 +120,12 @@ class Engine:
 
     `max_running` sequences are decoded together (the cache's slots); a step computes at most
     `max_step_tokens` tokens, one per running sequence plus prefill chunks of admitted prompts.
+    `prefix_cache_tokens` > 0 keeps that many tokens of recent prompts' keys/values for prompts that
+    start the same way (see `PrefixCache`).
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, max_running: int = 32, max_step_tokens: int = 512):
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, max_running: int = 32, max_step_tokens: int = 512,
+                 prefix_cache_tokens: int = 0):
         from londinium.tokenizer.codec import EOT
 
         self.model = model.eval()
@@ -147,6 +150,7 @@ class Engine:
         self._pipeline = LogitsPipeline([], [], self.vocab_size, self.device)
         self._chooser: TokenChooser | None = None
         self.counters = collections.Counter()
+        self.prefixes = PrefixCache(prefix_cache_tokens)
         self.configure(max_running, max_step_tokens)
 
     def configure(self, max_running: int, max_step_tokens: int) -> None:
@@ -396,6 +400,7 @@ class Engine:
         while self._waiting and self._waiting[0].params.samples <= free:
             r = self._waiting.popleft()
             r.admitted_at = time.perf_counter()
+            self.counters["prompt_tokens"] += len(r.prompt_ids)
             free -= r.params.samples
             self._prefilling.append(r)
         joining = []
@@ -419,12 +424,22 @@ class Engine:
         logits once the whole prompt is cached."""
         if r.prefill is None:
             r.prefill = self.model.new_kv_cache(1, len(r.prompt_ids))
+            known, n = self.prefixes.lookup(r.prompt_ids)
+            if known is not None:
+                for layer in range(len(known.k)):
+                    r.prefill.k[layer][:, :, :n] = known.k[layer][:, :, :n]
+                    r.prefill.v[layer][:, :, :n] = known.v[layer][:, :, :n]
+                r.prefill.length = n
+                self.counters["prefix_hit_tokens"] += n
         start = r.prefill.length
         n = min(budget, len(r.prompt_ids) - start)
         chunk = torch.tensor([r.prompt_ids[start:start + n]], dtype=torch.long, device=self.device)
         logits = self.model(chunk, kv_cache=r.prefill, logits_to_keep=1)[0][:, -1].float()
-        self.counters["prompt_tokens"] += n
-        return n, (logits if r.prefill.length == len(r.prompt_ids) else None)
+        self.counters["prefill_tokens"] += n  # computed; prompt_tokens - prefill_tokens came from the prefix cache
+        if r.prefill.length < len(r.prompt_ids):
+            return n, None
+        self.prefixes.insert(r.prompt_ids, r.prefill)
+        return n, logits
 
     def _join(self, joining: list[tuple[Request, torch.Tensor]], logits: torch.Tensor | None) -> torch.Tensor:
         """Prefilled requests join the running rows: each sample gets a slot with a copy of the prompt's cache."""
