@@ -215,7 +215,7 @@ def test_prompts_sharing_a_prefix_reuse_its_keys_and_values_and_get_the_same_tok
     system = list(range(20, 60))  # 40 tokens: two whole blocks of 16 are shared
     prompts = [system + [100 + i, 200 + i] for i in range(4)]
     p = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True, logprobs=1)
-    plain = Engine(model, tok, max_running=4, max_step_tokens=64)
+    plain = Engine(model, tok, max_running=4, max_step_tokens=64, prefix_cache_tokens=0)
     reusing = Engine(model, tok, max_running=4, max_step_tokens=64, prefix_cache_tokens=1000)
     want = plain.generate(prompts, p)
     got = reusing.generate(prompts, p)

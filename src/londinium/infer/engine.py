@@ -120,12 +120,13 @@ class Engine:
 
     `max_running` sequences are decoded together (the cache's slots); a step computes at most
     `max_step_tokens` tokens, one per running sequence plus prefill chunks of admitted prompts.
-    `prefix_cache_tokens` > 0 keeps that many tokens of recent prompts' keys/values for prompts that
-    start the same way (see `PrefixCache`).
+    `prefix_cache_tokens` keeps that many tokens of recent prompts' keys/values for prompts that
+    start the same way (see `PrefixCache`; default 8 contexts' worth, 0 turns it off). It assumes
+    the model's weights do not change under the engine: after changing them, `prefixes.clear()`.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, max_running: int = 32, max_step_tokens: int = 512,
-                 prefix_cache_tokens: int = 0):
+                 prefix_cache_tokens: int | None = None):
         from londinium.tokenizer.codec import EOT
 
         self.model = model.eval()
@@ -150,7 +151,8 @@ class Engine:
         self._pipeline = LogitsPipeline([], [], self.vocab_size, self.device)
         self._chooser: TokenChooser | None = None
         self.counters = collections.Counter()
-        self.prefixes = PrefixCache(prefix_cache_tokens)
+        self.serving = False  # an EngineLoop's thread owns the engine (see londinium.infer.scheduler)
+        self.prefixes = PrefixCache(8 * self.context if prefix_cache_tokens is None else prefix_cache_tokens)
         self.configure(max_running, max_step_tokens)
 
     def configure(self, max_running: int, max_step_tokens: int) -> None:
@@ -291,8 +293,8 @@ class Engine:
 
     def _run(self, requests: list[Request]) -> Iterator[StepEvent]:
         """Step until these requests are done (a caller that stops early cancels them)."""
-        if self.has_work():
-            raise RuntimeError("the engine is serving other requests (an EngineLoop drives it); submit there")
+        if self.has_work() or self.serving:
+            raise RuntimeError("this engine is driven by an EngineLoop (or busy); submit requests to the loop instead")
         for r in requests:
             self.add_request(r)
         try:

@@ -231,5 +231,10 @@ class PrefixCache:
             # A prefix the evicted entry answered for may still be held by another entry; it is
             # found again when that entry's prompt or a later one is inserted.
 
+    def clear(self) -> None:
+        self._entries.clear()
+        self._index.clear()
+        self._size = 0
+
     def __len__(self) -> int:
         return len(self._entries)
