@@ -248,3 +248,12 @@ def test_the_prefix_cache_never_matches_a_different_prefix_and_forgets_the_oldes
     b = list(range(30, 55))
     cache.insert(b, prefilled(b))  # 20 + 25 > 40: a goes
     assert cache.lookup(a + [7])[1] == 0 and cache.lookup(b + [1])[1] == 24 and len(cache) == 1
+
+
+def test_more_samples_than_slots_are_refused_not_queued_forever(tok) -> None:
+    from londinium.infer import SamplingError
+
+    engine = Engine(make_model(tok), tok, max_running=2, max_step_tokens=16)
+    with pytest.raises(SamplingError, match="n = 3 samples exceed the engine's max_running = 2"):
+        engine.generate(["Thou", "To"], [SamplingParams(max_tokens=2), SamplingParams(max_tokens=2, n=3)])
+    assert not engine.has_work()

@@ -296,6 +296,9 @@ class Engine:
         if self.has_work() or self.serving:
             raise RuntimeError("this engine is driven by an EngineLoop (or busy); submit requests to the loop instead")
         for r in requests:
+            if r.params.samples > self.max_running:
+                self.add_request(r)  # raises, before anything is queued
+        for r in requests:
             self.add_request(r)
         try:
             while self.has_work():
@@ -315,6 +318,9 @@ class Engine:
     def add_request(self, request: Request) -> None:
         """Queue a request (its prompt already encoded and checked, its params validated)."""
         p = request.params
+        if p.samples > self.max_running:
+            raise SamplingError(f"{'best_of' if p.best_of else 'n'} = {p.samples} samples exceed the engine's "
+                                f"max_running = {self.max_running} sequences decoded together")
         stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos or self.eos_id is None else {self.eos_id})
         for c in range(p.samples):
             sp = p.replace(seed=sample_seed(p.seed, c))
