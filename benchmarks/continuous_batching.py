@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/continuous_batching.py                       # both shapes, 3 rounds
     .venv/bin/python benchmarks/continuous_batching.py --shapes tiny --concurrency 1 4 16 --threads 1
 
-c requests (prompt 64 random tokens, 128 new, temperature 1 and top-k 50 (`--top-k`), EOS ignored) arrive
+c requests (prompt 64 random tokens, 128 new, temperature 1 and top-k 50 (`--temperature`, `--top-k`,
+`--top-p`), EOS ignored) arrive
 together and are served by the scheduler: each prompt prefilled on its own, then all decoded one
 token per step. Rows:
 - engine: output tokens/s over the whole run (prefills included) and the median time to first token;
@@ -82,9 +83,11 @@ def attention(B: int, H: int, D: int, lengths: list[int], grouped: bool, reps: i
 def run(args: argparse.Namespace, name: str, shape: dict) -> None:
     model, tok = build(shape)
     print(f"===== shape {name}: {sum(p.numel() for p in model.parameters()):,} parameters; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; prompt {args.prompt}, {args.new} new, temperature 1, top-k {args.top_k}; "
+          f"{torch.get_num_threads()} threads; prompt {args.prompt}, {args.new} new, temperature {args.temperature}, "
+          f"top-k {args.top_k}, top-p {args.top_p}; "
           f"median of {args.rounds} rounds")
-    params = SamplingParams(max_tokens=args.new, temperature=1.0, top_k=args.top_k, ignore_eos=True, seed=0)
+    params = SamplingParams(max_tokens=args.new, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            ignore_eos=True, seed=0)
     engine = Engine(model, tok, max_running=max(args.concurrency), max_step_tokens=512)
     results: dict[int, dict[str, list[float]]] = {c: {"engine": [], "floor": [], "ttft": []} for c in args.concurrency}
     for r in range(args.rounds):
@@ -126,7 +129,9 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--top-k", type=int, default=50, help="0: plain sampling at temperature 1 (the OpenAI API's default)")
+    ap.add_argument("--top-k", type=int, default=50, help="0: off")
+    ap.add_argument("--top-p", type=float, default=1.0, help="1: off ([generate]'s default is 0.95 at temperature 0.8)")
+    ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
     args = ap.parse_args()

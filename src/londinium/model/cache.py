@@ -85,7 +85,6 @@ class SlotCache:
         self.k, self.v = _buffers(n_layer, (slots, n_kv_head, max_len, head_dim), device, dtype)
         self.slots, self.max_len = slots, max_len
         self.lengths: list[int] = []  # per row in use, in Python: no device sync to find the longest
-        self._lengths = torch.zeros(slots, dtype=torch.long, device=device)  # the same, for indexing
         self._rows = torch.arange(slots, device=device)
 
     @property
@@ -104,7 +103,7 @@ class SlotCache:
             # write and no mask, as cheap as a KVCache step.
             self._write = None
             return Layout(torch.arange(longest, end, device=device), None, False, end, longest)
-        lengths = self._lengths[:B]
+        lengths = torch.tensor(self.lengths, dtype=torch.long, device=device)
         # Row b's new token sits at column lengths[b]: it sees its own keys up to there, not the
         # stale columns past it (left by an earlier, longer occupant of the slot, or never written).
         mask = torch.arange(end, device=device)[None, :] <= lengths[:, None]
@@ -124,7 +123,6 @@ class SlotCache:
 
     def advance(self, n: int) -> None:
         self.lengths = [n_ + n for n_ in self.lengths]
-        self._lengths[:self.rows] += n
 
     # ---- sequences join and leave --------------------------------------------------------------
 
@@ -139,7 +137,6 @@ class SlotCache:
             self.k[layer][b, :, :n] = src.k[layer][row, :, :n]
             self.v[layer][b, :, :n] = src.v[layer][row, :, :n]
         self.lengths.append(n)
-        self._lengths[b] = n
         return b
 
     def keep(self, rows: list[int]) -> None:
@@ -153,7 +150,6 @@ class SlotCache:
                     self.k[layer][new, :, :n] = self.k[layer][old, :, :n]
                     self.v[layer][new, :, :n] = self.v[layer][old, :, :n]
         self.lengths = [self.lengths[r] for r in rows]
-        self._lengths[:len(rows)] = torch.tensor(self.lengths, dtype=torch.long, device=self._lengths.device)
 
 
 def compaction(rows: int, leaving: set[int]) -> list[int]:
