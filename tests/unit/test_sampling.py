@@ -234,3 +234,17 @@ def test_token_ids_outside_the_vocabulary_are_refused() -> None:
         SamplingParams(stop_token_ids=[-1]).validate(100)
     with pytest.raises(SamplingError, match="best_of"):
         SamplingParams(n=3, best_of=2).validate(100)
+
+
+def test_top_p_with_a_value_per_row_and_banned_tokens_matches_transformers_row_by_row() -> None:
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(5, 8192, generator=g) * 2
+    logits[:, :100] = -math.inf  # banned (no-repeat n-gram, say): probability 0, never kept
+    ps = [0.1, 0.5, 0.95, 0.999, 1.0]
+    ours = kept(TopP(ps)(logits.clone()))
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    for b, p in enumerate(ps):
+        want = kept(TopPLogitsWarper(p)(ids, logits[b:b + 1].clone())) if p < 1.0 else [list(range(100, 8192))]
+        assert ours[b] == want[0]

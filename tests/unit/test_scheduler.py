@@ -193,3 +193,12 @@ def test_limits_that_cannot_work_are_refused(engine: Engine) -> None:
     with pytest.raises(SamplingError, match="max_running = 2"):
         loop = EngineLoop(engine, max_running=2, max_step_tokens=16)
         loop.submit("Thou", SamplingParams(n=3))
+
+
+def test_an_engine_driven_by_a_loop_refuses_direct_generation_until_stopped(engine: Engine) -> None:
+    loop = EngineLoop(engine, max_running=2, max_step_tokens=16)
+    loop.start()
+    with pytest.raises(RuntimeError, match="driven by an EngineLoop"):
+        engine.generate(["Thou"], GREEDY)
+    loop.stop()
+    assert len(engine.generate(["Thou"], GREEDY)[0].token_ids) == GREEDY.max_tokens

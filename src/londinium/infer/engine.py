@@ -44,7 +44,7 @@ from londinium.infer.outputs import Choice, Completion, TextDelta, Timing, Token
 from londinium.infer.sampling import (LogitsPipeline, SamplingError, SamplingParams, TokenChooser, build_pipeline,
                                       make_generator, sample_seed)
 from londinium.infer.text import TextStream, token_bytes_table
-from londinium.model.cache import KVCache, SlotCache, compaction
+from londinium.model.cache import KVCache, PrefixCache, SlotCache, compaction
 
 Prompt = Union[str, Sequence[int]]
 
@@ -120,9 +120,13 @@ class Engine:
 
     `max_running` sequences are decoded together (the cache's slots); a step computes at most
     `max_step_tokens` tokens, one per running sequence plus prefill chunks of admitted prompts.
+    `prefix_cache_tokens` keeps that many tokens of recent prompts' keys/values for prompts that
+    start the same way (see `PrefixCache`; default 8 contexts' worth, 0 turns it off). It assumes
+    the model's weights do not change under the engine: after changing them, `prefixes.clear()`.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, max_running: int = 32, max_step_tokens: int = 512):
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, max_running: int = 32, max_step_tokens: int = 512,
+                 prefix_cache_tokens: int | None = None):
         from londinium.tokenizer.codec import EOT
 
         self.model = model.eval()
@@ -147,6 +151,8 @@ class Engine:
         self._pipeline = LogitsPipeline([], [], self.vocab_size, self.device)
         self._chooser: TokenChooser | None = None
         self.counters = collections.Counter()
+        self.serving = False  # an EngineLoop's thread owns the engine (see londinium.infer.scheduler)
+        self.prefixes = PrefixCache(8 * self.context if prefix_cache_tokens is None else prefix_cache_tokens)
         self.configure(max_running, max_step_tokens)
 
     def configure(self, max_running: int, max_step_tokens: int) -> None:
@@ -287,8 +293,11 @@ class Engine:
 
     def _run(self, requests: list[Request]) -> Iterator[StepEvent]:
         """Step until these requests are done (a caller that stops early cancels them)."""
-        if self.has_work():
-            raise RuntimeError("the engine is serving other requests (an EngineLoop drives it); submit there")
+        if self.has_work() or self.serving:
+            raise RuntimeError("this engine is driven by an EngineLoop (or busy); submit requests to the loop instead")
+        for r in requests:
+            if r.params.samples > self.max_running:
+                self.add_request(r)  # raises, before anything is queued
         for r in requests:
             self.add_request(r)
         try:
@@ -309,6 +318,9 @@ class Engine:
     def add_request(self, request: Request) -> None:
         """Queue a request (its prompt already encoded and checked, its params validated)."""
         p = request.params
+        if p.samples > self.max_running:
+            raise SamplingError(f"{'best_of' if p.best_of else 'n'} = {p.samples} samples exceed the engine's "
+                                f"max_running = {self.max_running} sequences decoded together")
         stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos or self.eos_id is None else {self.eos_id})
         for c in range(p.samples):
             sp = p.replace(seed=sample_seed(p.seed, c))
@@ -396,6 +408,7 @@ class Engine:
         while self._waiting and self._waiting[0].params.samples <= free:
             r = self._waiting.popleft()
             r.admitted_at = time.perf_counter()
+            self.counters["prompt_tokens"] += len(r.prompt_ids)
             free -= r.params.samples
             self._prefilling.append(r)
         joining = []
@@ -419,12 +432,22 @@ class Engine:
         logits once the whole prompt is cached."""
         if r.prefill is None:
             r.prefill = self.model.new_kv_cache(1, len(r.prompt_ids))
+            known, n = self.prefixes.lookup(r.prompt_ids)
+            if known is not None:
+                for layer in range(len(known.k)):
+                    r.prefill.k[layer][:, :, :n] = known.k[layer][:, :, :n]
+                    r.prefill.v[layer][:, :, :n] = known.v[layer][:, :, :n]
+                r.prefill.length = n
+                self.counters["prefix_hit_tokens"] += n
         start = r.prefill.length
         n = min(budget, len(r.prompt_ids) - start)
         chunk = torch.tensor([r.prompt_ids[start:start + n]], dtype=torch.long, device=self.device)
         logits = self.model(chunk, kv_cache=r.prefill, logits_to_keep=1)[0][:, -1].float()
-        self.counters["prompt_tokens"] += n
-        return n, (logits if r.prefill.length == len(r.prompt_ids) else None)
+        self.counters["prefill_tokens"] += n  # computed; prompt_tokens - prefill_tokens came from the prefix cache
+        if r.prefill.length < len(r.prompt_ids):
+            return n, None
+        self.prefixes.insert(r.prompt_ids, r.prefill)
+        return n, logits
 
     def _join(self, joining: list[tuple[Request, torch.Tensor]], logits: torch.Tensor | None) -> torch.Tensor:
         """Prefilled requests join the running rows: each sample gets a slot with a copy of the prompt's cache."""

@@ -319,8 +319,23 @@ class TopK(LogitsProcessor):
         return logits.masked_fill(logits < threshold, -math.inf)
 
 
+def sorted_ascending(x: torch.Tensor) -> torch.Tensor:
+    """The values of each row of `x` `[B, V]`, sorted ascending. On CPU through NumPy: torch's CPU sort
+    always computes indices too and took ~30x longer here (8.7 ms against 0.27 ms for 16 rows of 8192)."""
+    if x.device.type == "cpu":
+        import numpy as np
+
+        return torch.from_numpy(np.sort(x.numpy(), axis=-1))
+    return x.sort(dim=-1).values
+
+
 class TopP(LogitsProcessor):
-    """Nucleus sampling: keep the smallest set of most likely tokens whose probability reaches p."""
+    """Nucleus sampling: keep the smallest set of most likely tokens whose probability reaches p.
+
+    `transformers`' rule, on sorted values only (no permutation to undo): counting from the least
+    likely token up, drop the tokens whose cumulative probability is at most 1 - p; the most likely
+    token always stays. The cut becomes a probability threshold per row, so the kept set is every
+    token at least that likely (a tie at the threshold keeps all its tokens)."""
 
     per_row = ("p",)
 
@@ -328,13 +343,13 @@ class TopP(LogitsProcessor):
         self.p = torch.tensor(p, dtype=torch.float32, device=device)[:, None]
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        before = probs.cumsum(dim=-1) - probs  # probability mass of the more likely tokens
-        # A token is dropped once the tokens before it already reach p; the first always stays.
+        probs = logits.softmax(dim=-1)
+        ascending = sorted_ascending(probs).to(probs.device)
+        cdf = ascending.cumsum(dim=-1)
+        cut = torch.searchsorted(cdf, (1.0 - self.p).to(cdf.dtype), right=True).clamp_(max=logits.shape[-1] - 1)
+        threshold = ascending.gather(1, cut)
         # Rows with p = 1 keep everything (float rounding could otherwise drop a far tail).
-        drop_sorted = (before >= self.p) & (self.p < 1.0)
-        drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
+        drop = (probs < threshold) & (self.p < 1.0)
         return logits.masked_fill(drop, -math.inf)
 
 

@@ -196,6 +196,9 @@ class EngineLoop:
     def start(self) -> None:
         if self._thread is not None:
             return
+        if self.engine.serving:
+            raise RuntimeError("another EngineLoop already drives this engine")
+        self.engine.serving = True  # generate()/stream() on it would race the loop thread
         self._accepting, self._stopping = True, False
         self._thread = threading.Thread(target=self._main, name="londinium-engine", daemon=True)
         self._thread.start()
@@ -212,6 +215,7 @@ class EngineLoop:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+            self.engine.serving = False
 
     # ---- submitting ----------------------------------------------------------------------------
 

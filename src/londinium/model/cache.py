@@ -85,7 +85,6 @@ class SlotCache:
         self.k, self.v = _buffers(n_layer, (slots, n_kv_head, max_len, head_dim), device, dtype)
         self.slots, self.max_len = slots, max_len
         self.lengths: list[int] = []  # per row in use, in Python: no device sync to find the longest
-        self._lengths = torch.zeros(slots, dtype=torch.long, device=device)  # the same, for indexing
         self._rows = torch.arange(slots, device=device)
 
     @property
@@ -96,25 +95,34 @@ class SlotCache:
         if T != 1:
             raise ValueError(f"a SlotCache step takes one token per row, got {T}; prefill into a KVCache and insert it")
         B = self.rows
-        lengths = self._lengths[:B]
-        end = max(self.lengths) + 1
+        longest, shortest = max(self.lengths), min(self.lengths)
+        end = longest + 1
+        self._end = end
+        if longest == shortest:
+            # Every row at the same length (always so for one row): a shared position, a slice to
+            # write and no mask, as cheap as a KVCache step.
+            self._write = None
+            return Layout(torch.arange(longest, end, device=device), None, False, end, longest)
+        lengths = torch.tensor(self.lengths, dtype=torch.long, device=device)
         # Row b's new token sits at column lengths[b]: it sees its own keys up to there, not the
         # stale columns past it (left by an earlier, longer occupant of the slot, or never written).
         mask = torch.arange(end, device=device)[None, :] <= lengths[:, None]
         self._write = (self._rows[:B], lengths)
-        self._end = end
         return Layout(lengths[:, None], mask[:, None, None, :], False, end)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, cols = self._write
-        self.k[layer][rows, :, cols] = k[:, :, 0]
-        self.v[layer][rows, :, cols] = v[:, :, 0]
         B, end = self.rows, self._end
+        if self._write is None:
+            self.k[layer][:B, :, end - 1:end] = k
+            self.v[layer][:B, :, end - 1:end] = v
+        else:
+            rows, cols = self._write
+            self.k[layer][rows, :, cols] = k[:, :, 0]
+            self.v[layer][rows, :, cols] = v[:, :, 0]
         return self.k[layer][:B, :, :end], self.v[layer][:B, :, :end]
 
     def advance(self, n: int) -> None:
         self.lengths = [n_ + n for n_ in self.lengths]
-        self._lengths[:self.rows] += n
 
     # ---- sequences join and leave --------------------------------------------------------------
 
@@ -129,7 +137,6 @@ class SlotCache:
             self.k[layer][b, :, :n] = src.k[layer][row, :, :n]
             self.v[layer][b, :, :n] = src.v[layer][row, :, :n]
         self.lengths.append(n)
-        self._lengths[b] = n
         return b
 
     def keep(self, rows: list[int]) -> None:
@@ -143,7 +150,6 @@ class SlotCache:
                     self.k[layer][new, :, :n] = self.k[layer][old, :, :n]
                     self.v[layer][new, :, :n] = self.v[layer][old, :, :n]
         self.lengths = [self.lengths[r] for r in rows]
-        self._lengths[:len(rows)] = torch.tensor(self.lengths, dtype=torch.long, device=self._lengths.device)
 
 
 def compaction(rows: int, leaving: set[int]) -> list[int]:
@@ -158,3 +164,73 @@ def compaction(rows: int, leaving: set[int]) -> list[int]:
     for hole, src in zip(holes, tail):
         order[hole] = src
     return order
+
+
+class PrefixCache:
+    """The keys and values of recent prompts, found again by their leading tokens, so a prompt that
+    starts like an earlier one (a system prompt, few-shot examples) copies that part instead of
+    recomputing it. vLLM's automatic prefix caching, without paging: matches are whole blocks of
+    `block` tokens, found through a hash chained block by block (`hash(previous, block tokens)`) and
+    then checked token by token; entries are the prompts' own prefill caches, kept as they are (no
+    copy), least recently used first out beyond `capacity` tokens. `capacity = 0` turns it off.
+    """
+
+    def __init__(self, capacity: int, block: int = 16):
+        import collections
+
+        self.capacity, self.block = capacity, block
+        self._entries: collections.OrderedDict[int, tuple[list[int], KVCache, list[int]]] = collections.OrderedDict()
+        self._index: dict[int, int] = {}  # chained hash of the first k blocks -> entry
+        self._size = 0
+        self._next = 0
+
+    def _chain(self, ids: list[int], blocks: int) -> list[int]:
+        out, h = [], 0
+        for i in range(blocks):
+            h = hash((h, tuple(ids[i * self.block:(i + 1) * self.block])))
+            out.append(h)
+        return out
+
+    def lookup(self, ids: list[int]) -> tuple[KVCache | None, int]:
+        """The cache holding the longest known prefix of `ids` that leaves at least one token to
+        compute (the last token's logits are needed), and its length (0: none)."""
+        if not self.capacity or not self._index:
+            return None, 0
+        for k, h in reversed(list(enumerate(self._chain(ids, (len(ids) - 1) // self.block), 1))):
+            key = self._index.get(h)
+            if key is None:
+                continue
+            entry_ids, cache, _ = self._entries[key]
+            n = k * self.block
+            if entry_ids[:n] == ids[:n]:  # not a hash collision
+                self._entries.move_to_end(key)
+                return cache, n
+        return None, 0
+
+    def insert(self, ids: list[int], cache: KVCache) -> None:
+        """Remember a prefilled prompt (its cache must hold `ids` and not change afterwards)."""
+        blocks = len(ids) // self.block
+        if not self.capacity or not blocks or len(ids) > self.capacity:
+            return
+        key, self._next = self._next, self._next + 1
+        hashes = self._chain(ids, blocks)
+        self._entries[key] = (ids, cache, hashes)
+        for h in hashes:
+            self._index[h] = key  # the newest entry answers for a shared prefix
+        self._size += len(ids)
+        while self._size > self.capacity:
+            old, (old_ids, _, old_hashes) = self._entries.popitem(last=False)
+            self._size -= len(old_ids)
+            for h in old_hashes:
+                if self._index.get(h) == old:
+                    del self._index[h]
+            # A prefix the evicted entry answered for may still be held by another entry; it is
+            # found again when that entry's prompt or a later one is inserted.
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._index.clear()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
