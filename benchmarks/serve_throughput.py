@@ -16,7 +16,9 @@ every op of a one-sequence decode, which made c = 1 figures swing 20x between ru
 
 Figures per level: output tokens per second (the completions' tokens, counted by re-encoding the
 returned text with our tokenizer, so both servers are counted alike, over the level's wall time) and
-time to first token, p50 (request sent to the first chunk with text). Ratios: londinium at c
+time to first token, p50 (request sent to the first chunk with text). The first row is the
+ceiling under the server: the same requests submitted straight to an `EngineLoop` in the benchmark's
+process, with no HTTP. Ratios: londinium at c
 against its own c = 1, and against each peer at the same c.
 """
 
@@ -125,6 +127,26 @@ async def level(url: str, model: str, concurrency: int, requests: int, max_token
     return tokens / wall, statistics.median(ttfts) if ttfts else float("nan")
 
 
+ENGINE = "engine alone (EngineLoop, no HTTP)"
+
+
+def engine_level(loop, concurrency: int, requests: int, max_tokens: int, count) -> tuple[float, float]:
+    """The ceiling under the server: the same requests straight into an EngineLoop in this process,
+    `concurrency` in flight at a time."""
+    from londinium.infer.sampling import SamplingParams
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    todo, inflight, tokens, ttfts = list(range(requests)), [], 0, []
+    t0 = time.perf_counter()
+    while todo or inflight:
+        while todo and len(inflight) < concurrency:
+            inflight.append(loop.submit(PROMPTS[todo.pop() % len(PROMPTS)], params))
+        done = inflight.pop(0).result()
+        tokens += count(done.text)
+        ttfts.append(done.timing.ttft_s)
+    return tokens / (time.perf_counter() - t0), statistics.median(ttfts)
+
+
 def main() -> None:
     from londinium.tokenizer.codec import encode, load_tokenizer
     from londinium.workspace import Workspace
@@ -160,20 +182,34 @@ def main() -> None:
                              *(["--continuous-batching"] if cb else [])], str(export)))
     # All servers run at once and are measured in alternation, level by level and round by round,
     # so load from other processes on a shared machine hits all of them alike; figures are medians.
-    procs, urls = {}, {}
+    procs, urls, loop = {}, {}, None
     try:
         for name, cmd, model in servers:
             p = port if name == "londinium serve" else free_port()
             urls[name] = f"http://127.0.0.1:{p}"
             procs[name] = start([str(p) if c == "PORT" else c for c in cmd], urls[name], tmp / f"server-{len(procs)}.log", args.threads)
-        samples: dict[str, dict[int, list[tuple[float, float]]]] = {name: {c: [] for c in levels} for name, _, _ in servers}
+        import torch
+
+        from londinium.infer.engine import Engine
+        from londinium.infer.scheduler import EngineLoop
+        from londinium.model.load import load_run
+
+        torch.set_num_threads(args.threads)
+        loop = EngineLoop(Engine.from_trained(load_run(ws, run=args.run)), max_running=max(levels))
+        loop.start()
+        samples: dict[str, dict[int, list[tuple[float, float]]]] = {name: {c: [] for c in levels} for name in [ENGINE, *urls]}
         for r in range(args.rounds):
             for c in levels:
+                tps, ttft = engine_level(loop, c, max(args.requests, c), args.max_tokens, count)
+                samples[ENGINE][c].append((tps, ttft))
+                print(f"round {r + 1}  {ENGINE:42s} c={c:<3d} {tps:8.1f} tok/s  TTFT p50 {ttft * 1000:7.1f} ms", flush=True)
                 for name, _, model in servers:
                     tps, ttft = asyncio.run(level(urls[name], model, c, max(args.requests, c), args.max_tokens, count))
                     samples[name][c].append((tps, ttft))
                     print(f"round {r + 1}  {name:42s} c={c:<3d} {tps:8.1f} tok/s  TTFT p50 {ttft * 1000:7.1f} ms", flush=True)
     finally:
+        if loop is not None:
+            loop.stop()
         for proc in procs.values():
             stop(proc)
     results = {name: {c: (statistics.median(t for t, _ in rows), statistics.median(f for _, f in rows)) for c, rows in by_c.items()}
@@ -188,9 +224,12 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{rows[c][0]:.0f} | {rows[c][1] * 1000:.0f} ms" for c in levels) + " |")
     base = ours[levels[0]][0]
     for c in levels[1:]:
-        print(f"londinium c={c} / its own c={levels[0]}: {ours[c][0] / base:.2f}x throughput")
+        print(f"londinium c={c} / its own c={levels[0]}: {ours[c][0] / base:.2f}x throughput "
+              f"(the engine alone: {results[ENGINE][c][0] / results[ENGINE][levels[0]][0]:.2f}x)")
+    for c in levels:
+        print(f"londinium serve / the engine alone at c={c}: {ours[c][0] / results[ENGINE][c][0]:.2f}x")
     for name, rows in results.items():
-        if name == "londinium serve":
+        if name in ("londinium serve", ENGINE):
             continue
         for c in levels:
             print(f"londinium / {name} at c={c}: {ours[c][0] / rows[c][0]:.2f}x throughput, "

@@ -1,4 +1,4 @@
-"""`londinium serve`: load a trained run (or a `londinium export` directory) and serve it with uvicorn until SIGTERM.
+"""`londinium serve`: load a trained run (or a `londinium export` directory) and serve it until SIGTERM.
 
 The port opens before the model is loaded (requests get 503 and /health says "loading" meanwhile);
 a model that fails to load stops the server with its error. SIGTERM drains: new requests get 503,
@@ -126,8 +126,8 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's Server, with SIGTERM as a drain: stop admitting, let running requests finish or
-    cancel them at the deadline, exit 0. (uvicorn alone re-raises the signal once it has shut down,
+    """uvicorn's Server, with SIGTERM (and a first Ctrl-C) as a drain: stop admitting, let running
+    requests finish or cancel them at the deadline, exit 0; a second Ctrl-C forces the exit. (uvicorn alone re-raises the signal once it has shut down,
     so the process would die of it.)"""
 
     def __init__(self, config: uvicorn.Config, state: Any, timeout_s: float):
@@ -135,10 +135,11 @@ class _Server(uvicorn.Server):
         self.state, self.timeout_s = state, timeout_s
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        if sig != signal.SIGTERM:
-            return super().handle_exit(sig, frame)
+        if self.state.draining and sig == signal.SIGINT:
+            return super().handle_exit(sig, frame)  # a second Ctrl-C: uvicorn's forced exit
         if not self.state.draining:
-            log.info("londinium serve: SIGTERM: draining (up to %.0f s for running requests)", self.timeout_s)
+            name = signal.Signals(sig).name
+            log.info("londinium serve: %s: draining (up to %.0f s for running requests)", name, self.timeout_s)
             threading.Thread(target=self.state.drain, args=(self.timeout_s,), name="londinium-drain", daemon=True).start()
         self.state.draining = True
         self.should_exit = True
