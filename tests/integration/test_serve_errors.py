@@ -76,6 +76,7 @@ def test_api_key_is_required_except_for_health(served) -> None:
     (dict(prompt="thou " * 200), "prompt", "maximum context length is 128 tokens"),
     (dict(prompt=[[1, 2, 10 ** 6]]), "prompt", "not in the vocabulary"),
     (dict(suffix="end"), "suffix", "suffix"),
+    (dict(n=17), "n", "serve.max_running = 16"),
 ])
 def test_invalid_completion_fields_are_400_naming_the_field(served, kwargs, param, says) -> None:
     args = dict(model=MODEL, prompt="Thou art", max_tokens=4) | kwargs

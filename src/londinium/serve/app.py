@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, Callable
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from londinium.config import GenerateConfig, ServeConfig
@@ -110,8 +110,6 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                from fastapi import HTTPException
-
                 raise HTTPException(413, self._message(seen))
             return message
 
@@ -261,8 +259,6 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
         watcher = asyncio.create_task(watch())
         try:
             done = await asyncio.gather(*waits)
-        except APIError:
-            raise
         except Exception as e:  # noqa: BLE001
             raise engine_error(e) from None
         finally:
@@ -278,6 +274,11 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
         return done
 
     def begin(request: Request, prefix: str, kind: str, prepared: Prepared, echo: bool = False) -> Call:
+        p = prepared.params[0]
+        if p.samples > cfg.max_running:
+            field = "best_of" if p.best_of is not None and p.best_of > p.n else "n"
+            raise bad_request(f"{field} = {p.samples}: more samples than this server decodes at once "
+                              f"(serve.max_running = {cfg.max_running})", param=field)
         call_id = f"{prefix}-{uuid.uuid4().hex}"
         record = request.scope.get("state", {}).get("record", {})
         record.update(id=call_id, model=state.model_name, n=prepared.params[0].n, stream=prepared.stream)
