@@ -77,6 +77,8 @@ def test_api_key_is_required_except_for_health(served) -> None:
     (dict(prompt=[[1, 2, 10 ** 6]]), "prompt", "not in the vocabulary"),
     (dict(suffix="end"), "suffix", "suffix"),
     (dict(n=17), "n", "serve.max_running = 16"),
+    (dict(best_of=3, stream=True), "best_of", "cannot stream"),
+    (dict(echo=True, logprobs=1), "echo", "logprobs"),
 ])
 def test_invalid_completion_fields_are_400_naming_the_field(served, kwargs, param, says) -> None:
     args = dict(model=MODEL, prompt="Thou art", max_tokens=4) | kwargs

@@ -82,6 +82,14 @@ def test_seeded_sampling_reproduces_and_matches_generate_n_choices_differ(served
     assert a.usage.completion_tokens == sum(len(c.token_ids) for c in ref.choices)
 
 
+def test_best_of_returns_the_most_likely_samples_and_counts_them_all(served, client) -> None:
+    url, engine, _ = served
+    r = client.completions.create(model=MODEL, prompt="The king", max_tokens=8, temperature=1.0, seed=5, n=1, best_of=3)
+    ref = reference(engine, "The king", max_tokens=8, temperature=1.0, seed=5, n=1, best_of=3)
+    assert [c.text for c in r.choices] == [c.text for c in ref.choices] and len(r.choices) == 1
+    assert r.usage.completion_tokens == ref.timing.completion_tokens > len(ref.choices[0].token_ids)
+
+
 def test_prompt_forms_list_of_strings_and_token_ids(served, client) -> None:
     url, engine, _ = served
     ids = encode(engine.tokenizer, "O sweet")
