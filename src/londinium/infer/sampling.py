@@ -347,10 +347,9 @@ class TopP(LogitsProcessor):
         ascending = sorted_ascending(probs).to(probs.device)
         cdf = ascending.cumsum(dim=-1)
         cut = torch.searchsorted(cdf, (1.0 - self.p).to(cdf.dtype), right=True).clamp_(max=logits.shape[-1] - 1)
-        threshold = ascending.gather(1, cut)
-        # Rows with p = 1 keep everything (float rounding could otherwise drop a far tail).
-        drop = (probs < threshold) & (self.p < 1.0)
-        return logits.masked_fill(drop, -math.inf)
+        # Rows with p = 1 keep everything (float rounding could otherwise drop a far tail): threshold 0.
+        threshold = ascending.gather(1, cut) * (self.p < 1.0)
+        return logits.masked_fill(probs < threshold, -math.inf)
 
 
 class MinP(LogitsProcessor):
