@@ -13,6 +13,7 @@ for paths and never joins them by hand:
       eval/<run>/  results.json report.md perplexity_by_source.png loss.png config.toml
       eval/compare-<a>-vs-<b>.md .json
       exports/<run>-step-<N>/        a transformers directory (londinium export); <run>-step-<N>.gguf for GGUF
+      index/    bm25/ (the BM25 matrices) documents.jsonl meta.json config.toml   (londinium index build)
 
 A stage is a function of its config and its inputs. `Workspace.up_to_date` says whether a stage's
 recorded config and input hashes equal the current ones and its outputs are intact; `record` writes
@@ -168,6 +169,26 @@ class Workspace:
         """Default place of an export: a directory for Hugging Face format, one file for GGUF."""
         name = f"{run}-step-{step:06d}"
         return self.exports_dir / (f"{name}.gguf" if fmt == "gguf" else name)
+
+    # search index
+    @property
+    def index_dir(self) -> Path:
+        return self.stage_dir("index")
+
+    @property
+    def index_bm25_dir(self) -> Path:
+        """The bm25s index (sparse score matrix, vocabulary, parameters)."""
+        return self.index_dir / "bm25"
+
+    @property
+    def index_documents(self) -> Path:
+        """One row per indexed document, in index order: id, split, source, title, period, license."""
+        return self.index_dir / "documents.jsonl"
+
+    @property
+    def index_meta(self) -> Path:
+        """What the index was built from (the corpus splits' sha256) and its size."""
+        return self.index_dir / "meta.json"
 
     # ---- manifest ------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
