@@ -13,8 +13,6 @@ text, and the other way round).
 from __future__ import annotations
 
 import re
-from typing import Iterator
-
 # A word: letters, with inner apostrophes ("o'er", "heav’n"); digits and underscores are not letters.
 WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
 _DOUBLE = re.compile(r"(.)\1+")
@@ -30,9 +28,3 @@ def fold_word(word: str) -> str:
 def words(text: str) -> list[str]:
     """The words of `text`, as written."""
     return WORD.findall(text)
-
-
-def folded_words(text: str) -> Iterator[tuple[int, int, str]]:
-    """(start, end, folded form) of each word of `text`; offsets are character offsets into `text`."""
-    for m in WORD.finditer(text):
-        yield m.start(), m.end(), fold_word(m.group())

@@ -13,7 +13,7 @@ for paths and never joins them by hand:
       eval/<run>/  results.json report.md perplexity_by_source.png loss.png config.toml
       eval/compare-<a>-vs-<b>.md .json
       exports/<run>-step-<N>/        a transformers directory (londinium export); <run>-step-<N>.gguf for GGUF
-      index/    bm25/ (the BM25 matrices) documents.jsonl meta.json config.toml   (londinium index build)
+      index/    bm25/ (the BM25 matrices) documents.jsonl spellings.json meta.json config.toml   (londinium index build)
 
 A stage is a function of its config and its inputs. `Workspace.up_to_date` says whether a stage's
 recorded config and input hashes equal the current ones and its outputs are intact; `record` writes
@@ -184,6 +184,11 @@ class Workspace:
     def index_documents(self) -> Path:
         """One row per indexed document, in index order: id, split, source, title, period, license."""
         return self.index_dir / "documents.jsonl"
+
+    @property
+    def index_spellings(self) -> Path:
+        """{folded term: the spellings of it in the corpus}, to find a hit's matched words fast."""
+        return self.index_dir / "spellings.json"
 
     @property
     def index_meta(self) -> Path:

@@ -103,10 +103,13 @@ def test_hits_carry_provenance_and_a_snippet_at_the_match(index):
 
 
 def test_snippet_span_picks_the_densest_passage():
-    text = "upon " + "x " * 100 + "blasted heath upon " + "y " * 100
-    start, end, matches = snippet_span(text, {"blasted", "heath", "upon"}, 40)
-    assert "blasted heath upon" in text[start:end]
-    assert all(start <= s < e <= end for s, e in matches) and len(matches) == 3
+    text = "Vpon " + "x " * 100 + "blasted heath's heath upon " + "y " * 100
+    start, end, matches = snippet_span(text, ["upon", "vpon", "blasted", "heath"], 40, fold_word)
+    assert "blasted heath's heath upon" in text[start:end]
+    assert [text[s:e] for s, e in matches] == ["blasted", "heath", "upon"]  # "heath's" is another word
+    assert all(start <= s < e <= end for s, e in matches)
+    start, end, matches = snippet_span(text, ["nowhere"], 40, fold_word)
+    assert (start, matches) == (0, []) and text[start:end].startswith("Vpon")
 
 
 def test_unknown_document_is_a_clear_error(index):

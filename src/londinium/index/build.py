@@ -8,6 +8,9 @@ near-duplicates with. "vpon" and "upon" are then one term, as are "haue" and "ha
 modern spelling finds the First Folio text and the other way round; queries are folded the same way
 (`search.py`).
 
+`spellings.json` lists the spellings of each term found in the corpus ("upon": ["upon", "vpon"]),
+so the words a hit matched are found by plain string search instead of folding every word of it.
+
 The index holds no document text: `documents.jsonl` names each document (id, split, source, title,
 period, and the licence from the sources registry) in index order, and `meta.json` records the
 sha256 of the corpus splits it was built from, so a search reads the texts from the corpus and
@@ -29,7 +32,7 @@ from londinium.files import fsync_dir, sha256_file, write_json, write_jsonl
 from londinium.spelling import fold_word, words
 from londinium.workspace import SPLITS, Workspace
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # bump when the files change: the stage then rebuilds, and search refuses an older index
 
 
 def validate_config(c: IndexConfig) -> None:
@@ -47,20 +50,28 @@ def validate_config(c: IndexConfig) -> None:
 
 
 class TermFolder:
-    """Text -> folded terms, with a cache per distinct word (a corpus repeats its words)."""
+    """Text -> folded terms, with a cache per distinct word (a corpus repeats its words: folding each
+    occurrence afresh made snippets 10x slower than the BM25 look-up itself)."""
 
     def __init__(self) -> None:
         self._cache: dict[str, str] = {}
 
+    def fold(self, word: str) -> str:
+        f = self._cache.get(word)
+        if f is None:
+            f = self._cache[word] = fold_word(word)
+        return f
+
     def __call__(self, text: str) -> list[str]:
-        cache = self._cache
-        out = []
-        for w in words(text):
-            f = cache.get(w)
-            if f is None:
-                f = cache[w] = fold_word(w)
-            out.append(f)
-        return out
+        """The folded terms of `text`, in order."""
+        return [self.fold(w) for w in words(text)]
+
+    def surface_forms(self) -> dict[str, list[str]]:
+        """{folded term: the lower-cased spellings of it seen so far}, for finding matches in a text."""
+        forms: dict[str, set[str]] = {}
+        for word, folded in self._cache.items():
+            forms.setdefault(folded, set()).add(word.lower())
+        return {t: sorted(f) for t, f in sorted(forms.items())}
 
 
 def iter_corpus(ws: Workspace, splits: list[str]) -> Iterator[tuple[str, dict]]:
@@ -94,7 +105,8 @@ def build_index(ws: Workspace, cfg: Config, force: bool = False, log: Callable[[
 
     validate_config(cfg.index)
     inputs = [*(require_split(ws, s) for s in cfg.index.splits), registry_path(cfg)]
-    ran = ws.run_stage("index", cfg.index, lambda: _build(ws, cfg, log, show_progress), inputs=inputs, force=force, log=log)
+    ran = ws.run_stage("index", cfg.index, lambda: _build(ws, cfg, log, show_progress), inputs=inputs,
+                       fingerprint={"format": INDEX_FORMAT}, force=force, log=log)
     meta = json.loads(ws.index_meta.read_text(encoding="utf-8"))
     if ran:
         log(f"index: {meta['documents']:,} documents, {meta['terms']:,} terms, {meta['bytes'] / 1e6:.1f} MB "
@@ -132,6 +144,7 @@ def _build(ws: Workspace, cfg: Config, log: Callable[[str], None], show_progress
     tmp.mkdir(parents=True)
     retriever.save(str(tmp / ws.index_bm25_dir.name), show_progress=False)
     write_jsonl(tmp / ws.index_documents.name, docs)
+    write_json(tmp / ws.index_spellings.name, fold.surface_forms())
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     meta = {
         "format": INDEX_FORMAT,

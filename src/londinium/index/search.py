@@ -22,7 +22,7 @@ import numpy as np
 
 from londinium.errors import LondiniumError
 from londinium.files import sha256_file
-from londinium.spelling import folded_words
+from londinium.spelling import WORD
 from londinium.workspace import Workspace
 
 MAX_K = 100
@@ -83,16 +83,19 @@ def period_overlaps(period: Any, lo: int | None, hi: int | None) -> bool:
 class CorpusIndex:
     """The loaded index with the documents' texts; see the module docstring."""
 
-    def __init__(self, retriever: Any, documents: list[Document], snippet_chars: int = 240):
+    def __init__(self, retriever: Any, documents: list[Document], spellings: dict[str, list[str]], snippet_chars: int = 240):
         from londinium.index.build import TermFolder
 
         self.retriever = retriever
         self.documents = documents
         self.by_id = {d.id: i for i, d in enumerate(documents)}
+        self.spellings = spellings
         self.snippet_chars = snippet_chars
         self.sources = sorted({d.source for d in documents})
         self.splits = sorted({d.split for d in documents})
         self._fold = TermFolder()
+        # documents each term occurs in (bm25s keeps one sparse column per term)
+        self._doc_freq = np.diff(np.asarray(retriever.scores["indptr"]))
         self._source = np.array([d.source for d in documents], dtype=object)
         self._split = np.array([d.split for d in documents], dtype=object)
 
@@ -107,7 +110,11 @@ class CorpusIndex:
         build = f"run `londinium index build -w {ws.root}`"
         if not ws.index_meta.is_file():
             raise SearchError(f"no search index in {ws.index_dir}: {build} first")
+        from londinium.index.build import INDEX_FORMAT
+
         meta = json.loads(ws.index_meta.read_text(encoding="utf-8"))
+        if meta.get("format") != INDEX_FORMAT:
+            raise SearchError(f"the search index in {ws.index_dir} has format {meta.get('format')}, this londinium reads {INDEX_FORMAT}: {build}")
         for split, digest in meta["splits"].items():
             path = ws.corpus_split(split)
             if not path.is_file() or sha256_file(path) != digest:
@@ -118,7 +125,8 @@ class CorpusIndex:
             raise SearchError(f"the search index in {ws.index_dir} does not match the corpus ({len(rows)} vs {len(texts)} documents): {build}")
         docs = [Document(r["id"], r["split"], r["source"], r["title"], list(r["period"]), r["license"], t) for r, t in zip(rows, texts)]
         retriever = bm25s.BM25.load(str(ws.index_bm25_dir), show_progress=False)
-        return cls(retriever, docs, snippet_chars)
+        spellings = json.loads(ws.index_spellings.read_text(encoding="utf-8"))
+        return cls(retriever, docs, spellings, snippet_chars)
 
     # ---- look-ups -------------------------------------------------------------------------------
 
@@ -154,6 +162,13 @@ class CorpusIndex:
             keep &= np.array([period_overlaps(d.period, period_from, period_to) for d in self.documents])
         return keep.astype(np.float32)
 
+    def marked_terms(self, terms: list[str]) -> set[str]:
+        """The query terms a snippet is placed by and marks: those in at most half the documents
+        ("the", "and" would only pull the snippet anywhere and cost the most), all when none is."""
+        vocab = self.retriever.vocab_dict
+        rare = {t for t in terms if t in vocab and self._doc_freq[vocab[t]] <= len(self.documents) / 2}
+        return rare or set(terms)
+
     def search(self, query: str, k: int = 10, source: str | None = None, split: str | None = None,
                period_from: int | None = None, period_to: int | None = None) -> list[Hit]:
         """The k best-matching documents (fewer when fewer match), best first."""
@@ -164,33 +179,73 @@ class CorpusIndex:
             raise SearchError(f"query {query!r} has no words to search for")
         mask = self._mask(source, split, period_from, period_to)
         found, scores = self.retriever.retrieve([terms], k=min(k, len(self.documents)), show_progress=False,
-                                                n_threads=1, weight_mask=mask)
-        wanted = set(terms)
+                                                n_threads=0, weight_mask=mask)  # 0: no thread pool per call
+        spellings = [f for t in self.marked_terms(terms) for f in self.spellings.get(t, ())]
         hits = []
         for i, score in zip(found[0].tolist(), scores[0].tolist()):
             if score <= 0:  # no query term in it (or filtered out)
                 continue
             d = self.documents[i]
-            start, end, matches = snippet_span(d.text, wanted, self.snippet_chars)
+            start, end, matches = snippet_span(d.text, spellings, self.snippet_chars, self._fold.fold)
             hits.append(Hit(len(hits) + 1, d.id, d.source, d.title, d.period, d.split, d.license, round(float(score), 4),
                             d.text[start:end], start, end, matches))
         return hits
 
 
-def snippet_span(text: str, terms: set[str], width: int) -> tuple[int, int, list[list[int]]]:
-    """(start, end, matches) of the `width`-character passage of `text` where the most distinct
-    `terms` (folded) occur; matches are [start, end] of the matched words inside it."""
-    found = [(s, e, f) for s, e, f in folded_words(text) if f in terms]
+def find_words(text: str, spellings: Any, fold: Any) -> list[tuple[int, int, str]]:
+    """(start, end, folded term) of each whole-word occurrence of `spellings` (lower case) in `text`,
+    in order. A word is `spelling.WORD`'s: "heath" is not found in "heath's". str.find over the
+    lower-cased text is ~10x faster than a regular expression of alternatives, which Python tries at
+    every position."""
+    low = text.lower()
+    if len(low) != len(text):  # a character whose lower case is longer (rare): fold every word instead
+        forms = set(spellings)
+        return [(m.start(), m.end(), fold(m.group())) for m in WORD.finditer(text) if m.group().lower() in forms]
+    found = []
+    for form in set(spellings):
+        pos = low.find(form)
+        while pos != -1:
+            end = pos + len(form)
+            if _word_bounds(text, pos, end):
+                found.append((pos, end, fold(text[pos:end])))
+            pos = low.find(form, pos + 1)
+    return sorted(found)
+
+
+def _letter(ch: str) -> bool:
+    return ch.isalnum() and not ch.isdecimal()  # WORD's [^\W\d_]
+
+
+def _word_bounds(text: str, start: int, end: int) -> bool:
+    """True when text[start:end] is a whole word: no letter (or letter and apostrophe) on either side."""
+    if start > 0 and (_letter(text[start - 1]) or (start > 1 and text[start - 1] in "'’" and _letter(text[start - 2]))):
+        return False
+    n = len(text)
+    return not (end < n and (_letter(text[end]) or (end + 1 < n and text[end] in "'’" and _letter(text[end + 1]))))
+
+
+def snippet_span(text: str, spellings: Any, width: int, fold: Any) -> tuple[int, int, list[list[int]]]:
+    """(start, end, matches) of the `width`-character passage of `text` where the most distinct terms
+    occur, found by their `spellings` (lower case; `fold` turns a match into its term); matches are
+    [start, end] of the matched words inside the passage."""
+    found = find_words(text, spellings, fold)
     if not found:
         return 0, _cut_after(text, min(len(text), width), 1), []
-    best, best_key, j = (0, 0), (-1, 0), 0
-    for i in range(len(found)):  # two pointers: the matches that fit in one window starting at match i
-        j = max(j, i)
+    best, best_key = (0, 0), (-1, 0)
+    j, seen = 0, {found[0][2]: 1}  # the window is found[i..j]; seen counts its terms
+    for i in range(len(found)):  # two pointers: the widest window of matches that starts at match i
+        if j < i:
+            j, seen = i, {found[i][2]: 1}
         while j + 1 < len(found) and found[j + 1][1] - found[i][0] <= width:
             j += 1
-        key = (len({f for _, _, f in found[i:j + 1]}), j - i + 1)
+            seen[found[j][2]] = seen.get(found[j][2], 0) + 1
+        key = (len(seen), j - i + 1)
         if key > best_key:
             best, best_key = (i, j), key
+        term = found[i][2]  # match i leaves the window
+        seen[term] -= 1
+        if not seen[term]:
+            del seen[term]
     i, j = best
     lo, hi = found[i][0], found[j][1]
     pad = max(0, width - (hi - lo)) // 2
