@@ -82,6 +82,7 @@ async def stdio_session(ws: Workspace) -> dict:
         call = c.call_tool
         out["generate"] = await call("generate", {"prompt": "Thou art", "max_tokens": 8, "temperature": 0.7, "seed": 3})
         out["generate_again"] = await call("generate", {"prompt": "Thou art", "max_tokens": 8, "temperature": 0.7, "seed": 3})
+        out["generate_alone"] = await call("generate", {"prompt": "Thou art", "max_tokens": 6, "temperature": 0.9, "seed": 3})
         out["generate_concurrent"] = await asyncio.gather(*[
             call("generate", {"prompt": p, "max_tokens": 6, "temperature": 0.9, "seed": s})
             for p, s in [("Thou art", 3), ("The king", 4), ("Thou art", 3), ("The sea", 5)]])
@@ -139,7 +140,8 @@ def test_generate_is_seeded_and_safe_under_concurrent_calls(session):
     assert s["text"] in text_of(r)
     assert session["generate_again"].structured_content["text"] == s["text"]
     first, second, third, fourth = (x.structured_content for x in session["generate_concurrent"])
-    assert first == third  # same prompt and seed, decoded while other calls ran
+    # same prompt and seed, decoded while other calls ran: what it gives alone
+    assert first == third == session["generate_alone"].structured_content
     assert all(not x.is_error for x in session["generate_concurrent"])
 
 
