@@ -233,11 +233,9 @@ def build_server(service: ModelService) -> Any:
     ) -> Annotated[CallToolResult, SearchResult]:
         """Search the training corpus (BM25). Each hit has the document id, source, title, period, split and
         licence to cite, a snippet around the match with its character offsets, and the score."""
-        from londinium.index.search import Hit
-
-        r = service.search(query, k=k, source=source, split=split, period_from=period_from, period_to=period_to)
-        hits = [Hit(**{k: v for k, v in h.items() if k != "uri"}) for h in r["hits"]]
-        return _result(SearchResult, r, render_hits(query, hits))
+        hits = service.search(query, k=k, source=source, split=split, period_from=period_from, period_to=period_to)
+        data = {"query": query, "hits": [{**h.to_dict(), "uri": document_uri(h.id)} for h in hits]}
+        return _result(SearchResult, data, render_hits(query, hits))
 
     @server.tool(annotations=readonly)
     @_tool_error

@@ -100,9 +100,10 @@ class ModelService:
 
     # ---- input checks --------------------------------------------------------------------------
 
-    def _text(self, name: str, value: str, allow_empty: bool = False) -> str:
+    def _text(self, name: str, value: str) -> str:
+        """`value`, or a ToolInputError if it is empty or longer than mcp.max_prompt_chars."""
         limit = self.cfg.mcp.max_prompt_chars
-        if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        if not isinstance(value, str) or not value.strip():
             raise ToolInputError(f"{name} is empty; give some text")
         if len(value) > limit:
             raise ToolInputError(f"{name} has {len(value):,} characters, more than the {limit:,} this server accepts (mcp.max_prompt_chars); shorten it")
@@ -118,8 +119,7 @@ class ModelService:
         self._text("prompt", prompt)
         given = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed, "stop": stop}
         params = SamplingParams.from_config(self.cfg.generate, **{k: v for k, v in given.items() if v is not None})
-        params.validate(self.engine.vocab_size)
-        with self.lock:
+        with self.lock:  # the engine validates params and the prompt's length against the context
             [completion] = self.engine.generate([prompt], params)
         choice = completion.choices[0]
         return {"text": choice.text, "finish_reason": choice.finish_reason,
@@ -185,10 +185,10 @@ class ModelService:
         return {"prompt": prompt, "best": ranking[0]["continuation"], "ranking": ranking}
 
     def search(self, query: str, k: int = 10, source: str | None = None, split: str | None = None,
-               period_from: int | None = None, period_to: int | None = None) -> dict[str, Any]:
+               period_from: int | None = None, period_to: int | None = None) -> list[Any]:
+        """The index's hits (`index.search.Hit`) for `query`, best first."""
         self._text("query", query)
-        hits = self.index.search(query, k=k, source=source, split=split, period_from=period_from, period_to=period_to)
-        return {"query": query, "hits": [{**h.to_dict(), "uri": document_uri(h.id)} for h in hits]}
+        return self.index.search(query, k=k, source=source, split=split, period_from=period_from, period_to=period_to)
 
     def document(self, doc_id: str) -> dict[str, Any]:
         doc = self.index.get(doc_id)
