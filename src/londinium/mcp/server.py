@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from londinium.config import Config
 from londinium.errors import LondiniumError
+from londinium.eval.perplexity import period_label
 from londinium.mcp.service import ModelService, document_uri
 from londinium.workspace import Workspace
 
@@ -162,12 +163,6 @@ def _tool_error(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _period(p: list[int]) -> str:
-    from londinium.eval.perplexity import period_label
-
-    return period_label(p)
-
-
 def build_server(service: ModelService) -> Any:
     """The MCPServer publishing `service`'s tools, the workspace's reports and documents, and two prompts."""
     from mcp.server import MCPServer
@@ -175,7 +170,7 @@ def build_server(service: ModelService) -> Any:
 
     from londinium.index.search import render_hits
 
-    ws, cfg = service.ws, service.cfg
+    ws = service.ws
     server = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, version=_version())
     readonly = ToolAnnotations(read_only_hint=True, open_world_hint=False)  # nothing here changes state or leaves the machine
 
@@ -244,7 +239,7 @@ def build_server(service: ModelService) -> Any:
     ) -> Annotated[CallToolResult, DocumentResult]:
         """One corpus document: its full text with its provenance (source, title, licence, period, split)."""
         r = service.document(id)
-        head = f"{r['title'] or r['id']} | source {r['source']}, {_period(r['period'])}, {r['split']} split | {r['license'] or 'licence unknown'}"
+        head = f"{r['title'] or r['id']} | source {r['source']}, {period_label(r['period'])}, {r['split']} split | {r['license'] or 'licence unknown'}"
         return _result(DocumentResult, r, f"{head}\n\n{r['text']}")
 
     @server.tool(annotations=readonly)
