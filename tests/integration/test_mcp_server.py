@@ -271,3 +271,26 @@ def test_streamable_http_with_an_api_key(ws):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_without_an_index_the_search_tools_say_how_to_build_it_and_the_rest_work(ws, tmp_path):
+    """In process (the SDK's client takes the server object): a workspace whose index was never built."""
+    from mcp import Client
+
+    from londinium.mcp.server import build_server
+    from londinium.mcp.service import ModelService
+
+    bare = Workspace(tmp_path / "ws")
+    shutil.copytree(ws.root, bare.root, ignore=shutil.ignore_patterns("index"))
+    cfg = load_config(overrides=[f"serve.run={RUN!r}", "serve.checkpoint='latest'"])
+    server = build_server(ModelService.load(bare, cfg))
+
+    async def talk():
+        async with Client(server) as c:
+            return (await c.call_tool("search_corpus", {"query": "lord"}), await c.call_tool("get_document", {"id": "x"}),
+                    await c.call_tool("score_text", {"text": PASSAGE}))
+
+    search, document, score = asyncio.run(talk())
+    for r in (search, document):
+        assert r.is_error and "londinium index build" in text_of(r)
+    assert not score.is_error and score.structured_content["tokens"] > 0
