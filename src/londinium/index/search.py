@@ -107,11 +107,11 @@ class CorpusIndex:
 
         from londinium.data.documents import iter_documents
 
+        from londinium.index.build import INDEX_FORMAT
+
         build = f"run `londinium index build -w {ws.root}`"
         if not ws.index_meta.is_file():
             raise SearchError(f"no search index in {ws.index_dir}: {build} first")
-        from londinium.index.build import INDEX_FORMAT
-
         meta = json.loads(ws.index_meta.read_text(encoding="utf-8"))
         if meta.get("format") != INDEX_FORMAT:
             raise SearchError(f"the search index in {ws.index_dir} has format {meta.get('format')}, this londinium reads {INDEX_FORMAT}: {build}")
@@ -180,13 +180,16 @@ class CorpusIndex:
         mask = self._mask(source, split, period_from, period_to)
         found, scores = self.retriever.retrieve([terms], k=min(k, len(self.documents)), show_progress=False,
                                                 n_threads=0, weight_mask=mask)  # 0: no thread pool per call
-        spellings = [f for t in self.marked_terms(terms) for f in self.spellings.get(t, ())]
+        marked = [f for t in self.marked_terms(terms) for f in self.spellings.get(t, ())]
+        every = [f for t in set(terms) for f in self.spellings.get(t, ())]
         hits = []
         for i, score in zip(found[0].tolist(), scores[0].tolist()):
             if score <= 0:  # no query term in it (or filtered out)
                 continue
             d = self.documents[i]
-            start, end, matches = snippet_span(d.text, spellings, self.snippet_chars, self._fold.fold)
+            start, end, matches = snippet_span(d.text, marked, self.snippet_chars, self._fold.fold)
+            if not matches and len(every) > len(marked):  # it matched on common words only
+                start, end, matches = snippet_span(d.text, every, self.snippet_chars, self._fold.fold)
             hits.append(Hit(len(hits) + 1, d.id, d.source, d.title, d.period, d.split, d.license, round(float(score), 4),
                             d.text[start:end], start, end, matches))
         return hits
