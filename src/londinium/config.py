@@ -213,6 +213,27 @@ class ServeConfig:
     shutdown_timeout_s: float = doc(10.0, "On SIGTERM, seconds to let running requests finish before they are cancelled.")
 
 
+@dataclass
+class IndexConfig:
+    """`londinium index build`: a BM25 search index over the corpus documents (docs/search.md)."""
+
+    splits: list[str] = doc(["train", "val", "test"], "Corpus splits indexed (each hit says which split it is in).")
+    k1: float = doc(1.5, "BM25 term-frequency saturation (bm25s' default).")
+    b: float = doc(0.75, "BM25 length normalisation: 0 none, 1 full (bm25s' default).")
+    snippet_chars: int = doc(240, "Characters of document text around the best match that a hit shows.")
+
+
+@dataclass
+class McpConfig:
+    """`londinium mcp`: the model and corpus as MCP tools (docs/mcp.md). The model served, its device and
+    the API key come from [serve], so `londinium serve` and `londinium mcp` serve the same model under one key."""
+
+    host: str = doc("127.0.0.1", "Address the streamable HTTP transport binds (--http); anything but loopback without serve.api_key prints a warning.")
+    port: int = doc(8001, "TCP port of the streamable HTTP transport (8001: next to `londinium serve`'s 8000).")
+    max_prompt_chars: int = doc(8000, "Longest prompt, passage or continuation a tool accepts, in characters.")
+    surprising_tokens: int = doc(10, "Most surprising tokens score_text lists.")
+
+
 # --------------------------------------------------------------------------------------------------
 # The whole config
 
@@ -229,6 +250,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
 
     def section(self, name: str) -> Any:
         return getattr(self, name)

@@ -39,6 +39,7 @@ def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float |
     from londinium.eval.run import evaluate
     from londinium.export.card import load_snippet
     from londinium.export.run import export_run
+    from londinium.index.build import build_index
     from londinium.tokenizer.train import train_tokenizer
     from londinium.train.trainer import train
 
@@ -47,6 +48,7 @@ def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float |
     t0 = time.time()
     print(f"londinium quickstart: workspace {ws.root}, preset {cfg.preset}")
     build_corpus(ws, cfg.corpus, force=force)
+    build_index(ws, cfg, force=force)  # corpus search, for `londinium search` and the MCP tools
     train_tokenizer(ws, cfg.tokenizer, cache_dir=cfg.corpus.cache_dir, download_timeout_s=cfg.corpus.download_timeout_s, force=force)
     prepare_shards(ws, cfg.data, force=force)
     cfg.train.resume = True  # an interrupted quickstart continues its training run where it stopped
