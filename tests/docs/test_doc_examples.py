@@ -3,8 +3,10 @@
 Sybil (a maintained documentation-testing tool) finds the ```bash and ```python blocks of every
 Markdown file in README.md and docs/ -- a new guide joins by existing. Each file's examples run in
 order, in a fresh copy of a small trained workspace (`londinium-work`, as the docs call it), in its
-own working directory, and its Python blocks share one namespace: a block may continue the one
-before it, as prose reads.
+own working directory.
+
+- A ```python block runs on its own (its imports and variables defined in it), unless its first
+  line is `# continues ...`: then it runs in the namespace the file's earlier blocks left.
 
 - A ```bash block is a list of `londinium ...` commands (comments and `\\` continuations allowed);
   each runs through the real CLI in this process (no interpreter start-up) and must exit 0.
@@ -34,6 +36,7 @@ from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOT_RUN = re.compile(r"^\s*#\s*not run in the tests:\s*(?P<why>\S.*)$", re.IGNORECASE)
+CONTINUES = re.compile(r"^\s*#\s*continues\b", re.IGNORECASE)
 
 # Applied under every command's flags and --set (defaults < preset < this file < --set): the tiny
 # preset's model with few steps, few documents, short generations, and no reference downloads.
@@ -131,6 +134,8 @@ def test_doc_example(doc, index, doc_dir):
     marked = NOT_RUN.match(first)
     if marked:
         pytest.skip(f"{doc.relative_to(ROOT)}, line {example.line}: not run in the tests: {marked['why']}")
+    if example.region.evaluator is not _run_shell and not CONTINUES.match(first):
+        example.document.namespace.clear()  # a self-contained block must not lean on an earlier one
     example.evaluate()
 
 
