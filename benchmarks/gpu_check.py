@@ -450,6 +450,13 @@ def check_resume(plan: Plan, workdir: Path) -> dict[str, Any]:
     resumed_from = next((line.strip() for line in resumed.stdout.splitlines() if "resuming from step" in line), None)
     nondeterministic = sorted({line.strip()[:200] for p in (straight, killed, resumed) for line in p.stderr.splitlines()
                                if "deterministic" in line})
+    same = a_train == b_train and a_val == b_val and not differing and len(a_train) == plan.exact_steps
+    repeat_same = None
+    if not same:
+        # Is it the resume, or does the GPU not repeat even an uninterrupted run? One more straight run says.
+        again = _train(ws, "straight-again", plan)
+        if again.returncode == 0:
+            repeat_same = logged("straight-again") == logged("straight")
     return {
         "what_same_means": ("bit for bit: every logged train loss (one per step) and validation loss of the resumed run "
                             "equals the straight run's as a float, and every tensor of the final checkpoint is "
@@ -462,7 +469,8 @@ def check_resume(plan: Plan, workdir: Path) -> dict[str, Any]:
         "first_step_with_different_loss": first_loss_diff, "weights_same": not differing,
         "tensors_differing": len(differing), "max_abs_weight_diff": max_diff,
         "nondeterministic_op_warnings": nondeterministic,
-        "same": a_train == b_train and a_val == b_val and not differing and len(a_train) == plan.exact_steps,
+        "same": same,
+        "two_straight_runs_same": repeat_same,  # only run when `same` is false: null otherwise
     }
 
 

@@ -108,3 +108,13 @@ def test_full_check_without_a_gpu_stops_with_a_clear_message(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["environment"]["cuda_available"] is False
     assert "training" not in report
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the environment section is a GPU one")
+def test_shell_wrapper_finds_a_python_with_torch_and_runs_the_check(tmp_path):
+    """benchmarks/gpu_check.sh, the command a GPU machine runs: it picks the Python that imports torch."""
+    proc = subprocess.run(["bash", str(SCRIPT.with_suffix(".sh")), "--env-only", "--dry-run", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"{sys.executable} torch {torch.__version__}" in proc.stderr
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["environment"]["status"] == "ok"
