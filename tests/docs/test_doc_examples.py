@@ -12,7 +12,8 @@ own working directory.
   each runs through the real CLI in this process (no interpreter start-up) and must exit 0.
 - A block the tests cannot run says so on its first line, visibly to the reader too:
   `# not run in the tests: <why>` (multi-node torchrun, GPU-only, a 10-minute run, the network).
-  Any other command in a bash block fails the test and says to mark the block.
+  Any other command in a bash block fails the test and says to mark the block. A command that
+  does not return (`londinium serve` in the foreground) must be marked too; it fails at the timeout.
 - Small settings come from a `londinium.toml` in the working directory -- the config file every
   command reads -- so `--preset tiny` examples run as written, only with fewer steps, documents and
   tokens (see TINY_CONFIG). Files the examples name as the user's own (prompts.txt, my_sonnets.txt)
@@ -127,6 +128,7 @@ def doc_dir(request, docs_template, tmp_path_factory, monkeypatch):
 
 
 @pytest.mark.slow  # ~20 s in all on 2 busy cores, most of it the template's two training runs and `eval`
+@pytest.mark.timeout(120)  # a command that never returns (a server started in an example) fails here, not in 5 min
 @pytest.mark.parametrize(("doc", "index"), EXAMPLES, ids=[f"{d.relative_to(ROOT)}-{i}" for d, i in EXAMPLES])
 def test_doc_example(doc, index, doc_dir):
     example = doc_dir[index]
