@@ -67,7 +67,7 @@ class CorpusConfig:
 class TokenizerConfig:
     """Byte-level BPE trained on the corpus's train split."""
 
-    vocab_size: int = doc(8192, "Vocabulary size including special tokens (<= 65535 keeps shards uint16).")
+    vocab_size: int = doc(8192, "Vocabulary size including special tokens (<= 65,536 keeps shards uint16).")
     min_frequency: int = doc(2, "A merge must occur at least this often to be learned.")
     compare_gpt2: bool = doc(True, "Compare with GPT-2's tokenizer in the report (its files are fetched once into the download cache).")
     compare_sources: bool = doc(True, "Report what domain training buys: per source, a same-size tokenizer trained on the other sources only.")
