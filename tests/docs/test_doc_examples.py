@@ -14,6 +14,10 @@ own working directory.
   `# not run in the tests: <why>` (multi-node torchrun, GPU-only, a 10-minute run, the network).
   Any other command in a bash block fails the test and says to mark the block. A command that
   does not return (`londinium serve` in the foreground) must be marked too; it fails at the timeout.
+- A block that imports an optional extra (`llama_cpp`: `pip install -e '.[llama]'`) is skipped,
+  saying so, where that extra is not installed.
+- `londinium` on PATH is this checkout's CLI (a block may start it as a subprocess: an MCP host
+  does), and nothing is fetched from the Hugging Face Hub (`HF_HUB_OFFLINE=1`).
 - Small settings come from a `londinium.toml` in the working directory -- the config file every
   command reads -- so `--preset tiny` examples run as written, only with fewer steps, documents and
   tokens (see TINY_CONFIG). Files the examples name as the user's own (prompts.txt, my_sonnets.txt)
@@ -23,7 +27,9 @@ own working directory.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
+import os
 import re
 import shlex
 import shutil
@@ -38,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOT_RUN = re.compile(r"^\s*#\s*not run in the tests:\s*(?P<why>\S.*)$", re.IGNORECASE)
 CONTINUES = re.compile(r"^\s*#\s*continues\b", re.IGNORECASE)
+OPTIONAL_EXTRAS = {"llama_cpp": "llama"}  # module -> the pyproject extra that installs it
+os.environ["HF_HUB_OFFLINE"] = "1"  # set before transformers is imported: exports load from their directory only
 
 # Applied under every command's flags and --set (defaults < preset < this file < --set): the tiny
 # preset's model with few steps, few documents, short generations, and no reference downloads.
@@ -108,10 +116,18 @@ def docs_template(tiny_workspace, tmp_path_factory) -> Path:
     (root / "londinium.toml").write_text(TINY_CONFIG)
     for name, text in USER_FILES.items():
         (root / name).write_text(text)
-    # The two runs the guides refer to: 'main' and training.md's second run 'wide'.
+    # The two runs the guides refer to: 'main' and training.md's second run 'wide'; and the search
+    # index, which quickstart builds (the MCP server's search tools read it).
     with contextlib.chdir(root), contextlib.redirect_stdout(io.StringIO()):
         assert main(["train", "--preset", "tiny"]) == 0
         assert main(["train", "--preset", "tiny", "--run", "wide", "--set", "model.n_embd=384"]) == 0
+        assert main(["index", "build"]) == 0
+    # `londinium` as installed, but this checkout's code even where a host clears the environment
+    # (the MCP SDK's stdio client passes on only PATH, HOME and a few more).
+    (root / "bin").mkdir()
+    shim = root / "bin" / "londinium"
+    shim.write_text(f'#!/bin/sh\nPYTHONPATH={shlex.quote(str(ROOT / "src"))} exec {shlex.quote(sys.executable)} -m londinium "$@"\n')
+    shim.chmod(0o755)
     return root
 
 
@@ -124,10 +140,11 @@ def doc_dir(request, docs_template, tmp_path_factory, monkeypatch):
         _documents[doc] = (where, list(SYBIL.parse(doc)))
     where, examples = _documents[doc]
     monkeypatch.chdir(where)
+    monkeypatch.setenv("PATH", f"{where / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
     return examples
 
 
-@pytest.mark.slow  # ~20 s in all on 2 busy cores, most of it the template's two training runs and `eval`
+@pytest.mark.slow  # ~40 s in all on 2 busy cores: the template's training runs, `eval`, the MCP example's server start
 @pytest.mark.timeout(120)  # a command that never returns (a server started in an example) fails here, not in 5 min
 @pytest.mark.parametrize(("doc", "index"), EXAMPLES, ids=[f"{d.relative_to(ROOT)}-{i}" for d, i in EXAMPLES])
 def test_doc_example(doc, index, doc_dir):
@@ -136,6 +153,9 @@ def test_doc_example(doc, index, doc_dir):
     marked = NOT_RUN.match(first)
     if marked:
         pytest.skip(f"{doc.relative_to(ROOT)}, line {example.line}: not run in the tests: {marked['why']}")
+    for module, extra in OPTIONAL_EXTRAS.items():
+        if re.search(rf"^\s*(from|import)\s+{module}\b", str(example.parsed), re.MULTILINE) and not importlib.util.find_spec(module):
+            pytest.skip(f"{doc.relative_to(ROOT)}, line {example.line}: needs {module}, the `{extra}` extra (pip install -e '.[{extra}]')")
     if example.region.evaluator is not _run_shell and not CONTINUES.match(first):
         example.document.namespace.clear()  # a self-contained block must not lean on an earlier one
     example.evaluate()
