@@ -277,5 +277,12 @@ def find_checkpoint(directory: Path, which: str = "best", run: str = "main") -> 
     ckpt = best_checkpoint(directory) if which == "best" else None
     ckpt = verify(ckpt.path) if ckpt is not None else latest_valid(directory, quarantine=False)
     if ckpt is None:
+        damaged = sorted((p for p in directory.glob("step-*") if _NAME.match(p.name) and p.is_dir()),
+                         key=lambda p: int(_NAME.match(p.name).group(1))) if directory.is_dir() else []
+        if damaged:  # say what is wrong with the newest one rather than "train it first"
+            try:
+                verify(damaged[-1])
+            except CheckpointError as e:
+                raise CheckpointError(f"run '{run}' has no intact checkpoint: {e}; retrain, or restore it from a copy") from None
         raise CheckpointError(f"run '{run}' has no complete checkpoint in {directory}; train it first (londinium train --run {run})")
     return ckpt

@@ -13,6 +13,8 @@ for paths and never joins them by hand:
       eval/<run>/  results.json report.md perplexity_by_source.png loss.png config.toml
       eval/compare-<a>-vs-<b>.md .json
       exports/<run>-step-<N>/        a transformers directory (londinium export); <run>-step-<N>.gguf for GGUF
+      exports/<name>.toml            the [export] settings an export was written with
+      index/    bm25/ (the BM25 matrices) documents.jsonl spellings.json meta.json config.toml   (londinium index build)
 
 A stage is a function of its config and its inputs. `Workspace.up_to_date` says whether a stage's
 recorded config and input hashes equal the current ones and its outputs are intact; `record` writes
@@ -169,6 +171,35 @@ class Workspace:
         name = f"{run}-step-{step:06d}"
         return self.exports_dir / (f"{name}.gguf" if fmt == "gguf" else name)
 
+    def export_config_file(self, export: Path) -> Path:
+        """The [export] config an export was written with: `exports/<name>.toml`, beside it."""
+        return self.exports_dir / f"{Path(export).name}.toml"
+
+    # search index
+    @property
+    def index_dir(self) -> Path:
+        return self.stage_dir("index")
+
+    @property
+    def index_bm25_dir(self) -> Path:
+        """The bm25s index (sparse score matrix, vocabulary, parameters)."""
+        return self.index_dir / "bm25"
+
+    @property
+    def index_documents(self) -> Path:
+        """One row per indexed document, in index order: id, split, source, title, period, license."""
+        return self.index_dir / "documents.jsonl"
+
+    @property
+    def index_spellings(self) -> Path:
+        """{folded term: the spellings of it in the corpus}, to find a hit's matched words fast."""
+        return self.index_dir / "spellings.json"
+
+    @property
+    def index_meta(self) -> Path:
+        """What the index was built from (the corpus splits' sha256) and its size."""
+        return self.index_dir / "meta.json"
+
     # ---- manifest ------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
         import json
@@ -231,11 +262,13 @@ class Workspace:
         fingerprint: dict[str, Any] | None = None,
         force: bool = False,
         log: Callable[[str], None] = print,
+        config_file: Path | None = None,
     ) -> bool:
         """Run `run()` unless `stage` is up to date; record its outputs. Returns True if it ran.
 
-        `section` is the stage's config dataclass (saved as `<stage>/config.toml`); `fingerprint`
-        adds anything else the outputs depend on (e.g. the sources registry's contents).
+        `section` is the stage's config dataclass (saved as `<stage>/config.toml`, or `config_file`
+        for a stage whose outputs are not a directory of the workspace, such as an export);
+        `fingerprint` adds anything else the outputs depend on (e.g. the sources registry's contents).
         """
         import dataclasses
 
@@ -245,10 +278,12 @@ class Workspace:
         inputs = list(inputs)
         config = {"section": dataclasses.asdict(section), **(fingerprint or {})}
         if not force and self.up_to_date(stage, config, inputs):
-            log(f"{stage}: up to date in {self.stage_dir(stage)}; nothing to do (--force re-runs it)")
+            where = config_file.parent if config_file else self.stage_dir(stage)
+            log(f"{stage}: up to date in {where}; nothing to do (--force re-runs it)")
             return False
         self.invalidate(stage)
         outputs = list(run())
-        write_text(self.stage_config_file(stage), to_toml(section))
-        self.record(stage, config, inputs, [*outputs, self.stage_config_file(stage)])
+        config_file = config_file or self.stage_config_file(stage)
+        write_text(config_file, to_toml(section))
+        self.record(stage, config, inputs, [*outputs, config_file])
         return True

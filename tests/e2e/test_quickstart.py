@@ -49,7 +49,7 @@ def test_quickstart_builds_every_artifact_and_the_report_agrees_with_results(qui
     out = capsys.readouterr().out
     for path in ("corpus/report.md", "corpus/train.jsonl", "tokenizer/tokenizer.json", "tokenizer/report.md",
                  "shards/train.bin", "runs/main/metrics.jsonl", "eval/main/results.json", "eval/main/report.md",
-                 "eval/main/loss.png"):
+                 "eval/main/loss.png", "index/meta.json"):
         assert (ws_root / path).is_file(), path
     assert any((ws_root / "eval/main").glob("*bpb*.png")) or len(list((ws_root / "eval/main").glob("*.png"))) >= 2
 
@@ -66,6 +66,14 @@ def test_quickstart_builds_every_artifact_and_the_report_agrees_with_results(qui
     assert f"{val_bpb:.3f} bits per byte" in out
     assert "probes:" in out and "chance" in out and "samples" in out
     assert str(ws_root / "corpus/report.md") in out and str(ws_root / "eval/main/report.md") in out
+    # ... and ends with an export that transformers loads and generates from, as the printed lines say.
+    [export] = (ws_root / "exports").glob("main-step-*/")
+    assert str(export) in out and "AutoModelForCausalLM.from_pretrained(" in out
+    import transformers
+
+    tok, model = transformers.AutoTokenizer.from_pretrained(export), transformers.AutoModelForCausalLM.from_pretrained(export)
+    ids = tok("Thou art", return_tensors="pt").input_ids
+    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
 
 
 def test_quickstart_again_skips_every_finished_stage(quick, capsys):

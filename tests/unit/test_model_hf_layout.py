@@ -13,7 +13,7 @@ import transformers  # a dev dependency: these tests are the export contract, ne
 from londinium.config import ModelConfig
 from londinium.errors import ConfigError
 from londinium.model.gpt import GPT
-from londinium.model.hf_layout import gpt2_config, llama_config, to_gpt2_state_dict, to_llama_state_dict
+from londinium.model.hf_layout import gpt2_config, hf_layout, llama_config, to_gpt2_state_dict, to_llama_state_dict
 
 # Tiny models are per-op overhead: one thread runs them faster, and leaves the other core free.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,3 +74,44 @@ def test_layout_maps_refuse_models_of_the_other_architecture() -> None:
         gpt2_config(ModelConfig(vocab_size=97, n_kv_head=2))
     with pytest.raises(ConfigError, match=r"model\.norm = 'layernorm'"):
         llama_config(ModelConfig(vocab_size=97, positions="rope", mlp="swiglu"))
+
+
+def test_mixture_of_experts_loads_as_mixtral_from_its_published_layout(tmp_path) -> None:
+    # Mixtral's published names (experts one by one) go through transformers' own load-time fusion,
+    # so this proves both our routing and the layout vLLM and llama.cpp read.
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, context=32, vocab_size=97, positions="rope",
+                      norm="rmsnorm", mlp="swiglu", bias=False, tie_embeddings=False, rope_theta=500.0,
+                      n_experts=4, top_k=2)
+    ours = _perturbed(GPT(cfg))
+    layout = hf_layout(cfg)
+    assert layout.architecture == "MixtralForCausalLM"
+    transformers.MixtralConfig(**layout.config, bos_token_id=0, eos_token_id=0).save_pretrained(tmp_path)
+    save_file(layout.state_dict(ours.state_dict()), str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(theirs).__name__ == "MixtralForCausalLM"
+    idx = torch.randint(0, cfg.vocab_size, (3, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(input_ids=idx).logits, ours(idx)[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("switches,blocked", [
+    (dict(positions="learned", norm="rmsnorm"), "model.norm = 'rmsnorm'"),
+    (dict(positions="rope", norm="rmsnorm", mlp="gelu"), "model.mlp = 'gelu'"),
+    (dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=True, n_experts=4), "model.bias = True"),
+])
+def test_a_config_that_maps_onto_nothing_names_its_blocking_switches(switches: dict, blocked: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        hf_layout(ModelConfig(vocab_size=97, **switches))
+    msg = str(e.value)
+    assert blocked in msg and "GPT2LMHeadModel" in msg and "LlamaForCausalLM" in msg and "MixtralForCausalLM" in msg
+    assert "\n" not in msg
+
+
+def test_each_layout_is_chosen_for_its_switches() -> None:
+    assert hf_layout(ModelConfig(vocab_size=97)).architecture == "GPT2LMHeadModel"
+    llama = dict(positions="rope", norm="rmsnorm", mlp="swiglu")
+    assert hf_layout(ModelConfig(vocab_size=97, n_kv_head=2, **llama)).architecture == "LlamaForCausalLM"
+    assert hf_layout(ModelConfig(vocab_size=97, bias=False, n_experts=4, **llama)).architecture == "MixtralForCausalLM"

@@ -1,0 +1,113 @@
+"""GGUF export: file sizes, llama.cpp load time, and batch-1 greedy decode in llama.cpp against londinium's engine.
+
+    .venv/bin/python benchmarks/gguf_decode.py -w londinium-work [--run main] [--new 128] [--rounds 3] [--threads 2]
+
+Needs the `llama` extra (llama-cpp-python). The run's checkpoint is written as GGUF in float32,
+float16 and q8_0 (to a temporary directory); for each, the script prints the file size, the time
+llama.cpp takes to load it, how many of its greedy tokens equal our engine's, and its greedy decode
+speed. The peer is londinium's `Engine` on the same checkpoint (temperature 0, EOS ignored), with
+torch on the same number of threads as llama.cpp. Both decode the same prompt to the same number
+of new tokens, prefill included; implementations alternate within each round so load from other
+processes hits all alike, and each figure is the median of the rounds. On a shared machine read the
+ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from londinium.export.gguf import DTYPES, write_gguf
+from londinium.infer import Engine, SamplingParams
+from londinium.model.load import load_run
+from londinium.workspace import Workspace
+
+PROMPT = "Thus saith the Lord, "
+
+
+def llama_cpp_greedy(llm, prompt: list[int], steps: int) -> list[int]:
+    """Batch-1 greedy decode the way llama-cpp-python users decode: its `generate` with temperature 0
+    (llama.cpp's greedy sampler), through its KV cache, stopped after `steps` tokens (EOS ignored)."""
+    out = []
+    for token in llm.generate(prompt, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
+        out.append(token)
+        if len(out) == steps:
+            return out
+    return out
+
+
+def timed(fn) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-w", "--workspace", required=True)
+    ap.add_argument("--run", default="main")
+    ap.add_argument("--checkpoint", default="best")
+    ap.add_argument("--new", type=int, default=128, help="new tokens")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads and torch threads")
+    args = ap.parse_args()
+
+    from llama_cpp import Llama
+
+    torch.set_num_threads(args.threads)
+    trained = load_run(Workspace(Path(args.workspace)), args.run, args.checkpoint)
+    cfg = trained.config.model
+    engine = Engine.from_trained(trained)
+    greedy = SamplingParams(max_tokens=args.new, temperature=0.0, ignore_eos=True)
+    prompt_ids = engine.generate([PROMPT], SamplingParams(max_tokens=1, temperature=0.0)).pop().prompt_token_ids
+    assert len(prompt_ids) + args.new <= cfg.context, f"prompt + {args.new} new tokens must fit the context ({cfg.context})"
+    print(f"{trained.describe()}; {cfg.n_layer} layers, {cfg.n_embd} wide, context {cfg.context}, vocabulary {cfg.vocab_size}")
+    print(f"prompt {len(prompt_ids)} tokens, {args.new} new, greedy, {args.threads} threads, median of {args.rounds} rounds\n")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, sizes, write_s = {}, {}, {}
+        for dtype in DTYPES:
+            paths[dtype] = Path(tmp) / f"{args.run}-{dtype}.gguf"
+            write_s[dtype], _ = timed(lambda: write_gguf(paths[dtype], trained, dtype, progress=False))
+            sizes[dtype] = paths[dtype].stat().st_size
+
+        def load(dtype: str):
+            return Llama(model_path=str(paths[dtype]), n_ctx=cfg.context, n_threads=args.threads, verbose=False)
+
+        llms = {d: load(d) for d in DTYPES}  # warm: the first load also pages the files in
+        impls = {"londinium Engine": lambda: engine.generate([prompt_ids], greedy)[0].token_ids}
+        impls.update({f"llama.cpp {d}": (lambda d=d: llama_cpp_greedy(llms[d], prompt_ids, args.new)) for d in DTYPES})
+        times: dict[str, list[float]] = {k: [] for k in impls}
+        loads: dict[str, list[float]] = {d: [] for d in DTYPES}
+        tokens: dict[str, list[int]] = {}
+        with torch.inference_mode():
+            for name, fn in impls.items():  # warm-up
+                tokens[name] = fn()
+            for _ in range(args.rounds):
+                for d in DTYPES:
+                    t, llm = timed(lambda: load(d))
+                    loads[d].append(t)
+                    del llm
+                for name, fn in impls.items():
+                    times[name].append(timed(fn)[0])
+
+    ours = tokens["londinium Engine"]
+    rate = {k: args.new / statistics.median(v) for k, v in times.items()}
+    print(f"{'implementation':<18} {'file MiB':>9} {'write s':>8} {'load ms':>8} {'same greedy tokens':>19} {'tok/s':>8} {'vs ours':>8}")
+    print(f"{'londinium Engine':<18} {'':>9} {'':>8} {'':>8} {'':>19} {rate['londinium Engine']:>8.0f} {1:>7.2f}x")
+    for d in DTYPES:
+        name = f"llama.cpp {d}"
+        same = next((i for i, (a, b) in enumerate(zip(tokens[name], ours)) if a != b), len(ours))
+        print(f"{name:<18} {sizes[d] / 2**20:>9.2f} {write_s[d]:>8.2f} {1000 * statistics.median(loads[d]):>8.0f} "
+              f"{f'{same}/{len(ours)}':>19} {rate[name]:>8.0f} {rate[name] / rate['londinium Engine']:>7.2f}x")
+    print(f"\nparameters {trained.num_params:,}; float32 bytes per parameter {sizes['float32'] / trained.num_params:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""`londinium export`: a checkpoint becomes a directory `transformers` loads (or a GGUF file for
+llama.cpp), as a workspace stage.
+
+    export_run(ws, cfg)                                  # exports/<run>-step-<N>/, float32
+    export_run(ws, cfg, checkpoint="step-200", dtype="bfloat16", out="/tmp/mymodel")
+    export_run(ws, cfg, fmt="gguf")                      # exports/<run>-step-<N>.gguf
+
+The directory is built in a temporary directory beside the target and renamed into place whole,
+so a half-written export never looks complete; a stale temporary directory from a killed export is
+removed by the next one. The stage is recorded in the manifest (`export/<name>`), so exporting
+the same checkpoint with the same settings again does nothing. An existing non-empty target is
+replaced only with `force` (or when it is this stage's own earlier export).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from londinium.checkpoint import CONFIG_FILE, Checkpoint, checkpoint_name, find_checkpoint, list_checkpoints
+from londinium.config import Config, ExportConfig, load_config
+from londinium.errors import ConfigError, LondiniumError
+from londinium.files import fsync_dir
+from londinium.workspace import Workspace
+
+FORMATS = ("hf", "gguf")
+GGUF_DTYPES = ("float32", "float16", "q8_0")
+RECORD_FILE = "londinium.json"
+CARD_FILE = "README.md"
+_STEP = re.compile(r"^step-(\d+)$")
+
+
+class ExportError(LondiniumError):
+    """The export cannot be written: the target exists, is not writable, or the run is unknown."""
+
+
+def resolve_settings(cfg: Config, run: str | None = None, checkpoint: str | None = None, fmt: str | None = None,
+                     dtype: str | None = None, out: str | os.PathLike | None = None) -> ExportConfig:
+    """The [export] section with the arguments given on top, checked; `run` resolved."""
+    from londinium.export.hf import check_dtype
+
+    e = dataclasses.replace(cfg.export, run=run or cfg.export.run or cfg.train.run_name,
+                            checkpoint=checkpoint or cfg.export.checkpoint, format=fmt or cfg.export.format,
+                            dtype=dtype or cfg.export.dtype, out=str(out) if out else cfg.export.out)
+    if e.format not in FORMATS:
+        raise ConfigError(f"export.format = {e.format!r}: use 'hf' (a transformers directory) or 'gguf' (--format)")
+    if e.format == "hf":
+        check_dtype(e.dtype)
+    elif e.dtype not in GGUF_DTYPES:
+        raise ConfigError(f"export.dtype = {e.dtype!r} is not a GGUF export dtype: use {', '.join(GGUF_DTYPES)} (--dtype)")
+    return e
+
+
+def resolve_checkpoint(ws: Workspace, run: str, which: str) -> Checkpoint:
+    """The verified checkpoint `which` names: best, latest, step-N (that step of the run) or a directory."""
+    runs = ws.root / "runs"
+    if not ws.run_dir(run).is_dir():
+        known = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+        hint = f"runs in {runs}: {', '.join(known)}" if known else f"there are no runs in {runs}: train one first"
+        raise ExportError(f"unknown run '{run}' ({hint}); choose one with --run")
+    if m := _STEP.match(which):
+        path = ws.checkpoints_dir(run) / checkpoint_name(int(m.group(1)))
+        if not path.is_dir():
+            steps = ", ".join(f"step-{c.step}" for c in list_checkpoints(ws.checkpoints_dir(run))) or "none"
+            raise ExportError(f"run '{run}' has no checkpoint {which} (its checkpoints: {steps}); use --checkpoint best, latest or one of those")
+        which = str(path)
+    elif which not in ("best", "latest") and not Path(which).exists():
+        raise ExportError(f"--checkpoint {which}: no such checkpoint; use best, latest, step-N or a checkpoint directory")
+    return find_checkpoint(ws.checkpoints_dir(run), which, run)
+
+
+def export_run(ws: Workspace, cfg: Config, run: str | None = None, checkpoint: str | None = None, fmt: str | None = None,
+               dtype: str | None = None, out: str | os.PathLike | None = None, force: bool = False,
+               log: Callable[[str], None] = print) -> Path:
+    """Export a trained run's checkpoint; returns the path of the export (a directory for hf, a
+    file for gguf). Skipped when the same checkpoint was exported with the same settings."""
+    e = resolve_settings(cfg, run, checkpoint, fmt, dtype, out)
+    ckpt = resolve_checkpoint(ws, e.run, e.checkpoint)
+    trained_cfg = load_config(ckpt.path / CONFIG_FILE)
+    if e.format == "hf":
+        from londinium.model.hf_layout import hf_layout
+
+        hf_layout(trained_cfg.model)  # an unmappable model fails here, before anything is written
+    target = (Path(e.out) if e.out else ws.export_path(e.run, ckpt.step, e.format)).expanduser().resolve()
+    e = dataclasses.replace(e, out=str(target))
+    stage = f"export/{target.name}"
+    earlier = _is_own_export(ws, stage, target)
+    inputs = [*(ckpt.path / name for name in ckpt.meta.get("files", {})), ws.tokenizer_file,
+              ws.corpus_report_json, ws.eval_results(e.run)]
+    fingerprint = {"checkpoint": str(ckpt.path), "generate": dataclasses.asdict(cfg.generate) if e.format == "hf" else None}
+
+    def run_export() -> list[Path]:
+        from londinium.model.load import load_run
+
+        _check_target(target, e.format, replace=force or earlier)
+        _writable_parent(target)
+        trained = load_run(ws, e.run, str(ckpt.path), device="cpu")
+        log(f"export: {trained.describe()} -> {target} ({e.format}, {e.dtype})")
+        if e.format == "gguf":
+            try:
+                from londinium.export.gguf import write_gguf  # the GGUF writer (export/gguf.py)
+            except ModuleNotFoundError as err:
+                if err.name != "londinium.export.gguf":
+                    raise
+                raise ExportError("this londinium has no GGUF writer (londinium/export/gguf.py); export --format hf") from None
+            write_gguf(target, trained, e.dtype)
+            files = [target]
+        else:
+            files = _write_hf_export(ws, cfg, trained, e, target)
+        log(_report(target, e.format, trained.num_params, files))
+        return files
+
+    ran = ws.run_stage(stage, e, run_export, inputs=inputs, fingerprint=fingerprint, force=force, log=log,
+                       config_file=ws.export_config_file(target))
+    if not ran:
+        log(f"  load it: {load_command(target, e.format)}")
+    return target
+
+
+def _write_hf_export(ws: Workspace, cfg: Config, trained: Any, e: ExportConfig, target: Path) -> list[Path]:
+    from londinium.export.card import provenance, render_card
+    from londinium.export.hf import write_hf
+    from londinium.files import sha256_file
+
+    with _staging_dir(target) as tmp:
+        written = write_hf(tmp, trained, e.dtype, cfg.generate, e.max_shard_mb)
+        architecture = written["layout"].architecture
+        (tmp / CARD_FILE).write_text(render_card(ws, trained, architecture, e.dtype, target.name), encoding="utf-8")
+        files = sorted(p.name for p in tmp.iterdir())
+        record = provenance(ws, trained, {**dataclasses.asdict(e), "architecture": architecture,
+                                          "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
+                                                    for n in files}})
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return sorted(target / n for n in [*files, RECORD_FILE])
+
+
+# ---- the target --------------------------------------------------------------------------------
+
+
+def _is_own_export(ws: Workspace, stage: str, target: Path) -> bool:
+    """Whether `target` holds this stage's earlier export (recorded in the manifest, or a directory
+    whose londinium.json says it was written to this very path), which a new export may replace."""
+    if ws.manifest().get(stage, {}).get("config", {}).get("section", {}).get("out") == str(target):
+        return True
+    try:
+        record = json.loads((target / RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and (record.get("export") or {}).get("out") == str(target)
+
+
+def _check_target(target: Path, fmt: str, replace: bool) -> None:
+    """Refuse to overwrite what is there unless told to."""
+    if fmt == "hf" and target.exists() and not target.is_dir():
+        raise ExportError(f"--out {target} is a file; a Hugging Face export is a directory: choose another --out")
+    if fmt == "gguf" and target.is_dir():
+        raise ExportError(f"--out {target} is a directory; a GGUF export is one file: give a file name such as model.gguf")
+    occupied = target.is_file() or (target.is_dir() and any(target.iterdir()))
+    if occupied and not replace:
+        raise ExportError(f"{target} already exists and is not empty; choose another --out, or pass --force to replace it")
+
+
+def _writable_parent(target: Path) -> None:
+    blocker = next((p for p in target.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ExportError(f"cannot write the export to {target}: {blocker} is a file, not a directory; choose another --out")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(target.parent, os.W_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as err:
+        raise ExportError(f"cannot write the export to {target}: {err.strerror or err}; choose another --out") from None
+
+
+@contextlib.contextmanager
+def _staging_dir(target: Path) -> Iterator[Path]:
+    """A temporary directory beside `target`, renamed onto it when the block succeeds and removed
+    when it fails, so `target` is either the old export, the new one, or absent."""
+    _writable_parent(target)
+    parent, prefix = target.parent, f".{target.name}."
+    for stale in parent.glob(prefix + "*.tmp"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp"))
+    except OSError as err:
+        raise ExportError(f"cannot write the export to {target}: {err.strerror or err}; choose another --out") from None
+    try:
+        yield tmp
+        # mkdtemp and the atomic writers create owner-only modes; an export is for sharing, so it
+        # gets the modes a plain mkdir and open would (the umask decides).
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o777 & ~umask)
+        fsync_dir(tmp)
+        old = None
+        if target.exists():  # --force: move the old export aside, then swap the new one in
+            old = parent / f"{prefix}old.tmp"
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(target, old)
+        os.rename(tmp, target)
+        fsync_dir(parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
+
+
+# ---- what is printed -------------------------------------------------------------------------
+
+
+def load_command(target: Path, fmt: str) -> str:
+    """One command that loads the export in the tool it is for."""
+    if fmt == "gguf":
+        return f"llama-cli -m {target} -p 'Thou art'"
+    return (f"python -c \"from transformers import pipeline; "
+            f"print(pipeline('text-generation', model='{target}')('Thou art', max_new_tokens=40)[0]['generated_text'])\"")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def _report(target: Path, fmt: str, params: int, files: list[Path]) -> str:
+    sizes = [(p, p.stat().st_size) for p in files]
+    width = max(len(p.name) for p, _ in sizes)
+    lines = [f"export: wrote {target} ({params:,} parameters)"]
+    lines += [f"  {p.name:<{width}}  {_size(n):>9}" for p, n in sizes]
+    lines += [f"  {'total':<{width}}  {_size(sum(n for _, n in sizes)):>9}", f"  load it: {load_command(target, fmt)}"]
+    return "\n".join(lines)
