@@ -16,7 +16,8 @@ token per step. Rows:
 
 Printed ratios: throughput at c over throughput at 1 (the serving goal is >= 5x at 16), and engine
 over floor. Rounds alternate the implementations, each figure is the median; the machine may be
-shared, so read the ratios.
+shared, so read the ratios (`--clock cpu --threads 1` counts CPU time instead of wall time, which
+other processes' load disturbs far less; TTFT is always wall time).
 """
 
 from __future__ import annotations
@@ -81,10 +82,11 @@ def attention(B: int, H: int, D: int, lengths: list[int], grouped: bool, reps: i
 
 
 def run(args: argparse.Namespace, name: str, shape: dict) -> None:
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     model, tok = build(shape)
     print(f"===== shape {name}: {sum(p.numel() for p in model.parameters()):,} parameters; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; prompt {args.prompt}, {args.new} new, temperature {args.temperature}, "
-          f"top-k {args.top_k}, top-p {args.top_p}; "
+          f"top-k {args.top_k}, top-p {args.top_p}; {args.clock} time; "
           f"median of {args.rounds} rounds")
     params = SamplingParams(max_tokens=args.new, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                             ignore_eos=True, seed=0)
@@ -94,15 +96,15 @@ def run(args: argparse.Namespace, name: str, shape: dict) -> None:
         for c in args.concurrency:
             g = torch.Generator().manual_seed(c)
             prompts = torch.randint(1, shape["vocab_size"], (c, args.prompt), generator=g).tolist()
-            t0 = time.perf_counter()
+            t0 = clock()
             out = engine.generate(prompts, params)
-            wall = time.perf_counter() - t0
+            wall = clock() - t0
             assert all(len(o.token_ids) == args.new for o in out)
             results[c]["engine"].append(c * args.new / wall)
             results[c]["ttft"].append(statistics.median(o.timing.ttft_s for o in out))
-            t0 = time.perf_counter()
+            t0 = clock()
             forward_floor(model, prompts, args.new)
-            results[c]["floor"].append(c * args.new / (time.perf_counter() - t0))
+            results[c]["floor"].append(c * args.new / (clock() - t0))
     print(f"{'concurrency':>11}  {'engine tok/s':>12}  {'floor tok/s':>11}  {'engine/floor':>12}  {'vs c=1':>7}  {'TTFT p50 ms':>11}")
     base = statistics.median(results[args.concurrency[0]]["engine"])
     for c in args.concurrency:
@@ -132,6 +134,8 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=50, help="0: off")
     ap.add_argument("--top-p", type=float, default=1.0, help="1: off ([generate]'s default is 0.95 at temperature 0.8)")
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: this process's CPU time, steadier on a shared machine (with --threads 1 it is the time one core spent)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
     args = ap.parse_args()

@@ -12,6 +12,9 @@
     londinium chat              an interactive REPL that streams the model's continuation of your text
     londinium export            a checkpoint -> exports/<run>-step-<N>/ (transformers) or .gguf (llama.cpp)
     londinium serve             an OpenAI-compatible HTTP server over a run (--run, --host, --port, --api-key)
+    londinium index build       corpus -> index/ (BM25 over spelling-folded words, for search and MCP)
+    londinium search QUERY      the best-matching corpus documents, with snippet and provenance (--format json)
+    londinium mcp               the model and corpus as MCP tools, resources and prompts (stdio; --http)
     londinium config show       the effective config, with a comment per field
     londinium quickstart        every stage on the embedded default
 
@@ -157,6 +160,43 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from londinium.index.build import build_index
+
+    ws, cfg = _context(args)
+    build_index(ws, cfg, force=args.force)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import json
+
+    from londinium.index.search import CorpusIndex, render_hits
+
+    ws, cfg = _context(args)
+    hits = CorpusIndex.load(ws, cfg.index.snippet_chars).search(
+        args.query, k=args.k, source=args.source, split=args.split, period_from=args.period_from, period_to=args.period_to)
+    if args.format == "json":
+        print(json.dumps({"query": args.query, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
+    else:
+        print(render_hits(args.query, hits), end="")
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from londinium.mcp.server import serve_mcp
+
+    ws, cfg = _context(args)
+    for name in ("run", "checkpoint", "device", "api_key"):
+        if getattr(args, name) is not None:
+            setattr(cfg.serve, name, getattr(args, name))
+    for name in ("host", "port"):
+        if getattr(args, name) is not None:
+            setattr(cfg.mcp, name, getattr(args, name))
+    serve_mcp(ws, cfg, http=args.http)
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from londinium.pipeline import QUICKSTART_PRESET, quickstart
 
@@ -174,7 +214,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="londinium", description="Build a small GPT from scratch on your own corpus, and serve it.")
+    parser = argparse.ArgumentParser(prog="londinium", description="Build a small GPT from scratch on your own corpus, export it, search its corpus, serve it over MCP (OpenAI-compatible serving: coming).")
     stages = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
 
     def verb(stage_parser: argparse._SubParsersAction, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
@@ -260,6 +300,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, choices=["hf", "gguf"], help="hf (transformers, vLLM) or gguf (llama.cpp); default export.format")
     p.add_argument("--dtype", default=None, metavar="DTYPE", help="float32, bfloat16, float16 (hf); float32, float16, q8_0 (gguf)")
     p.set_defaults(handler=cmd_export)
+    index = stage("index", "corpus -> search index (BM25, period spellings folded)")
+    verb(index, "build", cmd_index_build, "index every corpus document for `londinium search` and the MCP search tools")
+
+    p = stages.add_parser("search", help="search the corpus: best-matching documents with snippet, offsets and provenance",
+                          description="search the corpus index (build it with `londinium index build`); "
+                                      "modern and period spellings match each other")
+    _common(p)
+    p.add_argument("query", help="words to search for, in any spelling")
+    p.add_argument("--k", type=int, default=10, help="results at most (default 10)")
+    p.add_argument("--source", default=None, help="only documents of this source id (e.g. shakespeare, kjv)")
+    p.add_argument("--split", default=None, choices=["train", "val", "test"], help="only documents of this split")
+    p.add_argument("--period-from", type=int, default=None, metavar="YEAR", help="only documents whose period reaches this year or later")
+    p.add_argument("--period-to", type=int, default=None, metavar="YEAR", help="only documents whose period starts by this year")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or JSON")
+    p.set_defaults(handler=cmd_search)
+
+    p = stages.add_parser("mcp", help="serve the model and corpus to MCP hosts (tools, resources, prompts)",
+                          description="an MCP server over stdio (default; for hosts that spawn it) or streamable HTTP (--http); "
+                                      "the model is [serve]'s run and checkpoint, see docs/mcp.md")
+    _common(p)
+    p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    p.add_argument("--host", default=None, help="address for --http (default: mcp.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port for --http (default: mcp.port, 8001)")
+    p.add_argument("--api-key", default=None, help="bearer key HTTP clients must send (default: serve.api_key or $LONDINIUM_API_KEY)")
+    p.add_argument("--run", default=None, metavar="NAME", help="training run to serve (default: serve.run, else train.run_name)")
+    p.add_argument("--checkpoint", default=None, help="'best', 'latest' or a checkpoint directory (default: serve.checkpoint)")
+    p.add_argument("--device", default=None, help="torch device (default: serve.device, cpu)")
+    p.set_defaults(handler=cmd_mcp)
 
     p = stages.add_parser("quickstart", help="run every stage on the embedded default (tiny preset)")
     _common(p)

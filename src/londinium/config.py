@@ -67,7 +67,7 @@ class CorpusConfig:
 class TokenizerConfig:
     """Byte-level BPE trained on the corpus's train split."""
 
-    vocab_size: int = doc(8192, "Vocabulary size including special tokens (<= 65535 keeps shards uint16).")
+    vocab_size: int = doc(8192, "Vocabulary size including special tokens (<= 65,536 keeps shards uint16).")
     min_frequency: int = doc(2, "A merge must occur at least this often to be learned.")
     compare_gpt2: bool = doc(True, "Compare with GPT-2's tokenizer in the report (its files are fetched once into the download cache).")
     compare_sources: bool = doc(True, "Report what domain training buys: per source, a same-size tokenizer trained on the other sources only.")
@@ -216,6 +216,27 @@ class ServeConfig:
     threads: int = doc(0, "CPU threads of the engine (torch.set_num_threads); 0: one fewer than the cores, at least 1, leaving a core to HTTP.")
 
 
+@dataclass
+class IndexConfig:
+    """`londinium index build`: a BM25 search index over the corpus documents (docs/search.md)."""
+
+    splits: list[str] = doc(["train", "val", "test"], "Corpus splits indexed (each hit says which split it is in).")
+    k1: float = doc(1.5, "BM25 term-frequency saturation (bm25s' default).")
+    b: float = doc(0.75, "BM25 length normalisation: 0 none, 1 full (bm25s' default).")
+    snippet_chars: int = doc(240, "Characters of document text around the best match that a hit shows.")
+
+
+@dataclass
+class McpConfig:
+    """`londinium mcp`: the model and corpus as MCP tools (docs/mcp.md). The model served, its device and
+    the API key come from [serve], so `londinium serve` and `londinium mcp` serve the same model under one key."""
+
+    host: str = doc("127.0.0.1", "Address the streamable HTTP transport binds (--http); anything but loopback without serve.api_key prints a warning.")
+    port: int = doc(8001, "TCP port of the streamable HTTP transport (8001: next to `londinium serve`'s 8000).")
+    max_prompt_chars: int = doc(8000, "Longest prompt, passage or continuation a tool accepts, in characters.")
+    surprising_tokens: int = doc(10, "Most surprising tokens score_text lists.")
+
+
 # --------------------------------------------------------------------------------------------------
 # The whole config
 
@@ -232,6 +253,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
 
     def section(self, name: str) -> Any:
         return getattr(self, name)

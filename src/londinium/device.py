@@ -1,8 +1,8 @@
 """Which device and which precision a run uses, and the switches that go with them.
 
 `auto` picks CUDA, then Apple's MPS, then the CPU. Precision follows measurement (docs/training.md):
-on the 2-core AVX2 CPUs londinium is developed on, bf16 matmuls are ~10x slower than fp32, so CPUs
-train in fp32;
+on the 2-core AVX2 CPUs londinium is developed on, bf16 matmuls ran at 1-23 GFLOP/s against ~187 for
+fp32, so CPUs train in fp32;
 GPUs train under bf16 autocast when they support it, else fp16 autocast with a gradient scaler
 (fp16's narrow exponent underflows small gradients without one). MPS defaults to fp32 because its
 autocast coverage is still partial; `train.dtype` overrides any of these.

@@ -39,6 +39,7 @@ def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float |
     from londinium.eval.run import evaluate
     from londinium.export.card import load_snippet
     from londinium.export.run import export_run
+    from londinium.index.build import build_index
     from londinium.tokenizer.train import train_tokenizer
     from londinium.train.trainer import train
 
@@ -47,6 +48,7 @@ def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float |
     t0 = time.time()
     print(f"londinium quickstart: workspace {ws.root}, preset {cfg.preset}")
     build_corpus(ws, cfg.corpus, force=force)
+    build_index(ws, cfg, force=force)  # corpus search, for `londinium search` and the MCP tools
     train_tokenizer(ws, cfg.tokenizer, cache_dir=cfg.corpus.cache_dir, download_timeout_s=cfg.corpus.download_timeout_s, force=force)
     prepare_shards(ws, cfg.data, force=force)
     cfg.train.resume = True  # an interrupted quickstart continues its training run where it stopped
@@ -83,6 +85,8 @@ def summary_lines(results: dict[str, Any], samples: int = 3) -> str:
     if probes.get("n"):
         out.append(f"  probes: {probes['accuracy']:.0%} correct of {probes['n']} (chance {probes['chance']:.0%}), "
                    f"mean rank {probes['mean_rank']:.2f}")
+        out.append("    (a probe asks whether the model finds the true continuation of a period text likelier than look-alike "
+                   "distractors; well above chance needs a model that has learnt the texts' wording: more training or a larger preset)")
     gen = results.get("generation", {})
     prompts = {p["id"]: p["prompt"] for p in gen.get("prompts", [])}
     # one sample each of the first prompts, at the lowest temperature above greedy

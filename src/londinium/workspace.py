@@ -14,6 +14,7 @@ for paths and never joins them by hand:
       eval/compare-<a>-vs-<b>.md .json
       exports/<run>-step-<N>/        a transformers directory (londinium export); <run>-step-<N>.gguf for GGUF
       exports/<name>.toml            the [export] settings an export was written with
+      index/    bm25/ (the BM25 matrices) documents.jsonl spellings.json meta.json config.toml   (londinium index build)
 
 A stage is a function of its config and its inputs. `Workspace.up_to_date` says whether a stage's
 recorded config and input hashes equal the current ones and its outputs are intact; `record` writes
@@ -173,6 +174,31 @@ class Workspace:
     def export_config_file(self, export: Path) -> Path:
         """The [export] config an export was written with: `exports/<name>.toml`, beside it."""
         return self.exports_dir / f"{Path(export).name}.toml"
+
+    # search index
+    @property
+    def index_dir(self) -> Path:
+        return self.stage_dir("index")
+
+    @property
+    def index_bm25_dir(self) -> Path:
+        """The bm25s index (sparse score matrix, vocabulary, parameters)."""
+        return self.index_dir / "bm25"
+
+    @property
+    def index_documents(self) -> Path:
+        """One row per indexed document, in index order: id, split, source, title, period, license."""
+        return self.index_dir / "documents.jsonl"
+
+    @property
+    def index_spellings(self) -> Path:
+        """{folded term: the spellings of it in the corpus}, to find a hit's matched words fast."""
+        return self.index_dir / "spellings.json"
+
+    @property
+    def index_meta(self) -> Path:
+        """What the index was built from (the corpus splits' sha256) and its size."""
+        return self.index_dir / "meta.json"
 
     # ---- manifest ------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def test_quickstart_builds_every_artifact_and_the_report_agrees_with_results(qui
     out = capsys.readouterr().out
     for path in ("corpus/report.md", "corpus/train.jsonl", "tokenizer/tokenizer.json", "tokenizer/report.md",
                  "shards/train.bin", "runs/main/metrics.jsonl", "eval/main/results.json", "eval/main/report.md",
-                 "eval/main/loss.png"):
+                 "eval/main/loss.png", "index/meta.json"):
         assert (ws_root / path).is_file(), path
     assert any((ws_root / "eval/main").glob("*bpb*.png")) or len(list((ws_root / "eval/main").glob("*.png"))) >= 2
 

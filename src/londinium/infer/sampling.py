@@ -316,7 +316,19 @@ class TopK(LogitsProcessor):
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         threshold = logits.topk(self.kmax, dim=-1).values.gather(1, self.index)
-        return logits.masked_fill(logits < threshold, -math.inf)
+        return keep_at_least(logits, logits, threshold)
+
+
+def keep_at_least(logits: torch.Tensor, scores: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """`logits` where `scores >= threshold` (per row), -inf elsewhere: the filters' last op. On CPU
+    through NumPy: torch's boolean-mask kernels (compare, masked_fill, where) took 100-400 us each
+    on `[16, 8192]` here against ~20 us for arithmetic, NumPy's `where` about half as long."""
+    if logits.device.type == "cpu" and not logits.requires_grad:
+        import numpy as np
+
+        kept = np.where(scores.numpy() >= threshold.numpy(), logits.numpy(), np.float32(-np.inf))
+        return torch.from_numpy(kept.astype(logits.numpy().dtype, copy=False))
+    return logits.masked_fill(scores < threshold, -math.inf)
 
 
 def sorted_ascending(x: torch.Tensor) -> torch.Tensor:
@@ -347,10 +359,9 @@ class TopP(LogitsProcessor):
         ascending = sorted_ascending(probs).to(probs.device)
         cdf = ascending.cumsum(dim=-1)
         cut = torch.searchsorted(cdf, (1.0 - self.p).to(cdf.dtype), right=True).clamp_(max=logits.shape[-1] - 1)
-        threshold = ascending.gather(1, cut)
-        # Rows with p = 1 keep everything (float rounding could otherwise drop a far tail).
-        drop = (probs < threshold) & (self.p < 1.0)
-        return logits.masked_fill(drop, -math.inf)
+        # Rows with p = 1 keep everything (float rounding could otherwise drop a far tail): threshold 0.
+        threshold = ascending.gather(1, cut) * (self.p < 1.0)
+        return keep_at_least(logits, probs, threshold)
 
 
 class MinP(LogitsProcessor):
@@ -363,8 +374,8 @@ class MinP(LogitsProcessor):
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         probs = logits.softmax(dim=-1)
-        threshold = probs.max(dim=-1, keepdim=True).values * self.min_p
-        return logits.masked_fill(probs < threshold, -math.inf)
+        threshold = probs.amax(dim=-1, keepdim=True) * self.min_p  # amax: no indices (max's cost ~10x here)
+        return keep_at_least(logits, probs, threshold)
 
 
 def _needed(params: Sequence[SamplingParams]) -> list[type[LogitsProcessor]]:

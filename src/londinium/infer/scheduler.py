@@ -267,8 +267,20 @@ class EngineLoop:
     # ---- the loop thread -----------------------------------------------------------------------
 
     def _main(self) -> None:
-        engine = self.engine
         live: dict[int, RequestHandle] = {}
+        try:
+            self._serve(live)
+        except BaseException as e:  # a bug in the loop itself: no handle may wait forever
+            with self._lock:
+                self._accepting = False
+                stranded, self._waiting = [*live.values(), *self._waiting], collections.deque()
+            for h in stranded:
+                if not h.done:
+                    self._fail(h, e)
+            raise
+
+    def _serve(self, live: dict[int, RequestHandle]) -> None:
+        engine = self.engine
         while True:
             with self._lock:
                 while not self._waiting and not engine.has_work() and not self._stopping:

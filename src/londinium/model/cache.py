@@ -40,17 +40,26 @@ def _buffers(n_layer: int, shape: tuple[int, ...], device, dtype) -> tuple[list[
 
 class KVCache:
     """Preallocated keys and values of every layer, `[B, n_kv_head, max_len, head_dim]` each, with
-    one shared filled length. The model writes the new tokens' K/V at `length` and then advances it."""
+    one shared filled length. The model writes the new tokens' K/V at `length` and then advances it.
+
+    `pad` (optional, `[B]` long) runs left-padded rows as `transformers` does with an attention mask:
+    row b's first `pad[b]` tokens are padding, which no query attends to, and its positions count
+    from its first real token. (The engine does not pad: each sequence has its own slot; the
+    export's tests use this to compare with transformers' padded batches.)"""
 
     def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, max_len: int, head_dim: int,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         self.k, self.v = _buffers(n_layer, (batch_size, n_kv_head, max_len, head_dim), device, dtype)
         self.max_len = max_len
         self.length = 0
+        self.pad: torch.Tensor | None = None
 
     def layout(self, T: int, device: torch.device) -> Layout:
         past = self.length
         pos = torch.arange(past, past + T, device=device)
+        if self.pad is not None:
+            pad = self.pad.to(device)
+            return Layout((pos[None, :] - pad[:, None]).clamp(min=0), padding_mask(pad, past, T), False, past + T)
         if not past or T == 1:
             # A first chunk is plainly causal; one new token after a filled cache sees every key.
             return Layout(pos, None, not past, past + T, past)
@@ -71,6 +80,16 @@ class KVCache:
 
     def reset(self) -> None:
         self.length = 0
+
+
+def padding_mask(pad: torch.Tensor, start: int, T: int) -> torch.Tensor:
+    """Attention mask `[B, 1, T, start + T]` for left-padded rows: query i (column start + i) sees the
+    keys up to its own column that are not padding. A padding query sees itself only: a row with no
+    key at all would give NaN, and NaN keys/values in the cache poison every later step."""
+    keys = torch.arange(start + T, device=pad.device)
+    queries = torch.arange(start, start + T, device=pad.device)[:, None]
+    allowed = (keys[None, None, :] <= queries[None]) & (keys[None, None, :] >= pad[:, None, None])
+    return (allowed | (keys[None, :] == queries)[None])[:, None]
 
 
 class SlotCache:

@@ -1,0 +1,287 @@
+"""Queries against the corpus search index (built by `londinium index build`, see `build.py`).
+
+    index = CorpusIndex.load(ws)
+    for hit in index.search("to be or not to be", k=5, source="shakespeare", split="train"):
+        hit.id, hit.title, hit.score, hit.snippet, hit.snippet_start, hit.matches
+    index.get("kjv/...#3").text
+
+A query is folded into terms exactly as documents were (`build.TermFolder`), so "vpon" finds
+"upon". Filters (source, split, a period range) become a weight mask on the BM25 scores, so the
+top k are the best *matching* documents, not the best k filtered afterwards. Each hit carries the
+passage where the query's terms cluster most densely, with its character offsets in the document
+text (`text[hit.snippet_start:hit.snippet_end] == hit.snippet`) and those of every matched word.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from londinium.errors import LondiniumError
+from londinium.files import sha256_file
+from londinium.spelling import WORD
+from londinium.workspace import Workspace
+
+MAX_K = 100
+
+
+class SearchError(LondiniumError):
+    """The index is missing or stale, or a query or filter is invalid; the message says what to do."""
+
+
+@dataclass
+class Document:
+    """A corpus document with its provenance."""
+
+    id: str
+    split: str
+    source: str
+    title: str
+    period: list[int]
+    license: str
+    text: str
+
+    def provenance(self) -> dict[str, Any]:
+        """Everything but the text: what a citation needs."""
+        return {k: v for k, v in asdict(self).items() if k != "text"} | {"chars": len(self.text)}
+
+
+@dataclass
+class Hit:
+    """One search result: a document, its BM25 score and the passage that matched."""
+
+    rank: int
+    id: str
+    source: str
+    title: str
+    period: list[int]
+    split: str
+    license: str
+    score: float
+    snippet: str
+    snippet_start: int  # character offsets of the snippet in the document text
+    snippet_end: int
+    matches: list[list[int]] = field(default_factory=list)  # [start, end] of each matched word, document offsets
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def period_overlaps(period: Any, lo: int | None, hi: int | None) -> bool:
+    """True when a document's [first, last] year range meets [lo, hi]; an unknown period meets none."""
+    if lo is None and hi is None:
+        return True
+    if not (isinstance(period, (list, tuple)) and len(period) == 2) or tuple(period) == (0, 0):
+        return False
+    first, last = period
+    return (lo is None or last >= lo) and (hi is None or first <= hi)
+
+
+class CorpusIndex:
+    """The loaded index with the documents' texts; see the module docstring."""
+
+    def __init__(self, retriever: Any, documents: list[Document], spellings: dict[str, list[str]], snippet_chars: int = 240):
+        from londinium.index.build import TermFolder
+
+        self.retriever = retriever
+        self.documents = documents
+        self.by_id = {d.id: i for i, d in enumerate(documents)}
+        self.spellings = spellings
+        self.snippet_chars = snippet_chars
+        self.sources = sorted({d.source for d in documents})
+        self.splits = sorted({d.split for d in documents})
+        self._fold = TermFolder()
+        # documents each term occurs in (bm25s keeps one sparse column per term)
+        self._doc_freq = np.diff(np.asarray(retriever.scores["indptr"]))
+        self._source = np.array([d.source for d in documents], dtype=object)
+        self._split = np.array([d.split for d in documents], dtype=object)
+
+    @classmethod
+    def load(cls, ws: Workspace, snippet_chars: int = 240) -> CorpusIndex:
+        """Load `ws`'s index and the corpus texts it was built from; a missing index, or one built from
+        another corpus than the one there now, is a SearchError saying to run `londinium index build`."""
+        import bm25s
+
+        from londinium.data.documents import iter_documents
+
+        from londinium.index.build import INDEX_FORMAT
+
+        build = f"run `londinium index build -w {ws.root}`"
+        if not ws.index_meta.is_file():
+            raise SearchError(f"no search index in {ws.index_dir}: {build} first")
+        meta = json.loads(ws.index_meta.read_text(encoding="utf-8"))
+        if meta.get("format") != INDEX_FORMAT:
+            raise SearchError(f"the search index in {ws.index_dir} has format {meta.get('format')}, this londinium reads {INDEX_FORMAT}: {build}")
+        for split, digest in meta["splits"].items():
+            path = ws.corpus_split(split)
+            if not path.is_file() or sha256_file(path) != digest:
+                raise SearchError(f"the search index in {ws.index_dir} was built from another {path} than the one there now: {build}")
+        rows = [json.loads(line) for line in ws.index_documents.read_text(encoding="utf-8").splitlines() if line]
+        texts = [r["text"] for split in meta["splits"] for r in iter_documents(ws.corpus_split(split))]
+        if len(texts) != len(rows):
+            raise SearchError(f"the search index in {ws.index_dir} does not match the corpus ({len(rows)} vs {len(texts)} documents): {build}")
+        docs = [Document(r["id"], r["split"], r["source"], r["title"], list(r["period"]), r["license"], t) for r, t in zip(rows, texts)]
+        retriever = bm25s.BM25.load(str(ws.index_bm25_dir), show_progress=False)
+        spellings = json.loads(ws.index_spellings.read_text(encoding="utf-8"))
+        return cls(retriever, docs, spellings, snippet_chars)
+
+    # ---- look-ups -------------------------------------------------------------------------------
+
+    def get(self, doc_id: str) -> Document:
+        """The document with this id, or a SearchError that says how to find ids."""
+        i = self.by_id.get(doc_id)
+        if i is None:
+            raise SearchError(f"no document with id {doc_id!r} in the corpus; ids come from search results (search_corpus, `londinium search`)")
+        return self.documents[i]
+
+    def period_range(self) -> tuple[int, int] | None:
+        """The earliest and latest year of the documents with a known period."""
+        known = [d.period for d in self.documents if tuple(d.period) != (0, 0)]
+        return (min(p[0] for p in known), max(p[1] for p in known)) if known else None
+
+    # ---- search ---------------------------------------------------------------------------------
+
+    def _mask(self, source: str | None, split: str | None, period_from: int | None, period_to: int | None) -> np.ndarray | None:
+        if source is not None and source not in self.sources:
+            raise SearchError(f"source filter {source!r}: no such source in the index; sources: {', '.join(self.sources)}")
+        if split is not None and split not in self.splits:
+            raise SearchError(f"split filter {split!r}: not indexed; indexed splits: {', '.join(self.splits)}")
+        if period_from is not None and period_to is not None and period_from > period_to:
+            raise SearchError(f"period filter: period_from ({period_from}) is after period_to ({period_to})")
+        if source is None and split is None and period_from is None and period_to is None:
+            return None
+        keep = np.ones(len(self.documents), dtype=bool)
+        if source is not None:
+            keep &= self._source == source
+        if split is not None:
+            keep &= self._split == split
+        if period_from is not None or period_to is not None:
+            keep &= np.array([period_overlaps(d.period, period_from, period_to) for d in self.documents])
+        return keep.astype(np.float32)
+
+    def marked_terms(self, terms: list[str]) -> set[str]:
+        """The query terms a snippet is placed by and marks: those in at most half the documents
+        ("the", "and" would only pull the snippet anywhere and cost the most), all when none is."""
+        vocab = self.retriever.vocab_dict
+        rare = {t for t in terms if t in vocab and self._doc_freq[vocab[t]] <= len(self.documents) / 2}
+        return rare or set(terms)
+
+    def search(self, query: str, k: int = 10, source: str | None = None, split: str | None = None,
+               period_from: int | None = None, period_to: int | None = None) -> list[Hit]:
+        """The k best-matching documents (fewer when fewer match), best first."""
+        if not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise SearchError(f"k = {k!r}: ask for 1 to {MAX_K} results")
+        terms = self._fold(query)
+        if not terms:
+            raise SearchError(f"query {query!r} has no words to search for")
+        mask = self._mask(source, split, period_from, period_to)
+        found, scores = self.retriever.retrieve([terms], k=min(k, len(self.documents)), show_progress=False,
+                                                n_threads=0, weight_mask=mask)  # 0: no thread pool per call
+        marked = [f for t in self.marked_terms(terms) for f in self.spellings.get(t, ())]
+        every = [f for t in set(terms) for f in self.spellings.get(t, ())]
+        hits = []
+        for i, score in zip(found[0].tolist(), scores[0].tolist()):
+            if score <= 0:  # no query term in it (or filtered out)
+                continue
+            d = self.documents[i]
+            start, end, matches = snippet_span(d.text, marked, self.snippet_chars, self._fold.fold)
+            if not matches and len(every) > len(marked):  # it matched on common words only
+                start, end, matches = snippet_span(d.text, every, self.snippet_chars, self._fold.fold)
+            hits.append(Hit(len(hits) + 1, d.id, d.source, d.title, d.period, d.split, d.license, round(float(score), 4),
+                            d.text[start:end], start, end, matches))
+        return hits
+
+
+def find_words(text: str, spellings: Any, fold: Any) -> list[tuple[int, int, str]]:
+    """(start, end, folded term) of each whole-word occurrence of `spellings` (lower case) in `text`,
+    in order. A word is `spelling.WORD`'s: "heath" is not found in "heath's". str.find over the
+    lower-cased text is ~10x faster than a regular expression of alternatives, which Python tries at
+    every position."""
+    low = text.lower()
+    if len(low) != len(text):  # a character whose lower case is longer (rare): fold every word instead
+        forms = set(spellings)
+        return [(m.start(), m.end(), fold(m.group())) for m in WORD.finditer(text) if m.group().lower() in forms]
+    found = []
+    for form in set(spellings):
+        pos = low.find(form)
+        while pos != -1:
+            end = pos + len(form)
+            if _word_bounds(text, pos, end):
+                found.append((pos, end, fold(text[pos:end])))
+            pos = low.find(form, pos + 1)
+    return sorted(found)
+
+
+def _letter(ch: str) -> bool:
+    return ch.isalnum() and not ch.isdecimal()  # WORD's [^\W\d_]
+
+
+def _word_bounds(text: str, start: int, end: int) -> bool:
+    """True when text[start:end] is a whole word: no letter (or letter and apostrophe) on either side."""
+    if start > 0 and (_letter(text[start - 1]) or (start > 1 and text[start - 1] in "'’" and _letter(text[start - 2]))):
+        return False
+    n = len(text)
+    return not (end < n and (_letter(text[end]) or (end + 1 < n and text[end] in "'’" and _letter(text[end + 1]))))
+
+
+def snippet_span(text: str, spellings: Any, width: int, fold: Any) -> tuple[int, int, list[list[int]]]:
+    """(start, end, matches) of the `width`-character passage of `text` where the most distinct terms
+    occur, found by their `spellings` (lower case; `fold` turns a match into its term); matches are
+    [start, end] of the matched words inside the passage."""
+    found = find_words(text, spellings, fold)
+    if not found:
+        return 0, _cut_after(text, min(len(text), width), 1), []
+    best, best_key = (0, 0), (-1, 0)
+    j, seen = 0, {found[0][2]: 1}  # the window is found[i..j]; seen counts its terms
+    for i in range(len(found)):  # two pointers: the widest window of matches that starts at match i
+        if j < i:
+            j, seen = i, {found[i][2]: 1}
+        while j + 1 < len(found) and found[j + 1][1] - found[i][0] <= width:
+            j += 1
+            seen[found[j][2]] = seen.get(found[j][2], 0) + 1
+        key = (len(seen), j - i + 1)
+        if key > best_key:
+            best, best_key = (i, j), key
+        term = found[i][2]  # match i leaves the window
+        seen[term] -= 1
+        if not seen[term]:
+            del seen[term]
+    i, j = best
+    lo, hi = found[i][0], found[j][1]
+    pad = max(0, width - (hi - lo)) // 2
+    start = _cut_before(text, max(0, lo - pad), lo)
+    end = _cut_after(text, min(len(text), max(hi, start + width)), hi)
+    matches = [[s, e] for s, e, _ in found if start <= s and e <= end]
+    return start, end, matches
+
+
+def _cut_before(text: str, pos: int, limit: int) -> int:
+    """Move `pos` forward, at most to `limit`, to just after whitespace (a snippet never opens mid-word)."""
+    while 0 < pos < limit and not text[pos - 1].isspace():
+        pos += 1
+    return pos
+
+
+def _cut_after(text: str, pos: int, limit: int) -> int:
+    """Move `pos` back, at least to `limit`, to whitespace (a snippet never closes mid-word)."""
+    while limit < pos < len(text) and not text[pos].isspace():
+        pos -= 1
+    return pos
+
+
+def render_hits(query: str, hits: list[Hit]) -> str:
+    """Hits as readable text: rank, score, id, title and provenance, then the snippet on one line."""
+    from londinium.eval.perplexity import period_label
+
+    if not hits:
+        return f"no document matches {query!r}\n"
+    lines = []
+    for h in hits:
+        lines.append(f"{h.rank}. [{h.score:.3f}] {h.id}")
+        lines.append(f"   {h.title or '(untitled)'} | source {h.source}, {period_label(h.period)}, {h.split} split"
+                     + (f" | {h.license}" if h.license else ""))
+        lines.append(f"   chars {h.snippet_start}-{h.snippet_end}: {' '.join(h.snippet.split())}")
+    return "\n".join(lines) + "\n"

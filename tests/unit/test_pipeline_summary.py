@@ -1,0 +1,17 @@
+"""The closing summary of quickstart: what the figures mean, said where they are printed."""
+
+from __future__ import annotations
+
+from londinium.pipeline import summary_lines
+
+
+def test_probe_line_says_what_probes_measure_and_what_passing_takes():
+    results = {"probes": {"summary": {"overall": {"n": 71, "accuracy": 0.27, "chance": 0.26, "mean_rank": 2.4}}}}
+    text = summary_lines(results)
+    assert "probes: 27% correct of 71 (chance 26%)" in text
+    explanation = text.splitlines()[1]
+    assert "distractors" in explanation and "chance" in explanation and "more training" in explanation
+
+
+def test_no_probe_explanation_without_probes():
+    assert "distractors" not in summary_lines({"probes": {"summary": {"overall": {"n": 0}}}})

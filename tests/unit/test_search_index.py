@@ -1,0 +1,149 @@
+"""The corpus search index: BM25 over spelling-folded words, filters, snippets, the stage's skipping."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from londinium.config import Config
+from londinium.files import write_jsonl
+from londinium.index.build import build_index
+from londinium.index.search import CorpusIndex, SearchError, snippet_span
+from londinium.spelling import fold_word
+from londinium.workspace import Workspace
+
+from tests.integration.train_helpers import cli_in_process
+
+MODERN = ("BANQUO. How far is't call'd to Forres? What are these, so wither'd and so wild in their attire, "
+          "that look not like the inhabitants o' the earth, and yet are on't? Live you? or are you aught "
+          "that man may question? MACBETH. Speak, if you can: what are you? And I have joy upon this blasted heath.")
+FOLIO = ("Banquo. How farre is't call'd to Soris? What are these, so wither'd, and so wilde in their attyre, "
+         "that looke not like th' Inhabitants o'th' Earth, and yet are on't? Liue you, or are you aught "
+         "that man may question? Macb. Speake if you can: what are you? And I haue ioy vpon this blasted Heath.")
+OTHER = [
+    ("kjv/gen#0", "kjv", "Genesis 1", [1611, 1611],
+     "In the beginning God created the heaven and the earth. And the earth was without form, and void; "
+     "and darkness was upon the face of the deep. And the Spirit of God moved upon the face of the waters."),
+    ("milton/pl#3", "milton", "PARADISE LOST", [1667, 1667],
+     "Of Mans First Disobedience, and the Fruit of that Forbidden Tree, whose mortal tast brought Death "
+     "into the World, and all our woe, with loss of Eden, till one greater Man restore us."),
+    ("kjv/ps#23", "kjv", "Psalms 23", [1611, 1611],
+     "The LORD is my shepherd; I shall not want. He maketh me to lie down in green pastures: he leadeth "
+     "me beside the still waters. He restoreth my soul."),
+]
+
+
+def row(doc_id: str, source: str, title: str, period: list[int], text: str) -> dict:
+    return {"id": doc_id, "text": text, "source": source, "period": period, "group": doc_id, "title": title}
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Workspace:
+    ws = Workspace(tmp_path_factory.mktemp("search") / "ws")
+    write_jsonl(ws.corpus_split("train"), [row("shakespeare/macbeth#1", "shakespeare", "MACBETH", [1590, 1623], MODERN),
+                                           *(row(*o) for o in OTHER[:2])])
+    write_jsonl(ws.corpus_split("val"), [row("shakespeare/macbeth_f#1", "shakespeare", "The Tragedie of Macbeth", [1590, 1623], FOLIO)])
+    write_jsonl(ws.corpus_split("test"), [row(*OTHER[2])])
+    build_index(ws, Config(), log=lambda m: None, show_progress=False)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def index(ws) -> CorpusIndex:
+    return CorpusIndex.load(ws, snippet_chars=80)
+
+
+def ids(hits) -> list[str]:
+    return [h.id for h in hits]
+
+
+def test_fold_word_meets_period_spellings():
+    for old, new in [("vpon", "upon"), ("haue", "have"), ("ioy", "joy"), ("ſweet", "sweet"), ("Speake", "speak"), ("looke", "look")]:
+        assert fold_word(old) == fold_word(new), (old, new)
+    assert fold_word("thou") != fold_word("thee")
+
+
+def test_a_sentence_copied_from_a_document_finds_it_first(index):
+    assert ids(index.search("He maketh me to lie down in green pastures"))[0] == "kjv/ps#23"
+    assert ids(index.search("whose mortal tast brought Death into the World"))[0] == "milton/pl#3"
+
+
+def test_a_folio_spelling_query_finds_the_modern_twin_and_back(index):
+    folio_query = ids(index.search("haue ioy vpon this blasted heath", k=5))
+    modern_query = ids(index.search("have joy upon this blasted heath", k=5))
+    assert set(folio_query[:2]) == set(modern_query[:2]) == {"shakespeare/macbeth#1", "shakespeare/macbeth_f#1"}
+    # a word only the Folio spells one way: the modern spelling finds it
+    assert ids(index.search("attire wild", split="val")) == ["shakespeare/macbeth_f#1"]
+    assert ids(index.search("attyre wilde", split="train"))[0] == "shakespeare/macbeth#1"
+
+
+def test_filters_restrict_the_hits(index):
+    assert {h.source for h in index.search("the earth", k=10, source="kjv")} == {"kjv"}
+    assert ids(index.search("waters", split="test")) == ["kjv/ps#23"]
+    in_1660s = index.search("death man earth", k=10, period_from=1650, period_to=1700)
+    assert ids(in_1660s) == ["milton/pl#3"]
+    assert "milton/pl#3" not in ids(index.search("death man earth", k=10, period_to=1640))
+    with pytest.raises(SearchError, match="sources: kjv, milton, shakespeare"):
+        index.search("earth", source="homer")
+    with pytest.raises(SearchError, match="no words"):
+        index.search("1611 ...")
+
+
+def test_hits_carry_provenance_and_a_snippet_at_the_match(index):
+    [hit] = index.search("restoreth my soul", k=1)
+    doc = index.get(hit.id)
+    assert (hit.source, hit.title, hit.period, hit.split) == ("kjv", "Psalms 23", [1611, 1611], "test")
+    assert "Authorized Version" in hit.license  # from the sources registry
+    assert doc.text[hit.snippet_start:hit.snippet_end] == hit.snippet
+    assert "restoreth my soul" in hit.snippet and len(hit.snippet) <= 80
+    words = sorted(doc.text[s:e].lower() for s, e in hit.matches)
+    assert words == ["my", "restoreth", "soul"]
+    assert hit.score > 0
+
+
+def test_snippet_span_picks_the_densest_passage():
+    text = "Vpon " + "x " * 100 + "blasted heath's heath upon " + "y " * 100
+    start, end, matches = snippet_span(text, ["upon", "vpon", "blasted", "heath"], 40, fold_word)
+    assert "blasted heath's heath upon" in text[start:end]
+    assert [text[s:e] for s, e in matches] == ["blasted", "heath", "upon"]  # "heath's" is another word
+    assert all(start <= s < e <= end for s, e in matches)
+    start, end, matches = snippet_span(text, ["nowhere"], 40, fold_word)
+    assert (start, matches) == (0, []) and text[start:end].startswith("Vpon")
+
+
+def test_unknown_document_is_a_clear_error(index):
+    with pytest.raises(SearchError, match="no document with id 'nope'"):
+        index.get("nope")
+
+
+def test_the_stage_is_skipped_when_up_to_date_and_refuses_a_stale_index(ws, tmp_path):
+    import shutil
+
+    logged = []
+    build_index(ws, Config(), log=logged.append, show_progress=False)
+    assert "up to date" in logged[0]
+    copy = Workspace(tmp_path / "ws")
+    shutil.copytree(ws.root, copy.root)
+    with open(copy.corpus_split("test"), "a", encoding="utf-8") as f:
+        f.write(json.dumps(row("kjv/john#1", "kjv", "John 1", [1611, 1611], "In the beginning was the Word.")) + "\n")
+    with pytest.raises(SearchError, match="index build"):
+        CorpusIndex.load(copy)
+    build_index(copy, Config(), log=lambda m: None, show_progress=False)
+    assert ids(CorpusIndex.load(copy).search("beginning was the Word"))[0] == "kjv/john#1"
+
+
+def test_missing_index_names_the_command(tmp_path):
+    with pytest.raises(SearchError, match="londinium index build"):
+        CorpusIndex.load(Workspace(tmp_path / "empty"))
+
+
+def test_search_cli_json_and_text(ws):
+    rc, out, _ = cli_in_process(["search", "green pastures", "-w", str(ws.root), "--format", "json", "--k", "2"])
+    assert rc == 0
+    data = json.loads(out)
+    assert data["hits"][0]["id"] == "kjv/ps#23" and data["hits"][0]["split"] == "test"
+    rc, out, _ = cli_in_process(["search", "green pastures", "-w", str(ws.root)])
+    assert rc == 0 and out.startswith("1. [") and "Psalms 23" in out
+    rc, _, err = cli_in_process(["search", "green", "-w", str(ws.root), "--source", "homer"])
+    assert rc == 2 and "no such source" in err
