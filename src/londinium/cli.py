@@ -214,7 +214,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="londinium", description="Build a small GPT from scratch on your own corpus, export it, search its corpus, serve it over MCP (OpenAI-compatible serving: coming).")
+    parser = argparse.ArgumentParser(prog="londinium", description="Build a small GPT from scratch on your own corpus, export it, search its corpus, serve it (OpenAI-compatible HTTP API, MCP).")
     stages = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
 
     def verb(stage_parser: argparse._SubParsersAction, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
