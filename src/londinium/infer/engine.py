@@ -150,6 +150,7 @@ class Engine:
         self._pipeline = LogitsPipeline([], [], self.vocab_size, self.device)
         self._chooser: TokenChooser | None = None
         self.counters = collections.Counter()
+        self._cancels = False  # some request was cancelled since the last step looked
         self.serving = False  # an EngineLoop's thread owns the engine (see londinium.infer.scheduler)
         self.prefixes = PrefixCache(8 * self.context if prefix_cache_tokens is None else prefix_cache_tokens)
         self.configure(max_running, max_step_tokens)
@@ -331,6 +332,7 @@ class Engine:
     def cancel(self, request: Request) -> None:
         """Cancel a request: at the next step its sequences end with finish_reason 'cancelled'."""
         request.cancelled = True
+        self._cancels = True
 
     def has_work(self) -> bool:
         return bool(self._waiting or self._prefilling or self._rows)
@@ -365,10 +367,12 @@ class Engine:
                 events[r.key] = StepEvent(r)
             return events[r.key]
 
-        leaving = self._cancel_requested(event)
-        if leaving:
-            self._evict(leaving)
-        joining = self._prefill_step(event)
+        if self._cancels:
+            self._cancels = False
+            leaving = self._cancel_requested(event)
+            if leaving:
+                self._evict(leaving)
+        joining = self._prefill_step(event) if self._waiting or self._prefilling else []
         B = len(self._rows)
         logits = None
         if B:
