@@ -257,3 +257,20 @@ def test_more_samples_than_slots_are_refused_not_queued_forever(tok) -> None:
     with pytest.raises(SamplingError, match="n = 3 samples exceed the engine's max_running = 2"):
         engine.generate(["Thou", "To"], [SamplingParams(max_tokens=2), SamplingParams(max_tokens=2, n=3)])
     assert not engine.has_work()
+
+
+def test_slots_are_allocated_as_sequences_need_them_and_rows_survive_the_growth(tok) -> None:
+    engine = Engine(make_model(tok), tok, max_running=16, max_step_tokens=64)
+    p = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+    [one] = engine.generate(["Thou"], p)
+    assert engine._slots.slots == 4  # one sequence ran: no room for 16 contexts was taken
+    first = Request(encode(tok, "Thou"), p)
+    engine.add_request(first)
+    engine.step()
+    engine.step()  # `first` is mid-decode when nine more join: the cache grows under it
+    for q in ["To be", "In the", "Shall I", "O", "The king", "Of", "And", "But", "So"]:
+        engine.add_request(Request(encode(tok, q), p))
+    done = {}
+    while engine.has_work():
+        done.update({ev.request.key: ev.completion for ev in engine.step() if ev.completion})
+    assert engine._slots.slots == 10 and done[first.key].token_ids == one.token_ids  # 10 ran together

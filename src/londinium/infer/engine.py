@@ -150,6 +150,7 @@ class Engine:
         self._pipeline = LogitsPipeline([], [], self.vocab_size, self.device)
         self._chooser: TokenChooser | None = None
         self.counters = collections.Counter()
+        self._cancels = False  # some request was cancelled since the last step looked
         self.serving = False  # an EngineLoop's thread owns the engine (see londinium.infer.scheduler)
         self.prefixes = PrefixCache(8 * self.context if prefix_cache_tokens is None else prefix_cache_tokens)
         self.configure(max_running, max_step_tokens)
@@ -166,8 +167,8 @@ class Engine:
             raise ConfigError(
                 f"max_step_tokens = {max_step_tokens} must exceed max_running = {max_running}: a step decodes one "
                 "token per running sequence and needs room left for prefill")
-        if self._slots is not None and self._slots.slots != max_running:
-            self._slots = None  # allocated at the next step, at the new size
+        if self._slots is not None and self._slots.slots > max_running:
+            self._slots = None  # allocated again at the next step
         self.max_running, self.max_step_tokens = max_running, max_step_tokens
 
     def abort(self) -> list[Request]:
@@ -331,6 +332,7 @@ class Engine:
     def cancel(self, request: Request) -> None:
         """Cancel a request: at the next step its sequences end with finish_reason 'cancelled'."""
         request.cancelled = True
+        self._cancels = True
 
     def has_work(self) -> bool:
         return bool(self._waiting or self._prefilling or self._rows)
@@ -357,7 +359,7 @@ class Engine:
     def step(self) -> list[StepEvent]:
         """One iteration of the scheduler (see the module docstring); the events of the requests it touched."""
         if self._slots is None:
-            self._slots = self.model.new_slot_cache(self.max_running)
+            self._slots = self.model.new_slot_cache(min(self.max_running, 4))
         events: dict[int, StepEvent] = {}
 
         def event(r: Request) -> StepEvent:
@@ -365,10 +367,12 @@ class Engine:
                 events[r.key] = StepEvent(r)
             return events[r.key]
 
-        leaving = self._cancel_requested(event)
-        if leaving:
-            self._evict(leaving)
-        joining = self._prefill_step(event)
+        if self._cancels:
+            self._cancels = False
+            leaving = self._cancel_requested(event)
+            if leaving:
+                self._evict(leaving)
+        joining = self._prefill_step(event) if self._waiting or self._prefilling else []
         B = len(self._rows)
         logits = None
         if B:
@@ -453,6 +457,11 @@ class Engine:
     def _join(self, joining: list[tuple[Request, torch.Tensor]], logits: torch.Tensor | None) -> torch.Tensor:
         """Prefilled requests join the running rows: each sample gets a slot with a copy of the prompt's cache."""
         assert self._slots is not None
+        needed = len(self._rows) + sum(len(r.seqs) for r, _ in joining)
+        if needed > self._slots.slots:
+            # Slots are allocated as sequences need them (a slot holds a full context of keys and
+            # values: ~75 MB for the slm preset), doubling up to max_running.
+            self._slots = self._slots.grown(min(self.max_running, max(needed, 2 * self._slots.slots)))
         parts = [] if logits is None else [logits]
         for r, last in joining:
             for s in r.seqs:

@@ -145,6 +145,18 @@ class SlotCache:
 
     # ---- sequences join and leave --------------------------------------------------------------
 
+    def grown(self, slots: int) -> SlotCache:
+        """A cache of `slots` slots holding this one's rows (so memory follows the sequences that
+        actually run together, not the limit: the engine grows it by doubling)."""
+        k0 = self.k[0]
+        new = SlotCache(len(self.k), slots, k0.shape[1], self.max_len, k0.shape[3], device=k0.device, dtype=k0.dtype)
+        n = max(self.lengths, default=0)
+        for layer in range(len(self.k)):
+            new.k[layer][:self.rows, :, :n] = self.k[layer][:self.rows, :, :n]
+            new.v[layer][:self.rows, :, :n] = self.v[layer][:self.rows, :, :n]
+        new.lengths = list(self.lengths)
+        return new
+
     def append(self, src: KVCache, row: int = 0, length: int | None = None) -> int:
         """A sequence joins: copy `length` tokens (default all) of row `row` of a prefilled cache into
         the next free slot; return its row."""
