@@ -52,11 +52,11 @@ def _setting(key: str, raw: str) -> Any:
 class ChatSession:
     """One conversation: settings, the rolling history of token ids, and what a line of input does."""
 
-    def __init__(self, engine: Engine, params: SamplingParams, window: int = 0, out: IO[str] = sys.stdout):
+    def __init__(self, engine: Engine, params: SamplingParams, window: int = 0, out: IO[str] | None = None):
         self.engine = engine
         self.params = params.replace(n=1, best_of=None, num_beams=1, logprobs=None).validate(engine.vocab_size)
         self.window = window
-        self.out = out
+        self.out = out if out is not None else sys.stdout  # looked up at call time: tests swap sys.stdout
         self.history: list[int] = []
         self.last_prompt: list[int] = []  # what the model saw last turn (the window's contents)
 
@@ -124,8 +124,9 @@ class ChatSession:
         self.out.flush()
 
 
-def run_chat(session: ChatSession, stdin: IO[str] = sys.stdin, banner: str = "") -> int:
+def run_chat(session: ChatSession, stdin: IO[str] | None = None, banner: str = "") -> int:
     """The read-eval-print loop. With a terminal it prompts with `> ` and has line editing."""
+    stdin = stdin if stdin is not None else sys.stdin  # at call time, not import time
     interactive = stdin.isatty()
     if interactive:
         import readline  # noqa: F401  (line editing and history for input())
