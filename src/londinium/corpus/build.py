@@ -23,7 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from londinium.config import CorpusConfig
+from londinium.config import CorpusConfig, validate
 from londinium.corpus import quality
 from londinium.corpus.clean import normalise
 from londinium.corpus.dedup import exact_key, group_near_duplicates
@@ -261,6 +261,7 @@ def _print_summary(ws: Workspace, report: dict[str, Any]) -> dict[str, dict[str,
 
 def build_corpus(ws: Workspace, cfg: CorpusConfig, force: bool = False) -> CorpusSummary:
     """Build (or confirm up to date) the corpus in `ws` from the sources registry in `cfg.sources`."""
+    validate(cfg)
     specs = load_registry(cfg.sources or None)
     ran = ws.run_stage("corpus", cfg, lambda: _build(ws, cfg, specs), fingerprint=fingerprint(specs), force=force)
     report = json.loads(ws.corpus_report_json.read_text(encoding="utf-8"))
