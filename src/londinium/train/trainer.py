@@ -22,7 +22,6 @@ import contextlib
 import copy
 import dataclasses
 import os
-import re
 import shutil
 import signal
 import time
@@ -32,7 +31,7 @@ from typing import Any, Callable
 
 import torch
 
-from londinium.config import Config, load_config, to_toml
+from londinium.config import Config, load_config, to_toml, validate
 from londinium.errors import ConfigError, LondiniumError
 from londinium import checkpoint as ck
 from londinium.train import distributed
@@ -83,16 +82,12 @@ def train(ws: Workspace, cfg: Config, force: bool = False, log: Callable[[str], 
 
 
 def _validate(cfg: Config) -> None:
-    t = cfg.train
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", t.run_name):
-        raise ConfigError(f"train.run_name = {t.run_name!r}: use letters, digits, '.', '_' or '-' (it names a directory)")
-    for name in ("max_steps", "eval_every", "eval_batches", "keep_last", "log_every"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
-    if t.threads < 0:
-        raise ConfigError(f"train.threads must be 0 (torch's default) or positive, got {t.threads}")
-    if t.max_minutes < 0:
-        raise ConfigError(f"train.max_minutes must be 0 (no limit) or positive, got {t.max_minutes}")
+    """Every [train] and [model] rule (config.validate: the same check `config show` makes)."""
+    validate(cfg)
+
+
+class TrainingDiverged(LondiniumError):
+    """The loss or the weights went NaN or infinite: training stops before saving them."""
 
 
 class _StopSignal:
@@ -240,6 +235,7 @@ class _Run:
     # ---- saving and evaluating ---------------------------------------------------------------------
 
     def _save(self) -> ck.Checkpoint | None:
+        self._check_finite(weights=True)  # never a checkpoint of NaN weights over a good one
         rngs = distributed.gather_to_main(ck.capture_rng(), self.d)  # collective: every rank takes part
         if not self.d.is_main:
             return None
@@ -266,6 +262,31 @@ class _Run:
             ck.prune(self.ckpt_dir, self.tc.keep_last)
             plot_losses(self.metrics.path, self.ws.loss_plot(self.run_name), title=f"run {self.run_name}")
         return row
+
+    def _watch(self, loss_sum: torch.Tensor) -> None:
+        """Remember the first step whose loss was NaN or infinite, on the device: no sync per step."""
+        bad = ~torch.isfinite(loss_sum)
+        self.first_bad = torch.where(bad & (self.first_bad < 0), torch.full_like(self.first_bad, self.step), self.first_bad)
+
+    def _check_finite(self, weights: bool = False) -> None:
+        """Stop with TrainingDiverged when a loss since the start went non-finite (or, before a save,
+        any weight did): at log steps and before every checkpoint, agreed across ranks."""
+        flags = torch.stack([self.first_bad.float(), torch.zeros((), device=self.first_bad.device)])
+        if weights:
+            finite = torch.stack([torch.isfinite(p).all() for p in self.raw.parameters()]).all()
+            flags[1] = (~finite).float()
+        flags = distributed.all_reduce(flags, self.d, op="max")
+        first_bad, bad_weights = int(flags[0].item()), bool(flags[1].item())
+        if first_bad < 0 and not bad_weights:
+            return
+        what = f"the training loss became non-finite (NaN or inf) at step {first_bad}" if first_bad >= 0 else \
+            f"the weights became non-finite (NaN or inf) by step {self.step}"
+        good = ck.latest_valid(self.ckpt_dir, log=lambda m: None) if self.d.is_main else None
+        kept = (f"the last good checkpoint, step {good.step} ({good.path}), is kept" if good is not None
+                else "no checkpoint was written")
+        raise TrainingDiverged(
+            f"train: {what} with train.learning_rate = {self.tc.learning_rate:g}; {kept} and nothing non-finite was saved. "
+            f"Lower train.learning_rate (or raise train.warmup_steps / set train.grad_clip), then --resume or --force")
 
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self.session_start)
@@ -362,6 +383,7 @@ class _Run:
             ck.restore_rng(self.rng_state)
         else:
             self._seed_fresh()
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.precision.device)
         progress = Progress(tc.max_steps, self.step, enabled=d.is_main, out=self.log)
         stopped = "max_steps"
         window_t, window_steps = 0.0, 0
@@ -371,9 +393,11 @@ class _Run:
                 while self.step < tc.max_steps:
                     t0 = time.perf_counter()
                     loss_sum, grad_norm, lr = self._one_step(model)
+                    self._watch(loss_sum)
                     code = self._stop_code(stop)
                     loss = None
                     if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                        self._check_finite()
                         loss = float(distributed.all_reduce(loss_sum, d).item()) / d.world_size
                     window_t += time.perf_counter() - t0
                     window_steps += 1
