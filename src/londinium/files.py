@@ -60,6 +60,40 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         raise
 
 
+# Test hook: the process SIGKILLs itself at the named point (e.g. "replace_together:1", after the
+# first rename of a group), the crash the consistency tests need at an exact place. Never set in use.
+KILL_POINT_ENV = "LONDINIUM_TEST_SIGKILL_AT"
+
+
+def kill_point(name: str) -> None:
+    if os.environ.get(KILL_POINT_ENV) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def replace_together(paths: list[Path]) -> Iterator[list[Path]]:
+    """Temporary paths (`.name.new.tmp`, next to each of `paths`) for the caller to write; on a
+    clean exit they are renamed over `paths` one after another, only once every file is complete.
+    The renames are not one atomic step, so the caller forgets the old outputs first (a stage does:
+    `Workspace.run_stage` drops the manifest entry) and readers trust only a recorded set. On an
+    exception every temporary is removed and `paths` are left as they were."""
+    temps = [Path(p).with_name(f".{Path(p).name}.new.tmp") for p in paths]
+    try:
+        yield temps
+        for i, (tmp, path) in enumerate(zip(temps, paths), 1):
+            os.replace(tmp, path)
+            kill_point(f"replace_together:{i}")
+        for parent in {Path(p).parent for p in paths}:
+            fsync_dir(parent)
+    except BaseException:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)

@@ -28,10 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from londinium.errors import LondiniumError
 from londinium.files import sha256_file, write_json
 
 DEFAULT_WORKSPACE = "londinium-work"
 SPLITS = ("train", "val", "test")
+# The command that (re)makes each stage's outputs, for "run this again" messages.
+STAGE_COMMANDS = {"corpus": "londinium corpus build", "tokenizer": "londinium tokenizer train", "shards": "londinium data prepare"}
+
+
+class StageNotDone(LondiniumError):
+    """An upstream artifact is missing, or is not what its stage recorded: the message names the
+    command to run again."""
 
 
 def default_cache_dir() -> Path:
@@ -216,6 +224,44 @@ class Workspace:
         }
         write_json(self.manifest_file, manifest)
 
+    def require_stage(self, stage: str, paths: Iterable[Path]) -> None:
+        """Raise StageNotDone unless `stage` finished (it has a manifest entry) and recorded each of
+        `paths` as an output with the hash it has on disk now. A later stage reads only what an
+        earlier one recorded, so a file that was edited by hand, left half-rebuilt by a killed run
+        (new train.jsonl, old val.jsonl) or copied in from elsewhere is never trusted silently."""
+        command = f"`{STAGE_COMMANDS.get(stage, stage)} -w {self.root}`"
+        entry = self.manifest().get(stage)
+        if entry is None:
+            missing = [p for p in paths if not Path(p).is_file()]
+            what = f"{missing[0]} is missing" if missing else f"no finished {stage} stage is recorded in {self.manifest_file}"
+            raise StageNotDone(f"{what}: run {command} first")
+        outputs = entry.get("outputs", {})
+        for p in paths:
+            rel = self._rel(p)
+            if rel not in outputs:
+                raise StageNotDone(f"{p} is not an output the {stage} stage recorded: run {command} again")
+            if not Path(p).is_file():
+                raise StageNotDone(f"{p} is missing: run {command} again")
+            if sha256_file(p) != outputs[rel]:
+                raise StageNotDone(f"{p} changed since the {stage} stage wrote it (edited, or left by an interrupted run): run {command} again")
+
+    def adopt(self, stage: str, outputs: Iterable[Path], config: dict[str, Any] | None = None) -> None:
+        """Record files made outside londinium (a corpus written as JSONL by another tool) as the
+        outputs of `stage`, so later stages accept them; re-run `adopt` after changing them."""
+        self.record(stage, {"adopted": True, **(config or {})}, [], outputs)
+
+    def remove_stale_temporaries(self, stage: str) -> list[Path]:
+        """Delete the temporary files (`.name.*.tmp`, from `files.atomic_write`) that a killed run
+        of `stage` left in its directory. Called before a stage runs; returns what was removed."""
+        removed = []
+        d = self.stage_dir(stage)
+        if d.is_dir():
+            for p in d.glob(".*.tmp"):
+                if p.is_file() and not p.is_symlink():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+        return removed
+
     def invalidate(self, stage: str) -> None:
         """Forget that a stage ran (called before a stage starts rewriting its outputs)."""
         manifest = self.manifest()
@@ -248,6 +294,7 @@ class Workspace:
             log(f"{stage}: up to date in {self.stage_dir(stage)}; nothing to do (--force re-runs it)")
             return False
         self.invalidate(stage)
+        self.remove_stale_temporaries(stage)
         outputs = list(run())
         write_text(self.stage_config_file(stage), to_toml(section))
         self.record(stage, config, inputs, [*outputs, self.stage_config_file(stage)])

@@ -33,7 +33,7 @@ from londinium.corpus.segment import pack, split_paragraphs
 from londinium.corpus.sources import SourceSpec, fetch_source, load_registry, selector
 from londinium.corpus.split import SPLIT_NAMES, assign_splits
 from londinium.errors import LondiniumError
-from londinium.files import sha256_file, write_json, write_jsonl, write_text
+from londinium.files import replace_together, sha256_file, write_json, write_jsonl, write_text
 from londinium.workspace import Workspace, default_cache_dir
 
 # Bump when the processing changes what a given config and input produce, so old corpora rebuild.
@@ -230,13 +230,17 @@ def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec]) -> list[Pa
 
     if not any(ledger.docs.values()):
         why = "; ".join(f"{sid}: {err}" for sid, err in ledger.failed.items()) or "every file was rejected"
+        write_jsonl(ws.corpus_rejections, ledger.rejections)  # written before the message points at it
         raise LondiniumError(f"corpus: no usable documents ({why}); see {ws.corpus_rejections} and fix the sources registry")
 
     data_card = card(ledger, {"section": dataclasses.asdict(cfg), "builder": BUILDER_VERSION})
     paths = {"rejections": ws.corpus_rejections, "chart": ws.corpus_chart}
     # Splits first, card last: a reader of the card can trust that the splits it describes exist.
-    for split in SPLIT_NAMES:
-        write_jsonl(ws.corpus_split(split), ledger.docs[split])
+    # All splits are written in full before any replaces the old one (and run_stage has already
+    # dropped the old build's manifest entry), so no later stage can read a mix of two builds.
+    with replace_together([ws.corpus_split(split) for split in SPLIT_NAMES]) as temps:
+        for split, tmp in zip(SPLIT_NAMES, temps):
+            write_jsonl(tmp, ledger.docs[split])
     write_jsonl(ws.corpus_rejections, ledger.rejections)
     chart(data_card, ws.corpus_chart)
     write_json(ws.corpus_report_json, data_card)

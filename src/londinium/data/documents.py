@@ -15,10 +15,9 @@ from londinium.workspace import Workspace
 
 
 def require_split(ws: Workspace, split: str) -> Path:
-    """Path of a corpus split, or a clear error saying which stage makes it."""
+    """Path of a corpus split the corpus stage recorded, or a clear error saying which stage to run."""
     path = ws.corpus_split(split)
-    if not path.is_file():
-        raise LondiniumError(f"corpus split {path} is missing: run `londinium corpus build -w {ws.root}` first")
+    ws.require_stage("corpus", [path])  # only the splits the last finished build recorded
     return path
 
 

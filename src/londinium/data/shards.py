@@ -97,7 +97,8 @@ def prepare_shards(ws: Workspace, cfg: DataConfig, force: bool = False, log: Cal
     """The shards stage: encode train, val and test with the workspace tokenizer. Returns True if it ran."""
     validate(cfg)
     sources = {split: require_split(ws, split) for split in SPLITS}
-    tok_hash = tokenizer_sha256(ws)  # raises "run `londinium tokenizer train`" when missing
+    ws.require_stage("tokenizer", [ws.tokenizer_file])  # the tokenizer the last finished stage wrote
+    tok_hash = tokenizer_sha256(ws)
 
     def run() -> list[Path]:
         tok = load_tokenizer(ws)
