@@ -135,7 +135,9 @@ def _read_source(spec: SourceSpec, cfg: CorpusConfig, ledger: Ledger, seen: dict
                 ledger.texts[sid][key] = "rejected"
                 continue
             if reason is not None:
-                ledger.reject(sid, name, "text", reason, "", t.title, len(text), scores.as_dict())
+                # A rejected file's own words stay out of its record: the title of a single-text
+                # file is its first line; the texts of a multi-text file are told apart by theirs.
+                ledger.reject(sid, name, "text", reason, "", t.title if len(result.texts) > 1 else "", len(text), scores.as_dict())
                 ledger.texts[sid][key] = "rejected"
                 continue
             seen[exact_key(text)] = key
