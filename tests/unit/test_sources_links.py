@@ -60,8 +60,23 @@ def test_a_tree_deeper_than_the_recursion_limit_is_walked(tmp_path: Path):
     with open(os.open("bottom.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w", encoding="utf-8") as f:
         f.write(prose(3))
     os.close(fd)
-    got, skips = _fetch(tmp_path, root)
-    assert list(got) == ["d/" * depth + "bottom.txt"] and skips == {}
+    try:
+        got, skips = _fetch(tmp_path, root)
+        assert list(got) == ["d/" * depth + "bottom.txt"] and skips == {}
+    finally:
+        _remove_chain(root, depth)
+
+
+def _remove_chain(root: Path, depth: int) -> None:
+    """Delete the d/d/.../bottom.txt chain bottom-up (shutil.rmtree recurses, and would fail)."""
+    fds = [os.open(root, os.O_RDONLY)]
+    for _ in range(depth):
+        fds.append(os.open("d", os.O_RDONLY, dir_fd=fds[-1]))
+    os.unlink("bottom.txt", dir_fd=fds[-1])
+    for i in range(depth, 0, -1):
+        os.close(fds[i])
+        os.rmdir("d", dir_fd=fds[i - 1])
+    os.close(fds[0])
 
 
 def test_control_characters_in_names_are_escaped():
