@@ -130,7 +130,7 @@ class CorpusConfig:
     sources: str = doc("", "Path of a sources TOML registry; empty uses the embedded default (Shakespeare, Milton, KJV).")
     cache_dir: str = doc("", "Download cache (by sha256); empty uses $LONDINIUM_CACHE or ~/.cache/londinium.")
     max_file_mb: float = doc(64.0, "Files, archive members and downloads larger than this are rejected.", gt=0)
-    download_timeout_s: float = doc(60.0, "Timeout of one HTTP request or pip download, in seconds.", gt=0)
+    download_timeout_s: float = doc(60.0, "Deadline of one download attempt in seconds, from connecting to its last byte (a server that trickles is cut off); pip gets it per network operation.", gt=0)
     download_retries: int = doc(3, "Retries of a failed download (5xx, timeout), with exponential backoff.", ge=0, le=20)
     min_chars: int = doc(200, "Documents shorter than this (after cleaning) are rejected.", ge=0)
     min_alpha_words: float = doc(0.6, "Minimum share of whitespace-separated tokens that contain a letter.", **SHARE)
