@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from londinium.errors import PathError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -37,6 +39,33 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def ensure_dir(path: str | os.PathLike, what: str = "folder") -> Path:
+    """Create the folder `path` (and its parents) if needed; PathError naming the path and what is
+    wrong when a file stands where a folder belongs, or the place cannot be written."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise PathError(f"{what} {path}: {blocker} is a file, but a folder is needed there; move it or choose another path") from None
+    except OSError as e:
+        raise PathError(f"{what} {path} cannot be created ({e.strerror or e}); choose a writable place") from None
+
+
+def require_file(path: str | os.PathLike, what: str, error: type[Exception] | None = None, hint: str = "") -> Path:
+    """`path` when it is a regular file; else `error` (PathError by default) saying what it is instead."""
+    path, error = Path(path), error or PathError
+    tail = f"; {hint}" if hint else ""
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder, but a file is expected{tail}")
+    if not path.exists():
+        raise error(f"{what} {path} does not exist{tail}")
+    if not path.is_file():
+        raise error(f"{what} {path} is not a regular file (a device, FIFO or socket){tail}")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """Open a temporary file next to `path`; on clean exit fsync and rename it over `path`.
@@ -44,9 +73,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     On an exception the temporary file is removed and `path` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise PathError(f"{path} is a folder, but londinium writes a file there; move it or choose another path")
+    ensure_dir(path.parent)
     binary = "b" in mode
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise PathError(f"cannot write {path} ({e.strerror or e}); choose a writable place") from None
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding, newline=None if binary else "") as f:
             yield f
@@ -89,7 +123,7 @@ def replace_together(paths: list[Path]) -> Iterator[list[Path]]:
             fsync_dir(parent)
     except BaseException:
         for tmp in temps:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # never written, or its folder could not be made
                 os.unlink(tmp)
         raise
 
@@ -141,9 +175,7 @@ def sha256_bytes(data: bytes) -> str:
 def read_toml(path: str | os.PathLike, what: str, error: type[Exception], hint: str = "") -> dict[str, Any]:
     """A TOML file as a dict; a missing, non-UTF-8 or invalid file raises `error` naming `what`
     (e.g. "sources registry") and the path, then `hint` on what to do when it is missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{what} {path} does not exist" + (f"; {hint}" if hint else ""))
+    path = require_file(path, what, error, hint)
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from londinium.errors import LondiniumError
+from londinium.errors import LondiniumError, PathError
 from londinium.files import sha256_file, write_json
 
 DEFAULT_WORKSPACE = "londinium-work"
@@ -60,7 +60,14 @@ class Workspace:
     root: Path
 
     def __init__(self, root: str | os.PathLike = DEFAULT_WORKSPACE):
-        object.__setattr__(self, "root", Path(root).resolve())
+        path = Path(root).resolve()
+        if path.exists() and not path.is_dir():
+            raise PathError(f"workspace {path} is a file, but a workspace is a folder; choose another --workspace")
+        # Checked now, not at the first write after minutes of work: a file standing in the way.
+        blocker = next((p for p in path.parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise PathError(f"workspace {path}: {blocker} is a file, but a folder is needed there; choose another --workspace")
+        object.__setattr__(self, "root", path)
 
     # ---- layout --------------------------------------------------------------------------------
     @property

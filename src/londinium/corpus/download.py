@@ -35,7 +35,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from londinium.errors import SourceError
-from londinium.files import sha256_file, write_json
+from londinium.files import ensure_dir, sha256_file, write_json
 
 USER_AGENT = "londinium/0.1 (corpus builder; +https://pypi.org/project/londinium/)"
 CHUNK = 1 << 16
@@ -77,7 +77,7 @@ class DownloadCache:
     def new_tmp_dir(self) -> Path:
         """A fresh folder for one download in progress, named after this process, so that
         `remove_stale_tmp` can tell a killed process's leftovers from another live download."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.tmp_dir, "download cache (corpus.cache_dir)")
         self.remove_stale_tmp()
         return Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix=f"{os.getpid()}-"))
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from londinium.config import Config, EvalConfig, validate
 from londinium.errors import ConfigError, LondiniumError
-from londinium.files import write_json, write_text
+from londinium.files import require_file, write_json, write_text
 from londinium.workspace import Workspace
 
 
@@ -39,9 +39,7 @@ def _word_list_paths(e: EvalConfig) -> tuple[Path, Path]:
 
 def _read_text_file(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LondiniumError(f"--text {path}: no such file") from None
+        return require_file(path, "--text").read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise LondiniumError(f"--text {path}: not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
 
@@ -66,8 +64,7 @@ def evaluate(
     validate_config(e)
     text_paths = [Path(t) for t in texts]
     for t in text_paths:
-        if not t.is_file():
-            raise LondiniumError(f"--text {t}: no such file")
+        require_file(t, "--text")
     if cfg.train.threads > 0:  # the same CPU thread setting as training (0: torch's default)
         import torch
 
