@@ -141,7 +141,7 @@ class CorpusConfig:
     near_dup_threshold: float = doc(0.3, "Jaccard similarity (word shingles of a spelling-folded form) at or above which two texts are grouped as near-duplicates; modern vs Folio texts of one play measure 0.38-0.61, different plays <= 0.02.", gt=0, le=1)
     near_dup_containment: float = doc(0.5, "Share of the smaller text's shingles found in another text at or above which the two are grouped (an anthology and a poem it reprints).", gt=0, le=1)
     shingle_words: int = doc(3, "Words per shingle for MinHash near-duplicate detection.", ge=1, le=64)
-    num_perm: int = doc(128, "MinHash permutations.", ge=1, le=4096)
+    num_perm: int = doc(128, "MinHash permutations.", ge=16, le=4096, hint="(fewer leave the LSH index too few bands)")
     max_doc_chars: int = doc(4000, "Maximum characters of one training document; longer texts are cut at paragraph, then sentence, boundaries.", ge=1)
     val_fraction: float = doc(0.05, "Share of each source's characters held out for validation, in whole document groups.", ge=0, lt=1)
     test_fraction: float = doc(0.05, "Share of each source's characters held out for test, in whole document groups.", ge=0, lt=1)

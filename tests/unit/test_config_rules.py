@@ -92,7 +92,7 @@ def test_any_set_text_loads_or_is_a_config_error_naming_it(field, raw):
     ("train.learning_rate=-1", "train.learning_rate = -1.0: must be > 0"),
     ("train.learning_rate=inf", "train.learning_rate = inf: must be a finite number"),
     ("train.beta1=1.5", "train.beta1 = 1.5: must be in [0, 1)"),
-    ("corpus.num_perm=0", "corpus.num_perm = 0: must be in [1, 4096]"),
+    ("corpus.num_perm=0", "corpus.num_perm = 0: must be in [16, 4096]"),
     ("corpus.max_doc_chars=0", "corpus.max_doc_chars = 0: must be >= 1"),
     ("corpus.download_timeout_s=0", "corpus.download_timeout_s = 0.0: must be > 0"),
     ("corpus.download_retries=-1", "corpus.download_retries = -1"),

@@ -86,6 +86,32 @@ def _validate(cfg: Config) -> None:
     validate(cfg)
 
 
+def machine_memory(device: torch.device) -> int:
+    """Bytes of memory on `device`: the GPU's total, or the machine's physical memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[1])
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0  # unknown: no check
+
+
+def check_memory(model: Any, batch_size: int, device: torch.device) -> None:
+    """ConfigError before anything is allocated when training the model cannot fit in the device's
+    memory at all (weights, gradients, AdamW state and activations, as `londinium model info` counts
+    them): a config that loads must not turn into an allocation failure."""
+    from londinium.model.info import memory_estimate
+
+    need = memory_estimate(model, batch_size).training_total
+    have = machine_memory(device)
+    if have and need > have:
+        raise ConfigError(
+            f"training this model needs about {need / 2**30:,.1f} GiB (weights, gradients, AdamW state and activations of "
+            f"train.batch_size = {batch_size} x model.context = {model.context}; `londinium model info` itemises it), "
+            f"more than the {have / 2**30:,.1f} GiB of {device.type}; make model.n_layer, model.n_embd, model.context "
+            f"or train.batch_size smaller")
+
+
 class TrainingDiverged(LondiniumError):
     """The loss or the weights went NaN or infinite: training stops before saving them."""
 
@@ -178,6 +204,7 @@ class _Run:
         from londinium.model.gpt import GPT
 
         tc, device = self.tc, self.precision.device
+        check_memory(self.cfg.model, tc.batch_size, device)
         configure_backends(device)
         torch.manual_seed(tc.seed)  # the same initial weights on every rank and every run
         self.raw = GPT(self.cfg.model).to(device)
@@ -346,6 +373,8 @@ class _Run:
             raise LondiniumError(decision["message"])
         if d.is_main:
             self.ws.invalidate(f"train/{self.run_name}")
+            for stale in self.ckpt_dir.glob("*.tmp"):  # a checkpoint a killed run was writing
+                shutil.rmtree(stale, ignore_errors=True)
         self._build()
         self.resumed_from, self.rng_state = None, None
         if decision["action"] == "resume":
