@@ -129,8 +129,8 @@ class CorpusConfig:
 
     sources: str = doc("", "Path of a sources TOML registry; empty uses the embedded default (Shakespeare, Milton, KJV).")
     cache_dir: str = doc("", "Download cache (by sha256); empty uses $LONDINIUM_CACHE or ~/.cache/londinium.")
-    max_file_mb: float = doc(64.0, "Files, archive members and downloads larger than this are rejected.", gt=0)
-    download_timeout_s: float = doc(60.0, "Deadline of one download attempt in seconds, from connecting to its last byte (a server that trickles is cut off); pip gets it per network operation.", gt=0)
+    max_file_mb: float = doc(64.0, "Files, archive members and downloads larger than this are rejected.", gt=0, le=1e6)
+    download_timeout_s: float = doc(60.0, "Deadline of one download attempt in seconds, from connecting to its last byte (a server that trickles is cut off); pip gets it per network operation.", gt=0, le=604800)
     download_retries: int = doc(3, "Retries of a failed download (5xx, timeout), with exponential backoff.", ge=0, le=20)
     min_chars: int = doc(200, "Documents shorter than this (after cleaning) are rejected.", ge=0)
     min_alpha_words: float = doc(0.6, "Minimum share of whitespace-separated tokens that contain a letter.", **SHARE)
@@ -183,7 +183,7 @@ class ModelConfig:
     bias: bool = doc(True, "Bias in linear layers and norms.")
     tie_embeddings: bool = doc(True, "Share the token embedding with the output head.")
     dropout: float = doc(0.0, "Dropout on attention, residual and embeddings.", ge=0, lt=1)
-    rope_theta: float = doc(10000.0, "RoPE base frequency.", gt=0)
+    rope_theta: float = doc(10000.0, "RoPE base frequency.", gt=0, le=1e12)
     n_experts: int = doc(0, "Experts in a mixture-of-experts MLP; 0 means a dense MLP.", ge=0, le=1024, hint="(0: dense)")
     top_k: int = doc(2, "Experts each token is routed to.", ge=1)
     aux_loss_weight: float = doc(0.01, "Weight of the router's load-balancing loss.", ge=0)
@@ -277,7 +277,7 @@ class ExportConfig:
     format: str = doc("hf", "'hf' (a transformers directory: safetensors, config, tokenizer, chat template, model card) or 'gguf' (one file for llama.cpp).", choices=("hf", "gguf"))
     dtype: str = doc("float32", "Weight dtype: 'float32', 'bfloat16' or 'float16' for hf; 'float32', 'float16' or 'q8_0' for gguf.", choices=("float32", "bfloat16", "float16", "q8_0"))
     out: str = doc("", "Output directory (hf) or file (gguf); empty: exports/<run>-step-<N>[.gguf] in the workspace.")
-    max_shard_mb: float = doc(2000.0, "safetensors files larger than this are split into shards with an index file (transformers' layout).", gt=0)
+    max_shard_mb: float = doc(2000.0, "safetensors files larger than this are split into shards with an index file (transformers' layout).", gt=0, le=1e7)
 
 
 @dataclass
@@ -296,7 +296,7 @@ class ServeConfig:
     max_step_tokens: int = doc(512, "Tokens one engine step may process (decode tokens plus prefill chunks): the prefill budget.", ge=1)
     max_waiting: int = doc(64, "Requests waiting for a slot at most; beyond it the server answers 429 with Retry-After.", ge=1)
     log_prompts: bool = doc(False, "Write prompt text into the request log (off: ids, timings and token counts only).")
-    shutdown_timeout_s: float = doc(10.0, "On SIGTERM, seconds to let running requests finish before they are cancelled.", gt=0)
+    shutdown_timeout_s: float = doc(10.0, "On SIGTERM, seconds to let running requests finish before they are cancelled.", gt=0, le=86400)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -385,6 +385,7 @@ RELATIONS: tuple[Relation, ...] = (
              "n_head must be divisible by n_kv_head (0: n_head), and n_kv_head <= n_head"),
     Relation(("model.positions", "model.n_embd", "model.n_head"), lambda p, e, h: p != "rope" or (e // h) % 2 == 0,
              "rotary positions need an even head size n_embd / n_head"),
+    Relation(("model.mlp_ratio", "model.n_embd"), lambda r, e: int(r * e) >= 1, "the MLP's hidden width int(mlp_ratio * n_embd) must be >= 1"),
     Relation(("model.top_k", "model.n_experts"), lambda k, n: n == 0 or k <= n, "top_k must be <= n_experts (when n_experts > 0)"),
     Relation(("eval.stride", "model.context"), lambda s, c: s <= c, "stride must be <= the model's context (0: half of it)"),
     Relation(("export.dtype", "export.format"),

@@ -94,8 +94,10 @@ def test_any_set_text_loads_or_is_a_config_error_naming_it(field, raw):
     ("train.beta1=1.5", "train.beta1 = 1.5: must be in [0, 1)"),
     ("corpus.num_perm=0", "corpus.num_perm = 0: must be in [16, 4096]"),
     ("corpus.max_doc_chars=0", "corpus.max_doc_chars = 0: must be >= 1"),
-    ("corpus.download_timeout_s=0", "corpus.download_timeout_s = 0.0: must be > 0"),
+    ("corpus.download_timeout_s=0", "corpus.download_timeout_s = 0.0: must be in (0, 604800]"),
     ("corpus.download_retries=-1", "corpus.download_retries = -1"),
+    ("corpus.download_timeout_s=1e300", "corpus.download_timeout_s = 1e+300: must be in (0, 604800]"),  # a Timer overflows
+    ("corpus.max_file_mb=1e303", "corpus.max_file_mb = 1e+303"),  # bytes would be inf
     ("serve.port=0", "serve.port = 0: must be in [1, 65535]"),
     ("serve.port=65536", "serve.port = 65536"),
     ("serve.max_running=0", "serve.max_running = 0"),

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from londinium.config import _coerce
-from londinium.corpus.archive import CorruptArchive, archive_kind, file_problem, read_archive, read_compressed, sniff
+from londinium.corpus.archive import CorruptArchive, archive_kind, file_problem, read_archive, read_capped, read_compressed, sniff
 from londinium.corpus.download import Blob, DownloadCache, fetch_pypi, fetch_url
 from londinium.errors import ConfigError, SourceError
 from londinium.files import read_toml
@@ -343,7 +343,7 @@ def _read_no_follow(path: Path, max_bytes: int) -> bytes | str:
         if st.st_size > max_bytes:
             return f"over the size cap ({st.st_size:,} bytes > {max_bytes:,}; raise corpus.max_file_mb to keep it)"
         try:
-            return f.read(max_bytes + 1)
+            return read_capped(f, max_bytes)
         except OSError as e:
             return f"cannot be read: {e.strerror or e}"
 
