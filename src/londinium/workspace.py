@@ -37,6 +37,18 @@ SPLITS = ("train", "val", "test")
 STAGE_COMMANDS = {"corpus": "londinium corpus build", "tokenizer": "londinium tokenizer train", "shards": "londinium data prepare"}
 
 
+def check_run_name(name: str) -> str:
+    """`name` when it can name a folder under runs/ (or eval/): no path separators, no '..', no
+    control characters, so `--run ../elsewhere` never reads or writes outside the workspace."""
+    import re
+
+    from londinium.config import RUN_NAME
+
+    if not isinstance(name, str) or not re.fullmatch(RUN_NAME, name):
+        raise PathError(f"run name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit (it names a folder)")
+    return name
+
+
 class StageNotDone(LondiniumError):
     """An upstream artifact is missing, or is not what its stage recorded: the message names the
     command to run again."""
@@ -140,7 +152,7 @@ class Workspace:
 
     # training runs
     def run_dir(self, name: str = "main") -> Path:
-        return self.root / "runs" / name
+        return self.root / "runs" / check_run_name(name)
 
     def checkpoints_dir(self, name: str = "main") -> Path:
         return self.run_dir(name) / "checkpoints"
@@ -162,7 +174,7 @@ class Workspace:
 
     def eval_run_dir(self, run: str = "main") -> Path:
         """One run's report card. The stage is recorded as "eval/<run>", so this is its stage_dir."""
-        return self.stage_dir(f"eval/{run}")
+        return self.stage_dir(f"eval/{check_run_name(run)}")
 
     def eval_results(self, run: str = "main") -> Path:
         return self.eval_run_dir(run) / "results.json"
@@ -172,7 +184,7 @@ class Workspace:
 
     def eval_compare(self, run_a: str, run_b: str) -> Path:
         """`londinium eval --compare A B` writes this Markdown (and a .json next to it)."""
-        return self.eval_dir / f"compare-{run_a}-vs-{run_b}.md"
+        return self.eval_dir / f"compare-{check_run_name(run_a)}-vs-{check_run_name(run_b)}.md"
 
     # exports
     @property

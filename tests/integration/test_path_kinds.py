@@ -99,3 +99,16 @@ def test_the_helpers_name_the_kind(tmp_path: Path):
         ensure_dir(tmp_path / "f" / "sub")
     with pytest.raises(PathError, match="is a file, but a folder is needed there"):
         write_text(tmp_path / "f" / "out.txt", "x")
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "--run", "../elsewhere", "--prompt", "x"],
+    ["eval", "--run", "../../elsewhere"],
+    ["eval", "--compare", "../x", "main"],
+    ["train", "--run", "a/b"],
+])
+def test_a_run_name_never_leads_outside_the_workspace(tmp_path: Path, argv: list[str]):
+    _setup(tmp_path)
+    line = _line(_cli(tmp_path, *argv))
+    assert "run name" in line or "train.run_name" in line
+    assert not (tmp_path / "elsewhere").exists()
