@@ -25,7 +25,7 @@ from typing import Any
 import tomli_w
 
 from londinium.errors import ConfigError
-from londinium.files import read_toml, tomllib
+from londinium.files import loads_toml, read_toml, tomllib
 
 
 @dataclass(frozen=True)
@@ -507,7 +507,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     dotted, raw = text.split("=", 1)
     section, key = dotted.strip().split(".", 1)
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        value = loads_toml(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return section, key, value

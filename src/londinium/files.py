@@ -157,7 +157,7 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     with open(path, encoding="utf-8") as f:
         for line in f:
             if line.strip():
-                yield json.loads(line)
+                yield loads_json(line)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -172,12 +172,29 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def loads_json(text: str | bytes) -> Any:
+    """`json.loads`, with a value nested too deeply for Python's parser (json raises RecursionError
+    for `[[[[...` a few thousand deep) reported as the JSONDecodeError every caller already handles."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text if isinstance(text, str) else "", 0) from None
+
+
+def loads_toml(text: str) -> dict[str, Any]:
+    """`tomllib.loads`, with too deep nesting reported as a TOMLDecodeError (tomllib recurses too)."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("nested too deeply") from None
+
+
 def read_toml(path: str | os.PathLike, what: str, error: type[Exception], hint: str = "") -> dict[str, Any]:
     """A TOML file as a dict; a missing, non-UTF-8 or invalid file raises `error` naming `what`
     (e.g. "sources registry") and the path, then `hint` on what to do when it is missing."""
     path = require_file(path, what, error, hint)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return loads_toml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise error(f"{what} {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:

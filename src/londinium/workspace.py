@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from londinium.errors import LondiniumError, PathError
-from londinium.files import sha256_file, write_json
+from londinium.files import loads_json, sha256_file, write_json
 
 DEFAULT_WORKSPACE = "londinium-work"
 SPLITS = ("train", "val", "test")
@@ -203,7 +203,7 @@ class Workspace:
         if not self.manifest_file.exists():
             return {}
         try:
-            return json.loads(self.manifest_file.read_text(encoding="utf-8"))
+            return loads_json(self.manifest_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             # A manifest is only a cache of what is done: if it is unreadable, everything re-runs.
             return {}

@@ -160,3 +160,13 @@ def test_a_value_set_in_python_is_held_to_the_same_rule_by_the_stage(tmp_path: P
 
     with pytest.raises(ConfigError, match=r"train.batch_size = 0: must be >= 1"):
         plan_batches(TrainConfig(batch_size=0), 32, 1)
+
+
+def test_values_nested_too_deeply_are_a_config_error(tmp_path: Path):
+    deep = "[" * 5000 + "]" * 5000  # tomllib recurses, and would raise RecursionError
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        load_config(None, [f"train.max_steps={deep}"])
+    f = tmp_path / "deep.toml"
+    f.write_text(f"[train]\nmax_steps = {deep}\n")
+    with pytest.raises(ConfigError, match="not valid TOML: nested too deeply"):
+        load_config(f)

@@ -109,3 +109,12 @@ def test_corpus_build_records_a_link_and_keeps_the_target_out_of_every_output(tm
     ids = [json.loads(line)["id"] for s in ("train", "val", "test") for line in (ws / "corpus" / f"{s}.jsonl").read_text().splitlines()]
     assert any("new\\nline.txt" in i for i in ids)
     assert all(i.isprintable() for i in ids)
+
+
+def test_a_jsonl_row_nested_too_deeply_is_a_bad_row_not_a_crash(tmp_path: Path):
+    from londinium.corpus.extract import extract
+    from londinium.corpus.sources import RawFile
+
+    data = (json.dumps({"text": prose(1)}) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n").encode()
+    result = extract(RawFile("s", "rows.jsonl", data), SourceSpec(id="s", kind="local", location=str(tmp_path), format="jsonl"))
+    assert len(result.texts) == 1 and result.bad_rows == ["line 2: not valid JSON (nested too deeply)"]

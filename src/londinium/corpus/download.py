@@ -35,7 +35,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from londinium.errors import SourceError
-from londinium.files import ensure_dir, sha256_file, write_json
+from londinium.files import ensure_dir, loads_json, sha256_file, write_json
 
 USER_AGENT = "londinium/0.1 (corpus builder; +https://pypi.org/project/londinium/)"
 CHUNK = 1 << 16
@@ -94,7 +94,7 @@ class DownloadCache:
     def lookup(self, key: str, expect_sha256: str = "") -> Blob | None:
         """The cached blob for `key` if present and intact (and equal to `expect_sha256` if given)."""
         try:
-            entry = json.loads(self.key_path(key).read_text(encoding="utf-8"))
+            entry = loads_json(self.key_path(key).read_text(encoding="utf-8"))
             sha, name = entry["sha256"], entry["name"]
         except (OSError, ValueError, KeyError, TypeError):
             return None

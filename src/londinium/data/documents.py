@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from londinium.errors import LondiniumError
+from londinium.files import loads_json
 from londinium.workspace import Workspace
 
 
@@ -32,7 +33,7 @@ def iter_documents_sized(path: str | Path) -> Iterator[tuple[dict, int]]:
             if not raw.strip():
                 continue
             try:
-                row = json.loads(raw)
+                row = loads_json(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise LondiniumError(f"{path}:{n}: not valid JSON ({e}); rebuild the corpus with `londinium corpus build --force`") from None
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):

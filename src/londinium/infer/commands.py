@@ -12,6 +12,7 @@ from pathlib import Path
 
 from londinium.config import Config
 from londinium.errors import LondiniumError
+from londinium.files import loads_json
 from londinium.infer.engine import Engine
 from londinium.infer.options import sampling_params
 from londinium.infer.user_text import check_text, decode_line
@@ -50,7 +51,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = loads_json(line)
             except json.JSONDecodeError as e:
                 raise LondiniumError(f"{path}:{i}: not valid JSON ({e})") from None
             prompt = row.get("prompt") if isinstance(row, dict) else row
