@@ -81,6 +81,7 @@ def _remove_chain(root: Path, depth: int) -> None:
 
 def test_control_characters_in_names_are_escaped():
     assert printable_name("a\nb\tc\x1b.txt") == "a\\nb\\tc\\x1b.txt"
+    assert printable_name(b"caf\xe9.txt".decode("utf-8", "surrogateescape")) == "caf\\xe9.txt"  # a Latin-1 name
     assert printable_name("Hamlet, Prince — ſ.txt") == "Hamlet, Prince — ſ.txt"
 
 
@@ -91,6 +92,8 @@ def test_corpus_build_records_a_link_and_keeps_the_target_out_of_every_output(tm
     for i in range(4):
         (root / f"t{i}.txt").write_text(f"TEXT {i}\n\n" + prose(10 + i, 12), encoding="utf-8")
     (root / "new\nline.txt").write_text("NEWLINE\n\n" + prose(20, 12), encoding="utf-8")
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.txt"), "w", encoding="utf-8") as f:  # a name that is not UTF-8
+        f.write("CAFE\n\n" + prose(21, 12))
     os.symlink(outside / "secret.txt", root / "escape.txt")
     registry = tmp_path / "sources.toml"
     registry.write_text('[[source]]\nid = "s"\nkind = "local"\nlocation = "texts"\nperiod = [1600, 1600]\n', encoding="utf-8")
@@ -107,7 +110,7 @@ def test_corpus_build_records_a_link_and_keeps_the_target_out_of_every_output(tm
         if f.is_file() and f.suffix in (".jsonl", ".json", ".md"):
             assert SECRET not in f.read_text(encoding="utf-8"), f
     ids = [json.loads(line)["id"] for s in ("train", "val", "test") for line in (ws / "corpus" / f"{s}.jsonl").read_text().splitlines()]
-    assert any("new\\nline.txt" in i for i in ids)
+    assert any("new\\nline.txt" in i for i in ids) and any("caf\\xe9.txt" in i for i in ids)
     assert all(i.isprintable() for i in ids)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from londinium.corpus.dedup import exact_key, group_near_duplicates
 from londinium.corpus.extract import ExtractError, extract
 from londinium.corpus.report import Ledger, card, chart, markdown
 from londinium.corpus.segment import pack, split_paragraphs
-from londinium.corpus.sources import SourceSpec, fetch_source, load_registry, selector
+from londinium.corpus.sources import SourceSpec, fetch_source, load_registry, printable_name, selector, walk_local
 from londinium.corpus.split import SPLIT_NAMES, assign_splits
 from londinium.errors import LondiniumError
 from londinium.files import replace_together, sha256_file, write_json, write_jsonl, write_text
@@ -68,15 +67,14 @@ def _local_digest(spec: SourceSpec) -> str | dict[str, str]:
     if not root.is_dir():
         return "missing"
     wanted = selector(spec.files, spec.exclude)
+    links: list[str] = []
     out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for fn in sorted(filenames):
-            p = Path(dirpath) / fn
-            rel = p.relative_to(root).as_posix()
-            if wanted(rel) and p.is_file():
-                out[rel] = sha256_file(p)
-    return out
+    # The same walk the source is read with: links are listed (so adding one rebuilds) but never read.
+    for rel in walk_local(root, links.append):
+        if wanted(rel) and (root / rel).is_file():
+            out[printable_name(rel)] = sha256_file(root / rel)
+    out.update({printable_name(rel): "link" for rel in links})
+    return dict(sorted(out.items()))
 
 
 def fingerprint(specs: list[SourceSpec]) -> dict[str, Any]:

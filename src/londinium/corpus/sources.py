@@ -298,15 +298,23 @@ def _with_suffix(name: str, data: bytes) -> str:
 
 
 def printable_name(name: str) -> str:
-    """A file or member name with control characters (a newline in a file name) written as escapes,
-    so document ids, rejection records and the data card's table never carry them."""
-    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in name)
+    """A file or member name with control characters (a newline in a file name) and bytes that are
+    not UTF-8 (which Python hands over as lone surrogates) written as escapes (`\\n`, `\\xe9`), so
+    document ids, rejection records, the manifest and the data card never carry them."""
+    def escape(c: str) -> str:
+        if c.isprintable() or c == " ":
+            return c
+        if 0xDC80 <= ord(c) <= 0xDCFF:  # surrogateescape: the byte ord(c) - 0xDC00
+            return f"\\x{ord(c) - 0xDC00:02x}"
+        return c.encode("unicode_escape").decode("ascii")
+
+    return "".join(escape(c) for c in name)
 
 
 LINK_REASON = "a symbolic link: links are not followed (its target is never read); copy the file into the folder to use it"
 
 
-def _walk(root: Path, on_link: Callable[[str], None]) -> Iterator[str]:
+def walk_local(root: Path, on_link: Callable[[str], None]) -> Iterator[str]:
     """Relative paths of the regular files and other non-directories under `root`, in sorted order,
     without following any symbolic link (file or folder) and without recursion (a stack), so a
     deep tree cannot exhaust Python's recursion limit and a link cannot lead outside `root`."""
@@ -357,7 +365,7 @@ def _fetch_local(spec: SourceSpec, root: Path, wanted, max_bytes: int, on_skip) 
     if not root.is_dir():
         raise SourceError(f"source '{spec.id}': local path {root} is neither a file nor a directory")
     links = []
-    names = [rel for rel in _walk(root, links.append) if wanted(rel)]
+    names = [rel for rel in walk_local(root, links.append) if wanted(rel)]
     if not names and not links:
         raise SourceError(
             f"source '{spec.id}': no file under {root} matches files={spec.files!r} exclude={spec.exclude!r}; "
