@@ -200,13 +200,18 @@ class Workspace:
     def manifest(self) -> dict[str, Any]:
         import json
 
-        if not self.manifest_file.exists():
+        if not self.manifest_file.is_file():
             return {}
         try:
-            return loads_json(self.manifest_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = loads_json(self.manifest_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
             # A manifest is only a cache of what is done: if it is unreadable, everything re-runs.
             return {}
+        # Entries of the wrong shape (a hand-edited file) count as not done, like a missing one.
+        def sound(entry: Any) -> bool:
+            return isinstance(entry, dict) and all(isinstance(entry.get(k, {}), dict) for k in ("config", "inputs", "outputs"))
+
+        return {k: v for k, v in data.items() if sound(v)} if isinstance(data, dict) else {}
 
     def _rel(self, path: Path) -> str:
         path = Path(path).resolve()

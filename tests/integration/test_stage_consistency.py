@@ -71,6 +71,12 @@ def test_kill_during_a_corpus_rebuild_is_refused_downstream_and_the_next_build_r
         proc = _cli(tmp_path, *stage)
         assert proc.returncode == 0, proc.stderr[-2000:]
 
+    # The same holds one stage further down: training reads only the shards `data prepare` recorded.
+    with open(ws.shard_bin("train"), "ab") as f:
+        f.write(b"\0\0")
+    proc = _cli(tmp_path, "train", "--set", "train.max_steps=1")
+    assert proc.returncode == 2 and "londinium data prepare" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
 
 def test_a_corpus_without_a_recorded_build_is_refused(tmp_path: Path):
     _registry(tmp_path, 12)

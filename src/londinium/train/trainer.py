@@ -160,6 +160,9 @@ class _Run:
         from londinium.data.loader import open_shard
         from londinium.tokenizer import tokenizer_sha256
 
+        ws = self.ws
+        # Only shards the last finished `data prepare` recorded (a killed one leaves none recorded).
+        ws.require_stage("shards", [p for split in ("train", "val") for p in (ws.shard_bin(split), ws.shard_meta(split))])
         self.tokenizer_sha256 = tokenizer_sha256(self.ws)
         self.train_shard = open_shard(self.ws, "train", self.tokenizer_sha256)
         self.val_shard = open_shard(self.ws, "val", self.tokenizer_sha256)
