@@ -197,7 +197,7 @@ class TrainConfig:
     max_steps: int = doc(2000, "Optimiser steps.", ge=1)
     max_minutes: float = doc(0.0, "Stop after this many minutes of training (0: no time limit).", ge=0, hint="(0: no limit)")
     batch_size: int = doc(16, "Sequences per micro-batch on each process.", ge=1)
-    batch_tokens: int = doc(0, "Tokens per optimiser step across processes; accumulation is derived. 0: one micro-batch.", ge=0, hint="(0: one micro-batch)")
+    batch_tokens: int = doc(0, "Tokens per optimiser step across processes; accumulation is derived. 0: one micro-batch.", ge=0, le=2**30, hint="(0: one micro-batch; 2**30 is far past any real batch)")
     learning_rate: float = doc(1e-3, "Peak learning rate.", gt=0)
     min_lr_ratio: float = doc(0.1, "Cosine decay floor as a share of the peak.", **SHARE)
     warmup_steps: int = doc(100, "Linear warm-up steps.", ge=0)
