@@ -1,6 +1,6 @@
 """A config that loads never makes a stage crash: values drawn from each field's own rule (its
-bounds, its choices, values near the edges) run the corpus, tokenizer, shards and training stages on
-a tiny corpus to the end of their first step, or stop with a LondiniumError that says what to do,
+bounds, its choices, values near the edges) run the corpus, tokenizer, shards, training, eval and
+generation stages on a tiny corpus to the end of their first step, or stop with a LondiniumError that says what to do,
 never another exception. Sizes are capped where the rule allows more than a test can afford; the
 memory check covers the rest."""
 
@@ -39,8 +39,10 @@ FIXED = {  # kept as they are: fetching, devices, compilation, trackers and name
 
 
 def _field_values(section: str, f: dataclasses.Field) -> st.SearchStrategy:
-    key, rule, default = f"{section}.{f.name}", f.metadata["rule"], f.default
-    if rule.choices and not isinstance(default, list):
+    key, rule, default = f"{section}.{f.name}", f.metadata["rule"], getattr(SECTIONS[section](), f.name)
+    if isinstance(default, list):  # stop strings; eval's lists are drawn by their tests
+        return st.lists(st.text(min_size=1, max_size=3), max_size=2) if key == "generate.stop" else st.just(default)
+    if rule.choices:
         return st.sampled_from(rule.choices)
     if isinstance(default, bool):
         return st.booleans()
@@ -140,3 +142,48 @@ def test_a_model_too_big_for_the_machine_is_refused_before_allocating(tiny_works
                              "train.run_name=cfg-huge", "train.max_steps=1"])
     with pytest.raises(ConfigError, match=r"training this model needs about [\d,.]+ GiB.*more than the"):
         run_training(tiny_workspace, cfg, log=lambda m: None)
+
+
+EVAL_CAPS = {"eval.max_docs": 4, "eval.stride": 32, "eval.batch_size": 4, "eval.prompts": 2, "eval.prompt_chars": 400,
+             "eval.reference_words": 40, "eval.samples_per_prompt": 2, "eval.max_new_tokens": 8, "eval.contamination_ngram": 12}
+GENERATE_CAPS = {"generate.max_tokens": 16, "generate.top_k": 600, "generate.no_repeat_ngram_size": 6, "generate.chat_window": 64}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_workspace):
+    """A two-step run (context 32) of the shared tiny workspace, for the eval and generate stages."""
+    from londinium.train.trainer import train as run_training
+
+    cfg = load_config(None, ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.context=32",
+                             "train.batch_size=4", "train.max_steps=2", "train.eval_every=2", "train.eval_batches=1",
+                             "train.run_name=cfg-eval"])
+    run_training(tiny_workspace, cfg, log=lambda m: None)
+    return tiny_workspace, cfg
+
+
+@settings(**SETTINGS)
+@given(values=_overrides("eval"), temperatures=st.lists(st.sampled_from([0.0, 1e-6, 0.7, 2.0, 100.0]), min_size=1, max_size=3))
+def test_any_loaded_eval_config_writes_a_report_or_refuses_by_name(trained, values: dict, temperatures: list):
+    from londinium.eval.run import evaluate
+
+    ws, base = trained
+    for key, cap in EVAL_CAPS.items():
+        values[key] = min(values[key], cap) if isinstance(values[key], (int, float)) else values[key]
+    values.update({"eval.temperatures": temperatures, "eval.splits": ["val"], "eval.checkpoint": "latest",
+                   "model.context": 32, "train.run_name": "cfg-eval"})
+    cfg = _load(values)
+    cfg.model = base.model
+    _stage(lambda: evaluate(ws, cfg, force=True, log=lambda m: None, show_progress=False))
+
+
+@settings(**SETTINGS)
+@given(values=_overrides("generate"), prompt=st.sampled_from(["", "Thou", "The king " * 3]))
+def test_any_loaded_generate_config_generates_or_refuses_by_name(trained, values: dict, prompt: str):
+    from londinium.infer import Engine, SamplingParams
+
+    ws, _ = trained
+    for key, cap in GENERATE_CAPS.items():
+        values[key] = min(values[key], cap)
+    cfg = _load({**values, "generate.run": "cfg-eval", "generate.checkpoint": "latest"})
+    engine = Engine.from_workspace(ws, run=cfg.generate.run, checkpoint=cfg.generate.checkpoint)
+    _stage(lambda: engine.generate([prompt], SamplingParams.from_config(cfg.generate)))
