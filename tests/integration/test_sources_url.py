@@ -347,3 +347,28 @@ def test_corpus_build_records_a_trickling_source_and_keeps_the_others(server: Se
     card = json.loads((tmp_path / "ws" / "corpus" / "report.json").read_text())
     drip = next(s for s in card["sources"] if s["id"] == "drip")
     assert drip["status"] == "failed" and "timed out" in drip["error"]
+
+
+@pytest.mark.parametrize("target", ["ftp://127.0.0.1:9/x.txt", "file:///etc/hostname", "data:text/plain,hello"])
+def test_a_redirect_away_from_http_is_never_followed(server: Server, tmp_path: Path, target: str):
+    def redirect(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(302)
+        h.send_header("Location", target)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    server.routes["/away.txt"] = redirect
+    with pytest.raises(SourceError, match=r"source 'web': .*away.txt"):
+        fetch(tmp_path, server.url("/away.txt"), retries=0)
+
+
+def test_a_redirect_to_another_http_url_is_followed(server: Server, tmp_path: Path):
+    def redirect(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(301)
+        h.send_header("Location", server.url("/here.txt"))
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    server.routes["/moved.txt"] = redirect
+    server.routes["/here.txt"] = reply(200, TEXT)
+    assert fetch(tmp_path, server.url("/moved.txt"))[0] == {"moved.txt": TEXT}

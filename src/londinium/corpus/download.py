@@ -210,7 +210,13 @@ def _opener(deadline: Deadline) -> urllib.request.OpenerDirector:
         def https_open(self, req):  # noqa: ANN001
             return self.do_open(https_conn, req, context=self._context)
 
-    return urllib.request.build_opener(HTTP, HTTPS)
+    # Only HTTP(S), with redirects among them: urllib's default opener would also follow a redirect
+    # to ftp:// and open file:// and data: URLs.
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), urllib.request.HTTPDefaultErrorHandler(),
+                    urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor(), HTTP(), HTTPS()):
+        opener.add_handler(handler)
+    return opener
 
 
 def _retryable_reason(err: BaseException) -> str | None:
