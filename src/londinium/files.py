@@ -78,7 +78,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     ensure_dir(path.parent)
     binary = "b" in mode
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # The writer's pid in the name: `remove_stale_temporaries` keeps a live process's files.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     except OSError as e:
         raise PathError(f"cannot write {path} ({e.strerror or e}); choose a writable place") from None
     try:
@@ -99,6 +100,32 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
 KILL_POINT_ENV = "LONDINIUM_TEST_SIGKILL_AT"
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files (`.name.<pid>.*.tmp`, from `atomic_write` and `replace_together`)
+    that a killed process left in `folder`; a live process's files are kept. Returns what went."""
+    removed = []
+    for p in Path(folder).glob(".*.tmp") if Path(folder).is_dir() else ():
+        parts = p.name.split(".")
+        pid = parts[-3] if len(parts) >= 4 else ""
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
+            continue
+        if p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def kill_point(name: str) -> None:
     if os.environ.get(KILL_POINT_ENV) == name:
         import signal
@@ -108,12 +135,12 @@ def kill_point(name: str) -> None:
 
 @contextlib.contextmanager
 def replace_together(paths: list[Path]) -> Iterator[list[Path]]:
-    """Temporary paths (`.name.new.tmp`, next to each of `paths`) for the caller to write; on a
+    """Temporary paths (`.name.<pid>.new.tmp`, next to each of `paths`) for the caller to write; on a
     clean exit they are renamed over `paths` one after another, only once every file is complete.
     The renames are not one atomic step, so the caller forgets the old outputs first (a stage does:
     `Workspace.run_stage` drops the manifest entry) and readers trust only a recorded set. On an
     exception every temporary is removed and `paths` are left as they were."""
-    temps = [Path(p).with_name(f".{Path(p).name}.new.tmp") for p in paths]
+    temps = [Path(p).with_name(f".{Path(p).name}.{os.getpid()}.new.tmp") for p in paths]
     try:
         yield temps
         for i, (tmp, path) in enumerate(zip(temps, paths), 1):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from londinium.errors import LondiniumError, PathError
-from londinium.files import loads_json, sha256_file, write_json
+from londinium.files import loads_json, remove_stale_temporaries, sha256_file, write_json
 
 DEFAULT_WORKSPACE = "londinium-work"
 SPLITS = ("train", "val", "test")
@@ -275,16 +275,9 @@ class Workspace:
         self.record(stage, {"adopted": True, **(config or {})}, [], outputs)
 
     def remove_stale_temporaries(self, stage: str) -> list[Path]:
-        """Delete the temporary files (`.name.*.tmp`, from `files.atomic_write`) that a killed run
-        of `stage` left in its directory. Called before a stage runs; returns what was removed."""
-        removed = []
-        d = self.stage_dir(stage)
-        if d.is_dir():
-            for p in d.glob(".*.tmp"):
-                if p.is_file() and not p.is_symlink():
-                    p.unlink(missing_ok=True)
-                    removed.append(p)
-        return removed
+        """Delete the temporary files that a killed run of `stage` left in its directory (and a killed
+        manifest write in the workspace root); a live process's are kept. Called before a stage runs."""
+        return remove_stale_temporaries(self.stage_dir(stage)) + remove_stale_temporaries(self.root)  # + the manifest's
 
     def invalidate(self, stage: str) -> None:
         """Forget that a stage ran (called before a stage starts rewriting its outputs)."""

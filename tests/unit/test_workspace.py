@@ -103,3 +103,24 @@ def test_a_manifest_of_the_wrong_shape_counts_as_nothing_done(tmp_path, text):
     assert not ws.up_to_date("corpus", {}, [])
     with pytest.raises(LondiniumError, match="londinium corpus build"):
         ws.require_stage("corpus", [ws.corpus_split("train")])
+
+
+def test_stale_temporaries_of_dead_processes_go_and_a_live_ones_stay(tmp_path):
+    import subprocess
+    import sys
+
+    ws = Workspace(tmp_path / "ws")
+    ws.corpus_dir.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        stale = [ws.corpus_dir / f".train.jsonl.{dead}.abc123.tmp", ws.corpus_dir / f".val.jsonl.{dead}.new.tmp",
+                 ws.root / f".manifest.json.{dead}.xyz.tmp", ws.corpus_dir / ".old-style.jsonl.q1w2e3.tmp"]
+        busy = ws.corpus_dir / f".test.jsonl.{live.pid}.def456.tmp"  # another process is writing it now
+        for p in [*stale, busy]:
+            p.write_text("half")
+        assert sorted(ws.remove_stale_temporaries("corpus")) == sorted(stale)
+        assert busy.exists()
+    finally:
+        live.kill()
+        live.wait()

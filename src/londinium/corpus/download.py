@@ -35,7 +35,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from londinium.errors import SourceError
-from londinium.files import ensure_dir, loads_json, sha256_file, write_json
+from londinium.files import ensure_dir, loads_json, pid_alive, sha256_file, write_json
 
 USER_AGENT = "londinium/0.1 (corpus builder; +https://pypi.org/project/londinium/)"
 CHUNK = 1 << 16
@@ -86,7 +86,7 @@ class DownloadCache:
         removed = []
         for d in self.tmp_dir.glob("*") if self.tmp_dir.is_dir() else ():
             pid = d.name.split("-", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 shutil.rmtree(d, ignore_errors=True) if d.is_dir() and not d.is_symlink() else d.unlink(missing_ok=True)
                 removed.append(d)
         return removed
@@ -125,16 +125,6 @@ class DownloadCache:
     def forget(self, blob: Blob) -> None:
         """Remove a blob that turned out to be unreadable, so the next run downloads it again."""
         blob.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 # --------------------------------------------------------------------------------------------------
