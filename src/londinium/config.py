@@ -51,8 +51,8 @@ class Rule:
             parts.append("must be one of " + ", ".join(repr(c) for c in self.choices))
         if self.pattern:
             parts.append(f"must match {self.pattern}")
-        lo = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
-        hi = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None
+        lo = f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None
+        hi = f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})" if self.lt is not None else None
         if lo and hi:
             parts.append(f"must be in {lo}, {hi}")
         elif lo:
@@ -87,6 +87,11 @@ class Rule:
                     or (self.le is not None and not value <= self.le) or (self.lt is not None and not value < self.lt)):
                 return self.describe()
         return None
+
+
+def _num(x: float) -> str:
+    """A bound as written in an error message: whole numbers in full (2147483647, not 2.14748e+09)."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e18 else f"{x:g}"
 
 
 def _unencodable(text: str) -> bool:
