@@ -73,7 +73,7 @@ class Rule:
         if isinstance(value, float) and not math.isfinite(value):
             return "must be a finite number"
         if isinstance(value, str):
-            if "\x00" in value or not value.isprintable() and _unencodable(value):
+            if "\x00" in value or _unencodable(value):
                 return "must be UTF-8 text without NUL characters"
             if self.nonempty and not value:
                 return "must not be empty"

@@ -301,10 +301,10 @@ class _Run:
     def _check_finite(self, weights: bool = False) -> None:
         """Stop with TrainingDiverged when a loss since the start went non-finite (or, before a save,
         any weight did): at log steps and before every checkpoint, agreed across ranks."""
-        flags = torch.stack([self.first_bad.float(), torch.zeros((), device=self.first_bad.device)])
+        flags = torch.stack([self.first_bad, torch.zeros_like(self.first_bad)])  # int64: steps stay exact
         if weights:
             finite = torch.stack([torch.isfinite(p).all() for p in self.raw.parameters()]).all()
-            flags[1] = (~finite).float()
+            flags[1] = (~finite).long()
         flags = distributed.all_reduce(flags, self.d, op="max")
         first_bad, bad_weights = int(flags[0].item()), bool(flags[1].item())
         if first_bad < 0 and not bad_weights:
