@@ -392,7 +392,6 @@ RELATIONS: tuple[Relation, ...] = (
              "rotary positions need an even head size n_embd / n_head"),
     Relation(("model.mlp_ratio", "model.n_embd"), lambda r, e: int(r * e) >= 1, "the MLP's hidden width int(mlp_ratio * n_embd) must be >= 1"),
     Relation(("model.top_k", "model.n_experts"), lambda k, n: n == 0 or k <= n, "top_k must be <= n_experts (when n_experts > 0)"),
-    Relation(("eval.stride", "model.context"), lambda s, c: s <= c, "stride must be <= the model's context (0: half of it)"),
     Relation(("export.dtype", "export.format"),
              lambda d, f: d in (("float32", "bfloat16", "float16") if f == "hf" else ("float32", "float16", "q8_0")),
              "hf takes float32, bfloat16 or float16; gguf takes float32, float16 or q8_0"),

@@ -122,7 +122,6 @@ def test_out_of_range_values_are_named_with_value_and_rule(override, message):
     (["model.n_kv_head=12"], ["model.n_kv_head = 12"]),
     (["model.n_experts=4", "model.top_k=5"], ["model.top_k = 5", "model.n_experts = 4"]),
     (["model.positions='rope'", "model.n_embd=390", "model.n_head=6"], ["even head size"]),
-    (["eval.stride=300"], ["eval.stride = 300", "model.context = 256"]),
     (["export.format='gguf'", "export.dtype='bfloat16'"], ["export.dtype = 'bfloat16'", "gguf takes"]),
 ])
 def test_relations_between_fields_name_every_key(overrides, keys):
