@@ -144,6 +144,11 @@ def test_every_relation_names_fields_that_exist():
     ["data", "prepare"],
     ["train"],
     ["corpus", "build"],
+    ["model", "info"],
+    ["eval"],
+    ["generate", "--prompt", "x"],
+    ["chat"],
+    ["quickstart"],
 ])
 def test_config_show_and_every_stage_refuse_a_value_with_the_same_line(tmp_path: Path, argv):
     cmd = [sys.executable, "-m", "londinium", *argv, "-w", str(tmp_path / "ws"), "--set", "train.beta1=1.5"]
