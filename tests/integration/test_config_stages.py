@@ -97,7 +97,9 @@ def texts(tmp_path_factory) -> Path:
 
 
 _counter = itertools.count()
-SETTINGS = dict(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# filter_too_much: most drawn head counts do not divide the drawn width, which the relations refuse
+SETTINGS = dict(max_examples=10, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
 @settings(**SETTINGS)
