@@ -67,14 +67,13 @@ def _local_digest(spec: SourceSpec) -> str | dict[str, str]:
     if not root.is_dir():
         return "missing"
     wanted = selector(spec.files, spec.exclude)
-    links: list[str] = []
+    skipped: dict[str, str] = {}
     out: dict[str, str] = {}
     # The same walk the source is read with: links are listed (so adding one rebuilds) but never read.
-    for rel in walk_local(root, links.append):
+    for rel in walk_local(root, lambda rel, why: skipped.__setitem__(printable_name(rel), "skipped")):
         if wanted(rel) and (root / rel).is_file():
             out[printable_name(rel)] = sha256_file(root / rel)
-    out.update({printable_name(rel): "link" for rel in links})
-    return dict(sorted(out.items()))
+    return dict(sorted({**out, **skipped}.items()))
 
 
 def fingerprint(specs: list[SourceSpec]) -> dict[str, Any]:

@@ -314,22 +314,24 @@ def printable_name(name: str) -> str:
 LINK_REASON = "a symbolic link: links are not followed (its target is never read); copy the file into the folder to use it"
 
 
-def walk_local(root: Path, on_link: Callable[[str], None]) -> Iterator[str]:
-    """Relative paths of the regular files and other non-directories under `root`, in sorted order,
-    without following any symbolic link (file or folder) and without recursion (a stack), so a
-    deep tree cannot exhaust Python's recursion limit and a link cannot lead outside `root`."""
+def walk_local(root: Path, on_skip: Callable[[str, str], None]) -> Iterator[str]:
+    """Relative paths of the regular files and other non-directories under `root`, without following
+    any symbolic link (file or folder) and without recursion (a stack), so a deep tree cannot exhaust
+    Python's recursion limit and a link cannot lead outside `root`. Links and folders that cannot be
+    listed go to `on_skip(relative path, reason)`."""
     stack = [""]
     while stack:
         rel_dir = stack.pop()
         try:
             with os.scandir(root / rel_dir if rel_dir else root) as it:
                 entries = sorted(it, key=lambda e: e.name, reverse=True)
-        except OSError:
+        except OSError as e:
+            on_skip(rel_dir or ".", f"a folder that cannot be listed ({e.strerror or e})")
             continue
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             if entry.is_symlink():
-                on_link(rel)
+                on_skip(rel, LINK_REASON)
             elif entry.is_dir(follow_symlinks=False):
                 stack.append(rel)
             else:
@@ -364,15 +366,15 @@ def _fetch_local(spec: SourceSpec, root: Path, wanted, max_bytes: int, on_skip) 
         return
     if not root.is_dir():
         raise SourceError(f"source '{spec.id}': local path {root} is neither a file nor a directory")
-    links = []
-    names = [rel for rel in walk_local(root, links.append) if wanted(rel)]
-    if not names and not links:
+    skipped: list[tuple[str, str]] = []
+    names = [rel for rel in walk_local(root, lambda rel, why: skipped.append((rel, why))) if wanted(rel)]
+    if not names and not skipped:
         raise SourceError(
             f"source '{spec.id}': no file under {root} matches files={spec.files!r} exclude={spec.exclude!r}; "
             f"fix the globs or the location in the registry"
         )
-    for rel in sorted(links):
-        on_skip(printable_name(rel), LINK_REASON)
+    for rel, why in sorted(skipped):
+        on_skip(printable_name(rel), why)
     for rel in sorted(names):
         data = _read_no_follow(root / rel, max_bytes)
         if isinstance(data, str):
