@@ -48,6 +48,7 @@ def tiny_workspace(tmp_path_factory) -> Workspace:
     ws = Workspace(tmp_path_factory.mktemp("tiny") / "ws")
     for split, n, seed in (("train", 120, 1), ("val", 16, 2), ("test", 8, 3)):
         write_jsonl(ws.corpus_split(split), _tiny_corpus_rows(n, seed))
+    ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")])  # later stages trust only recorded outputs
     quiet = dict(log=lambda m: None)
     train_tokenizer(ws, TokenizerConfig(vocab_size=512, compare_gpt2=False, compare_sources=False), **quiet)
     prepare_shards(ws, DataConfig(), **quiet)

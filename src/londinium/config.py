@@ -14,6 +14,8 @@ winning).
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,14 +25,103 @@ from typing import Any
 import tomli_w
 
 from londinium.errors import ConfigError
-from londinium.files import read_toml, tomllib
+from londinium.files import loads_toml, read_toml, tomllib
 
 
-def doc(default: Any, text: str) -> Any:
-    """A dataclass field with a default and a one-line description (shown by `config show`)."""
+@dataclass(frozen=True)
+class Rule:
+    """The values a field accepts, declared next to its default (`doc(..., ge=1)`).
+
+    Bounds apply to numbers, `choices` and `pattern` to strings; for a list field they apply to each
+    item, and `nonempty` asks for at least one item (or a non-empty string). Floats must always be
+    finite. `problem` says what is wrong in the words the error message uses, or None."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[str, ...] = ()
+    pattern: str = ""
+    nonempty: bool = False
+    hint: str = ""  # what a special value means, appended to the rule: "(0: off)"
+
+    def describe(self) -> str:
+        parts = []
+        if self.choices:
+            parts.append("must be one of " + ", ".join(repr(c) for c in self.choices))
+        if self.pattern:
+            parts.append(f"must match {self.pattern}")
+        lo = f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None
+        hi = f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})" if self.lt is not None else None
+        if lo and hi:
+            parts.append(f"must be in {lo}, {hi}")
+        elif lo:
+            parts.append(f"must be {'>=' if self.ge is not None else '>'} {lo[1:]}")
+        elif hi:
+            parts.append(f"must be {'<=' if self.le is not None else '<'} {hi[:-1]}")
+        text = "; ".join(parts) or "must be a finite number"
+        return f"{text} {self.hint}" if self.hint else text
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, list):
+            if self.nonempty and not value:
+                return "must not be empty"
+            for item in value:
+                if (p := self.problem(item)) is not None:
+                    return f"item {item!r} {p}"
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if isinstance(value, str):
+            if "\x00" in value or _unencodable(value):
+                return "must be UTF-8 text without NUL characters"
+            if self.nonempty and not value:
+                return "must not be empty"
+            if self.choices and value not in self.choices:
+                return self.describe()
+            if self.pattern and not re.fullmatch(self.pattern, value):
+                return self.describe()
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if ((self.ge is not None and not value >= self.ge) or (self.gt is not None and not value > self.gt)
+                    or (self.le is not None and not value <= self.le) or (self.lt is not None and not value < self.lt)):
+                return self.describe()
+        return None
+
+
+def _num(x: float) -> str:
+    """A bound as written in an error message: whole numbers in full (2147483647, not 2.14748e+09)."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e18 else f"{x:g}"
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:  # a lone surrogate, as argv's surrogateescape makes of bad bytes
+        return True
+
+
+def doc(default: Any, text: str, **rule: Any) -> Any:
+    """A dataclass field with a default, a one-line description (shown by `config show`) and the
+    values it accepts (`Rule`'s keywords: ge, gt, le, lt, choices, pattern, nonempty, hint)."""
+    metadata = {"doc": text, "rule": Rule(**rule)}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": text})
-    return field(default=default, metadata={"doc": text})
+        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+# Shared rules. Seeds feed numpy's generator (0 .. 2**32 - 1) after adding the rank.
+SEED = dict(ge=0, le=2**31 - 1)
+SHARE = dict(ge=0, le=1)
+CHECKPOINT = dict(nonempty=True, hint="('best', 'latest' or a checkpoint directory)")
+# A torch device string; whether it exists here is checked when the device is chosen.
+DEVICE = dict(pattern=r"auto|cpu|mps|(cuda|xpu)(:\d+)?", hint="(e.g. 'auto', 'cpu', 'cuda', 'cuda:1', 'mps')")
+RUN_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # it names a directory under runs/
+RUN_OR_EMPTY = dict(pattern=f"({RUN_NAME})?", hint="(a run name, or empty for train.run_name)")
+# 256 byte tokens plus the special tokens of tokenizer.codec.SPECIAL_TOKENS (a test keeps them equal).
+MIN_VOCAB = 256 + 6
+MAX_VOCAB = 2**20  # beyond any real vocabulary (256k); the embedding table would not fit anyway
 
 
 # --------------------------------------------------------------------------------------------------
@@ -43,23 +134,23 @@ class CorpusConfig:
 
     sources: str = doc("", "Path of a sources TOML registry; empty uses the embedded default (Shakespeare, Milton, KJV).")
     cache_dir: str = doc("", "Download cache (by sha256); empty uses $LONDINIUM_CACHE or ~/.cache/londinium.")
-    max_file_mb: float = doc(64.0, "Files, archive members and downloads larger than this are rejected.")
-    download_timeout_s: float = doc(60.0, "Timeout of one HTTP request or pip download, in seconds.")
-    download_retries: int = doc(3, "Retries of a failed download (5xx, timeout), with exponential backoff.")
-    min_chars: int = doc(200, "Documents shorter than this (after cleaning) are rejected.")
-    min_alpha_words: float = doc(0.6, "Minimum share of whitespace-separated tokens that contain a letter.")
-    max_noise: float = doc(0.25, "Maximum OCR-noise score (share of words with stray symbols or broken letter mixes).")
-    max_boilerplate: float = doc(0.3, "Maximum share of lines that look like licence or site boilerplate.")
-    min_english: float = doc(0.25, "Minimum share of words that are common English function words (old spellings count).")
-    min_english_paragraph: float = doc(0.12, "Paragraphs of 30+ words scoring below this English share are dropped (Latin or Italian poems inside an English book); 0 turns it off.")
-    near_dup_threshold: float = doc(0.3, "Jaccard similarity (word shingles of a spelling-folded form) at or above which two texts are grouped as near-duplicates; modern vs Folio texts of one play measure 0.38-0.61, different plays <= 0.02.")
-    near_dup_containment: float = doc(0.5, "Share of the smaller text's shingles found in another text at or above which the two are grouped (an anthology and a poem it reprints).")
-    shingle_words: int = doc(3, "Words per shingle for MinHash near-duplicate detection.")
-    num_perm: int = doc(128, "MinHash permutations.")
-    max_doc_chars: int = doc(4000, "Maximum characters of one training document; longer texts are cut at paragraph, then sentence, boundaries.")
-    val_fraction: float = doc(0.05, "Share of each source's characters held out for validation, in whole document groups.")
-    test_fraction: float = doc(0.05, "Share of each source's characters held out for test, in whole document groups.")
-    seed: int = doc(1337, "Seed of the split: the same seed and inputs give the same split.")
+    max_file_mb: float = doc(64.0, "Files, archive members and downloads larger than this are rejected.", gt=0, le=1e6)
+    download_timeout_s: float = doc(60.0, "Deadline of one download attempt in seconds, from connecting to its last byte (a server that trickles is cut off); pip gets it per network operation.", gt=0, le=604800)
+    download_retries: int = doc(3, "Retries of a failed download (5xx, timeout), with exponential backoff.", ge=0, le=20)
+    min_chars: int = doc(200, "Documents shorter than this (after cleaning) are rejected.", ge=0)
+    min_alpha_words: float = doc(0.6, "Minimum share of whitespace-separated tokens that contain a letter.", **SHARE)
+    max_noise: float = doc(0.25, "Maximum OCR-noise score (share of words with stray symbols or broken letter mixes).", **SHARE)
+    max_boilerplate: float = doc(0.3, "Maximum share of lines that look like licence or site boilerplate.", **SHARE)
+    min_english: float = doc(0.25, "Minimum share of words that are common English function words (old spellings count).", **SHARE)
+    min_english_paragraph: float = doc(0.12, "Paragraphs of 30+ words scoring below this English share are dropped (Latin or Italian poems inside an English book); 0 turns it off.", **SHARE)
+    near_dup_threshold: float = doc(0.3, "Jaccard similarity (word shingles of a spelling-folded form) at or above which two texts are grouped as near-duplicates; modern vs Folio texts of one play measure 0.38-0.61, different plays <= 0.02.", gt=0, le=1)
+    near_dup_containment: float = doc(0.5, "Share of the smaller text's shingles found in another text at or above which the two are grouped (an anthology and a poem it reprints).", gt=0, le=1)
+    shingle_words: int = doc(3, "Words per shingle for MinHash near-duplicate detection.", ge=1, le=64)
+    num_perm: int = doc(128, "MinHash permutations.", ge=16, le=4096, hint="(fewer leave the LSH index too few bands)")
+    max_doc_chars: int = doc(4000, "Maximum characters of one training document; longer texts are cut at paragraph, then sentence, boundaries.", ge=1)
+    val_fraction: float = doc(0.05, "Share of each source's characters held out for validation, in whole document groups.", ge=0, lt=1)
+    test_fraction: float = doc(0.05, "Share of each source's characters held out for test, in whole document groups.", ge=0, lt=1)
+    seed: int = doc(1337, "Seed of the split: the same seed and inputs give the same split.", **SEED)
     strict: bool = doc(False, "Fail on the first bad source or file instead of recording it and going on.")
 
 
@@ -67,8 +158,8 @@ class CorpusConfig:
 class TokenizerConfig:
     """Byte-level BPE trained on the corpus's train split."""
 
-    vocab_size: int = doc(8192, "Vocabulary size including special tokens (<= 65,536 keeps shards uint16).")
-    min_frequency: int = doc(2, "A merge must occur at least this often to be learned.")
+    vocab_size: int = doc(8192, "Vocabulary size including special tokens (<= 65,536 keeps shards uint16).", ge=MIN_VOCAB, le=MAX_VOCAB)
+    min_frequency: int = doc(2, "A merge must occur at least this often to be learned.", ge=1)
     compare_gpt2: bool = doc(True, "Compare with GPT-2's tokenizer in the report (its files are fetched once into the download cache).")
     compare_sources: bool = doc(True, "Report what domain training buys: per source, a same-size tokenizer trained on the other sources only.")
 
@@ -77,86 +168,86 @@ class TokenizerConfig:
 class DataConfig:
     """Token shards: each split encoded into a NumPy memmap."""
 
-    encode_batch_docs: int = doc(256, "Documents per batch call to the tokenizer while encoding shards.")
+    encode_batch_docs: int = doc(256, "Documents per batch call to the tokenizer while encoding shards.", ge=1, le=1_000_000)
 
 
 @dataclass
 class ModelConfig:
     """The GPT architecture. Variants are switches, not classes."""
 
-    n_layer: int = doc(6, "Transformer blocks.")
-    n_head: int = doc(6, "Attention (query) heads.")
-    n_kv_head: int = doc(0, "Key/value heads for grouped-query attention; 0 means n_head (multi-head).")
-    n_embd: int = doc(384, "Width of the residual stream.")
-    context: int = doc(256, "Maximum sequence length (positions).")
-    vocab_size: int = doc(0, "Vocabulary size; 0 takes the workspace tokenizer's size.")
-    positions: str = doc("learned", "Position encoding: 'learned' (GPT-2) or 'rope' (Llama).")
-    norm: str = doc("layernorm", "'layernorm' (GPT-2) or 'rmsnorm' (Llama).")
-    mlp: str = doc("gelu", "'gelu' (GPT-2) or 'swiglu' (Llama).")
-    mlp_ratio: float = doc(4.0, "Hidden width of the MLP as a multiple of n_embd (SwiGLU uses 2/3 of it, rounded).")
+    n_layer: int = doc(6, "Transformer blocks.", ge=1, le=1024)
+    n_head: int = doc(6, "Attention (query) heads.", ge=1, le=1024)
+    n_kv_head: int = doc(0, "Key/value heads for grouped-query attention; 0 means n_head (multi-head).", ge=0, le=1024, hint="(0: n_head)")
+    n_embd: int = doc(384, "Width of the residual stream.", ge=1, le=65536)
+    context: int = doc(256, "Maximum sequence length (positions).", ge=1, le=2**20)
+    vocab_size: int = doc(0, "Vocabulary size; 0 takes the workspace tokenizer's size.", ge=0, le=MAX_VOCAB, hint="(0: the tokenizer's)")
+    positions: str = doc("learned", "Position encoding: 'learned' (GPT-2) or 'rope' (Llama).", choices=("learned", "rope"))
+    norm: str = doc("layernorm", "'layernorm' (GPT-2) or 'rmsnorm' (Llama).", choices=("layernorm", "rmsnorm"))
+    mlp: str = doc("gelu", "'gelu' (GPT-2) or 'swiglu' (Llama).", choices=("gelu", "swiglu"))
+    mlp_ratio: float = doc(4.0, "Hidden width of the MLP as a multiple of n_embd (SwiGLU uses 2/3 of it, rounded).", gt=0, le=64)
     bias: bool = doc(True, "Bias in linear layers and norms.")
     tie_embeddings: bool = doc(True, "Share the token embedding with the output head.")
-    dropout: float = doc(0.0, "Dropout on attention, residual and embeddings.")
-    rope_theta: float = doc(10000.0, "RoPE base frequency.")
-    n_experts: int = doc(0, "Experts in a mixture-of-experts MLP; 0 means a dense MLP.")
-    top_k: int = doc(2, "Experts each token is routed to.")
-    aux_loss_weight: float = doc(0.01, "Weight of the router's load-balancing loss.")
-    norm_eps: float = doc(1e-5, "Epsilon of LayerNorm/RMSNorm (GPT-2 and Llama 2 use 1e-5).")
+    dropout: float = doc(0.0, "Dropout on attention, residual and embeddings.", ge=0, lt=1)
+    rope_theta: float = doc(10000.0, "RoPE base frequency.", gt=0, le=1e12)
+    n_experts: int = doc(0, "Experts in a mixture-of-experts MLP; 0 means a dense MLP.", ge=0, le=1024, hint="(0: dense)")
+    top_k: int = doc(2, "Experts each token is routed to.", ge=1)
+    aux_loss_weight: float = doc(0.01, "Weight of the router's load-balancing loss.", ge=0)
+    norm_eps: float = doc(1e-5, "Epsilon of LayerNorm/RMSNorm (GPT-2 and Llama 2 use 1e-5).", gt=0, lt=1)
 
 
 @dataclass
 class TrainConfig:
     """Training: optimiser, schedule, batches, checkpoints, devices."""
 
-    max_steps: int = doc(2000, "Optimiser steps.")
-    max_minutes: float = doc(0.0, "Stop after this many minutes of training (0: no time limit).")
-    batch_size: int = doc(16, "Sequences per micro-batch on each process.")
-    batch_tokens: int = doc(0, "Tokens per optimiser step across processes; accumulation is derived. 0: one micro-batch.")
-    learning_rate: float = doc(1e-3, "Peak learning rate.")
-    min_lr_ratio: float = doc(0.1, "Cosine decay floor as a share of the peak.")
-    warmup_steps: int = doc(100, "Linear warm-up steps.")
-    weight_decay: float = doc(0.1, "AdamW weight decay (matrices only).")
-    beta1: float = doc(0.9, "AdamW beta1.")
-    beta2: float = doc(0.95, "AdamW beta2.")
-    grad_clip: float = doc(1.0, "Clip the gradient norm to this (0: off).")
-    seed: int = doc(1337, "Seed of initialisation, data order and dropout.")
-    device: str = doc("auto", "'auto' (cuda, then mps, then cpu), or a torch device string.")
-    dtype: str = doc("auto", "'auto' (fp32 on CPU, bf16 on GPUs that have it, else fp16), 'float32', 'bfloat16', 'float16'.")
+    max_steps: int = doc(2000, "Optimiser steps.", ge=1)
+    max_minutes: float = doc(0.0, "Stop after this many minutes of training (0: no time limit).", ge=0, hint="(0: no limit)")
+    batch_size: int = doc(16, "Sequences per micro-batch on each process.", ge=1)
+    batch_tokens: int = doc(0, "Tokens per optimiser step across processes; accumulation is derived. 0: one micro-batch.", ge=0, le=2**30, hint="(0: one micro-batch; 2**30 is far past any real batch)")
+    learning_rate: float = doc(1e-3, "Peak learning rate.", gt=0)
+    min_lr_ratio: float = doc(0.1, "Cosine decay floor as a share of the peak.", **SHARE)
+    warmup_steps: int = doc(100, "Linear warm-up steps.", ge=0)
+    weight_decay: float = doc(0.1, "AdamW weight decay (matrices only).", ge=0)
+    beta1: float = doc(0.9, "AdamW beta1.", ge=0, lt=1)
+    beta2: float = doc(0.95, "AdamW beta2.", ge=0, lt=1)
+    grad_clip: float = doc(1.0, "Clip the gradient norm to this (0: off).", ge=0, hint="(0: off)")
+    seed: int = doc(1337, "Seed of initialisation, data order and dropout.", **SEED)
+    device: str = doc("auto", "'auto' (cuda, then mps, then cpu), or a torch device string.", **DEVICE)
+    dtype: str = doc("auto", "'auto' (fp32 on CPU, bf16 on GPUs that have it, else fp16), 'float32', 'bfloat16', 'float16'.", choices=("auto", "float32", "bfloat16", "float16"))
     compile: bool = doc(False, "torch.compile the model.")
-    eval_every: int = doc(200, "Steps between evaluations (and checkpoints).")
-    eval_batches: int = doc(20, "Validation batches per evaluation.")
-    keep_last: int = doc(2, "Checkpoints kept besides the best one.")
-    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.")
+    eval_every: int = doc(200, "Steps between evaluations (and checkpoints).", ge=1)
+    eval_batches: int = doc(20, "Validation batches per evaluation.", ge=1)
+    keep_last: int = doc(2, "Checkpoints kept besides the best one.", ge=1)
+    log_every: int = doc(10, "Steps between metric lines in metrics.jsonl.", ge=1)
     wandb: bool = doc(False, "Log to Weights & Biases when installed.")
     tensorboard: bool = doc(False, "Log to TensorBoard when installed.")
-    run_name: str = doc("main", "Name of the run: its checkpoints, metrics and plot live in runs/<name>/.")
+    run_name: str = doc("main", "Name of the run: its checkpoints, metrics and plot live in runs/<name>/.", pattern=RUN_NAME, hint="(letters, digits, '.', '_' or '-': it names a directory)")
     resume: bool = doc(False, "Continue the run from its newest valid checkpoint (quickstart always does).")
-    peak_tflops: float = doc(0.0, "Peak TFLOP/s per process for MFU; 0 measures a matmul on CPU or looks up known GPUs.")
-    budget_warn_epochs: float = doc(4.0, "Warn before training when the plan reads the train split more than this many times.")
-    threads: int = doc(0, "CPU threads per process (torch.set_num_threads); 0 keeps torch's default. Bit-exact resume needs the same value.")
+    peak_tflops: float = doc(0.0, "Peak TFLOP/s per process for MFU; 0 measures a matmul on CPU or looks up known GPUs.", ge=0, hint="(0: measure)")
+    budget_warn_epochs: float = doc(4.0, "Warn before training when the plan reads the train split more than this many times.", gt=0)
+    threads: int = doc(0, "CPU threads per process (torch.set_num_threads); 0 keeps torch's default. Bit-exact resume needs the same value.", ge=0, le=4096, hint="(0: torch's default)")
 
 
 @dataclass
 class EvalConfig:
     """`londinium eval`: perplexity, domain probes, contamination, generation quality -> eval/<run>/report.md."""
 
-    checkpoint: str = doc("best", "Checkpoint to evaluate: 'best' (lowest validation loss), 'latest', or a checkpoint directory.")
-    splits: list[str] = doc(["val", "test"], "Corpus splits scored for perplexity and bits per byte (by source and period).")
-    max_docs: int = doc(64, "Documents per split scored, round-robin by source (0: all; 64 took 30-60 s per split for the tiny preset on a busy 2-core CPU).")
-    stride: int = doc(0, "Sliding-window step in tokens for documents longer than the context (0: half the context).")
-    batch_size: int = doc(8, "Windows or probe choices per forward pass (memory grows with it x context x vocabulary).")
+    checkpoint: str = doc("best", "Checkpoint to evaluate: 'best' (lowest validation loss), 'latest', or a checkpoint directory.", **CHECKPOINT)
+    splits: list[str] = doc(["val", "test"], "Corpus splits scored for perplexity and bits per byte (by source and period).", nonempty=True, choices=("train", "val", "test"))
+    max_docs: int = doc(64, "Documents per split scored, round-robin by source (0: all; 64 took 30-60 s per split for the tiny preset on a busy 2-core CPU).", ge=0, hint="(0: all)")
+    stride: int = doc(0, "Sliding-window step in tokens for documents longer than the context (0: half the context).", ge=0, hint="(0: half the context)")
+    batch_size: int = doc(8, "Windows or probe choices per forward pass (memory grows with it x context x vocabulary).", ge=1)
     probes: bool = doc(True, "Score the domain probe set.")
     probe_file: str = doc("", "Probe set (TOML, docs/evaluation.md); empty: the embedded set for the default corpus.")
-    contamination_ngram: int = doc(8, "Word n-gram size of the contamination check against the train split.")
-    contamination_threshold: float = doc(0.5, "Share of a probe's or reference's n-grams found in the train split at which it is flagged.")
-    prompts: int = doc(8, "Held-out prompts for generation, cut from documents of prompt_split (0: no generation).")
-    prompt_split: str = doc("val", "Split the prompts and their reference continuations come from ('val' or 'test').")
-    prompt_chars: int = doc(200, "Characters at the start of a held-out document used as its prompt (cut at a word boundary).")
-    reference_words: int = doc(30, "Words after the prompt kept as its reference continuation (BLEU, ROUGE).")
-    temperatures: list[float] = doc([0.0, 0.7, 1.0], "Sampling temperatures of the samples (0: greedy).")
-    samples_per_prompt: int = doc(2, "Samples per prompt and temperature (one at temperature 0).")
-    max_new_tokens: int = doc(64, "Tokens generated per sample.")
-    seed: int = doc(1337, "Seed of sampling, so a report card is reproducible.")
+    contamination_ngram: int = doc(8, "Word n-gram size of the contamination check against the train split.", ge=1, le=64)
+    contamination_threshold: float = doc(0.5, "Share of a probe's or reference's n-grams found in the train split at which it is flagged.", gt=0, le=1)
+    prompts: int = doc(8, "Held-out prompts for generation, cut from documents of prompt_split (0: no generation).", ge=0, hint="(0: no generation)")
+    prompt_split: str = doc("val", "Split the prompts and their reference continuations come from ('val' or 'test').", choices=("val", "test"), hint="(prompts must be held out)")
+    prompt_chars: int = doc(200, "Characters at the start of a held-out document used as its prompt (cut at a word boundary).", ge=1)
+    reference_words: int = doc(30, "Words after the prompt kept as its reference continuation (BLEU, ROUGE).", ge=1)
+    temperatures: list[float] = doc([0.0, 0.7, 1.0], "Sampling temperatures of the samples (0: greedy).", nonempty=True, ge=0, hint="(0 is greedy)")
+    samples_per_prompt: int = doc(2, "Samples per prompt and temperature (one at temperature 0).", ge=1)
+    max_new_tokens: int = doc(64, "Tokens generated per sample.", ge=1)
+    seed: int = doc(1337, "Seed of sampling, so a report card is reproducible.", **SEED)
     period_words: str = doc("", "Word list of period vocabulary (one per line); empty: the embedded Early Modern English list.")
     anachronisms: str = doc("", "Word list of anachronisms (one per line); empty: the embedded list for 1590-1670.")
 
@@ -165,65 +256,65 @@ class EvalConfig:
 class GenerateConfig:
     """Defaults of `londinium generate` and `londinium chat`; each also has a command-line flag."""
 
-    run: str = doc("", "Training run to load; empty: train.run_name.")
-    checkpoint: str = doc("best", "'best' (lowest validation loss), 'latest', or a checkpoint directory.")
-    device: str = doc("cpu", "Torch device: 'cpu', 'cuda', or 'auto' (cuda, then mps, then cpu).")
-    max_tokens: int = doc(200, "Tokens generated per prompt at most.")
-    temperature: float = doc(0.8, "Sampling temperature; 0 is greedy decoding.")
-    top_k: int = doc(0, "Sample among the k most likely tokens only (0: off).")
-    top_p: float = doc(0.95, "Nucleus sampling: the smallest set of most likely tokens whose probability reaches p (1: off).")
-    min_p: float = doc(0.0, "Drop tokens less likely than min_p times the most likely one (0: off).")
-    repetition_penalty: float = doc(1.0, "transformers' repetition penalty on tokens of the prompt and output (1: off; 1.1-1.3 is typical).")
-    frequency_penalty: float = doc(0.0, "OpenAI frequency penalty (-2..2): subtracted once per earlier occurrence in the output.")
-    presence_penalty: float = doc(0.0, "OpenAI presence penalty (-2..2): subtracted once from any token already in the output.")
-    no_repeat_ngram_size: int = doc(0, "Never repeat an n-gram of this many tokens (0: off).")
-    seed: int = doc(-1, "Seed for reproducible sampling; negative: a fresh seed each run.")
-    stop: list[str] = doc([], "Stop strings: generation ends before the first one, which is not returned.")
-    chat_window: int = doc(0, "Tokens of conversation `chat` keeps (a rolling window); 0: the model's context.")
+    run: str = doc("", "Training run to load; empty: train.run_name.", **RUN_OR_EMPTY)
+    checkpoint: str = doc("best", "'best' (lowest validation loss), 'latest', or a checkpoint directory.", **CHECKPOINT)
+    device: str = doc("cpu", "Torch device: 'cpu', 'cuda', or 'auto' (cuda, then mps, then cpu).", **DEVICE)
+    max_tokens: int = doc(200, "Tokens generated per prompt at most.", ge=1)
+    temperature: float = doc(0.8, "Sampling temperature; 0 is greedy decoding.", ge=0, hint="(0 is greedy)")
+    top_k: int = doc(0, "Sample among the k most likely tokens only (0: off).", ge=0, hint="(0: off)")
+    top_p: float = doc(0.95, "Nucleus sampling: the smallest set of most likely tokens whose probability reaches p (1: off).", gt=0, le=1, hint="(1: off)")
+    min_p: float = doc(0.0, "Drop tokens less likely than min_p times the most likely one (0: off).", **SHARE)
+    repetition_penalty: float = doc(1.0, "transformers' repetition penalty on tokens of the prompt and output (1: off; 1.1-1.3 is typical).", gt=0, hint="(1: off)")
+    frequency_penalty: float = doc(0.0, "OpenAI frequency penalty (-2..2): subtracted once per earlier occurrence in the output.", ge=-2, le=2)
+    presence_penalty: float = doc(0.0, "OpenAI presence penalty (-2..2): subtracted once from any token already in the output.", ge=-2, le=2)
+    no_repeat_ngram_size: int = doc(0, "Never repeat an n-gram of this many tokens (0: off).", ge=0, hint="(0: off)")
+    seed: int = doc(-1, "Seed for reproducible sampling; negative: a fresh seed each run.", le=2**63 - 1, hint="(negative: a fresh seed)")
+    stop: list[str] = doc([], "Stop strings: generation ends before the first one, which is not returned.", pattern=r"(?s).+", hint="(no empty strings)")
+    chat_window: int = doc(0, "Tokens of conversation `chat` keeps (a rolling window); 0: the model's context.", ge=0, hint="(0: the model's context)")
 
 
 @dataclass
 class ExportConfig:
     """`londinium export`: a checkpoint -> a Hugging Face directory or a GGUF file (docs/export.md)."""
 
-    run: str = doc("", "Training run to export; empty: train.run_name.")
-    checkpoint: str = doc("best", "'best' (lowest validation loss), 'latest', 'step-N' (that step of the run), or a checkpoint directory.")
-    format: str = doc("hf", "'hf' (a transformers directory: safetensors, config, tokenizer, chat template, model card) or 'gguf' (one file for llama.cpp).")
-    dtype: str = doc("float32", "Weight dtype: 'float32', 'bfloat16' or 'float16' for hf; 'float32', 'float16' or 'q8_0' for gguf.")
+    run: str = doc("", "Training run to export; empty: train.run_name.", **RUN_OR_EMPTY)
+    checkpoint: str = doc("best", "'best' (lowest validation loss), 'latest', 'step-N' (that step of the run), or a checkpoint directory.", **CHECKPOINT)
+    format: str = doc("hf", "'hf' (a transformers directory: safetensors, config, tokenizer, chat template, model card) or 'gguf' (one file for llama.cpp).", choices=("hf", "gguf"))
+    dtype: str = doc("float32", "Weight dtype: 'float32', 'bfloat16' or 'float16' for hf; 'float32', 'float16' or 'q8_0' for gguf.", choices=("float32", "bfloat16", "float16", "q8_0"))
     out: str = doc("", "Output directory (hf) or file (gguf); empty: exports/<run>-step-<N>[.gguf] in the workspace.")
-    max_shard_mb: float = doc(2000.0, "safetensors files larger than this are split into shards with an index file (transformers' layout).")
+    max_shard_mb: float = doc(2000.0, "safetensors files larger than this are split into shards with an index file (transformers' layout).", gt=0, le=1e7)
 
 
 @dataclass
 class ServeConfig:
     """`londinium serve`: an OpenAI-compatible HTTP server with continuous batching (docs/serving.md)."""
 
-    run: str = doc("", "Training run to serve; empty: train.run_name (ignored when export is set).")
-    checkpoint: str = doc("best", "'best', 'latest', or a checkpoint directory.")
+    run: str = doc("", "Training run to serve; empty: train.run_name (ignored when export is set).", **RUN_OR_EMPTY)
+    checkpoint: str = doc("best", "'best', 'latest', or a checkpoint directory.", **CHECKPOINT)
     export: str = doc("", "Serve a londinium export directory instead of a workspace run.")
     model_name: str = doc("", "Model id clients send and /v1/models lists; empty: the run's name.")
-    host: str = doc("127.0.0.1", "Address to bind; anything but loopback without api_key prints a warning.")
-    port: int = doc(8000, "TCP port.")
+    host: str = doc("127.0.0.1", "Address to bind; anything but loopback without api_key prints a warning.", nonempty=True)
+    port: int = doc(8000, "TCP port.", ge=1, le=65535)
     api_key: str = doc("", "Bearer key every route but /health requires; empty: no key ($LONDINIUM_API_KEY also sets it).")
-    device: str = doc("cpu", "Torch device: 'cpu', 'cuda', or 'auto'.")
-    max_running: int = doc(16, "Sequences decoded together at most (one KV-cache slot each).")
-    max_step_tokens: int = doc(512, "Tokens one engine step may process (decode tokens plus prefill chunks): the prefill budget.")
-    max_waiting: int = doc(64, "Requests waiting for a slot at most; beyond it the server answers 429 with Retry-After.")
+    device: str = doc("cpu", "Torch device: 'cpu', 'cuda', or 'auto'.", **DEVICE)
+    max_running: int = doc(16, "Sequences decoded together at most (one KV-cache slot each).", ge=1)
+    max_step_tokens: int = doc(512, "Tokens one engine step may process (decode tokens plus prefill chunks): the prefill budget.", ge=1)
+    max_waiting: int = doc(64, "Requests waiting for a slot at most; beyond it the server answers 429 with Retry-After.", ge=1)
     log_prompts: bool = doc(False, "Write prompt text into the request log (off: ids, timings and token counts only).")
-    shutdown_timeout_s: float = doc(10.0, "On SIGTERM, seconds to let running requests finish before they are cancelled.")
-    max_body_mb: float = doc(4.0, "Request bodies larger than this many megabytes are refused with 413.")
+    shutdown_timeout_s: float = doc(10.0, "On SIGTERM, seconds to let running requests finish before they are cancelled.", gt=0, le=86400)
+    max_body_mb: float = doc(4.0, "Request bodies larger than this many megabytes are refused with 413.", gt=0, le=1024)
     request_log: str = doc("", "File the request log is appended to (one JSON line per request); empty: standard error.")
-    threads: int = doc(0, "CPU threads of the engine (torch.set_num_threads); 0: one fewer than the cores, at least 1, leaving a core to HTTP.")
+    threads: int = doc(0, "CPU threads of the engine (torch.set_num_threads); 0: one fewer than the cores, at least 1, leaving a core to HTTP.", ge=0, le=1024)
 
 
 @dataclass
 class IndexConfig:
     """`londinium index build`: a BM25 search index over the corpus documents (docs/search.md)."""
 
-    splits: list[str] = doc(["train", "val", "test"], "Corpus splits indexed (each hit says which split it is in).")
-    k1: float = doc(1.5, "BM25 term-frequency saturation (bm25s' default).")
-    b: float = doc(0.75, "BM25 length normalisation: 0 none, 1 full (bm25s' default).")
-    snippet_chars: int = doc(240, "Characters of document text around the best match that a hit shows.")
+    splits: list[str] = doc(["train", "val", "test"], "Corpus splits indexed (each hit says which split it is in).", nonempty=True, choices=("train", "val", "test"))
+    k1: float = doc(1.5, "BM25 term-frequency saturation (bm25s' default).", gt=0, le=100)
+    b: float = doc(0.75, "BM25 length normalisation: 0 none, 1 full (bm25s' default).", **SHARE)
+    snippet_chars: int = doc(240, "Characters of document text around the best match that a hit shows.", ge=20, le=100_000)
 
 
 @dataclass
@@ -231,10 +322,10 @@ class McpConfig:
     """`londinium mcp`: the model and corpus as MCP tools (docs/mcp.md). The model served, its device and
     the API key come from [serve], so `londinium serve` and `londinium mcp` serve the same model under one key."""
 
-    host: str = doc("127.0.0.1", "Address the streamable HTTP transport binds (--http); anything but loopback without serve.api_key prints a warning.")
-    port: int = doc(8001, "TCP port of the streamable HTTP transport (8001: next to `londinium serve`'s 8000).")
-    max_prompt_chars: int = doc(8000, "Longest prompt, passage or continuation a tool accepts, in characters.")
-    surprising_tokens: int = doc(10, "Most surprising tokens score_text lists.")
+    host: str = doc("127.0.0.1", "Address the streamable HTTP transport binds (--http); anything but loopback without serve.api_key prints a warning.", nonempty=True)
+    port: int = doc(8001, "TCP port of the streamable HTTP transport (8001: next to `londinium serve`'s 8000).", ge=1, le=65535)
+    max_prompt_chars: int = doc(8000, "Longest prompt, passage or continuation a tool accepts, in characters.", ge=1, le=10_000_000)
+    surprising_tokens: int = doc(10, "Most surprising tokens score_text lists.", ge=0, le=1000)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -243,7 +334,8 @@ class McpConfig:
 
 @dataclass
 class Config:
-    preset: str = doc("", "Preset applied under the file's values: " + ", ".join(["tiny", "small", "slm", "regular"]) + ".")
+    preset: str = doc("", "Preset applied under the file's values: " + ", ".join(["tiny", "small", "slm", "regular"]) + ".",
+                      choices=("", "tiny", "small", "slm", "regular"))
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -301,6 +393,74 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 # --------------------------------------------------------------------------------------------------
+# Relations between fields: each names its keys, says when the values fit, and the rule in words.
+# Checked (with every field's own rule) by `validate`, which `load_config` and every stage call.
+
+
+@dataclass(frozen=True)
+class Relation:
+    keys: tuple[str, ...]  # "section.key", the first key's section is where it is reported
+    ok: Any  # (values of keys, in order) -> bool; called only when every key's own rule holds
+    rule: str
+
+
+def _kv(n_head: int, n_kv_head: int) -> int:
+    return n_kv_head or n_head
+
+
+RELATIONS: tuple[Relation, ...] = (
+    Relation(("corpus.val_fraction", "corpus.test_fraction"), lambda v, t: v + t < 1,
+             "val_fraction + test_fraction must be < 1 (the rest is the train split)"),
+    Relation(("model.n_embd", "model.n_head"), lambda e, h: e % h == 0, "n_embd must be divisible by n_head"),
+    Relation(("model.n_head", "model.n_kv_head"), lambda h, kv: _kv(h, kv) <= h and h % _kv(h, kv) == 0,
+             "n_head must be divisible by n_kv_head (0: n_head), and n_kv_head <= n_head"),
+    Relation(("model.positions", "model.n_embd", "model.n_head"), lambda p, e, h: p != "rope" or (e // h) % 2 == 0,
+             "rotary positions need an even head size n_embd / n_head"),
+    Relation(("model.mlp_ratio", "model.n_embd"), lambda r, e: int(r * e) >= 1, "the MLP's hidden width int(mlp_ratio * n_embd) must be >= 1"),
+    Relation(("model.top_k", "model.n_experts"), lambda k, n: n == 0 or k <= n, "top_k must be <= n_experts (when n_experts > 0)"),
+    Relation(("export.dtype", "export.format"),
+             lambda d, f: d in (("float32", "bfloat16", "float16") if f == "hf" else ("float32", "float16", "q8_0")),
+             "hf takes float32, bfloat16 or float16; gguf takes float32, float16 or q8_0"),
+)
+
+
+def _section_name(obj: Any) -> str:
+    for name, cls in SECTIONS.items():
+        if type(obj) is cls:
+            return name
+    raise TypeError(f"not a config section: {obj!r}")
+
+
+def validate(cfg: Any, origin: str = "config") -> None:
+    """Raise ConfigError naming `section.key`, the value and the rule for the first value out of
+    range: every field's own rule, then the relations (all of them for a Config; for one section,
+    those within it). Stages call it on what they are given, so a config built in Python is held
+    to the same rules as one loaded from TOML."""
+    sections = {name: getattr(cfg, name) for name in SECTIONS} if isinstance(cfg, Config) else {_section_name(cfg): cfg}
+    if isinstance(cfg, Config):
+        _check(Config, "preset", cfg.preset, f"{origin}: preset")
+    for name, section in sections.items():
+        for f in dataclasses.fields(section):
+            _check(type(section), f.name, getattr(section, f.name), f"{origin}: {name}.{f.name}")
+    for r in RELATIONS:
+        if all(k.split(".")[0] in sections for k in r.keys):
+            values = [getattr(sections[k.split(".")[0]], k.split(".")[1]) for k in r.keys]
+            if not r.ok(*values):
+                shown = ", ".join(f"{k} = {v!r}" for k, v in zip(r.keys, values))
+                raise ConfigError(f"{origin}: {shown}: {r.rule}")
+
+
+def _check(cls: type, key: str, value: Any, where: str) -> None:
+    """The field's own rule (and its type, for values set in Python)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == key)
+    _coerce(value, _field_types(cls)[key], where)
+    rule = f.metadata.get("rule")
+    problem = rule.problem(value) if rule else None
+    if problem:
+        raise ConfigError(f"{where} = {value!r}: {problem}")
+
+
+# --------------------------------------------------------------------------------------------------
 # Loading, overriding, saving
 
 
@@ -328,7 +488,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: {value} is too large for a float") from None
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if tp is int and isinstance(value, bool):
@@ -362,7 +525,9 @@ def _apply(cfg: Config, data: dict[str, Any], origin: str) -> None:
                     f"{origin}: unknown key '{key}' in section [{name}]; "
                     f"known keys: {', '.join(hints)}"
                 )
-            setattr(section, key, _coerce(value, hints[key], f"{origin}: {name}.{key}"))
+            value = _coerce(value, hints[key], f"{origin}: {name}.{key}")
+            _check(type(section), key, value, f"{origin}: {name}.{key}")
+            setattr(section, key, value)
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -372,7 +537,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     dotted, raw = text.split("=", 1)
     section, key = dotted.strip().split(".", 1)
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        value = loads_toml(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return section, key, value
@@ -401,6 +566,7 @@ def load_config(
     _apply(cfg, file_data, str(path) if path else "config")
     _apply(cfg, override_data, "--set")
     cfg.preset = name
+    validate(cfg)
     return cfg
 
 

@@ -15,3 +15,7 @@ class ConfigError(LondiniumError):
 
 class SourceError(LondiniumError):
     """A corpus source could not be fetched or read. The corpus build records it and goes on."""
+
+
+class PathError(LondiniumError):
+    """A path is the wrong kind (a file where a folder belongs, or the reverse) or cannot be written."""

@@ -6,10 +6,11 @@ again after an interruption continues where it stopped.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
-from londinium.config import Config
+from londinium.config import Config, validate
 from londinium.errors import ConfigError
 from londinium.workspace import Workspace
 
@@ -23,13 +24,14 @@ def scale_training(cfg: Config, minutes: float) -> None:
     """Fit the training run to `minutes`: a wall-clock cap always; for the tiny preset also a
     schedule of proportionally many steps (warm-up at most a tenth of them), so a longer budget
     trains longer with the learning rate decayed over the whole of it, not stopped early."""
-    if minutes <= 0:
-        raise ConfigError(f"--minutes {minutes:g}: give a positive number of minutes")
+    if not (math.isfinite(minutes) and 0 < minutes <= 10**7):
+        raise ConfigError(f"--minutes {minutes:g}: give a positive, finite number of minutes")
     t = cfg.train
     t.max_minutes = minutes
     if cfg.preset == QUICKSTART_PRESET:
         t.max_steps = max(1, round(t.max_steps * minutes / TINY_PRESET_MINUTES))
         t.warmup_steps = min(t.warmup_steps, max(1, t.max_steps // 10))
+    validate(cfg)  # the scaled values obey the same rules as values set by hand
 
 
 def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float | None = None) -> None:

@@ -30,10 +30,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from londinium.files import sha256_file, write_json
+from londinium.errors import LondiniumError, PathError
+from londinium.files import loads_json, remove_stale_temporaries, sha256_file, write_json
 
 DEFAULT_WORKSPACE = "londinium-work"
 SPLITS = ("train", "val", "test")
+# The command that (re)makes each stage's outputs, for "run this again" messages.
+STAGE_COMMANDS = {"corpus": "londinium corpus build", "tokenizer": "londinium tokenizer train", "shards": "londinium data prepare"}
+
+
+def check_run_name(name: str) -> str:
+    """`name` when it can name a folder under runs/ (or eval/): no path separators, no '..', no
+    control characters, so `--run ../elsewhere` never reads or writes outside the workspace."""
+    import re
+
+    from londinium.config import RUN_NAME
+
+    if not isinstance(name, str) or not re.fullmatch(RUN_NAME, name):
+        raise PathError(f"run name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit (it names a folder)")
+    return name
+
+
+class StageNotDone(LondiniumError):
+    """An upstream artifact is missing, or is not what its stage recorded: the message names the
+    command to run again."""
 
 
 def default_cache_dir() -> Path:
@@ -54,7 +74,14 @@ class Workspace:
     root: Path
 
     def __init__(self, root: str | os.PathLike = DEFAULT_WORKSPACE):
-        object.__setattr__(self, "root", Path(root).resolve())
+        path = Path(root).resolve()
+        if path.exists() and not path.is_dir():
+            raise PathError(f"workspace {path} is a file, but a workspace is a folder; choose another --workspace")
+        # Checked now, not at the first write after minutes of work: a file standing in the way.
+        blocker = next((p for p in path.parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise PathError(f"workspace {path}: {blocker} is a file, but a folder is needed there; choose another --workspace")
+        object.__setattr__(self, "root", path)
 
     # ---- layout --------------------------------------------------------------------------------
     @property
@@ -127,7 +154,7 @@ class Workspace:
 
     # training runs
     def run_dir(self, name: str = "main") -> Path:
-        return self.root / "runs" / name
+        return self.root / "runs" / check_run_name(name)
 
     def checkpoints_dir(self, name: str = "main") -> Path:
         return self.run_dir(name) / "checkpoints"
@@ -149,7 +176,7 @@ class Workspace:
 
     def eval_run_dir(self, run: str = "main") -> Path:
         """One run's report card. The stage is recorded as "eval/<run>", so this is its stage_dir."""
-        return self.stage_dir(f"eval/{run}")
+        return self.stage_dir(f"eval/{check_run_name(run)}")
 
     def eval_results(self, run: str = "main") -> Path:
         return self.eval_run_dir(run) / "results.json"
@@ -159,7 +186,7 @@ class Workspace:
 
     def eval_compare(self, run_a: str, run_b: str) -> Path:
         """`londinium eval --compare A B` writes this Markdown (and a .json next to it)."""
-        return self.eval_dir / f"compare-{run_a}-vs-{run_b}.md"
+        return self.eval_dir / f"compare-{check_run_name(run_a)}-vs-{check_run_name(run_b)}.md"
 
     # exports
     @property
@@ -204,13 +231,18 @@ class Workspace:
     def manifest(self) -> dict[str, Any]:
         import json
 
-        if not self.manifest_file.exists():
+        if not self.manifest_file.is_file():
             return {}
         try:
-            return json.loads(self.manifest_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = loads_json(self.manifest_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
             # A manifest is only a cache of what is done: if it is unreadable, everything re-runs.
             return {}
+        # Entries of the wrong shape (a hand-edited file) count as not done, like a missing one.
+        def sound(entry: Any) -> bool:
+            return isinstance(entry, dict) and all(isinstance(entry.get(k, {}), dict) for k in ("config", "inputs", "outputs"))
+
+        return {k: v for k, v in data.items() if sound(v)} if isinstance(data, dict) else {}
 
     def _rel(self, path: Path) -> str:
         path = Path(path).resolve()
@@ -247,6 +279,37 @@ class Workspace:
         }
         write_json(self.manifest_file, manifest)
 
+    def require_stage(self, stage: str, paths: Iterable[Path]) -> None:
+        """Raise StageNotDone unless `stage` finished (it has a manifest entry) and recorded each of
+        `paths` as an output with the hash it has on disk now. A later stage reads only what an
+        earlier one recorded, so a file that was edited by hand, left half-rebuilt by a killed run
+        (new train.jsonl, old val.jsonl) or copied in from elsewhere is never trusted silently."""
+        command = f"`{STAGE_COMMANDS.get(stage, stage)} -w {self.root}`"
+        entry = self.manifest().get(stage)
+        if entry is None:
+            missing = [p for p in paths if not Path(p).is_file()]
+            what = f"{missing[0]} is missing" if missing else f"no finished {stage} stage is recorded in {self.manifest_file}"
+            raise StageNotDone(f"{what}: run {command} first")
+        outputs = entry.get("outputs", {})
+        for p in paths:
+            rel = self._rel(p)
+            if rel not in outputs:
+                raise StageNotDone(f"{p} is not an output the {stage} stage recorded: run {command} again")
+            if not Path(p).is_file():
+                raise StageNotDone(f"{p} is missing: run {command} again")
+            if sha256_file(p) != outputs[rel]:
+                raise StageNotDone(f"{p} changed since the {stage} stage wrote it (edited, or left by an interrupted run): run {command} again")
+
+    def adopt(self, stage: str, outputs: Iterable[Path], config: dict[str, Any] | None = None) -> None:
+        """Record files made outside londinium (a corpus written as JSONL by another tool) as the
+        outputs of `stage`, so later stages accept them; re-run `adopt` after changing them."""
+        self.record(stage, {"adopted": True, **(config or {})}, [], outputs)
+
+    def remove_stale_temporaries(self, stage: str) -> list[Path]:
+        """Delete the temporary files that a killed run of `stage` left in its directory (and a killed
+        manifest write in the workspace root); a live process's are kept. Called before a stage runs."""
+        return remove_stale_temporaries(self.stage_dir(stage)) + remove_stale_temporaries(self.root)  # + the manifest's
+
     def invalidate(self, stage: str) -> None:
         """Forget that a stage ran (called before a stage starts rewriting its outputs)."""
         manifest = self.manifest()
@@ -282,6 +345,7 @@ class Workspace:
             log(f"{stage}: up to date in {where}; nothing to do (--force re-runs it)")
             return False
         self.invalidate(stage)
+        self.remove_stale_temporaries(stage)
         outputs = list(run())
         config_file = config_file or self.stage_config_file(stage)
         write_text(config_file, to_toml(section))

@@ -104,5 +104,6 @@ def test_minutes_scale_the_tiny_schedule_and_cap_any_preset():
     before = small.train.max_steps
     scale_training(small, 5)
     assert small.train.max_minutes == 5 and small.train.max_steps == before
-    with pytest.raises(ConfigError, match="--minutes"):
-        scale_training(load_config(preset="tiny"), 0)
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="--minutes"):
+            scale_training(load_config(preset="tiny"), bad)

@@ -252,6 +252,8 @@ def test_nothing_usable_fails_with_a_clear_error_and_exit_code(tmp_path, capsys)
     assert code == 2
     assert "no usable documents" in err and "rejections.jsonl" in err
     assert "Traceback" not in err
+    rejections = tmp_path / "ws" / "corpus" / "rejections.jsonl"  # the file the message points at exists
+    assert rejections.is_file() and any(json.loads(line)["file"] == "latin.txt" for line in rejections.read_text().splitlines())
 
 
 def test_a_crash_while_writing_leaves_the_corpus_unrecorded(built, monkeypatch):

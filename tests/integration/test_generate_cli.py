@@ -139,3 +139,68 @@ def test_a_checkpoint_trained_with_another_tokenizer_is_refused(ws, tmp_path) ->
     other.tokenizer_file.write_text(ws.tokenizer_file.read_text(encoding="utf-8") + "\n", encoding="utf-8")
     with pytest.raises(LondiniumError, match="trained with another tokenizer"):
         Engine.from_workspace(other, run=RUN, checkpoint="latest")
+
+
+# ---- text from the user is UTF-8, checked before the tokenizer; errors leave stdout empty ----------
+
+
+def _run_cli(*args: str, input_bytes: bytes | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "londinium", *args], input=input_bytes, capture_output=True, timeout=240, env=env)
+
+
+def _one_error_line(r: subprocess.CompletedProcess) -> str:
+    err = r.stderr.decode("utf-8", "replace")
+    assert r.returncode == 2 and "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("londinium: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_prompt_that_is_not_utf8_is_refused_naming_the_byte(ws) -> None:
+    bad = b"Thou art \xff\xfe fair".decode("utf-8", "surrogateescape")  # what Python makes of such argv bytes
+    r = _run_cli("generate", *cli(ws, "--prompt", bad, "--max-tokens", "3"))
+    assert "--prompt is not valid UTF-8 text (byte 0xff at character 9)" in _one_error_line(r)
+    assert r.stdout == b""
+
+
+@pytest.mark.parametrize("content, where", [
+    (b"Thou art\nfair \xe9 and\n", ":2"),
+    (b'{"prompt": "Thou art"}\n{"prompt": "lone \\udcff escape"}\n', ":2"),
+])
+def test_a_prompts_file_that_is_not_utf8_is_refused_naming_the_line(ws, tmp_path, content: bytes, where: str) -> None:
+    f = tmp_path / ("p.jsonl" if content.startswith(b"{") else "p.txt")
+    f.write_bytes(content)
+    r = _run_cli("generate", *cli(ws, "--prompts-file", str(f), "--max-tokens", "3"))
+    assert f"{f}{where} is not valid UTF-8 text" in _one_error_line(r)
+
+
+def test_a_folder_given_as_the_prompts_file_is_named_as_such(ws, tmp_path) -> None:
+    r = _run_cli("generate", *cli(ws, "--prompts-file", str(tmp_path), "--max-tokens", "3"))
+    assert f"--prompts-file {tmp_path} is a directory" in _one_error_line(r)
+
+
+def test_a_failing_generation_prints_nothing_of_the_prompt(ws) -> None:
+    r = _run_cli("generate", *cli(ws, "--prompt", "Thou " * 80, "--max-tokens", "5"))
+    assert "context" in _one_error_line(r)
+    assert r.stdout == b""
+
+
+def test_the_stop_token_range_is_printed_right(ws) -> None:
+    r = _run_cli("generate", *cli(ws, "--prompt", "x", "--max-tokens", "3", "--stop-token-id", "-1"))
+    line = _one_error_line(r)
+    assert "token id -1 is not in the vocabulary" in line and "(0 .. -1)" not in line
+    with pytest.raises(Exception, match=r"\(ids are >= 0\)"):
+        SamplingParams(stop_token_ids=[-1]).validate()
+    with pytest.raises(Exception, match=r"\(0 \.\. 511\)"):
+        SamplingParams(stop_token_ids=[512]).validate(512)
+
+
+def test_chat_skips_a_line_that_is_not_utf8_and_goes_on(ws) -> None:
+    script = b"/set temperature 0\nbad \xff line\n/show\n/quit\n"
+    r = _run_cli("chat", *cli(ws, "--max-tokens", "3", "--seed", "2"), input_bytes=script)
+    out = r.stdout.decode("utf-8")
+    assert r.returncode == 0 and "Traceback" not in r.stderr.decode(), r.stderr
+    [line] = [line for line in out.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: input line 2 is not valid UTF-8 text (byte 0xff at byte 4)") and line.endswith("the line was skipped")
+    assert "temperature = 0.0" in out.splitlines()[-1]  # /show still ran after the bad line

@@ -227,3 +227,148 @@ def test_download_cut_short_is_retried_and_never_cached_half_done(server: Server
     cache = tmp_path / "cache"
     assert not (cache / "blobs").exists() and not (cache / "keys").exists()
     assert not any((cache / "tmp").iterdir())
+
+
+# ---- hostile servers: each is cut off or refused, named, and never hangs the build ----------------
+
+
+def _trickle(headers_too: bool):
+    def route(h: BaseHTTPRequestHandler) -> None:
+        if headers_too:  # the status line itself, one byte at a time
+            for b in b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n":
+                h.wfile.write(bytes([b]))
+                h.wfile.flush()
+                time.sleep(0.1)
+            return
+        h.send_response(200)
+        h.send_header("Content-Length", "100000")
+        h.end_headers()
+        for _ in range(100000):
+            h.wfile.write(b"a")
+            h.wfile.flush()
+            time.sleep(0.05)
+
+    return route
+
+
+@pytest.mark.parametrize("headers_too", [False, True], ids=["body", "status-line"])
+def test_a_server_that_trickles_is_cut_off_at_the_download_deadline(server: Server, tmp_path: Path, headers_too: bool):
+    server.routes["/drip.txt"] = _trickle(headers_too)
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match=r"timed out after 1 attempt.*download_timeout_s \(now 0.6 s\)"):
+        fetch(tmp_path, server.url("/drip.txt"), retries=0, timeout_s=0.6)
+    assert time.monotonic() - t0 < 3.0  # each byte came well inside any per-read timeout
+    assert not any((tmp_path / "cache" / "tmp").iterdir())
+
+
+def test_a_server_that_accepts_and_never_answers_is_cut_off(server: Server, tmp_path: Path):
+    release = threading.Event()
+    server.routes["/hang.txt"] = lambda h: release.wait(30)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SourceError, match=r"timed out after 2 attempt"):
+            fetch(tmp_path, server.url("/hang.txt"), retries=1, timeout_s=0.4)
+    finally:
+        release.set()
+    assert time.monotonic() - t0 < 3.0
+
+
+def test_a_refused_connection_is_retried_then_named(tmp_path: Path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SourceError, match=r"connection failed.*after 2 attempt"):
+        fetch(tmp_path, f"http://127.0.0.1:{port}/x.txt", retries=1)
+
+
+def _liar(claimed: str):
+    def route(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", claimed)
+        h.end_headers()
+        h.wfile.write(TEXT)  # then the connection closes
+
+    return route
+
+
+def test_a_server_that_claims_more_than_it_sends_is_retried_and_never_cached(server: Server, tmp_path: Path):
+    server.routes["/liar.txt"] = _liar("999999")
+    with pytest.raises(SourceError, match=r"liar.txt failed: connection broken.*after 2 attempt"):
+        fetch(tmp_path, server.url("/liar.txt"), retries=1)
+    assert not (tmp_path / "cache" / "blobs").exists()
+
+
+@pytest.mark.parametrize("claimed", ["-5", "lots"])
+def test_an_unusable_content_length_is_ignored_and_the_body_read_to_the_close(server: Server, tmp_path: Path, claimed: str):
+    server.routes["/liar.txt"] = _liar(claimed)
+    assert fetch(tmp_path, server.url("/liar.txt"))[0] == {"liar.txt": TEXT}
+
+
+def test_download_folders_of_killed_processes_are_removed_on_the_next_run(server: Server, tmp_path: Path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / "cache" / "tmp" / f"{dead}-abc123"
+    stale.mkdir(parents=True)
+    (stale / "download").write_bytes(b"half a file")
+    server.routes["/r.txt"] = reply(200, TEXT)
+    fetch(tmp_path, server.url("/r.txt"))
+    assert not stale.exists()
+
+
+def test_corpus_build_records_a_trickling_source_and_keeps_the_others(server: Server, tmp_path: Path):
+    import json
+    import subprocess
+    import sys
+
+    from helpers.prose import prose
+
+    server.routes["/drip.txt"] = _trickle(False)
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(4):
+        (texts / f"t{i}.txt").write_text(f"TEXT {i}\n\n" + prose(30 + i, 12), encoding="utf-8")
+    registry = tmp_path / "sources.toml"
+    registry.write_text(f'[[source]]\nid = "local"\nkind = "local"\nlocation = "texts"\nperiod = [1600, 1600]\n\n'
+                        f'[[source]]\nid = "drip"\nkind = "url"\nlocation = "{server.url("/drip.txt")}"\nperiod = [1600, 1600]\n',
+                        encoding="utf-8")
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "londinium", "corpus", "build", "-w", str(tmp_path / "ws"),
+                           "--set", f"corpus.sources={json.dumps(str(registry))}",
+                           "--set", f"corpus.cache_dir={json.dumps(str(tmp_path / 'cache'))}",
+                           "--set", "corpus.download_timeout_s=1", "--set", "corpus.download_retries=0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert time.monotonic() - t0 < 30
+    assert "skipped source 'drip'" in proc.stdout and "timed out" in proc.stdout
+    card = json.loads((tmp_path / "ws" / "corpus" / "report.json").read_text())
+    drip = next(s for s in card["sources"] if s["id"] == "drip")
+    assert drip["status"] == "failed" and "timed out" in drip["error"]
+
+
+@pytest.mark.parametrize("target", ["ftp://127.0.0.1:9/x.txt", "file:///etc/hostname", "data:text/plain,hello"])
+def test_a_redirect_away_from_http_is_never_followed(server: Server, tmp_path: Path, target: str):
+    def redirect(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(302)
+        h.send_header("Location", target)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    server.routes["/away.txt"] = redirect
+    with pytest.raises(SourceError, match=r"source 'web': .*away.txt"):
+        fetch(tmp_path, server.url("/away.txt"), retries=0)
+
+
+def test_a_redirect_to_another_http_url_is_followed(server: Server, tmp_path: Path):
+    def redirect(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(301)
+        h.send_header("Location", server.url("/here.txt"))
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    server.routes["/moved.txt"] = redirect
+    server.routes["/here.txt"] = reply(200, TEXT)
+    assert fetch(tmp_path, server.url("/moved.txt"))[0] == {"moved.txt": TEXT}

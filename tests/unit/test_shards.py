@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tok_fixtures import write_corpus
+from tok_fixtures import adopt_corpus, write_corpus
 
 from londinium.config import DataConfig, TokenizerConfig
 from londinium.data.loader import open_shard
@@ -115,6 +115,7 @@ def test_malformed_corpus_line_is_named(tmp_path: Path):
     train_tokenizer(ws, _tok_cfg(400), **QUIET)
     with open(ws.corpus_split("test"), "a", encoding="utf-8") as f:
         f.write('{"id": "x", "txt": "no text field"}\n')
+    adopt_corpus(ws)
     n = len(ws.corpus_split("test").read_text().splitlines())
     with pytest.raises(LondiniumError, match=f"test.jsonl:{n}: .*'text'"):
         prepare_shards(ws, DataConfig(), **QUIET)
@@ -128,6 +129,7 @@ def test_empty_split_gives_an_empty_shard(tmp_path: Path):
     ws = Workspace(tmp_path / "ws")
     write_corpus(ws, train_per_source=4)
     ws.corpus_split("test").write_text("")
+    adopt_corpus(ws)
     train_tokenizer(ws, _tok_cfg(400), **QUIET)
     prepare_shards(ws, DataConfig(), **QUIET)
     shard = open_shard(ws, "test")

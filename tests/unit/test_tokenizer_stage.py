@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tok_fixtures import write_corpus
+from tok_fixtures import adopt_corpus, write_corpus
 
 from londinium.cli import main
 from londinium.config import TokenizerConfig
@@ -77,6 +77,7 @@ def test_tokenizer_is_trained_on_the_train_split_only(tmp_path: Path):
     # A word that only the validation split contains, very often, never becomes a token.
     with open(ws.corpus_split("val"), "a", encoding="utf-8") as f:
         f.write(json.dumps({"id": "v/x#9", "text": " zyxwv" * 500, "source": "kjv", "period": [0, 0], "group": "v9", "title": "t"}) + "\n")
+    adopt_corpus(ws)
     assert train_tokenizer(ws, cfg, **QUIET) is True  # the report's input changed
     assert tokenizer_sha256(ws) == before  # training is deterministic and never saw val
     assert train_tokenizer(ws, cfg, **QUIET) is False

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from londinium.config import CorpusConfig
+from londinium.errors import LondiniumError
 from londinium.files import atomic_write, read_jsonl, write_jsonl
 from londinium.workspace import Workspace
 
@@ -91,3 +92,35 @@ def test_workspace_paths_live_under_the_root(tmp_path: Path):
     for p in [ws.corpus_split("train"), ws.tokenizer_file, ws.shard_bin("val"), ws.checkpoints_dir(), ws.manifest_file]:
         assert ws.root in p.parents
     assert os.path.isabs(ws.root)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"corpus": 5}', '{"corpus": {"outputs": [1]}}', "nul\x00l", "[" * 5000])
+def test_a_manifest_of_the_wrong_shape_counts_as_nothing_done(tmp_path, text):
+    ws = Workspace(tmp_path / "ws")
+    ws.root.mkdir()
+    ws.manifest_file.write_text(text)
+    assert ws.manifest() == {}
+    assert not ws.up_to_date("corpus", {}, [])
+    with pytest.raises(LondiniumError, match="londinium corpus build"):
+        ws.require_stage("corpus", [ws.corpus_split("train")])
+
+
+def test_stale_temporaries_of_dead_processes_go_and_a_live_ones_stay(tmp_path):
+    import subprocess
+    import sys
+
+    ws = Workspace(tmp_path / "ws")
+    ws.corpus_dir.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        stale = [ws.corpus_dir / f".train.jsonl.{dead}.abc123.tmp", ws.corpus_dir / f".val.jsonl.{dead}.new.tmp",
+                 ws.root / f".manifest.json.{dead}.xyz.tmp", ws.corpus_dir / ".old-style.jsonl.q1w2e3.tmp"]
+        busy = ws.corpus_dir / f".test.jsonl.{live.pid}.def456.tmp"  # another process is writing it now
+        for p in [*stale, busy]:
+            p.write_text("half")
+        assert sorted(ws.remove_stale_temporaries("corpus")) == sorted(stale)
+        assert busy.exists()
+    finally:
+        live.kill()
+        live.wait()

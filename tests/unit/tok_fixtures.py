@@ -58,7 +58,13 @@ def write_corpus(ws: Workspace, train_per_source: int = 12, seed: int = 0) -> di
         splits["train" if i % 2 else "val"].append({"id": f"awkward/x.txt#{i}", "text": text, "source": "awkward", "period": [0, 0], "group": f"awk-{i}", "title": "awkward"})
     for split, rows in splits.items():
         write_jsonl(ws.corpus_split(split), rows)
+    adopt_corpus(ws)
     return splits
+
+
+def adopt_corpus(ws: Workspace) -> None:
+    """Record hand-written corpus splits as the corpus stage's outputs (later stages trust only those)."""
+    ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")])
 
 
 def corpus_texts() -> list[str]:

@@ -107,9 +107,18 @@ def _clean_name(name: str) -> str:
     return name
 
 
-def _read_capped(f: IO[bytes], max_bytes: int) -> bytes:
-    # Read one byte past the cap so an over-long stream is detected without reading all of it.
-    return f.read(max_bytes + 1)
+def read_capped(f: IO[bytes], max_bytes: int) -> bytes:
+    """At most `max_bytes + 1` bytes of `f`: one past the cap, so an over-long stream is detected
+    without reading all of it. In chunks, because `read(n)` allocates n bytes up front, and a cap
+    of a terabyte must not cost a terabyte for a small file."""
+    chunks, got = [], 0
+    while got <= max_bytes:
+        chunk = f.read(min(1 << 20, max_bytes + 1 - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 def archive_kind(path: Path) -> str | None:
@@ -145,7 +154,7 @@ def read_compressed(path: Path, max_bytes: int) -> bytes | None:
         return None
     try:
         with opener(path, "rb") as f:
-            return _read_capped(f, max_bytes)
+            return read_capped(f, max_bytes)
     except CORRUPT_ERRORS as e:
         raise CorruptArchive(f"{kind} stream is truncated or corrupt ({e})") from None
 
@@ -228,7 +237,7 @@ def _read_zip(path: Path, wanted, max_bytes: int, on_skip) -> dict[str, bytes]:
                 continue
             with zf.open(info) as f:
                 # zipfile stops at the declared size and checks the CRC, so a lying header fails here.
-                data = _read_capped(f, max_bytes)
+                data = read_capped(f, max_bytes)
             if name in out:
                 on_skip(name, "appears twice in the archive; the later copy is used")
             out[name] = data

@@ -16,24 +16,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from londinium.config import CorpusConfig
+from londinium.config import CorpusConfig, validate
 from londinium.corpus import quality
 from londinium.corpus.clean import normalise
 from londinium.corpus.dedup import exact_key, group_near_duplicates
 from londinium.corpus.extract import ExtractError, extract
 from londinium.corpus.report import Ledger, card, chart, markdown
 from londinium.corpus.segment import pack, split_paragraphs
-from londinium.corpus.sources import SourceSpec, fetch_source, load_registry, selector
+from londinium.corpus.sources import SourceSpec, fetch_source, load_registry, printable_name, selector, walk_local
 from londinium.corpus.split import SPLIT_NAMES, assign_splits
 from londinium.errors import LondiniumError
-from londinium.files import sha256_file, write_json, write_jsonl, write_text
+from londinium.files import replace_together, sha256_file, write_json, write_jsonl, write_text
 from londinium.workspace import Workspace, default_cache_dir
 
 # Bump when the processing changes what a given config and input produce, so old corpora rebuild.
@@ -68,15 +67,13 @@ def _local_digest(spec: SourceSpec) -> str | dict[str, str]:
     if not root.is_dir():
         return "missing"
     wanted = selector(spec.files, spec.exclude)
+    skipped: dict[str, str] = {}
     out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for fn in sorted(filenames):
-            p = Path(dirpath) / fn
-            rel = p.relative_to(root).as_posix()
-            if wanted(rel) and p.is_file():
-                out[rel] = sha256_file(p)
-    return out
+    # The same walk the source is read with: links are listed (so adding one rebuilds) but never read.
+    for rel in walk_local(root, lambda rel, why: skipped.__setitem__(printable_name(rel), "skipped")):
+        if wanted(rel) and (root / rel).is_file():
+            out[printable_name(rel)] = sha256_file(root / rel)
+    return dict(sorted({**out, **skipped}.items()))
 
 
 def fingerprint(specs: list[SourceSpec]) -> dict[str, Any]:
@@ -135,7 +132,9 @@ def _read_source(spec: SourceSpec, cfg: CorpusConfig, ledger: Ledger, seen: dict
                 ledger.texts[sid][key] = "rejected"
                 continue
             if reason is not None:
-                ledger.reject(sid, name, "text", reason, "", t.title, len(text), scores.as_dict())
+                # A rejected file's own words stay out of its record: the title of a single-text
+                # file is its first line; the texts of a multi-text file are told apart by theirs.
+                ledger.reject(sid, name, "text", reason, "", t.title if len(result.texts) > 1 else "", len(text), scores.as_dict())
                 ledger.texts[sid][key] = "rejected"
                 continue
             seen[exact_key(text)] = key
@@ -230,13 +229,17 @@ def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec]) -> list[Pa
 
     if not any(ledger.docs.values()):
         why = "; ".join(f"{sid}: {err}" for sid, err in ledger.failed.items()) or "every file was rejected"
+        write_jsonl(ws.corpus_rejections, ledger.rejections)  # written before the message points at it
         raise LondiniumError(f"corpus: no usable documents ({why}); see {ws.corpus_rejections} and fix the sources registry")
 
     data_card = card(ledger, {"section": dataclasses.asdict(cfg), "builder": BUILDER_VERSION})
     paths = {"rejections": ws.corpus_rejections, "chart": ws.corpus_chart}
     # Splits first, card last: a reader of the card can trust that the splits it describes exist.
-    for split in SPLIT_NAMES:
-        write_jsonl(ws.corpus_split(split), ledger.docs[split])
+    # All splits are written in full before any replaces the old one (and run_stage has already
+    # dropped the old build's manifest entry), so no later stage can read a mix of two builds.
+    with replace_together([ws.corpus_split(split) for split in SPLIT_NAMES]) as temps:
+        for split, tmp in zip(SPLIT_NAMES, temps):
+            write_jsonl(tmp, ledger.docs[split])
     write_jsonl(ws.corpus_rejections, ledger.rejections)
     chart(data_card, ws.corpus_chart)
     write_json(ws.corpus_report_json, data_card)
@@ -261,6 +264,7 @@ def _print_summary(ws: Workspace, report: dict[str, Any]) -> dict[str, dict[str,
 
 def build_corpus(ws: Workspace, cfg: CorpusConfig, force: bool = False) -> CorpusSummary:
     """Build (or confirm up to date) the corpus in `ws` from the sources registry in `cfg.sources`."""
+    validate(cfg)
     specs = load_registry(cfg.sources or None)
     ran = ws.run_stage("corpus", cfg, lambda: _build(ws, cfg, specs), fingerprint=fingerprint(specs), force=force)
     report = json.loads(ws.corpus_report_json.read_text(encoding="utf-8"))

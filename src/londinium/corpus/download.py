@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -34,7 +35,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from londinium.errors import SourceError
-from londinium.files import sha256_file, write_json
+from londinium.files import ensure_dir, loads_json, pid_alive, sha256_file, write_json
 
 USER_AGENT = "londinium/0.1 (corpus builder; +https://pypi.org/project/londinium/)"
 CHUNK = 1 << 16
@@ -74,13 +75,26 @@ class DownloadCache:
         return self.keys_dir / f"{hashlib.sha256(key.encode('utf-8')).hexdigest()}.json"
 
     def new_tmp_dir(self) -> Path:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=self.tmp_dir))
+        """A fresh folder for one download in progress, named after this process, so that
+        `remove_stale_tmp` can tell a killed process's leftovers from another live download."""
+        ensure_dir(self.tmp_dir, "download cache (corpus.cache_dir)")
+        self.remove_stale_tmp()
+        return Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix=f"{os.getpid()}-"))
+
+    def remove_stale_tmp(self) -> list[Path]:
+        """Delete the download folders of processes that no longer run (killed mid-download)."""
+        removed = []
+        for d in self.tmp_dir.glob("*") if self.tmp_dir.is_dir() else ():
+            pid = d.name.split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                shutil.rmtree(d, ignore_errors=True) if d.is_dir() and not d.is_symlink() else d.unlink(missing_ok=True)
+                removed.append(d)
+        return removed
 
     def lookup(self, key: str, expect_sha256: str = "") -> Blob | None:
         """The cached blob for `key` if present and intact (and equal to `expect_sha256` if given)."""
         try:
-            entry = json.loads(self.key_path(key).read_text(encoding="utf-8"))
+            entry = loads_json(self.key_path(key).read_text(encoding="utf-8"))
             sha, name = entry["sha256"], entry["name"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -115,6 +129,84 @@ class DownloadCache:
 
 # --------------------------------------------------------------------------------------------------
 # HTTP(S)
+
+
+class Deadline:
+    """A wall-clock limit on one download, from connecting to the last byte.
+
+    A socket timeout bounds each read, so a server that sends one byte a second never trips it; this
+    shuts down every socket the download opened when the time is up, which wakes a blocked read
+    (status line, headers or body alike)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def check(self) -> None:
+        if self.expired or time.monotonic() >= self.at:
+            raise TimeoutError(f"the download took longer than {self.seconds:g} s")
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _opener(deadline: Deadline) -> urllib.request.OpenerDirector:
+    """urllib's opener, with connections whose sockets the deadline can shut down."""
+
+    def watched(base: type) -> type:
+        class Connection(base):  # type: ignore[misc, valid-type]
+            def connect(self) -> None:
+                self.timeout = max(0.001, min(self.timeout, deadline.remaining())) if isinstance(self.timeout, (int, float)) else deadline.remaining()
+                super().connect()
+                deadline.watch(self.sock)
+
+        return Connection
+
+    http_conn, https_conn = watched(http.client.HTTPConnection), watched(http.client.HTTPSConnection)
+
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req):  # noqa: ANN001 - urllib's signature
+            return self.do_open(http_conn, req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req):  # noqa: ANN001
+            return self.do_open(https_conn, req, context=self._context)
+
+    # Only HTTP(S), with redirects among them: urllib's default opener would also follow a redirect
+    # to ftp:// and open file:// and data: URLs.
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), urllib.request.HTTPDefaultErrorHandler(),
+                    urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor(), HTTP(), HTTPS()):
+        opener.add_handler(handler)
+    return opener
 
 
 def _retryable_reason(err: BaseException) -> str | None:
@@ -186,8 +278,21 @@ def fetch_url(
 
 
 def _download(url: str, dest: Path, source_id: str, max_bytes: int, timeout_s: float) -> None:
+    """One attempt: at most `timeout_s` seconds from connecting to the last byte (a Deadline)."""
+    deadline = Deadline(timeout_s)
+    try:
+        _download_within(url, dest, source_id, max_bytes, deadline)
+    except (OSError, http.client.HTTPException) as e:
+        if deadline.expired or time.monotonic() >= deadline.at:
+            raise TimeoutError(f"the download took longer than {timeout_s:g} s") from None
+        raise
+    finally:
+        deadline.cancel()
+
+
+def _download_within(url: str, dest: Path, source_id: str, max_bytes: int, deadline: Deadline) -> None:
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+    with _opener(deadline).open(req, timeout=deadline.seconds) as resp:
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         if total is not None and total > max_bytes:
@@ -197,12 +302,15 @@ def _download(url: str, dest: Path, source_id: str, max_bytes: int, timeout_s: f
         with open(dest, "wb") as f, tqdm(
             total=total, unit="B", unit_scale=True, desc=f"{source_id}: download", leave=False, disable=None
         ) as bar:
-            while chunk := resp.read(CHUNK):
+            # read1: what has arrived (up to CHUNK), so the deadline is checked between small reads
+            while chunk := resp.read1(CHUNK):
+                deadline.check()
                 got += len(chunk)
                 if got > max_bytes:
                     raise SourceError(_too_big(source_id, url, f"sent more than {max_bytes:,} bytes", max_bytes))
                 f.write(chunk)
                 bar.update(len(chunk))
+        deadline.check()  # a shut-down socket reads as the end of the body
         if total is not None and got != total:
             # The server closed early: treated like a network failure, so it is retried.
             raise ConnectionError(f"got {got} of {total} bytes")

@@ -25,6 +25,7 @@ from pathlib import PurePosixPath
 
 from londinium.corpus.sources import RawFile, SourceSpec
 from londinium.errors import LondiniumError
+from londinium.files import loads_json
 
 
 class ExtractError(LondiniumError):
@@ -322,7 +323,7 @@ def jsonl_texts(text: str, spec: SourceSpec, name: str) -> JsonlResult:
             continue
         rows += 1
         try:
-            row = json.loads(line)
+            row = loads_json(line)
         except json.JSONDecodeError as e:
             bad.append(f"line {lineno}: not valid JSON ({e.msg})")
             continue
@@ -383,7 +384,7 @@ def sniff_format(name: str, data: bytes) -> str:
     if head.startswith(b"{"):
         first = head.split(b"\n", 1)[0]
         try:
-            if isinstance(json.loads(first), dict):
+            if isinstance(loads_json(first), dict):
                 return "jsonl"
         except ValueError:
             pass

@@ -34,6 +34,7 @@ registry file.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from londinium.config import _coerce
-from londinium.corpus.archive import CorruptArchive, archive_kind, file_problem, read_archive, read_compressed, sniff
+from londinium.corpus.archive import CorruptArchive, archive_kind, file_problem, read_archive, read_capped, read_compressed, sniff
 from londinium.corpus.download import Blob, DownloadCache, fetch_pypi, fetch_url
 from londinium.errors import ConfigError, SourceError
 from londinium.files import read_toml
@@ -239,9 +240,9 @@ def _yield_checked(spec: SourceSpec, items: dict[str, bytes], max_bytes: int, on
     for name in sorted(items):
         data = items[name]
         if problem := file_problem(data, max_bytes, spec.format):
-            on_skip(name, problem)
+            on_skip(printable_name(name), problem)
         else:
-            yield RawFile(spec.id, name, data)
+            yield RawFile(spec.id, printable_name(name), data)
 
 
 def _read_blob(
@@ -296,6 +297,67 @@ def _with_suffix(name: str, data: bytes) -> str:
     return name + {"html": ".html", "xml": ".xml", "pdf": ".pdf", "text": ".txt"}.get(sniff(data[:8192]), "")
 
 
+def printable_name(name: str) -> str:
+    """A file or member name with control characters (a newline in a file name) and bytes that are
+    not UTF-8 (which Python hands over as lone surrogates) written as escapes (`\\n`, `\\xe9`), so
+    document ids, rejection records, the manifest and the data card never carry them."""
+    def escape(c: str) -> str:
+        if c.isprintable() or c == " ":
+            return c
+        if 0xDC80 <= ord(c) <= 0xDCFF:  # surrogateescape: the byte ord(c) - 0xDC00
+            return f"\\x{ord(c) - 0xDC00:02x}"
+        return c.encode("unicode_escape").decode("ascii")
+
+    return "".join(escape(c) for c in name)
+
+
+LINK_REASON = "a symbolic link: links are not followed (its target is never read); copy the file into the folder to use it"
+
+
+def walk_local(root: Path, on_skip: Callable[[str, str], None]) -> Iterator[str]:
+    """Relative paths of the regular files and other non-directories under `root`, without following
+    any symbolic link (file or folder) and without recursion (a stack), so a deep tree cannot exhaust
+    Python's recursion limit and a link cannot lead outside `root`. Links and folders that cannot be
+    listed go to `on_skip(relative path, reason)`."""
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(root / rel_dir if rel_dir else root) as it:
+                entries = sorted(it, key=lambda e: e.name, reverse=True)
+        except OSError as e:
+            on_skip(rel_dir or ".", f"a folder that cannot be listed ({e.strerror or e})")
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if entry.is_symlink():
+                on_skip(rel, LINK_REASON)
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(rel)
+            else:
+                yield rel
+
+
+def _read_no_follow(path: Path, max_bytes: int) -> bytes | str:
+    """The bytes of a regular file, opened without following a link (O_NOFOLLOW: a file swapped for
+    a link after the walk is refused too) and without blocking on a FIFO; or why it was not read."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        return LINK_REASON if e.errno == errno.ELOOP else f"cannot be read: {e.strerror or e}"
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file (device, FIFO or socket)"
+        if st.st_size > max_bytes:
+            return f"over the size cap ({st.st_size:,} bytes > {max_bytes:,}; raise corpus.max_file_mb to keep it)"
+        try:
+            return read_capped(f, max_bytes)
+        except OSError as e:
+            return f"cannot be read: {e.strerror or e}"
+
+
 def _fetch_local(spec: SourceSpec, root: Path, wanted, max_bytes: int, on_skip) -> Iterator[RawFile]:
     if not root.exists():
         raise SourceError(f"source '{spec.id}': local path {root} does not exist; fix `location` in the registry")
@@ -304,35 +366,20 @@ def _fetch_local(spec: SourceSpec, root: Path, wanted, max_bytes: int, on_skip) 
         return
     if not root.is_dir():
         raise SourceError(f"source '{spec.id}': local path {root} is neither a file nor a directory")
-    names = []
-    # Symlinked directories are not descended into (no loops, no escaping the folder by accident).
-    for dirpath, dirnames, filenames in os.walk(root, onerror=None):
-        dirnames.sort()
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
-        for fn in filenames:
-            rel = fn if rel_dir == "." else f"{rel_dir}/{fn}"
-            if wanted(rel):
-                names.append(rel)
-    if not names:
+    skipped: list[tuple[str, str]] = []
+    names = [rel for rel in walk_local(root, lambda rel, why: skipped.append((rel, why))) if wanted(rel)]
+    if not names and not skipped:
         raise SourceError(
             f"source '{spec.id}': no file under {root} matches files={spec.files!r} exclude={spec.exclude!r}; "
             f"fix the globs or the location in the registry"
         )
+    for rel, why in sorted(skipped):
+        on_skip(printable_name(rel), why)
     for rel in sorted(names):
-        p = root / rel
-        try:
-            st = p.stat()
-            if not stat.S_ISREG(st.st_mode):
-                on_skip(rel, "not a regular file (device, FIFO or socket)")
-                continue
-            if st.st_size > max_bytes:
-                on_skip(rel, f"over the size cap ({st.st_size:,} bytes > {max_bytes:,}; raise corpus.max_file_mb to keep it)")
-                continue
-            data = p.read_bytes()
-        except OSError as e:
-            on_skip(rel, f"cannot be read: {e.strerror or e}")
-            continue
-        if problem := file_problem(data, max_bytes, spec.format):
-            on_skip(rel, problem)
+        data = _read_no_follow(root / rel, max_bytes)
+        if isinstance(data, str):
+            on_skip(printable_name(rel), data)
+        elif problem := file_problem(data, max_bytes, spec.format):
+            on_skip(printable_name(rel), problem)
         else:
-            yield RawFile(spec.id, rel, data)
+            yield RawFile(spec.id, printable_name(rel), data)

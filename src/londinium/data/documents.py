@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Iterator
 
 from londinium.errors import LondiniumError
+from londinium.files import loads_json
 from londinium.workspace import Workspace
 
 
 def require_split(ws: Workspace, split: str) -> Path:
-    """Path of a corpus split, or a clear error saying which stage makes it."""
+    """Path of a corpus split the corpus stage recorded, or a clear error saying which stage to run."""
     path = ws.corpus_split(split)
-    if not path.is_file():
-        raise LondiniumError(f"corpus split {path} is missing: run `londinium corpus build -w {ws.root}` first")
+    ws.require_stage("corpus", [path])  # only the splits the last finished build recorded
     return path
 
 
@@ -33,7 +33,7 @@ def iter_documents_sized(path: str | Path) -> Iterator[tuple[dict, int]]:
             if not raw.strip():
                 continue
             try:
-                row = json.loads(raw)
+                row = loads_json(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise LondiniumError(f"{path}:{n}: not valid JSON ({e}); rebuild the corpus with `londinium corpus build --force`") from None
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):

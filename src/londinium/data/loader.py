@@ -30,6 +30,7 @@ import torch
 
 from londinium.data.shards import META_KEYS
 from londinium.errors import LondiniumError
+from londinium.files import loads_json
 from londinium.workspace import Workspace
 
 
@@ -59,7 +60,7 @@ def open_shard(ws: Workspace, split: str, tokenizer_sha256: str | None = None) -
     if not bin_path.is_file() or not meta_path.is_file():
         raise LondiniumError(f"shard {bin_path} is missing: run `londinium data prepare -w {ws.root}` first")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = loads_json(meta_path.read_text(encoding="utf-8"))
         missing = [k for k in META_KEYS if k not in meta]
         dtype = np.dtype(meta["dtype"]) if not missing else None
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:

@@ -24,9 +24,8 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from londinium.config import DataConfig
+from londinium.config import DataConfig, validate
 from londinium.data.documents import iter_documents_sized, require_split
-from londinium.errors import ConfigError
 from londinium.files import atomic_write, write_json
 from londinium.tokenizer.codec import encode_batch, eot_id, load_tokenizer, tokenizer_sha256
 from londinium.workspace import SPLITS, Workspace
@@ -96,10 +95,10 @@ def encode_split(
 
 def prepare_shards(ws: Workspace, cfg: DataConfig, force: bool = False, log: Callable[[str], None] = print) -> bool:
     """The shards stage: encode train, val and test with the workspace tokenizer. Returns True if it ran."""
-    if cfg.encode_batch_docs < 1:
-        raise ConfigError(f"data.encode_batch_docs = {cfg.encode_batch_docs}: must be at least 1")
+    validate(cfg)
     sources = {split: require_split(ws, split) for split in SPLITS}
-    tok_hash = tokenizer_sha256(ws)  # raises "run `londinium tokenizer train`" when missing
+    ws.require_stage("tokenizer", [ws.tokenizer_file])  # the tokenizer the last finished stage wrote
+    tok_hash = tokenizer_sha256(ws)
 
     def run() -> list[Path]:
         tok = load_tokenizer(ws)

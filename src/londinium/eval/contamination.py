@@ -35,6 +35,8 @@ class Contamination:
 
 
 def check_config(n: int, threshold: float) -> None:
+    """The arguments' ranges, for callers that pass them without an EvalConfig (config.py declares
+    the same ranges for eval.contamination_ngram and eval.contamination_threshold)."""
     if n < 1:
         raise ConfigError(f"eval.contamination_ngram must be at least 1, got {n}")
     if not 0.0 < threshold <= 1.0:

@@ -16,9 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from londinium.config import Config, EvalConfig
+from londinium.config import Config, EvalConfig, validate
 from londinium.errors import ConfigError, LondiniumError
-from londinium.files import write_json, write_text
+from londinium.files import require_file, write_json, write_text
 from londinium.workspace import Workspace
 
 
@@ -28,26 +28,8 @@ def data_file(name: str) -> Path:
 
 
 def validate_config(e: EvalConfig) -> None:
-    """Raise ConfigError naming the first [eval] key out of range."""
-    from londinium.eval.contamination import check_config
-
-    def need(ok: bool, key: str, rule: str) -> None:
-        if not ok:
-            raise ConfigError(f"eval.{key} = {getattr(e, key)!r}: {rule}")
-
-    need(e.checkpoint != "", "checkpoint", "use 'best', 'latest' or a checkpoint directory")
-    need(all(s in ("train", "val", "test") for s in e.splits), "splits", "each must be 'train', 'val' or 'test'")
-    need(e.max_docs >= 0, "max_docs", "must be >= 0 (0: every document)")
-    need(e.stride >= 0, "stride", "must be >= 0 (0: half the context)")
-    need(e.batch_size >= 1, "batch_size", "must be >= 1")
-    need(e.prompts >= 0, "prompts", "must be >= 0 (0: no generation)")
-    need(e.prompt_split in ("val", "test"), "prompt_split", "must be 'val' or 'test' (prompts must be held out)")
-    need(e.prompt_chars >= 1, "prompt_chars", "must be >= 1")
-    need(e.reference_words >= 1, "reference_words", "must be >= 1")
-    need(bool(e.temperatures) and all(t >= 0 for t in e.temperatures), "temperatures", "must be a non-empty list of values >= 0 (0 is greedy)")
-    need(e.samples_per_prompt >= 1, "samples_per_prompt", "must be >= 1")
-    need(e.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-    check_config(e.contamination_ngram, e.contamination_threshold)
+    """The [eval] rules (declared in config.py, next to each field)."""
+    validate(e)
 
 
 def _word_list_paths(e: EvalConfig) -> tuple[Path, Path]:
@@ -57,9 +39,7 @@ def _word_list_paths(e: EvalConfig) -> tuple[Path, Path]:
 
 def _read_text_file(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LondiniumError(f"--text {path}: no such file") from None
+        return require_file(path, "--text").read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise LondiniumError(f"--text {path}: not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
 
@@ -84,8 +64,7 @@ def evaluate(
     validate_config(e)
     text_paths = [Path(t) for t in texts]
     for t in text_paths:
-        if not t.is_file():
-            raise LondiniumError(f"--text {t}: no such file")
+        require_file(t, "--text")
     if cfg.train.threads > 0:  # the same CPU thread setting as training (0: torch's default)
         import torch
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from londinium.errors import LondiniumError
+from londinium.files import require_file
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
@@ -50,11 +51,9 @@ def mean_repetition(texts: Iterable[str], n: int = 4) -> float:
 
 def load_word_list(path: str | Path) -> list[str]:
     """Words (or phrases) of a list file, one per line; `#` starts a comment. Lower-cased, in order."""
-    path = Path(path)
+    path = require_file(path, "word list", LondiniumError, "fix the path in londinium.toml ([eval]) or leave it empty for the embedded list")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise LondiniumError(f"word list {path} does not exist; fix the path in londinium.toml ([eval]) or leave it empty for the embedded list") from None
     except UnicodeDecodeError:
         raise LondiniumError(f"word list {path} is not UTF-8 text; save it as UTF-8, one word per line") from None
     out: list[str] = []

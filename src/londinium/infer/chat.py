@@ -15,6 +15,7 @@ from londinium.config import parse_override
 from londinium.errors import LondiniumError
 from londinium.infer.engine import Engine
 from londinium.infer.sampling import SamplingParams
+from londinium.infer.user_text import UserTextError, check_text, decode_line
 
 HELP = """commands:
   /set KEY VALUE   change a setting, e.g. /set temperature 0.7, /set max_tokens 50, /set stop ["\\n"]
@@ -132,13 +133,29 @@ def run_chat(session: ChatSession, stdin: IO[str] | None = None, banner: str = "
         import readline  # noqa: F401  (line editing and history for input())
     if banner:
         session._say(banner)
+    raw_in = getattr(stdin, "buffer", None)  # bytes, so a line that is not UTF-8 is refused, not fatal
+    n = 0
     while True:
+        n += 1
         try:
-            line = input("> ") if interactive else stdin.readline()
+            if interactive:
+                line = input("> ")
+            elif raw_in is not None:
+                raw = raw_in.readline()
+                if raw == b"":
+                    break
+                line = decode_line(raw, f"input line {n}")
+            else:
+                line = stdin.readline()
+                if line == "":
+                    break
+            check_text(line, f"input line {n}")
         except (EOFError, KeyboardInterrupt):
             break
-        if not interactive and line == "":
-            break
+        except (UserTextError, UnicodeDecodeError) as e:
+            session._say(f"error: {e}; the line was skipped" if isinstance(e, UserTextError)
+                         else f"error: input line {n} is not valid UTF-8 text; the line was skipped")
+            continue
         if not session.handle(line):
             break
     return 0

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from londinium.config import Config
 from londinium.errors import LondiniumError
+from londinium.files import loads_json
 from londinium.infer.engine import Engine
 from londinium.infer.options import sampling_params
+from londinium.infer.user_text import check_text, decode_line
 from londinium.workspace import Workspace
 
 
@@ -29,15 +31,18 @@ def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[E
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
+    """The prompts of --prompt or --prompts-file, each checked to be UTF-8 text (infer/user_text.py)."""
     if args.prompt is not None:
-        return list(args.prompt)
+        return [check_text(p, f"--prompt {i + 1}" if len(args.prompt) > 1 else "--prompt") for i, p in enumerate(args.prompt)]
     path: Path = args.prompts_file
+    if path.is_dir():
+        raise LondiniumError(f"--prompts-file {path} is a directory; give a text or .jsonl file of prompts")
     if not path.is_file():
         raise LondiniumError(f"--prompts-file {path}: no such file")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise LondiniumError(f"--prompts-file {path}: not UTF-8 text") from None
+        lines = [decode_line(raw, f"{path}:{i}") for i, raw in enumerate(path.read_bytes().splitlines(), 1)]
+    except OSError as e:
+        raise LondiniumError(f"--prompts-file {path}: cannot be read ({e.strerror or e})") from None
     if path.suffix != ".jsonl":
         prompts = [line for line in lines if line.strip()]
     else:
@@ -46,13 +51,13 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = loads_json(line)
             except json.JSONDecodeError as e:
                 raise LondiniumError(f"{path}:{i}: not valid JSON ({e})") from None
             prompt = row.get("prompt") if isinstance(row, dict) else row
             if not isinstance(prompt, str):
                 raise LondiniumError(f'{path}:{i}: expected a JSON string or an object with a "prompt" string')
-            prompts.append(prompt)
+            prompts.append(check_text(prompt, f"{path}:{i}"))  # a JSON \ud800 escape is no text either
     if not prompts:
         raise LondiniumError(f"--prompts-file {path} holds no prompts")
     return prompts
@@ -65,10 +70,15 @@ def generate_command(ws: Workspace, cfg: Config, args: argparse.Namespace) -> in
     print(f"londinium generate: {loaded}", file=sys.stderr)
     streamable = len(prompts) == 1 and params.n == 1 and params.num_beams == 1 and params.best_of in (None, 1)
     if args.format == "text" and streamable:
-        # One sequence: show it as it is written.
+        # One sequence: show it as it is written. The first step runs before the prompt is echoed,
+        # so an error (a prompt too long, say) leaves stdout empty instead of holding half a reply.
+        stream = iter(engine.stream(prompts[0], params))
+        first = next(stream, None)
         sys.stdout.write(prompts[0])
+        for delta in ([first] if first is not None else []):
+            sys.stdout.write(delta.text)
         sys.stdout.flush()
-        for delta in engine.stream(prompts[0], params):
+        for delta in stream:
             sys.stdout.write(delta.text)
             sys.stdout.flush()
         sys.stdout.write("\n")

@@ -117,7 +117,8 @@ class SamplingParams:
             ids = self.logit_bias.keys() if name == "logit_bias" else self.stop_token_ids
             for t in ids:
                 if not isinstance(t, int) or t < 0 or (vocab_size is not None and t >= vocab_size):
-                    raise SamplingError(f"sampling parameter {name}: token id {t!r} is not in the vocabulary (0 .. {(vocab_size or 0) - 1})")
+                    span = f"0 .. {vocab_size - 1}" if vocab_size is not None else "ids are >= 0"
+                    raise SamplingError(f"sampling parameter {name}: token id {t!r} is not in the vocabulary ({span})")
         for t, b in self.logit_bias.items():
             if not _finite(b) or not -100 <= b <= 100:
                 raise SamplingError(f"sampling parameter logit_bias: bias {b!r} of token {t} must be in [-100, 100] (OpenAI's range)")

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from londinium.config import ModelConfig
+from londinium.config import ModelConfig, validate
 from londinium.errors import ConfigError, LondiniumError
 from londinium.model.cache import KVCache, Layout, SlotCache
 
@@ -32,28 +32,12 @@ MLPS = ("gelu", "swiglu")
 
 
 def check_model_config(cfg: ModelConfig) -> None:
-    """Raise ConfigError naming the field when the architecture cannot be built."""
-
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ConfigError(msg)
-
-    need(cfg.vocab_size > 0, f"model.vocab_size is {cfg.vocab_size}: set it, or train the tokenizer first so it can be read from tokenizer.json")
-    for name in ("n_layer", "n_head", "n_embd", "context"):
-        need(getattr(cfg, name) > 0, f"model.{name} must be positive, got {getattr(cfg, name)}")
-    need(cfg.n_embd % cfg.n_head == 0, f"model.n_embd ({cfg.n_embd}) must be divisible by model.n_head ({cfg.n_head})")
-    n_kv = kv_heads(cfg)
-    need(n_kv > 0 and cfg.n_head % n_kv == 0, f"model.n_head ({cfg.n_head}) must be divisible by model.n_kv_head ({cfg.n_kv_head})")
-    need(cfg.positions in POSITIONS, f"model.positions must be one of {', '.join(POSITIONS)}, got {cfg.positions!r}")
-    need(cfg.norm in NORMS, f"model.norm must be one of {', '.join(NORMS)}, got {cfg.norm!r}")
-    need(cfg.mlp in MLPS, f"model.mlp must be one of {', '.join(MLPS)}, got {cfg.mlp!r}")
-    need(cfg.positions != "rope" or (cfg.n_embd // cfg.n_head) % 2 == 0, f"model.positions = 'rope' needs an even head size, got n_embd/n_head = {cfg.n_embd // cfg.n_head}")
-    need(cfg.mlp_ratio > 0, f"model.mlp_ratio must be positive, got {cfg.mlp_ratio}")
-    need(0.0 <= cfg.dropout < 1.0, f"model.dropout must be in [0, 1), got {cfg.dropout}")
-    need(cfg.n_experts >= 0, f"model.n_experts must be 0 (dense) or more, got {cfg.n_experts}")
-    if cfg.n_experts:
-        need(1 <= cfg.top_k <= cfg.n_experts, f"model.top_k ({cfg.top_k}) must be between 1 and model.n_experts ({cfg.n_experts})")
-    need(cfg.norm_eps > 0, f"model.norm_eps must be positive, got {cfg.norm_eps}")
+    """Raise ConfigError naming the field when the architecture cannot be built: the [model] rules
+    of config.py (ranges, switches, head divisibility, top_k <= n_experts), and a vocabulary size,
+    which is only known once the tokenizer is trained."""
+    validate(cfg)
+    if cfg.vocab_size <= 0:
+        raise ConfigError(f"model.vocab_size is {cfg.vocab_size}: set it, or train the tokenizer first so it can be read from tokenizer.json")
 
 
 def kv_heads(cfg: ModelConfig) -> int:

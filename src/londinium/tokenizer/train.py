@@ -19,26 +19,18 @@ from typing import Callable, Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from londinium.config import TokenizerConfig
+from londinium.config import TokenizerConfig, validate
 from londinium.data.documents import iter_documents, iter_texts, require_split
-from londinium.errors import ConfigError, LondiniumError
+from londinium.errors import LondiniumError
 from londinium.files import write_json, write_text
 from londinium.tokenizer.codec import CHAT_ROLES, EOT, PAD, SPECIAL_TOKENS
 from londinium.workspace import Workspace, default_cache_dir
 
-MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
 
 
 def validate_config(cfg: TokenizerConfig) -> None:
-    if cfg.vocab_size < MIN_VOCAB:
-        raise ConfigError(
-            f"tokenizer.vocab_size = {cfg.vocab_size} is too small: byte-level BPE needs 256 byte tokens "
-            f"plus {len(SPECIAL_TOKENS)} special tokens, so at least {MIN_VOCAB} (presets use 8192-32768)"
-        )
-    if cfg.vocab_size >= 2**31:
-        raise ConfigError(f"tokenizer.vocab_size = {cfg.vocab_size} is too large; use at most 2**31 - 1")
-    if cfg.min_frequency < 1:
-        raise ConfigError(f"tokenizer.min_frequency = {cfg.min_frequency}: must be at least 1")
+    """The [tokenizer] rules (declared in config.py, next to each field)."""
+    validate(cfg)
 
 
 def new_tokenizer() -> Tokenizer:

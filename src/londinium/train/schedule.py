@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from londinium.config import TrainConfig
-from londinium.errors import ConfigError
+from londinium.config import TrainConfig, validate
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -52,10 +51,7 @@ def plan_batches(cfg: TrainConfig, context: int, world_size: int) -> BatchPlan:
     The target is rounded down to a whole number of micro-batches (at least one), so the same config
     runs on 1 or 8 processes; `tokens_per_step` says what a step really is.
     """
-    if cfg.batch_size < 1:
-        raise ConfigError(f"train.batch_size must be at least 1, got {cfg.batch_size}")
-    if cfg.batch_tokens < 0:
-        raise ConfigError(f"train.batch_tokens must be 0 (one micro-batch) or positive, got {cfg.batch_tokens}")
+    validate(cfg)
     per_micro = cfg.batch_size * context * world_size
     accum = max(1, cfg.batch_tokens // per_micro) if cfg.batch_tokens else 1
     return BatchPlan(cfg.batch_size, context, world_size, accum)

@@ -22,7 +22,6 @@ import contextlib
 import copy
 import dataclasses
 import os
-import re
 import shutil
 import signal
 import time
@@ -32,7 +31,7 @@ from typing import Any, Callable
 
 import torch
 
-from londinium.config import Config, load_config, to_toml
+from londinium.config import Config, load_config, to_toml, validate
 from londinium.errors import ConfigError, LondiniumError
 from londinium import checkpoint as ck
 from londinium.train import distributed
@@ -83,16 +82,38 @@ def train(ws: Workspace, cfg: Config, force: bool = False, log: Callable[[str], 
 
 
 def _validate(cfg: Config) -> None:
-    t = cfg.train
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", t.run_name):
-        raise ConfigError(f"train.run_name = {t.run_name!r}: use letters, digits, '.', '_' or '-' (it names a directory)")
-    for name in ("max_steps", "eval_every", "eval_batches", "keep_last", "log_every"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
-    if t.threads < 0:
-        raise ConfigError(f"train.threads must be 0 (torch's default) or positive, got {t.threads}")
-    if t.max_minutes < 0:
-        raise ConfigError(f"train.max_minutes must be 0 (no limit) or positive, got {t.max_minutes}")
+    """Every [train] and [model] rule (config.validate: the same check `config show` makes)."""
+    validate(cfg)
+
+
+def machine_memory(device: torch.device) -> int:
+    """Bytes of memory on `device`: the GPU's total, or the machine's physical memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[1])
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0  # unknown: no check
+
+
+def check_memory(model: Any, batch_size: int, device: torch.device) -> None:
+    """ConfigError before anything is allocated when training the model cannot fit in the device's
+    memory at all (weights, gradients, AdamW state and activations, as `londinium model info` counts
+    them): a config that loads must not turn into an allocation failure."""
+    from londinium.model.info import memory_estimate
+
+    need = memory_estimate(model, batch_size).training_total
+    have = machine_memory(device)
+    if have and need > have:
+        raise ConfigError(
+            f"training this model needs about {need / 2**30:,.1f} GiB (weights, gradients, AdamW state and activations of "
+            f"train.batch_size = {batch_size} x model.context = {model.context}; `londinium model info` itemises it), "
+            f"more than the {have / 2**30:,.1f} GiB of {device.type}; make model.n_layer, model.n_embd, model.context "
+            f"or train.batch_size smaller")
+
+
+class TrainingDiverged(LondiniumError):
+    """The loss or the weights went NaN or infinite: training stops before saving them."""
 
 
 class _StopSignal:
@@ -139,6 +160,9 @@ class _Run:
         from londinium.data.loader import open_shard
         from londinium.tokenizer import tokenizer_sha256
 
+        ws = self.ws
+        # Only shards the last finished `data prepare` recorded (a killed one leaves none recorded).
+        ws.require_stage("shards", [p for split in ("train", "val") for p in (ws.shard_bin(split), ws.shard_meta(split))])
         self.tokenizer_sha256 = tokenizer_sha256(self.ws)
         self.train_shard = open_shard(self.ws, "train", self.tokenizer_sha256)
         self.val_shard = open_shard(self.ws, "val", self.tokenizer_sha256)
@@ -183,6 +207,7 @@ class _Run:
         from londinium.model.gpt import GPT
 
         tc, device = self.tc, self.precision.device
+        check_memory(self.cfg.model, tc.batch_size, device)
         configure_backends(device)
         torch.manual_seed(tc.seed)  # the same initial weights on every rank and every run
         self.raw = GPT(self.cfg.model).to(device)
@@ -240,6 +265,7 @@ class _Run:
     # ---- saving and evaluating ---------------------------------------------------------------------
 
     def _save(self) -> ck.Checkpoint | None:
+        self._check_finite(weights=True)  # never a checkpoint of NaN weights over a good one
         rngs = distributed.gather_to_main(ck.capture_rng(), self.d)  # collective: every rank takes part
         if not self.d.is_main:
             return None
@@ -266,6 +292,31 @@ class _Run:
             ck.prune(self.ckpt_dir, self.tc.keep_last)
             plot_losses(self.metrics.path, self.ws.loss_plot(self.run_name), title=f"run {self.run_name}")
         return row
+
+    def _watch(self, loss_sum: torch.Tensor) -> None:
+        """Remember the first step whose loss was NaN or infinite, on the device: no sync per step."""
+        bad = ~torch.isfinite(loss_sum)
+        self.first_bad = torch.where(bad & (self.first_bad < 0), torch.full_like(self.first_bad, self.step), self.first_bad)
+
+    def _check_finite(self, weights: bool = False) -> None:
+        """Stop with TrainingDiverged when a loss since the start went non-finite (or, before a save,
+        any weight did): at log steps and before every checkpoint, agreed across ranks."""
+        flags = torch.stack([self.first_bad, torch.zeros_like(self.first_bad)])  # int64: steps stay exact
+        if weights:
+            finite = torch.stack([torch.isfinite(p).all() for p in self.raw.parameters()]).all()
+            flags[1] = (~finite).long()
+        flags = distributed.all_reduce(flags, self.d, op="max")
+        first_bad, bad_weights = int(flags[0].item()), bool(flags[1].item())
+        if first_bad < 0 and not bad_weights:
+            return
+        what = f"the training loss became non-finite (NaN or inf) at step {first_bad}" if first_bad >= 0 else \
+            f"the weights became non-finite (NaN or inf) by step {self.step}"
+        good = ck.latest_valid(self.ckpt_dir, log=lambda m: None) if self.d.is_main else None
+        kept = (f"the last good checkpoint, step {good.step} ({good.path}), is kept" if good is not None
+                else "no checkpoint was written")
+        raise TrainingDiverged(
+            f"train: {what} with train.learning_rate = {self.tc.learning_rate:g}; {kept} and nothing non-finite was saved. "
+            f"Lower train.learning_rate (or raise train.warmup_steps / set train.grad_clip), then --resume or --force")
 
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self.session_start)
@@ -325,6 +376,8 @@ class _Run:
             raise LondiniumError(decision["message"])
         if d.is_main:
             self.ws.invalidate(f"train/{self.run_name}")
+            for stale in self.ckpt_dir.glob("*.tmp"):  # a checkpoint a killed run was writing
+                shutil.rmtree(stale, ignore_errors=True)
         self._build()
         self.resumed_from, self.rng_state = None, None
         if decision["action"] == "resume":
@@ -362,6 +415,7 @@ class _Run:
             ck.restore_rng(self.rng_state)
         else:
             self._seed_fresh()
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.precision.device)
         progress = Progress(tc.max_steps, self.step, enabled=d.is_main, out=self.log)
         stopped = "max_steps"
         window_t, window_steps = 0.0, 0
@@ -371,9 +425,11 @@ class _Run:
                 while self.step < tc.max_steps:
                     t0 = time.perf_counter()
                     loss_sum, grad_norm, lr = self._one_step(model)
+                    self._watch(loss_sum)
                     code = self._stop_code(stop)
                     loss = None
                     if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                        self._check_finite()
                         loss = float(distributed.all_reduce(loss_sum, d).item()) / d.world_size
                     window_t += time.perf_counter() - t0
                     window_steps += 1
