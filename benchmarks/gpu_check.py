@@ -398,6 +398,7 @@ def synthetic_workspace(root: Path, docs: int) -> Any:
                             for _ in range(rng.randint(4, 9)))
             rows.append({"id": f"syn/{seed}-{i}", "text": text, "source": "synthetic", "group": f"syn-{seed}-{i}"})
         write_jsonl(ws.corpus_split(split), rows)
+    ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")])  # a corpus made outside the corpus stage
     quiet = dict(log=lambda m: None)
     train_tokenizer(ws, TokenizerConfig(vocab_size=512, compare_gpt2=False, compare_sources=False), **quiet)
     prepare_shards(ws, DataConfig(), **quiet)
@@ -490,7 +491,7 @@ def check_generation(plan: Plan, deadline: float) -> dict[str, Any]:
     ours, peer, tok = build(shape)
     logit_diff = check_same_logits(ours, peer)  # fp32 on the CPU, before either moves
     ours, peer = ours.to(device=device, dtype=dtype), peer.to(device=device, dtype=dtype)
-    engine = Engine(ours, tok, max_batch_size=max(plan.gen_batches))
+    engine = Engine(ours, tok, max_running=max(plan.gen_batches))
     N, P = plan.gen_new, plan.gen_prompt
     params = SamplingParams(max_tokens=N, temperature=1.0, top_k=50, ignore_eos=True)
     rows = []
