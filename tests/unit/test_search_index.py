@@ -45,6 +45,7 @@ def ws(tmp_path_factory) -> Workspace:
                                            *(row(*o) for o in OTHER[:2])])
     write_jsonl(ws.corpus_split("val"), [row("shakespeare/macbeth_f#1", "shakespeare", "The Tragedie of Macbeth", [1590, 1623], FOLIO)])
     write_jsonl(ws.corpus_split("test"), [row(*OTHER[2])])
+    ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")])
     build_index(ws, Config(), log=lambda m: None, show_progress=False)
     return ws
 
@@ -129,6 +130,7 @@ def test_the_stage_is_skipped_when_up_to_date_and_refuses_a_stale_index(ws, tmp_
         f.write(json.dumps(row("kjv/john#1", "kjv", "John 1", [1611, 1611], "In the beginning was the Word.")) + "\n")
     with pytest.raises(SearchError, match="index build"):
         CorpusIndex.load(copy)
+    copy.adopt("corpus", [copy.corpus_split(s) for s in ("train", "val", "test")])  # the edited corpus, recorded anew
     build_index(copy, Config(), log=lambda m: None, show_progress=False)
     assert ids(CorpusIndex.load(copy).search("beginning was the Word"))[0] == "kjv/john#1"
 
