@@ -84,8 +84,6 @@ class RequestHandle:
         self._ready = threading.Condition()
         self._async: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         self._wake_pending = False  # an asyncio wake-up is on its way and the consumer has not yet looked
-        self.stream_interval = 1  # wake an asyncio consumer every this many steps' deltas (the first and the end at once)
-        self._unseen = 0  # deltas queued since the consumer last looked
         self._delivered = False  # the consumer has taken a delta (so the first token went out at once)
         self._sync_waiting = 0  # threads blocked in __iter__ (so the loop thread notifies only when someone waits)
         self._completion: Completion | None = None
@@ -95,17 +93,17 @@ class RequestHandle:
 
     # ---- what the loop thread calls ------------------------------------------------------------
 
-    def _put(self, item: Any, wake: bool = True) -> bool:
+    def _put(self, item: Any, wake: bool = True, flush: bool = True) -> bool:
         """Queue an event. With `wake=False` the consumer is not woken: the loop thread queues a
-        whole step's events first and then wakes every consumer once (see `_wake_all`). Returns
-        whether an asyncio consumer needs waking, i.e. has not been woken since it last looked."""
+        whole step's events first and then wakes every consumer once (see `_wake_all`). With
+        `flush=False` (a step between two stream-interval steps) a delta waits for a later step's
+        wake-up, unless it is the first or the last. Returns whether an asyncio consumer needs
+        waking: the delta is due and the consumer has not been woken since it last looked."""
         with self._ready:
             self._events.append(item)
             if self._sync_waiting:
                 self._ready.notify_all()
-            self._unseen += 1
-            due = (not self._delivered or item is _DONE or item.finish_reason is not None
-                   or self._unseen >= self.stream_interval * self.params.n)
+            due = flush or not self._delivered or item is _DONE or item.finish_reason is not None
             needs = due and self._async is not None and not self._wake_pending
             if needs:
                 self._wake_pending = True
@@ -187,7 +185,6 @@ class RequestHandle:
                     self._wake_pending = False  # from here on, new events need a new wake-up
                     items = list(self._events)
                     self._events.clear()
-                    self._unseen = 0
                     self._delivered = self._delivered or bool(items)
                 if not items:
                     await event.wait()
@@ -223,9 +220,10 @@ class EngineLoop:
     Limits (vLLM's names in brackets): `max_running` sequences decoded together (max_num_seqs; a
     request with n samples takes n), `max_step_tokens` tokens one step may compute, decode tokens and
     prefill chunks together (max_num_batched_tokens), `max_waiting` requests queued before
-    `submit` raises QueueFull. `stream_interval` (vLLM's stream_interval): an asyncio consumer is
-    woken for every this many tokens of a sequence, not every token (the first token and the end
-    at once): fewer, larger chunks cost the event loop, and the GIL it shares with this thread, less.
+    `submit` raises QueueFull. `stream_interval` (vLLM's stream_interval): asyncio consumers are
+    woken every this many steps, all at once, not every step (a sequence's first token and its end
+    at once): each wake-up of the event loop costs this thread the GIL for as long as the event
+    loop runs, and fewer, larger chunks cost the event loop less.
     """
 
     def __init__(self, engine: Engine, max_running: int = 16, max_step_tokens: int = 512, max_waiting: int = 64,
@@ -247,6 +245,7 @@ class EngineLoop:
         self._ids = itertools.count()
         self._counts = collections.Counter()
         self._engine_stats: dict = {}  # the engine's counters after the last step (see stats)
+        self._steps = 0  # steps routed (the stream interval counts them)
         self._step_s = 0.0  # mean step time (an exponential average), for the Retry-After hint
 
     # ---- life cycle ----------------------------------------------------------------------------
@@ -292,7 +291,6 @@ class EngineLoop:
             raise SamplingError(f"best_of = {params.best_of} picks among finished samples, so it cannot stream; use best_of = n")
         prompt_ids = self.engine.encode_prompt(prompt, params)
         handle = RequestHandle(request_id or f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}", prompt_ids, params)
-        handle.stream_interval = self.stream_interval
         with self._lock:
             if not self._accepting:
                 raise EngineStopped("the engine is not running (stopped or not started); no new requests")
@@ -375,13 +373,15 @@ class EngineLoop:
             # Queue the whole step's deltas first, then wake each consumer once: one wake-up per step
             # for all the streams of an event loop, not one per delta.
             wake: list[RequestHandle] = []
+            self._steps += 1
+            flush = self._steps % self.stream_interval == 0
             for ev in events:
                 h = live.get(ev.request.key)
                 if h is None:
                     continue
                 needs = False
                 for delta in ev.deltas:
-                    needs |= h._put(delta, wake=False)
+                    needs |= h._put(delta, wake=False, flush=flush)
                 if ev.error is not None:
                     del live[ev.request.key]
                     needs |= self._fail(h, ev.error, wake=False)

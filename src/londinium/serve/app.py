@@ -190,7 +190,8 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
     errors.install(app)
     key = (cfg.api_key or "").encode()
 
-    def authorised(request: Request) -> None:
+    async def authorised(request: Request) -> None:
+        # async: FastAPI runs a plain-def dependency on its thread pool, a thread hop per request.
         if not key:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
