@@ -12,6 +12,10 @@ routes each step's deltas to their request's handle. `submit` validates synchron
 request fails in the caller, not later in the thread) and only touches thread-safe queues; a
 handle's iterator and `result()` read what the loop thread put there.
 
+Waking an asyncio consumer is batched: the loop thread queues a whole step's deltas, then makes one
+`call_soon_threadsafe` per event loop (with `stream_interval` > 1, only every that many steps, a
+sequence's first token and end excepted); `handle.batches()` hands over everything queued at once.
+
 A failure inside the engine for one request (an exception its sampling raises, say) ends only that
 request: its iterator and `result()` raise `EngineRequestError`, the others go on.
 """
