@@ -304,6 +304,7 @@ class ServeConfig:
     shutdown_timeout_s: float = doc(10.0, "On SIGTERM, seconds to let running requests finish before they are cancelled.", gt=0, le=86400)
     max_body_mb: float = doc(4.0, "Request bodies larger than this many megabytes are refused with 413.", gt=0, le=1024)
     request_log: str = doc("", "File the request log is appended to (one JSON line per request); empty: standard error.")
+    stream_interval: int = doc(4, "A stream's chunk carries the tokens of this many engine steps (the first token is sent at once); more: less server CPU per token, burstier streams.", ge=1, le=1024)
     threads: int = doc(0, "CPU threads of the engine (torch.set_num_threads); 0: one fewer than the cores, at least 1, leaving a core to HTTP.", ge=0, le=1024)
 
 

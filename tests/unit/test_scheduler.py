@@ -219,3 +219,23 @@ def test_a_failure_of_the_batched_step_fails_the_running_requests_and_the_loop_g
         first.result(timeout=30)
     monkeypatch.setattr(engine, "step", step)
     assert len(loop.submit("To", GREEDY).result(timeout=30).token_ids) == GREEDY.max_tokens
+
+
+def test_a_stream_interval_wakes_the_consumer_less_and_loses_no_token(engine: Engine) -> None:
+    alone = Engine(engine.model, engine.tokenizer).generate(["Thou art"], GREEDY)[0].token_ids  # 12 tokens
+    loop = EngineLoop(engine, max_running=4, max_step_tokens=64, max_waiting=8, stream_interval=4)
+    loop.start()
+    try:
+        async def main() -> list[list]:
+            return [batch async for batch in loop.submit("Thou art", GREEDY, stream=True).batches()]
+
+        batches = asyncio.run(main())
+    finally:
+        loop.stop(timeout_s=0)
+    assert [t for b in batches for d in b for t in d.token_ids] == alone
+    # Woken for the first token, every 4 more, and the end: at most 1 + 12 / 4 + 1 looks with
+    # something to take, where a stream interval of 1 takes the 12 tokens one at a time.
+    assert len(batches) <= 5 and all(batches)
+    assert batches[-1][-1].finish_reason == "length" and all(d.finish_reason is None for b in batches for d in b[:-1])
+    with pytest.raises(ConfigError, match="stream_interval"):
+        EngineLoop(engine, stream_interval=0)

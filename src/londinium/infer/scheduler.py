@@ -12,6 +12,10 @@ routes each step's deltas to their request's handle. `submit` validates synchron
 request fails in the caller, not later in the thread) and only touches thread-safe queues; a
 handle's iterator and `result()` read what the loop thread put there.
 
+Waking an asyncio consumer is batched: the loop thread queues a whole step's deltas, then makes one
+`call_soon_threadsafe` per event loop (with `stream_interval` > 1, only every that many steps, a
+sequence's first token and end excepted); `handle.batches()` hands over everything queued at once.
+
 A failure inside the engine for one request (an exception its sampling raises, say) ends only that
 request: its iterator and `result()` raise `EngineRequestError`, the others go on.
 """
@@ -47,6 +51,26 @@ class EngineStopped(LondiniumError):
 _DONE = object()  # end of a handle's events
 
 
+def _wake_all(handles: Sequence[RequestHandle]) -> None:
+    """Wake the asyncio consumers of `handles`: one `call_soon_threadsafe` per event loop, however
+    many handles (each call writes to the loop's self-pipe and costs both threads the GIL)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+    for h in handles:
+        if h._async is not None:
+            loop, event = h._async
+            by_loop.setdefault(loop, []).append(event)
+    for loop, evs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_set_events, evs)
+        except RuntimeError:  # the consumer's event loop is closed: nobody listens any more
+            pass
+
+
+def _set_events(events: list[asyncio.Event]) -> None:
+    for e in events:
+        e.set()
+
+
 class RequestHandle:
     """One submitted request, as its caller sees it: deltas as they come, or the completion at the end.
 
@@ -63,6 +87,9 @@ class RequestHandle:
         self._events: collections.deque[Any] = collections.deque()
         self._ready = threading.Condition()
         self._async: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._wake_pending = False  # an asyncio wake-up is on its way and the consumer has not yet looked
+        self._delivered = False  # the consumer has taken a delta (so the first token went out at once)
+        self._sync_waiting = 0  # threads blocked in __iter__ (so the loop thread notifies only when someone waits)
         self._completion: Completion | None = None
         self._error: EngineRequestError | None = None
         self._finished = threading.Event()
@@ -70,22 +97,28 @@ class RequestHandle:
 
     # ---- what the loop thread calls ------------------------------------------------------------
 
-    def _put(self, item: Any) -> None:
+    def _put(self, item: Any, wake: bool = True, flush: bool = True) -> bool:
+        """Queue an event. With `wake=False` the consumer is not woken: the loop thread queues a
+        whole step's events first and then wakes every consumer once (see `_wake_all`). With
+        `flush=False` (a step between two stream-interval steps) a delta waits for a later step's
+        wake-up, unless it is the first or the last. Returns whether an asyncio consumer needs
+        waking: the delta is due and the consumer has not been woken since it last looked."""
         with self._ready:
             self._events.append(item)
-            self._ready.notify_all()
-            waker = self._async
-        if waker is not None:
-            loop, event = waker
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the consumer's event loop is closed: nobody listens any more
-                pass
+            if self._sync_waiting:
+                self._ready.notify_all()
+            due = flush or not self._delivered or item is _DONE or item.finish_reason is not None
+            needs = due and self._async is not None and not self._wake_pending
+            if needs:
+                self._wake_pending = True
+        if needs and wake:
+            _wake_all([self])
+        return needs
 
-    def _finish(self, completion: Completion | None, error: EngineRequestError | None = None) -> None:
+    def _finish(self, completion: Completion | None, error: EngineRequestError | None = None, wake: bool = True) -> bool:
         self._completion, self._error = completion, error
         self._finished.set()
-        self._put(_DONE)
+        return self._put(_DONE, wake)
 
     # ---- the caller's side ---------------------------------------------------------------------
 
@@ -117,7 +150,11 @@ class RequestHandle:
             while True:
                 with self._ready:
                     while not self._events:
-                        self._ready.wait()
+                        self._sync_waiting += 1
+                        try:
+                            self._ready.wait()
+                        finally:
+                            self._sync_waiting -= 1
                     item = self._events.popleft()
                 delta = self._take(item)
                 if delta is None:
@@ -133,6 +170,15 @@ class RequestHandle:
         return self._aiter()
 
     async def _aiter(self) -> AsyncIterator[TextDelta]:
+        async for batch in self.batches():
+            for delta in batch:
+                yield delta
+
+    async def batches(self) -> AsyncIterator[list[TextDelta]]:
+        """Like `async for delta in handle`, but every delta that arrived since the consumer last
+        looked comes at once, in order: a consumer that fell behind (a busy event loop) can send
+        them as one message instead of one each."""
+        self._check_streamable()
         event = asyncio.Event()
         with self._ready:
             self._async = (asyncio.get_running_loop(), event)
@@ -140,16 +186,23 @@ class RequestHandle:
         try:
             while True:
                 with self._ready:
-                    item = self._events.popleft() if self._events else None
-                if item is None:
+                    self._wake_pending = False  # from here on, new events need a new wake-up
+                    items = list(self._events)
+                    self._events.clear()
+                    self._delivered = self._delivered or bool(items)
+                if not items:
                     await event.wait()
                     event.clear()
                     continue  # look again: the event only says something arrived
-                delta = self._take(item)
-                if delta is None:
-                    finished = True
-                    return
-                yield delta
+                if items[-1] is not _DONE:  # the end, when it came, is always the last event
+                    yield items
+                    continue
+                if len(items) > 1:
+                    yield items[:-1]
+                if self._error is not None:
+                    raise self._error
+                finished = True
+                return
         finally:
             if not finished:
                 self.cancel()
@@ -171,10 +224,17 @@ class EngineLoop:
     Limits (vLLM's names in brackets): `max_running` sequences decoded together (max_num_seqs; a
     request with n samples takes n), `max_step_tokens` tokens one step may compute, decode tokens and
     prefill chunks together (max_num_batched_tokens), `max_waiting` requests queued before
-    `submit` raises QueueFull.
+    `submit` raises QueueFull. `stream_interval` (vLLM's stream_interval): asyncio consumers are
+    woken every this many steps, all at once, not every step (a sequence's first token and its end
+    at once): each wake-up of the event loop costs this thread the GIL for as long as the event
+    loop runs, and fewer, larger chunks cost the event loop less.
     """
 
-    def __init__(self, engine: Engine, max_running: int = 16, max_step_tokens: int = 512, max_waiting: int = 64):
+    def __init__(self, engine: Engine, max_running: int = 16, max_step_tokens: int = 512, max_waiting: int = 64,
+                 stream_interval: int = 1):
+        if stream_interval < 1:
+            raise ConfigError(f"stream_interval = {stream_interval} must be >= 1")
+        self.stream_interval = stream_interval
         engine.configure(max_running, max_step_tokens)  # ConfigError here, in the caller, if they do not fit
         if max_waiting < 0:
             raise ConfigError(f"max_waiting = {max_waiting} must be >= 0")
@@ -189,6 +249,7 @@ class EngineLoop:
         self._ids = itertools.count()
         self._counts = collections.Counter()
         self._engine_stats: dict = {}  # the engine's counters after the last step (see stats)
+        self._steps = 0  # steps routed (the stream interval counts them)
         self._step_s = 0.0  # mean step time (an exponential average), for the Retry-After hint
 
     # ---- life cycle ----------------------------------------------------------------------------
@@ -313,20 +374,29 @@ class EngineLoop:
                 continue
             self._step_s = 0.9 * self._step_s + 0.1 * (time.perf_counter() - t0)
             self._engine_stats = engine.scheduler_stats()
+            # Queue the whole step's deltas first, then wake each consumer once: one wake-up per step
+            # for all the streams of an event loop, not one per delta.
+            wake: list[RequestHandle] = []
+            self._steps += 1
+            flush = self._steps % self.stream_interval == 0
             for ev in events:
                 h = live.get(ev.request.key)
                 if h is None:
                     continue
+                needs = False
                 for delta in ev.deltas:
-                    h._put(delta)
+                    needs |= h._put(delta, wake=False, flush=flush)
                 if ev.error is not None:
                     del live[ev.request.key]
-                    self._fail(h, ev.error)
-                    continue
-                if ev.completion is not None:
+                    needs |= self._fail(h, ev.error, wake=False)
+                elif ev.completion is not None:
                     del live[ev.request.key]
                     self._counts["cancelled" if ev.request.cancelled else "finished"] += 1
-                    h._finish(ev.completion)
+                    needs |= h._finish(ev.completion, wake=False)
+                if needs:
+                    wake.append(h)
+            if wake:
+                _wake_all(wake)
 
     def _end_unadmitted(self, h: RequestHandle) -> None:
         """A request that never reached the engine ends cancelled: a last delta per choice, then the completion."""
@@ -335,11 +405,11 @@ class EngineLoop:
             h._put(TextDelta(0, c, "", [], None, "cancelled"))
         h._finish(self.engine.cancelled_completion(h.prompt_ids, h.params))
 
-    def _fail(self, h: RequestHandle, error: BaseException) -> None:
+    def _fail(self, h: RequestHandle, error: BaseException, wake: bool = True) -> bool:
         self._counts["failed"] += 1
         err = EngineRequestError(h.id, f"{type(error).__name__}: {error}")
         err.__cause__ = error
-        h._finish(None, err)
+        return h._finish(None, err, wake)
 
     def _admit(self, live: dict[int, RequestHandle]) -> None:
         """Hand waiting requests to the engine while it has room for their sequences."""

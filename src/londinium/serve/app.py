@@ -65,7 +65,7 @@ class ServerState:
         try:
             engine = self.load()
             loop = EngineLoop(engine, max_running=self.cfg.max_running, max_step_tokens=self.cfg.max_step_tokens,
-                              max_waiting=self.cfg.max_waiting)
+                              max_waiting=self.cfg.max_waiting, stream_interval=self.cfg.stream_interval)
             loop.start()
         except BaseException as e:  # noqa: BLE001 - reported to the server, which exits with it
             self.load_error = e
@@ -190,7 +190,8 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
     errors.install(app)
     key = (cfg.api_key or "").encode()
 
-    def authorised(request: Request) -> None:
+    async def authorised(request: Request) -> None:
+        # async: FastAPI runs a plain-def dependency on its thread pool, a thread hop per request.
         if not key:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")

@@ -12,6 +12,7 @@ which frees its KV-cache slots within one engine step.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -52,23 +53,59 @@ class Call:
     def prompt_tokens(self) -> int:
         return sum(len(h.prompt_ids) for h in self.handles)
 
+    @property
+    def object(self) -> str:
+        return "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+
+    @functools.cached_property
+    def framing(self) -> tuple[str, str]:
+        """What comes before and after the one choice of a chunk event, rendered once per call."""
+        marker = "\x00choice\x00"
+        head, tail = sse(_chunk(self, [marker])).split(json.dumps(marker), 1)
+        return head, tail
+
     def cancel(self) -> None:
         for h in self.handles:
             h.cancel()
 
 
-async def merged(handles: Sequence[Any]) -> AsyncIterator[tuple[int, TextDelta]]:
-    """(prompt index, delta) from every handle as they arrive."""
+def coalesce(deltas: Sequence[TextDelta]) -> list[TextDelta]:
+    """One delta per choice from several of the same prompt, in the order the choices first appear:
+    text and token ids (and log-probabilities) concatenated in order, the last one's finish_reason.
+    Each delta's text is whole characters with no partial stop string, so their concatenation is too.
+    Under load a stream's consumer falls behind the engine; sending what queued up as one chunk
+    (as vLLM does) costs one SSE event instead of one per token."""
+    if len(deltas) == 1:
+        return list(deltas)
+    by_choice: dict[int, list[TextDelta]] = {}
+    for d in deltas:
+        by_choice.setdefault(d.choice, []).append(d)
+    out = []
+    for group in by_choice.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        lps = [d.logprobs for d in group]
+        logprobs = None if all(lp is None for lp in lps) else [e for lp in lps for e in (lp or [])]
+        out.append(TextDelta(group[0].index, group[0].choice, "".join(d.text for d in group),
+                             [t for d in group for t in d.token_ids], logprobs, group[-1].finish_reason))
+    return out
+
+
+async def merged(handles: Sequence[Any]) -> AsyncIterator[tuple[int, list[TextDelta]]]:
+    """(prompt index, delta) from every handle as they arrive; the deltas of a choice that arrived
+    together (the consumer was behind) come as one, see `coalesce`."""
     if len(handles) == 1:
-        async for d in handles[0]:
-            yield 0, d
+        async for batch in handles[0].batches():
+            for d in coalesce(batch):
+                yield 0, d
         return
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(i: int, h: Any) -> None:
         try:
-            async for d in h:
-                await queue.put((i, d, None))
+            async for batch in h.batches():
+                await queue.put((i, batch, None))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
             await queue.put((i, None, e))
             return
@@ -78,24 +115,31 @@ async def merged(handles: Sequence[Any]) -> AsyncIterator[tuple[int, TextDelta]]
     try:
         left = len(handles)
         while left:
-            i, d, err = await queue.get()
+            i, batch, err = await queue.get()
             if err is not None:
                 raise err
-            if d is None:
+            if batch is None:
                 left -= 1
                 continue
-            yield i, d
+            for d in coalesce(batch):
+                yield i, d
     finally:
         for t in tasks:
             t.cancel()
 
 
 def _chunk(call: Call, choices: list[dict[str, Any]]) -> dict[str, Any]:
-    obj = "chat.completion.chunk" if call.kind == "chat" else "text_completion"
-    out = {"id": call.id, "object": obj, "created": call.created, "model": call.model, "choices": choices}
+    out = {"id": call.id, "object": call.object, "created": call.created, "model": call.model, "choices": choices}
     if call.prepared.include_usage:
         out["usage"] = None  # OpenAI sends it null on every chunk but the last when usage was asked for
     return out
+
+
+def chunk_event(call: Call, choice: dict[str, Any]) -> str:
+    """`sse(_chunk(call, [choice]))`, the same bytes, but only the choice is serialised: the rest of
+    the chunk is the same for every chunk of the call and rendered once (a chunk per token per stream
+    is the server's hottest path)."""
+    return f"{call.framing[0]}{json.dumps(choice, ensure_ascii=False, separators=(',', ':'))}{call.framing[1]}"
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
@@ -126,10 +170,10 @@ async def events(call: Call, error_of: Any) -> AsyncIterator[str]:
                     if first or d.text or d.logprobs:
                         delta = {"role": "assistant", "content": d.text} if first else {"content": d.text}
                         lp = chat_logprobs(d.logprobs, call.token_bytes).model_dump() if d.logprobs else None
-                        yield sse(_chunk(call, [{"index": index, "delta": delta, "logprobs": lp, "finish_reason": None}]))
+                        yield chunk_event(call, {"index": index, "delta": delta, "logprobs": lp, "finish_reason": None})
                     if d.finish_reason:
                         finish[index] = d.finish_reason
-                        yield sse(_chunk(call, [{"index": index, "delta": {}, "logprobs": None, "finish_reason": d.finish_reason}]))
+                        yield chunk_event(call, {"index": index, "delta": {}, "logprobs": None, "finish_reason": d.finish_reason})
                 else:
                     text = (call.prepared.texts[p] if call.echo and first else "") + d.text
                     lp = None
@@ -137,7 +181,7 @@ async def events(call: Call, error_of: Any) -> AsyncIterator[str]:
                         lp = completion_logprobs(d.logprobs, offsets.get(index, 0)).model_dump()
                     offsets[index] = offsets.get(index, 0) + len(text)
                     if first or text or lp or d.finish_reason:
-                        yield sse(_chunk(call, [{"index": index, "text": text, "logprobs": lp, "finish_reason": d.finish_reason}]))
+                        yield chunk_event(call, {"index": index, "text": text, "logprobs": lp, "finish_reason": d.finish_reason})
                     if d.finish_reason:
                         finish[index] = d.finish_reason
             if call.prepared.include_usage:
