@@ -46,11 +46,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--force", action="store_true", help="re-run the stage even if it is up to date")
 
 
+def _config_path(args: argparse.Namespace) -> str | None:
+    if args.config is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        return DEFAULT_CONFIG_FILE
+    return args.config
+
+
 def _context(args: argparse.Namespace) -> tuple[Workspace, Config]:
-    config_path = args.config
-    if config_path is None and Path(DEFAULT_CONFIG_FILE).is_file():
-        config_path = DEFAULT_CONFIG_FILE
-    cfg = load_config(config_path, args.overrides, args.preset)
+    cfg = load_config(_config_path(args), args.overrides, args.preset)
     return Workspace(args.workspace), cfg
 
 
@@ -90,13 +93,13 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from londinium.train.trainer import train
+    from londinium.train.trainer import resume_config, train
 
     ws, cfg = _context(args)
-    if args.resume:
-        cfg.train.resume = True
     if args.run:
         cfg.train.run_name = args.run
+    if args.resume:  # the run's own config, with only what this command sets on purpose on top
+        cfg = resume_config(ws, cfg.train.run_name, _config_path(args), args.overrides, args.preset)
     train(ws, cfg, force=args.force)
     return 0
 
@@ -243,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = stages.add_parser("train", help="shards -> checkpoints: train the GPT (under torchrun for DDP)",
                           description="train the GPT on the shards; the same command runs DDP under torchrun --nproc_per_node=N")
     _common(p)
-    p.add_argument("--resume", action="store_true", help="continue the run from its newest valid checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run from its newest valid checkpoint, with the config it was trained with "
+                        "(--preset/--config/--set change it on purpose)")
     # --run-name too: under torchrun, `--run` is rejected by torchrun's own parser as ambiguous.
     p.add_argument("--run", "--run-name", dest="run", default=None, metavar="NAME",
                    help="run name: runs/NAME/ (default: train.run_name, 'main'); write --run-name under torchrun")

@@ -548,8 +548,14 @@ def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     preset: str | None = None,
+    base: str | Path | None = None,
 ) -> Config:
-    """Build the effective config: defaults < preset < file < overrides."""
+    """Build the effective config: defaults < preset < file < overrides.
+
+    `base` is a config a stage saved (a run's `config.toml`), laid over the defaults: then only what
+    is given explicitly (`preset`, the file's preset and values, `overrides`) changes it, which is
+    how a resumed run keeps the config it was trained with.
+    """
     file_data: dict[str, Any] = {}
     if path is not None:
         file_data = read_toml(path, "config file", ConfigError)
@@ -560,13 +566,15 @@ def load_config(
 
     name = preset or file_data.get("preset") or ""
     cfg = Config()
+    if base is not None:
+        _apply(cfg, read_toml(base, "saved config", ConfigError), str(base))
     if name:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset '{name}'; known presets: {', '.join(PRESETS)}")
         _apply(cfg, PRESETS[name], f"preset {name}")
     _apply(cfg, file_data, str(path) if path else "config")
     _apply(cfg, override_data, "--set")
-    cfg.preset = name
+    cfg.preset = name or cfg.preset  # without an explicit preset, a base keeps its own
     validate(cfg)
     return cfg
 

@@ -8,6 +8,7 @@ start-ups per test (torch's import is most of a tiny run's cost).
 
 from __future__ import annotations
 
+import shlex
 import shutil
 
 import pytest
@@ -24,6 +25,7 @@ from train_helpers import (
 )
 
 from londinium.checkpoint import MODEL_FILE
+from londinium.train.trainer import resume_command
 
 STEPS, KILL_AT = 24, 15
 
@@ -44,6 +46,7 @@ def killed(tiny_workspace):
     assert died.returncode == -9, (died.returncode, died.stderr[-2000:])  # died by SIGKILL, no clean-up
     assert logged(ws, "killed")[0][-1][0] == KILL_AT  # it logged past its last checkpoint
     shutil.copytree(ws.run_dir("killed"), ws.run_dir("killed2"))
+    shutil.copytree(ws.run_dir("killed"), ws.run_dir("killed3"))
     return ws
 
 
@@ -79,3 +82,25 @@ def test_existing_run_without_resume_or_force_is_refused(tiny_workspace, referen
     rc, _, err = cli_in_process(train_args(tiny_workspace, "ref", STEPS + 6))  # a longer plan for a finished run
     assert rc == 2
     assert "--resume" in err and "--force" in err and "step 24" in err
+
+
+def test_the_printed_resume_command_alone_continues_the_run_as_trained(killed, reference):
+    """`londinium train --resume --run NAME -w WS` -- no --set, no preset -- takes the architecture
+    and the plan from the run's saved config (the defaults are a 6-layer model of 1,000s of steps) and
+    still ends bit-exactly like the uninterrupted run."""
+    ws = killed
+    command = resume_command(ws, "killed3")
+    assert command == f"londinium train --resume --run killed3 -w {ws.root}"
+    rc, out, err = cli_in_process(shlex.split(command)[1:])
+    assert rc == 0, err
+    assert "resuming from step 12" in out and f"{STEPS:,} steps" in out
+    assert_same_weights(final_weights(ws, "killed3"), reference[0])
+    assert logged(ws, "killed3") == reference[1]
+
+
+def test_an_explicit_change_of_architecture_on_resume_is_refused_by_key(killed):
+    ws = killed
+    rc, _, err = cli_in_process(["train", "-w", str(ws.root), "--run", "killed", "--resume", "--set", "model.n_layer=3"])
+    assert rc == 2
+    assert "model.n_layer: 2 -> 3" in err and f"`londinium train --resume --run killed -w {ws.root}`" in err
+    assert len(err.strip().splitlines()) == 1

@@ -31,7 +31,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130_then_resumes(tiny_workspace):
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
     step = checkpoint_steps(ws, "sigint")[-1]
-    assert step >= 3 and f"interrupted at step {step}" in out and "--resume" in out
+    assert step >= 3 and f"interrupted at step {step}" in out
+    assert f"Continue with `londinium train --resume --run sigint -w {ws.root}`" in out  # a command that works as printed
     assert logged(ws, "sigint")[0][-1][0] == step  # it stopped at the end of the step it was in
 
     rc, out, err = cli_in_process(train_args(ws, "sigint", step + 2, "--resume", "--set", "train.eval_every=100000"))

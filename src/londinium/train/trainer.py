@@ -22,6 +22,7 @@ import contextlib
 import copy
 import dataclasses
 import os
+import shlex
 import shutil
 import signal
 import time
@@ -40,7 +41,7 @@ from londinium.device import configure_backends, resolve_device, resolve_precisi
 from londinium.train.evaluate import evaluate
 from londinium.train.monitor import MetricsLog, Progress, Trackers, peak_flops, plot_losses
 from londinium.train.schedule import lr_at, plan_batches
-from londinium.workspace import Workspace
+from londinium.workspace import DEFAULT_WORKSPACE, Workspace
 
 # Test hook: after finishing this optimiser step, every process SIGKILLs itself -- the crash the
 # resume tests need, at an exact step, without timing races. Never set in normal use.
@@ -79,6 +80,29 @@ def train(ws: Workspace, cfg: Config, force: bool = False, log: Callable[[str], 
     finally:
         distributed.shutdown(d)
         torch.set_num_threads(threads)
+
+
+def resume_config(ws: Workspace, run: str, path: str | Path | None = None, overrides: list[str] | None = None,
+                  preset: str | None = None) -> Config:
+    """The config `--resume` continues run `run` with: the one it was trained with (runs/<run>/config.toml,
+    else its newest checkpoint's), with only what is given explicitly (`preset`, the file at `path`,
+    `overrides`) laid on top, so a resume never picks up other defaults by accident. A run that has
+    no saved config yet starts from the usual config (defaults < preset < file < overrides)."""
+    saved = ws.run_config_file(run)
+    if not saved.is_file():
+        newest = ck.list_checkpoints(ws.checkpoints_dir(run))
+        saved = newest[-1].path / ck.CONFIG_FILE if newest else None
+    cfg = load_config(path, overrides, preset, base=saved)
+    cfg.train.run_name, cfg.train.resume = run, True
+    return cfg
+
+
+def resume_command(ws: Workspace, run: str, world_size: int = 1) -> str:
+    """The command that continues run `run` in `ws` as it was trained (see `resume_config`)."""
+    where = "" if ws.root == Path(DEFAULT_WORKSPACE).resolve() else f" -w {shlex.quote(str(ws.root))}"
+    if world_size > 1:  # torchrun's own parser takes `--run` for its --run-path
+        return f"torchrun --nproc_per_node={world_size} -m londinium train --resume --run-name {run}{where}"
+    return f"londinium train --resume --run {run}{where}"
 
 
 def _validate(cfg: Config) -> None:
@@ -195,7 +219,8 @@ class _Run:
         if not self.tc.resume:
             return {"action": "error", "message": (
                 f"run '{self.run_name}' already has checkpoints (newest: step {existing[-1].step}) in {self.ckpt_dir}; "
-                f"pass --resume to continue it, --force to delete it and start over, or --run NAME for a separate run")}
+                f"continue it with `{resume_command(self.ws, self.run_name, self.d.world_size)}`, "
+                f"pass --force to delete it and start over, or --run NAME for a separate run")}
         found = ck.latest_valid(self.ckpt_dir, log=self.log)
         if found is None:
             self.log(f"train: no valid checkpoint left in {self.ckpt_dir}; starting from scratch")
@@ -239,8 +264,12 @@ class _Run:
         diff = [f"model.{k}: {v!r} -> {getattr(self.cfg.model, k)!r}" for k, v in dataclasses.asdict(saved_cfg.model).items()
                 if getattr(self.cfg.model, k) != v]
         if diff:
+            # `--resume` starts from the run's own config (resume_config), so this is a change made
+            # on purpose (--preset, --config, --set): a checkpoint's weights fit only its own shape.
             raise ck.CheckpointError(f"checkpoint {ckpt.path} was trained with another architecture ({'; '.join(diff)}); "
-                                     f"restore those settings, or start a separate run with --run NAME")
+                                     f"a resumed run keeps its [model]: drop that --preset/--config/--set change "
+                                     f"(`{resume_command(self.ws, self.run_name, self.d.world_size)}` continues it as trained), "
+                                     f"or start a separate run with --run NAME")
         if ckpt.meta.get("tokenizer_sha256") != self.tokenizer_sha256:
             raise ck.CheckpointError(f"checkpoint {ckpt.path} was trained with another tokenizer (sha256 {ckpt.meta.get('tokenizer_sha256')}); "
                                      f"its token ids mean other tokens now. Start a separate run (--run NAME) or --force")
@@ -446,7 +475,7 @@ class _Run:
                         self._save()
                         progress.close()
                         self.log(f"train: interrupted at step {self.step}; checkpoint saved in {self.ckpt_dir}. "
-                                 f"Continue with `londinium train --resume`" + (f" --run {self.run_name}" if self.run_name != "main" else ""))
+                                 f"Continue with `{resume_command(self.ws, self.run_name, d.world_size)}`")
                         raise KeyboardInterrupt
                     if code == 1 or self._is_eval_step():
                         saved = self._save()
