@@ -372,3 +372,43 @@ def test_a_redirect_to_another_http_url_is_followed(server: Server, tmp_path: Pa
     server.routes["/moved.txt"] = redirect
     server.routes["/here.txt"] = reply(200, TEXT)
     assert fetch(tmp_path, server.url("/moved.txt"))[0] == {"moved.txt": TEXT}
+
+
+def test_a_failed_source_is_retried_by_the_next_build_until_it_succeeds(server: Server, tmp_path: Path):
+    """A build that skipped a failed source is not up to date: `corpus build` again retries it, and
+    once every source is read the build is up to date as usual."""
+    import json
+
+    from helpers.prose import prose
+    from train_helpers import cli_in_process
+
+    server.routes["/late.txt"] = reply(404)
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(4):
+        (texts / f"t{i}.txt").write_text(f"TEXT {i}\n\n" + prose(40 + i, 12), encoding="utf-8")
+    registry = tmp_path / "sources.toml"
+    registry.write_text(f'[[source]]\nid = "local"\nkind = "local"\nlocation = "texts"\nperiod = [1600, 1600]\n\n'
+                        f'[[source]]\nid = "late"\nkind = "url"\nlocation = "{server.url("/late.txt")}"\nperiod = [1600, 1600]\n',
+                        encoding="utf-8")
+    ws = tmp_path / "ws"
+    args = ["corpus", "build", "-w", str(ws), "--set", f"corpus.sources={json.dumps(str(registry))}",
+            "--set", f"corpus.cache_dir={json.dumps(str(tmp_path / 'cache'))}", "--set", "corpus.download_retries=0"]
+
+    def status() -> str:
+        card = json.loads((ws / "corpus" / "report.json").read_text(encoding="utf-8"))
+        return next(s["status"] for s in card["sources"] if s["id"] == "late")
+
+    rc, out, err = cli_in_process(args)
+    assert rc == 0, err
+    assert "skipped source 'late'" in out and status() == "failed" and server.hits["/late.txt"] == 1
+
+    server.routes["/late.txt"] = reply(200, ("\n\n".join(prose(90 + i, 10) for i in range(3))).encode())  # the server is back
+    rc, out, err = cli_in_process(args)
+    assert rc == 0, err
+    assert "the last build skipped failed source(s) 'late': building again to retry them" in out
+    assert "up to date" not in out and status() == "ok" and server.hits["/late.txt"] == 2
+
+    rc, out, err = cli_in_process(args)
+    assert rc == 0, err
+    assert "corpus: up to date" in out and "retry" not in out and server.hits["/late.txt"] == 2

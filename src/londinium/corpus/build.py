@@ -262,11 +262,34 @@ def _print_summary(ws: Workspace, report: dict[str, Any]) -> dict[str, dict[str,
     return out
 
 
+def failed_last_time(ws: Workspace) -> list[str]:
+    """Ids of the sources the last recorded build skipped because they failed (download error,
+    corrupt archive), from its data card; [] when there is no recorded build."""
+    if "corpus" not in ws.manifest() or not ws.corpus_report_json.is_file():
+        return []
+    try:
+        card = json.loads(ws.corpus_report_json.read_text(encoding="utf-8"))
+        return [s["id"] for s in card.get("sources", []) if s.get("status") == "failed"]
+    except (ValueError, OSError, AttributeError, KeyError, TypeError):
+        return []  # an unreadable card: the up-to-date check (its hash) decides
+
+
 def build_corpus(ws: Workspace, cfg: CorpusConfig, force: bool = False) -> CorpusSummary:
-    """Build (or confirm up to date) the corpus in `ws` from the sources registry in `cfg.sources`."""
+    """Build (or confirm up to date) the corpus in `ws` from the sources registry in `cfg.sources`.
+
+    A build that had to skip a downloaded source that failed is not up to date: the failure (a
+    server down, a timeout) is usually passing, and a corpus missing a source is not what the
+    registry asks for, so the next build tries again. (A local source needs no retry: its files are
+    in the fingerprint, so fixing them rebuilds anyway.) To stop retrying, remove the source.
+    """
     validate(cfg)
     specs = load_registry(cfg.sources or None)
-    ran = ws.run_stage("corpus", cfg, lambda: _build(ws, cfg, specs), fingerprint=fingerprint(specs), force=force)
+    fetched = {s.id for s in specs if s.kind != "local"}
+    retry = [sid for sid in failed_last_time(ws) if sid in fetched]
+    if retry and not force:
+        print(f"corpus: the last build skipped failed source(s) {', '.join(repr(r) for r in retry)}: building again to retry them "
+              f"(remove a source from {cfg.sources or 'the sources registry'} to stop retrying it)")
+    ran = ws.run_stage("corpus", cfg, lambda: _build(ws, cfg, specs), fingerprint=fingerprint(specs), force=force or bool(retry))
     report = json.loads(ws.corpus_report_json.read_text(encoding="utf-8"))
     splits = _print_summary(ws, report)
     if not splits["val"]["documents"]:
