@@ -79,3 +79,19 @@ def test_resume_into_another_architecture_is_refused_by_field(tiny_workspace):
     rc, _, err = cli_in_process(train_args(ws, "arch", 6, "--resume", "--set", "model.n_embd=32"))
     assert rc == 2
     assert "model.n_embd: 64 -> 32" in err and "--run NAME" in err
+
+
+def test_a_tokenizer_trained_for_another_vocabulary_is_named_with_the_commands_to_retrain(tiny_workspace):
+    """The fixture's tokenizer was trained with tokenizer.vocab_size = 512; a config asking for the
+    default 8192 trains on the workspace's tokenizer (the shards' ids) and says so, with the commands."""
+    ws = tiny_workspace
+    vocab = json.loads(ws.shard_meta("train").read_text(encoding="utf-8"))["vocab_size"]
+    rc, out, err = cli_in_process(train_args(ws, "tok-other", 2))
+    assert rc == 0, err
+    assert (f"warning: the workspace's tokenizer was trained with tokenizer.vocab_size = 512 ({vocab:,} ids), this config "
+            f"asks for 8192; the model takes the workspace's {vocab:,}") in out
+    assert (f"`londinium tokenizer train --set tokenizer.vocab_size=8192 -w {ws.root}` and "
+            f"`londinium data prepare --set tokenizer.vocab_size=8192 -w {ws.root}` first") in out
+    rc, out, err = cli_in_process(train_args(ws, "tok-same", 2, "--set", "tokenizer.vocab_size=512"))
+    assert rc == 0, err
+    assert "tokenizer was trained with" not in out

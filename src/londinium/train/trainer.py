@@ -97,9 +97,14 @@ def resume_config(ws: Workspace, run: str, path: str | Path | None = None, overr
     return cfg
 
 
+def _workspace_flag(ws: Workspace) -> str:
+    """` -w ROOT` for a command printed as a hint, or "" for the default workspace."""
+    return "" if ws.root == Path(DEFAULT_WORKSPACE).resolve() else f" -w {shlex.quote(str(ws.root))}"
+
+
 def resume_command(ws: Workspace, run: str, world_size: int = 1) -> str:
     """The command that continues run `run` in `ws` as it was trained (see `resume_config`)."""
-    where = "" if ws.root == Path(DEFAULT_WORKSPACE).resolve() else f" -w {shlex.quote(str(ws.root))}"
+    where = _workspace_flag(ws)
     if world_size > 1:  # torchrun's own parser takes `--run` for its --run-path
         return f"torchrun --nproc_per_node={world_size} -m londinium train --resume --run-name {run}{where}"
     return f"londinium train --resume --run {run}{where}"
@@ -196,6 +201,20 @@ class _Run:
             m.vocab_size = vocab  # the config says "take the tokenizer's": resolved once, saved with the run
         elif m.vocab_size < vocab:
             raise ConfigError(f"model.vocab_size = {m.vocab_size} is smaller than the tokenizer's {vocab} ids; set it to 0 (use the tokenizer's) or >= {vocab}")
+        self.tokenizer_warning = self._tokenizer_mismatch(vocab)
+
+    def _tokenizer_mismatch(self, vocab: int) -> str | None:
+        """A warning when the workspace's tokenizer was trained with another tokenizer.vocab_size than
+        this config's (`--preset slm` on a tiny workspace): training goes on with the tokenizer the
+        shards were made with, which is consistent, but the user should know it is not the one asked for."""
+        section = self.ws.manifest().get("tokenizer", {}).get("config", {}).get("section", {})
+        trained, wanted = section.get("vocab_size"), self.cfg.tokenizer.vocab_size
+        if trained is None or trained == wanted:
+            return None  # an adopted tokenizer has no recorded config: nothing to compare
+        flags = (f" --preset {self.cfg.preset}" if self.cfg.preset else f" --set tokenizer.vocab_size={wanted}") + _workspace_flag(self.ws)
+        return (f"warning: the workspace's tokenizer was trained with tokenizer.vocab_size = {trained} ({vocab:,} ids), "
+                f"this config asks for {wanted}{f' (preset {self.cfg.preset})' if self.cfg.preset else ''}; the model takes "
+                f"the workspace's {vocab:,}. For {wanted}, run `londinium tokenizer train{flags}` and `londinium data prepare{flags}` first")
 
     def _fingerprint(self) -> dict[str, Any]:
         train = {k: v for k, v in dataclasses.asdict(self.tc).items() if k not in _NOT_FINGERPRINTED}
@@ -523,6 +542,8 @@ class _Run:
         self.log(f"train: {summary}")
         if warning:
             self.log(f"train: {warning}")
+        if self.tokenizer_warning:
+            self.log(f"train: {self.tokenizer_warning}")
         if self.resumed_from is not None:
             self.log(f"train: resuming from step {self.step} ({self.resumed_from.path})")
 
