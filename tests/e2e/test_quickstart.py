@@ -65,6 +65,7 @@ def test_quickstart_builds_every_artifact_and_the_report_agrees_with_results(qui
     # The end of quickstart says what the model reached and where the cards are.
     assert f"{val_bpb:.3f} bits per byte" in out
     assert "probes:" in out and "chance" in out and "samples" in out
+    assert "a probe asks whether the model finds the true continuation" in out  # what the figure means
     assert str(ws_root / "corpus/report.md") in out and str(ws_root / "eval/main/report.md") in out
     # ... and ends with an export that transformers loads and generates from, as the printed lines say.
     [export] = (ws_root / "exports").glob("main-step-*/")
@@ -107,3 +108,26 @@ def test_minutes_scale_the_tiny_schedule_and_cap_any_preset():
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="--minutes"):
             scale_training(load_config(preset="tiny"), bad)
+
+
+def test_the_resume_command_ctrl_c_prints_works_on_a_quickstart_workspace(quick, tmp_path, capsys):
+    """The hint an interrupted quickstart prints names no preset or --set: it must still continue the
+    run as quickstart trained it (tiny preset, context 64), not the defaults' 6-layer model."""
+    import shutil
+
+    from londinium.train.trainer import resume_command
+    from londinium.workspace import Workspace
+
+    ws_root, args = quick
+    if not (ws_root / "runs/main/metrics.jsonl").is_file():
+        assert cli_main(args) == 0
+    copy = Workspace(shutil.copytree(ws_root, tmp_path / "ws"))  # the training below must not change the shared one
+    hint = resume_command(copy, "main").split()
+    assert hint[:2] == ["londinium", "train"] and "--preset" not in hint and "--set" not in hint
+    capsys.readouterr()
+    assert cli_main(hint[1:]) == 0, capsys.readouterr().err
+    assert "run 'main' is up to date" in capsys.readouterr().out  # same config as trained: nothing to do
+    assert cli_main([*hint[1:], "--set", "train.max_steps=14"]) == 0  # changed on purpose: train longer
+    out = capsys.readouterr().out
+    assert "resuming from step 12" in out and "train.max_steps changed since the checkpoint" in out
+    assert "max steps reached at step 14" in out
