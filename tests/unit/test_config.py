@@ -99,3 +99,18 @@ def test_rendered_toml_round_trips_and_documents_every_field(tmp_path: Path):
     for i, line in enumerate(lines):
         if "=" in line and not line.startswith(("#", "[")):
             assert lines[i - 1].startswith("# "), f"no doc comment for: {line}"
+
+
+def test_a_saved_config_as_base_keeps_its_values_unless_given_explicitly(tmp_path: Path):
+    """What `train --resume` builds on: a run's saved config over the defaults, then only what is
+    given explicitly (preset, file, --set); the base's preset name stays when none is given."""
+    saved = tmp_path / "config.toml"
+    saved.write_text(to_toml(load_config(None, ["model.context=64", "train.max_steps=12"], "tiny"), with_docs=False))
+    cfg = load_config(base=saved)
+    assert (cfg.preset, cfg.model.n_layer, cfg.model.context, cfg.train.max_steps) == ("tiny", 2, 64, 12)
+    cfg = load_config(None, ["train.max_steps=20"], base=saved)
+    assert (cfg.model.context, cfg.train.max_steps) == (64, 20)
+    cfg = load_config(None, None, "small", base=saved)  # an explicit preset lays all its values on top
+    assert (cfg.preset, cfg.model.n_layer, cfg.model.context, cfg.train.max_steps) == ("small", 6, 256, 5000)
+    with pytest.raises(ConfigError, match=r"saved config .*missing\.toml"):
+        load_config(base=tmp_path / "missing.toml")

@@ -286,7 +286,7 @@ class _Run:
             # `--resume` starts from the run's own config (resume_config), so this is a change made
             # on purpose (--preset, --config, --set): a checkpoint's weights fit only its own shape.
             raise ck.CheckpointError(f"checkpoint {ckpt.path} was trained with another architecture ({'; '.join(diff)}); "
-                                     f"a resumed run keeps its [model]: drop that --preset/--config/--set change "
+                                     f"a resumed run keeps its [model]: drop that change (--preset, --set, --config or ./londinium.toml) "
                                      f"(`{resume_command(self.ws, self.run_name, self.d.world_size)}` continues it as trained), "
                                      f"or start a separate run with --run NAME")
         if ckpt.meta.get("tokenizer_sha256") != self.tokenizer_sha256:
