@@ -21,7 +21,7 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/londinium quickstart
 
-# Every test, slow and network ones included (~1.5 min on 2 cores; the default corpus needs the
+# Every test, slow and network ones included (~5 min on 2 cores; the default corpus needs the
 # package index or a warm download cache). A quicker loop: .venv/bin/python -m pytest -m 'not slow'
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
