@@ -70,6 +70,9 @@ def render_report(results: dict) -> str:
     for lv in results["levels"]:
         if lv["errors"]:
             out.append(f"\nErrors at {lv['label']}:\n\n" + "".join(f"- {n} x {msg}\n" for msg, n in lv["errors"].items()))
+        if lv["completed"] and lv["usage_reported"] < lv["completed"]:
+            out.append(f"\nAt {lv['label']} the server sent no usage for {lv['completed'] - lv['usage_reported']} of "
+                       f"{lv['completed']} requests: their token counts are the workspace tokenizer's.\n")
         tc = lv["token_check"]
         if tc["prompt_checked"] and tc["prompt_matched"] != tc["prompt_checked"]:
             out.append(f"\nAt {lv['label']} the server counted {tc['prompt_checked'] - tc['prompt_matched']} of "
@@ -123,6 +126,7 @@ def plots(results: dict) -> dict[str, bytes]:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
+    fig.suptitle(f"{results['name']}: latency percentiles ({results['model']})")
     out["latency"] = _png(fig)
     return out
 
