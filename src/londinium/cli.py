@@ -207,11 +207,6 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         return 0
     if not args.base_url:
         raise BenchError("--base-url URL is required (e.g. http://127.0.0.1:8000/v1), or --compare A.json B.json")
-    for flag in ("num_prompts", "input_len", "output_len"):
-        if getattr(args, flag) < 1:
-            raise BenchError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
-    if args.warmup < 0 or not 0 <= args.range_ratio < 1 or args.burstiness <= 0:
-        raise BenchError("--warmup must be >= 0, --range-ratio in [0, 1), --burstiness > 0")
     ws, _ = _context(args)
     spec = BenchSpec(base_url=args.base_url, model=args.model or "", num_prompts=args.num_prompts,
                      levels=parse_levels(args.concurrency, args.max_concurrency, args.request_rate),

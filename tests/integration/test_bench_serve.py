@@ -115,6 +115,8 @@ def test_a_dead_port_and_a_missing_key_are_failed_requests(served, tiny_workspac
     (["--goodput", "latency:5"], "--goodput"),
     (["--request-rate", "0"], "--request-rate"),
     (["--output-len", "0"], "--output-len"),
+    (["--range-ratio", "1.5"], "--range-ratio"),
+    (["--base-url", "127.0.0.1:8000"], "--base-url"),
     (["--name", "../out"], "run name"),
     (["--prompts", "missing.jsonl"], "--prompts file"),
 ])
@@ -142,3 +144,25 @@ def test_ignore_eos_decodes_past_the_end_of_text(served) -> None:
     full = client.completions.create(model=MODEL, prompt="Thou art", max_tokens=6, temperature=0,
                                      extra_body={**force_eos, "ignore_eos": True})
     assert full.choices[0].finish_reason == "length" and full.usage.completion_tokens == 6
+
+
+def test_prompts_file_with_its_own_output_lengths_in_an_empty_workspace(served, tmp_path) -> None:
+    """Any prompt file works without a workspace: no tokenizer, so the server's usage is the only count."""
+    url, engine = served
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Thou art", "output_len": 3}\n\n{"prompt": "The king", "output_len": 5}\n')
+    rc, out, err = cli_in_process(["bench", "serve", "-w", str(tmp_path / "ws"), "--base-url", url + "/v1", "--api-key", KEY,
+                                   "--prompts", str(prompts), "--num-prompts", "4", "--warmup", "0", "--request-rate", "50"])
+    assert rc == 0, err
+    from londinium.workspace import Workspace
+
+    [lv] = json.loads(Workspace(tmp_path / "ws").bench_results("serve").read_text())["levels"]
+    assert lv["label"] == "rate=50/s" and lv["completed"] == 4
+    assert sorted(r["output_tokens"] for r in lv["requests"]) == [3, 3, 5, 5]  # each row drawn once, then again
+    assert sorted(r["prompt_tokens"] for r in lv["requests"]) == sorted(
+        2 * [len(engine.tokenizer.encode(p).ids) for p in ("Thou art", "The king")])
+    assert lv["token_check"]["prompt_checked"] == 0 and lv["token_check"]["output_checked"] == 4
+    (tmp_path / "bad.jsonl").write_text('{"text": "no prompt field"}\n')
+    rc, _, err = cli_in_process(["bench", "serve", "-w", str(tmp_path / "ws"), "--base-url", url + "/v1",
+                                 "--prompts", str(tmp_path / "bad.jsonl")])
+    assert rc == 2 and "bad.jsonl:1" in err and '"prompt"' in err

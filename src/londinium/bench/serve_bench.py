@@ -319,6 +319,20 @@ class BenchSpec:
     timeout_s: float = 600.0
     name: str = "serve"
 
+    def validate(self) -> BenchSpec:
+        """Raise BenchError naming the first flag out of range; return self."""
+        if not self.base_url.startswith(("http://", "https://")):
+            raise BenchError(f"--base-url {self.base_url!r}: give the server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1")
+        for flag in ("num_prompts", "input_len", "output_len"):
+            if getattr(self, flag) < 1:
+                raise BenchError(f"--{flag.replace('_', '-')} {getattr(self, flag)}: must be >= 1")
+        checks = [(self.warmup >= 0, "--warmup", "must be >= 0"), (0 <= self.range_ratio < 1, "--range-ratio", "must be in [0, 1)"),
+                  (self.burstiness > 0, "--burstiness", "must be > 0"), (self.timeout_s > 0, "--timeout", "must be > 0 seconds")]
+        for ok, flag, rule in checks:
+            if not ok:
+                raise BenchError(f"{flag}: {rule}")
+        return self
+
 
 def _payload(spec: BenchSpec, model: str, p: BenchPrompt, ignore_eos: bool) -> dict:
     body = {"model": model, "prompt": p.text, "max_tokens": p.output_len, "temperature": 0.0, "stream": True,
@@ -417,6 +431,7 @@ def bench_serve(ws: Any, spec: BenchSpec, api_key: str = "") -> dict[str, Any]:
     """Draw the prompts (warm-up ones first), run the sweep, write bench/<name>/; return the results."""
     from londinium.bench.report import write_results
 
+    spec.validate()
     ws.bench_dir(spec.name)  # a bad --name fails now, not after the run
     tok = None
     if ws.tokenizer_file.is_file():
