@@ -56,7 +56,8 @@ def test_sweep_writes_results_report_and_plots_with_sane_figures(sweep, tiny_wor
         # ignore_eos fixed every output at max_tokens, and the server counted the prompt as our tokenizer does
         assert [r["output_tokens"] for r in reqs] == [8] * 4
         assert all(r["prompt_tokens"] == r["expected_prompt_tokens"] and 14 <= r["prompt_tokens"] <= 18 for r in reqs)
-        assert lv["token_check"] == {"prompt_checked": 4, "prompt_matched": 4, "output_checked": 4, "output_matched": 4}
+        assert lv["token_check"] == {"prompt_checked": 4, "prompt_matched": 4, "output_checked": 4, "output_matched": 4,
+                                     "text_checked": 4, "text_matched": 4}
         assert lv["total_output_tokens"] == 32 and lv["total_input_tokens"] == sum(r["prompt_tokens"] for r in reqs)
         for r in reqs:
             assert 0 < r["ttft"] <= r["latency"] and len(r["itl"]) >= 1
@@ -161,7 +162,8 @@ def test_prompts_file_with_its_own_output_lengths_in_an_empty_workspace(served, 
     assert sorted(r["output_tokens"] for r in lv["requests"]) == [3, 3, 5, 5]  # each row drawn once, then again
     assert sorted(r["prompt_tokens"] for r in lv["requests"]) == sorted(
         2 * [len(engine.tokenizer.encode(p).ids) for p in ("Thou art", "The king")])
-    assert lv["token_check"]["prompt_checked"] == 0 and lv["token_check"]["output_checked"] == 4
+    assert lv["token_check"]["prompt_checked"] == 0 and lv["token_check"]["text_checked"] == 0
+    assert lv["token_check"]["output_checked"] == 4
     (tmp_path / "bad.jsonl").write_text('{"text": "no prompt field"}\n')
     rc, _, err = cli_in_process(["bench", "serve", "-w", str(tmp_path / "ws"), "--base-url", url + "/v1",
                                  "--prompts", str(tmp_path / "bad.jsonl")])

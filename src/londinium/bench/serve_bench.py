@@ -58,6 +58,7 @@ class RequestRecord:
     usage: bool = False  # the token counts came from the server's usage chunk
     expected_prompt_tokens: int | None = None  # our tokenizer's count of the prompt sent
     expected_output_tokens: int | None = None  # max_tokens, when ignore_eos fixed the length
+    text_tokens: int | None = None  # our tokenizer's count of the returned text, when it is at hand
     text: str = ""
 
     @property
@@ -144,11 +145,16 @@ def summarize(records: Sequence[RequestRecord], duration_s: float, slos: dict[st
     }
     checked_in = [r for r in ok if r.usage and r.expected_prompt_tokens is not None]
     checked_out = [r for r in ok if r.usage and r.expected_output_tokens is not None]
+    checked_text = [r for r in ok if r.usage and r.text_tokens is not None]
     out["token_check"] = {
         "prompt_checked": len(checked_in),
         "prompt_matched": sum(r.prompt_tokens == r.expected_prompt_tokens for r in checked_in),
         "output_checked": len(checked_out),
         "output_matched": sum(r.output_tokens == r.expected_output_tokens for r in checked_out),
+        # the returned text re-encoded: equal for a server with our tokenizer, unless the model chose
+        # a non-canonical split of some text (rare; a tokenizer that is not ours differs nearly always)
+        "text_checked": len(checked_text),
+        "text_matched": sum(r.output_tokens == r.text_tokens for r in checked_text),
     }
     return out
 
@@ -280,8 +286,10 @@ async def stream_completion(client: httpx.AsyncClient, url: str, payload: dict, 
         rec.error = "the stream ended without a completion chunk"
         return rec
     rec.latency, rec.text, rec.success = latest - st, "".join(text), True
+    if tok is not None:
+        rec.text_tokens = len(encode(tok, rec.text))
     if not rec.usage:  # a server that ignores include_usage: count what came back
-        rec.output_tokens = len(encode(tok, rec.text)) if tok else len(text)
+        rec.output_tokens = rec.text_tokens if rec.text_tokens is not None else len(text)
     return rec
 
 
