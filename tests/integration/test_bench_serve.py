@@ -58,6 +58,7 @@ def test_sweep_writes_results_report_and_plots_with_sane_figures(sweep, tiny_wor
         assert all(r["prompt_tokens"] == r["expected_prompt_tokens"] and 14 <= r["prompt_tokens"] <= 18 for r in reqs)
         assert lv["token_check"] == {"prompt_checked": 4, "prompt_matched": 4, "output_checked": 4, "output_matched": 4,
                                      "text_checked": 4, "text_matched": 4}
+        assert lv["finish_reasons"] == {"length": 4}
         assert lv["total_output_tokens"] == 32 and lv["total_input_tokens"] == sum(r["prompt_tokens"] for r in reqs)
         for r in reqs:
             assert 0 < r["ttft"] <= r["latency"] and len(r["itl"]) >= 1

@@ -78,8 +78,9 @@ def render_report(results: dict) -> str:
             out.append(f"\nAt {lv['label']} the server counted {tc['prompt_checked'] - tc['prompt_matched']} of "
                        f"{tc['prompt_checked']} prompts differently from the workspace tokenizer (not this model's tokenizer?).\n")
         if tc["output_checked"] and tc["output_matched"] != tc["output_checked"]:
+            reasons = ", ".join(f"{n} {why}" for why, n in lv.get("finish_reasons", {}).items())
             out.append(f"\nAt {lv['label']} {tc['output_checked'] - tc['output_matched']} of {tc['output_checked']} outputs "
-                       f"were not the requested length although the server took ignore_eos.\n")
+                       f"were not the requested length although the server took ignore_eos (finish reasons: {reasons}).\n")
         if tc["text_checked"]:
             out.append(f"\nAt {lv['label']} the workspace tokenizer re-encodes {tc['text_matched']} of {tc['text_checked']} "
                        f"outputs to the server's count.\n")

@@ -59,6 +59,7 @@ class RequestRecord:
     expected_prompt_tokens: int | None = None  # our tokenizer's count of the prompt sent
     expected_output_tokens: int | None = None  # max_tokens, when ignore_eos fixed the length
     text_tokens: int | None = None  # our tokenizer's count of the returned text, when it is at hand
+    finish_reason: str | None = None  # the last one the stream gave ("length", "stop", ...)
     text: str = ""
 
     @property
@@ -142,9 +143,10 @@ def summarize(records: Sequence[RequestRecord], duration_s: float, slos: dict[st
         "itl_ms": stats_ms([g for r in ok for g in r.itl]),
         "e2el_ms": stats_ms([r.latency for r in ok]),
         "usage_reported": sum(r.usage for r in ok),
+        "finish_reasons": dict(Counter(r.finish_reason or "none" for r in ok).most_common()),
     }
     checked_in = [r for r in ok if r.usage and r.expected_prompt_tokens is not None]
-    checked_out = [r for r in ok if r.usage and r.expected_output_tokens is not None]
+    checked_out = [r for r in ok if r.expected_output_tokens is not None]
     checked_text = [r for r in ok if r.usage and r.text_tokens is not None]
     out["token_check"] = {
         "prompt_checked": len(checked_in),
@@ -277,6 +279,7 @@ async def stream_completion(client: httpx.AsyncClient, url: str, payload: dict, 
                         rec.itl.append(now - latest)
                     latest = now
                     text.append(choices[0].get("text") or "")
+                    rec.finish_reason = choices[0].get("finish_reason") or rec.finish_reason
                 elif usage := chunk.get("usage"):
                     rec.prompt_tokens, rec.output_tokens, rec.usage = usage["prompt_tokens"], usage["completion_tokens"], True
     except (httpx.HTTPError, json.JSONDecodeError, KeyError, TypeError) as e:
