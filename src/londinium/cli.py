@@ -15,6 +15,7 @@
     londinium index build       corpus -> index/ (BM25 over spelling-folded words, for search and MCP)
     londinium search QUERY      the best-matching corpus documents, with snippet and provenance (--format json)
     londinium mcp               the model and corpus as MCP tools, resources and prompts (stdio; --http)
+    londinium bench serve       load an OpenAI-compatible server: TTFT/TPOT/ITL/E2EL, throughput, goodput -> bench/<name>/
     londinium config show       the effective config, with a comment per field
     londinium quickstart        every stage on the embedded default
 
@@ -200,6 +201,30 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    from londinium.bench.report import compare, load_results, render_table
+    from londinium.bench.serve_bench import BenchError, BenchSpec, bench_serve, parse_goodput, parse_levels
+
+    if args.compare:
+        print(compare(*(load_results(p) for p in args.compare)), end="")
+        return 0
+    if not args.base_url:
+        raise BenchError("--base-url URL is required (e.g. http://127.0.0.1:8000/v1), or --compare A.json B.json")
+    ws, _ = _context(args)
+    spec = BenchSpec(base_url=args.base_url, model=args.model or "", num_prompts=args.num_prompts,
+                     levels=parse_levels(args.concurrency, args.max_concurrency, args.request_rate),
+                     input_len=args.input_len, output_len=args.output_len, range_ratio=args.range_ratio,
+                     prompts_file=args.prompts or "", seed=args.seed, warmup=args.warmup, burstiness=args.burstiness,
+                     goodput=parse_goodput(args.goodput), timeout_s=args.timeout, name=args.name)
+    results = bench_serve(ws, spec, api_key=args.api_key or "")
+    print(render_table(results), end="")
+    for lv in results["levels"]:
+        for msg, n in lv["errors"].items():
+            print(f"{lv['label']}: {n} failed: {msg}")
+    print(f"bench: wrote {ws.bench_dir(spec.name)}/ (results.json, report.md, throughput.png, latency.png)")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from londinium.pipeline import QUICKSTART_PRESET, quickstart
 
@@ -333,6 +358,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="'best', 'latest' or a checkpoint directory (default: serve.checkpoint)")
     p.add_argument("--device", default=None, help="torch device (default: serve.device, cpu)")
     p.set_defaults(handler=cmd_mcp)
+
+    bench = stage("bench", "measure a served model (vLLM's serving-benchmark figures)")
+    p = verb(bench, "serve", cmd_bench_serve, "load an OpenAI-compatible server: TTFT, TPOT, ITL, E2EL percentiles, "
+             "throughput and goodput per concurrency, into bench/<name>/ (docs/serving.md)")
+    p.add_argument("--base-url", default=None, metavar="URL", help="the server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--model", default=None, help="model id to send (default: the first of GET /models)")
+    p.add_argument("--api-key", default=None, metavar="KEY", help="sent as 'Authorization: Bearer KEY'")
+    p.add_argument("--concurrency", default=None, metavar="LIST", help="a sweep: one level per concurrency cap, e.g. 1,4,16")
+    p.add_argument("--max-concurrency", type=int, default=None, metavar="N", help="one level, at most N requests in flight")
+    p.add_argument("--request-rate", type=float, default=None, metavar="R", help="arrivals per second (gamma process; default: all at once)")
+    p.add_argument("--burstiness", type=float, default=1.0, metavar="B", help="gamma shape of the arrivals: 1 is Poisson, < 1 burstier (default 1)")
+    p.add_argument("--num-prompts", type=int, default=32, metavar="N", help="measured requests per level (default 32)")
+    p.add_argument("--input-len", type=int, default=64, metavar="TOKENS", help="prompt tokens, held-out prompts (default 64)")
+    p.add_argument("--output-len", type=int, default=32, metavar="TOKENS", help="max_tokens per request, fixed with ignore_eos (default 32)")
+    p.add_argument("--range-ratio", type=float, default=0.0, metavar="R", help="sample lengths uniformly in len*(1-R) .. len*(1+R) (default 0: fixed)")
+    p.add_argument("--prompts", default=None, metavar="FILE.jsonl", help='prompts from a JSONL file of {"prompt": ..., "output_len"?: N} instead of corpus/val.jsonl')
+    p.add_argument("--seed", type=int, default=0, help="seed of the prompt, length and arrival draws (default 0)")
+    p.add_argument("--warmup", type=int, default=1, metavar="N", help="requests sent first and not measured (default 1)")
+    p.add_argument("--goodput", nargs="+", default=[], metavar="METRIC:MS", help="SLOs for goodput, e.g. ttft:500 tpot:50 (ttft, tpot, e2el)")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds one request may take (default 600)")
+    p.add_argument("--name", default="serve", help="results go to bench/NAME/ (default: serve)")
+    p.add_argument("--compare", nargs=2, default=None, metavar=("A.json", "B.json"), help="print two results files side by side with ratios, run nothing")
 
     p = stages.add_parser("quickstart", help="run every stage on the embedded default (tiny preset)")
     _common(p)

@@ -15,6 +15,7 @@ for paths and never joins them by hand:
       exports/<run>-step-<N>/        a transformers directory (londinium export); <run>-step-<N>.gguf for GGUF
       exports/<name>.toml            the [export] settings an export was written with
       index/    bm25/ (the BM25 matrices) documents.jsonl spellings.json meta.json config.toml   (londinium index build)
+      bench/<name>/  results.json report.md throughput.png latency.png   (londinium bench serve)
 
 A stage is a function of its config and its inputs. `Workspace.up_to_date` says whether a stage's
 recorded config and input hashes equal the current ones and its outputs are intact; `record` writes
@@ -201,6 +202,20 @@ class Workspace:
     def export_config_file(self, export: Path) -> Path:
         """The [export] config an export was written with: `exports/<name>.toml`, beside it."""
         return self.exports_dir / f"{Path(export).name}.toml"
+
+    # serving benchmarks
+    def bench_dir(self, name: str = "serve") -> Path:
+        return self.root / "bench" / check_run_name(name)
+
+    def bench_results(self, name: str = "serve") -> Path:
+        return self.bench_dir(name) / "results.json"
+
+    def bench_report_md(self, name: str = "serve") -> Path:
+        return self.bench_dir(name) / "report.md"
+
+    def bench_plot(self, name: str = "serve", kind: str = "throughput") -> Path:
+        """`kind`: throughput (requests and tokens per second) or latency (TTFT and TPOT percentiles)."""
+        return self.bench_dir(name) / f"{kind}.png"
 
     # search index
     @property

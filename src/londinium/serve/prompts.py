@@ -47,7 +47,7 @@ def _params(req: _Sampling, gen: Any, vocab_size: int, names: dict[str, str], **
     """The request's SamplingParams over the config's defaults, range-checked. `names` maps an
     engine field name to the request field that set it, so an error names what the client sent."""
     overrides: dict[str, Any] = {k: getattr(req, k) for k in (
-        "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "seed")
+        "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "seed", "ignore_eos")
         if getattr(req, k) is not None}
     if req.stop is not None:
         overrides["stop"] = [req.stop] if isinstance(req.stop, str) else list(req.stop)

@@ -43,6 +43,7 @@ class _Sampling(_Request):
     top_k: Optional[int] = None
     min_p: Optional[float] = None
     repetition_penalty: Optional[float] = None
+    ignore_eos: Optional[bool] = None  # decode past the end-of-text token: fixed output lengths for benchmarks
 
 
 class CompletionRequest(_Sampling):

@@ -1,0 +1,154 @@
+"""`londinium bench serve`'s sweep against the serving peers on the same weights, in one run.
+
+    .venv/bin/python benchmarks/serve_peers.py -w londinium-work --run main
+    .venv/bin/python benchmarks/serve_peers.py --concurrency 1,4,16 --num-prompts 64 --rounds 3 --no-llama-cpp
+
+Servers, side by side on 127.0.0.1, every one with the same torch/OpenMP thread count (`--threads`,
+1 by default: on a small shared CPU a spinning second thread stalls decode by 30x):
+`londinium serve` over the run; `transformers serve` without and with `--continuous-batching` over
+the run's `londinium export`; and llama.cpp's OpenAI-compatible server (`python -m
+llama_cpp.server`, from `pip install 'llama-cpp-python[server]'`) over the GGUF export, with
+`--interrupt_requests False` (its default cuts a running stream off when the next request comes).
+All get the same held-out prompts through `londinium.bench.serve_bench` (vLLM's metrics), measured
+in alternation, round by round with the order rotated, so load from elsewhere falls on all alike;
+each figure is the median over the rounds. The last round of each server is written to
+bench/peers-<server>/ for `londinium bench serve --compare`.
+
+Printed: output tokens/s, TTFT p50 and TPOT p50 per server and concurrency, and londinium's output
+tokens/s over each peer's at the same concurrency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], url: str, log: Path, threads: int, timeout: float = 180) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=5).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"{cmd[0]} did not start; its log: {log}\n{log.read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> None:
+    from londinium.bench.report import write_results
+    from londinium.bench.serve_bench import BenchSpec, bench_serve_async, held_out_prompts, parse_levels
+    from londinium.config import Config
+    from londinium.export.run import export_run
+    from londinium.model.load import load_run
+    from londinium.tokenizer.codec import load_tokenizer
+    from londinium.workspace import Workspace
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workspace", "-w", default="londinium-work")
+    ap.add_argument("--run", default="main")
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--num-prompts", type=int, default=64, help="measured requests per level and round")
+    ap.add_argument("--input-len", type=int, default=64)
+    ap.add_argument("--output-len", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
+    ap.add_argument("--threads", type=int, default=1, help="threads of every server (OMP_NUM_THREADS, serve.threads, n_threads)")
+    ap.add_argument("--no-transformers", action="store_true", help="leave out transformers serve")
+    ap.add_argument("--no-llama-cpp", action="store_true", help="leave out llama.cpp's server")
+    args = ap.parse_args()
+    ws = Workspace(args.workspace)
+    tok = load_tokenizer(ws)
+    levels = parse_levels(args.concurrency, None, None)
+    caps = [lv.max_concurrency for lv in levels]
+    context = load_run(ws, run=args.run).config.model.context
+    tmp = Path(tempfile.mkdtemp(prefix="serve-peers-"))
+    py = sys.executable
+    servers: dict[str, list[str]] = {
+        "londinium": [py, "-m", "londinium", "serve", "-w", str(ws.root), "--run", args.run, "--port", "PORT",
+                      "--set", f"serve.max_running={max(caps)}", "--set", f"serve.threads={args.threads}"]}
+    if not args.no_transformers:
+        hf = export_run(ws, Config(), run=args.run, fmt="hf", out=tmp / "hf", log=lambda m: None)
+        for cb in (False, True):
+            servers["transformers-cb" if cb else "transformers"] = [
+                str(Path(py).with_name("transformers")), "serve", str(hf), "--device", "cpu", "--host", "127.0.0.1",
+                "--port", "PORT", *(["--continuous-batching"] if cb else [])]
+    if not args.no_llama_cpp:
+        if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("starlette_context") is None:
+            print("llama.cpp left out: pip install 'llama-cpp-python[server]'", file=sys.stderr)
+        else:
+            gguf = export_run(ws, Config(), run=args.run, fmt="gguf", out=tmp / "model.gguf", log=lambda m: None)
+            servers["llama.cpp"] = [py, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", "PORT",
+                                    "--n_threads", str(args.threads), "--n_ctx", str(context), "--interrupt_requests", "False"]
+    prompts = held_out_prompts(ws, args.num_prompts + 1, args.input_len, args.output_len, 0.0, seed=0)
+    procs, urls = {}, {}
+    figures: dict[str, dict[str, list[tuple[float, float, float]]]] = {name: {lv.label: [] for lv in levels} for name in servers}
+    try:
+        for name, cmd in servers.items():
+            port = free_port()
+            urls[name] = f"http://127.0.0.1:{port}"
+            procs[name] = start([str(port) if c == "PORT" else c for c in cmd], urls[name], tmp / f"{name}.log", args.threads)
+        order = list(servers)
+        for r in range(args.rounds):
+            for name in order[r % len(order):] + order[:r % len(order)]:
+                spec = BenchSpec(base_url=urls[name] + "/v1", levels=levels, num_prompts=args.num_prompts, input_len=args.input_len,
+                                 output_len=args.output_len, warmup=1, name=f"peers-{name.replace('.', '-')}")
+                results = asyncio.run(bench_serve_async(spec.validate(), prompts, tok=tok))
+                for lv in results["levels"]:
+                    if lv["failed"]:
+                        print(f"{name} {lv['label']}: {lv['failed']} failed: {lv['errors']}", file=sys.stderr)
+                    figures[name][lv["label"]].append((lv["output_throughput"], lv["ttft_ms"]["median"], lv["tpot_ms"]["median"]))
+                if r == args.rounds - 1:
+                    write_results(ws, results)
+                print(f"round {r + 1}/{args.rounds}: {name} done", file=sys.stderr)
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    med = {n: {lab: [statistics.median(x[i] for x in rows) for i in range(3)] for lab, rows in f.items()} for n, f in figures.items()}
+    labels = [lv.label for lv in levels]
+    print(f"\n{args.rounds} rounds x {args.num_prompts} requests per level, {args.input_len}-token held-out prompts, "
+          f"{args.output_len} output tokens, {args.threads} thread(s) per server; medians over rounds\n")
+    print("| server | " + " | ".join(f"{lab} tok/s | {lab} TTFT p50 | {lab} TPOT p50" for lab in labels) + " |")
+    print("|---|" + "---:|" * (3 * len(labels)))
+    for name, m in med.items():
+        print(f"| {name} | " + " | ".join(f"{m[lab][0]:.0f} | {m[lab][1]:.1f} ms | {m[lab][2]:.2f} ms" for lab in labels) + " |")
+    print("\nlondinium / peer, output tokens/s:\n")
+    print("| peer | " + " | ".join(labels) + " |")
+    print("|---|" + "---:|" * len(labels))
+    for name in [n for n in med if n != "londinium"]:
+        print(f"| {name} | " + " | ".join(f"{med['londinium'][lab][0] / max(med[name][lab][0], 1e-9):.2f}x" for lab in labels) + " |")
+
+
+if __name__ == "__main__":
+    main()
