@@ -26,28 +26,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from servers import free_port, start, stop
 
 PROMPTS = ["Thou art", "The king", "O sweet", "Upon the sea", "Good morrow, my lord", "And the night",
            "Fair queen of", "Let me", "What light through", "My father", "Speak unto the", "The blood of",
            "Come, gentle", "Honour and shame", "In the house of", "Give me the"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_export(ws, run: str, out: Path) -> Path:
@@ -56,31 +47,6 @@ def build_export(ws, run: str, out: Path) -> Path:
     from londinium.export.run import export_run
 
     return export_run(ws, Config(), run=run, checkpoint="best", fmt="hf", out=out, log=lambda m: None)
-
-
-def start(cmd: list[str], url: str, log: Path, threads: int, timeout: float = 180) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"{cmd[0]} did not start; its log: {log}\n{log.read_text()[-2000:]}")
-        time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def one(http: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int) -> tuple[float | None, str]:
@@ -187,14 +153,14 @@ def main() -> None:
         for name, cmd, model in servers:
             p = port if name == "londinium serve" else free_port()
             urls[name] = f"http://127.0.0.1:{p}"
-            procs[name] = start([str(p) if c == "PORT" else c for c in cmd], urls[name], tmp / f"server-{len(procs)}.log", args.threads)
+            procs[name] = start([str(p) if c == "PORT" else c for c in cmd], urls[name], tmp / f"server-{len(procs)}.log", args.threads, ready="/health")
         import torch
 
         from londinium.infer.engine import Engine
         from londinium.infer.scheduler import EngineLoop
         from londinium.model.load import load_run
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads, ready="/health")
         loop = EngineLoop(Engine.from_trained(load_run(ws, run=args.run)), max_running=max(levels))
         loop.start()
         samples: dict[str, dict[int, list[tuple[float, float]]]] = {name: {c: [] for c in levels} for name in [ENGINE, *urls]}

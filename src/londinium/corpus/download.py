@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import os
 import re
 import shutil
@@ -282,7 +281,7 @@ def _download(url: str, dest: Path, source_id: str, max_bytes: int, timeout_s: f
     deadline = Deadline(timeout_s)
     try:
         _download_within(url, dest, source_id, max_bytes, deadline)
-    except (OSError, http.client.HTTPException) as e:
+    except (OSError, http.client.HTTPException):
         if deadline.expired or time.monotonic() >= deadline.at:
             raise TimeoutError(f"the download took longer than {timeout_s:g} s") from None
         raise
