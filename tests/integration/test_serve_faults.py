@@ -62,15 +62,15 @@ def timed_streams(url: str, bias: dict, count: int = 4, tokens: int = 60) -> tup
 def test_a_client_that_stops_reading_does_not_stall_other_streams(trained, tiny_workspace) -> None:
     app = create_app(lambda: Engine.from_trained(trained), MODEL, ServeConfig(stream_interval=1), GenerateConfig())
     bias = no_eos(tiny_workspace)
-    with live_server(app) as url:
+    with live_server(app, send_buffer=4096) as url:
         alone, _ = timed_streams(url, bias)  # the same streams with nobody stalled: the yardstick
         port = int(url.rsplit(":", 1)[1])
-        # The stalled client: a tiny receive buffer, a big stream (4 choices with 5 alternatives per
-        # token), and it never reads a byte, so the server's writes to it block once the buffers fill.
+        # The stalled client: small buffers both ends, a big stream (8 choices with 20 alternatives
+        # per token, ~750 KB), and it never reads a byte, so the server's writes to it block.
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
         stalled.connect(("127.0.0.1", port))
-        body = json.dumps({"model": MODEL, "prompt": "Thou art", "max_tokens": 120, "n": 4, "logprobs": 5,
+        body = json.dumps({"model": MODEL, "prompt": "Thou art", "max_tokens": 120, "n": 8, "logprobs": 20,
                            "temperature": 1.0, "stream": True, "logit_bias": bias}).encode()
         stalled.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
@@ -86,6 +86,17 @@ def test_a_client_that_stops_reading_does_not_stall_other_streams(trained, tiny_
             while app.state.server.stats()["finished"] < 9:
                 assert time.monotonic() < deadline, "the stalled request held the engine"
                 time.sleep(0.02)
+            time.sleep(0.5)
+            served_200 = 'londinium_requests_total{endpoint="/v1/completions",status="200"}'
+            assert metric(url, served_200) == 8  # the stalled response is still being written: the stall was real
+            # Nothing is lost: once the client reads, the whole stream arrives, every choice to its end.
+            received = b""
+            stalled.settimeout(30)
+            while b"data: [DONE]" not in received:
+                chunk = stalled.recv(65536)
+                assert chunk, "the stalled stream was closed before its end"
+                received += chunk
+            assert received.count(b'"finish_reason":"length"') == 8
         finally:
             stalled.close()
         deadline = time.monotonic() + 10
