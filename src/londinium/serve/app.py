@@ -288,6 +288,9 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
 
     def begin(request: Request, prefix: str, kind: str, prepared: Prepared, echo: bool = False) -> Call:
         p = prepared.params[0]
+        if len(prepared.ids) > cfg.max_waiting:  # a 429 would invite a retry that can never succeed
+            raise bad_request(f"prompt: {len(prepared.ids)} prompts in one request, more than this server queues "
+                              f"(serve.max_waiting = {cfg.max_waiting}); send them in smaller requests", param="prompt")
         if p.samples > cfg.max_running:
             field = "best_of" if p.best_of is not None and p.best_of > p.n else "n"
             raise bad_request(f"{field} = {p.samples}: more samples than this server decodes at once "
