@@ -305,6 +305,7 @@ class ServeConfig:
     max_body_mb: float = doc(4.0, "Request bodies larger than this many megabytes are refused with 413.", gt=0, le=1024)
     request_log: str = doc("", "File the request log is appended to (one JSON line per request); empty: standard error.")
     stream_interval: int = doc(4, "A stream's chunk carries the tokens of this many engine steps (the first token is sent at once); more: less server CPU per token, burstier streams.", ge=1, le=1024)
+    open_docs: bool = doc(False, "Serve /docs, /redoc and /openapi.json without the API key (they always need it when api_key is set and this is off).")
     threads: int = doc(0, "CPU threads of the engine (torch.set_num_threads); 0: one fewer than the cores, at least 1, leaving a core to HTTP.", ge=0, le=1024)
 
 

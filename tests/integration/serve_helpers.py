@@ -58,11 +58,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app: Any, wait_ready: bool = True) -> Iterator[str]:
-    """Run `app` under uvicorn on a thread, on a free port of 127.0.0.1; yield its base URL; always stop it."""
+def live_server(app: Any, wait_ready: bool = True, send_buffer: int | None = None) -> Iterator[str]:
+    """Run `app` under uvicorn on a thread, on a free port of 127.0.0.1; yield its base URL; always stop it.
+    `send_buffer` fixes the kernel's send buffer of every connection (accepted sockets inherit it
+    from the listening one), as a slow network would: a client that stops reading blocks the
+    server's writes after a few KB instead of the megabytes loopback buffers by default."""
     import uvicorn
 
     sock = socket.socket()
+    if send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))

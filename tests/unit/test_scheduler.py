@@ -239,3 +239,19 @@ def test_a_stream_interval_wakes_the_consumer_less_and_loses_no_token(engine: En
     assert batches[-1][-1].finish_reason == "length" and all(d.finish_reason is None for b in batches for d in b[:-1])
     with pytest.raises(ConfigError, match="stream_interval"):
         EngineLoop(engine, stream_interval=0)
+
+
+def test_a_request_the_engine_refuses_at_admission_fails_only_itself(engine: Engine, loop: EngineLoop, monkeypatch) -> None:
+    add = engine.add_request
+
+    def refusing(req):
+        if req.id == "bad":
+            raise ValueError("injected at admission")
+        return add(req)
+
+    monkeypatch.setattr(engine, "add_request", refusing)
+    bad = loop.submit("Thou art", GREEDY, request_id="bad")
+    with pytest.raises(EngineRequestError, match="request bad failed.*injected at admission"):
+        bad.result(timeout=30)
+    assert len(loop.submit("To be", GREEDY).result(timeout=30).token_ids) == GREEDY.max_tokens  # the loop lives on
+    assert loop.stats()["failed"] == 1

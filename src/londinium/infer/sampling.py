@@ -112,7 +112,8 @@ class SamplingParams:
         need(self.num_beams == 1 or self.best_of is None, "best_of", "does not apply to beam search (it keeps the best beams itself)")
         need(_finite(self.length_penalty), "length_penalty", "must be a finite number")
         need(all(isinstance(s, str) and s for s in self.stop), "stop", "must be a list of non-empty strings")
-        need(self.seed is None or isinstance(self.seed, int), "seed", "must be an integer or None")
+        need(self.seed is None or (isinstance(self.seed, int) and -2**63 <= self.seed < 2**64), "seed",
+             "must be an integer in [-2**63, 2**64) (what a torch generator takes) or None")
         for name in ("logit_bias", "stop_token_ids"):
             ids = self.logit_bias.keys() if name == "logit_bias" else self.stop_token_ids
             for t in ids:

@@ -427,6 +427,10 @@ class EngineLoop:
                     return
                 self._waiting.popleft()
             req = Request(h.prompt_ids, h.params, id=h.id, submitted_at=h.submitted_at)
+            try:
+                engine.add_request(req)  # queues the request only once it succeeded: nothing to undo
+            except Exception as e:  # noqa: BLE001 - one request's failure must not stop the loop
+                self._fail(h, e)
+                continue
             h._request = req
             live[req.key] = h
-            engine.add_request(req)

@@ -5,7 +5,8 @@
 `load` runs on a background thread when the app starts, so the port answers at once: until the
 model is ready, and again while the server drains on SIGTERM, requests get 503 (and /health says
 which). Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models[/{id}], GET /health,
-GET /metrics. With `serve.api_key` set, every route but /health needs `Authorization: Bearer KEY`.
+GET /metrics, GET /openapi.json, /docs, /redoc. With `serve.api_key` set, every route but /health needs
+`Authorization: Bearer KEY` (the schema and docs pages too, unless `serve.open_docs`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, Callable
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from londinium.config import GenerateConfig, ServeConfig
@@ -123,6 +125,26 @@ class BodyLimit:
         return APIError(413, self._message(size), code="request_too_large").response()
 
 
+class RequireKey:
+    """ASGI middleware: with a key set, 401 for any request to a path outside `open_paths` that does
+    not send `Authorization: Bearer KEY`. A middleware, not a route dependency, so it runs before the
+    body is read or validated: without the key, a request learns nothing about what the API accepts.
+    The key is compared in constant time (`hmac.compare_digest`)."""
+
+    def __init__(self, app: Any, key: str, open_paths: frozenset[str]):
+        self.app, self.key, self.open_paths = app, key.encode(), open_paths
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or not self.key or scope["path"] in self.open_paths:
+            return await self.app(scope, receive, send)
+        scheme, _, token = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+            error = APIError(401, "Incorrect or missing API key: send the header 'Authorization: Bearer <key>'",
+                             code="invalid_api_key")
+            return await error.response()(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class Observe:
     """ASGI middleware: every /v1 request is counted in the metrics and written to the request log,
     whatever answered it (a route, a validation error, the body limit, a 404)."""
@@ -188,16 +210,6 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
     metrics = Metrics(state.stats)
     app.state.metrics = metrics
     errors.install(app)
-    key = (cfg.api_key or "").encode()
-
-    async def authorised(request: Request) -> None:
-        # async: FastAPI runs a plain-def dependency on its thread pool, a thread hop per request.
-        if not key:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key):
-            raise APIError(401, "Incorrect or missing API key: send the header 'Authorization: Bearer <key>'",
-                           code="invalid_api_key")
 
     def ready() -> None:
         if state.draining:
@@ -276,6 +288,9 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
 
     def begin(request: Request, prefix: str, kind: str, prepared: Prepared, echo: bool = False) -> Call:
         p = prepared.params[0]
+        if len(prepared.ids) > cfg.max_waiting:  # a 429 would invite a retry that can never succeed
+            raise bad_request(f"prompt: {len(prepared.ids)} prompts in one request, more than this server queues "
+                              f"(serve.max_waiting = {cfg.max_waiting}); send them in smaller requests", param="prompt")
         if p.samples > cfg.max_running:
             field = "best_of" if p.best_of is not None and p.best_of > p.n else "n"
             raise bad_request(f"{field} = {p.samples}: more samples than this server decodes at once "
@@ -295,7 +310,7 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
         p, c = call.prompt_tokens, call.record["completion_tokens"]
         return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorised)])
+    v1 = APIRouter(prefix="/v1")
 
     @v1.post("/completions", response_model=None)
     async def completions(req: CompletionRequest, request: Request) -> Any:
@@ -352,11 +367,28 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
             "failed" if state.load_error is not None else "loading"
         return JSONResponse({"status": status, "model": state.model_name}, status_code=200 if status == "ok" else 503)
 
-    @app.get("/metrics", dependencies=[Depends(authorised)])
+    @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    # The last added runs first: Observe sees every request, including those BodyLimit refuses.
+    # The API's schema and its two viewers: behind the key like every route but /health, unless
+    # serve.open_docs opens them (a schema tells a scanner what to try).
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="londinium API")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> Response:
+        return get_redoc_html(openapi_url="/openapi.json", title="londinium API")
+
+    # The last added runs first: Observe sees every request, including those refused for the key or
+    # BodyLimit; the key is checked before the body is read, so without it nothing is parsed.
     app.add_middleware(BodyLimit, limit=int(cfg.max_body_mb * 1024 * 1024))
+    opened = {"/health"} | ({"/openapi.json", "/docs", "/redoc"} if cfg.open_docs else set())
+    app.add_middleware(RequireKey, key=cfg.api_key or "", open_paths=frozenset(opened))
     app.add_middleware(Observe, metrics=metrics, request_log=request_log)
     return app

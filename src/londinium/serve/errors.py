@@ -69,10 +69,21 @@ def validation_error(exc: RequestValidationError) -> APIError:
     if kind == "extra_forbidden":
         return bad_request(f"Unrecognized request argument supplied: {field}", param=field)
     if kind == "missing":
+        if field is None:
+            return bad_request("the request body is empty: send a JSON object")
         return bad_request(f"{field}: this field is required", param=field)
     if field is None and kind in ("model_attributes_type", "dict_type"):
         return bad_request("the request body must be a JSON object")
     return bad_request(f"{field}: {first.get('msg', 'invalid value')}" if field else str(first.get("msg")), param=field)
+
+
+def _unparsable(cause: BaseException) -> str:
+    """Why a JSON body could not be read, when it is not a JSON syntax error."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the request body is not UTF-8: byte {cause.object[cause.start]:#04x} at offset {cause.start}"
+    if isinstance(cause, RecursionError):
+        return "the request body is nested too deeply to parse"
+    return f"the request body could not be parsed as JSON ({type(cause).__name__})"
 
 
 def install(app: FastAPI) -> None:
@@ -93,6 +104,8 @@ def install(app: FastAPI) -> None:
                                 "POST /v1/completions, POST /v1/chat/completions", code="not_found")
         elif exc.status_code == 405:
             err = APIError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed")
+        elif exc.status_code == 400 and exc.__cause__ is not None:
+            err = bad_request(_unparsable(exc.__cause__))  # FastAPI's "error parsing the body", said precisely
         else:
             err = APIError(exc.status_code, str(exc.detail), code=None)
         err.headers = dict(exc.headers) if exc.headers else None

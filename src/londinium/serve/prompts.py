@@ -43,6 +43,17 @@ def _common_checks(req: _Sampling) -> tuple[bool, bool]:
     return stream, include_usage
 
 
+def _text(value: str, field: str) -> str:
+    """`value`, refused if it is not Unicode text: JSON may carry a lone surrogate (`"\\ud800"`),
+    which no tokenizer can encode (nor UTF-8, nor the request log)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise bad_request(f"{field}: character {e.start} is a lone UTF-16 surrogate ({value[e.start]!r}), not text; "
+                          "send valid Unicode", param=field) from None
+    return value
+
+
 def _params(req: _Sampling, gen: Any, vocab_size: int, names: dict[str, str], **extra: Any) -> SamplingParams:
     """The request's SamplingParams over the config's defaults, range-checked. `names` maps an
     engine field name to the request field that set it, so an error names what the client sent."""
@@ -50,7 +61,7 @@ def _params(req: _Sampling, gen: Any, vocab_size: int, names: dict[str, str], **
         "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "seed", "ignore_eos")
         if getattr(req, k) is not None}
     if req.stop is not None:
-        overrides["stop"] = [req.stop] if isinstance(req.stop, str) else list(req.stop)
+        overrides["stop"] = [_text(s, "stop") for s in ([req.stop] if isinstance(req.stop, str) else req.stop)]
     if req.logit_bias:
         bias: dict[int, float] = {}
         for key, value in req.logit_bias.items():
@@ -113,7 +124,7 @@ def completion_inputs(req: CompletionRequest, engine: Any, gen: Any) -> Prepared
     for i, p in enumerate(raw):
         which = f" (prompt {i})" if len(raw) > 1 else ""
         if isinstance(p, str):
-            ids, text = encode(engine.tokenizer, p), p
+            ids, text = encode(engine.tokenizer, _text(p, "prompt")), p
         else:
             bad = [t for t in p if not 0 <= t < engine.vocab_size]
             if bad:
@@ -178,7 +189,7 @@ def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
         if role not in ("system", "user", "assistant"):
             raise bad_request(f"messages[{i}].role: unknown role {m.role!r}; use system, developer, user or assistant",
                               param=f"messages[{i}].role")
-        messages.append({"role": role, "content": m.text()})
+        messages.append({"role": role, "content": _text(m.text(), f"messages[{i}].content")})
     try:
         ids, text = encode_chat(engine.tokenizer, messages)
     except ChatTemplateError as e:
