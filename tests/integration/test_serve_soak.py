@@ -27,7 +27,7 @@ from londinium.tokenizer.codec import encode, eot_id, load_tokenizer
 
 pytestmark = pytest.mark.slow
 
-CLIENTS, SOAK_S, WARM_S = 64, 45.0, 8.0
+CLIENTS, SOAK_S, WARM_S = 64, 60.0, 8.0  # the issue asks for 60 s of load
 MODEL = "tiny"
 PROMPTS = ["Thou art", "The river", "In the year of our Lord", "London", "My lord, the king", "Upon the bridge"]
 
