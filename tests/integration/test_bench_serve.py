@@ -39,7 +39,7 @@ def bench(ws, url, *flags):
 def sweep(served, tiny_workspace):
     url, _ = served
     rc, out, err = bench(tiny_workspace, url + "/v1", "--api-key", KEY, "--concurrency", "1,2",
-                         "--goodput", "ttft:60000", "tpot:0.001", "--name", "sweep")
+                         "--goodput", "ttft:60000", "e2el:0.001", "--name", "sweep")
     assert rc == 0, err
     return out, json.loads(tiny_workspace.bench_results("sweep").read_text())
 
@@ -61,16 +61,19 @@ def test_sweep_writes_results_report_and_plots_with_sane_figures(sweep, tiny_wor
         assert lv["finish_reasons"] == {"length": 4}
         assert lv["total_output_tokens"] == 32 and lv["total_input_tokens"] == sum(r["prompt_tokens"] for r in reqs)
         for r in reqs:
-            assert 0 < r["ttft"] <= r["latency"] and len(r["itl"]) >= 1
+            # A loaded server may merge a stream's queued tokens into one chunk (serve.stream_interval,
+            # and a consumer that fell behind), so a request can have fewer gaps than tokens, even none.
+            assert 0 < r["ttft"] <= r["latency"] and len(r["itl"]) <= 7
             assert r["tpot"] == pytest.approx((r["latency"] - r["ttft"]) / 7)
             assert r["ttft"] + sum(r["itl"]) == pytest.approx(r["latency"])
         for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
             s = lv[key]
-            assert 0 < s["median"] <= s["p90"] <= s["p99"], (key, s)
+            assert 0 <= s["median"] <= s["p90"] <= s["p99"], (key, s)
+        assert lv["ttft_ms"]["median"] > 0 and lv["e2el_ms"]["median"] > 0
         assert lv["ttft_ms"]["p99"] <= lv["e2el_ms"]["p99"]
         assert lv["output_throughput"] == pytest.approx(32 / lv["duration_s"])
         assert lv["request_throughput"] == pytest.approx(4 / lv["duration_s"])
-        assert lv["goodput"] == 0.0  # no request makes 1 microsecond per token
+        assert lv["goodput"] == 0.0  # no request ends within 1 microsecond
     report = tiny_workspace.bench_report_md("sweep").read_text()
     assert "| metric | c=1 | c=2 |" in report and "TPOT p99 (ms)" in report and "ignore_eos" in report
     assert "| Successful requests | 4 | 4 |" in out
