@@ -66,3 +66,12 @@ def test_serve_process_streams_and_drains_on_sigterm(ws, tmp_path) -> None:
 def test_serve_unknown_run_fails_before_listening(ws) -> None:
     r = subprocess.run(serve_cmd(ws, "no-such-run", free_port()), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no-such-run" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("port, host, says", [(70000, "127.0.0.1", "serve.port = 70000"), (8000, "", "serve.host = ''")])
+def test_serve_flags_are_held_to_the_config_rules(ws, port, host, says) -> None:
+    # --port and --host are applied after the config is loaded: the same rules must still hold.
+    cmd = serve_cmd(ws, SLOW_RUN, port, "--host", host)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and says in lines[0] and "Traceback" not in r.stderr, r.stderr

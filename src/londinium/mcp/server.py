@@ -363,7 +363,10 @@ def http_app(server: Any, cfg: Config) -> Any:
 
 def serve_mcp(ws: Workspace, cfg: Config, http: bool = False) -> None:
     """Load the model and index, then serve MCP over stdio (the default) or streamable HTTP until stopped."""
+    from londinium.config import validate
+
     log = lambda msg: print(f"londinium mcp: {msg}", file=sys.stderr, flush=True)  # noqa: E731 (stdout is the stdio protocol)
+    validate(cfg, "command line")  # command-line flags (--port, --host, ...) land here after the config was loaded
     service = ModelService.load(ws, cfg)
     server = build_server(service)
     log(f"serving {service.trained.describe()}" + ("" if service.has_index else f"; search disabled: {service.index_error}"))

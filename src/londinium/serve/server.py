@@ -80,6 +80,7 @@ def export_loader(directory: Path, device: str) -> tuple[Callable[[], Any], str]
 
 def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
     """Serve until SIGTERM or Ctrl-C; returns the exit status (0 after a graceful SIGTERM)."""
+    from londinium.config import validate
     from londinium.serve.app import create_app
 
     s = cfg.serve
@@ -87,9 +88,8 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
     run = run or s.run or cfg.train.run_name
     if export:
         s.export = export
+    validate(cfg, "command line")  # command-line flags (--port, --host, ...) land here after the config was loaded
     load, default_name = run_loader(ws, cfg, run)
-    if s.threads < 0:
-        raise LondiniumError(f"serve.threads must be 0 (one fewer than the cores) or positive, got {s.threads}")
     import torch
 
     # The event loop and the SSE writes need a core of their own: with torch on every core, its
