@@ -9,6 +9,7 @@ start-ups per test (torch's import is most of a tiny run's cost).
 from __future__ import annotations
 
 import shlex
+import sys
 import shutil
 
 import pytest
@@ -104,3 +105,35 @@ def test_an_explicit_change_of_architecture_on_resume_is_refused_by_key(killed):
     assert rc == 2
     assert "model.n_layer: 2 -> 3" in err and f"`londinium train --resume --run killed -w {ws.root}`" in err
     assert len(err.strip().splitlines()) == 1
+
+
+# The recipe the tiny preset may adopt (#14): Llama blocks, Muon for the blocks' matrices with AdamW
+# for the rest, warmup-stable-decay. Two optimisers and their states must resume as bit-exactly.
+RECIPE = ["model.positions=rope", "model.norm=rmsnorm", "model.mlp=swiglu", "model.bias=false",
+          "model.tie_embeddings=false", "train.optimizer=muon", "train.schedule=wsd", "train.decay_share=0.5"]
+
+
+def recipe_args(ws, run_name: str, *flags: str) -> list[str]:
+    args = train_args(ws, run_name, STEPS, *flags)
+    return args + [a for s in RECIPE for a in ("--set", s)]
+
+
+def test_muon_wsd_llama_run_resumes_after_sigkill_bit_exactly(tiny_workspace):
+    ws = tiny_workspace
+    rc, _, err = cli_in_process(recipe_args(ws, "recipe-ref"))
+    assert rc == 0, err
+    died = run([sys.executable, "-m", "londinium", *recipe_args(ws, "recipe-killed")], kill_at=KILL_AT)
+    assert died.returncode == -9, (died.returncode, died.stderr[-2000:])
+    rc, out, err = cli_in_process(recipe_args(ws, "recipe-killed", "--resume"))
+    assert rc == 0, err
+    assert "resuming from step 12" in out
+    assert_same_weights(final_weights(ws, "recipe-killed"), final_weights(ws, "recipe-ref"))
+    assert logged(ws, "recipe-killed") == logged(ws, "recipe-ref")
+    train_rows = logged(ws, "recipe-ref")[0]
+    assert train_rows[-1][1] < train_rows[0][1]  # it learnt something: Muon moved the weights the right way
+
+    # The optimiser cannot change under a resumed run: its state would not fit.
+    rc, _, err = cli_in_process(["train", "-w", str(ws.root), "--run", "recipe-killed", "--resume", "--set", "train.optimizer=adamw",
+                                 "--set", f"train.max_steps={STEPS + 6}"])
+    assert rc == 2
+    assert "train.optimizer = 'muon'" in err and "'adamw'" in err

@@ -78,3 +78,20 @@ def test_bad_batch_settings_name_the_field():
         plan_batches(TrainConfig(batch_size=0), context=32, world_size=1)
     with pytest.raises(ConfigError, match="train.batch_tokens"):
         plan_batches(TrainConfig(batch_tokens=-5), context=32, world_size=1)
+
+
+def test_wsd_holds_the_peak_then_decays_linearly_to_the_floor_over_the_last_share():
+    c = cfg(schedule="wsd", decay_share=0.2)  # warm-up 10, decay over steps 80..100
+    assert lr_at(9, c) == pytest.approx(1e-3)
+    assert all(lr_at(s, c) == pytest.approx(1e-3) for s in range(10, 81))
+    assert lr_at(90, c) == pytest.approx(1e-3 - 0.5 * (1e-3 - 1e-4))
+    decay = [lr_at(s, c) for s in range(80, 101)]
+    assert all(b < a for a, b in zip(decay, decay[1:]))
+    assert lr_at(100, c) == pytest.approx(1e-4)
+    assert lr_at(10_000, c) == pytest.approx(1e-4)
+
+
+def test_wsd_decay_longer_than_the_run_after_warmup_starts_at_the_warmup_end():
+    c = cfg(schedule="wsd", decay_share=1.0, warmup_steps=10, max_steps=20)
+    assert lr_at(10, c) == pytest.approx(1e-3)
+    assert lr_at(15, c) == pytest.approx(1e-3 - 0.5 * (1e-3 - 1e-4))

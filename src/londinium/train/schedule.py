@@ -13,20 +13,29 @@ from londinium.config import TrainConfig, validate
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for optimiser step `step` (0-based): linear warm-up, cosine decay to a floor.
+    """Learning rate for optimiser step `step` (0-based): linear warm-up, then decay to a floor.
 
-    Warm-up ends at the peak on step `warmup_steps - 1` (step 0 already moves, at peak/warmup);
-    cosine then decays from the peak to `min_lr_ratio * peak` at `max_steps`, and stays at the floor
-    for any step beyond (a run resumed with the same config never reaches it).
+    Warm-up ends at the peak on step `warmup_steps - 1` (step 0 already moves, at peak/warmup).
+    'cosine' then decays from the peak to `min_lr_ratio * peak` at `max_steps`; 'wsd' holds the
+    peak and decays linearly to the floor over the last `decay_share` of `max_steps` (Hu et al.
+    2024, MiniCPM; the shape modded-nanogpt and nanochat use). Any step beyond `max_steps` stays at
+    the floor (a run resumed with the same config never reaches it).
     """
     peak = cfg.learning_rate
     floor = peak * cfg.min_lr_ratio
     warmup = max(0, cfg.warmup_steps)
     if step < warmup:
         return peak * (step + 1) / warmup
+    if step >= cfg.max_steps:
+        return floor
+    if cfg.schedule == "wsd":
+        decay_start = max(warmup, cfg.max_steps - round(cfg.decay_share * cfg.max_steps))
+        if step < decay_start:
+            return peak
+        return peak + (floor - peak) * (step - decay_start) / (cfg.max_steps - decay_start)
     decay_steps = cfg.max_steps - warmup
-    if decay_steps <= 0 or step >= cfg.max_steps:
-        return floor if step >= cfg.max_steps else peak
+    if decay_steps <= 0:
+        return peak
     progress = (step - warmup) / decay_steps
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - floor)
 

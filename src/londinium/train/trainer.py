@@ -3,7 +3,7 @@
     train(ws, cfg)              # what `londinium train` and `quickstart` call
 
 One step: `accum_steps` micro-batches (DDP's gradient all-reduce only on the last, via `no_sync`),
-gradient clipping, AdamW with the schedule's learning rate. Every `eval_every` steps (and at the
+gradient clipping, AdamW (or Muon for the blocks' matrices, `optim.py`) at the schedule's learning rate. Every `eval_every` steps (and at the
 end) the state is saved first -- atomically, see `checkpoint.py` -- and then evaluated, so a crash
 during evaluation loses nothing. Every RNG, the optimiser, the step (which fixes the schedule) and
 the loader cursor are in the checkpoint, so on CPU a run killed at any point and resumed ends with
@@ -40,6 +40,7 @@ from londinium.train.budget import DataBudget, budget_report
 from londinium.device import configure_backends, resolve_device, resolve_precision
 from londinium.train.evaluate import evaluate
 from londinium.train.monitor import MetricsLog, Progress, Trackers, peak_flops, plot_losses
+from londinium.train.optim import build_optimizers
 from londinium.train.schedule import lr_at, plan_batches
 from londinium.workspace import DEFAULT_WORKSPACE, Workspace
 
@@ -255,10 +256,7 @@ class _Run:
         configure_backends(device)
         torch.manual_seed(tc.seed)  # the same initial weights on every rank and every run
         self.raw = GPT(self.cfg.model).to(device)
-        # Fused AdamW (one kernel for all parameters) where this torch has it, else the foreach path.
-        fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
-        self.opt = torch.optim.AdamW(self.raw.optimizer_groups(tc.weight_decay), lr=tc.learning_rate,
-                                     betas=(tc.beta1, tc.beta2), **fast)
+        self.opt = build_optimizers(self.raw, tc, device)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision.needs_scaler else None
         self.plan = plan_batches(tc, self.cfg.model.context, self.d.world_size)
         self.loader = TokenLoader(self.train_shard, self.cfg.model.context, tc.batch_size, tc.seed, self.d.rank, self.d.world_size)
@@ -292,6 +290,10 @@ class _Run:
         if ckpt.meta.get("tokenizer_sha256") != self.tokenizer_sha256:
             raise ck.CheckpointError(f"checkpoint {ckpt.path} was trained with another tokenizer (sha256 {ckpt.meta.get('tokenizer_sha256')}); "
                                      f"its token ids mean other tokens now. Start a separate run (--run NAME) or --force")
+        if saved_cfg.train.optimizer != self.tc.optimizer:
+            raise ck.CheckpointError(f"checkpoint {ckpt.path} was trained with train.optimizer = {saved_cfg.train.optimizer!r}, "
+                                     f"this run asks for {self.tc.optimizer!r}: an optimiser's state does not carry over to another; "
+                                     f"keep {saved_cfg.train.optimizer!r} to continue it, or start a separate run with --run NAME")
         changed = [k for k, v in dataclasses.asdict(saved_cfg.train).items()
                    if k not in _NOT_FINGERPRINTED and getattr(self.tc, k, v) != v]
         if changed:
@@ -373,8 +375,7 @@ class _Run:
 
     def _one_step(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         lr = lr_at(self.step, self.tc)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        self.opt.set_lr(lr / self.tc.learning_rate)
         device = self.precision.device
         loss_sum = torch.zeros((), device=device)
         accum = self.plan.accum_steps
@@ -392,14 +393,12 @@ class _Run:
         grad_norm = None
         if self.tc.grad_clip > 0:
             if self.scaler:
-                self.scaler.unscale_(self.opt)
+                self.opt.unscale_(self.scaler)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), self.tc.grad_clip)
+        self.opt.step(self.scaler)
         if self.scaler:
-            self.scaler.step(self.opt)
             self.scaler.update()
-        else:
-            self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad()
         self.step += 1
         self.tokens_seen += self.plan.tokens_per_step
         return loss_sum, grad_norm, lr

@@ -1,0 +1,212 @@
+"""Which training recipe gives the best model for the same wall-clock budget? Measure candidates.
+
+    .venv/bin/python benchmarks/recipe_search.py --base WS --root DIR --budget-s 120 --seeds 1337 1338 \
+        --candidate base \
+        --candidate v2k tokenizer.vocab_size=2048 \
+        --candidate v2k-llama tokenizer.vocab_size=2048 model.positions=rope model.norm=rmsnorm model.mlp=swiglu
+
+Every candidate is the `tiny` preset plus its `section.key=value` changes, trained by the real
+trainer (`londinium train`, one process at a time, all cores) and scored by the real eval stage on
+the **validation** split (bits per byte, which compares across tokenizers, and the domain probes).
+The test split is never read here.
+
+1. Workspaces: one per vocabulary size under `--root` (`ws-<V>`), each a copy of the corpus of
+   `--base` (a workspace where `londinium corpus build` ran, e.g. quickstart's) with its own
+   tokenizer and shards.
+2. Calibration: each candidate trains `--calib-steps` steps, in alternating rounds (so a busy
+   moment hits all alike); its step time is the fastest of the rounds (other load only ever adds time), measured after
+   the first `--calib-skip` steps, and the time before them beyond that pace is its start-up cost
+   (e.g. `torch.compile`), which counts against the budget.
+3. Quality: each candidate trains the number of steps its calibrated speed fits in `--budget-s`
+   (start-up included), warm-up a fixed share of them and the schedule over all of them, seeds
+   interleaved; so a noisy moment during one run changes no step count. Then `londinium eval`
+   scores its last checkpoint on the validation split.
+
+Results accumulate in `--root/results.json` (keyed by candidate, seed and budget, so stages of a
+search add to one file), with `report.md` and `recipe.png` next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LONDINIUM = [sys.executable, "-m", "londinium"]
+EVAL_SETTINGS = ['eval.splits=["val"]', "eval.prompts=0"]  # validation only; no samples (not scored)
+
+
+def sh(cmd: list[str], log: Path) -> None:
+    with log.open("a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise SystemExit(f"recipe_search: command failed (exit {r.returncode}), see {log}: {' '.join(cmd)}")
+
+
+def sets(changes: dict[str, str]) -> list[str]:
+    return [a for k, v in changes.items() for a in ("--set", f"{k}={v}")]
+
+
+def workspace(root: Path, base: Path, vocab: str, log: Path) -> Path:
+    """The workspace for one vocabulary size: the base's corpus, its own tokenizer and shards."""
+    ws = root / f"ws-{vocab}"
+    if (ws / "shards").is_dir():
+        return ws
+    tmp = root / f".ws-{vocab}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copytree(base / "corpus", tmp / "corpus")
+    manifest = json.loads((base / "manifest.json").read_text())
+    (tmp / "manifest.json").write_text(json.dumps({"corpus": manifest["corpus"]}, indent=2))
+    tok = {"tokenizer.vocab_size": vocab, "tokenizer.compare_gpt2": "false", "tokenizer.compare_sources": "false"}
+    sh(LONDINIUM + ["tokenizer", "train", "-w", str(tmp), "--preset", "tiny"] + sets(tok), log)
+    sh(LONDINIUM + ["data", "prepare", "-w", str(tmp), "--preset", "tiny"] + sets(tok), log)
+    tmp.rename(ws)
+    return ws
+
+
+def metrics(ws: Path, run: str) -> list[dict]:
+    lines = (ws / "runs" / run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def train(ws: Path, run: str, changes: dict[str, str], log: Path) -> list[dict]:
+    sh(LONDINIUM + ["train", "-w", str(ws), "--preset", "tiny", "--run", run, "--force"] + sets(changes), log)
+    return metrics(ws, run)
+
+
+def calibrate(ws: Path, name: str, changes: dict[str, str], steps: int, skip: int, log: Path) -> tuple[float, float]:
+    """(seconds per step at its steady pace, start-up seconds beyond that pace) of one short run."""
+    run = f"cal-{name}"
+    m = [r for r in train(ws, run, {**changes, "train.max_steps": str(steps), "train.warmup_steps": str(steps),
+                                    "train.log_every": "1", "train.eval_every": str(steps), "train.eval_batches": "1"}, log)
+         if r["type"] == "train"]
+    at = {r["step"]: r["elapsed_s"] for r in m}
+    per_step = (at[steps] - at[skip]) / (steps - skip)
+    shutil.rmtree(ws / "runs" / run, ignore_errors=True)
+    return per_step, max(0.0, at[skip] - skip * per_step)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", type=Path, required=True, help="workspace whose corpus the candidates train on")
+    ap.add_argument("--root", type=Path, required=True, help="where the per-vocabulary workspaces and results live")
+    ap.add_argument("--budget-s", type=float, default=120.0, help="training seconds per candidate, start-up included")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1337])
+    ap.add_argument("--candidate", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
+                    help="a candidate: its name, then section.key=value changes to the tiny preset")
+    ap.add_argument("--calib-steps", type=int, default=40)
+    ap.add_argument("--calib-skip", type=int, default=10)
+    ap.add_argument("--calib-rounds", type=int, default=2)
+    ap.add_argument("--warmup-share", type=float, default=100 / 1100, help="warm-up steps as a share of the steps (the tiny preset's)")
+    ap.add_argument("--reference-steps", type=int, default=1100, help="the current default's steps: the first candidate's time for them is printed")
+    args = ap.parse_args()
+
+    root = args.root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / "commands.log"
+    cands: dict[str, dict[str, str]] = {}
+    for name, *kv in args.candidate:
+        bad = [x for x in kv if "=" not in x]
+        if bad:
+            raise SystemExit(f"recipe_search: candidate {name}: {bad[0]!r} is not section.key=value")
+        cands[name] = dict(x.split("=", 1) for x in kv)
+    vocab = {n: c.get("tokenizer.vocab_size", "8192") for n, c in cands.items()}
+    for n, c in cands.items():
+        c["tokenizer.vocab_size"] = vocab[n]
+    spaces = {v: workspace(root, args.base.resolve(), v, log) for v in sorted(set(vocab.values()), key=int)}
+
+    # 2. calibration, alternating rounds
+    pace: dict[str, list[tuple[float, float]]] = {n: [] for n in cands}
+    for r in range(args.calib_rounds):
+        for n in (list(cands) if r % 2 == 0 else list(cands)[::-1]):
+            pace[n].append(calibrate(spaces[vocab[n]], n, cands[n], args.calib_steps, args.calib_skip, log))
+    plan = {}
+    for n in cands:
+        per_step = min(p[0] for p in pace[n])
+        startup = min(p[1] for p in pace[n])
+        steps = max(20, int((args.budget_s - startup) / per_step))
+        plan[n] = {"s_per_step": per_step, "startup_s": startup, "steps": steps}
+        print(f"{n}: {per_step * 1000:.0f} ms/step, start-up {startup:.1f} s -> {steps} steps in {args.budget_s:.0f} s", flush=True)
+    first = next(iter(cands))
+    print(f"{first} takes {args.reference_steps * plan[first]['s_per_step'] + plan[first]['startup_s']:.0f} s "
+          f"for {args.reference_steps} steps on this machine now", flush=True)
+
+    # 3. quality, seeds interleaved
+    results_file = root / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else []
+    for seed in args.seeds:
+        for n, c in cands.items():
+            ws, steps = spaces[vocab[n]], plan[n]["steps"]
+            run = f"{n}-s{seed}-b{int(args.budget_s)}"
+            t0 = time.time()
+            m = train(ws, run, {**c, "train.seed": str(seed), "train.max_steps": str(steps),
+                                "train.warmup_steps": str(max(1, round(args.warmup_share * steps))),
+                                "train.eval_every": str(steps), "train.max_minutes": "0"}, log)
+            wall = time.time() - t0
+            sh(LONDINIUM + ["eval", "-w", str(ws), "--preset", "tiny", "--run", run, "--force"]
+               + sets({**c, **dict(s.split("=", 1) for s in EVAL_SETTINGS)}), log)
+            res = json.loads((ws / "eval" / run / "results.json").read_text())
+            last = [r for r in m if r["type"] == "train"][-1]
+            probes = res["probes"]["summary"]
+            row = {"name": n, "seed": seed, "budget_s": args.budget_s, "changes": c, "steps": steps,
+                   "train_s": last["elapsed_s"], "process_s": round(wall, 1), "tok_per_s": last["tok_per_s"],
+                   "params": res["model"].get("params") if isinstance(res.get("model"), dict) else None,
+                   "val_bpb": res["perplexity"]["val"]["total"]["bits_per_byte"],
+                   "val_bpb_by_source": {s: v["bits_per_byte"] for s, v in res["perplexity"]["val"]["by_source"].items()},
+                   "probe_acc": probes["overall"]["accuracy"], "probe_acc_norm": probes["overall"]["accuracy_norm"],
+                   "probe_by_category": {k: v["accuracy"] for k, v in probes["by_category"].items()},
+                   "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            results = [r for r in results if (r["name"], r["seed"], r["budget_s"]) != (n, seed, args.budget_s)] + [row]
+            tmp = results_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results, indent=1))
+            os.replace(tmp, results_file)
+            print(f"{n} seed {seed}: {steps} steps in {row['train_s']:.0f} s ({row['tok_per_s']:,.0f} tok/s), "
+                  f"val {row['val_bpb']:.4f} bpb, probes {row['probe_acc']:.1%}", flush=True)
+            shutil.rmtree(ws / "runs" / run / "checkpoints", ignore_errors=True)  # figures kept; weights not needed
+    write_report(root, results)
+
+
+def write_report(root: Path, results: list[dict]) -> None:
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["name"], r["budget_s"]), []).append(r)
+    order = sorted(groups, key=lambda k: (k[1], statistics.mean(r["val_bpb"] for r in groups[k])))
+    lines = ["# Recipe search (validation split; bits per byte compare across tokenizers)", "",
+             "Command: `benchmarks/recipe_search.py` (see its docstring). Mean over seeds; the spread is max - min.", "",
+             "| budget s | candidate | changes to tiny | seeds | steps | train s | tok/s | val bpb | spread | probes |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for k in order:
+        rs = groups[k]
+        bpb = [r["val_bpb"] for r in rs]
+        ch = " ".join(f"{a.split('.', 1)[1]}={b}" for a, b in rs[0]["changes"].items())
+        lines.append(f"| {k[1]:.0f} | {k[0]} | {ch} | {len(rs)} | {rs[0]['steps']} | {statistics.mean(r['train_s'] for r in rs):.0f} | {statistics.mean(r['tok_per_s'] for r in rs):,.0f} | "
+                     f"{statistics.mean(bpb):.4f} | {max(bpb) - min(bpb):.4f} | {statistics.mean(r['probe_acc'] for r in rs):.1%} |")
+    (root / "report.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(order) + 1.5))
+    for i, k in enumerate(order):
+        ax.scatter([r["val_bpb"] for r in groups[k]], [i] * len(groups[k]), color="C0")
+    ax.set_yticks(range(len(order)), [f"{n} ({b:.0f} s)" for n, b in order])
+    ax.invert_yaxis()
+    ax.set_xlabel("validation bits per byte (lower is better); one dot per seed")
+    fig.tight_layout()
+    fig.savefig(root / "recipe.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
