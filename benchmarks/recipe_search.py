@@ -13,10 +13,12 @@ The test split is never read here.
 1. Workspaces: one per vocabulary size under `--root` (`ws-<V>`), each a copy of the corpus of
    `--base` (a workspace where `londinium corpus build` ran, e.g. quickstart's) with its own
    tokenizer and shards.
-2. Calibration: each candidate trains `--calib-steps` steps, in alternating rounds (so a busy
-   moment hits all alike); its step time is the fastest of the rounds (other load only ever adds time), measured after
-   the first `--calib-skip` steps, and the time before them beyond that pace is its start-up cost
-   (e.g. `torch.compile`), which counts against the budget.
+2. Calibration: every candidate's model and optimisers are built in this process as the trainer
+   builds them and timed in alternating rounds of a few steps each, so a busy moment on the
+   machine falls on all of them alike; a candidate's step time is the median of its rounds, and
+   its first step's excess over that is its start-up cost (e.g. `torch.compile`), which counts
+   against the budget. (Timing whole short training runs one after another was tried first: on
+   this shared machine the same candidate's pace varied by up to 30% between runs.)
 3. Quality: each candidate trains the number of steps its calibrated speed fits in `--budget-s`
    (start-up included), warm-up a fixed share of them and the schedule over all of them, seeds
    interleaved; so a noisy moment during one run changes no step count. Then `londinium eval`
@@ -83,16 +85,60 @@ def train(ws: Path, run: str, changes: dict[str, str], log: Path) -> list[dict]:
     return metrics(ws, run)
 
 
-def calibrate(ws: Path, name: str, changes: dict[str, str], steps: int, skip: int, log: Path) -> tuple[float, float]:
-    """(seconds per step at its steady pace, start-up seconds beyond that pace) of one short run."""
-    run = f"cal-{name}"
-    m = [r for r in train(ws, run, {**changes, "train.max_steps": str(steps), "train.warmup_steps": str(steps),
-                                    "train.log_every": "1", "train.eval_every": str(steps), "train.eval_batches": "1"}, log)
-         if r["type"] == "train"]
-    at = {r["step"]: r["elapsed_s"] for r in m}
-    per_step = (at[steps] - at[skip]) / (steps - skip)
-    shutil.rmtree(ws / "runs" / run, ignore_errors=True)
-    return per_step, max(0.0, at[skip] - skip * per_step)
+class Pace:
+    """One candidate's model, optimisers and a batch, built as the trainer builds them, for timing."""
+
+    def __init__(self, changes: dict[str, str]) -> None:
+        import torch
+
+        from londinium.config import load_config
+        from londinium.model.gpt import GPT
+        from londinium.train.optim import build_optimizers
+
+        cfg = load_config(preset="tiny", overrides=[f"{k}={v}" for k, v in changes.items()])
+        cfg.model.vocab_size = cfg.tokenizer.vocab_size
+        torch.manual_seed(0)
+        self.tc, self.model = cfg.train, GPT(cfg.model).train()
+        self.opt = build_optimizers(self.model, cfg.train, torch.device("cpu"))
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        data = torch.randint(0, cfg.model.vocab_size, (cfg.train.batch_size, cfg.model.context + 1))
+        self.x, self.y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
+        self.times: list[float] = []
+        t0 = time.perf_counter()
+        self.step()  # the first step: torch.compile's work, allocations
+        self.first_s = time.perf_counter() - t0
+
+    def step(self) -> None:
+        import torch
+
+        self.opt.set_lr(1e-3)  # a small step: the weights stay sane over many timed steps
+        _, loss = self.forward(self.x, self.y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad()
+        loss.item()
+
+    def timed(self, steps: int) -> None:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        self.times.append((time.perf_counter() - t0) / steps)
+
+
+def calibrate(cands: dict[str, dict[str, str]], rounds: int, steps: int) -> dict[str, tuple[float, float]]:
+    """{name: (seconds per step, start-up seconds)}: every candidate built in this process, then
+    timed in `rounds` alternating rounds of `steps` steps each, so load from elsewhere on the
+    machine falls on all of them alike; a step's time is the median of its rounds, the start-up
+    the first step's excess over it (`torch.compile` compiles there)."""
+    paces = {n: Pace(c) for n, c in cands.items()}
+    for p in paces.values():
+        p.timed(2)  # warm
+        p.times.clear()
+    for r in range(rounds):
+        for n in (list(paces) if r % 2 == 0 else list(paces)[::-1]):
+            paces[n].timed(steps)
+    return {n: (statistics.median(p.times), max(0.0, p.first_s - statistics.median(p.times))) for n, p in paces.items()}
 
 
 def main() -> None:
@@ -103,11 +149,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1337])
     ap.add_argument("--candidate", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
                     help="a candidate: its name, then section.key=value changes to the tiny preset")
-    ap.add_argument("--calib-steps", type=int, default=40)
-    ap.add_argument("--calib-skip", type=int, default=10)
-    ap.add_argument("--calib-rounds", type=int, default=2)
+    ap.add_argument("--calib-steps", type=int, default=5, help="steps per candidate per timing round")
+    ap.add_argument("--calib-rounds", type=int, default=8)
     ap.add_argument("--warmup-share", type=float, default=100 / 1100, help="warm-up steps as a share of the steps (the tiny preset's)")
     ap.add_argument("--reference-steps", type=int, default=1100, help="the current default's steps: the first candidate's time for them is printed")
+    ap.add_argument("--calibrate-only", nargs="*", default=[], metavar="NAME",
+                    help="candidates only timed, not trained (e.g. the current default, to convert its steps into a budget)")
     args = ap.parse_args()
 
     root = args.root.resolve()
@@ -124,15 +171,9 @@ def main() -> None:
         c["tokenizer.vocab_size"] = vocab[n]
     spaces = {v: workspace(root, args.base.resolve(), v, log) for v in sorted(set(vocab.values()), key=int)}
 
-    # 2. calibration, alternating rounds
-    pace: dict[str, list[tuple[float, float]]] = {n: [] for n in cands}
-    for r in range(args.calib_rounds):
-        for n in (list(cands) if r % 2 == 0 else list(cands)[::-1]):
-            pace[n].append(calibrate(spaces[vocab[n]], n, cands[n], args.calib_steps, args.calib_skip, log))
+    # 2. calibration, interleaved in this process
     plan = {}
-    for n in cands:
-        per_step = min(p[0] for p in pace[n])
-        startup = min(p[1] for p in pace[n])
+    for n, (per_step, startup) in calibrate(cands, args.calib_rounds, args.calib_steps).items():
         steps = max(20, int((args.budget_s - startup) / per_step))
         plan[n] = {"s_per_step": per_step, "startup_s": startup, "steps": steps}
         print(f"{n}: {per_step * 1000:.0f} ms/step, start-up {startup:.1f} s -> {steps} steps in {args.budget_s:.0f} s", flush=True)
@@ -145,6 +186,8 @@ def main() -> None:
     results = json.loads(results_file.read_text()) if results_file.exists() else []
     for seed in args.seeds:
         for n, c in cands.items():
+            if n in args.calibrate_only:
+                continue
             ws, steps = spaces[vocab[n]], plan[n]["steps"]
             run = f"{n}-s{seed}-b{int(args.budget_s)}"
             t0 = time.time()

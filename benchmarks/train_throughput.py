@@ -1,10 +1,14 @@
-"""Training throughput of londinium's GPT against `transformers`' GPT2LMHeadModel of the same shape.
+"""Training throughput of londinium's GPT against `transformers`' class of the same shape.
 
     .venv/bin/python benchmarks/train_throughput.py                # eager, both models
     .venv/bin/python benchmarks/train_throughput.py --compile      # adds torch.compile rows (slow first step)
+    .venv/bin/python benchmarks/train_throughput.py --preset tiny  # the default model: tiny preset vs its transformers class
 
-Both models: 6 layers, 6 heads, 384 wide, context 256, vocabulary 8192, batch 16, fp32, no dropout,
-tied embeddings, GPT-2 initialisation, the same batches, the same loss (mean cross-entropy on every
+By default both models are GPT-2: 6 layers, 6 heads, 384 wide, context 256, vocabulary 8192, batch 16,
+fp32, no dropout, tied embeddings, GPT-2 initialisation. With `--preset NAME` ours is that preset's
+model (vocabulary from the preset's tokenizer) and the peer is the `transformers` class our export
+maps it to (`model/hf_layout.py`: GPT2LMHeadModel or LlamaForCausalLM), built from the same config
+the export writes. Either way: the same batches, the same loss (mean cross-entropy on every
 position) and the same optimiser (AdamW, fused CPU kernel, decay on matrices only), so the ratio is
 the model's forward + backward and nothing else. The two models are timed in alternating rounds in
 one process, so load from other processes on the machine hits both alike; each figure is the median
@@ -15,16 +19,25 @@ matmul rate measured in this run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from londinium.config import ModelConfig
+from londinium.config import ModelConfig, load_config
 from londinium.model.gpt import GPT
+from londinium.model.hf_layout import hf_layout
 
 SHAPE = dict(n_layer=6, n_head=6, n_embd=384, context=256, vocab_size=8192)
+
+
+def model_config(preset: str) -> ModelConfig:
+    if not preset:
+        return ModelConfig(**SHAPE, dropout=0.0)
+    cfg = load_config(preset=preset)
+    return dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size, dropout=0.0)
 
 
 def matmul_peak(threads: int, seconds: float = 3.0) -> float:
@@ -42,17 +55,19 @@ def matmul_peak(threads: int, seconds: float = 3.0) -> float:
     return best
 
 
-def build_ours() -> torch.nn.Module:
-    return GPT(ModelConfig(**SHAPE, dropout=0.0))
+def build_ours(cfg: ModelConfig) -> torch.nn.Module:
+    return GPT(cfg)
 
 
-def build_peer() -> torch.nn.Module:
-    from transformers import GPT2Config, GPT2LMHeadModel
+def build_peer(cfg: ModelConfig) -> torch.nn.Module:
+    import transformers
 
-    cfg = GPT2Config(n_layer=SHAPE["n_layer"], n_head=SHAPE["n_head"], n_embd=SHAPE["n_embd"],
-                     n_positions=SHAPE["context"], vocab_size=SHAPE["vocab_size"], bos_token_id=0,
-                     eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    return GPT2LMHeadModel(cfg)
+    layout = hf_layout(cfg)
+    config_class = {"gpt2": transformers.GPT2Config, "llama": transformers.LlamaConfig}[layout.model_type]
+    hf_cfg = config_class(**layout.config, bos_token_id=0, eos_token_id=0)
+    if layout.model_type == "gpt2":
+        hf_cfg.resid_pdrop = hf_cfg.embd_pdrop = hf_cfg.attn_pdrop = 0.0
+    return getattr(transformers, layout.architecture)(hf_cfg)
 
 
 def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -100,23 +115,27 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd versions of both")
+    ap.add_argument("--preset", default="", help="time this preset's model (e.g. tiny) against its transformers class")
     args = ap.parse_args()
+    cfg = model_config(args.preset)
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    T, V = SHAPE["context"], SHAPE["vocab_size"]
+    T, V = cfg.context, cfg.vocab_size
     data = torch.randint(0, V, (args.steps, args.batch, T + 1))
     batches = [(d[:, :-1].contiguous(), d[:, 1:].contiguous()) for d in data]
 
-    runners = [Runner("londinium GPT (eager)", build_ours(), hf=False, compile=False),
-               Runner("transformers GPT2LMHeadModel (eager)", build_peer(), hf=True, compile=False)]
+    peer = hf_layout(cfg).architecture
+    runners = [Runner("londinium GPT (eager)", build_ours(cfg), hf=False, compile=False),
+               Runner(f"transformers {peer} (eager)", build_peer(cfg), hf=True, compile=False)]
     if args.compile:
-        runners += [Runner("londinium GPT (compiled)", build_ours(), hf=False, compile=True),
-                    Runner("transformers GPT2LMHeadModel (compiled)", build_peer(), hf=True, compile=True)]
+        runners += [Runner("londinium GPT (compiled)", build_ours(cfg), hf=False, compile=True),
+                    Runner(f"transformers {peer} (compiled)", build_peer(cfg), hf=True, compile=True)]
     flops = runners[0].model.flops_per_token()
     n_ours = runners[0].model.num_params()
     n_peer = sum(p.numel() for p in runners[1].model.parameters())
-    print(f"shape {SHAPE}, batch {args.batch}, {args.threads} threads, fp32; params: ours {n_ours:,}, peer {n_peer:,}")
+    shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "context", "vocab_size", "positions", "norm", "mlp", "tie_embeddings")}
+    print(f"{args.preset or 'benchmark'} shape {shape}, batch {args.batch}, {args.threads} threads, fp32; params: ours {n_ours:,}, peer {n_peer:,}")
 
     for r in runners:
         for x, y in batches[:args.warmup]:

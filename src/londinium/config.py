@@ -372,29 +372,37 @@ SECTIONS = {name: globals()[t] if isinstance(t, str) else t for name, t in SECTI
 # Named config fragments. Sizes are chosen by measurement on a 2-core CPU (tiny) or follow GPT-2.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
-        "tokenizer": {"vocab_size": 8192},
-        # The shape with the lowest validation loss after 10 minutes on the 2-core CPU
-        # (benchmarks/tiny_preset.py, 2026-11-22, equal wall-clock budgets): 2L/128 4.82, 4L/192 4.96
-        # (4L/256, 6L/256 and 6L/384 trailed further at 90 s and 5 min). Ten minutes is far short of
-        # compute-optimal for any of them, so the fastest model (~7,400-8,900 tok/s) wins by seeing
-        # the most tokens. max_steps is what it reaches in ~10 minutes there.
-        "model": {"n_layer": 2, "n_head": 4, "n_embd": 128, "context": 256},
-        "train": {"max_steps": 1100, "batch_size": 16, "learning_rate": 2e-3, "warmup_steps": 100, "eval_every": 250},
+        # The recipe with the lowest validation bits per byte for the old default's wall clock on
+        # the 2-core CPU (benchmarks/recipe_search.py, 2026-12-01, equal wall-clock budgets, stages
+        # and figures in docs/LOG.md "The default recipe"). At a quarter budget: a 2,048-token
+        # vocabulary beat 1,024, 4,096 and 8,192 (fewer bytes per token, but ~2x the steps of 8,192:
+        # the head is most of a 128-wide model's work); Llama blocks beat GPT-2's by 0.09-0.23 bits
+        # per byte; warmup-stable-decay beat cosine by 0.05; batch 8 beat 16 by 0.05 and 32 by 0.2
+        # (more updates). Deeper or wider shapes, context 512, Muon at 0.05 and untied embeddings
+        # lost; Muon at 0.02, lr 4e-3, context 128 and torch.compile gained < 0.02 in one seed each
+        # (compile needs a C++ toolchain and its cold compile was not charged) and were not taken.
+        # max_steps: as long as the old default's 1,100 steps of batch 16 x vocabulary 8,192 took
+        # (in-process interleaved timing: 415 vs 92 ms a step).
+        "tokenizer": {"vocab_size": 2048},
+        "model": {"n_layer": 2, "n_head": 4, "n_embd": 128, "context": 256,
+                  "positions": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False},
+        "train": {"max_steps": 4800, "batch_size": 8, "learning_rate": 2e-3, "warmup_steps": 440,
+                  "schedule": "wsd", "eval_every": 600},
     },
     "small": {
         "tokenizer": {"vocab_size": 8192},
         "model": {"n_layer": 6, "n_head": 6, "n_embd": 384, "context": 256},
-        "train": {"max_steps": 5000, "batch_size": 16, "learning_rate": 1e-3},
+        "train": {"schedule": "wsd", "max_steps": 5000, "batch_size": 16, "learning_rate": 1e-3},
     },
     "slm": {
         "tokenizer": {"vocab_size": 16384},
         "model": {"n_layer": 12, "n_head": 12, "n_embd": 768, "context": 1024},
-        "train": {"max_steps": 20000, "batch_size": 8, "batch_tokens": 131072, "learning_rate": 6e-4, "warmup_steps": 1000},
+        "train": {"schedule": "wsd", "max_steps": 20000, "batch_size": 8, "batch_tokens": 131072, "learning_rate": 6e-4, "warmup_steps": 1000},
     },
     "regular": {
         "tokenizer": {"vocab_size": 32768},
         "model": {"n_layer": 24, "n_head": 16, "n_embd": 1024, "context": 1024},
-        "train": {"max_steps": 50000, "batch_size": 8, "batch_tokens": 262144, "learning_rate": 3e-4, "warmup_steps": 2000},
+        "train": {"schedule": "wsd", "max_steps": 50000, "batch_size": 8, "batch_tokens": 262144, "learning_rate": 3e-4, "warmup_steps": 2000},
     },
 }
 

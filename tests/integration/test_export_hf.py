@@ -1,7 +1,7 @@
 """`londinium export` (Hugging Face format) checked with the real `transformers`, offline.
 
 For each layout a preset can have (GPT-2 style; Llama style with n_kv_head < n_head; mixture of
-experts) on a random model saved as a real checkpoint, and on a tiny model the trainer trained:
+experts; the `tiny` preset's own model, the one quickstart trains) on a random model saved as a real checkpoint, and on a tiny model the trainer trained:
 `AutoModelForCausalLM` loads the export with no londinium code, its logits equal ours with and
 without padding, its greedy `generate` gives our engine's tokens, and `pipeline` runs. The
 tokenizer, sharding, half-precision exports and the stage's own behaviour are checked once.
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from londinium.checkpoint import save_checkpoint
-from londinium.config import Config, ModelConfig, to_toml
+from londinium.config import PRESETS, Config, ModelConfig, to_toml
 from londinium.export.run import export_run
 from londinium.infer import Engine, SamplingParams
 from londinium.model.gpt import GPT
@@ -36,8 +36,10 @@ LAYOUTS = {
     "gpt2": dict(n_layer=2, n_head=4, n_embd=64, context=CONTEXT),
     "llama-gqa": dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, context=CONTEXT, bias=False, tie_embeddings=False, **LLAMA),
     "moe": dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, context=CONTEXT, bias=False, n_experts=4, top_k=2, **LLAMA),
+    "tiny-preset": PRESETS["tiny"]["model"],  # the default model a quickstart trains, exactly
 }
-ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama-gqa": "LlamaForCausalLM", "moe": "MixtralForCausalLM", "trained": "GPT2LMHeadModel"}
+ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama-gqa": "LlamaForCausalLM", "moe": "MixtralForCausalLM", "trained": "GPT2LMHeadModel",
+                 "tiny-preset": "LlamaForCausalLM"}
 PROMPTS = ["Thou art", "The king hath said unto his servants, go ye"]
 QUIET = dict(log=lambda m: None)
 
