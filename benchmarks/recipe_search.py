@@ -32,13 +32,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from londinium.errors import ConfigError
+from londinium.files import atomic_write, write_json, write_text
+from londinium.train.monitor import read_metrics
+from londinium.workspace import Workspace
 
 LONDINIUM = [sys.executable, "-m", "londinium"]
 EVAL_SETTINGS = ['eval.splits=["val"]', "eval.prompts=0"]  # validation only; no samples (not scored)
@@ -75,14 +79,9 @@ def workspace(root: Path, base: Path, vocab: str, log: Path) -> Path:
     return ws
 
 
-def metrics(ws: Path, run: str) -> list[dict]:
-    lines = (ws / "runs" / run / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
 def train(ws: Path, run: str, changes: dict[str, str], log: Path) -> list[dict]:
     sh(LONDINIUM + ["train", "-w", str(ws), "--preset", "tiny", "--run", run, "--force"] + sets(changes), log)
-    return metrics(ws, run)
+    return read_metrics(Workspace(ws).metrics_file(run))
 
 
 class Pace:
@@ -131,7 +130,12 @@ def calibrate(cands: dict[str, dict[str, str]], rounds: int, steps: int) -> dict
     timed in `rounds` alternating rounds of `steps` steps each, so load from elsewhere on the
     machine falls on all of them alike; a step's time is the median of its rounds, the start-up
     the first step's excess over it (`torch.compile` compiles there)."""
-    paces = {n: Pace(c) for n, c in cands.items()}
+    paces = {}
+    for n, c in cands.items():
+        try:
+            paces[n] = Pace(c)
+        except ConfigError as e:  # a misspelt key or a value out of range: name the candidate too
+            raise SystemExit(f"recipe_search: candidate {n}: {e}") from None
     for p in paces.values():
         p.timed(2)  # warm
         p.times.clear()
@@ -209,9 +213,7 @@ def main() -> None:
                    "probe_by_category": {k: v["accuracy"] for k, v in probes["by_category"].items()},
                    "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
             results = [r for r in results if (r["name"], r["seed"], r["budget_s"]) != (n, seed, args.budget_s)] + [row]
-            tmp = results_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(results, indent=1))
-            os.replace(tmp, results_file)
+            write_json(results_file, results)
             print(f"{n} seed {seed}: {steps} steps in {row['train_s']:.0f} s ({row['tok_per_s']:,.0f} tok/s), "
                   f"val {row['val_bpb']:.4f} bpb, probes {row['probe_acc']:.1%}", flush=True)
             shutil.rmtree(ws / "runs" / run / "checkpoints", ignore_errors=True)  # figures kept; weights not needed
@@ -233,7 +235,7 @@ def write_report(root: Path, results: list[dict]) -> None:
         ch = " ".join(f"{a.split('.', 1)[1]}={b}" for a, b in rs[0]["changes"].items())
         lines.append(f"| {k[1]:.0f} | {k[0]} | {ch} | {len(rs)} | {rs[0]['steps']} | {statistics.mean(r['train_s'] for r in rs):.0f} | {statistics.mean(r['tok_per_s'] for r in rs):,.0f} | "
                      f"{statistics.mean(bpb):.4f} | {max(bpb) - min(bpb):.4f} | {statistics.mean(r['probe_acc'] for r in rs):.1%} |")
-    (root / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(root / "report.md", "\n".join(lines) + "\n")
     try:
         import matplotlib
 
@@ -248,7 +250,9 @@ def write_report(root: Path, results: list[dict]) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("validation bits per byte (lower is better); one dot per seed")
     fig.tight_layout()
-    fig.savefig(root / "recipe.png", dpi=120)
+    with atomic_write(root / "recipe.png", "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
