@@ -71,7 +71,7 @@ def beam_bytes(cfg: Any, length: int, logprobs: int | None = None, dtype_bytes: 
     (1 + 2 / n_layer) times the cache were measured, and 3 / n_layer keeps a margin. The logits,
     their log-softmax, scores and top-k candidates are several [beams, vocabulary] float32 tensors
     (up to 14 were seen; 16 counted). Each step also extends every beam's token list (and its
-    log-probability entries when asked). Measured against peak RSS in docs/LOG.md (2026-12-12)."""
+    log-probability entries when asked). Measured against peak RSS in docs/LOG.md (2026-12-05)."""
     from londinium.model.info import memory_estimate
 
     kv = memory_estimate(cfg, 1, dtype_bytes=dtype_bytes).kv_cache_per_token
