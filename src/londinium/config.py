@@ -479,6 +479,12 @@ def _check(cls: type, key: str, value: Any, where: str) -> None:
 # Loading, overriding, saving
 
 
+def check_field(cls: type, key: str, value: Any, where: str) -> None:
+    """Raise ConfigError `where = value: problem` when `value` breaks field `cls.key`'s type or rule:
+    for values read from files other than our TOML (an export's config.json names its own keys)."""
+    _check(cls, key, value, where)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 

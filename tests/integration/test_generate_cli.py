@@ -204,3 +204,16 @@ def test_chat_skips_a_line_that_is_not_utf8_and_goes_on(ws) -> None:
     [line] = [line for line in out.splitlines() if line.startswith("error:")]
     assert line.startswith("error: input line 2 is not valid UTF-8 text (byte 0xff at byte 4)") and line.endswith("the line was skipped")
     assert "temperature = 0.0" in out.splitlines()[-1]  # /show still ran after the bad line
+
+
+@pytest.mark.skipif(__import__("psutil").virtual_memory().available > 100 * 2**30,
+                    reason="a million beams of this model (~110 GiB) would fit in this machine's memory")
+def test_a_million_beams_are_refused_with_the_memory_they_need(ws) -> None:
+    """Beam search's cache and logits grow with the beams: an absurd --beams is one line with the
+    figures and the largest number that fits, not a process the kernel kills at 24 GB."""
+    r = _run_cli("generate", *cli(ws, "--prompt", "Thou art", "--beams", "1000000", "--max-tokens", "60"))
+    line = _one_error_line(r)
+    assert "num_beams = 1,000,000 needs about" in line and "GiB is available" in line, line
+    fit = int(line.rsplit("at most ", 1)[1].split()[0].replace(",", ""))
+    assert 0 < fit < 1_000_000
+    assert r.stdout == b""

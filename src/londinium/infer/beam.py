@@ -15,6 +15,10 @@ The prompt is prefilled once and its cache copied into every beam's row; after e
 rows are reordered to follow their parents. Repetition, frequency/presence and n-gram penalties and
 the logit bias shape the scores; temperature, top-k/p and min-p are sampling controls and do not
 apply to a deterministic search.
+
+Its memory grows with num_beams x (prompt + max_tokens), so before allocating anything the search
+compares what the beams need (`beam_bytes`, from the model config) with the memory available and
+refuses with the figures and the largest num_beams that fits.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -59,11 +63,63 @@ def _text(engine: Engine, ids: list[int], stop: list[str]) -> tuple[str, bool]:
     return stream.text, False
 
 
+def beam_bytes(cfg: Any, length: int, logprobs: int | None = None, dtype_bytes: int = 4) -> int:
+    """Memory one beam needs for sequences of `length` tokens (prompt + max_tokens), from the config.
+
+    The cache holds every layer's keys and values; reordering it after each step copies one layer's
+    keys (or values) at a time, and attention reads a layer's slice as a copy too: peaks of up to
+    (1 + 2 / n_layer) times the cache were measured, and 3 / n_layer keeps a margin. The logits,
+    their log-softmax, scores and top-k candidates are several [beams, vocabulary] float32 tensors
+    (up to 14 were seen; 16 counted). Each step also extends every beam's token list (and its
+    log-probability entries when asked). Measured against peak RSS in docs/LOG.md (2026-12-05)."""
+    from londinium.model.info import memory_estimate
+
+    kv = memory_estimate(cfg, 1, dtype_bytes=dtype_bytes).kv_cache_per_token
+    per_token = _LIST_BYTES + (0 if logprobs is None else _LOGPROB_BYTES * (1 + logprobs))
+    return int((1 + 3 / cfg.n_layer) * kv * length) + 16 * 4 * cfg.vocab_size + per_token * length
+
+
+_LIST_BYTES = 64  # a token id in a Python list, and the list copies each step makes
+_LOGPROB_BYTES = 200  # one TokenLogprob or TopLogprob object with its token text
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory free for new tensors on `device`: the GPU's free memory, or the host's available
+    memory (what the kernel can hand out without swapping; MPS shares it)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_memory(engine: Engine, prompt_tokens: int, params: SamplingParams) -> None:
+    """SamplingError with the figures when `params.num_beams` beams cannot fit in memory, so an
+    absurd --beams is one line instead of a process the kernel kills."""
+    from londinium.infer.sampling import SamplingError
+
+    cfg = engine.model.config
+    length = prompt_tokens + params.max_tokens
+    dtype_bytes = next(engine.model.parameters()).element_size()
+    per_beam = beam_bytes(cfg, length, params.logprobs, dtype_bytes)
+    free = available_bytes(engine.device)
+    if params.num_beams * per_beam > free:
+        raise SamplingError(
+            f"sampling parameter num_beams = {params.num_beams:,} needs about {_gib(params.num_beams * per_beam)} for this "
+            f"prompt ({prompt_tokens} tokens + max_tokens {params.max_tokens}: {per_beam / 1024:,.0f} KiB per beam), but "
+            f"{_gib(free)} is available on {engine.device.type}; at most {free // per_beam:,} beams fit")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
 @torch.inference_mode()
 def beam_search(engine: Engine, prompt_ids: list[int], params: SamplingParams) -> tuple[list[Choice], float]:
     """The `params.n` best sequences (best first) and the prefill time in seconds."""
     model, K, V = engine.model, params.num_beams, engine.vocab_size
     device = engine.device
+    check_memory(engine, len(prompt_ids), params)
     stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos or engine.eos_id is None else {engine.eos_id})
     L, T = len(prompt_ids), params.max_tokens
 

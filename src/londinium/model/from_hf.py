@@ -11,20 +11,26 @@ parameters' element numbers (exact in float64): where an element number lands in
 tensors says where that exported value comes from. So there is no second, hand-written map that
 could drift from the one the exporter uses; a tied output head, left out of the export, is the
 embedding.
+
+An export directory is untrusted input: `load_export` builds nothing before `hf_check.check_export`
+has matched the config against the weights' headers, confined the files to the directory, checked
+the hashes `londinium.json` recorded and found every weight finite.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from londinium.config import ModelConfig
-from londinium.errors import LondiniumError
+from londinium.config import ModelConfig, check_field, validate
+from londinium.errors import ConfigError, LondiniumError
 from londinium.model.hf_layout import hf_layout
+
+if TYPE_CHECKING:
+    from londinium.model.hf_check import CheckedExport
 
 # Keys the forward map writes that say nothing about the weights (training-only settings).
 _IGNORED = {"resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "router_aux_loss_coef", "router_jitter_noise"}
@@ -34,32 +40,75 @@ class ExportError(LondiniumError):
     """An export directory that cannot be loaded: a file missing, or not a londinium model's layout."""
 
 
-def model_config_from_hf(c: dict[str, Any], where: str = "config.json") -> ModelConfig:
-    """Our ModelConfig for a transformers config.json written by `londinium export`."""
+_REQUIRED = object()
+_MAX_WIDTH = 64 * 65536  # model.mlp_ratio <= 64 times model.n_embd <= 65536
+
+
+def model_config_from_hf(c: Any, where: str = "config.json") -> ModelConfig:
+    """Our ModelConfig for a transformers config.json written by `londinium export`. Each value is
+    held to the rule of the field it becomes (type and range, named by the file's own key), so a
+    hostile or broken file is one ExportError, never a model built from it."""
+    if not isinstance(c, dict):
+        raise ExportError(f"{where}: expected a JSON object of model settings, got {type(c).__name__}")
+
+    def get(key: str, field: str, default: Any = _REQUIRED) -> Any:
+        if key not in c or (c[key] is None and default is not _REQUIRED):
+            if default is _REQUIRED:
+                raise ExportError(f"{where}: no {key!r}; it was not written by `londinium export`")
+            return default
+        try:
+            check_field(ModelConfig, field, c[key], f"{where}: {key}")
+        except ConfigError as e:
+            raise ExportError(str(e)) from None
+        return c[key]
+
+    def width(key: str, default: Any = _REQUIRED) -> int:
+        """An MLP's hidden width (no field of ours: the config keeps it as mlp_ratio)."""
+        value = c.get(key)
+        if value is None and default is not _REQUIRED:
+            return default
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _MAX_WIDTH:
+            raise ExportError(f"{where}: {key} = {value!r}: must be an integer in [1, {_MAX_WIDTH}]")
+        return value
+
     kind = c.get("model_type")
+    if kind == "gpt2":
+        n_embd = get("n_embd", "n_embd")
+        cfg = ModelConfig(n_layer=get("n_layer", "n_layer"), n_head=get("n_head", "n_head"), n_embd=n_embd,
+                          context=get("n_positions", "context"), vocab_size=get("vocab_size", "vocab_size"),
+                          positions="learned", norm="layernorm", mlp="gelu", bias=True,
+                          mlp_ratio=width("n_inner", 4 * n_embd) / n_embd,
+                          tie_embeddings=get("tie_word_embeddings", "tie_embeddings", True),
+                          norm_eps=get("layer_norm_epsilon", "norm_eps", 1e-5))
+    elif kind in ("llama", "mixtral"):
+        heads, n_embd = get("num_attention_heads", "n_head"), get("hidden_size", "n_embd")
+        kv = get("num_key_value_heads", "n_kv_head", heads)
+        rope = c.get("rope_parameters")
+        if rope is not None and not isinstance(rope, dict):
+            raise ExportError(f"{where}: rope_parameters should be an object, got {type(rope).__name__}")
+        theta = (rope or {}).get("rope_theta", c.get("rope_theta", 10000.0))
+        try:
+            check_field(ModelConfig, "rope_theta", theta, f"{where}: rope_theta")
+        except ConfigError as e:
+            raise ExportError(str(e)) from None
+        # SwiGLU's width is 2/3 of mlp_ratio * n_embd rounded up to 64: 1.5 x the width gives it back.
+        cfg = ModelConfig(n_layer=get("num_hidden_layers", "n_layer"), n_head=heads, n_kv_head=0 if kv == heads else kv,
+                          n_embd=n_embd, context=get("max_position_embeddings", "context"),
+                          vocab_size=get("vocab_size", "vocab_size"), positions="rope", norm="rmsnorm", mlp="swiglu",
+                          mlp_ratio=1.5 * width("intermediate_size") / n_embd,
+                          bias=get("attention_bias", "bias", False), tie_embeddings=get("tie_word_embeddings", "tie_embeddings", False),
+                          rope_theta=float(theta), norm_eps=get("rms_norm_eps", "norm_eps", 1e-5),
+                          n_experts=get("num_local_experts", "n_experts", 0) if kind == "mixtral" else 0,
+                          top_k=get("num_experts_per_tok", "top_k", 2))
+    else:
+        raise ExportError(f"{where}: model_type {kind!r} is not a layout londinium exports (gpt2, llama, mixtral)")
     try:
-        if kind == "gpt2":
-            cfg = ModelConfig(n_layer=c["n_layer"], n_head=c["n_head"], n_embd=c["n_embd"], context=c["n_positions"],
-                              vocab_size=c["vocab_size"], positions="learned", norm="layernorm", mlp="gelu", bias=True,
-                              mlp_ratio=(c.get("n_inner") or 4 * c["n_embd"]) / c["n_embd"],
-                              tie_embeddings=c.get("tie_word_embeddings", True), norm_eps=c.get("layer_norm_epsilon", 1e-5))
-        elif kind in ("llama", "mixtral"):
-            heads, kv = c["num_attention_heads"], c.get("num_key_value_heads") or c["num_attention_heads"]
-            rope = (c.get("rope_parameters") or {}).get("rope_theta", c.get("rope_theta", 10000.0))
-            # SwiGLU's width is 2/3 of mlp_ratio * n_embd rounded up to 64: 1.5 x the width gives it back.
-            cfg = ModelConfig(n_layer=c["num_hidden_layers"], n_head=heads, n_kv_head=0 if kv == heads else kv,
-                              n_embd=c["hidden_size"], context=c["max_position_embeddings"], vocab_size=c["vocab_size"],
-                              positions="rope", norm="rmsnorm", mlp="swiglu",
-                              mlp_ratio=1.5 * c["intermediate_size"] / c["hidden_size"],
-                              bias=bool(c.get("attention_bias", False)), tie_embeddings=c.get("tie_word_embeddings", False),
-                              rope_theta=float(rope), norm_eps=c.get("rms_norm_eps", 1e-5),
-                              n_experts=c.get("num_local_experts", 0) if kind == "mixtral" else 0,
-                              top_k=c.get("num_experts_per_tok", 2))
-        else:
-            raise ExportError(f"{where}: model_type {kind!r} is not a layout londinium exports (gpt2, llama, mixtral)")
-    except KeyError as e:
-        raise ExportError(f"{where}: no {e.args[0]!r}; it was not written by `londinium export`") from None
-    layout = hf_layout(cfg)
+        validate(cfg, where)  # the rules between fields (heads divide the width, top_k <= experts, ...)
+        if cfg.vocab_size < 1:
+            raise ConfigError(f"{where}: vocab_size = {cfg.vocab_size}: must be >= 1")
+        layout = hf_layout(cfg)
+    except ConfigError as e:
+        raise ExportError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
     for key, value in layout.config.items():
         if key in _IGNORED or key not in c:
             continue
@@ -114,36 +163,23 @@ def from_hf_state_dict(cfg: ModelConfig, theirs: dict[str, torch.Tensor], where:
     return out
 
 
-def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
+def load_export(source: str | Path | CheckedExport, device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """(GPT in eval mode on `device`, tokenizer) from a `londinium export` directory, checked first
+    (`hf_check.check_export`: nothing is built from a directory whose files do not agree), or from
+    the result of that check made earlier (the server checks before it listens, then loads)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
-    if single.is_file():
-        return load_file(str(single))
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        out: dict[str, torch.Tensor] = {}
-        for f in files:
-            out.update(load_file(str(directory / f)))
-        return out
-    raise ExportError(f"{directory}: no model.safetensors (or its index): not a transformers export")
-
-
-def load_export(directory: str | Path, device: str | torch.device = "cpu") -> tuple[Any, Any]:
-    """(GPT in eval mode on `device`, tokenizer) from a `londinium export` directory."""
     from londinium.model.gpt import GPT
-    from londinium.tokenizer.codec import load_tokenizer
+    from londinium.model.hf_check import CheckedExport, check_export
 
-    directory = Path(directory)
-    config_file = directory / "config.json"
-    if not config_file.is_file():
-        raise ExportError(f"{directory}: no config.json: not a transformers export directory (see `londinium export`)")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportError(f"{config_file}: not valid JSON ({e})") from None
-    cfg = model_config_from_hf(config, str(config_file))
-    model = GPT(cfg)
-    model.load_state_dict(from_hf_state_dict(cfg, _read_weights(directory), str(directory)))
-    tokenizer = load_tokenizer(directory / "tokenizer.json")
-    return model.to(device).eval(), tokenizer
+    checked = source if isinstance(source, CheckedExport) else check_export(source)
+    weights: dict[str, torch.Tensor] = {}
+    for path in checked.weight_files:
+        try:
+            weights.update(load_file(str(path)))
+        except (SafetensorError, OSError) as e:  # changed since it was checked
+            raise ExportError(f"{path}: cannot be read ({e}); export again") from None
+    model = GPT(checked.config)
+    model.load_state_dict(from_hf_state_dict(checked.config, weights, str(checked.directory)))
+    return model.to(device).eval(), checked.tokenizer

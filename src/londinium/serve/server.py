@@ -58,19 +58,20 @@ def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str]:
 
 
 def export_loader(directory: Path, device: str) -> tuple[Callable[[], Any], str]:
-    """The loader for a `londinium export` directory (transformers layout, read back into our GPT)."""
-    from londinium.model.from_hf import ExportError
+    """The loader for a `londinium export` directory (transformers layout, read back into our GPT).
+    The directory is checked whole now, before the port opens (`model.hf_check`: config against the
+    weights' headers, paths, recorded hashes, finite weights), so a broken or hostile export is one
+    line and exit 2; building the model is what runs in the background."""
+    from londinium.model.hf_check import check_export
 
-    for name in ("config.json", "tokenizer.json"):
-        if not (directory / name).is_file():
-            raise ExportError(f"--export {directory}: no {name}; give a directory written by `londinium export`")
+    checked = check_export(directory, say=lambda m: print(f"londinium serve: warning: {m}", file=sys.stderr))
 
     def load() -> Any:
         from londinium.device import resolve_device
         from londinium.infer.engine import Engine
         from londinium.model.from_hf import load_export
 
-        model, tokenizer = load_export(directory, resolve_device(device, setting="serve.device"))
+        model, tokenizer = load_export(checked, resolve_device(device, setting="serve.device"))
         engine = Engine(model, tokenizer)
         engine.loaded_from = f"export {directory} ({model.num_params():,} parameters)"
         return engine
