@@ -204,11 +204,29 @@ def _pattern(pattern: str) -> Callable[[str], bool]:
     return lambda name: rx.match(name.rsplit("/", 1)[-1]) is not None
 
 
-def selector(files: str, exclude: list[str]) -> Callable[[str], bool]:
-    """A predicate over '/'-separated names: matches `files` ("" = everything) and no `exclude`."""
-    include = _pattern(files) if files else (lambda name: True)
-    excluded = [_pattern(p) for p in exclude]
-    return lambda name: include(name) and not any(x(name) for x in excluded)
+class Selection:
+    """The names a source takes: a predicate over '/'-separated names that match `files` ("" =
+    everything) and no `exclude` pattern; and which folders `exclude` leaves out whole."""
+
+    def __init__(self, files: str, exclude: list[str]) -> None:
+        self._include = _pattern(files) if files else (lambda name: True)
+        self._excluded = [_pattern(p) for p in exclude]
+        # `drafts/**` (or `**/drafts/**`) leaves out everything below a folder its prefix matches;
+        # `*` and `**` leave out every name. Other patterns may spare some file below any folder.
+        self._whole = [_glob_regex(p[:-3]) for p in exclude if p.endswith("/**")]
+        self._all = any(p in ("*", "**") for p in exclude)
+
+    def __call__(self, name: str) -> bool:
+        return self._include(name) and not any(x(name) for x in self._excluded)
+
+    def excludes_folder(self, rel_dir: str) -> bool:
+        """True when no file below the folder `rel_dir` can be selected, whatever its name."""
+        return self._all or any(rx.match(rel_dir) is not None for rx in self._whole)
+
+
+def selector(files: str, exclude: list[str]) -> Selection:
+    """The `Selection` of a source's `files` and `exclude` globs (callable on a name)."""
+    return Selection(files, exclude)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,11 +332,24 @@ def printable_name(name: str) -> str:
 LINK_REASON = "a symbolic link: links are not followed (its target is never read); copy the file into the folder to use it"
 
 
-def walk_local(root: Path, on_skip: Callable[[str, str], None]) -> Iterator[str]:
+def _open_problem(e: OSError, what: str) -> str:
+    """Why a file or folder (`what`) could not be opened, in words that say what to do."""
+    if e.errno == errno.ENAMETOOLONG:  # deeper than PATH_MAX: nothing below can be opened by path
+        return (f"a {what} whose path is longer than this system allows ({e.strerror}), so it cannot be opened; "
+                "move its files closer to the source folder or shorten the folder names")
+    return f"a folder that cannot be listed ({e.strerror or e})" if what == "folder" else f"cannot be read: {e.strerror or e}"
+
+
+def walk_local(root: Path, on_skip: Callable[[str, str], None], selection: Selection | None = None) -> Iterator[str]:
     """Relative paths of the regular files and other non-directories under `root`, without following
     any symbolic link (file or folder) and without recursion (a stack), so a deep tree cannot exhaust
-    Python's recursion limit and a link cannot lead outside `root`. Links and folders that cannot be
-    listed go to `on_skip(relative path, reason)`."""
+    Python's recursion limit and a link cannot lead outside `root`.
+
+    Nothing under `root` is lost without a record: a link, and a folder that cannot be listed (no
+    permission, a path longer than the system's limit), go to `on_skip(relative path, reason)`.
+    With a `selection`, only what it could take is walked and recorded: folders `exclude` leaves
+    out whole are not entered, and a link is recorded only when its name is selected (a link to a
+    folder: unless `exclude` leaves that folder out), so an excluded link is not counted."""
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -326,16 +357,28 @@ def walk_local(root: Path, on_skip: Callable[[str, str], None]) -> Iterator[str]
             with os.scandir(root / rel_dir if rel_dir else root) as it:
                 entries = sorted(it, key=lambda e: e.name, reverse=True)
         except OSError as e:
-            on_skip(rel_dir or ".", f"a folder that cannot be listed ({e.strerror or e})")
+            on_skip(rel_dir or ".", _open_problem(e, "folder"))
             continue
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             if entry.is_symlink():
-                on_skip(rel, LINK_REASON)
+                if selection is None or _link_selected(entry, rel, selection):
+                    on_skip(rel, LINK_REASON)
             elif entry.is_dir(follow_symlinks=False):
-                stack.append(rel)
+                if selection is None or not selection.excludes_folder(rel):
+                    stack.append(rel)
             else:
                 yield rel
+
+
+def _link_selected(entry: os.DirEntry, rel: str, selection: Selection) -> bool:
+    """Whether a link stands where the source would have taken something: a selected name, or a
+    folder (its target's type is looked up, never its content) that `exclude` does not leave out."""
+    try:
+        to_folder = entry.is_dir(follow_symlinks=True)
+    except OSError:
+        to_folder = False
+    return selection(rel) or (to_folder and not selection.excludes_folder(rel))
 
 
 def _read_no_follow(path: Path, max_bytes: int) -> bytes | str:
@@ -345,7 +388,7 @@ def _read_no_follow(path: Path, max_bytes: int) -> bytes | str:
     try:
         fd = os.open(path, flags)
     except OSError as e:
-        return LINK_REASON if e.errno == errno.ELOOP else f"cannot be read: {e.strerror or e}"
+        return LINK_REASON if e.errno == errno.ELOOP else _open_problem(e, "file")
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
@@ -367,7 +410,7 @@ def _fetch_local(spec: SourceSpec, root: Path, wanted, max_bytes: int, on_skip) 
     if not root.is_dir():
         raise SourceError(f"source '{spec.id}': local path {root} is neither a file nor a directory")
     skipped: list[tuple[str, str]] = []
-    names = [rel for rel in walk_local(root, lambda rel, why: skipped.append((rel, why))) if wanted(rel)]
+    names = [rel for rel in walk_local(root, lambda rel, why: skipped.append((rel, why)), wanted) if wanted(rel)]
     if not names and not skipped:
         raise SourceError(
             f"source '{spec.id}': no file under {root} matches files={spec.files!r} exclude={spec.exclude!r}; "
