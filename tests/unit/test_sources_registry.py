@@ -145,3 +145,6 @@ def test_the_example_registry_in_docs_is_valid(tmp_path: Path):
     assert specs[0].location == str(tmp_path / "texts" / "letters")
     assert selector(specs[0].files, specs[0].exclude)("1652/to-temple.txt")
     assert not selector(specs[0].files, specs[0].exclude)("drafts/1652/to-temple.txt")
+    tables = next(block.split("```", 1)[0] for block in doc.split("```toml\n") if block.startswith("# tables.toml"))
+    web, verses = load_registry(_registry(tmp_path, tables))
+    assert (web.text_field, web.title_fields, verses.group_by) == ("text", ["url"], ["book", "chapter"])
