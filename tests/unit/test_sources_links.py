@@ -59,77 +59,80 @@ def _recursion_limit(limit: int):
         sys.setrecursionlimit(old)
 
 
-def _levels_that_fit(root: Path) -> int:
-    """How many `d/` levels below `root` still leave room for `/bottom.txt` within PATH_MAX."""
-    return (os.pathconf(root, "PC_PATH_MAX") - len(os.fsencode(root)) - len("/bottom.txt") - 1) // 2
+def _levels_that_fit(root: Path, segment: str) -> int:
+    """How many `segment/` levels below `root` still leave room for `/bottom.txt` within PATH_MAX."""
+    return (os.pathconf(root, "PC_PATH_MAX") - len(os.fsencode(root)) - len("/bottom.txt") - 1) // (len(segment) + 1)
 
 
 def test_a_tree_deeper_than_the_recursion_limit_is_walked(tmp_path: Path):
-    """The walk keeps a stack, not Python frames. The tree is as deep as PATH_MAX allows and the
-    recursion limit is set below that depth for the walk, whatever an earlier test left it at
-    (torch's inductor raises it to 2,000, and 2,000 levels of `d/` no longer fit in 4,096 bytes)."""
+    """The walk keeps a stack, not Python frames. The test sets the recursion limit below the tree's
+    depth for the walk, whatever an earlier test left it at (torch's inductor raises it to 2,000, and
+    a tree 2,000 levels deep no longer fits in PATH_MAX: the next test)."""
     root = tmp_path / "deep"
     root.mkdir()
-    depth = _levels_that_fit(root)
-    _make_chain(root, depth, {depth: "bottom.txt"})
+    depth = min(600, _levels_that_fit(root, "d"))
+    _make_chain(root, "d", depth, {depth: "bottom.txt"})
     try:
-        with _recursion_limit(min(sys.getrecursionlimit(), depth - 50)):
-            assert sys.getrecursionlimit() < depth
+        with _recursion_limit(depth - 100):
             got, skips = _fetch(tmp_path, root)
         assert list(got) == ["d/" * depth + "bottom.txt"] and skips == {}
     finally:
-        _remove_chain(root, depth, {depth: "bottom.txt"})
+        _remove_chain(root, "d", depth, {depth: "bottom.txt"})
 
 
 def test_a_path_longer_than_the_system_allows_is_recorded_not_lost(tmp_path: Path):
-    """Below PATH_MAX nothing can be opened by its path: a file whose path is too long, and a folder
-    that cannot be listed for that reason, are each recorded with what to do; the rest is read."""
+    """Past PATH_MAX nothing can be opened by its path: a file whose path is too long, and a folder
+    that cannot be listed for that reason, are each recorded with what to do; the rest is read.
+    Folders with 250-character names reach the limit in a few levels."""
     root = tmp_path / "deep"
     root.mkdir()
     (root / "top.txt").write_text(prose(4), encoding="utf-8")
-    fits = _levels_that_fit(root)
-    long_name = "l" * 200 + ".txt"  # its folder can be listed, its own path is too long
-    files = {fits - 10: long_name, fits + 20: "bottom.txt"}
-    _make_chain(root, fits + 20, files)
+    segment, long_name = "d" * 250, "l" * 250 + ".txt"
+    path_max = os.pathconf(root, "PC_PATH_MAX")
+    # the level whose folder can be listed while the long name in it makes a path too long
+    level = next(k for k in range(64) if len(os.fsencode(root)) + 251 * k + 1 + len(long_name) >= path_max)
+    fits = _levels_that_fit(root, segment)
+    files = {level: long_name, fits + 3: "bottom.txt"}
+    _make_chain(root, segment, fits + 3, files)
     try:
         got, skips = _fetch(tmp_path, root)
     finally:
-        _remove_chain(root, fits + 20, files)
+        _remove_chain(root, segment, fits + 3, files)
     assert list(got) == ["top.txt"]
     assert len(skips) == 2, list(skips)
-    file_rel = "d/" * (fits - 10) + long_name
+    file_rel = f"{segment}/" * level + long_name
     (folder_rel,) = (rel for rel in skips if rel != file_rel)
     assert skips[file_rel].startswith("a file whose path is longer than this system allows")
     assert skips[folder_rel].startswith("a folder whose path is longer than this system allows")
-    assert set(folder_rel.split("/")) == {"d"} and fits < folder_rel.count("d") <= fits + 20  # on the way to bottom.txt
+    assert set(folder_rel.split("/")) == {segment} and fits < folder_rel.count("/") + 1 <= fits + 3  # on the way to bottom.txt
     assert all("move its files closer" in why for why in skips.values())
 
 
-def _make_chain(root: Path, depth: int, files: dict[int, str]) -> None:
-    """root/d/d/.../d, `depth` levels, with a file named files[level] at those levels; level by
-    level through directory descriptors (pathlib and os.makedirs would need the whole path)."""
+def _make_chain(root: Path, segment: str, depth: int, files: dict[int, str]) -> None:
+    """root/segment/segment/..., `depth` levels, with a file named files[level] at those levels;
+    level by level through directory descriptors (pathlib and os.makedirs would need the whole path)."""
     fd = os.open(root, os.O_RDONLY)
     for level in range(depth + 1):
         if level in files:
             with open(os.open(files[level], os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w", encoding="utf-8") as f:
                 f.write(prose(3))
         if level < depth:
-            os.mkdir("d", dir_fd=fd)
-            fd, old = os.open("d", os.O_RDONLY, dir_fd=fd), fd
+            os.mkdir(segment, dir_fd=fd)
+            fd, old = os.open(segment, os.O_RDONLY, dir_fd=fd), fd
             os.close(old)
     os.close(fd)
 
 
-def _remove_chain(root: Path, depth: int, files: dict[int, str]) -> None:
+def _remove_chain(root: Path, segment: str, depth: int, files: dict[int, str]) -> None:
     """Delete the chain bottom-up (shutil.rmtree recurses, and would fail)."""
     fds = [os.open(root, os.O_RDONLY)]
     for _ in range(depth):
-        fds.append(os.open("d", os.O_RDONLY, dir_fd=fds[-1]))
+        fds.append(os.open(segment, os.O_RDONLY, dir_fd=fds[-1]))
     for level, name in files.items():
         os.unlink(name, dir_fd=fds[level])
     for i in range(depth, 0, -1):
         os.close(fds[i])
-        os.rmdir("d", dir_fd=fds[i - 1])
+        os.rmdir(segment, dir_fd=fds[i - 1])
     os.close(fds[0])
 
 
