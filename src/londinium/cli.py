@@ -17,7 +17,7 @@
     londinium mcp               the model and corpus as MCP tools, resources and prompts (stdio; --http)
     londinium bench serve       load an OpenAI-compatible server: TTFT/TPOT/ITL/E2EL, throughput, goodput -> bench/<name>/
     londinium config show       the effective config, with a comment per field
-    londinium quickstart        every stage on the embedded default
+    londinium quickstart        every stage, on corpus.sources or the embedded default
 
 Every command takes --workspace, --config, --preset, --set section.key=value and --force.
 Errors the user can fix (LondiniumError) print one line and exit 2; anything else is a bug and
@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="serve", help="results go to bench/NAME/ (default: serve)")
     p.add_argument("--compare", nargs=2, default=None, metavar=("A.json", "B.json"), help="print two results files side by side with ratios, run nothing")
 
-    p = stages.add_parser("quickstart", help="run every stage on the embedded default (tiny preset)")
+    p = stages.add_parser("quickstart", help="run every stage on corpus.sources (default: the embedded corpus), tiny preset")
     _common(p)
     p.add_argument("--minutes", type=float, default=None,
                    help="training budget in minutes (tiny preset: steps scale with it, 10 = its default 1,100 steps; any preset: a wall-clock cap)")

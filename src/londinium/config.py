@@ -6,6 +6,11 @@ Values are resolved in this order, later wins:
 
     dataclass defaults  <  preset (`--preset tiny` or `preset = "tiny"` in the file)  <  the TOML file  <  `--set section.key=value`
 
+A field that names a file or folder is declared with `path=` (see `doc`): a relative value is
+resolved when the config is loaded, against the folder of the file it was written in (a config
+file, or a run's saved config), or against the current directory for `--set`. So a config means the
+same wherever the command starts (an MCP host, cron), and every later error names an absolute path.
+
 Unknown sections or keys are errors that name the key and the section, so a typo never silently
 does nothing (the seed project's global dict let the same key be written twice, the later silently
 winning).
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -102,10 +108,13 @@ def _unencodable(text: str) -> bool:
         return True
 
 
-def doc(default: Any, text: str, **rule: Any) -> Any:
+def doc(default: Any, text: str, path: bool | str = False, **rule: Any) -> Any:
     """A dataclass field with a default, a one-line description (shown by `config show`) and the
-    values it accepts (`Rule`'s keywords: ge, gt, le, lt, choices, pattern, nonempty, hint)."""
-    metadata = {"doc": text, "rule": Rule(**rule)}
+    values it accepts (`Rule`'s keywords: ge, gt, le, lt, choices, pattern, nonempty, hint).
+
+    `path=True` marks a file or folder; `path=<regex>` one too, except values the regex matches
+    (names such as 'best'): a relative one is resolved at load time (`resolve_path`)."""
+    metadata = {"doc": text, "rule": Rule(**rule), "path": path}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -114,7 +123,8 @@ def doc(default: Any, text: str, **rule: Any) -> Any:
 # Shared rules. Seeds feed numpy's generator (0 .. 2**32 - 1) after adding the rank.
 SEED = dict(ge=0, le=2**31 - 1)
 SHARE = dict(ge=0, le=1)
-CHECKPOINT = dict(nonempty=True, hint="('best', 'latest' or a checkpoint directory)")
+CHECKPOINT = dict(nonempty=True, hint="('best', 'latest' or a checkpoint directory)", path=r"best|latest|step-\d+")
+PATH_NOTE = "A relative path is relative to the config file's folder (given with --set, to the current directory)."
 # A torch device string; whether it exists here is checked when the device is chosen.
 DEVICE = dict(pattern=r"auto|cpu|mps|(cuda|xpu)(:\d+)?", hint="(e.g. 'auto', 'cpu', 'cuda', 'cuda:1', 'mps')")
 RUN_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # it names a directory under runs/
@@ -132,8 +142,8 @@ MAX_VOCAB = 2**20  # beyond any real vocabulary (256k); the embedding table woul
 class CorpusConfig:
     """Sources to documents: fetch, extract, normalise, filter, deduplicate, segment, split."""
 
-    sources: str = doc("", "Path of a sources TOML registry; empty uses the embedded default (Shakespeare, Milton, KJV).")
-    cache_dir: str = doc("", "Download cache (by sha256); empty uses $LONDINIUM_CACHE or ~/.cache/londinium.")
+    sources: str = doc("", "Path of a sources TOML registry; empty uses the embedded default (Shakespeare, Milton, KJV).", path=True)
+    cache_dir: str = doc("", "Download cache (by sha256); empty uses $LONDINIUM_CACHE or ~/.cache/londinium.", path=True)
     max_file_mb: float = doc(64.0, "Files, archive members and downloads larger than this are rejected.", gt=0, le=1e6)
     download_timeout_s: float = doc(60.0, "Deadline of one download attempt in seconds, from connecting to its last byte (a server that trickles is cut off); pip gets it per network operation.", gt=0, le=604800)
     download_retries: int = doc(3, "Retries of a failed download (5xx, timeout), with exponential backoff.", ge=0, le=20)
@@ -242,7 +252,7 @@ class EvalConfig:
     stride: int = doc(0, "Sliding-window step in tokens for documents longer than the context (0: half the context).", ge=0, hint="(0: half the context)")
     batch_size: int = doc(8, "Windows or probe choices per forward pass (memory grows with it x context x vocabulary).", ge=1)
     probes: bool = doc(True, "Score the domain probe set.")
-    probe_file: str = doc("", "Probe set (TOML, docs/evaluation.md); empty: the embedded set for the default corpus.")
+    probe_file: str = doc("", "Probe set (TOML, docs/evaluation.md); empty: the embedded set for the default corpus.", path=True)
     contamination_ngram: int = doc(8, "Word n-gram size of the contamination check against the train split.", ge=1, le=64)
     contamination_threshold: float = doc(0.5, "Share of a probe's or reference's n-grams found in the train split at which it is flagged.", gt=0, le=1)
     prompts: int = doc(8, "Held-out prompts for generation, cut from documents of prompt_split (0: no generation).", ge=0, hint="(0: no generation)")
@@ -253,8 +263,8 @@ class EvalConfig:
     samples_per_prompt: int = doc(2, "Samples per prompt and temperature (one at temperature 0).", ge=1)
     max_new_tokens: int = doc(64, "Tokens generated per sample.", ge=1)
     seed: int = doc(1337, "Seed of sampling, so a report card is reproducible.", **SEED)
-    period_words: str = doc("", "Word list of period vocabulary (one per line); empty: the embedded Early Modern English list.")
-    anachronisms: str = doc("", "Word list of anachronisms (one per line); empty: the embedded list for 1590-1670.")
+    period_words: str = doc("", "Word list of period vocabulary (one per line); empty: the embedded Early Modern English list.", path=True)
+    anachronisms: str = doc("", "Word list of anachronisms (one per line); empty: the embedded list for 1590-1670.", path=True)
 
 
 @dataclass
@@ -286,7 +296,7 @@ class ExportConfig:
     checkpoint: str = doc("best", "'best' (lowest validation loss), 'latest', 'step-N' (that step of the run), or a checkpoint directory.", **CHECKPOINT)
     format: str = doc("hf", "'hf' (a transformers directory: safetensors, config, tokenizer, chat template, model card) or 'gguf' (one file for llama.cpp).", choices=("hf", "gguf"))
     dtype: str = doc("float32", "Weight dtype: 'float32', 'bfloat16' or 'float16' for hf; 'float32', 'float16' or 'q8_0' for gguf.", choices=("float32", "bfloat16", "float16", "q8_0"))
-    out: str = doc("", "Output directory (hf) or file (gguf); empty: exports/<run>-step-<N>[.gguf] in the workspace.")
+    out: str = doc("", "Output directory (hf) or file (gguf); empty: exports/<run>-step-<N>[.gguf] in the workspace.", path=True)
     max_shard_mb: float = doc(2000.0, "safetensors files larger than this are split into shards with an index file (transformers' layout).", gt=0, le=1e7)
 
 
@@ -296,7 +306,7 @@ class ServeConfig:
 
     run: str = doc("", "Training run to serve; empty: train.run_name (ignored when export is set).", **RUN_OR_EMPTY)
     checkpoint: str = doc("best", "'best', 'latest', or a checkpoint directory.", **CHECKPOINT)
-    export: str = doc("", "Serve a londinium export directory instead of a workspace run.")
+    export: str = doc("", "Serve a londinium export directory instead of a workspace run.", path=True)
     model_name: str = doc("", "Model id clients send and /v1/models lists; empty: the run's name.")
     host: str = doc("127.0.0.1", "Address to bind; anything but loopback without api_key prints a warning.", nonempty=True)
     port: int = doc(8000, "TCP port.", ge=1, le=65535)
@@ -308,7 +318,7 @@ class ServeConfig:
     log_prompts: bool = doc(False, "Write prompt text into the request log (off: ids, timings and token counts only).")
     shutdown_timeout_s: float = doc(10.0, "On SIGTERM, seconds to let running requests finish before they are cancelled.", gt=0, le=86400)
     max_body_mb: float = doc(4.0, "Request bodies larger than this many megabytes are refused with 413.", gt=0, le=1024)
-    request_log: str = doc("", "File the request log is appended to (one JSON line per request); empty: standard error.")
+    request_log: str = doc("", "File the request log is appended to (one JSON line per request); empty: standard error.", path=True)
     stream_interval: int = doc(4, "A stream's chunk carries the tokens of this many engine steps (the first token is sent at once); more: less server CPU per token, burstier streams.", ge=1, le=1024)
     open_docs: bool = doc(False, "Serve /docs, /redoc and /openapi.json without the API key (they always need it when api_key is set and this is off).")
     threads: int = doc(0, "CPU threads of the engine (torch.set_num_threads); 0: one fewer than the cores, at least 1, leaving a core to HTTP.", ge=0, le=1024)
@@ -526,8 +536,19 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _apply(cfg: Config, data: dict[str, Any], origin: str) -> None:
-    """Apply a nested {section: {key: value}} mapping onto cfg, validating every key."""
+def resolve_path(cls: type, key: str, value: Any, relative_to: str | Path) -> Any:
+    """The value of field `cls.key` with a relative path made absolute against `relative_to` (and
+    `~` expanded); values of other fields, empty values and names such as 'best' unchanged. Purely
+    textual: nothing is looked up on disk at load time, the stage that uses the path checks it."""
+    kind = next(f for f in dataclasses.fields(cls) if f.name == key).metadata.get("path")
+    if not kind or not isinstance(value, str) or not value or (isinstance(kind, str) and re.fullmatch(kind, value)):
+        return value
+    return os.path.abspath(os.path.join(relative_to, os.path.expanduser(value)))
+
+
+def _apply(cfg: Config, data: dict[str, Any], origin: str, relative_to: str | Path | None) -> None:
+    """Apply a nested {section: {key: value}} mapping onto cfg, validating every key; relative paths
+    are resolved against `relative_to` (None: the mapping holds no paths, as a preset)."""
     for name, values in data.items():
         if name == "preset":
             cfg.preset = _coerce(values, str, f"{origin}: preset")
@@ -548,6 +569,8 @@ def _apply(cfg: Config, data: dict[str, Any], origin: str) -> None:
                 )
             value = _coerce(value, hints[key], f"{origin}: {name}.{key}")
             _check(type(section), key, value, f"{origin}: {name}.{key}")
+            if relative_to is not None:
+                value = resolve_path(type(section), key, value, relative_to)
             setattr(section, key, value)
 
 
@@ -575,6 +598,9 @@ def load_config(
     `base` is a config a stage saved (a run's `config.toml`), laid over the defaults: then only what
     is given explicitly (`preset`, the file's preset and values, `overrides`) changes it, which is
     how a resumed run keeps the config it was trained with.
+
+    Relative paths resolve against the folder of the file that holds them (`path`, `base`), and
+    against the current directory for `overrides` (typed on a command line).
     """
     file_data: dict[str, Any] = {}
     if path is not None:
@@ -587,16 +613,22 @@ def load_config(
     name = preset or file_data.get("preset") or ""
     cfg = Config()
     if base is not None:
-        _apply(cfg, read_toml(base, "saved config", ConfigError), str(base))
+        _apply(cfg, read_toml(base, "saved config", ConfigError), str(base), _folder_of(base))
     if name:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset '{name}'; known presets: {', '.join(PRESETS)}")
-        _apply(cfg, PRESETS[name], f"preset {name}")
-    _apply(cfg, file_data, str(path) if path else "config")
-    _apply(cfg, override_data, "--set")
+        _apply(cfg, PRESETS[name], f"preset {name}", None)
+    _apply(cfg, file_data, str(path) if path else "config", _folder_of(path) if path is not None else None)
+    _apply(cfg, override_data, "--set", os.getcwd())
     cfg.preset = name or cfg.preset  # without an explicit preset, a base keeps its own
     validate(cfg)
     return cfg
+
+
+def _folder_of(path: str | Path) -> str:
+    """The absolute folder of a config file, as named (a link to a config is not followed: its
+    paths are relative to where the user put the link)."""
+    return os.path.dirname(os.path.abspath(path))
 
 
 def to_toml(cfg: Config | Any, with_docs: bool = True) -> str:
@@ -610,7 +642,7 @@ def to_toml(cfg: Config | Any, with_docs: bool = True) -> str:
             if dataclasses.is_dataclass(getattr(obj, f.name)):
                 continue
             if with_docs and f.metadata.get("doc"):
-                lines.append(f"# {f.metadata['doc']}")
+                lines.append(f"# {f.metadata['doc']}" + (f" {PATH_NOTE}" if f.metadata.get("path") else ""))
             lines.append(tomli_w.dumps({f.name: getattr(obj, f.name)}).strip())
         lines.append("")
 

@@ -14,14 +14,16 @@ own working directory.
   `# not run in the tests: <why>` (multi-node torchrun, GPU-only, a 10-minute run, the network).
   Any other command in a bash block fails the test and says to mark the block. A command that
   does not return (`londinium serve` in the foreground) must be marked too; it fails at the timeout.
+- A ```toml block whose first line names a file (`# my-texts.toml: ...`) is written to that file
+  in the working directory, so the commands after it use the registry the reader sees.
 - A block that imports an optional extra (`llama_cpp`: `pip install -e '.[llama]'`) is skipped,
   saying so, where that extra is not installed.
 - `londinium` on PATH is this checkout's CLI (a block may start it as a subprocess: an MCP host
   does), and nothing is fetched from the Hugging Face Hub (`HF_HUB_OFFLINE=1`).
 - Small settings come from a `londinium.toml` in the working directory -- the config file every
   command reads -- so `--preset tiny` examples run as written, only with fewer steps, documents and
-  tokens (see TINY_CONFIG). Files the examples name as the user's own (prompts.txt, my_sonnets.txt)
-  are written there too.
+  tokens (see TINY_CONFIG). Files the examples name as the user's own (prompts.txt, my_sonnets.txt,
+  the folder my-texts/) are written there too.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.prose import prose
 from sybil import Sybil
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOT_RUN = re.compile(r"^\s*#\s*not run in the tests:\s*(?P<why>\S.*)$", re.IGNORECASE)
+FILE_NAMED = re.compile(r"^#\s*(?P<name>[\w.-]+\.toml)\b")  # the first line of a ```toml block that is a file
 CONTINUES = re.compile(r"^\s*#\s*continues\b", re.IGNORECASE)
 OPTIONAL_EXTRAS = {"llama_cpp": "llama"}  # module -> the pyproject extra that installs it
 os.environ["HF_HUB_OFFLINE"] = "1"  # set before transformers is imported: exports load from their directory only
@@ -75,6 +79,9 @@ max_tokens = 16
 USER_FILES = {
     "prompts.txt": "Thou art\nTo be, or\n",
     "my_sonnets.txt": "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate.\n",
+    # the README's folder of one's own texts: six short books, one a file
+    **{f"my-texts/{name}.txt": prose(40 + i) for i, name in enumerate(("letters", "diary", "notes/spring", "notes/summer",
+                                                                          "sermons", "travels"))},
 }
 
 
@@ -100,7 +107,14 @@ def _run_shell(example) -> None:
         assert rc == 0, f"{example.path}, line {example.line}: `{line.strip()}` exited {rc}:\n{err.getvalue()[-2000:]}"
 
 
-SYBIL = Sybil(parsers=[PythonCodeBlockParser(), CodeBlockParser("bash", _run_shell)])
+def _write_file(example) -> None:
+    """A ```toml block whose first line names a file: write it there, for the commands after it."""
+    if m := FILE_NAMED.match(str(example.parsed)):
+        assert m["name"] != "londinium.toml", f"{example.path}, line {example.line}: a londinium.toml block would replace the tests' small settings"
+        Path(m["name"]).write_text(str(example.parsed), encoding="utf-8")
+
+
+SYBIL = Sybil(parsers=[PythonCodeBlockParser(), CodeBlockParser("bash", _run_shell), CodeBlockParser("toml", _write_file)])
 EXAMPLES = [(doc, i) for doc in DOCS for i, _ in enumerate(SYBIL.parse(doc))]
 _documents: dict[Path, tuple[Path, list]] = {}
 
@@ -115,6 +129,7 @@ def docs_template(tiny_workspace, tmp_path_factory) -> Path:
     shutil.copytree(tiny_workspace.root, root / "londinium-work")
     (root / "londinium.toml").write_text(TINY_CONFIG)
     for name, text in USER_FILES.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     # The two runs the guides refer to: 'main' and training.md's second run 'wide'; and the search
     # index, which quickstart builds (the MCP server's search tools read it).
@@ -156,7 +171,7 @@ def test_doc_example(doc, index, doc_dir):
     for module, extra in OPTIONAL_EXTRAS.items():
         if re.search(rf"^\s*(from|import)\s+{module}\b", str(example.parsed), re.MULTILINE) and not importlib.util.find_spec(module):
             pytest.skip(f"{doc.relative_to(ROOT)}, line {example.line}: needs {module}, the `{extra}` extra (pip install -e '.[{extra}]')")
-    if example.region.evaluator is not _run_shell and not CONTINUES.match(first):
+    if example.region.evaluator not in (_run_shell, _write_file) and not CONTINUES.match(first):
         example.document.namespace.clear()  # a self-contained block must not lean on an earlier one
     example.evaluate()
 

@@ -114,3 +114,29 @@ def test_a_saved_config_as_base_keeps_its_values_unless_given_explicitly(tmp_pat
     assert (cfg.preset, cfg.model.n_layer, cfg.model.context, cfg.train.max_steps) == ("small", 6, 256, 5000)
     with pytest.raises(ConfigError, match=r"saved config .*missing\.toml"):
         load_config(base=tmp_path / "missing.toml")
+
+
+def test_a_relative_path_resolves_against_the_file_that_holds_it(tmp_path: Path, monkeypatch):
+    """Every field declared a path: relative to the config file's folder, to a saved config's
+    folder, or to the current directory for --set; an absolute path and a checkpoint name stay."""
+    import dataclasses
+
+    from londinium.config import SECTIONS
+
+    paths = [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls) if f.metadata.get("path")]
+    assert {"corpus.sources", "corpus.cache_dir", "eval.probe_file", "export.out", "serve.export", "serve.request_log",
+            "eval.checkpoint"} <= set(paths)
+    body = "".join(f'{key} = "sub/x"\n' for key in paths)  # dotted keys: one line a field
+    (tmp_path / "project").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "project" / "londinium.toml").write_text(body)
+    (tmp_path / "run" / "config.toml").write_text(body)
+    monkeypatch.chdir(tmp_path / "cwd")
+    for cfg, folder in ((load_config("../project/londinium.toml"), "project"), (load_config(base="../run/config.toml"), "run"),
+                        (load_config(None, [f"{key}='sub/x'" for key in paths]), "cwd")):
+        for key in paths:
+            section, name = key.split(".")
+            assert getattr(getattr(cfg, section), name) == str(tmp_path / folder / "sub" / "x"), (key, folder)
+    cfg = load_config(None, [f"corpus.sources='{tmp_path}/a.toml'", "eval.checkpoint=latest", "export.checkpoint=step-7"])
+    assert (cfg.corpus.sources, cfg.eval.checkpoint, cfg.export.checkpoint) == (f"{tmp_path}/a.toml", "latest", "step-7")

@@ -180,7 +180,7 @@ KJV = [
 
 
 def test_jsonl_rows_are_joined_into_chapters_with_titles():
-    spec = _spec("jsonl", jsonl_group_by=["book", "chapter"], jsonl_title_fields=["book", "chapter"])
+    spec = _spec("jsonl", group_by=["book", "chapter"], title_fields=["book", "chapter"])
     result = jsonl_texts(_kjv_lines(KJV), spec, "kjv.jsonl")
     assert [t.title for t in result.texts] == ["Genesis 1", "Genesis 2", "Revelation 22"]
     assert result.texts[0].text == KJV[0]["text"] + "\n" + KJV[1]["text"]
@@ -194,7 +194,7 @@ def test_jsonl_without_grouping_gives_one_text_per_row():
 
 def test_bad_jsonl_rows_are_skipped_with_line_numbers():
     text = _kjv_lines(KJV[:2]) + '\n{"text": broken\n{"verse": 3}\n' + json.dumps(KJV[2])
-    spec = _spec("jsonl", jsonl_group_by=["book", "chapter"])
+    spec = _spec("jsonl", group_by=["book", "chapter"])
     result = jsonl_texts(text, spec, "kjv.jsonl")
     assert len(result.texts) == 2
     assert result.bad_rows[0].startswith("line 3: not valid JSON")

@@ -37,7 +37,7 @@ def test_embedded_default_registry_has_shakespeare_milton_and_kjv():
     assert specs["shakespeare"].period == [1590, 1623]
     assert specs["milton"].period == [1632, 1671]
     assert specs["kjv"].format == "jsonl"
-    assert specs["kjv"].jsonl_group_by == ["book", "chapter"]
+    assert specs["kjv"].group_by == ["book", "chapter"]
     assert "letters patent" in specs["kjv"].license
     assert load_registry(default_registry_path()) == load_registry(None)
 
@@ -83,6 +83,14 @@ def test_missing_required_field_is_named(tmp_path: Path, missing: str):
     assert ("source #1" in msg) if missing == "id" else ("source 'mine'" in msg)
 
 
+def test_the_row_fields_former_jsonl_names_still_load(tmp_path: Path):
+    (spec,) = load_registry(_registry(tmp_path, GOOD + 'jsonl_text_field = "body"\njsonl_group_by = ["book"]\n'
+                                                   'jsonl_title_fields = ["book", "chapter"]\n'))
+    assert (spec.text_field, spec.group_by, spec.title_fields) == ("body", ["book"], ["book", "chapter"])
+    msg = _error(tmp_path, GOOD + 'jsonl_text_field = "body"\ntext_field = "text"\n')
+    assert "field 'jsonl_text_field': the former name of 'text_field', which is given too" in msg
+
+
 def test_duplicate_ids_name_both_sources(tmp_path: Path):
     msg = _error(tmp_path, GOOD + GOOD)
     assert "source 'mine' (#2)" in msg and "#1" in msg and "field 'id'" in msg
@@ -106,7 +114,7 @@ def test_unreadable_or_empty_registry_is_a_config_error(tmp_path: Path):
 
 def test_kinds_and_formats_are_the_documented_ones():
     assert KINDS == ("pypi-sdist", "url", "local")
-    assert "gutenberg" in FORMATS and "jsonl" in FORMATS
+    assert "gutenberg" in FORMATS and "jsonl" in FORMATS and "parquet" in FORMATS and "arrow" in FORMATS
 
 
 @pytest.mark.parametrize(
@@ -137,3 +145,6 @@ def test_the_example_registry_in_docs_is_valid(tmp_path: Path):
     assert specs[0].location == str(tmp_path / "texts" / "letters")
     assert selector(specs[0].files, specs[0].exclude)("1652/to-temple.txt")
     assert not selector(specs[0].files, specs[0].exclude)("drafts/1652/to-temple.txt")
+    tables = next(block.split("```", 1)[0] for block in doc.split("```toml\n") if block.startswith("# tables.toml"))
+    web, verses = load_registry(_registry(tmp_path, tables))
+    assert (web.text_field, web.title_fields, verses.group_by) == ("text", ["url"], ["book", "chapter"])

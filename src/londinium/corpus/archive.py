@@ -6,8 +6,8 @@ by member straight from the archive file; nothing is written to disk, so a hosti
 as `../../.bashrc` can never land anywhere. Such members are skipped and reported, as are links,
 devices and members over the size cap (checked from the header before a byte is read).
 
-`file_problem` is the per-file check every source applies before yielding a file: empty, binary, or
-over the cap. Decoding (invalid UTF-8, mojibake) is the extraction stage's job, not this one's.
+`file_problem` is the per-file check every source applies before yielding a file: empty, binary (other
+than PDF, Parquet and Arrow, which are read as such), or over the cap. Decoding (invalid UTF-8, mojibake) is the extraction stage's job, not this one's.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import IO, Callable
 CORRUPT_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError)
 
 SNIFF_BYTES = 8192
+BINARY_FORMATS = ("pdf", "parquet", "arrow")  # binary files the extraction stage reads
 
 
 class CorruptArchive(Exception):
@@ -34,7 +35,8 @@ class CorruptArchive(Exception):
 
 
 def sniff(head: bytes) -> str:
-    """Classify a blob by its first bytes: zip, tar, gzip, bzip2, xz, pdf, html, xml, text or binary."""
+    """Classify a blob by its first bytes: zip, tar, gzip, bzip2, xz, pdf, parquet, arrow, html, xml,
+    text or binary."""
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
     if len(head) > 262 and head[257:262] == b"ustar":
@@ -47,6 +49,12 @@ def sniff(head: bytes) -> str:
         return "xz"
     if head.startswith(b"%PDF-"):
         return "pdf"
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    # Arrow IPC: the file format (Feather 2) opens with its magic, the stream format (what `datasets`
+    # writes) with a message's continuation marker and metadata length.
+    if head.startswith(b"ARROW1") or (head.startswith(b"\xff\xff\xff\xff") and len(head) > 8):
+        return "arrow"
     if is_binary(head):
         return "binary"
     lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
@@ -83,9 +91,9 @@ def file_problem(data: bytes, max_bytes: int, fmt: str = "auto") -> str | None:
         return f"over the size cap ({len(data):,} bytes > {max_bytes:,}; raise corpus.max_file_mb to keep it)"
     if not data.strip():
         return "empty file"
-    # PDFs are binary containers the extraction stage knows how to read.
-    if fmt != "pdf" and not data.startswith(b"%PDF-") and is_binary(data):
-        return "binary file (NUL bytes or mostly control characters): not text, HTML, TEI, JSONL or PDF"
+    # PDFs, Parquet and Arrow files are binary containers the extraction stage knows how to read.
+    if fmt not in BINARY_FORMATS and sniff(data[:SNIFF_BYTES]) not in BINARY_FORMATS and is_binary(data):
+        return "binary file (NUL bytes or mostly control characters): not text, HTML, TEI, JSONL, PDF, Parquet or Arrow"
     return None
 
 

