@@ -94,14 +94,16 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from londinium.train.trainer import resume_config, train
-
     ws, cfg = _context(args)
     if args.run:
         cfg.train.run_name = args.run
-    if args.resume:  # the run's own config, with only what this command sets on purpose on top
-        cfg = resume_config(ws, cfg.train.run_name, _config_path(args), args.overrides, args.preset)
-    train(ws, cfg, force=args.force)
+    ws.run_dir(cfg.train.run_name)  # a bad name is refused before it names a lock
+    with ws.lock(f"train/{cfg.train.run_name}"):  # before torch loads: a second train is refused at once
+        from londinium.train.trainer import resume_config, train
+
+        if args.resume:  # the run's own config, with only what this command sets on purpose on top
+            cfg = resume_config(ws, cfg.train.run_name, _config_path(args), args.overrides, args.preset)
+        train(ws, cfg, force=args.force)
     return 0
 
 
@@ -210,13 +212,17 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         return 0
     if not args.base_url:
         raise BenchError("--base-url URL is required (e.g. http://127.0.0.1:8000/v1), or --compare A.json B.json")
+    from londinium.bench.report import check_bench_target
+
     ws, _ = _context(args)
+    check_bench_target(ws, args.name)  # now, not after minutes of load
     spec = BenchSpec(base_url=args.base_url, model=args.model or "", num_prompts=args.num_prompts,
                      levels=parse_levels(args.concurrency, args.max_concurrency, args.request_rate),
                      input_len=args.input_len, output_len=args.output_len, range_ratio=args.range_ratio,
                      prompts_file=args.prompts or "", seed=args.seed, warmup=args.warmup, burstiness=args.burstiness,
                      goodput=parse_goodput(args.goodput), timeout_s=args.timeout, name=args.name)
-    results = bench_serve(ws, spec, api_key=args.api_key or "")
+    with ws.lock(f"bench/{spec.name}"):
+        results = bench_serve(ws, spec, api_key=args.api_key or "")
     print(render_table(results), end="")
     for lv in results["levels"]:
         for msg, n in lv["errors"].items():
