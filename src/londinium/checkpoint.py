@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from londinium.errors import LondiniumError
-from londinium.files import fsync_dir, sha256_file, write_json
+from londinium.files import disk_full_guard, fsync_dir, sha256_file, share_as_umask, write_json
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -139,16 +139,23 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    # save_model drops the duplicate names of tied weights (wte / lm_head) that save_file refuses.
-    save_model(model, str(tmp / MODEL_FILE), metadata={"format": "pt", "step": str(step)})
-    torch.save(trainer_state, tmp / STATE_FILE)
-    (tmp / CONFIG_FILE).write_text(config_toml, encoding="utf-8")
-    files = {}
-    for name in (MODEL_FILE, STATE_FILE, CONFIG_FILE):
-        _fsync_file(tmp / name)
-        files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-    full_meta = {"format": FORMAT_VERSION, "step": step, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta, "files": files}
-    write_json(tmp / META_FILE, full_meta)
+    with disk_full_guard(final, hint="choose another --workspace"):
+        try:
+            # save_model drops the duplicate names of tied weights (wte / lm_head) that save_file refuses.
+            save_model(model, str(tmp / MODEL_FILE), metadata={"format": "pt", "step": str(step)})
+            with open(tmp / STATE_FILE, "wb") as f:  # a file object: torch then keeps the OSError (a full disk) as context
+                torch.save(trainer_state, f)
+            (tmp / CONFIG_FILE).write_text(config_toml, encoding="utf-8")
+            files = {}
+            for name in (MODEL_FILE, STATE_FILE, CONFIG_FILE):
+                _fsync_file(tmp / name)
+                files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+            full_meta = {"format": FORMAT_VERSION, "step": step, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta, "files": files}
+            write_json(tmp / META_FILE, full_meta)
+            share_as_umask(tmp)  # safetensors writes 0600: the umask decides, as for any artifact
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # at once: on a full disk the next step needs the space
+            raise
     fsync_dir(tmp)
     os.rename(tmp, final)
     fsync_dir(directory)

@@ -20,16 +20,20 @@
     londinium quickstart        every stage, on corpus.sources or the embedded default
 
 Every command takes --workspace, --config, --preset, --set section.key=value and --force.
-Errors the user can fix (LondiniumError) print one line and exit 2; anything else is a bug and
+Errors the user can fix (LondiniumError) print one line and exit 2; so does a full disk, and a stage
+that another process is running (its pid and command named). When the reader of the output goes
+away (`londinium ... | head`), a stage finishes and records its work silently, a command that only
+prints stops; both exit 141, the status of a program that SIGPIPE ended. Anything else is a bug and
 keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from londinium.config import Config, load_config, to_toml
 from londinium.errors import LondiniumError
@@ -94,14 +98,16 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from londinium.train.trainer import resume_config, train
-
     ws, cfg = _context(args)
     if args.run:
         cfg.train.run_name = args.run
-    if args.resume:  # the run's own config, with only what this command sets on purpose on top
-        cfg = resume_config(ws, cfg.train.run_name, _config_path(args), args.overrides, args.preset)
-    train(ws, cfg, force=args.force)
+    ws.run_dir(cfg.train.run_name)  # a bad name is refused before it names a lock
+    with ws.lock(f"train/{cfg.train.run_name}"):  # before torch loads: a second train is refused at once
+        from londinium.train.trainer import resume_config, train
+
+        if args.resume:  # the run's own config, with only what this command sets on purpose on top
+            cfg = resume_config(ws, cfg.train.run_name, _config_path(args), args.overrides, args.preset)
+        train(ws, cfg, force=args.force)
     return 0
 
 
@@ -210,13 +216,17 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         return 0
     if not args.base_url:
         raise BenchError("--base-url URL is required (e.g. http://127.0.0.1:8000/v1), or --compare A.json B.json")
+    from londinium.bench.report import check_bench_target
+
     ws, _ = _context(args)
+    check_bench_target(ws, args.name)  # now, not after minutes of load
     spec = BenchSpec(base_url=args.base_url, model=args.model or "", num_prompts=args.num_prompts,
                      levels=parse_levels(args.concurrency, args.max_concurrency, args.request_rate),
                      input_len=args.input_len, output_len=args.output_len, range_ratio=args.range_ratio,
                      prompts_file=args.prompts or "", seed=args.seed, warmup=args.warmup, burstiness=args.burstiness,
                      goodput=parse_goodput(args.goodput), timeout_s=args.timeout, name=args.name)
-    results = bench_serve(ws, spec, api_key=args.api_key or "")
+    with ws.lock(f"bench/{spec.name}"):
+        results = bench_serve(ws, spec, api_key=args.api_key or "")
     print(render_table(results), end="")
     for lv in results["levels"]:
         for msg, n in lv["errors"].items():
@@ -389,16 +399,95 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The exit status of a program that SIGPIPE ended (128 + 13), what `yes | head` leaves: scripts
+# with `set -o pipefail` see londinium as they see grep or cat. (Python's own default would be 1.)
+EXIT_BROKEN_PIPE = 141
+
+
+class _Output:
+    """sys.stdout or sys.stderr while a command runs. When the reader goes away (`| head` exited),
+    the file descriptor is pointed at /dev/null (as Python's documentation advises) so nothing
+    raises again, even at exit. With `stop`, that write still raises BrokenPipeError: the command
+    only prints, and stops. Without it, the work goes on silently and is recorded: a stage's record
+    never depends on its output being read."""
+
+    def __init__(self, stream: Any, stop: bool):
+        self._stream, self._stop, self.closed_by_reader = stream, stop, False
+
+    def _reader_gone(self) -> None:
+        self.closed_by_reader = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+        if self._stop:
+            raise BrokenPipeError
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return self._stream.write(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+# Commands whose only product is what they print: with no reader left they stop at once.
+_ONLY_PRINT = ("cmd_config_show", "cmd_model_info", "cmd_generate", "cmd_chat", "cmd_search")
+
+
+def _disk_full_line(args: argparse.Namespace, e: BaseException) -> str:
+    """A full disk that no writer named (a library's own write): name the file if the error has it,
+    else the output or workspace of the command."""
+    from londinium.files import disk_full
+
+    err: BaseException | None = e
+    while err is not None and not getattr(err, "filename", None):
+        err = err.__cause__ or err.__context__
+    path = getattr(err, "filename", None) or getattr(args, "out", None) or args.workspace
+    return str(disk_full(Path(path).absolute(), hint="choose another --workspace"))
+
+
 def main(argv: list[str] | None = None) -> int:
+    from londinium.files import out_of_space
+
     args = build_parser().parse_args(argv)
+    outputs: list[_Output] = []
+    if args.handler.__name__ != "cmd_mcp":  # MCP speaks its protocol on stdout: leave it to the SDK
+        stop = args.handler.__name__ in _ONLY_PRINT
+        outputs = [_Output(sys.stdout, stop), _Output(sys.stderr, stop)]
+        sys.stdout, sys.stderr = outputs
     try:
-        return args.handler(args)
+        status = args.handler(args)
+    except BrokenPipeError:
+        status = EXIT_BROKEN_PIPE
     except LondiniumError as e:
         print(f"londinium: error: {e}", file=sys.stderr)
-        return 2
+        status = 2
     except KeyboardInterrupt:
         print("londinium: interrupted; finished stages are kept, run the command again to continue", file=sys.stderr)
-        return 130
+        status = 130
+    except Exception as e:
+        if not out_of_space(e):
+            raise
+        print(f"londinium: error: {_disk_full_line(args, e)}", file=sys.stderr)
+        status = 2
+    finally:
+        if outputs:
+            sys.stdout, sys.stderr = (o._stream for o in outputs)
+    if any(o.closed_by_reader for o in outputs) and status == 0:
+        return EXIT_BROKEN_PIPE
+    return status
 
 
 if __name__ == "__main__":

@@ -19,3 +19,11 @@ class SourceError(LondiniumError):
 
 class PathError(LondiniumError):
     """A path is the wrong kind (a file where a folder belongs, or the reverse) or cannot be written."""
+
+
+class DiskFull(PathError):
+    """A write ran out of space (or quota): the message names the path and the free space there."""
+
+
+class Busy(LondiniumError):
+    """Another process is running the same stage on the same outputs: the message names it (pid, command)."""

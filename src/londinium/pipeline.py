@@ -54,7 +54,8 @@ def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float |
     train_tokenizer(ws, cfg.tokenizer, cache_dir=cfg.corpus.cache_dir, download_timeout_s=cfg.corpus.download_timeout_s, force=force)
     prepare_shards(ws, cfg.data, force=force)
     cfg.train.resume = True  # an interrupted quickstart continues its training run where it stopped
-    trained = train(ws, cfg, force=force)
+    with ws.lock(f"train/{cfg.train.run_name}"):  # the other stages lock themselves (Workspace.run_stage)
+        trained = train(ws, cfg, force=force)
     results = evaluate(ws, cfg, run=cfg.train.run_name, force=force)
     # float32 whatever [export] says: the one export every tool reads (a GGUF file is one command away).
     # A model that maps onto no transformers class is a legitimate experiment: say so, do not fail.

@@ -16,23 +16,27 @@ for paths and never joins them by hand:
       exports/<name>.toml            the [export] settings an export was written with
       index/    bm25/ (the BM25 matrices) documents.jsonl spellings.json meta.json config.toml   (londinium index build)
       bench/<name>/  results.json report.md throughput.png latency.png   (londinium bench serve)
+      .locks/<stage>.lock            held while a stage runs (`lock`): a second run of it is refused
 
 A stage is a function of its config and its inputs. `Workspace.up_to_date` says whether a stage's
 recorded config and input hashes equal the current ones and its outputs are intact; `record` writes
 the entry once the stage has written its outputs (atomically), so an interrupted stage is never
-recorded as done.
+recorded as done. While a stage runs it holds `lock(stage)`, so the same stage (or run, or export)
+started again meanwhile is refused with the holder's pid and command instead of crashing half-way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from londinium.errors import LondiniumError, PathError
-from londinium.files import loads_json, remove_stale_temporaries, sha256_file, write_json
+from londinium.files import ensure_dir, loads_json, path_kind, remove_stale_temporaries, sha256_file, write_json
+from londinium.locks import hold
 
 DEFAULT_WORKSPACE = "londinium-work"
 SPLITS = ("train", "val", "test")
@@ -77,7 +81,8 @@ class Workspace:
     def __init__(self, root: str | os.PathLike = DEFAULT_WORKSPACE):
         path = Path(root).resolve()
         if path.exists() and not path.is_dir():
-            raise PathError(f"workspace {path} is a file, but a workspace is a folder; choose another --workspace")
+            kind = path_kind(path, follow=True)
+            raise PathError(f"workspace {path} is a {kind}, but a workspace is a folder; choose another --workspace")
         # Checked now, not at the first write after minutes of work: a file standing in the way.
         blocker = next((p for p in path.parents if p.exists()), None)
         if blocker is not None and not blocker.is_dir():
@@ -242,6 +247,37 @@ class Workspace:
         """What the index was built from (the corpus splits' sha256) and its size."""
         return self.index_dir / "meta.json"
 
+    # ---- what no other command may write over ----------------------------------------------------
+    def stage_outputs(self) -> dict[Path, str]:
+        """The stages' own folders (and the manifest), each with what it holds: a user-named output
+        (`export --out`, a bench name) may not be one of them, contain one, or lie inside one."""
+        return {self.manifest_file: "the workspace's manifest", self.corpus_dir: "the corpus stage's outputs",
+                self.tokenizer_dir: "the tokenizer stage's outputs", self.shards_dir: "the token shards",
+                self.root / "runs": "the training runs (every checkpoint)", self.eval_dir: "the evaluation reports",
+                self.index_dir: "the search index", self.locks_dir: "the stage locks"}
+
+    def output_folders(self) -> dict[Path, str]:
+        """Folders that hold user-named outputs: one may lie inside them, but not be or contain them."""
+        return {self.root: "the workspace", self.exports_dir: "the exports folder (every export)",
+                self.root / "bench": "the benchmarks folder (every benchmark)"}
+
+    # ---- locks ---------------------------------------------------------------------------------
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / ".locks"
+
+    @contextlib.contextmanager
+    def lock(self, stage: str) -> Iterator[None]:
+        """Hold `stage`'s lock (`train/<run>`, `export/<name>`, `corpus`, ...) for the block; `Busy`
+        naming the holder if another process runs it. Under torchrun only rank 0 takes it, for the
+        whole job: the ranks of one job must not lock each other out, and rank 0 alone writes."""
+        if os.environ.get("RANK", "0") != "0":
+            yield
+            return
+        ensure_dir(self.root, "workspace")  # a place that cannot be written is named as the workspace
+        with hold(self.locks_dir / f"{stage}.lock", f"{stage} in workspace {self.root}"):
+            yield
+
     # ---- manifest ------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
         import json
@@ -284,15 +320,22 @@ class Workspace:
                 return False
         return True
 
+    def _manifest_update(self) -> contextlib.AbstractContextManager[None]:
+        # Stages of different names run at once (two training runs, an eval beside a training): the
+        # manifest's read-modify-write is serialised, or one stage's entry would be lost.
+        return hold(self.locks_dir / "manifest.lock", f"a manifest update in {self.root}", wait=True)
+
     def record(self, stage: str, config: dict[str, Any], inputs: Iterable[Path], outputs: Iterable[Path]) -> None:
-        manifest = self.manifest()
-        manifest[stage] = {
+        entry = {
             "config": config,
             "inputs": self.hashes(inputs),
             "outputs": self.hashes(outputs),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        write_json(self.manifest_file, manifest)
+        with self._manifest_update():
+            manifest = self.manifest()
+            manifest[stage] = entry
+            write_json(self.manifest_file, manifest)
 
     def require_stage(self, stage: str, paths: Iterable[Path]) -> None:
         """Raise StageNotDone unless `stage` finished (it has a manifest entry) and recorded each of
@@ -323,13 +366,15 @@ class Workspace:
     def remove_stale_temporaries(self, stage: str) -> list[Path]:
         """Delete the temporary files that a killed run of `stage` left in its directory (and a killed
         manifest write in the workspace root); a live process's are kept. Called before a stage runs."""
-        return remove_stale_temporaries(self.stage_dir(stage)) + remove_stale_temporaries(self.root)  # + the manifest's
+        # In the root only the manifest's: a workspace may be a folder that holds the user's own files.
+        return remove_stale_temporaries(self.stage_dir(stage)) + remove_stale_temporaries(self.root, self.manifest_file.name)
 
     def invalidate(self, stage: str) -> None:
         """Forget that a stage ran (called before a stage starts rewriting its outputs)."""
-        manifest = self.manifest()
-        if manifest.pop(stage, None) is not None:
-            write_json(self.manifest_file, manifest)
+        with self._manifest_update():
+            manifest = self.manifest()
+            if manifest.pop(stage, None) is not None:
+                write_json(self.manifest_file, manifest)
 
     def run_stage(
         self,
@@ -347,6 +392,7 @@ class Workspace:
         `section` is the stage's config dataclass (saved as `<stage>/config.toml`, or `config_file`
         for a stage whose outputs are not a directory of the workspace, such as an export);
         `fingerprint` adds anything else the outputs depend on (e.g. the sources registry's contents).
+        The stage's lock is held throughout: a second run of the same stage meanwhile is refused.
         """
         import dataclasses
 
@@ -355,14 +401,15 @@ class Workspace:
 
         inputs = list(inputs)
         config = {"section": dataclasses.asdict(section), **(fingerprint or {})}
-        if not force and self.up_to_date(stage, config, inputs):
-            where = config_file.parent if config_file else self.stage_dir(stage)
-            log(f"{stage}: up to date in {where}; nothing to do (--force re-runs it)")
-            return False
-        self.invalidate(stage)
-        self.remove_stale_temporaries(stage)
-        outputs = list(run())
-        config_file = config_file or self.stage_config_file(stage)
-        write_text(config_file, to_toml(section))
-        self.record(stage, config, inputs, [*outputs, config_file])
-        return True
+        with self.lock(stage):
+            if not force and self.up_to_date(stage, config, inputs):
+                where = config_file.parent if config_file else self.stage_dir(stage)
+                log(f"{stage}: up to date in {where}; nothing to do (--force re-runs it)")
+                return False
+            self.invalidate(stage)
+            self.remove_stale_temporaries(stage)
+            outputs = list(run())
+            config_file = config_file or self.stage_config_file(stage)
+            write_text(config_file, to_toml(section))
+            self.record(stage, config, inputs, [*outputs, config_file])
+            return True

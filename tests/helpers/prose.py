@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 WORDS = ("thou thee thy hath doth art shalt lord king queen heaven earth night day light love death sword crown "
          "blood grace mercy honour shame sweet fair foul noble gentle man woman child father mother house land sea "
@@ -21,3 +22,15 @@ def prose(seed: int, sentences: int = 30) -> str:
         if i % 6 == 5:
             out.append("\n\n")
     return " ".join(out).replace(" \n\n ", "\n\n")
+
+
+def local_sources(folder: Path, files: int = 4) -> Path:
+    """A sources registry (`folder/sources.toml`) with one local source of `files` prose texts in
+    `folder/texts`: a corpus build that needs nothing but the disk."""
+    texts = folder / "texts"
+    texts.mkdir()
+    for i in range(files):
+        (texts / f"t{i}.txt").write_text(f"TEXT {i}\n\n" + prose(40 + i, 12), encoding="utf-8")
+    registry = folder / "sources.toml"
+    registry.write_text('[[source]]\nid = "s"\nkind = "local"\nlocation = "texts"\nperiod = [1600, 1600]\n', encoding="utf-8")
+    return registry

@@ -73,14 +73,11 @@ def test_an_unwritable_output_is_refused(ws, tmp_path) -> None:
     assert leftovers(tmp_path) == ["a-file"]
 
 
-def test_a_non_empty_output_directory_needs_force(ws, tmp_path) -> None:
+def test_an_empty_output_directory_is_filled(ws, tmp_path) -> None:
     out = tmp_path / "mine"
-    out.mkdir()
-    (out / "notes.txt").write_text("keep me")
-    assert_clean_failure(export(ws, "--run", GOOD, "--out", str(out)), str(out), "--force")
-    assert leftovers(out) == ["notes.txt"] and leftovers(tmp_path) == ["mine"]
-    ok = export(ws, "--run", GOOD, "--out", str(out), "--force")
+    out.mkdir()  # empty: nothing to lose (a folder with anything else in it: tests/integration/test_output_targets.py)
+    ok = export(ws, "--run", GOOD, "--out", str(out))
     assert ok.returncode == 0, ok.stderr
-    assert "notes.txt" not in leftovers(out) and json.loads((out / "config.json").read_text())["model_type"] == "gpt2"
+    assert json.loads((out / "config.json").read_text())["model_type"] == "gpt2"
     assert "parameters" in ok.stdout and "load it:" in ok.stdout and "model.safetensors" in ok.stdout
-    assert leftovers(tmp_path) == ["mine"]  # the old directory and the staging directory are gone
+    assert leftovers(tmp_path) == ["mine"]  # the staging directory and the lock beside the target are gone

@@ -9,20 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.prose import prose
+from helpers.prose import local_sources
 
 from londinium.errors import PathError
 from londinium.files import ensure_dir, require_file, write_text
 
 
 def _setup(tmp_path: Path) -> Path:
-    texts = tmp_path / "texts"
-    texts.mkdir()
-    for i in range(4):
-        (texts / f"t{i}.txt").write_text(f"TEXT {i}\n\n" + prose(40 + i, 12), encoding="utf-8")
-    registry = tmp_path / "sources.toml"
-    registry.write_text('[[source]]\nid = "s"\nkind = "local"\nlocation = "texts"\nperiod = [1600, 1600]\n', encoding="utf-8")
-    return registry
+    return local_sources(tmp_path)
 
 
 def _cli(tmp_path: Path, *args: str, ws: Path | None = None, sources: Path | None = None, cache: Path | None = None):

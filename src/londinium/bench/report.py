@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from londinium.bench.serve_bench import BenchError
-from londinium.files import fsync_dir, loads_json, require_file, write_bytes, write_json, write_text
+from londinium.files import (create_temporary_dir, disk_full_guard, ensure_dir, loads_json, remove_stale_temporaries, replace_dir,
+                             require_file, write_bytes, write_json, write_text)
+from londinium.outputs import check_target, holds_only, siblings
 
 # (row label, key in a level, stat or None, how to print it)
 ROWS: list[tuple[str, str, str | None, str]] = [
@@ -138,28 +139,38 @@ def plots(results: dict) -> dict[str, bytes]:
     return out
 
 
+def bench_files(ws: Any, name: str) -> list[str]:
+    """The names of what `write_results` puts in bench/<name>/."""
+    return [ws.bench_results(name).name, ws.bench_report_md(name).name,
+            *(ws.bench_plot(name, kind).name for kind in ("throughput", "latency"))]
+
+
+def check_bench_target(ws: Any, name: str) -> Path:
+    """bench/<name>/ when results may be written there (`outputs.check_target`): absent, empty, or
+    an earlier benchmark's four files and nothing else; else a PathError naming --name and why."""
+    target = ws.bench_dir(name)
+    return check_target(target, "--name", folder=True, ours=holds_only(bench_files(ws, name)),
+                        keep={**ws.stage_outputs(), **siblings(target.parent, target)}, within=ws.output_folders())
+
+
 def write_results(ws: Any, results: dict) -> Path:
     """bench/<name>/ built in a temporary folder beside it and renamed into place, so it is the old
-    run's files, the new run's, or absent, never a mix."""
-    target = ws.bench_dir(results["name"])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        name = results["name"]
-        write_json(tmp / ws.bench_results(name).name, results)
-        write_text(tmp / ws.bench_report_md(name).name, render_report(results))
-        for kind, data in plots(results).items():
-            write_bytes(tmp / ws.bench_plot(name, kind).name, data)
-        os.chmod(tmp, 0o755)
-        old = target.parent / f".{target.name}.old.tmp"
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(target, old)
-        os.rename(tmp, target)
-        fsync_dir(target.parent)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    run's files, the new run's, or absent, never a mix; under the lock `bench/<name>`."""
+    name = results["name"]
+    with ws.lock(f"bench/{name}"):
+        target = check_bench_target(ws, name)
+        ensure_dir(target.parent)
+        remove_stale_temporaries(target.parent, name=target.name)
+        tmp = create_temporary_dir(target)
+        with disk_full_guard(target, hint="choose another --workspace"):
+            try:
+                write_json(tmp / ws.bench_results(name).name, results)
+                write_text(tmp / ws.bench_report_md(name).name, render_report(results))
+                for kind, data in plots(results).items():
+                    write_bytes(tmp / ws.bench_plot(name, kind).name, data)
+                replace_dir(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
     return target
 
 

@@ -39,9 +39,9 @@ converter leaves them; a matrix whose rows are not a multiple of 32 falls back t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ import torch
 
 from londinium.config import ModelConfig
 from londinium.errors import LondiniumError
-from londinium.files import fsync_dir
+from londinium.files import create_temporary_file, fsync_dir, require_replaceable
 from londinium.model.gpt import kv_heads, mlp_hidden
 
 DTYPES = ("float32", "float16", "q8_0")
@@ -193,8 +193,10 @@ def write_gguf(path: Path, trained: Any, dtype: str = "float32", progress: bool 
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    require_replaceable(path)  # never a device, FIFO or socket: the rename would replace it
+    fd, tmp = create_temporary_file(path)  # the umask's mode, as for a plain open(): a GGUF is for sharing
     os.close(fd)
+    writer = None
     try:
         writer = gguf.GGUFWriter(tmp, arch)
         writer.add_name(f"londinium {trained.run}")
@@ -217,8 +219,12 @@ def write_gguf(path: Path, trained: Any, dtype: str = "float32", progress: bool 
         writer.close()
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        require_replaceable(path)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:
+        if writer is not None:  # its open file would keep the space of a failed (disk full) write
+            with contextlib.suppress(Exception):
+                writer.close()
         Path(tmp).unlink(missing_ok=True)
         raise

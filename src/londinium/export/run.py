@@ -8,8 +8,13 @@ llama.cpp), as a workspace stage.
 The directory is built in a temporary directory beside the target and renamed into place whole,
 so a half-written export never looks complete; a stale temporary directory from a killed export is
 removed by the next one. The stage is recorded in the manifest (`export/<name>`), so exporting
-the same checkpoint with the same settings again does nothing. An existing non-empty target is
-replaced only with `force` (or when it is this stage's own earlier export).
+the same checkpoint with the same settings again does nothing. What the target may be is the rule
+of `outputs.check_target`: an existing target is replaced only when it is a londinium export
+(`londinium.json` listing every file of the folder; a GGUF file whose metadata names londinium),
+never a link, device, FIFO or socket, never the workspace, a stage's outputs, another export or the
+checkpoint being exported, with or without `force` (which only re-runs an up-to-date export). A
+lock beside the target (`.<name>.lock`) refuses a second export to it while one runs, whichever
+workspace it comes from.
 """
 
 from __future__ import annotations
@@ -19,16 +24,19 @@ import dataclasses
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from londinium.checkpoint import CONFIG_FILE, Checkpoint, checkpoint_name, find_checkpoint, list_checkpoints
 from londinium.config import Config, ExportConfig, load_config
 from londinium.errors import ConfigError, LondiniumError
-from londinium.files import fsync_dir
+from londinium.files import (create_temporary_dir, disk_full_guard, fsync_dir, remove_stale_temporaries, replace_dir,
+                             sha256_file, share_as_umask)
+from londinium.locks import hold
+from londinium.outputs import absolute, check_target, holds_only, siblings
 from londinium.workspace import Workspace
+
+if TYPE_CHECKING:
+    from londinium.checkpoint import Checkpoint
 
 FORMATS = ("hf", "gguf")
 GGUF_DTYPES = ("float32", "float16", "q8_0")
@@ -60,6 +68,8 @@ def resolve_settings(cfg: Config, run: str | None = None, checkpoint: str | None
 
 def resolve_checkpoint(ws: Workspace, run: str, which: str) -> Checkpoint:
     """The verified checkpoint `which` names: best, latest, step-N (that step of the run) or a directory."""
+    from londinium.checkpoint import checkpoint_name, find_checkpoint, list_checkpoints  # torch: only once needed
+
     runs = ws.root / "runs"
     if not ws.run_dir(run).is_dir():
         known = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
@@ -81,6 +91,12 @@ def export_run(ws: Workspace, cfg: Config, run: str | None = None, checkpoint: s
                log: Callable[[str], None] = print) -> Path:
     """Export a trained run's checkpoint; returns the path of the export (a directory for hf, a
     file for gguf). Skipped when the same checkpoint was exported with the same settings."""
+    if out or cfg.export.out:  # a --out that may not be written is refused at once, before torch is loaded
+        which = checkpoint or cfg.export.checkpoint
+        given = absolute(which) if which not in ("best", "latest") and not _STEP.match(which) else None
+        check_export_target(ws, absolute(out or cfg.export.out), fmt or cfg.export.format, given)
+    from londinium.checkpoint import CONFIG_FILE
+
     e = resolve_settings(cfg, run, checkpoint, fmt, dtype, out)
     ckpt = resolve_checkpoint(ws, e.run, e.checkpoint)
     trained_cfg = load_config(ckpt.path / CONFIG_FILE)
@@ -88,37 +104,36 @@ def export_run(ws: Workspace, cfg: Config, run: str | None = None, checkpoint: s
         from londinium.model.hf_layout import hf_layout
 
         hf_layout(trained_cfg.model)  # an unmappable model fails here, before anything is written
-    target = (Path(e.out) if e.out else ws.export_path(e.run, ckpt.step, e.format)).expanduser().resolve()
+    target = absolute(e.out if e.out else ws.export_path(e.run, ckpt.step, e.format))
     e = dataclasses.replace(e, out=str(target))
     stage = f"export/{target.name}"
-    earlier = _is_own_export(ws, stage, target)
     inputs = [*(ckpt.path / name for name in ckpt.meta.get("files", {})), ws.tokenizer_file,
               ws.corpus_report_json, ws.eval_results(e.run)]
     fingerprint = {"checkpoint": str(ckpt.path), "generate": dataclasses.asdict(cfg.generate) if e.format == "hf" else None}
+    check_export_target(ws, target, e.format, ckpt.path)  # before anything, even a lock file, is made
 
     def run_export() -> list[Path]:
         from londinium.model.load import load_run
 
-        _check_target(target, e.format, replace=force or earlier)
+        check_export_target(ws, target, e.format, ckpt.path)  # again, now that we hold the locks
         _writable_parent(target)
         trained = load_run(ws, e.run, str(ckpt.path), device="cpu")
         log(f"export: {trained.describe()} -> {target} ({e.format}, {e.dtype})")
-        if e.format == "gguf":
-            try:
-                from londinium.export.gguf import write_gguf  # the GGUF writer (export/gguf.py)
-            except ModuleNotFoundError as err:
-                if err.name != "londinium.export.gguf":
-                    raise
-                raise ExportError("this londinium has no GGUF writer (londinium/export/gguf.py); export --format hf") from None
-            write_gguf(target, trained, e.dtype)
-            files = [target]
-        else:
-            files = _write_hf_export(ws, cfg, trained, e, target)
+        with disk_full_guard(target, hint="choose another --out"):
+            if e.format == "gguf":
+                from londinium.export.gguf import write_gguf
+
+                write_gguf(target, trained, e.dtype)
+                files = [target]
+            else:
+                files = _write_hf_export(ws, cfg, trained, e, target)
         log(_report(target, e.format, trained.num_params, files))
         return files
 
-    ran = ws.run_stage(stage, e, run_export, inputs=inputs, fingerprint=fingerprint, force=force, log=log,
-                       config_file=ws.export_config_file(target))
+    _writable_parent(target)
+    with hold(target.parent / f".{target.name}.lock", f"an export to {target}"):
+        ran = ws.run_stage(stage, e, run_export, inputs=inputs, fingerprint=fingerprint, force=force, log=log,
+                           config_file=ws.export_config_file(target))
     if not ran:
         log(f"  load it: {load_command(target, e.format)}")
     return target
@@ -127,7 +142,6 @@ def export_run(ws: Workspace, cfg: Config, run: str | None = None, checkpoint: s
 def _write_hf_export(ws: Workspace, cfg: Config, trained: Any, e: ExportConfig, target: Path) -> list[Path]:
     from londinium.export.card import provenance, render_card
     from londinium.export.hf import write_hf
-    from londinium.files import sha256_file
 
     with _staging_dir(target) as tmp:
         written = write_hf(tmp, trained, e.dtype, cfg.generate, e.max_shard_mb)
@@ -144,27 +158,37 @@ def _write_hf_export(ws: Workspace, cfg: Config, trained: Any, e: ExportConfig, 
 # ---- the target --------------------------------------------------------------------------------
 
 
-def _is_own_export(ws: Workspace, stage: str, target: Path) -> bool:
-    """Whether `target` holds this stage's earlier export (recorded in the manifest, or a directory
-    whose londinium.json says it was written to this very path), which a new export may replace."""
-    if ws.manifest().get(stage, {}).get("config", {}).get("section", {}).get("out") == str(target):
-        return True
+def check_export_target(ws: Workspace, target: Path, fmt: str, checkpoint: Path | None = None) -> Path:
+    """`target` when an export may be written there (`outputs.check_target`); else a PathError
+    naming --out and why."""
+    keep = {**ws.stage_outputs(), **siblings(ws.exports_dir, target, [ws.export_config_file(target)]),
+            **({checkpoint: "the checkpoint being exported"} if checkpoint else {})}
+    return check_target(target, "--out", folder=fmt == "hf", ours=_own_gguf if fmt == "gguf" else _own_export,
+                        keep=keep, within=ws.output_folders())
+
+
+def _own_export(folder: Path) -> str | None:
+    """None when `folder` is a londinium export: its londinium.json lists every file in it."""
     try:
-        record = json.loads((target / RECORD_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and (record.get("export") or {}).get("out") == str(target)
+        listed = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))["export"]["files"]
+        names = [*listed, RECORD_FILE] if isinstance(listed, dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        names = None
+    if names is None:
+        return f"is not a londinium export (no readable {RECORD_FILE} listing its files)"
+    return holds_only(names)(folder)
 
 
-def _check_target(target: Path, fmt: str, replace: bool) -> None:
-    """Refuse to overwrite what is there unless told to."""
-    if fmt == "hf" and target.exists() and not target.is_dir():
-        raise ExportError(f"--out {target} is a file; a Hugging Face export is a directory: choose another --out")
-    if fmt == "gguf" and target.is_dir():
-        raise ExportError(f"--out {target} is a directory; a GGUF export is one file: give a file name such as model.gguf")
-    occupied = target.is_file() or (target.is_dir() and any(target.iterdir()))
-    if occupied and not replace:
-        raise ExportError(f"{target} already exists and is not empty; choose another --out, or pass --force to replace it")
+def _own_gguf(path: Path) -> str | None:
+    """None when `path` is a GGUF file londinium wrote (its general.name says so, see export/gguf.py)."""
+    try:
+        import gguf
+
+        field = gguf.GGUFReader(path).fields["general.name"]
+        name = bytes(field.parts[field.data[0]]).decode("utf-8")
+    except Exception:  # not GGUF at all, truncated, or without a name: not ours in any case
+        name = ""
+    return None if name.startswith("londinium ") else "is not a GGUF file londinium wrote"
 
 
 def _writable_parent(target: Path) -> None:
@@ -181,37 +205,25 @@ def _writable_parent(target: Path) -> None:
 
 @contextlib.contextmanager
 def _staging_dir(target: Path) -> Iterator[Path]:
-    """A temporary directory beside `target`, renamed onto it when the block succeeds and removed
-    when it fails, so `target` is either the old export, the new one, or absent."""
+    """A temporary directory beside `target` (`.name.<pid>.<random>.tmp`, the umask's modes like a
+    plain mkdir, since an export is for sharing), renamed onto it when the block succeeds and
+    removed when it fails, so `target` is either the old export, the new one, or absent."""
+    import shutil
+
     _writable_parent(target)
-    parent, prefix = target.parent, f".{target.name}."
-    for stale in parent.glob(prefix + "*.tmp"):  # left by an export that was killed
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temporaries(target.parent, name=target.name)  # left by an export that was killed
     try:
-        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp"))
+        tmp = create_temporary_dir(target)
     except OSError as err:
         raise ExportError(f"cannot write the export to {target}: {err.strerror or err}; choose another --out") from None
     try:
         yield tmp
-        # mkdtemp and the atomic writers create owner-only modes; an export is for sharing, so it
-        # gets the modes a plain mkdir and open would (the umask decides).
-        umask = os.umask(0)
-        os.umask(umask)
+        share_as_umask(tmp)  # safetensors writes 0600; an export is for sharing
         for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        os.chmod(tmp, 0o777 & ~umask)
         fsync_dir(tmp)
-        old = None
-        if target.exists():  # --force: move the old export aside, then swap the new one in
-            old = parent / f"{prefix}old.tmp"
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(target, old)
-        os.rename(tmp, target)
-        fsync_dir(parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 from londinium.config import Config, IndexConfig
 from londinium.errors import ConfigError
 from londinium.files import fsync_dir, sha256_file, write_json, write_jsonl
+from londinium.outputs import check_target, holds_only
 from londinium.spelling import fold_word, words
 from londinium.workspace import SPLITS, Workspace
 
@@ -119,6 +120,10 @@ def _build(ws: Workspace, cfg: Config, log: Callable[[str], None], show_progress
     from tqdm import tqdm
 
     t0 = time.time()
+    # The old index is replaced only if it is one (a workspace may be a folder with an index/ of its own).
+    check_target(ws.index_dir, "the index folder", folder=True, keep={},
+                 ours=holds_only([*(p.name for p in (ws.index_documents, ws.index_spellings, ws.index_meta)),
+                                  ws.stage_config_file("index").name], [ws.index_bm25_dir.name]))
     c = cfg.index
     license_of = licenses(cfg)
     fold = TermFolder()
