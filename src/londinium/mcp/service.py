@@ -71,12 +71,13 @@ class ModelService:
         return service
 
     def load_index(self) -> None:
-        """Load the search index; a missing or stale one is remembered and reported by the search tools."""
-        from londinium.index.search import CorpusIndex, SearchError
+        """Load the search index; a missing, stale or damaged one (or a damaged corpus under it) is
+        remembered, and the search tools answer with its one-line error: the server serves the model anyway."""
+        from londinium.index.search import CorpusIndex
 
         try:
             self._index, self._index_error = CorpusIndex.load(self.ws, self.cfg.index.snippet_chars), None
-        except SearchError as e:
+        except LondiniumError as e:
             self._index, self._index_error = None, e
 
     @property
