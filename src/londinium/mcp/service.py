@@ -35,11 +35,15 @@ class ToolInputError(LondiniumError):
     """A tool argument is empty, too long or out of range; the message names it."""
 
 
-def document_uri(doc_id: str) -> str:
-    """The MCP resource URI of a corpus document (the id percent-encoded: ids hold '/' and '#')."""
-    from urllib.parse import quote
+DOCUMENT_URI_TEMPLATE = "londinium://corpus/{id}"
 
-    return "londinium://corpus/" + quote(doc_id, safe="")
+
+def document_uri(doc_id: str) -> str:
+    """The MCP resource URI of a corpus document: the id percent-encoded (ids hold '/', '#', '%')
+    by the SDK's own URI template, the one the server decodes it with."""
+    from mcp.shared.uri_template import UriTemplate
+
+    return UriTemplate.parse(DOCUMENT_URI_TEMPLATE).expand({"id": doc_id})
 
 
 class ModelService:
