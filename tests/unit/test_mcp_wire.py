@@ -47,6 +47,7 @@ def test_each_bad_message_gets_its_json_rpc_error_and_the_id_when_readable(line,
     b'{"jsonrpc": "2.0", "id": "x", "method": "tools/call", "params": {"name": "generate", "arguments": {"prompt": "\\u00e9 \\ud83d\\ude00"}}}',
     b'{"jsonrpc": "2.0", "method": "notifications/initialized"}\r\n',
     b'{"jsonrpc": "2.0", "id": 123456789012345678901234567890, "result": {}}',
+    b'{"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "Parse error"}}',  # the host could not read an answer
 ])
 def test_a_valid_message_passes_as_the_sdk_reads_it(line):
     assert check_message(line) is None

@@ -75,7 +75,8 @@ def check_message(data: bytes) -> JSONRPCError | None:
     if not isinstance(msg, dict):
         batch = " (batches are not supported)" if isinstance(msg, list) else ""
         return _error(None, INVALID_REQUEST, f"Invalid Request: a message is one JSON object{batch}")
-    if "id" in msg and not _is_id(msg["id"]):
+    error_response = "error" in msg and "method" not in msg  # a peer's error about what it could not read has id null
+    if "id" in msg and not _is_id(msg["id"]) and not (error_response and msg["id"] is None):
         return _error(None, INVALID_REQUEST, "Invalid Request: id must be a string or an integer")
     try:
         jsonrpc_message_adapter.validate_json(data, by_name=False)  # exactly how the SDK reads a line
