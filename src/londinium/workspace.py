@@ -41,7 +41,8 @@ from londinium.locks import hold
 DEFAULT_WORKSPACE = "londinium-work"
 SPLITS = ("train", "val", "test")
 # The command that (re)makes each stage's outputs, for "run this again" messages.
-STAGE_COMMANDS = {"corpus": "londinium corpus build", "tokenizer": "londinium tokenizer train", "shards": "londinium data prepare"}
+STAGE_COMMANDS = {"corpus": "londinium corpus build", "tokenizer": "londinium tokenizer train", "shards": "londinium data prepare",
+                  "index": "londinium index build"}
 
 
 def check_run_name(name: str) -> str:

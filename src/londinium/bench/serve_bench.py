@@ -12,7 +12,9 @@ Load shapes, per level of a sweep: a concurrency cap (a semaphore) and arrivals 
 (`request_rate` inf) or a gamma process of mean rate R and shape `burstiness` (1 is Poisson).
 Prompts are windows of the workspace's held-out split (`corpus/val.jsonl`), cut to the input length
 with the workspace tokenizer, or the rows of a JSONL file. Output lengths are fixed with vLLM's
-`ignore_eos` where the server accepts that field (a probe request decides).
+`ignore_eos` where the server accepts that field (a probe request decides). Each request
+(`stream.py`) has a total deadline (`--timeout`) and checks every chunk: whatever a server sends, a
+bad answer is a failed request with its reason, never a crash or a hang.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
+from londinium.bench.stream import RequestRecord, read_bounded, stream_completion
 from londinium.errors import LondiniumError
 
 SLO_METRICS = ("ttft", "tpot", "e2el")
+MODELS_BYTES = 1 << 20  # what is read of GET /models: a list of ids, not megabytes
 PERCENTILES = (50, 90, 99)
 
 
@@ -41,31 +45,7 @@ class BenchError(LondiniumError):
     """A benchmark cannot start: a bad flag, a missing prompt file, a server that lists no model."""
 
 
-# ---- what is measured ----------------------------------------------------------------------------
-
-
-@dataclass
-class RequestRecord:
-    """One benchmark request as the client saw it. Times in seconds from the moment it was sent."""
-
-    prompt_tokens: int = 0  # the server's usage (else our tokenizer's count of the prompt)
-    output_tokens: int = 0  # the server's usage (else our tokenizer's count of the text)
-    ttft: float = 0.0
-    itl: list[float] = field(default_factory=list)
-    latency: float = 0.0  # E2EL: to the last chunk with a choice
-    success: bool = False
-    error: str = ""
-    usage: bool = False  # the token counts came from the server's usage chunk
-    expected_prompt_tokens: int | None = None  # our tokenizer's count of the prompt sent
-    expected_output_tokens: int | None = None  # max_tokens, when ignore_eos fixed the length
-    text_tokens: int | None = None  # our tokenizer's count of the returned text, when it is at hand
-    finish_reason: str | None = None  # the last one the stream gave ("length", "stop", ...)
-    text: str = ""
-
-    @property
-    def tpot(self) -> float | None:
-        """Time per output token after the first; undefined for a one-token answer."""
-        return (self.latency - self.ttft) / (self.output_tokens - 1) if self.output_tokens > 1 else None
+# ---- what is measured (one request: RequestRecord, in stream.py) ---------------------------------
 
 
 def parse_levels(concurrency: str | None, max_concurrency: int | None, request_rate: float | None) -> list[Level]:
@@ -240,62 +220,6 @@ def file_prompts(path: str | Path, n: int, output_len: int, range_ratio: float, 
 # ---- the client ----------------------------------------------------------------------------------
 
 
-def _error_text(status: int, body: bytes) -> str:
-    try:
-        message = json.loads(body)["error"]["message"]
-    except Exception:
-        message = body.decode("utf-8", "replace").strip()[:200]
-    return f"HTTP {status}: {message}"
-
-
-async def stream_completion(client: httpx.AsyncClient, url: str, payload: dict, headers: dict, tok: Any = None) -> RequestRecord:
-    """Send one streamed completion and time its chunks; never raises (a failure is a record)."""
-    from londinium.tokenizer.codec import encode
-
-    rec = RequestRecord()
-    text: list[str] = []
-    st = time.perf_counter()
-    latest = st
-    try:
-        async with client.stream("POST", url, json=payload, headers=headers) as resp:
-            if resp.status_code != 200:
-                rec.error = _error_text(resp.status_code, await resp.aread())
-                return rec
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    rec.error = f"error in stream: {(chunk['error'] or {}).get('message', chunk['error'])}"
-                    return rec
-                if choices := chunk.get("choices"):
-                    now = time.perf_counter()
-                    if not text:
-                        rec.ttft = now - st
-                    else:
-                        rec.itl.append(now - latest)
-                    latest = now
-                    text.append(choices[0].get("text") or "")
-                    rec.finish_reason = choices[0].get("finish_reason") or rec.finish_reason
-                elif usage := chunk.get("usage"):
-                    rec.prompt_tokens, rec.output_tokens, rec.usage = usage["prompt_tokens"], usage["completion_tokens"], True
-    except (httpx.HTTPError, json.JSONDecodeError, KeyError, TypeError) as e:
-        rec.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        return rec
-    if not text:
-        rec.error = "the stream ended without a completion chunk"
-        return rec
-    rec.latency, rec.text, rec.success = latest - st, "".join(text), True
-    if tok is not None:
-        rec.text_tokens = len(encode(tok, rec.text))
-    if not rec.usage:  # a server that ignores include_usage: count what came back
-        rec.output_tokens = rec.text_tokens if rec.text_tokens is not None else len(text)
-    return rec
-
-
 @dataclass
 class Level:
     """One point of a sweep: a concurrency cap (None: none) and an arrival rate (inf: all at once)."""
@@ -362,18 +286,20 @@ async def _arrivals(n: int, rate: float, burstiness: float, rng: np.random.Gener
 
 
 async def run_level(client: httpx.AsyncClient, url: str, headers: dict, payloads: list[dict], expected: list[tuple],
-                    level: Level, burstiness: float, seed: int, tok: Any = None) -> tuple[list[RequestRecord], float]:
-    """Send `payloads` under the level's load shape; (records in send order, wall time in seconds)."""
+                    level: Level, burstiness: float, seed: int, tok: Any = None,
+                    deadline_s: float = 600.0) -> tuple[list[RequestRecord], float]:
+    """Send `payloads` under the level's load shape, each with a total deadline of `deadline_s`;
+    (records in send order, wall time in seconds)."""
     sem = asyncio.Semaphore(level.max_concurrency) if level.max_concurrency else None
     rng = np.random.default_rng(seed)
     bar = tqdm(total=len(payloads), desc=f"bench {level.label}", unit=" req", leave=False)
 
     async def one(i: int) -> RequestRecord:
         if sem is None:
-            rec = await stream_completion(client, url, payloads[i], headers, tok)
+            rec = await stream_completion(client, url, payloads[i], headers, tok, deadline_s)
         else:
             async with sem:
-                rec = await stream_completion(client, url, payloads[i], headers, tok)
+                rec = await stream_completion(client, url, payloads[i], headers, tok, deadline_s)
         rec.expected_prompt_tokens, rec.expected_output_tokens = expected[i]
         if rec.success and not rec.usage and rec.expected_prompt_tokens is not None:
             rec.prompt_tokens = rec.expected_prompt_tokens  # no usage from the server: our tokenizer's count
@@ -388,24 +314,33 @@ async def run_level(client: httpx.AsyncClient, url: str, headers: dict, payloads
     return records, duration
 
 
-async def _resolve_model(client: httpx.AsyncClient, base: str, headers: dict) -> str:
+async def _resolve_model(client: httpx.AsyncClient, base: str, headers: dict, deadline_s: float) -> str:
+    """The first model id of GET /models, read within the deadline and at most MODELS_BYTES of it."""
+
+    async def first_id() -> str:
+        async with client.stream("GET", f"{base}/models", headers=headers) as r:
+            r.raise_for_status()
+            model = json.loads(await read_bounded(r, MODELS_BYTES))["data"][0]["id"]
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"the first model's id is {model!r}")
+        return model
+
     try:
-        r = await client.get(f"{base}/models", headers=headers)
-        r.raise_for_status()
-        return r.json()["data"][0]["id"]
+        return await asyncio.wait_for(first_id(), deadline_s)
     except Exception as e:
-        raise BenchError(f"cannot list the models at {base}/models ({type(e).__name__}: {e}); pass --model NAME") from None
+        reason = f"no answer within {deadline_s:g} s" if isinstance(e, asyncio.TimeoutError) else f"{type(e).__name__}: {str(e)[:200]}"
+        raise BenchError(f"cannot list the models at {base}/models ({reason}); pass --model NAME") from None
 
 
-async def _probe_ignore_eos(client: httpx.AsyncClient, url: str, headers: dict, body: dict) -> bool:
+async def _probe_ignore_eos(client: httpx.AsyncClient, url: str, headers: dict, body: dict, deadline_s: float) -> bool:
     """Whether the server takes vLLM's `ignore_eos`: one 1-token request with it, and if that is
     refused with a 4xx, one without it. Unknown (both fail): send it, the failures are recorded."""
     probe = {**body, "max_tokens": 1, "ignore_eos": True}
-    with_it = await stream_completion(client, url, probe, headers)
+    with_it = await stream_completion(client, url, probe, headers, deadline_s=deadline_s)
     if with_it.success or not with_it.error.startswith("HTTP 4"):
         return True
     probe.pop("ignore_eos")
-    return not (await stream_completion(client, url, probe, headers)).success
+    return not (await stream_completion(client, url, probe, headers, deadline_s=deadline_s)).success
 
 
 async def bench_serve_async(spec: BenchSpec, prompts: list[BenchPrompt], api_key: str = "", tok: Any = None) -> dict[str, Any]:
@@ -415,18 +350,19 @@ async def bench_serve_async(spec: BenchSpec, prompts: list[BenchPrompt], api_key
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=httpx.Timeout(spec.timeout_s), limits=limits) as client:
-        model = spec.model or await _resolve_model(client, base, headers)
+        model = spec.model or await _resolve_model(client, base, headers, spec.timeout_s)
         warm, measured = prompts[:spec.warmup], prompts[spec.warmup:]
-        ignore_eos = await _probe_ignore_eos(client, url, headers, _payload(spec, model, measured[0], False))
+        ignore_eos = await _probe_ignore_eos(client, url, headers, _payload(spec, model, measured[0], False), spec.timeout_s)
         if warm:
             cap = spec.levels[0].max_concurrency or len(warm)
             await run_level(client, url, headers, [_payload(spec, model, p, ignore_eos) for p in warm],
-                            [(None, None)] * len(warm), Level(cap), 1.0, spec.seed)
+                            [(None, None)] * len(warm), Level(cap), 1.0, spec.seed, deadline_s=spec.timeout_s)
         levels = []
         for i, level in enumerate(spec.levels):
             payloads = [_payload(spec, model, p, ignore_eos) for p in measured]
             expected = [(p.prompt_tokens, p.output_len if ignore_eos else None) for p in measured]
-            records, duration = await run_level(client, url, headers, payloads, expected, level, spec.burstiness, spec.seed + i, tok)
+            records, duration = await run_level(client, url, headers, payloads, expected, level, spec.burstiness, spec.seed + i, tok,
+                                                spec.timeout_s)
             summary = summarize(records, duration, spec.goodput)
             levels.append({"label": level.label, "max_concurrency": level.max_concurrency,
                            "request_rate": None if math.isinf(level.request_rate) else level.request_rate, **summary,

@@ -14,8 +14,8 @@ text (`text[hit.snippet_start:hit.snippet_end] == hit.snippet`) and those of eve
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from londinium.errors import LondiniumError
 from londinium.files import sha256_file
 from londinium.spelling import WORD
-from londinium.workspace import Workspace
+from londinium.workspace import SPLITS, Workspace
 
 MAX_K = 100
 
@@ -70,6 +70,112 @@ class Hit:
         return asdict(self)
 
 
+BM25_FILES = ("params.index.json", "vocab.index.json", "data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy")
+DOCUMENT_FIELDS = {"id": str, "split": str, "source": str, "title": str, "license": str}
+
+
+def index_files(ws: Workspace) -> list[Path]:
+    """Every file a search reads from `ws`'s index (bm25s's file names, then londinium's)."""
+    return [*(ws.index_bm25_dir / name for name in BM25_FILES), ws.index_documents, ws.index_spellings, ws.index_meta]
+
+
+class Damage:
+    """Reads the index's files, each problem a one-line SearchError naming the file and the command
+    that rebuilds the index. Even files the manifest vouches for are read this way: a manifest can
+    be edited, and an index from another londinium or bm25s version matches its own record."""
+
+    def __init__(self, ws: Workspace):
+        self.rebuild = f"rebuild the index with `londinium index build --force -w {ws.root}`"
+
+    def __call__(self, path: Any, what: str) -> SearchError:
+        return SearchError(f"{path}: {what}; {self.rebuild}")
+
+    def read_json(self, path: Path) -> Any:
+        from londinium.files import loads_json
+
+        try:
+            return loads_json(path.read_bytes())
+        except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8
+            raise self(path, f"not readable JSON ({e})") from None
+
+    def documents(self, path: Path, splits: set[str]) -> list[dict]:
+        """documents.jsonl's rows, each checked for the fields a hit reports."""
+        from londinium.files import loads_json
+
+        rows = []
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError as e:
+            raise self(path, f"not readable ({e.strerror})") from None
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = loads_json(line)
+            except ValueError as e:
+                raise self(f"{path}:{n}", f"not JSON ({e})") from None
+            if not isinstance(row, dict) or any(not isinstance(row.get(k), t) for k, t in DOCUMENT_FIELDS.items()):
+                raise self(f"{path}:{n}", f"a row needs the string fields {', '.join(DOCUMENT_FIELDS)}")
+            period = row.get("period")
+            if not (isinstance(period, list) and len(period) == 2 and all(type(y) is int for y in period)):
+                raise self(f"{path}:{n}", "'period' must be [first year, last year]")
+            if row["split"] not in splits:
+                raise self(f"{path}:{n}", f"split {row['split']!r} is not one meta.json lists")
+            rows.append(row)
+        return rows
+
+    def bm25(self, directory: Path, num_docs: int) -> Any:
+        """The bm25s index, its arrays checked against each other and the documents, so that no query
+        can index outside them (bm25s trusts its files: a damaged one fails inside a search, or not at all)."""
+        import bm25s
+
+        try:
+            retriever = bm25s.BM25.load(str(directory), show_progress=False)
+        except Exception as e:  # bm25s reads JSON and .npy files with no checks: a damaged one raises anything
+            raise self(self._unreadable(directory) or directory, f"bm25s cannot load it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        scores, vocab = retriever.scores, retriever.vocab_dict
+        data, indices, indptr = (np.asarray(scores.get(k)) for k in ("data", "indices", "indptr"))
+        files = {k: directory / f"{k}.csc.index.npy" for k in ("data", "indices", "indptr")}
+        if not (isinstance(vocab, dict) and all(isinstance(t, str) and type(i) is int for t, i in vocab.items())):
+            raise self(directory / "vocab.index.json", "not a JSON object of term ids")
+        if scores.get("num_docs") != num_docs:
+            raise self(directory / "params.index.json", f"num_docs is {scores.get('num_docs')!r}, the index holds {num_docs} documents")
+        try:
+            kinds_ok = np.dtype(retriever.dtype).kind == "f" and np.dtype(retriever.int_dtype).kind in "iu"
+        except TypeError:
+            kinds_ok = False
+        if not kinds_ok:
+            raise self(directory / "params.index.json", "dtype and int_dtype must name a float and an integer type")
+        for name, array, kind in (("data", data, "f"), ("indices", indices, "iu"), ("indptr", indptr, "iu")):
+            if array.ndim != 1 or array.dtype.kind not in kind:
+                raise self(files[name], "not a one-dimensional array of the right type")
+        if not len(indptr) or indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != len(data) or len(indices) != len(data):
+            raise self(files["indptr"], "its offsets do not fit the data and indices arrays")
+        if len(indices) and (indices.min() < 0 or indices.max() >= num_docs):
+            raise self(files["indices"], f"a document number outside 0-{num_docs - 1}")
+        if not np.all(np.isfinite(data)):
+            raise self(files["data"], "a score that is not a finite number")
+        if any(i < 0 or i >= len(indptr) - 1 for t, i in vocab.items() if t):  # bm25s maps "" to an id with no column
+            raise self(directory / "vocab.index.json", "a term id with no column in the score arrays")
+        return retriever
+
+    @staticmethod
+    def _unreadable(directory: Path) -> Path | None:
+        """The first of the bm25s files that does not read on its own (to name it), if any."""
+        from londinium.files import loads_json
+
+        for name in BM25_FILES:
+            path = directory / name
+            try:
+                if name.endswith(".npy"):
+                    np.load(path, allow_pickle=False)
+                elif not isinstance(loads_json(path.read_bytes()), dict):
+                    return path
+            except Exception:
+                return path
+        return None
+
+
 def period_overlaps(period: Any, lo: int | None, hi: int | None) -> bool:
     """True when a document's [first, last] year range meets [lo, hi]; an unknown period meets none."""
     if lo is None and hi is None:
@@ -101,31 +207,48 @@ class CorpusIndex:
 
     @classmethod
     def load(cls, ws: Workspace, snippet_chars: int = 240) -> CorpusIndex:
-        """Load `ws`'s index and the corpus texts it was built from; a missing index, or one built from
-        another corpus than the one there now, is a SearchError saying to run `londinium index build`."""
-        import bm25s
-
+        """Load `ws`'s index and the corpus texts it was built from. A missing index, one built from
+        another corpus than the one there now, or a damaged one (a file changed since `londinium
+        index build` wrote it, or one that does not read as what that command writes) is a
+        SearchError naming the file and the command that rebuilds it."""
         from londinium.data.documents import iter_documents
-
         from londinium.index.build import INDEX_FORMAT
+        from londinium.workspace import StageNotDone
 
         build = f"run `londinium index build -w {ws.root}`"
-        if not ws.index_meta.is_file():
+        if not ws.index_dir.exists():
             raise SearchError(f"no search index in {ws.index_dir}: {build} first")
-        meta = json.loads(ws.index_meta.read_text(encoding="utf-8"))
+        try:  # every file as the index stage recorded it (the manifest holds their sha256)
+            ws.require_stage("index", index_files(ws))
+        except StageNotDone as e:
+            raise SearchError(f"the search index is damaged: {e}") from None
+        damaged = Damage(ws)
+        meta = damaged.read_json(ws.index_meta)
+        if not isinstance(meta, dict):
+            raise damaged(ws.index_meta, "not a JSON object")
         if meta.get("format") != INDEX_FORMAT:
-            raise SearchError(f"the search index in {ws.index_dir} has format {meta.get('format')}, this londinium reads {INDEX_FORMAT}: {build}")
-        for split, digest in meta["splits"].items():
+            raise SearchError(f"the search index in {ws.index_dir} has format {meta.get('format')!r}, this londinium reads {INDEX_FORMAT}: {build}")
+        splits, count = meta.get("splits"), meta.get("documents")
+        if not (isinstance(splits, dict) and splits and all(s in SPLITS and isinstance(d, str) for s, d in splits.items())):
+            raise damaged(ws.index_meta, f"'splits' must map corpus splits ({', '.join(SPLITS)}) to sha256 digests")
+        if not (type(count) is int and count >= 0):
+            raise damaged(ws.index_meta, "'documents' must be a count")
+        for split, digest in splits.items():
             path = ws.corpus_split(split)
             if not path.is_file() or sha256_file(path) != digest:
                 raise SearchError(f"the search index in {ws.index_dir} was built from another {path} than the one there now: {build}")
-        rows = [json.loads(line) for line in ws.index_documents.read_text(encoding="utf-8").splitlines() if line]
-        texts = [r["text"] for split in meta["splits"] for r in iter_documents(ws.corpus_split(split))]
-        if len(texts) != len(rows):
-            raise SearchError(f"the search index in {ws.index_dir} does not match the corpus ({len(rows)} vs {len(texts)} documents): {build}")
-        docs = [Document(r["id"], r["split"], r["source"], r["title"], list(r["period"]), r["license"], t) for r, t in zip(rows, texts)]
-        retriever = bm25s.BM25.load(str(ws.index_bm25_dir), show_progress=False)
-        spellings = json.loads(ws.index_spellings.read_text(encoding="utf-8"))
+        rows = damaged.documents(ws.index_documents, set(splits))
+        if len(rows) != count:
+            raise damaged(ws.index_documents, f"{len(rows)} documents where meta.json says {count}")
+        corpus = [(r.get("id", ""), r["text"]) for split in splits for r in iter_documents(ws.corpus_split(split))]
+        if len(corpus) != len(rows) or any(r["id"] != doc_id for r, (doc_id, _) in zip(rows, corpus)):
+            raise SearchError(f"the search index in {ws.index_dir} does not match the corpus ({len(rows)} vs {len(corpus)} documents, "
+                              f"or other ids): {build}")
+        docs = [Document(r["id"], r["split"], r["source"], r["title"], r["period"], r["license"], text) for r, (_, text) in zip(rows, corpus)]
+        retriever = damaged.bm25(ws.index_bm25_dir, len(docs))
+        spellings = damaged.read_json(ws.index_spellings)
+        if not (isinstance(spellings, dict) and all(isinstance(f, list) and all(isinstance(w, str) for w in f) for f in spellings.values())):
+            raise damaged(ws.index_spellings, "not a JSON object of lists of spellings")
         return cls(retriever, docs, spellings, snippet_chars)
 
     # ---- look-ups -------------------------------------------------------------------------------

@@ -11,8 +11,10 @@ percent-encoded). Prompts: continue_in_period_style,
 explain_phrase_sources.
 
 A bad argument (an unknown document id, an empty or over-long prompt, a sampling value out of
-range) comes back as a tool error whose text names the argument; the session goes on. The work is
-done by `service.ModelService`; this module only publishes it.
+range, an argument the tool does not take) comes back as a tool error whose text names the
+argument; the session goes on. A message that is not JSON-RPC gets a JSON-RPC error (`wire.py`);
+an unknown prompt or argument an invalid-params error (`arguments.py`). The work is done by
+`service.ModelService`; this module only publishes it.
 
 HTTP takes the API key of `londinium serve` (serve.api_key, $LONDINIUM_API_KEY or --api-key): when
 set, every request needs `Authorization: Bearer <key>`; stdio needs none (the host owns the pipe).
@@ -33,7 +35,8 @@ from pydantic import BaseModel, Field
 from londinium.config import Config
 from londinium.errors import LondiniumError
 from londinium.eval.perplexity import period_label
-from londinium.mcp.service import ModelService, document_uri
+from londinium.mcp.arguments import ArgumentCheck
+from londinium.mcp.service import DOCUMENT_URI_TEMPLATE, ModelService, document_uri
 from londinium.workspace import Workspace
 
 SERVER_NAME = "londinium"
@@ -166,12 +169,13 @@ def _tool_error(fn: Callable[..., Any]) -> Callable[..., Any]:
 def build_server(service: ModelService) -> Any:
     """The MCPServer publishing `service`'s tools, the workspace's reports and documents, and two prompts."""
     from mcp.server import MCPServer
-    from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+    from mcp.server.mcpserver.exceptions import ResourceError
 
     from londinium.index.search import render_hits
 
     ws = service.ws
     server = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, version=_version())
+    server.middleware.append(ArgumentCheck(server))
     readonly = ToolAnnotations(read_only_hint=True, open_world_hint=False)  # nothing here changes state or leaves the machine
 
     @server.tool(annotations=readonly)
@@ -278,15 +282,7 @@ def build_server(service: ModelService) -> Any:
     file_resource("londinium://reports/eval", "report card", f"The evaluation report card of run {run}.", ws.eval_report_md(run))
     file_resource("londinium://reports/model-card", "model card", f"The model card of the newest export of run {run}.", model_card(ws, run))
 
-    @server.resource("londinium://corpus/{id}", name="corpus document", mime_type="text/plain",
-                     description="A corpus document's text; the id (percent-encoded) comes from search_corpus, which gives each hit's uri.")
-    def corpus_document(id: str) -> str:
-        from urllib.parse import unquote
-
-        try:
-            return service.index.get(unquote(id)).text
-        except LondiniumError as e:
-            raise ResourceNotFoundError(str(e)) from None
+    add_document_resource(server, lambda doc_id: service.index.get(doc_id).text)
 
     # ---- prompts -------------------------------------------------------------------------------
 
@@ -308,6 +304,24 @@ def build_server(service: ModelService) -> Any:
                 f"model (bits per byte; lower is more familiar).\n\nPhrase: {phrase}")
 
     return server
+
+
+def add_document_resource(server: Any, document_text: Callable[[str], str]) -> None:
+    """Publish every corpus document at DOCUMENT_URI_TEMPLATE; `document_text(id)` reads one, and a
+    LondiniumError from it (no such document, no index) is a not-found error with its message."""
+    from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+    from mcp.server.mcpserver.resources import ResourceSecurity
+
+    # The SDK decodes the id once (document_uri encodes it with the same template). Its path checks
+    # (no '..', no absolute path) are for ids that name files; this id is only a key of the index.
+    @server.resource(DOCUMENT_URI_TEMPLATE, name="corpus document", mime_type="text/plain",
+                     description="A corpus document's text; the id (percent-encoded) comes from search_corpus, which gives each hit's uri.",
+                     security=ResourceSecurity(exempt_params={"id"}))
+    def corpus_document(id: str) -> str:
+        try:
+            return document_text(id)
+        except LondiniumError as e:
+            raise ResourceNotFoundError(str(e)) from None
 
 
 def model_card(ws: Workspace, run: str) -> Path | None:
@@ -355,8 +369,11 @@ def api_key(cfg: Config) -> str:
 
 
 def http_app(server: Any, cfg: Config) -> Any:
-    """The streamable HTTP ASGI app (at /mcp), behind the API key when one is set."""
-    app = server.streamable_http_app(host=cfg.mcp.host)
+    """The streamable HTTP ASGI app (at /mcp), each body checked (`wire.CheckedBody`), behind the API
+    key when one is set (a request without it is refused before its body is read)."""
+    from londinium.mcp.wire import CheckedBody
+
+    app = CheckedBody(server.streamable_http_app(host=cfg.mcp.host))
     key = api_key(cfg)
     return BearerKey(app, key) if key else app
 
@@ -371,7 +388,9 @@ def serve_mcp(ws: Workspace, cfg: Config, http: bool = False) -> None:
     server = build_server(service)
     log(f"serving {service.trained.describe()}" + ("" if service.has_index else f"; search disabled: {service.index_error}"))
     if not http:
-        server.run()
+        from londinium.mcp.wire import serve_stdio
+
+        serve_stdio(server)
         return
     import uvicorn
 

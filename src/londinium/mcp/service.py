@@ -35,11 +35,15 @@ class ToolInputError(LondiniumError):
     """A tool argument is empty, too long or out of range; the message names it."""
 
 
-def document_uri(doc_id: str) -> str:
-    """The MCP resource URI of a corpus document (the id percent-encoded: ids hold '/' and '#')."""
-    from urllib.parse import quote
+DOCUMENT_URI_TEMPLATE = "londinium://corpus/{id}"
 
-    return "londinium://corpus/" + quote(doc_id, safe="")
+
+def document_uri(doc_id: str) -> str:
+    """The MCP resource URI of a corpus document: the id percent-encoded (ids hold '/', '#', '%')
+    by the SDK's own URI template, the one the server decodes it with."""
+    from mcp.shared.uri_template import UriTemplate
+
+    return UriTemplate.parse(DOCUMENT_URI_TEMPLATE).expand({"id": doc_id})
 
 
 class ModelService:
@@ -71,12 +75,13 @@ class ModelService:
         return service
 
     def load_index(self) -> None:
-        """Load the search index; a missing or stale one is remembered and reported by the search tools."""
-        from londinium.index.search import CorpusIndex, SearchError
+        """Load the search index; a missing, stale or damaged one (or a damaged corpus under it) is
+        remembered, and the search tools answer with its one-line error: the server serves the model anyway."""
+        from londinium.index.search import CorpusIndex
 
         try:
             self._index, self._index_error = CorpusIndex.load(self.ws, self.cfg.index.snippet_chars), None
-        except SearchError as e:
+        except LondiniumError as e:
             self._index, self._index_error = None, e
 
     @property
