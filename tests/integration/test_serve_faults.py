@@ -72,8 +72,8 @@ def test_a_client_that_stops_reading_does_not_stall_other_streams(trained, tiny_
         stalled.connect(("127.0.0.1", port))
         body = json.dumps({"model": MODEL, "prompt": "Thou art", "max_tokens": 120, "n": 8, "logprobs": 20,
                            "temperature": 1.0, "stream": True, "logit_bias": bias}).encode()
-        stalled.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        stalled.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (port, len(body), body))
         try:
             deadline = time.monotonic() + 30
             while app.state.server.stats()["submitted"] < 5:  # the stalled request is in the engine
@@ -199,7 +199,10 @@ def test_sigterm_under_load_ends_every_request_cleanly_and_a_restart_serves(tiny
         for t in threads:
             t.start()
         started.wait(60)
-        time.sleep(0.3)  # the non-streaming requests are in the engine too
+        deadline = time.monotonic() + 60  # the non-streaming requests are in the engine too (a fixed wait is not enough on a loaded machine)
+        while metric(url, "londinium_running_sequences") + metric(url, "londinium_waiting_requests") < 8:
+            assert time.monotonic() < deadline, "the eight requests did not all reach the engine"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(60)
