@@ -18,8 +18,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("londinium.serve")
 
-_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-          405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
+          404: "invalid_request_error", 405: "invalid_request_error", 408: "invalid_request_error",
+          413: "invalid_request_error", 421: "invalid_request_error", 429: "rate_limit_error"}
+
+
+_CODES = {408: "request_timeout", 413: "request_too_large"}
 
 
 class APIError(Exception):
@@ -154,8 +158,8 @@ def install(app: FastAPI) -> None:
             err = APIError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed")
         elif exc.status_code == 400 and exc.__cause__ is not None:
             err = bad_request(_unparsable(exc.__cause__))  # FastAPI's "error parsing the body", said precisely
-        else:
-            err = APIError(exc.status_code, str(exc.detail), code=None)
+        else:  # the body limits (app.BodyLimit) and anything else Starlette raises
+            err = APIError(exc.status_code, str(exc.detail), code=_CODES.get(exc.status_code))
         err.headers = dict(exc.headers) if exc.headers else None
         return err.response()
 

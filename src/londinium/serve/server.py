@@ -8,7 +8,6 @@ event), then the process exits 0.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import signal
@@ -21,17 +20,9 @@ import uvicorn
 
 from londinium.config import Config
 from londinium.errors import LondiniumError
+from londinium.serve.hosts import is_loopback
 
 log = logging.getLogger("londinium.serve")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str]:
@@ -98,7 +89,7 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
     # ~30 tokens/s on 2 cores (benchmarks/serve_throughput.py --threads 2).
     torch.set_num_threads(s.threads or max(1, (os.cpu_count() or 1) - 1))
     name = s.model_name or default_name
-    if not _loopback(s.host) and not s.api_key:
+    if not is_loopback(s.host) and not s.api_key:
         print(f"londinium serve: warning: listening on {s.host} without an API key: anyone who can reach it can use "
               "the model (set --api-key or $LONDINIUM_API_KEY)", file=sys.stderr)
     failed: list[BaseException] = []
