@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 import openai
 import pytest
-from serve_helpers import SLOW_RUN, free_port, live_server, metric, slow_run, trained_run, wait_healthy
+from serve_helpers import SLOW_RUN, free_port, live_server, metric, serve_process, slow_run, trained_run, wait_healthy
 
 from londinium.config import GenerateConfig, ServeConfig
 from londinium.infer.engine import Engine
@@ -156,18 +153,11 @@ def test_a_request_that_raises_in_the_engine_fails_only_itself(trained, tiny_wor
         assert app.state.server.stats()["failed"] == 2
 
 
-def serve_process(ws, port: int, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "londinium", "serve", "-w", str(ws.root), "--run", SLOW_RUN, "--checkpoint", "latest",
-           "--port", str(port), "--model-name", MODEL, *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def test_sigterm_under_load_ends_every_request_cleanly_and_a_restart_serves(tiny_workspace) -> None:
     slow_run(tiny_workspace)
     bias, port = no_eos(tiny_workspace), free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = serve_process(tiny_workspace, port, "--set", "serve.shutdown_timeout_s=0.1")
+    proc = serve_process(tiny_workspace, SLOW_RUN, port, "--set", "serve.shutdown_timeout_s=0.1", model=MODEL)
     outcomes: list[str] = []
     try:
         wait_healthy(url, timeout=90)
@@ -216,7 +206,7 @@ def test_sigterm_under_load_ends_every_request_cleanly_and_a_restart_serves(tiny
     assert len(outcomes) == 8 and all(o in ("finished", "cancelled") for o in outcomes), outcomes
     assert "cancelled" in outcomes  # 500 tokens of the slow model outlast the 0.1 s drain
     # The same port, a new process: it serves.
-    again = serve_process(tiny_workspace, port)
+    again = serve_process(tiny_workspace, SLOW_RUN, port, model=MODEL)
     try:
         wait_healthy(url, timeout=90)
         r = httpx.post(f"{url}/v1/completions", json={**body, "max_tokens": 5}, timeout=60)
