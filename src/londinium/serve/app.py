@@ -6,7 +6,8 @@
 model is ready, and again while the server drains on SIGTERM, requests get 503 (and /health says
 which). Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models[/{id}], GET /health,
 GET /metrics, GET /openapi.json, /docs, /redoc. With `serve.api_key` set, every route but /health needs
-`Authorization: Bearer KEY` (the schema and docs pages too, unless `serve.open_docs`).
+`Authorization: Bearer KEY` (the schema and docs pages too, unless `serve.open_docs`). Every route
+answers only to a Host naming this server and to its own or an allowed browser Origin (`hosts.py`).
 """
 
 from __future__ import annotations
