@@ -170,37 +170,42 @@ def request(path: str, at: tuple, value: Any) -> dict:
 
 
 @st.composite
-def wrongly_typed(draw) -> tuple[str, tuple, str, Any]:
-    path, at, name, table = draw(st.sampled_from(TARGETS))
-    kind = table[at[-1]][0]
-    value = draw((NEAR_MISSES | JSON).filter(lambda v: v is not None and not conforms(v, kind)))
+def typed(draw, right: bool) -> tuple[str, tuple, str, Any]:
+    """A request with one field set: to a value of its type that is served (`right`), or to any
+    value not of its type (null aside: optional fields take it)."""
+    targets = [t for t in TARGETS if not (right and t[3][t[1][-1]][1].is_empty)]
+    path, at, name, table = draw(st.sampled_from(targets))
+    kind, served_values = table[at[-1]]
+    if right:
+        value = draw(served_values)
+        assert conforms(value, kind)  # the table's own values are of its type
+    else:
+        value = draw((NEAR_MISSES | JSON).filter(lambda v: v is not None and not conforms(v, kind)))
     return path, at, name, value
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=wrongly_typed())
-def test_a_value_of_the_wrong_type_is_a_400_naming_the_field(served, case) -> None:
+LIVE = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # one server for all examples
+
+
+def post(served: httpx.Client, case: tuple[str, tuple, str, Any]) -> tuple[str, Any, httpx.Response]:
     path, at, name, value = case
-    r = served.post(path, json=request(path, at, value))
+    return name, value, served.post(path, json=request(path, at, value))
+
+
+@settings(LIVE, max_examples=120)
+@given(case=typed(right=False))
+def test_a_value_of_the_wrong_type_is_a_400_naming_the_field(served, case) -> None:
+    name, value, r = post(served, case)
     assert r.status_code == 400, (name, value, r.status_code, r.text[:300])
     error = r.json()["error"]
     assert error["param"] is not None and error["param"].startswith(name), (name, value, error)
     assert name in error["message"], (name, value, error)
 
 
-@st.composite
-def rightly_typed(draw) -> tuple[str, tuple, str, Any]:
-    path, at, name, table = draw(st.sampled_from([t for t in TARGETS if not t[3][t[1][-1]][1].is_empty]))
-    value = draw(table[at[-1]][1])
-    assert conforms(value, table[at[-1]][0])  # the table's own values are of its type
-    return path, at, name, value
-
-
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=rightly_typed())
+@settings(LIVE, max_examples=80)
+@given(case=typed(right=True))
 def test_a_value_of_the_right_type_is_served(served, case) -> None:
-    path, at, name, value = case
-    r = served.post(path, json=request(path, at, value))
+    name, value, r = post(served, case)
     assert r.status_code == 200, (name, value, r.status_code, r.text[:300])
 
 
