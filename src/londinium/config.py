@@ -322,6 +322,10 @@ class ServeConfig:
     stream_interval: int = doc(4, "A stream's chunk carries the tokens of this many engine steps (the first token is sent at once); more: less server CPU per token, burstier streams.", ge=1, le=1024)
     open_docs: bool = doc(False, "Serve /docs, /redoc and /openapi.json without the API key (they always need it when api_key is set and this is off).")
     threads: int = doc(0, "CPU threads of the engine (torch.set_num_threads); 0: one fewer than the cores, at least 1, leaving a core to HTTP.", ge=0, le=1024)
+    allowed_hosts: list[str] = doc([], "Host names the server answers to besides its own addresses (421 otherwise: DNS rebinding): a name, name:port, or '*' for any; for a proxy or a DNS name in front of it.", pattern=r"\*|[A-Za-z0-9._-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?", hint="(a host name, optionally with :port, or '*')")
+    allowed_origins: list[str] = doc([], "Browser origins (scheme://host[:port]) allowed to call the server, with CORS headers for them; '*' for any; empty: none but its own pages (403 otherwise).", pattern=r"\*|https?://[^\s/]+", hint="(e.g. 'https://app.example.com', or '*')")
+    read_timeout_s: float = doc(30.0, "Seconds a client has to send a request's head (from connecting, or from the previous response) and, again, its body; then the connection is closed (408 for a body).", gt=0, le=3600)
+    max_connections: int = doc(1024, "Open connections at most (lowered to the open-file limit less a reserve); beyond it, new ones get 503 and are closed at once.", ge=1, le=1_000_000)
 
 
 @dataclass

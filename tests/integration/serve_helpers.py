@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -112,3 +115,19 @@ def metric(url: str, name: str, headers: dict | None = None, default: float | No
         return default
     assert found, f"{name} not in /metrics"
     return total
+
+
+def serve_process(ws: Workspace, run: str, port: int, *extra: str, model: str = "tiny", **popen: Any) -> subprocess.Popen:
+    """`londinium serve` as a real process on 127.0.0.1:`port` (stdout and stderr together in one
+    text pipe, unless `popen` says otherwise); the caller stops it."""
+    cmd = [sys.executable, "-m", "londinium", "serve", "-w", str(ws.root), "--run", run, "--checkpoint", "latest",
+           "--port", str(port), "--model-name", model, *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, env=env, **({"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True} | popen))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a server process the test started, whatever state it is in."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()

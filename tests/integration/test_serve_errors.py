@@ -108,12 +108,36 @@ def test_context_errors_give_the_numbers(served, engine) -> None:
     (dict(messages=[]), "messages"),
     (dict(max_completion_tokens=0), "max_completion_tokens"),
     (dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), "tools"),
+    # Fields this server does not implement are refused, never half-honoured (docs/serving.md's table).
+    (dict(parallel_tool_calls=False), "parallel_tool_calls"),
+    (dict(store=True), "store"),
+    (dict(service_tier="priority"), "service_tier"),
+    (dict(stream=True, stream_options={"continuous_usage_stats": True}), "stream_options.continuous_usage_stats"),
+    (dict(messages=[{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]), "messages[0].tool_calls"),
+    (dict(messages=[{"role": "assistant", "content": None, "refusal": "I cannot"}]), "messages[0].refusal"),
+    (dict(messages=[{"role": "user", "content": "Hail", "audio": {"id": "a"}}]), "messages[0].audio"),
 ])
 def test_invalid_chat_fields_are_400(served, kwargs, param) -> None:
     args = dict(model=MODEL, messages=[{"role": "user", "content": "Hail"}], max_tokens=4) | kwargs
     with pytest.raises(openai.BadRequestError) as e:
         sdk(served).chat.completions.create(**args)
     assert e.value.param == param, e.value.message
+
+
+def test_ignored_fields_change_nothing_and_a_reply_goes_back_into_the_history(served) -> None:
+    """metadata, user, service_tier "default" and a message's name are accepted and ignored (as the
+    docs say): the greedy reply is the same as without them. A reply appended to the history as the
+    SDK hands it back (with its `refusal: null`) is accepted."""
+    client = sdk(served)
+    base = dict(model=MODEL, messages=[{"role": "user", "content": "Hail"}], max_tokens=6, temperature=0)
+    plain = client.chat.completions.create(**base)
+    tagged = client.chat.completions.create(**base | dict(
+        metadata={"team": "bench"}, user="u-1", service_tier="default", store=False,
+        messages=[{"role": "user", "content": "Hail", "name": "Horatio"}]))
+    assert tagged.choices[0].message.content == plain.choices[0].message.content
+    history = [*base["messages"], plain.choices[0].message, {"role": "user", "content": "Again"}]
+    assert client.chat.completions.create(**base | dict(messages=history)).choices
 
 
 def test_unknown_model_and_route_are_404_in_openai_shape(served) -> None:

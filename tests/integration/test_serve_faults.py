@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 import openai
 import pytest
-from serve_helpers import SLOW_RUN, free_port, live_server, metric, slow_run, trained_run, wait_healthy
+from serve_helpers import SLOW_RUN, free_port, live_server, metric, serve_process, slow_run, trained_run, wait_healthy
 
 from londinium.config import GenerateConfig, ServeConfig
 from londinium.infer.engine import Engine
@@ -72,8 +69,8 @@ def test_a_client_that_stops_reading_does_not_stall_other_streams(trained, tiny_
         stalled.connect(("127.0.0.1", port))
         body = json.dumps({"model": MODEL, "prompt": "Thou art", "max_tokens": 120, "n": 8, "logprobs": 20,
                            "temperature": 1.0, "stream": True, "logit_bias": bias}).encode()
-        stalled.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        stalled.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (port, len(body), body))
         try:
             deadline = time.monotonic() + 30
             while app.state.server.stats()["submitted"] < 5:  # the stalled request is in the engine
@@ -156,18 +153,11 @@ def test_a_request_that_raises_in_the_engine_fails_only_itself(trained, tiny_wor
         assert app.state.server.stats()["failed"] == 2
 
 
-def serve_process(ws, port: int, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "londinium", "serve", "-w", str(ws.root), "--run", SLOW_RUN, "--checkpoint", "latest",
-           "--port", str(port), "--model-name", MODEL, *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def test_sigterm_under_load_ends_every_request_cleanly_and_a_restart_serves(tiny_workspace) -> None:
     slow_run(tiny_workspace)
     bias, port = no_eos(tiny_workspace), free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = serve_process(tiny_workspace, port, "--set", "serve.shutdown_timeout_s=0.1")
+    proc = serve_process(tiny_workspace, SLOW_RUN, port, "--set", "serve.shutdown_timeout_s=0.1", model=MODEL)
     outcomes: list[str] = []
     try:
         wait_healthy(url, timeout=90)
@@ -199,7 +189,10 @@ def test_sigterm_under_load_ends_every_request_cleanly_and_a_restart_serves(tiny
         for t in threads:
             t.start()
         started.wait(60)
-        time.sleep(0.3)  # the non-streaming requests are in the engine too
+        deadline = time.monotonic() + 60  # the non-streaming requests are in the engine too (a fixed wait is not enough on a loaded machine)
+        while metric(url, "londinium_running_sequences") + metric(url, "londinium_waiting_requests") < 8:
+            assert time.monotonic() < deadline, "the eight requests did not all reach the engine"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(60)
@@ -213,7 +206,7 @@ def test_sigterm_under_load_ends_every_request_cleanly_and_a_restart_serves(tiny
     assert len(outcomes) == 8 and all(o in ("finished", "cancelled") for o in outcomes), outcomes
     assert "cancelled" in outcomes  # 500 tokens of the slow model outlast the 0.1 s drain
     # The same port, a new process: it serves.
-    again = serve_process(tiny_workspace, port)
+    again = serve_process(tiny_workspace, SLOW_RUN, port, model=MODEL)
     try:
         wait_healthy(url, timeout=90)
         r = httpx.post(f"{url}/v1/completions", json={**body, "max_tokens": 5}, timeout=60)

@@ -151,7 +151,7 @@ HOSTILE = {
     "duplicate keys": ("/v1/completions", b'{"model": "tiny", "prompt": "a", "prompt": 5}', 400),
     "BOM before JSON": ("/v1/completions", b"\xef\xbb\xbf" + completion(), 200),
     "NUL bytes": ("/v1/completions", b'{"model": "tiny", "prompt": "\\u0000\\u0000", "max_tokens": 2}', 200),
-    "stream as string": ("/v1/completions", completion(stream="yes"), 200),
+    "stream as string": ("/v1/completions", completion(stream="yes"), 400),  # OpenAI refuses it; the types are strict
     "stream_options without stream": ("/v1/chat/completions", chat(stream_options={"include_usage": True}), 400),
 }
 

@@ -27,7 +27,9 @@ def serve_cmd(ws, run: str, port: int, *extra: str) -> list[str]:
             "--port", str(port), "--model-name", "tiny", "--set", "serve.shutdown_timeout_s=30", *extra]
 
 
-def test_serve_process_streams_and_drains_on_sigterm(ws, tmp_path) -> None:
+# SIGHUP is what a closed terminal sends; it drains the same way (a shorter stream keeps the test short).
+@pytest.mark.parametrize("sig, tokens", [(signal.SIGTERM, 400), (signal.SIGHUP, 100)], ids=["SIGTERM", "SIGHUP"])
+def test_serve_process_streams_and_drains_on_sigterm(ws, tmp_path, sig, tokens) -> None:
     port, log = free_port(), tmp_path / "requests.jsonl"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(serve_cmd(ws, SLOW_RUN, port, "--set", f"serve.request_log={log}"), env=env,
@@ -40,17 +42,17 @@ def test_serve_process_streams_and_drains_on_sigterm(ws, tmp_path) -> None:
         empty = client.completions.create(model="tiny", prompt="", max_tokens=1, temperature=0)
         assert empty.usage.prompt_tokens == 1  # an empty prompt starts from end-of-text
         eos = eot_id(load_tokenizer(ws))
-        stream = client.completions.create(model="tiny", prompt="Thou art", max_tokens=400, temperature=0, stream=True,
+        stream = client.completions.create(model="tiny", prompt="Thou art", max_tokens=tokens, temperature=0, stream=True,
                                            stream_options={"include_usage": True}, logit_bias={str(eos): -100})
         chunks = iter(stream)
         next(chunks)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         signalled = time.time()
         time.sleep(0.2)
         with pytest.raises((openai.APIConnectionError, openai.InternalServerError)):
             client.completions.create(model="tiny", prompt="Thou", max_tokens=2)  # no new work while draining
         rest = list(chunks)
-        assert rest[-1].choices == [] and rest[-1].usage.completion_tokens == 400  # the stream ran to its end
+        assert rest[-1].choices == [] and rest[-1].usage.completion_tokens == tokens  # the stream ran to its end
         assert rest[-2].choices[0].finish_reason == "length"
         assert proc.wait(timeout=60) == 0
     finally:
@@ -58,8 +60,8 @@ def test_serve_process_streams_and_drains_on_sigterm(ws, tmp_path) -> None:
             proc.kill()
             proc.wait()
     out = proc.stdout.read()
-    assert "Traceback" not in out and "draining" in out, out
-    [streamed] = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("completion_tokens") == 400]
+    assert "Traceback" not in out and f"{sig.name}: draining" in out, out
+    [streamed] = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("completion_tokens") == tokens]
     assert streamed["status"] == 200 and streamed["time"] > signalled + 0.1  # it was still running at SIGTERM
 
 

@@ -12,7 +12,7 @@ import sys
 
 import httpx
 import pytest
-from serve_helpers import free_port, live_server, trained_run
+from serve_helpers import free_port, live_server, metric, trained_run
 
 from londinium.config import Config, GenerateConfig, ServeConfig
 from londinium.infer.engine import Engine
@@ -111,3 +111,83 @@ def test_prompts_stay_out_of_the_logs_unless_asked(trained, tmp_path, caplog, ca
     assert (marker in log_path.read_text()) == log_prompts
     if not log_prompts:
         assert marker not in logged
+
+
+# ---- DNS rebinding: the Host and Origin checks (serve/hosts.py) ----------------------------------
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def test_a_rebound_host_is_421_on_every_route_and_runs_nothing(trained) -> None:
+    app = create_app(lambda: Engine.from_trained(trained), MODEL, ServeConfig(api_key=KEY), GenerateConfig())
+    routes = requests_to_every_route(app)
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        port = port_of(url)
+        # What a rebinding page's requests carry: its own name (with or without the port), a
+        # loopback-looking name under its control, or our address on another port.
+        hosts = (f"evil.example:{port}", "evil.example", f"localhost.evil.example:{port}", f"127.0.0.1.nip.io:{port}",
+                 f"127.0.0.1:{port + 1}", f"localhost:{port}0", f"[::1]:{port}x", "", "evil example")
+        few = [("POST", "/v1/completions"), ("GET", "/health"), ("GET", "/docs")]
+        for host in hosts:
+            for method, path in routes if host == hosts[0] else few:  # every route for the plain case
+                for auth in (AUTH, {}):  # refused for its Host before the key is looked at
+                    r = client.request(method, path, headers={"Host": host, **auth}, json={"model": MODEL, "prompt": "x"})
+                    assert r.status_code == 421, (host, method, path, r.status_code, r.text[:200])
+                    error = r.json()["error"]
+                    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "misdirected_request"
+        assert "serve.allowed_hosts" in error["message"]
+        assert app.state.server.stats()["submitted"] == 0  # the model never ran for them
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}", f"127.0.0.2:{port}"):
+            r = client.post("/v1/completions", headers={"Host": host, **AUTH}, json={"model": MODEL, "prompt": "x", "max_tokens": 2})
+            assert r.status_code == 200, (host, r.text[:200])
+        assert metric(url, 'londinium_requests_total{endpoint="/v1/completions",status="421"}', headers=AUTH) == 9 * 2
+
+
+def test_a_page_from_another_site_is_403_and_gets_no_cors(trained) -> None:
+    app = create_app(lambda: Engine.from_trained(trained), MODEL, ServeConfig(), GenerateConfig())
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
+    with live_server(app) as url:
+        port = port_of(url)
+        for origin in ("http://evil.example", f"http://evil.example:{port}", "null", f"http://localhost:{port + 1}",
+                       f"https://127.0.0.1.evil.example:{port}"):
+            r = httpx.post(f"{url}/v1/completions", headers={"Origin": origin}, json=body)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "origin_not_allowed", (origin, r.text[:200])
+            preflight = httpx.options(f"{url}/v1/completions", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+            assert preflight.status_code == 403 and "access-control-allow-origin" not in preflight.headers
+        own = httpx.post(f"{url}/v1/completions", headers={"Origin": f"http://127.0.0.1:{port}"}, json=body)
+        assert own.status_code == 200 and "access-control-allow-origin" not in own.headers  # its own /docs page
+
+
+def test_allow_lists_open_named_hosts_and_origins_with_cors(trained) -> None:
+    cfg = ServeConfig(allowed_hosts=["api.example.com", "Internal.example:9000"], allowed_origins=["https://app.example.com"])
+    app = create_app(lambda: Engine.from_trained(trained), MODEL, cfg, GenerateConfig())
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
+    with live_server(app) as url:
+        for host, status in (("api.example.com", 200), ("API.example.com:443", 200), ("internal.example:9000", 200),
+                             ("internal.example:9001", 421), ("other.example.com", 421), (f"127.0.0.1:{port_of(url)}", 200)):
+            assert httpx.post(f"{url}/v1/completions", headers={"Host": host}, json=body).status_code == status, host
+        app_origin = {"Origin": "https://app.example.com"}
+        preflight = httpx.options(f"{url}/v1/chat/completions", headers={
+            **app_origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type"})
+        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+        r = httpx.post(f"{url}/v1/completions", headers=app_origin, json=body)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert httpx.post(f"{url}/v1/completions", headers={"Origin": "https://evil.example"}, json=body).status_code == 403
+    anywhere = ServeConfig(host="0.0.0.0", allowed_hosts=["*"], allowed_origins=["*"])
+    with live_server(create_app(lambda: Engine.from_trained(trained), MODEL, anywhere, GenerateConfig())) as url:
+        r = httpx.post(f"{url}/v1/completions", headers={"Host": "anything.example", "Origin": "https://x.example"}, json=body)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+
+
+def test_bound_beyond_loopback_it_answers_to_ip_addresses_but_names_need_the_list(trained) -> None:
+    app = create_app(lambda: Engine.from_trained(trained), MODEL, ServeConfig(host="0.0.0.0"), GenerateConfig())
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
+    with live_server(app) as url:
+        port = port_of(url)
+        for host, status in ((f"192.0.2.7:{port}", 200), (f"[2001:db8::1]:{port}", 200), (f"localhost:{port}", 200),
+                             (f"evil.example:{port}", 421), (f"box.lan:{port}", 421), (f"192.0.2.7:{port + 1}", 421)):
+            r = httpx.post(f"{url}/v1/completions", headers={"Host": host}, json=body)
+            assert r.status_code == status, (host, r.text[:200])
+        assert "an IP address or localhost" in r.json()["error"]["message"]

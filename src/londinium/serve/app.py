@@ -6,7 +6,8 @@
 model is ready, and again while the server drains on SIGTERM, requests get 503 (and /health says
 which). Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models[/{id}], GET /health,
 GET /metrics, GET /openapi.json, /docs, /redoc. With `serve.api_key` set, every route but /health needs
-`Authorization: Bearer KEY` (the schema and docs pages too, unless `serve.open_docs`).
+`Authorization: Bearer KEY` (the schema and docs pages too, unless `serve.open_docs`). Every route
+answers only to a Host naming this server and to its own or an allowed browser Origin (`hosts.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from londinium.errors import LondiniumError
 from londinium.serve import errors
 from londinium.serve.convert import chat_logprobs, completion_logprobs
 from londinium.serve.errors import APIError, bad_request
+from londinium.serve.hosts import guard
 from londinium.serve.metrics import CONTENT_TYPE, Metrics, RequestLog
 from londinium.serve.prompts import Prepared, chat_inputs, completion_inputs
 from londinium.serve.protocol import (AssistantMessage, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
@@ -94,10 +96,13 @@ class ServerState:
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a request body over `limit` bytes (by Content-Length, or as it arrives)."""
+    """ASGI middleware: 413 for a request body over `limit` bytes (by Content-Length, or as it
+    arrives); 408 for one not all arrived `timeout_s` after the app began to read it. A client that
+    trickles its upload would otherwise hold its connection (and a file descriptor) for ever; the
+    408 closes the connection, as the rest of the body is never read."""
 
-    def __init__(self, app: Any, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, timeout_s: float):
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -105,11 +110,20 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await self._too_large(int(length))(scope, receive, send)
-        seen = 0
+        seen, deadline, complete = 0, None, False
+        clock = asyncio.get_running_loop().time
 
         async def counted() -> dict:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, deadline, complete
+            if complete:  # later calls wait for a disconnect while a response streams: no deadline
+                return await receive()
+            deadline = deadline or clock() + self.timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - clock()))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the request body did not arrive within {self.timeout_s:g} s "
+                                         "(serve.read_timeout_s); send it at once", headers={"Connection": "close"}) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > self.limit:
                 raise HTTPException(413, self._message(seen))
@@ -385,10 +399,13 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
     async def redoc() -> Response:
         return get_redoc_html(openapi_url="/openapi.json", title="londinium API")
 
-    # The last added runs first: Observe sees every request, including those refused for the key or
-    # BodyLimit; the key is checked before the body is read, so without it nothing is parsed.
-    app.add_middleware(BodyLimit, limit=int(cfg.max_body_mb * 1024 * 1024))
+    # The last added runs first: Observe sees every request, including those refused for their Host,
+    # the key or BodyLimit; the Host/Origin check comes before the key (a browser's CORS preflight
+    # carries none), and the key before the body is read, so without it nothing is parsed.
+    app.add_middleware(BodyLimit, limit=int(cfg.max_body_mb * 1024 * 1024), timeout_s=cfg.read_timeout_s)
     opened = {"/health"} | ({"/openapi.json", "/docs", "/redoc"} if cfg.open_docs else set())
     app.add_middleware(RequireKey, key=cfg.api_key or "", open_paths=frozenset(opened))
+    guard(app, cfg.host, cfg.allowed_hosts, cfg.allowed_origins, refuse=lambda status, message, code:
+          APIError(status, message, code=code).response())
     app.add_middleware(Observe, metrics=metrics, request_log=request_log)
     return app

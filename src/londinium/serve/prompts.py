@@ -39,6 +39,9 @@ def _common_checks(req: _Sampling) -> tuple[bool, bool]:
     stream = bool(req.stream)
     if req.stream_options is not None and not stream:
         raise bad_request("stream_options is only allowed when stream is true", param="stream_options")
+    if req.stream_options is not None and req.stream_options.continuous_usage_stats:
+        raise bad_request("stream_options.continuous_usage_stats is not supported: usage comes in the last chunk "
+                          "(stream_options.include_usage)", param="stream_options.continuous_usage_stats")
     include_usage = bool(stream and req.stream_options and req.stream_options.include_usage)
     return stream, include_usage
 
@@ -168,9 +171,9 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[in
     return ids, text
 
 
-def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
-    """POST /v1/chat/completions: the messages through the chat template, `<|end|>` a stop token."""
-    stream, include_usage = _common_checks(req)
+def _refuse_unsupported(req: ChatCompletionRequest) -> None:
+    """The chat fields this server cannot honour: a 400 naming each, never a request half-served
+    (the table in docs/serving.md says which fields are refused and which are ignored, and why)."""
     if req.response_format and req.response_format.get("type", "text") != "text":
         raise bad_request(f"response_format {req.response_format.get('type')!r} is not supported: this server cannot "
                           "constrain the output to JSON; use response_format {'type': 'text'} or leave it out",
@@ -179,6 +182,25 @@ def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
         raise bad_request("tools and functions are not supported by this model", param="tools" if req.tools else "functions")
     if req.tool_choice not in (None, "none") or req.function_call not in (None, "none"):
         raise bad_request("tool_choice is not supported by this model", param="tool_choice")
+    if req.parallel_tool_calls is not None:
+        raise bad_request("parallel_tool_calls applies to tools, which this model does not support; leave it out",
+                          param="parallel_tool_calls")
+    if req.store:
+        raise bad_request("store: this server does not store completions; leave it out or send false", param="store")
+    if req.service_tier not in (None, "auto", "default"):
+        raise bad_request(f"service_tier {req.service_tier!r} is not offered: this server has one tier ('default')",
+                          param="service_tier")
+    for i, m in enumerate(req.messages):
+        for field in ("tool_calls", "function_call", "tool_call_id", "refusal"):
+            if getattr(m, field):
+                raise bad_request(f"messages[{i}].{field}: tool calls and refusals in the history are not supported "
+                                  "by this model's chat template; send the text as content", param=f"messages[{i}].{field}")
+
+
+def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
+    """POST /v1/chat/completions: the messages through the chat template, `<|end|>` a stop token."""
+    stream, include_usage = _common_checks(req)
+    _refuse_unsupported(req)
     if req.top_logprobs is not None and not req.logprobs:
         raise bad_request("top_logprobs needs logprobs = true", param="top_logprobs")
     if not req.messages:

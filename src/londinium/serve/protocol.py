@@ -2,9 +2,13 @@
 
 Requests refuse unknown fields, as OpenAI does ("Unrecognized request argument supplied"), so a
 misspelt parameter is an error, not silently ignored. Fields OpenAI defines that this server cannot
-honour (tools, a JSON response format, a suffix) are declared, so the error can say why they fail.
-Ranges are checked in one place, `SamplingParams.validate`; here only types. Streamed chunks are
-built as plain dicts in `streaming.py` (a delta carries only the fields it has, as OpenAI's do).
+honour (tools, a JSON response format, a suffix, stored completions) are declared, so the error can
+say why they fail (`prompts.py` refuses them); the few it accepts and ignores are listed in
+docs/serving.md with the reason. Types are strict, as OpenAI checks them: `"2"` is not an integer,
+`"yes"` not a boolean, `2.0` or `true` not a token id; an integer is still a number (pydantic's
+strict float accepts it). Ranges are checked in one place, `SamplingParams.validate`; here only
+types. Streamed chunks are built as plain dicts in `streaming.py` (a delta carries only the fields
+it has, as OpenAI's do).
 """
 
 from __future__ import annotations
@@ -15,13 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class StreamOptions(_Request):
     include_usage: Optional[bool] = None
-    include_obfuscation: Optional[bool] = None  # the SDK may send it; there is nothing to obfuscate here
-    continuous_usage_stats: Optional[bool] = None  # vLLM's; accepted, not sent
+    include_obfuscation: Optional[bool] = None  # accepted and ignored: chunks carry no padding field (docs)
+    continuous_usage_stats: Optional[bool] = None  # vLLM's usage in every chunk: true is refused
 
 
 class _Sampling(_Request):
@@ -62,10 +66,16 @@ class TextPart(_Request):
     text: str
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")  # name, tool_call_id, ...: kept out of the prompt
+class ChatMessage(_Request):
     role: str
     content: Union[str, list[TextPart], None] = None
+    name: Optional[str] = None  # accepted and ignored: the chat template has no place for a speaker's name
+    # Declared so that a message carrying them is refused with the reason (empty values pass: the
+    # openai SDK sends a reply's `refusal: null` back when a client appends the reply to the history).
+    refusal: Optional[str] = None
+    tool_calls: Optional[list[dict[str, Any]]] = None
+    tool_call_id: Optional[str] = None
+    function_call: Optional[dict[str, Any]] = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -87,9 +97,9 @@ class ChatCompletionRequest(_Sampling):
     parallel_tool_calls: Optional[bool] = None
     functions: Optional[list[dict[str, Any]]] = None
     function_call: Optional[Union[str, dict[str, Any]]] = None
-    store: Optional[bool] = None
-    metadata: Optional[dict[str, str]] = None
-    service_tier: Optional[str] = None
+    store: Optional[bool] = None  # true is refused: nothing is stored
+    metadata: Optional[dict[str, str]] = None  # accepted and ignored: tags for stored completions
+    service_tier: Optional[str] = None  # "auto" and "default" accepted (there is one tier); others refused
 
 
 # ---- responses -----------------------------------------------------------------------------------

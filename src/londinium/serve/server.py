@@ -1,37 +1,30 @@
 """`londinium serve`: load a trained run (or a `londinium export` directory) and serve it until SIGTERM.
 
 The port opens before the model is loaded (requests get 503 and /health says "loading" meanwhile);
-a model that fails to load stops the server with its error. SIGTERM drains: new requests get 503,
+a model that fails to load stops the server with its error. SIGTERM (or SIGHUP) drains: new requests get 503,
 running ones finish within `serve.shutdown_timeout_s` or are cancelled (streams end with an error
 event), then the process exits 0.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import uvicorn
 
 from londinium.config import Config
 from londinium.errors import LondiniumError
+from londinium.serve.connections import connection_limits, quiet_repeats
+from londinium.serve.hosts import is_loopback
 
 log = logging.getLogger("londinium.serve")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str]:
@@ -98,7 +91,7 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
     # ~30 tokens/s on 2 cores (benchmarks/serve_throughput.py --threads 2).
     torch.set_num_threads(s.threads or max(1, (os.cpu_count() or 1) - 1))
     name = s.model_name or default_name
-    if not _loopback(s.host) and not s.api_key:
+    if not is_loopback(s.host) and not s.api_key:
         print(f"londinium serve: warning: listening on {s.host} without an API key: anyone who can reach it can use "
               "the model (set --api-key or $LONDINIUM_API_KEY)", file=sys.stderr)
     failed: list[BaseException] = []
@@ -110,9 +103,10 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
             server.should_exit = True
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_repeats()  # a connection flood logs its condition once a minute, not a traceback per failed accept
     app = create_app(load, name, s, cfg.generate, on_load_error=load_failed)
     config = uvicorn.Config(app, host=s.host, port=s.port, access_log=False, log_level="info",
-                            timeout_graceful_shutdown=int(s.shutdown_timeout_s) + 5, lifespan="on")
+                            timeout_graceful_shutdown=int(s.shutdown_timeout_s) + 5, lifespan="on", **connection_limits(s))
     server = _Server(config, app.state.server, s.shutdown_timeout_s)
     print(f"londinium serve: http://{s.host}:{s.port}/v1  model {name!r}  (loading {s.export or 'run ' + run})", file=sys.stderr)
     server.run()
@@ -127,13 +121,26 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's Server, with SIGTERM (and a first Ctrl-C) as a drain: stop admitting, let running
-    requests finish or cancel them at the deadline, exit 0; a second Ctrl-C forces the exit. (uvicorn alone re-raises the signal once it has shut down,
-    so the process would die of it.)"""
+    """uvicorn's Server, with SIGTERM, SIGHUP (a closed terminal) and a first Ctrl-C as a drain: stop
+    admitting, let running requests finish or cancel them at the deadline, exit 0; a second Ctrl-C
+    forces the exit. (uvicorn alone re-raises the signal once it has shut down, so the process would
+    die of it, and it does not catch SIGHUP at all, which killed the process mid-stream.)"""
 
     def __init__(self, config: uvicorn.Config, state: Any, timeout_s: float):
         super().__init__(config)
         self.state, self.timeout_s = state, timeout_s
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        hup = getattr(signal, "SIGHUP", None)  # none on Windows
+        main = hup is not None and threading.current_thread() is threading.main_thread()
+        previous = signal.signal(hup, self.handle_exit) if main else None
+        try:
+            with super().capture_signals():
+                yield
+        finally:
+            if main:
+                signal.signal(hup, previous)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self.state.draining and sig == signal.SIGINT:
