@@ -103,7 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.train.run_name = args.run
     ws.run_dir(cfg.train.run_name)  # a bad name is refused before it names a lock
     with ws.lock(f"train/{cfg.train.run_name}"):  # before torch loads: a second train is refused at once
-        from londinium.train.trainer import resume_config, train
+        from londinium.train.resume import resume_config
+        from londinium.train.trainer import train
 
         if args.resume:  # the run's own config, with only what this command sets on purpose on top
             cfg = resume_config(ws, cfg.train.run_name, _config_path(args), args.overrides, args.preset)

@@ -22,7 +22,6 @@ import contextlib
 import copy
 import dataclasses
 import os
-import shlex
 import shutil
 import signal
 import time
@@ -41,8 +40,11 @@ from londinium.device import configure_backends, resolve_device, resolve_precisi
 from londinium.train.evaluate import evaluate
 from londinium.train.monitor import MetricsLog, Progress, Trackers, peak_flops, plot_losses
 from londinium.train.optim import build_optimizers
+from londinium.train.memory import check_memory
+from londinium.train.resume import resume_command, workspace_flag
+from londinium.train.signals import StopSignal
 from londinium.train.schedule import lr_at, plan_batches
-from londinium.workspace import DEFAULT_WORKSPACE, Workspace
+from londinium.workspace import Workspace
 
 # Test hook: after finishing this optimiser step, every process SIGKILLs itself -- the crash the
 # resume tests need, at an exact step, without timing races. Never set in normal use.
@@ -83,95 +85,13 @@ def train(ws: Workspace, cfg: Config, force: bool = False, log: Callable[[str], 
         torch.set_num_threads(threads)
 
 
-def resume_config(ws: Workspace, run: str, path: str | Path | None = None, overrides: list[str] | None = None,
-                  preset: str | None = None) -> Config:
-    """The config `--resume` continues run `run` with: the one it was trained with (runs/<run>/config.toml,
-    else its newest checkpoint's), with only what is given explicitly (`preset`, the file at `path`,
-    `overrides`) laid on top, so a resume never picks up other defaults by accident. A run that has
-    no saved config yet starts from the usual config (defaults < preset < file < overrides)."""
-    saved = ws.run_config_file(run)
-    if not saved.is_file():
-        newest = ck.list_checkpoints(ws.checkpoints_dir(run))
-        saved = newest[-1].path / ck.CONFIG_FILE if newest else None
-    cfg = load_config(path, overrides, preset, base=saved)
-    cfg.train.run_name, cfg.train.resume = run, True
-    return cfg
-
-
-def _workspace_flag(ws: Workspace) -> str:
-    """` -w ROOT` for a command printed as a hint, or "" for the default workspace."""
-    return "" if ws.root == Path(DEFAULT_WORKSPACE).resolve() else f" -w {shlex.quote(str(ws.root))}"
-
-
-def resume_command(ws: Workspace, run: str, world_size: int = 1) -> str:
-    """The command that continues run `run` in `ws` as it was trained (see `resume_config`)."""
-    where = _workspace_flag(ws)
-    if world_size > 1:  # torchrun's own parser takes `--run` for its --run-path
-        return f"torchrun --nproc_per_node={world_size} -m londinium train --resume --run-name {run}{where}"
-    return f"londinium train --resume --run {run}{where}"
-
-
 def _validate(cfg: Config) -> None:
     """Every [train] and [model] rule (config.validate: the same check `config show` makes)."""
     validate(cfg)
 
 
-def machine_memory(device: torch.device) -> int:
-    """Bytes of memory on `device`: the GPU's total, or the machine's physical memory."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[1])
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0  # unknown: no check
-
-
-def check_memory(model: Any, batch_size: int, device: torch.device) -> None:
-    """ConfigError before anything is allocated when training the model cannot fit in the device's
-    memory at all (weights, gradients, AdamW state and activations, as `londinium model info` counts
-    them): a config that loads must not turn into an allocation failure."""
-    from londinium.model.info import memory_estimate
-
-    need = memory_estimate(model, batch_size).training_total
-    have = machine_memory(device)
-    if have and need > have:
-        raise ConfigError(
-            f"training this model needs about {need / 2**30:,.1f} GiB (weights, gradients, AdamW state and activations of "
-            f"train.batch_size = {batch_size} x model.context = {model.context}; `londinium model info` itemises it), "
-            f"more than the {have / 2**30:,.1f} GiB of {device.type}; make model.n_layer, model.n_embd, model.context "
-            f"or train.batch_size smaller")
-
-
 class TrainingDiverged(LondiniumError):
     """The loss or the weights went NaN or infinite: training stops before saving them."""
-
-
-class _StopSignal:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the end of the step and stops.
-    A second signal interrupts at once (the checkpoint being written, if any, stays atomic)."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopSignal":
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:
-            self.__exit__()
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
 
 class _Run:
@@ -212,7 +132,7 @@ class _Run:
         trained, wanted = section.get("vocab_size"), self.cfg.tokenizer.vocab_size
         if trained is None or trained == wanted:
             return None  # an adopted tokenizer has no recorded config: nothing to compare
-        flags = (f" --preset {self.cfg.preset}" if self.cfg.preset else f" --set tokenizer.vocab_size={wanted}") + _workspace_flag(self.ws)
+        flags = (f" --preset {self.cfg.preset}" if self.cfg.preset else f" --set tokenizer.vocab_size={wanted}") + workspace_flag(self.ws)
         return (f"warning: the workspace's tokenizer was trained with tokenizer.vocab_size = {trained} ({vocab:,} ids), "
                 f"this config asks for {wanted}{f' (preset {self.cfg.preset})' if self.cfg.preset else ''}; the model takes "
                 f"the workspace's {vocab:,}. For {wanted}, run `londinium tokenizer train{flags}` and `londinium data prepare{flags}` first")
@@ -403,7 +323,7 @@ class _Run:
         self.tokens_seen += self.plan.tokens_per_step
         return loss_sum, grad_norm, lr
 
-    def _stop_code(self, stop: _StopSignal) -> int:
+    def _stop_code(self, stop: StopSignal) -> int:
         """0 go on, 1 time is up, 2 signal; the max over ranks, so all stop at the same step."""
         code = 2 if stop.received is not None else 1 if self.tc.max_minutes and self._elapsed() >= 60 * self.tc.max_minutes else 0
         if self.d.enabled:
@@ -467,7 +387,7 @@ class _Run:
         stopped = "max_steps"
         window_t, window_steps = 0.0, 0
         try:
-            with _StopSignal() as stop:
+            with StopSignal() as stop:
                 model.train()
                 while self.step < tc.max_steps:
                     t0 = time.perf_counter()
