@@ -114,9 +114,30 @@ def test_max_tokens_trains_exactly_the_steps_it_implies_with_the_warmup_scaled(t
     assert first["lr"] == pytest.approx(3e-3 / plan["warmup_steps"])
 
 
+def test_a_wsd_plan_follows_a_machine_that_slowed_and_still_decays_within_the_budget(tiny_workspace, monkeypatch):
+    """The steps sleep after the pace was measured (SLOW_ENV): on 'wsd' the plan is revised from the
+    pace the steps really have while it holds the peak, so the decay still fits, and the run equals
+    one given the final plan directly."""
+    ws = tiny_workspace
+    monkeypatch.setenv(SLOW_ENV, "0.05")
+    wsd = ["--set", "train.schedule=wsd"]
+    rc, out, err = cli_in_process(train_args(ws, "budget-wsd", MAX_STEPS, *BUDGET, *wsd))
+    assert rc == 0, err
+    s = summary(ws, "budget-wsd")
+    plan = s["plan"]
+    assert s["schedule_complete"] and s["warning"] is None
+    assert plan["first_steps"] > plan["steps"] and f"{plan['first_steps']:,} steps first, {plan['steps']:,} in the end" in out
+    monkeypatch.delenv(SLOW_ENV)
+    rc, _, err = cli_in_process(planned_args(ws, "budget-wsd-direct", plan) + wsd)
+    assert rc == 0, err
+    assert_same_weights(final_weights(ws, "budget-wsd"), final_weights(ws, "budget-wsd-direct"))
+    assert logged(ws, "budget-wsd") == logged(ws, "budget-wsd-direct")
+
+
 def test_a_budget_that_runs_out_warns_names_the_step_and_records_the_shortfall(tiny_workspace, monkeypatch):
-    """The steps sleep after the pace was measured (SLOW_ENV): the plan cannot be met, the run stops
-    at the budget with a checkpoint, an evaluation and a plot, exit 0, and says by how much it fell short."""
+    """The steps sleep after the pace was measured (SLOW_ENV): on 'cosine' (the helpers' schedule, which
+    decays from the start and so cannot be revised) the plan cannot be met; the run stops at the budget
+    with a checkpoint, an evaluation and a plot, exit 0, and says by how much it fell short."""
     ws = tiny_workspace
     monkeypatch.setenv(SLOW_ENV, "0.15")
     rc, out, err = cli_in_process(train_args(ws, "budget-cut", MAX_STEPS, "--set", "train.max_minutes=0.08"))

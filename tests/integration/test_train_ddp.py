@@ -41,10 +41,12 @@ def test_ddp_resume_after_sigkill_is_bit_exact(tiny_workspace):
 @pytest.mark.slow  # ~25 s: two torchrun launches' worth of start-up and a 6-second budget
 def test_ddp_processes_agree_on_the_steps_a_time_budget_plans(tiny_workspace):
     """Both processes measure the pace (their steps all-reduce together), take the slower one and rank
-    0's clock, and so plan the same steps: a process planning fewer would leave the other waiting in
-    an all-reduce until the gloo timeout, and the run would not end."""
+    0's clock, and so plan the same steps -- and on 'wsd' revise them alike as they go: a process
+    planning fewer would leave the other waiting in an all-reduce until the gloo timeout, and the run
+    would not end."""
     ws = tiny_workspace
-    budgeted = run(train_cmd(ws, "ddp-budget", 400, "--set", "train.max_minutes=0.1", "--set", "train.budget_reserve=0.5", procs=2))
+    budgeted = run(train_cmd(ws, "ddp-budget", 400, "--set", "train.max_minutes=0.1", "--set", "train.budget_reserve=0.5",
+                             "--set", "train.schedule=wsd", procs=2))
     assert budgeted.returncode == 0, budgeted.stderr[-3000:]
     assert budgeted.stdout.count("sized by train.max_minutes = 0.1") == 1
     summary = json.loads(ws.run_summary_file("ddp-budget").read_text(encoding="utf-8"))

@@ -7,8 +7,8 @@ import pytest
 
 from londinium.config import TrainConfig
 from londinium.errors import ConfigError
-from londinium.train.pacing import PACE_STEPS, Pace, Plan, evaluations, measure_pace, plan_run, shortfall_warning
-from londinium.train.schedule import lr_at
+from londinium.train.pacing import PACE_STEPS, Pace, Plan, evaluations, measure_pace, plan_run, revise, shortfall_warning
+from londinium.train.schedule import decay_start, lr_at
 
 
 def tc(**kw) -> TrainConfig:
@@ -118,3 +118,42 @@ def test_a_cut_plan_is_named_with_its_step_shortfall_and_the_command_that_finish
     assert "`londinium train --resume --run r --set train.max_minutes=" in warning
     assert "before the decay started" in shortfall_warning(plan, c, plan.steps // 2, 0.1, "x")  # WSD: at the peak
     assert "in the decay: the learning rate was" in shortfall_warning(plan, c, plan.steps - 5, 0.1, "x")
+
+
+def wsd_plan(**kw) -> tuple[TrainConfig, Plan]:
+    c = tc(max_minutes=1.0, budget_reserve=0.0, decay_share=0.2, **kw)
+    return c, plan_run(c, 512, PACE, elapsed_s=MEASURING_S)
+
+
+def test_a_wsd_time_plan_follows_a_slower_pace_without_changing_a_step_already_trained():
+    c, plan = wsd_plan()
+    step = plan.warmup_steps + 50
+    slower = revise(plan, c, step, elapsed_s=MEASURING_S + 15.0, step_s=0.2, interval_s=1.0)
+    assert slower.steps < plan.steps and slower.first_steps == plan.steps and slower.step_s == 0.2
+    left = 60 - MEASURING_S - 15.0
+    assert (slower.steps - step) * 0.2 + evaluations(step, slower.steps, 10) * 1.0 <= left
+    old, new = plan.schedule(c), slower.schedule(c)
+    assert [lr_at(s, old) for s in range(step)] == [lr_at(s, new) for s in range(step)]
+    assert step <= decay_start(new) < slower.steps - 1 and lr_at(slower.steps - 1, new) < 1e-3 / 5  # a whole decay still fits
+    again = revise(slower, c, step + 10, elapsed_s=MEASURING_S + 17.0, step_s=0.2, interval_s=1.0)
+    assert again.first_steps == plan.steps  # the first plan is remembered through every revision
+
+
+def test_when_the_time_left_cannot_hold_a_whole_decay_it_begins_at_once():
+    c, plan = wsd_plan()
+    step = decay_start(plan.schedule(c)) - 5
+    late = revise(plan, c, step, elapsed_s=59.0, step_s=0.2, interval_s=1.0)
+    assert decay_start(late.schedule(c)) == step and late.steps > step
+
+
+def test_only_a_wsd_time_plan_before_its_decay_is_revised():
+    c, plan = wsd_plan()
+    args = dict(elapsed_s=30.0, step_s=0.3, interval_s=1.0)
+    assert revise(plan, c, plan.warmup_steps - 1, **args) is plan  # in the warm-up, which must stay as it was
+    assert revise(plan, c, decay_start(plan.schedule(c)) + 1, **args) is plan  # the decay has begun
+    cosine = tc(max_minutes=1.0, schedule="cosine")
+    cosine_plan = plan_run(cosine, 512, PACE)
+    assert revise(cosine_plan, cosine, cosine_plan.warmup_steps + 5, **args) is cosine_plan  # cosine decays from the start
+    tokens = tc(max_tokens=500 * 512)
+    tokens_plan = plan_run(tokens, 512)
+    assert revise(tokens_plan, tokens, 100, **args) is tokens_plan  # a token budget is exact

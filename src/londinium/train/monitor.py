@@ -193,6 +193,12 @@ class Progress:
 
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
 
+    def set_total(self, total: int) -> None:
+        """The run's plan changed its length (pacing.revise)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+
     def step(self, step: int, loss: float | None, lr: float, tok_s: float | None, mfu: float | None) -> None:
         """Advance to `step`; `loss` is given on logged steps only."""
         if not self.enabled:

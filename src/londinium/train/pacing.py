@@ -17,6 +17,12 @@ still the reference for the warm-up: a plan shorter than it keeps the configured
 the steps, a longer one keeps the configured warm-up (its job, getting the optimiser's statistics
 settled, does not grow with the run). The plan is saved in every checkpoint, so a resumed run keeps
 the schedule it started with.
+
+A few seconds of pace do not foresee a shared machine's next minutes (docs/LOG.md measured steps
+77% slower than their pace). A 'wsd' schedule holds its peak until its decay, and until then its
+rate does not depend on the total steps, so a time plan on 'wsd' is `revise`d at every logged step
+from the pace the run really has, up to the step its decay begins: the decay then starts where the
+time left holds it, and the run is still bit-identical to one given the final plan directly.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any, Callable
 from londinium.config import TrainConfig
 from londinium.errors import ConfigError
 from londinium.train.monitor import format_duration
-from londinium.train.schedule import lr_at
+from londinium.train.schedule import decay_start, lr_at
 
 PACE_STEPS = 5  # timed steps after the warm-up step: enough for a median on a shared machine
 # The budget fields a plan is made from: a resumed run keeps its plan while these are unchanged.
@@ -57,6 +63,7 @@ class Plan:
     step_s: float = 0.0  # the measured pace (max_minutes plans only)
     interval_s: float = 0.0
     expected_s: float = 0.0  # the whole run by the measured pace, from the start of its first session
+    first_steps: int = 0  # the steps first planned, when `revise` has changed them since (0: never)
 
     def schedule(self, tc: TrainConfig) -> TrainConfig:
         """`tc` with the planned steps and warm-up: what `schedule.lr_at` reads."""
@@ -136,6 +143,36 @@ def plan_run(tc: TrainConfig, tokens_per_step: int, pace: Pace | None = None, el
     return Plan(steps, warmup, by, asked, **extra)
 
 
+def revisable(plan: Plan, tc: TrainConfig) -> bool:
+    return plan.by == "max_minutes" and tc.schedule == "wsd"
+
+
+def revise(plan: Plan, tc: TrainConfig, step: int, elapsed_s: float, step_s: float, interval_s: float) -> Plan:
+    """`plan` made again after `step` steps and `elapsed_s` seconds, from the pace the run has had
+    (`step_s` a step, `interval_s` an evaluation), if it is a 'wsd' time plan whose decay has not
+    begun; else `plan` itself. The steps so far ran at the peak (or in the warm-up, which stays), and
+    the new decay begins at `step` at the earliest, so nothing trained changes. When the time left
+    cannot hold a whole decay, the decay begins now (and the budget may still cut it)."""
+    if not revisable(plan, tc) or step < plan.warmup_steps or step > decay_start(plan.schedule(tc)):
+        return plan
+    left = (60 * tc.max_minutes - elapsed_s) * (1 - tc.budget_reserve)
+    steps = max(step + _steps_within(left, Pace(step_s, interval_s), step, tc.eval_every),
+                _shortest_with_decay_from(plan, tc, step))
+    if steps == plan.steps:
+        return plan
+    expected = elapsed_s + (steps - step) * step_s + evaluations(step, steps, tc.eval_every) * interval_s
+    return dataclasses.replace(plan, steps=steps, step_s=step_s, interval_s=interval_s, expected_s=expected,
+                               first_steps=plan.first_steps or plan.steps)
+
+
+def _shortest_with_decay_from(plan: Plan, tc: TrainConfig, step: int) -> int:
+    """The fewest steps whose 'wsd' decay begins at `step` or later."""
+    steps = step if tc.decay_share >= 1 else max(step, int(step / (1 - tc.decay_share)) - 2)
+    while decay_start(dataclasses.replace(plan, steps=steps).schedule(tc)) < step:
+        steps += 1
+    return steps
+
+
 def measure_pace(step: Callable[[], None], interval: Callable[[], None], clock: Callable[[], float] = time.perf_counter,
                  timed_steps: int = PACE_STEPS) -> Pace:
     """Time `step` (one optimiser step, synchronised) after one untimed warm-up call, and `interval`
@@ -178,10 +215,9 @@ def shortfall_warning(plan: Plan, tc: TrainConfig, step: int, step_s: float, res
     short = plan.steps - step
     schedule = plan.schedule(tc)
     floor = tc.learning_rate * tc.min_lr_ratio
-    lr = lr_at(max(0, step - 1), schedule)  # the rate of the last step taken
     where = ("still in the warm-up" if step < plan.warmup_steps else
-             "before the decay started (the learning rate still at its peak)" if lr >= tc.learning_rate else
-             f"in the decay: the learning rate was {lr:.2e}, not yet down to its floor {floor:.2e}")
+             "before the decay started (the learning rate still at its peak)" if step <= decay_start(schedule) else
+             f"in the decay: the learning rate was {lr_at(step - 1, schedule):.2e}, not yet down to its floor {floor:.2e}")
     pace = f"; its steps took {1000 * step_s:.1f} ms on average" + (
         f" against the {1000 * plan.step_s:.1f} ms measured before it (the machine slowed)" if plan.step_s else "")
     more = short * step_s + evaluations(step, plan.steps, tc.eval_every) * plan.interval_s

@@ -51,7 +51,7 @@ from londinium.train.memory import check_memory
 from londinium.train.pacing import Plan
 from londinium.train.resume import resume_command, workspace_flag
 from londinium.train.signals import StopSignal
-from londinium.train.schedule import lr_at, plan_batches
+from londinium.train.schedule import decay_start, lr_at, plan_batches
 from londinium.workspace import Workspace
 
 # Test hook: after finishing this optimiser step, every process SIGKILLs itself -- the crash the
@@ -352,6 +352,17 @@ class _Run:
         step_s, interval_s = distributed.all_reduce(t, self.d, op="max").tolist()
         return pacing.Pace(step_s, interval_s)
 
+    def _revise_plan(self, progress: Progress) -> None:
+        """Follow the pace this session really has (pacing.revise), with the same numbers on every rank."""
+        interval_s = self.session_eval_s / self.session_evals if self.session_evals else self.plan.interval_s
+        seen = torch.tensor([self._elapsed(), self.session_step_s / max(1, self.session_steps), interval_s],
+                            dtype=torch.float64, device=self.precision.device)
+        elapsed, step_s, interval_s = distributed.all_reduce(seen, self.d, op="max").tolist()
+        plan = pacing.revise(self.plan, self.tc, self.step, elapsed, step_s, interval_s)
+        if plan is not self.plan:
+            self.plan, self.schedule = plan, plan.schedule(self.tc)
+            progress.set_total(plan.steps)
+
     def _paced_step(self, model: torch.nn.Module) -> None:
         self._one_step(model)
         if self.precision.device.type == "cuda":
@@ -477,16 +488,16 @@ class _Run:
             ck.restore_rng(self.rng_state)
         else:
             self._seed_fresh()
-        steps = self.plan.steps
-        progress = Progress(steps, self.step, enabled=d.is_main, out=self.log)
+        progress = Progress(self.plan.steps, self.step, enabled=d.is_main, out=self.log)
         stopped = "max_steps" if self.plan.by == "max_steps" else "planned_steps"
         window_t, window_steps = 0.0, 0
-        self.session_steps, self.session_step_s = 0, 0.0
+        # This session's real pace: what a revised plan and the shortfall warning go by.
+        self.session_steps, self.session_step_s, self.session_evals, self.session_eval_s = 0, 0.0, 0, 0.0
         slow = float(os.environ.get(SLOW_ENV) or 0)
         try:
             with StopSignal() as stop:
                 model.train()
-                while self.step < steps:
+                while self.step < self.plan.steps:
                     t0 = time.perf_counter()
                     loss_sum, grad_norm, lr = self._one_step(model)
                     if slow:
@@ -494,7 +505,7 @@ class _Run:
                     self._watch(loss_sum)
                     code = self._stop_code(stop)
                     loss = None
-                    if self.step % tc.log_every == 0 or self.step == steps:
+                    if self.step % tc.log_every == 0 or self.step == self.plan.steps:
                         self._check_finite()
                         loss = float(distributed.all_reduce(loss_sum, d).item()) / d.world_size
                     step_s = time.perf_counter() - t0
@@ -508,6 +519,8 @@ class _Run:
                         mfu = tok_s / self.batches.tokens_per_step * flops_per_step / peak if peak else None
                         self._log_row(loss, lr, grad_norm, tok_s, mfu)
                         window_t, window_steps = 0.0, 0
+                        if pacing.revisable(self.plan, tc):
+                            self._revise_plan(progress)
                     progress.step(self.step, loss, lr, tok_s, mfu)
                     if os.environ.get(KILL_ENV) == str(self.step):
                         os.kill(os.getpid(), signal.SIGKILL)
@@ -518,8 +531,11 @@ class _Run:
                                  f"Continue with `{resume_command(self.ws, self.run_name, d.world_size)}`")
                         raise KeyboardInterrupt
                     if code == 1 or self._is_eval_step():
+                        t0 = time.perf_counter()
                         saved = self._save()
                         last_eval = self._evaluate(saved)
+                        self.session_eval_s += time.perf_counter() - t0
+                        self.session_evals += 1
                         progress.write(f"step {self.step}: val loss {last_eval['val_loss']:.4f}, "
                                        f"ppl {last_eval['val_ppl']:.1f}, {last_eval['val_bpb']:.4f} bits/byte")
                         if code == 1:
@@ -535,6 +551,9 @@ class _Run:
             self._record(stopped, warning, last_eval)
             self.log(f"train: {stopped.replace('_', ' ')} reached at step {self.step}; checkpoints in {self.ckpt_dir}, "
                      f"metrics in {self.metrics.path}, plot in {self.ws.loss_plot(self.run_name)}")
+            if self.plan.first_steps:
+                self.log(f"train: the plan followed the pace the steps really had: {self.plan.first_steps:,} steps first, "
+                         f"{self.plan.steps:,} in the end, its decay from step {decay_start(self.schedule):,}")
             if warning:
                 self.log(f"train: {warning}")
         return TrainResult(run_dir, self.step, stopped, last_eval, self.plan, warning)
