@@ -1,16 +1,19 @@
 """A budget sizes the schedule: `train.max_minutes` plans the steps from the pace measured on this
-machine, `train.max_tokens` from the tokens a step takes. The plan's run is bit-identical to one
-given its steps directly, survives SIGKILL and resume bit-exactly, and a time budget that still
-runs out (a machine that slowed after it was measured) ends the run with a warning and a record.
+machine, `train.max_tokens` from the tokens a step takes. A time plan on 'wsd' follows a machine that
+slows down, survives SIGKILL and resume bit-exactly, and the run is bit-identical to one given its
+final plan directly; a time budget that still runs out (on 'cosine') ends the run with a warning and
+a record.
 
 Timings are never asserted: the tests read the plan and outcome the run recorded (summary.json,
-metrics.jsonl, checkpoints). The budgets keep a generous train.budget_reserve because the machine is
-shared; the slowdown is simulated by the trainer's SLOW_ENV hook.
+metrics.jsonl, checkpoints). The budgeted runs keep half the budget in reserve: a shared machine's
+pace changes 2-3x within seconds. The slowdown is simulated by the trainer's SLOW_ENV hook.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 
 import pytest
@@ -32,9 +35,11 @@ from londinium.train.schedule import lr_at
 from londinium.train.trainer import SLOW_ENV
 
 MAX_STEPS = 400  # the configured schedule the budgets stand in for (warm-up 4 of it: train_helpers.TINY)
-# 9 s, of which the plan may use 40%: room for a shared machine to run 2x slower than it was measured.
-MINUTES, RESERVE = 0.15, 0.6
-BUDGET = ["--set", f"train.max_minutes={MINUTES}", "--set", f"train.budget_reserve={RESERVE}"]
+# The presets' schedule; evaluations every 12 steps rather than 6 so that more of the seconds train.
+WSD = ["--set", "train.schedule=wsd", "--set", "train.eval_every=12"]
+MINUTES, RESERVE = 0.2, 0.5  # 12 s, half of it planned
+BUDGET = ["--set", f"train.max_minutes={MINUTES}", "--set", f"train.budget_reserve={RESERVE}", *WSD]
+SLOWER_S = "0.1"  # what every step sleeps after the pace was measured: a machine that slowed
 
 
 def summary(ws, run_name: str) -> dict:
@@ -43,63 +48,87 @@ def summary(ws, run_name: str) -> dict:
 
 def planned_args(ws, run_name: str, plan: dict) -> list[str]:
     """The same run given the plan's steps and warm-up directly, no budget."""
-    return train_args(ws, run_name, plan["steps"], "--set", f"train.warmup_steps={plan['warmup_steps']}")
+    return train_args(ws, run_name, plan["steps"], "--set", f"train.warmup_steps={plan['warmup_steps']}", *WSD)
 
 
 @pytest.fixture(scope="module")
 def budgeted(tiny_workspace):
-    rc, out, err = cli_in_process(train_args(tiny_workspace, "budget-time", MAX_STEPS, *BUDGET))
-    assert rc == 0, err
-    return tiny_workspace, out
+    """A 12-second budget on 'wsd' whose steps turn slower once the pace is measured, SIGKILLed after
+    step 14 (its newest checkpoint: step 12) and resumed: (workspace, the killed run's output, the
+    resumed run's output)."""
+    ws = tiny_workspace
+    args = train_args(ws, "budget", MAX_STEPS, *BUDGET)
+    os.environ[SLOW_ENV] = SLOWER_S
+    try:
+        died = run([sys.executable, "-m", "londinium", *args], kill_at=14)
+        assert died.returncode == -9, ("a plan of 14 steps or fewer ends before the kill", died.returncode, died.stdout[-2000:])
+        rc, out, err = cli_in_process([*args, "--resume"])
+        assert rc == 0, err
+    finally:
+        del os.environ[SLOW_ENV]
+    return ws, died.stdout, out
 
 
 def test_a_time_budget_plans_a_schedule_that_completes_within_it(budgeted):
-    ws, out = budgeted
-    s = summary(ws, "budget-time")
+    ws, first, _ = budgeted
+    s = summary(ws, "budget")
     plan = s["plan"]
-    assert plan["by"] == "max_minutes" and 8 < plan["steps"] < MAX_STEPS  # 9 s cannot hold the configured 400
+    assert plan["by"] == "max_minutes" and 14 < plan["steps"] < MAX_STEPS  # 12 s cannot hold the configured 400
     assert plan["expected_s"] < MINUTES * 60 and plan["step_s"] > 0 and plan["interval_s"] > 0
     assert s["schedule_complete"] and s["step"] == plan["steps"] and s["stopped"] == "planned_steps" and s["warning"] is None
-    # The banner showed the plan, and the run followed it: warm-up scaled to the plan's share, the
-    # decay ending on its last step (every step is logged: train_helpers.TINY has log_every 1).
-    assert f"plan: {plan['steps']:,} steps (warm-up {plan['warmup_steps']})" in out and "ms a step (median of 5" in out
-    assert plan["warmup_steps"] == round(4 * plan["steps"] / MAX_STEPS)
-    schedule = TrainConfig(learning_rate=3e-3, max_steps=plan["steps"], warmup_steps=plan["warmup_steps"])
-    rows = [r for r in read_metrics(ws.metrics_file("budget-time")) if r["type"] == "train"]
+    # The banner showed the plan first made, its warm-up that plan's share of the configured one;
+    # the run followed the final plan, its decay ending on the last step (every step is logged:
+    # train_helpers.TINY has log_every 1).
+    first_steps = plan["first_steps"] or plan["steps"]
+    assert f"plan: {first_steps:,} steps (warm-up {plan['warmup_steps']})" in first and "ms a step (median of 5" in first
+    assert plan["warmup_steps"] == round(4 * first_steps / MAX_STEPS)
+    schedule = TrainConfig(learning_rate=3e-3, max_steps=plan["steps"], warmup_steps=plan["warmup_steps"], schedule="wsd")
+    rows = [r for r in read_metrics(ws.metrics_file("budget")) if r["type"] == "train"]
     assert [r["step"] for r in rows] == list(range(1, plan["steps"] + 1))
     assert [r["lr"] for r in rows] == [lr_at(step, schedule) for step in range(plan["steps"])]
-    assert rows[-1]["lr"] < 3e-3 * 0.2  # decayed (cosine to a tenth of the peak)
-    assert checkpoint_steps(ws, "budget-time")[-1] == plan["steps"]
+    assert rows[-1]["lr"] < 3e-3  # it decayed
+    assert checkpoint_steps(ws, "budget")[-1] == plan["steps"]
 
 
-def test_the_budgeted_run_is_bit_identical_to_one_given_its_planned_steps(budgeted):
-    """The pace was measured on the run's own model and optimiser; nothing of it may remain."""
-    ws, _ = budgeted
-    plan = summary(ws, "budget-time")["plan"]
+def test_a_wsd_plan_follows_the_pace_the_steps_really_have(budgeted):
+    """The steps slept after the pace was measured: the plan was made again from their real pace
+    while the schedule held its peak, and said so."""
+    ws, _, resumed = budgeted
+    plan = summary(ws, "budget")["plan"]
+    assert plan["first_steps"] and plan["first_steps"] != plan["steps"]
+    assert f"{plan['first_steps']:,} steps first, {plan['steps']:,} in the end" in resumed
+
+
+def test_a_budgeted_run_killed_and_resumed_keeps_its_plan_and_equals_one_given_its_steps(budgeted):
+    """The resumed run took the plan its checkpoint held -- no second measurement -- and the whole run
+    (pace measured on its own model and optimiser, revised, killed, resumed) ends bit-identical to a
+    run given its final steps and warm-up directly."""
+    ws, _, resumed = budgeted
+    assert "resuming from step 12" in resumed and "kept from the checkpoint" in resumed and "measuring the pace" not in resumed
+    plan = summary(ws, "budget")["plan"]
     rc, _, err = cli_in_process(planned_args(ws, "budget-direct", plan))
     assert rc == 0, err
     assert summary(ws, "budget-direct")["plan"]["by"] == "max_steps"
-    assert_same_weights(final_weights(ws, "budget-time"), final_weights(ws, "budget-direct"))
-    assert logged(ws, "budget-time") == logged(ws, "budget-direct")
+    assert_same_weights(final_weights(ws, "budget"), final_weights(ws, "budget-direct"))
+    assert logged(ws, "budget") == logged(ws, "budget-direct")
 
 
-def test_a_budgeted_run_killed_and_resumed_keeps_its_plan_bit_exactly(tiny_workspace):
-    """SIGKILLed after step 8 (its checkpoint is step 6), the run resumes with the plan its
-    checkpoint holds -- no second measurement, which would plan other steps -- and ends exactly
-    like a run given that plan's steps directly."""
+def test_a_budget_given_on_resume_is_planned_from_the_checkpoint_and_measured_without_a_trace(tiny_workspace):
+    """A finished 12-step run resumed with a time budget measures the pace on its restored weights and
+    AdamW state (not empty now), plans the rest, and ends exactly like the same checkpoint resumed
+    with the planned steps given directly."""
     ws = tiny_workspace
-    args = train_args(ws, "budget-killed", MAX_STEPS, *BUDGET)
-    died = run([sys.executable, "-m", "londinium", *args], kill_at=8)
-    assert died.returncode == -9, (died.returncode, died.stderr[-2000:])
-    rc, out, err = cli_in_process([*args, "--resume"])
+    assert cli_in_process(train_args(ws, "budget-later", 12, *WSD))[0] == 0
+    shutil.copytree(ws.run_dir("budget-later"), ws.run_dir("budget-later-direct"))
+    rc, out, err = cli_in_process(train_args(ws, "budget-later", 12, "--resume", *BUDGET, "--set", "train.max_minutes=0.1"))
     assert rc == 0, err
-    assert "resuming from step 6" in out and "kept from the checkpoint" in out and "measuring the pace" not in out
-    plan = summary(ws, "budget-killed")["plan"]
-    assert f"plan: {plan['steps']:,} steps" in died.stdout  # the plan the killed process made
-    rc, _, err = cli_in_process(planned_args(ws, "budget-killed-direct", plan))
+    assert "resuming from step 12" in out and "measuring the pace" in out
+    plan = summary(ws, "budget-later")["plan"]
+    assert plan["steps"] > 12 and plan["warmup_steps"] == 4  # longer than max_steps: the warm-up keeps its length
+    rc, _, err = cli_in_process(train_args(ws, "budget-later-direct", plan["steps"], "--resume", *WSD))
     assert rc == 0, err
-    assert_same_weights(final_weights(ws, "budget-killed"), final_weights(ws, "budget-killed-direct"))
-    assert logged(ws, "budget-killed") == logged(ws, "budget-killed-direct")
+    assert_same_weights(final_weights(ws, "budget-later"), final_weights(ws, "budget-later-direct"))
+    assert logged(ws, "budget-later") == logged(ws, "budget-later-direct")
 
 
 def test_max_tokens_trains_exactly_the_steps_it_implies_with_the_warmup_scaled(tiny_workspace):
@@ -114,33 +143,13 @@ def test_max_tokens_trains_exactly_the_steps_it_implies_with_the_warmup_scaled(t
     assert first["lr"] == pytest.approx(3e-3 / plan["warmup_steps"])
 
 
-def test_a_wsd_plan_follows_a_machine_that_slowed_and_still_decays_within_the_budget(tiny_workspace, monkeypatch):
-    """The steps sleep after the pace was measured (SLOW_ENV): on 'wsd' the plan is revised from the
-    pace the steps really have while it holds the peak, so the decay still fits, and the run equals
-    one given the final plan directly."""
-    ws = tiny_workspace
-    monkeypatch.setenv(SLOW_ENV, "0.05")
-    wsd = ["--set", "train.schedule=wsd"]
-    rc, out, err = cli_in_process(train_args(ws, "budget-wsd", MAX_STEPS, *BUDGET, *wsd))
-    assert rc == 0, err
-    s = summary(ws, "budget-wsd")
-    plan = s["plan"]
-    assert s["schedule_complete"] and s["warning"] is None
-    assert plan["first_steps"] > plan["steps"] and f"{plan['first_steps']:,} steps first, {plan['steps']:,} in the end" in out
-    monkeypatch.delenv(SLOW_ENV)
-    rc, _, err = cli_in_process(planned_args(ws, "budget-wsd-direct", plan) + wsd)
-    assert rc == 0, err
-    assert_same_weights(final_weights(ws, "budget-wsd"), final_weights(ws, "budget-wsd-direct"))
-    assert logged(ws, "budget-wsd") == logged(ws, "budget-wsd-direct")
-
-
 def test_a_budget_that_runs_out_warns_names_the_step_and_records_the_shortfall(tiny_workspace, monkeypatch):
-    """The steps sleep after the pace was measured (SLOW_ENV): on 'cosine' (the helpers' schedule, which
+    """The steps sleep after the pace was measured (SLOW_ENV): on 'cosine' (which
     decays from the start and so cannot be revised) the plan cannot be met; the run stops at the budget
     with a checkpoint, an evaluation and a plot, exit 0, and says by how much it fell short."""
     ws = tiny_workspace
     monkeypatch.setenv(SLOW_ENV, "0.15")
-    rc, out, err = cli_in_process(train_args(ws, "budget-cut", MAX_STEPS, "--set", "train.max_minutes=0.08"))
+    rc, out, err = cli_in_process(train_args(ws, "budget-cut", MAX_STEPS, "--set", "train.max_minutes=0.08", "--set", "train.schedule=cosine"))
     assert rc == 0, err
     s = summary(ws, "budget-cut")
     reached, planned = s["step"], s["plan"]["steps"]

@@ -551,7 +551,7 @@ class _Run:
             self._record(stopped, warning, last_eval)
             self.log(f"train: {stopped.replace('_', ' ')} reached at step {self.step}; checkpoints in {self.ckpt_dir}, "
                      f"metrics in {self.metrics.path}, plot in {self.ws.loss_plot(self.run_name)}")
-            if self.plan.first_steps:
+            if self.plan.first_steps and self.plan.first_steps != self.plan.steps:
                 self.log(f"train: the plan followed the pace the steps really had: {self.plan.first_steps:,} steps first, "
                          f"{self.plan.steps:,} in the end, its decay from step {decay_start(self.schedule):,}")
             if warning:
