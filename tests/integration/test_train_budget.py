@@ -57,7 +57,7 @@ def budgeted(tiny_workspace):
     step 14 (its newest checkpoint: step 12) and resumed: (workspace, the killed run's output, the
     resumed run's output)."""
     ws = tiny_workspace
-    args = train_args(ws, "budget", MAX_STEPS, *BUDGET)
+    args = train_args(ws, "paced", MAX_STEPS, *BUDGET)
     os.environ[SLOW_ENV] = SLOWER_S
     try:
         died = run([sys.executable, "-m", "londinium", *args], kill_at=14)
@@ -71,7 +71,7 @@ def budgeted(tiny_workspace):
 
 def test_a_time_budget_plans_a_schedule_that_completes_within_it(budgeted):
     ws, first, _ = budgeted
-    s = summary(ws, "budget")
+    s = summary(ws, "paced")
     plan = s["plan"]
     assert plan["by"] == "max_minutes" and 14 < plan["steps"] < MAX_STEPS  # 12 s cannot hold the configured 400
     assert plan["expected_s"] < MINUTES * 60 and plan["step_s"] > 0 and plan["interval_s"] > 0
@@ -83,18 +83,18 @@ def test_a_time_budget_plans_a_schedule_that_completes_within_it(budgeted):
     assert f"plan: {first_steps:,} steps (warm-up {plan['warmup_steps']})" in first and "ms a step (median of 5" in first
     assert plan["warmup_steps"] == round(4 * first_steps / MAX_STEPS)
     schedule = TrainConfig(learning_rate=3e-3, max_steps=plan["steps"], warmup_steps=plan["warmup_steps"], schedule="wsd")
-    rows = [r for r in read_metrics(ws.metrics_file("budget")) if r["type"] == "train"]
+    rows = [r for r in read_metrics(ws.metrics_file("paced")) if r["type"] == "train"]
     assert [r["step"] for r in rows] == list(range(1, plan["steps"] + 1))
     assert [r["lr"] for r in rows] == [lr_at(step, schedule) for step in range(plan["steps"])]
     assert rows[-1]["lr"] < 3e-3  # it decayed
-    assert checkpoint_steps(ws, "budget")[-1] == plan["steps"]
+    assert checkpoint_steps(ws, "paced")[-1] == plan["steps"]
 
 
 def test_a_wsd_plan_follows_the_pace_the_steps_really_have(budgeted):
     """The steps slept after the pace was measured: the plan was made again from their real pace
     while the schedule held its peak, and said so."""
     ws, _, resumed = budgeted
-    plan = summary(ws, "budget")["plan"]
+    plan = summary(ws, "paced")["plan"]
     assert plan["first_steps"] and plan["first_steps"] != plan["steps"]
     assert f"{plan['first_steps']:,} steps first, {plan['steps']:,} in the end" in resumed
 
@@ -105,12 +105,12 @@ def test_a_budgeted_run_killed_and_resumed_keeps_its_plan_and_equals_one_given_i
     run given its final steps and warm-up directly."""
     ws, _, resumed = budgeted
     assert "resuming from step 12" in resumed and "kept from the checkpoint" in resumed and "measuring the pace" not in resumed
-    plan = summary(ws, "budget")["plan"]
-    rc, _, err = cli_in_process(planned_args(ws, "budget-direct", plan))
+    plan = summary(ws, "paced")["plan"]
+    rc, _, err = cli_in_process(planned_args(ws, "paced-direct", plan))
     assert rc == 0, err
-    assert summary(ws, "budget-direct")["plan"]["by"] == "max_steps"
-    assert_same_weights(final_weights(ws, "budget"), final_weights(ws, "budget-direct"))
-    assert logged(ws, "budget") == logged(ws, "budget-direct")
+    assert summary(ws, "paced-direct")["plan"]["by"] == "max_steps"
+    assert_same_weights(final_weights(ws, "paced"), final_weights(ws, "paced-direct"))
+    assert logged(ws, "paced") == logged(ws, "paced-direct")
 
 
 def test_a_budget_given_on_resume_is_planned_from_the_checkpoint_and_measured_without_a_trace(tiny_workspace):
