@@ -210,7 +210,9 @@ class TrainConfig:
     """Training: optimiser, schedule, batches, checkpoints, devices."""
 
     max_steps: int = doc(2000, "Optimiser steps.", ge=1)
-    max_minutes: float = doc(0.0, "Stop after this many minutes of training (0: no time limit).", ge=0, hint="(0: no limit)")
+    max_minutes: float = doc(0.0, "Time budget: the steps are planned from this machine's measured pace so warm-up and decay fit it (max_steps is then not used), and the run stops there at the latest (0: none).", ge=0, le=10**7, hint="(0: no time budget)")
+    budget_reserve: float = doc(0.05, "Share of train.max_minutes left unplanned, for a machine that runs slower than its pace was measured (raise it on a busy, shared machine).", ge=0, lt=1)
+    max_tokens: int = doc(0, "Token budget: max_tokens // tokens per step steps, the schedule sized to them (max_steps is then not used; with max_minutes the smaller plan wins; 0: none).", ge=0, le=10**15, hint="(0: no token budget)")
     batch_size: int = doc(16, "Sequences per micro-batch on each process.", ge=1)
     batch_tokens: int = doc(0, "Tokens per optimiser step across processes; accumulation is derived. 0: one micro-batch.", ge=0, le=2**30, hint="(0: one micro-batch; 2**30 is far past any real batch)")
     learning_rate: float = doc(1e-3, "Peak learning rate (AdamW's).", gt=0)

@@ -176,6 +176,10 @@ class Workspace:
         """The full config (all sections) a training run used, vocab_size resolved."""
         return self.run_dir(name) / "config.toml"
 
+    def run_summary_file(self, name: str = "main") -> Path:
+        """How a training run ended: its plan, the step reached, any shortfall (train/trainer.py)."""
+        return self.run_dir(name) / "summary.json"
+
     # evaluation
     @property
     def eval_dir(self) -> Path:

@@ -89,25 +89,22 @@ def test_quickstart_again_skips_every_finished_stage(quick, capsys):
     assert (ws_root / "eval/main/results.json").read_bytes() == before
 
 
-def test_minutes_scale_the_tiny_schedule_and_cap_any_preset():
+def test_minutes_are_a_time_budget_for_any_preset_and_bad_values_are_refused():
+    """--minutes sets train.max_minutes and nothing else: the trainer plans the steps from the pace
+    it measures (tests/integration/test_train_budget.py); the preset's steps stay as they are."""
     from londinium.config import load_config
     from londinium.errors import ConfigError
-    from londinium.pipeline import scale_training
+    from londinium.pipeline import set_training_budget
 
-    tiny = load_config(preset="tiny")
-    steps, warmup = tiny.train.max_steps, tiny.train.warmup_steps
-    scale_training(tiny, 30)
-    assert tiny.train.max_minutes == 30 and tiny.train.max_steps == 3 * steps and tiny.train.warmup_steps == warmup
-    short = load_config(preset="tiny")
-    scale_training(short, 1)
-    assert short.train.max_steps == round(steps / 10) and short.train.warmup_steps == short.train.max_steps // 10
-    small = load_config(preset="small")
-    before = small.train.max_steps
-    scale_training(small, 5)
-    assert small.train.max_minutes == 5 and small.train.max_steps == before
+    for preset in ("tiny", "small"):
+        cfg, before = load_config(preset=preset), load_config(preset=preset)
+        set_training_budget(cfg, 30)
+        assert cfg.train.max_minutes == 30
+        cfg.train.max_minutes = before.train.max_minutes
+        assert cfg == before
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="--minutes"):
-            scale_training(load_config(preset="tiny"), bad)
+            set_training_budget(load_config(preset="tiny"), bad)
 
 
 def test_the_resume_command_ctrl_c_prints_works_on_a_quickstart_workspace(quick, tmp_path, capsys):

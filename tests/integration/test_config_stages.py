@@ -28,7 +28,7 @@ CAPS = {
     "model.n_layer": 2, "model.n_head": 4, "model.n_kv_head": 4, "model.n_embd": 64, "model.context": 48,
     "model.mlp_ratio": 4, "model.n_experts": 4, "model.top_k": 4, "train.batch_size": 4, "train.batch_tokens": 512,
     "train.warmup_steps": 4, "train.eval_every": 3, "train.eval_batches": 2, "train.keep_last": 3, "train.log_every": 3,
-    "train.threads": 1, "train.max_minutes": 5, "train.max_steps": 2, "corpus.num_perm": 256, "corpus.shingle_words": 8,
+    "train.threads": 1, "train.max_minutes": 0.02, "train.max_tokens": 4096, "train.max_steps": 2, "corpus.num_perm": 256, "corpus.shingle_words": 8,
     "corpus.max_doc_chars": 5000, "corpus.min_chars": 500, "tokenizer.min_frequency": 5, "data.encode_batch_docs": 2000,
 }
 FIXED = {  # kept as they are: fetching, devices, compilation, trackers and names are checked elsewhere
