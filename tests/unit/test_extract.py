@@ -116,9 +116,28 @@ def test_html_is_sniffed_and_extracted_through_extract():
     assert "dreams are made on" in result.texts[0].text
 
 
-def test_html_pre_keeps_its_line_breaks():
-    _, text = html_to_text("<body><pre>Line one\n   Line two</pre></body>")
-    assert text == "Line one\n   Line two"
+def test_html_pre_is_kept_byte_for_byte_inside_a_fence():
+    _, text = html_to_text("<body><p>Before</p><pre>\nLine one\n   Line  two\n\n\n\tTab ``x``</pre><p>After</p></body>")
+    assert text == "Before\n\n```\nLine one\n   Line  two\n\n\n\tTab ``x``\n```\n\nAfter"
+
+
+def test_html_code_with_backtick_runs_gets_a_longer_fence():
+    _, text = html_to_text("<pre>a ``` b ```` c</pre>")
+    assert text == "`````\na ``` b ```` c\n`````"
+
+
+def test_sphinx_and_mkdocs_permalinks_are_left_out():
+    page = ('<h1>Control flow<a class="headerlink" href="#x" title="Permalink to this heading">¶</a></h1>'
+            '<h2>Loops<a href="#loops" title="Permanent link">&para;</a></h2><p>Text ¶ kept in prose.</p>')
+    assert html_to_text(page)[1] == "Control flow\n\nLoops\n\nText ¶ kept in prose."
+
+
+def test_html_tables_become_pipe_tables_with_a_header_rule():
+    page = ("<p>Operations:</p><table><thead><tr><th><p>Operation</p></th><th><p>Result</p></th></tr></thead>"
+            "<tbody><tr><td><code>x or y</code></td><td><p>if <em>x</em> is false,</p><p>then y</p></td></tr>"
+            "<tr><td>a|b</td><td><table><tr><td>inner</td></tr></table></td></tr></tbody></table><p>After.</p>")
+    assert html_to_text(page)[1] == ("Operations:\n\n| Operation | Result |\n|---|---|\n| x or y | if x is false, then y |\n"
+                                     "| a\\|b | inner |\n\nAfter.")
 
 
 # ---- TEI -----------------------------------------------------------------------------------------
