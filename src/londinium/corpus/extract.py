@@ -100,12 +100,6 @@ _GUT_END = re.compile(
     r"|\*?\s*START\*?\*?THE SMALL PRINT)",
     re.IGNORECASE,
 )
-# Paragraphs added by transcribers, producers or publishers, not by the author.
-_PRODUCER_NOTE = re.compile(
-    r"^\s*[\[(_]*\s*(transcriber'?s'? notes?\b|produced by\b|e-?text prepared by\b|this e-?(text|book) (was|is)\b"
-    r"|prepared by\b.*\b(gutenberg|etext|e-text)|all rights reserved)",
-    re.IGNORECASE,
-)
 # The World Library notice repeated between scenes of the 1990s Gutenberg Shakespeare.
 _WORLD_LIBRARY = re.compile(r"<<\s*THIS ELECTRONIC VERSION.*?>>", re.IGNORECASE | re.DOTALL)
 
@@ -115,10 +109,11 @@ def has_gutenberg_markers(text: str) -> bool:
 
 
 def strip_gutenberg(text: str) -> str:
-    """Remove Project Gutenberg headers, footers, small print and producer/licence notes.
+    """Remove Project Gutenberg headers, footers and small print (the licence around the text).
 
     Texts without markers (as in the `shakespeare` package, whose files were trimmed) keep their
-    whole body; producer notes are removed paragraph by paragraph either way.
+    whole body. Transcriber's and producer's notes inside it are left for `editorial.split`, which
+    takes them out with the edition's introduction and notes and records each one.
     """
     text = _WORLD_LIBRARY.sub("", text)
     lines = text.split("\n")
@@ -131,9 +126,7 @@ def strip_gutenberg(text: str) -> str:
         if _GUT_END.match(lines[i]):
             end = i
             break
-    body = "\n".join(lines[start:end])
-    paragraphs = re.split(r"\n[ \t]*\n", body)
-    return "\n\n".join(p for p in paragraphs if not _PRODUCER_NOTE.match(p.lstrip("\n")))
+    return "\n".join(lines[start:end])
 
 
 # ---- TEI XML -------------------------------------------------------------------------------------
