@@ -4,10 +4,11 @@
 
 - **code**: a fenced block (CommonMark's rule: a line of three or more backticks or tildes, indented at
   most three spaces, up to a closing fence of the same character at least as long; an unclosed fence
-  is not one, so a decorative line of tildes never swallows a book); a run of lines indented four or
-  more columns after a blank line (blank lines inside it included) that mostly looks like code; or a
-  paragraph whose lines mostly look like code (interpreter and shell prompts, assignments, calls and
-  signatures, block openers ending in ":" or "{", operators such as `==`, `->`, `::`);
+  is not one, so a decorative line of tildes never swallows a book); consecutive paragraphs indented
+  four or more columns that mostly look like code (as one block, with the blank lines between
+  them); the indented paragraphs after a reStructuredText `::` or code directive, whatever they hold;
+  or a paragraph whose lines mostly look like code (interpreter and shell prompts, assignments, calls
+  and signatures, block openers ending in ":" or "{", operators such as `==`, `->`, `std::`);
 - **table**: a Markdown pipe table, a reStructuredText grid or simple table;
 - **prose**: everything else.
 
@@ -45,9 +46,6 @@ def join(blocks: list[Block]) -> str:
 
 # ---- what code and tables look like ----------------------------------------------------------------
 
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})([^\n]*)")
-_FENCE_CLOSE = re.compile(r" {0,3}(`{3,}|~{3,})[ \t]*")
-
 # One line of code: each test is something English prose and verse do not do (verse lines open with
 # a capital; prose does not open with "x = 1", end with "{" or use "=="). The tests at the start of a
 # line are one anchored pattern; the rest are cheap string checks first, since most lines are prose.
@@ -59,8 +57,8 @@ _CODE_START = re.compile(
       | from[ \t]+[\w.]+[ \t]+import[ \t]
       | \#[ \t]*(?:include|define|ifn?def|endif)\b
       | (?:if|elif|else|while|for|with|try|except|finally|switch|case|catch|async|match)\b[^\n]*[:{][ \t]*$  # block openers
-      | [A-Za-z_][\w.]*(?:\[[^\]\n]*\])?[ \t]*(?:[-+*/%&|^]|//|\*\*|<<|>>)?=(?!=)[^\n]*[^.\s][ \t]*$  # assignment (not a
-                                                                              # gloss: "_goodly_ = handsome.")
+      | [A-Za-z_][\w.]*(?:\[[^\]\n]*\])?[ \t]*(?:[-+*/%&|^]|//|\*\*|<<|>>)?=(?!=)[^\n]*[^.\s][ \t]*$  # assignment
+                                                              # (one that ends in "." is a gloss: "_goodly_ = handsome.")
       | [})\]]+[;,)]*[ \t]*$                                                  # closing brackets
       | <[A-Za-z/!?][^>\n]*>                                                  # markup
       | //[ \t]                                                               # C-style comment
@@ -74,8 +72,6 @@ _MAYBE_CODE = re.compile(r"[=(){}\[\]<>$#/|&]|\.\.\.|::|^[ \t]*(?:def|class|fn|f
                          r"from|if|elif|else|while|for|with|try|except|finally|switch|case|catch|async|match)\b", re.MULTILINE)
 _IDENTIFIER_END = re.compile(r"[A-Za-z_][\w.]*$")
 _CALL_TAIL = re.compile(r"\([^()]*\)[ \t]*[:;{]?")
-
-
 _ADORNMENT = re.compile(r"[ \t]*([=\-~^\"'`#*+:_])\1{3,}[ \t]*")  # a heading's underline: "=====", "-----"
 
 

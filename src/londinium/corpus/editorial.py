@@ -122,6 +122,11 @@ def _first_entry(section: Section) -> str:
     return ""
 
 
+def _parts(contents: Section) -> set[str]:
+    """The entries of a table of contents, as `_entry` words."""
+    return {_entry(line) for b in contents.blocks[1:] for line in b.text.split("\n")} - {"", "page"}
+
+
 def _matches(key: str, entries: set[str]) -> bool:
     return any(key == e or key.startswith(e + " ") or e.startswith(key + " ") for e in entries if e)
 
@@ -153,7 +158,7 @@ def split(blocks: list[Block]) -> tuple[list[Block], list[Section]]:
         what = apparatus(b.text) if not b.verbatim else None
         if what is not None:
             if open_section is not None and open_section.what == "contents":
-                parts = {_entry(line) for x in open_section.blocks[1:] for line in x.text.split("\n")} - {"", "page"}
+                parts = _parts(open_section)
             open_section = Section(what, _first_line(b.text), [b], to_end=seen >= total / 2)
             sections.append(open_section)
         elif open_section is not None and goes_on(open_section, b):
@@ -166,7 +171,7 @@ def split(blocks: list[Block]) -> tuple[list[Block], list[Section]]:
             sections.append(Section("note", _first_line(b.text), [b]))
         else:
             if open_section is not None and open_section.what == "contents":
-                parts = {_entry(line) for x in open_section.blocks[1:] for line in x.text.split("\n")} - {"", "page"}
+                parts = _parts(open_section)
             open_section = None
             kept.append(b)
         seen += len(b.text)

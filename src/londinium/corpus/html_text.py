@@ -134,6 +134,14 @@ class _HTMLText(HTMLParser):
                 table.rows.append((table.cells, all(table.headers)))
             table.cells = None
 
+    def _table_part(self, tag: str, opening: bool) -> None:
+        if self.table_depth > 1:  # a table inside a cell: its rows and cells are spaces in that cell
+            self._data(" ")
+        elif opening:
+            self._start_table_part(tag)
+        else:
+            self._end_table_part(tag)
+
     # ---- HTMLParser's callbacks
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -161,10 +169,7 @@ class _HTMLText(HTMLParser):
                 self.table = _Table()
             return
         if self.table is not None and tag in ("tr", "td", "th"):
-            if self.table_depth == 1:
-                self._start_table_part(tag)
-            else:
-                self._data(" ")
+            self._table_part(tag, opening=True)
             return
         if tag in _BLOCK_TAGS:
             self._newline("\n\n")
@@ -195,10 +200,7 @@ class _HTMLText(HTMLParser):
         if self.pre is not None:
             return
         if self.table is not None and tag in ("tr", "td", "th"):
-            if self.table_depth == 1:
-                self._end_table_part(tag)
-            else:
-                self._data(" ")
+            self._table_part(tag, opening=False)
             return
         if tag == "table" and self.table is not None:
             self.table_depth -= 1

@@ -83,6 +83,9 @@ def _boilerplate_lines(text: str) -> int:
     return hits
 
 
+PARAGRAPH_MIN_WORDS = 30  # shorter paragraphs ("Enter Prospero.") are too small to judge a language by
+
+
 @dataclass
 class Scores:
     chars: int
@@ -169,7 +172,6 @@ def explain(reason: str, s: Scores, cfg) -> str:
     return f"{what}{prose} {shown}, against corpus.{setting} = {getattr(cfg, setting)}"
 
 
-PARAGRAPH_MIN_WORDS = 30  # shorter paragraphs ("Enter Prospero.") are too small to judge a language by
 
 
 def _english_counts(text: str) -> tuple[int, int]:
