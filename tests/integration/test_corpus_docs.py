@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 from helpers.docs_corpus import DUPLICATE_PROSE, write_docs_corpus
 
@@ -113,3 +115,11 @@ def test_a_bad_source_setting_names_the_registry_source_and_field(tmp_path):
     corpus = write_docs_corpus(tmp_path, whitespace="squash")
     with pytest.raises(ConfigError, match=r"docs-sources.toml: source 'docs' \(#1\): field 'whitespace': 'squash' must be one of"):
         load_registry(corpus.registry)
+
+
+def test_the_documentation_example_registry_in_the_guide_is_valid(tmp_path):
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "corpus.md").read_text(encoding="utf-8")
+    example = next(block.split("```", 1)[0] for block in guide.split("```toml\n")[1:] if 'id = "pydocs"' in block)
+    (tmp_path / "registry.toml").write_text(example, encoding="utf-8")
+    [spec] = load_registry(tmp_path / "registry.toml")
+    assert (spec.format, spec.code, spec.tables, spec.whitespace) == ("html", "keep", "keep", "normalise")
