@@ -155,6 +155,7 @@ class CorpusConfig:
     min_english_paragraph: float = doc(0.12, "Paragraphs of 30+ words scoring below this English share are dropped (Latin or Italian poems inside an English book); 0 turns it off.", **SHARE)
     near_dup_threshold: float = doc(0.3, "Jaccard similarity (word shingles of a spelling-folded form) at or above which two texts are grouped as near-duplicates; modern vs Folio texts of one play measure 0.38-0.61, different plays <= 0.02.", gt=0, le=1)
     near_dup_containment: float = doc(0.5, "Share of the smaller text's shingles found in another text at or above which the two are grouped (an anthology and a poem it reprints).", gt=0, le=1)
+    near_duplicates: str = doc("auto", "What happens to a group of near-duplicates: 'group' keeps them all in one split; 'keep-one' keeps the longest and records the others as rejections naming it; 'auto' is 'group' for the embedded registry (a play's modern and Folio texts are near-duplicates on purpose) and 'keep-one' for your own (copies of a page are waste).", choices=("auto", "group", "keep-one"))
     shingle_words: int = doc(3, "Words per shingle for MinHash near-duplicate detection.", ge=1, le=64)
     num_perm: int = doc(128, "MinHash permutations.", ge=16, le=4096, hint="(fewer leave the LSH index too few bands)")
     max_doc_chars: int = doc(4000, "Maximum characters of one training document; longer texts are cut at paragraph, then sentence, boundaries.", ge=1)

@@ -81,6 +81,18 @@ def test_latin_and_italian_poems_inside_milton_are_rejected(default_corpus):
     assert "Donna leggiadra il cui bel nome honora" not in kept
 
 
+def test_the_1891_edition_s_introduction_notes_and_index_are_not_milton_s_text(default_corpus):
+    kept = "\n".join(r["text"] for r in _rows(default_corpus) if r["source"] == "milton")
+    for editors in ("WILLIAM BELL", "MACMILLAN AND CO", "Few poems have been more variously designated", "INDEX TO THE NOTES",
+                    "PREFACE by the Rev. H. C. Beeching"):
+        assert editors not in kept, editors
+    assert "Before the starry threshold of Jove's court" in kept and "Sir Henry Wotton" in kept  # Comus and its 1637 letters
+    editorial = [r for r in read_jsonl(default_corpus.corpus_rejections) if r["reason"] == "editorial"]
+    assert {r["source"] for r in editorial} == {"milton"} and sum(r["chars"] for r in editorial) > 200_000
+    card = json.loads(default_corpus.corpus_report_json.read_text(encoding="utf-8"))
+    assert all(not any(v["kept"] for v in s["code_and_tables"].values()) for s in card["sources"])  # no code in period text
+
+
 def test_cowpers_translation_of_the_latin_poems_is_left_out(default_corpus):
     # Cowper's English (1808) is outside 1590-1670: the file is excluded by the registry.
     assert not any("poemata" in r["id"] for r in _rows(default_corpus))

@@ -20,6 +20,9 @@ A registry is a TOML file with one `[[source]]` table per source:
     group_by = []                      # rows: join consecutive rows sharing these fields into one text
     title_fields = []                  # rows: fields whose values make the title of a joined text
     (the row fields' first names, jsonl_text_field, jsonl_group_by and jsonl_title_fields, still work)
+    whitespace = "normalise"           # normalise | keep: the spaces of prose (code and tables are always kept)
+    code = "keep"                      # keep | drop: code blocks
+    tables = "keep"                    # keep | drop: tables
 
 `fetch_source` yields `RawFile`s. A problem with the whole source (download 404/500/timeout,
 truncated archive, missing path) raises `SourceError` naming the source and what to do; a problem
@@ -74,6 +77,10 @@ class SourceSpec:
     text_field: str = "text"
     group_by: list[str] = field(default_factory=list)
     title_fields: list[str] = field(default_factory=list)
+    # what the corpus stage does to the text (docs/corpus.md, "What happens to each file")
+    whitespace: str = "normalise"  # "keep": prose keeps its spaces, tabs and blank lines too
+    code: str = "keep"  # "drop": code blocks are recorded as rejections instead of trained on
+    tables: str = "keep"  # "drop": likewise for tables
 
 
 @dataclass
@@ -150,6 +157,9 @@ def _validate(table: dict[str, Any], path: Path, n: int) -> SourceSpec:
         raise fail("kind", f"unknown kind {spec.kind!r}; known kinds: {', '.join(KINDS)}")
     if spec.format not in FORMATS:
         raise fail("format", f"unknown format {spec.format!r}; known formats: {', '.join(FORMATS)}")
+    for key, choices in (("whitespace", ("normalise", "keep")), ("code", ("keep", "drop")), ("tables", ("keep", "drop"))):
+        if getattr(spec, key) not in choices:
+            raise fail(key, f"{getattr(spec, key)!r} must be one of {', '.join(repr(c) for c in choices)}")
     if len(spec.period) != 2 or spec.period[0] > spec.period[1]:
         raise fail("period", f"{spec.period!r} must be [first_year, last_year] with first <= last ([0, 0]: unknown)")
     if spec.sha256:
