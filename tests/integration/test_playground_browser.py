@@ -90,10 +90,12 @@ def servers(ws, tmp_path_factory):
 def shot(page, name: str, tmp_path: Path, full_page: bool = False) -> None:
     path = tmp_path / f"{name}.png"
     page.screenshot(path=path, full_page=full_page)
-    if os.environ.get("LONDINIUM_PLAYGROUND_SHOTS"):
+    if os.environ.get("LONDINIUM_PLAYGROUND_SHOTS"):  # for the docs: 256 colours, a third of the size, text as sharp
+        from PIL import Image
+
         folder = Path(os.environ["LONDINIUM_PLAYGROUND_SHOTS"])
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, folder / path.name)
+        Image.open(path).convert("RGB").quantize(256).save(folder / path.name, optimize=True)
 
 
 def enter_key(page, key: str) -> None:
@@ -338,6 +340,10 @@ def test_keyboard_only_in_a_narrow_window(chromium, sync_api, servers, tmp_path)
         page.keyboard.press("Enter")
         expect(page.locator("#model-line")).to_contain_text("parameters")
         assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        tree = page.locator("body").aria_snapshot()  # what a screen reader is given: every control named
+        for line in ('tablist "Views"', 'tab "Chat" [selected]', 'textbox "Your message"', 'button "Send"',
+                     'complementary "Sources"', 'searchbox "Search the corpus"', 'log "Conversation"'):
+            assert line in tree, (line, tree)
         main, aside = page.locator("main").bounding_box(), page.locator("aside").bounding_box()
         assert aside["y"] >= main["y"] + main["height"] - 1  # the sources go under the views
         focused = []
