@@ -9,13 +9,12 @@ from serve_helpers import EXTRA
 from train_helpers import cli_in_process, train_args
 
 from londinium.config import load_config
-from londinium.eval.run import evaluate
 from londinium.export.run import export_run
-from londinium.index.build import build_index
 from londinium.workspace import Workspace
 
+from tests.integration.mcp_helpers import PASSAGE, index_and_report_card  # noqa: F401 - PASSAGE: the text its report card scored
+
 RUN, OTHER = "play", "play-b"  # the page's model, and the one Compare puts beside it
-PASSAGE = "Thus saith the Lord. The king and the queen hath gone to the sea, and the night is fair."
 _built: dict[str, Workspace] = {}
 
 
@@ -29,12 +28,7 @@ def playground_workspace(tiny_workspace: Workspace, tmp_path_factory) -> Workspa
     for run, steps in ((RUN, 20), (OTHER, 6)):
         rc, _, err = cli_in_process(train_args(ws, run, steps, *EXTRA))
         assert rc == 0, err
-    quiet = lambda m: None  # noqa: E731
-    cfg = load_config(overrides=["eval.splits=['val']", "eval.max_docs=2", "eval.probes=false", "eval.prompts=0"])
-    build_index(ws, cfg, log=quiet, show_progress=False)
-    text_file = ws.root / "passage.txt"
-    text_file.write_text(PASSAGE, encoding="utf-8")
-    evaluate(ws, cfg, run=RUN, texts=[text_file], log=quiet, show_progress=False)
-    export_run(ws, cfg, run=RUN, checkpoint="latest", log=quiet)
+    index_and_report_card(ws, RUN)
+    export_run(ws, load_config(), run=RUN, checkpoint="latest", log=lambda m: None)
     _built["ws"] = ws
     return ws

@@ -23,7 +23,7 @@ import pytest
 from playground_helpers import OTHER, PASSAGE, RUN, playground_workspace
 from serve_helpers import free_port, serve_process, stop, wait_healthy
 
-pytestmark = pytest.mark.slow  # ~40-60 s on 2 busy cores: a workspace, two servers, a browser
+pytestmark = pytest.mark.slow  # ~30-40 s on 2 busy cores: a workspace, two servers, a browser
 KEY = "playground-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 WEB = Path(__file__).resolve().parents[2] / "src" / "londinium" / "web"

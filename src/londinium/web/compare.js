@@ -10,10 +10,22 @@ import { renderTokens } from "./tokenview.js";
 
 const $ = (id) => document.getElementById(id);
 
-function side(page, id) {
-  const base = $(`${id}-base`);
-  const select = $(`${id}-model`);
-  const key = $(`${id}-key`);
+// One side's fields (server, model, key), made from the page's template with ids `<id>-base`, ...
+function fields(id, title) {
+  const fieldset = $("side-template").content.firstElementChild.cloneNode(true);
+  fieldset.id = id;
+  fieldset.querySelector("legend").textContent = title;
+  for (const input of fieldset.querySelectorAll("[data-name]")) input.id = `${id}-${input.dataset.name}`;
+  for (const label of fieldset.querySelectorAll("label[data-for]")) label.htmlFor = `${id}-${label.dataset.for}`;
+  $("compare-sides").append(fieldset);
+  return (name) => $(`${id}-${name}`);
+}
+
+function side(page, id, title) {
+  const field = fields(id, title);
+  const base = field("base");
+  const select = field("model");
+  const key = field("key");
   // This page's key goes only to this server; another server gets the key typed for it.
   const api = () => new Api(base.value, () => key.value || (new Api(base.value).sameOrigin ? sessionKey.get() : ""));
   async function models() {
@@ -33,7 +45,7 @@ function side(page, id) {
 }
 
 export function setupCompare(page) {
-  const sides = [side(page, "side-a"), side(page, "side-b")];
+  const sides = [side(page, "side-a", "Left"), side(page, "side-b", "Right")];
   const results = [$("result-a"), $("result-b")];
   for (const s of sides) s.base.value = `${location.origin}/v1`;
   document.addEventListener("londinium:connected", () => sides.forEach((s) => s.models()));

@@ -112,30 +112,23 @@ export function renderMarkdown(text, options = {}) {
 function table(lines, i, parent, inline) {
   const head = cells(lines[i]);
   const align = cells(lines[i + 1]).map((c) => (c.endsWith(":") ? (c.startsWith(":") ? "center" : "right") : c.startsWith(":") ? "left" : ""));
+  const row = (texts, tag) => {
+    const tr = el("tr");
+    texts.slice(0, head.length).forEach((c, k) => {
+      const cell = el(tag);
+      if (tag === "th") cell.scope = "col";
+      if (align[k]) cell.className = `align-${align[k]}`;
+      inline(cell, c);
+      tr.append(cell);
+    });
+    return tr;
+  };
   const t = el("table");
   const thead = el("thead");
-  const tr = el("tr");
-  head.forEach((c, k) => {
-    const th = el("th");
-    th.scope = "col";
-    if (align[k]) th.className = `align-${align[k]}`;
-    inline(th, c);
-    tr.append(th);
-  });
-  thead.append(tr);
+  thead.append(row(head, "th"));
   t.append(thead);
   const body = el("tbody");
-  for (i += 2; i < lines.length && lines[i].includes("|") && lines[i].trim(); i++) {
-    const row = el("tr");
-    cells(lines[i]).forEach((c, k) => {
-      if (k >= head.length) return;
-      const td = el("td");
-      if (align[k]) td.className = `align-${align[k]}`;
-      inline(td, c);
-      row.append(td);
-    });
-    body.append(row);
-  }
+  for (i += 2; i < lines.length && lines[i].includes("|") && lines[i].trim(); i++) body.append(row(cells(lines[i]), "td"));
   t.append(body);
   const wrap = el("div");
   wrap.className = "table-wrap"; // scrolls sideways in a narrow window instead of widening the page
