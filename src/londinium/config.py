@@ -329,6 +329,7 @@ class ServeConfig:
     allowed_origins: list[str] = doc([], "Browser origins (scheme://host[:port]) allowed to call the server, with CORS headers for them; '*' for any; empty: none but its own pages (403 otherwise).", pattern=r"\*|https?://[^\s/]+", hint="(e.g. 'https://app.example.com', or '*')")
     read_timeout_s: float = doc(30.0, "Seconds a client has to send a request's head (from connecting, or from the previous response) and, again, its body; then the connection is closed (408 for a body).", gt=0, le=3600)
     max_connections: int = doc(1024, "Open connections at most (lowered to the open-file limit less a reserve); beyond it, new ones get 503 and are closed at once.", ge=1, le=1_000_000)
+    playground: bool = doc(True, "Serve the browser playground at / and its /v1/londinium routes (model details, scoring, corpus search, reports); false: the OpenAI API only.")
 
 
 @dataclass

@@ -213,6 +213,13 @@ class Workspace:
         """The [export] config an export was written with: `exports/<name>.toml`, beside it."""
         return self.exports_dir / f"{Path(export).name}.toml"
 
+    def model_card(self, run: str) -> Path | None:
+        """README.md (the model card) of the newest Hugging Face export of `run`, if there is one."""
+        if not self.exports_dir.is_dir():
+            return None
+        cards = sorted(p / "README.md" for p in self.exports_dir.glob(f"{run}-step-*") if (p / "README.md").is_file())
+        return cards[-1] if cards else None
+
     # serving benchmarks
     def bench_dir(self, name: str = "serve") -> Path:
         return self.root / "bench" / check_run_name(name)
