@@ -23,6 +23,7 @@ import torch
 
 from londinium.errors import LondiniumError
 from londinium.eval.perplexity import Row, score_rows
+from londinium.eval.stats import mean_se
 from londinium.files import read_toml
 
 REQUIRED = ("id", "prompt", "answer", "distractors")
@@ -179,7 +180,7 @@ def score_probes(
 
 
 def summarize(results: Sequence[ProbeResult], flagged: set[str] | None = None) -> dict[str, Any]:
-    """Accuracy, length-normalised accuracy, mean rank and chance level: overall, by category, and
+    """Accuracy (with its standard error), length-normalised accuracy, mean rank and chance level: overall, by category, and
     split into probes flagged as contaminated and clean ones when `flagged` is given."""
 
     def block(rs: Sequence[ProbeResult]) -> dict[str, Any]:
@@ -188,6 +189,7 @@ def summarize(results: Sequence[ProbeResult], flagged: set[str] | None = None) -
         return {
             "n": len(rs),
             "accuracy": sum(r.correct for r in rs) / len(rs),
+            "accuracy_se": mean_se([float(r.correct) for r in rs])[1],
             "accuracy_norm": sum(r.correct_norm for r in rs) / len(rs),
             "mean_rank": sum(r.rank for r in rs) / len(rs),
             "chance": sum(1 / len(r.logprobs) for r in rs) / len(rs),
