@@ -253,7 +253,7 @@ class EvalConfig:
     splits: list[str] = doc(["val", "test"], "Corpus splits scored for perplexity and bits per byte (by source and period).", nonempty=True, choices=("train", "val", "test"))
     max_docs: int = doc(64, "Documents per split scored, round-robin by source (0: all; 64 took 30-60 s per split for the tiny preset on a busy 2-core CPU).", ge=0, hint="(0: all)")
     stride: int = doc(0, "Sliding-window step in tokens for documents longer than the context (0: half the context).", ge=0, hint="(0: half the context)")
-    batch_size: int = doc(8, "Windows or probe choices per forward pass (memory grows with it x context x vocabulary).", ge=1)
+    batch_size: int = doc(8, "Windows, or probes and cloze items (their choices share one pass over the prompt), per forward pass (memory grows with it x context x vocabulary).", ge=1)
     cloze: bool = doc(True, "Score the cloze set cut from a held-out split (tasks/cloze/): any corpus's default instrument.")
     cloze_split: str = doc("val", "Held-out split the cloze items are cut from.", choices=("val", "test"), hint="(items must be held out)")
     cloze_items: int = doc(1000, "Cloze items at most (fewer when the split has fewer eligible words); the standard error shrinks as 1/sqrt(items).", ge=1, le=1_000_000)
