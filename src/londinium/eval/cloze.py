@@ -1,8 +1,7 @@
 """The cloze set as an instrument: its items scored by log-likelihood, with standard errors.
 
-Each item (`londinium.tasks.cloze`) becomes a probe -- prompt, answer, distractors, each choice
-followed by the item's `after` text -- and is scored by `probes.score_probes`, the one scorer of
-multiple-choice items. Per item the results keep the choices' log-likelihoods; from them:
+Each item (`londinium.tasks.cloze`) becomes a probe -- prompt, answer, distractors -- and is
+scored by `probes.score_probes`, the one scorer of multiple-choice items. Per item the results keep the choices' log-likelihoods; from them:
 
 - accuracy (highest sum) and accuracy/byte (highest per UTF-8 byte), as for the probes;
 - margin: log P(answer) - max log P(distractor), in nats. It is continuous, so it moves when a model
@@ -22,8 +21,7 @@ from londinium.tasks.items import TaskItem
 
 
 def as_probes(items: Sequence[TaskItem]) -> list[Probe]:
-    return [Probe(i.id, i.prompt, i.answer + i.after, tuple(d + i.after for d in i.distractors), category=i.source or "unknown")
-            for i in items]
+    return [Probe(i.id, i.prompt, i.answer, i.distractors, category=i.source or "unknown") for i in items]
 
 
 def score_cloze(model: torch.nn.Module, encode: Callable[[str], list[int]], items: Sequence[TaskItem], bos_id: int,

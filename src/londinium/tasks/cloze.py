@@ -53,7 +53,6 @@ class ClozeSpec:
     items: int = 1000
     choices: int = 4
     context_words: int = 48
-    after_words: int = 0
     skip_share: float = 0.5
     min_count: int = 5
     seed: int = 1337
@@ -140,14 +139,6 @@ def _positions(text: str, pool: DistractorPool, spec: ClozeSpec) -> list[tuple[i
             if i >= spec.context_words and m.group() in pool.eligible and text[m.start() - 1] == " "]
 
 
-def _after(text: str, end: int, words: int) -> str:
-    """The text after `end` up to the end of its `words`-th word ('' for none)."""
-    if words <= 0:
-        return ""
-    ends = [m.end() for m in _WORD.finditer(text, end)][:words]
-    return text[end:ends[-1]] if ends else ""
-
-
 def cut_cloze(held_out: Sequence[dict], counts: Counter[str], spec: ClozeSpec) -> list[TaskItem]:
     """At most `spec.items` cloze items from the documents `held_out` (rows of one held-out split),
     with distractors chosen by the train split's word `counts` (see the module docstring)."""
@@ -174,7 +165,7 @@ def cut_cloze(held_out: Sequence[dict], counts: Counter[str], spec: ClozeSpec) -
             used.append(start)
             taken.append(TaskItem(
                 id="", task="cloze", split=spec.split, prompt=text[prompt_start:start], answer=answer,
-                distractors=tuple(" " + w for w in words), after=_after(text, end, spec.after_words),
+                distractors=tuple(" " + w for w in words),
                 doc_id=str(doc.get("id", "")), source=str(doc.get("source") or ""), group=str(doc.get("group") or ""),
                 start=start, end=end, prompt_start=prompt_start,
             ))

