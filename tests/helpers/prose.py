@@ -14,11 +14,15 @@ GLUE = "and the of to in that with for not but upon unto is was his her my our".
 def prose(seed: int, sentences: int = 30) -> str:
     """Sentences of alternating glue and content words, a paragraph break every six; distinct per
     seed (no shared shingles to speak of)."""
+    return _sentences(seed, sentences, WORDS, GLUE, [".", ";", "!", "?"])
+
+
+def _sentences(seed: int, sentences: int, content: list[str], glue: list[str], ends: list[str]) -> str:
     rng = random.Random(seed)
     out = []
     for i in range(sentences):
-        words = [rng.choice(WORDS) if j % 2 else rng.choice(GLUE) for j in range(rng.randint(8, 14))]
-        out.append(" ".join(words).capitalize() + rng.choice([".", ";", "!", "?"]))
+        words = [rng.choice(content) if j % 2 else rng.choice(glue) for j in range(rng.randint(8, 14))]
+        out.append(" ".join(words).capitalize() + rng.choice(ends))
         if i % 6 == 5:
             out.append("\n\n")
     return " ".join(out).replace(" \n\n ", "\n\n")
@@ -50,14 +54,7 @@ MODERN_GLUE = "the a of to in and is for with on that by from it as when each th
 
 def modern_prose(seed: int, sentences: int = 30) -> str:
     """Technical English of today (servers, files, commits), shaped like `prose`: a non-period corpus."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(sentences):
-        words = [rng.choice(MODERN) if j % 2 else rng.choice(MODERN_GLUE) for j in range(rng.randint(8, 14))]
-        out.append(" ".join(words).capitalize() + rng.choice([".", ";", ":", "?"]))
-        if i % 6 == 5:
-            out.append("\n\n")
-    return " ".join(out).replace(" \n\n ", "\n\n")
+    return _sentences(seed, sentences, MODERN, MODERN_GLUE, [".", ";", ":", "?"])
 
 
 def modern_corpus_rows(split: str, n_docs: int, sentences: int = 24) -> list[dict]:

@@ -50,20 +50,15 @@ def flatten(results: dict[str, Any]) -> dict[str, float]:
         out[f"{split} bits/byte"] = block["total"]["bits_per_byte"]
         for source, t in block["by_source"].items():
             out[f"{split} `{source}` bits/byte"] = t["bits_per_byte"]
-    if (cloze := results.get("cloze")) and cloze["summary"]["overall"]["n"]:
-        s = cloze["summary"]
-        out["cloze accuracy"] = s["overall"]["accuracy"]
-        out["cloze accuracy/byte"] = s["overall"]["accuracy_norm"]
-        out["cloze margin (nats)"] = s["overall"]["margin"]
-        for source, b in s["by_source"].items():
-            out[f"cloze `{source}` accuracy"] = b["accuracy"]
-    if probes := results.get("probes"):
-        s = probes["summary"]
-        out["probes accuracy"] = s["overall"]["accuracy"]
-        out["probes accuracy/byte"] = s["overall"]["accuracy_norm"]
-        out["probes mean rank"] = s["overall"]["mean_rank"]
-        for cat, b in s["by_category"].items():
-            out[f"probes `{cat}` accuracy"] = b["accuracy"]
+    # the multiple-choice blocks: accuracy, accuracy/byte, a third figure, and accuracy per group
+    for block, groups, key, label in (("cloze", "by_source", "margin", "margin (nats)"), ("probes", "by_category", "mean_rank", "mean rank")):
+        s = results.get(block, {}).get("summary", {})
+        if s.get("overall", {}).get("n"):
+            out[f"{block} accuracy"] = s["overall"]["accuracy"]
+            out[f"{block} accuracy/byte"] = s["overall"]["accuracy_norm"]
+            out[f"{block} {label}"] = s["overall"][key]
+            for name, b in s[groups].items():
+                out[f"{block} `{name}` accuracy"] = b["accuracy"]
     if gen := results.get("generation"):
         for key, m in gen["metrics"].items():
             if key == "reference":
