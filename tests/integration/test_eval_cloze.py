@@ -60,7 +60,7 @@ def test_the_cli_scores_the_cloze_and_shows_nothing_of_the_period_profile(modern
     assert results["cloze"]["file"] == str(modern.task_items("cloze"))
     assert not any(k in m for m in results["generation"]["metrics"].values() for k in ("period_share", "anachronisms"))
     md = modern.eval_report_md("long").read_text(encoding="utf-8")
-    assert "## Cloze" in md and f"{100 * cloze['accuracy']:.1f}% ± {100 * cloze['accuracy_se']:.1f}" in md
+    assert "corpus profile `neutral`" in md and "## Cloze" in md and f"{100 * cloze['accuracy']:.1f}% ± {100 * cloze['accuracy_se']:.1f}" in md
     assert "## Probes" not in md and "## Domain probes" not in md
     assert "period words" not in md.lower() and "anachronism" not in md.lower()
     assert "Thou" not in md

@@ -223,6 +223,8 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None
         facts.append(f"{model.get('params', 0) / 1e6:.2f} M parameters, context {model.get('context')}, vocabulary {model.get('vocab_size')}")
     if ck.get("val_loss") is not None:
         facts.append(f"validation loss at training time {_f(ck['val_loss'])}")
+    if results.get("profile"):
+        facts.append(f"corpus profile `{results['profile']}` (docs/profiles.md)")
     out += ["; ".join(facts) + ".", ""]
     if "perplexity" in results:
         out += _perplexity_section(results["perplexity"])
