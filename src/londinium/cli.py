@@ -5,6 +5,7 @@
     londinium data prepare      corpus + tokenizer -> shards/{train,val,test}.bin + meta.json
     londinium train             shards -> runs/<name>/ checkpoints, metrics, loss plot (--resume, --run;
                                 torchrun --nproc_per_node=N -m londinium train for DDP)
+    londinium tasks build       corpus -> tasks/<task>/items.jsonl: tasks with checkable answers + tasks/card.md
     londinium model info        parameters, FLOPs per token and memory of the configured model
     londinium eval              a checkpoint -> eval/<run>/report.md + results.json (--run, --text FILE,
                                 --compare RUN_A RUN_B)
@@ -109,6 +110,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume:  # the run's own config, with only what this command sets on purpose on top
             cfg = resume_config(ws, cfg.train.run_name, _config_path(args), args.overrides, args.preset)
         train(ws, cfg, force=args.force)
+    return 0
+
+
+def cmd_tasks_build(args: argparse.Namespace) -> int:
+    from londinium.tasks.build import build_tasks
+
+    ws, cfg = _context(args)
+    if args.task:
+        cfg.tasks.tasks = args.task
+    build_tasks(ws, cfg.tasks, force=args.force)
     return 0
 
 
@@ -300,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", "--run-name", dest="run", default=None, metavar="NAME",
                    help="run name: runs/NAME/ (default: train.run_name, 'main'); write --run-name under torchrun")
     p.set_defaults(handler=cmd_train)
+
+    tasks = stage("tasks", "corpus -> tasks with answers a program checks (fine-tuning data, task evaluation)")
+    p = verb(tasks, "build", cmd_tasks_build, "cut the task set from the corpus splits into tasks/<task>/items.jsonl and its card tasks/card.md")
+    p.add_argument("--task", action="append", default=[], metavar="NAME", help="cut only this task (repeatable; default: tasks.tasks, else the corpus's default mix)")
 
     model = stage("model", "the GPT architecture")
     verb(model, "info", cmd_model_info, "parameters, FLOPs per token and memory estimate (weights, AdamW, activations, KV cache)")
