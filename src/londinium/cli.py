@@ -146,9 +146,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     from londinium.eval.run import evaluate
 
+    if args.shots is not None and args.shots < 0:
+        raise LondiniumError(f"--shots {args.shots}: give 0 or more solved examples")
     if args.checkpoint:
         cfg.eval.checkpoint = args.checkpoint
-    evaluate(ws, cfg, run=args.run, texts=args.text, force=args.force)
+    evaluate(ws, cfg, run=args.run, texts=args.text, force=args.force, tasks=args.tasks, shots=args.shots)
     return 0
 
 
@@ -327,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="'best', 'latest' or a checkpoint directory (default: eval.checkpoint)")
     p.add_argument("--text", action="append", default=[], metavar="FILE", help="also report perplexity on this UTF-8 text file (repeatable)")
     p.add_argument("--compare", nargs=2, default=None, metavar=("RUN_A", "RUN_B"), help="print and write two evaluated runs side by side")
+    p.add_argument("--tasks", action="store_true", help="also answer the task set (built first if needed) by generation: scores with baselines and format compliance")
+    p.add_argument("--shots", type=int, default=None, metavar="K", help="solved examples before each task question (default: tasks.shots for a base model, 0 for an SFT run)")
     p.set_defaults(handler=cmd_eval)
 
     from londinium.infer.options import add_generate_arguments, add_model_arguments, add_sampling_arguments
