@@ -346,6 +346,8 @@ class IndexConfig:
     k1: float = doc(1.5, "BM25 term-frequency saturation (bm25s' default).", gt=0, le=100)
     b: float = doc(0.75, "BM25 length normalisation: 0 none, 1 full (bm25s' default).", **SHARE)
     snippet_chars: int = doc(240, "Characters of document text around the best match that a hit shows.", ge=20, le=100_000)
+    folding: str = doc("profile", "How words are keyed for matching: 'profile' folds each source as the corpus profile says (period-london: 'vpon' finds 'upon'; neutral and your own corpora: lower case only), 'none' or 'early-modern' folds every document so (docs/search.md).",
+                       choices=("profile", "none", "early-modern"))
 
 
 @dataclass
