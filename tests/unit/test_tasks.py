@@ -132,3 +132,9 @@ def test_conversations_end_with_the_answer_the_instruction_leaves_out(tmp_path):
     assert [r["task"] for r in conversations(ws, "train", ["modernize"])] == ["modernize"] * SMALL.train_items
     md = (ws.stage_dir("tasks") / "card.md").read_text(encoding="utf-8")
     assert "| speaker | choice |" in md and "| modernize | chrf |" in md
+
+
+def test_the_two_editions_of_a_play_pair_by_their_group_not_their_file_names():
+    renamed = {split: [{**d, "id": d["id"].replace("_gut_f.txt", "e_gut_f.txt")} for d in rows] for split, rows in CORPUS.items()}
+    spec = TaskSpec(split="val", items=40)
+    assert TASKS["modernize"].cut(renamed, spec) == TASKS["modernize"].cut(CORPUS, spec) != []
