@@ -21,7 +21,7 @@ from londinium.workspace import Workspace
 from tests.integration.mcp_helpers import (ODD_ID, ODD_TEXT, PASSAGE, RUN, free_port, mcp_workspace, server_args, server_env,
                                            stop, text_of, wait_for_port)
 
-TOOLS = {"generate", "score_text", "compare_continuations", "search_corpus", "get_document", "model_info"}
+TOOLS = {"generate", "score_text", "compare_continuations", "search_corpus", "ask", "get_document", "model_info"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
