@@ -226,7 +226,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     retriever = Retriever.load(ws, cfg, args.mode)
     generator = None
     if cfg.retrieve.answer == "generate":
-        generator = (openai_generator(args.base_url, args.model, os.environ.get("OPENAI_API_KEY", "")) if args.base_url
+        generator = (openai_generator(args.base_url, args.model, os.environ.get("OPENAI_API_KEY", ""), cfg.generate.max_tokens) if args.base_url
                      else local_generator(ws, cfg, run=args.run or ""))
     answer = ask(retriever, args.question, k=args.k, mode=cfg.retrieve.answer, generator=generator, retrieval_mode=args.mode,
                  source=args.source, split=args.split, period_from=args.period_from, period_to=args.period_to)

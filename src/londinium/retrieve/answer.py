@@ -23,8 +23,8 @@ from londinium.retrieve.retriever import Passage, Retriever
 REFUSAL = "The corpus does not say: no passage in it supports an answer to this question."
 _PIECE = re.compile(r"[^\n.!?;]+[.!?;]*")  # sentences, or lines of verse
 _CITED = re.compile(r"\[(\d{1,3})\]")
-SYSTEM = ("Answer the question using only the numbered passages below. Cite each passage you use as [n]. "
-          "If the passages do not contain the answer, say that the corpus does not say.")
+# Short on purpose: a small model's context must hold it, the passages and the question.
+SYSTEM = "Answer only from these passages, citing them as [n]. If they do not say, say the corpus does not say."
 
 
 @dataclass

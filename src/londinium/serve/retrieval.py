@@ -197,19 +197,16 @@ class RagChat:
         s = retriever.settings
         if not passages or passages[0].support < s.min_support:
             return _completion(request["model"], REFUSAL, [], refused=True)
-        budget = max(200, 2 * getattr(self.state.engine, "context", 256))  # ~chars the model's context leaves for passages
-        chosen, used = [], 0
-        for p in passages:
-            if p.support < s.min_support or (chosen and used + len(p.text) > budget):
-                break
-            chosen.append(p)
-            used += len(p.text)
+        others = [m for m in request.get("messages", []) if not (isinstance(m, dict) and m.get("role") == "system")]
+        chosen = fit_passages(retriever, question, [p for p in passages if p.support >= s.min_support],
+                              lambda ps: [grounded_prompt(question, ps)[0], *others], self._fits(request))
+        if not chosen:
+            raise bad_request("messages: no room for even one passage in the model's context beside these messages; "
+                              "send a shorter conversation or a smaller max_tokens", param="messages")
         docs = retriever.index
         texts = [docs.documents[docs.by_id[p.id]].text for p in chosen]
         citations = validate(retriever, [cite(n, p, p.start, p.end, t) for n, (p, t) in enumerate(zip(chosen, texts), 1)])
-        grounded = grounded_prompt(question, chosen)
-        others = [m for m in request.get("messages", []) if not (isinstance(m, dict) and m.get("role") == "system")]
-        upstream = {**request, "model": self.state.model_name, "messages": [grounded[0], *others]}
+        upstream = {**request, "model": self.state.model_name, "messages": [grounded_prompt(question, chosen)[0], *others]}
         status, reply = await _call(self.app, scope, json.dumps(upstream).encode())
         if status != 200:
             raise APIError(status, (reply.get("error") or {}).get("message", "the model failed on the grounded prompt"),
@@ -218,6 +215,49 @@ class RagChat:
         reply["citations"] = [c.__dict__ for c in citations]
         reply["refused"] = False
         return reply
+
+
+    def _fits(self, request: dict) -> Callable[[list[dict]], bool]:
+        """Whether chat messages leave the request's completion room in the model's context."""
+        from londinium.serve.prompts import encode_chat
+
+        engine = self.state.engine
+        asked = request.get("max_completion_tokens") or request.get("max_tokens")
+        room = asked if isinstance(asked, int) and asked > 0 else 16
+
+        def fits(messages: list[dict]) -> bool:
+            try:
+                return len(encode_chat(engine.tokenizer, messages)[0]) + room <= engine.context
+            except LondiniumError:
+                return False
+
+        return fits
+
+
+def fit_passages(retriever: Any, question: str, passages: list[Any], messages: Callable[[list[Any]], list[dict]],
+                 fits: Callable[[list[dict]], bool]) -> list[Any]:
+    """The most of `passages` (best first) whose grounded messages fit: later passages dropped first,
+    then the best one narrowed to its sentence that holds most of the question, then cut word by word
+    from its end. Offsets follow every cut, so a citation quotes exactly what the model was shown."""
+    import dataclasses
+
+    from londinium.retrieve.answer import best_piece
+
+    chosen = list(passages)
+    while len(chosen) > 1 and not fits(messages(chosen)):
+        chosen.pop()
+    if not chosen or fits(messages(chosen)):
+        return chosen
+    best = chosen[0]
+    text = retriever.index.documents[retriever.index.by_id[best.id]].text
+    start, end = best_piece(retriever, question, best)
+    while end > start:
+        narrowed = dataclasses.replace(best, start=start, end=end, text=text[start:end])
+        if fits(messages([narrowed])):
+            return [narrowed]
+        cut = text.rfind(" ", start, end - 1)
+        end = cut if cut > start else start
+    return []
 
 
 def _completion(model: str, text: str, citations: list[dict], refused: bool) -> dict[str, Any]:
