@@ -116,12 +116,34 @@ class Retriever:
 
     # ---- support -------------------------------------------------------------------------------
 
+    def _weights(self, query_terms: set[str]) -> dict[str, float]:
+        return {t: float(self._idf[self._vocab[t]]) if self._vocab.get(t, len(self._idf)) < len(self._idf) else self._unknown_idf
+                for t in query_terms}
+
+    def supports(self, query_terms: set[str], numbers: list[int]) -> list[float]:
+        """Each document's support for the query: the idf-weighted share of the query's terms it holds,
+        read from the BM25 index's postings (each term's column lists its documents) -- folding the
+        documents' text instead was most of a query's time."""
+        weights = self._weights(query_terms)
+        total = sum(weights.values())
+        if not numbers or total <= 0:
+            return [0.0] * len(numbers)
+        scores = self.index.retriever.scores
+        indptr, indices = scores["indptr"], scores["indices"]
+        docs = np.asarray(numbers)
+        held = np.zeros(len(docs))
+        for t, w in weights.items():
+            col = self._vocab.get(t)
+            if col is not None and col < len(indptr) - 1:
+                held += w * np.isin(docs, indices[indptr[col]:indptr[col + 1]])
+        return (held / total).tolist()
+
     def coverage(self, query_terms: set[str], text: str) -> float:
         """The idf-weighted share of the query's distinct terms that occur in `text`."""
         if not query_terms:
             return 0.0
         found = set(self.fold(text))
-        weight = {t: (self._idf[self._vocab[t]] if self._vocab.get(t, len(self._idf)) < len(self._idf) else self._unknown_idf) for t in query_terms}
+        weight = self._weights(query_terms)
         total = sum(weight.values())
         return float(sum(w for t, w in weight.items() if t in found) / total) if total > 0 else 0.0
 
@@ -144,7 +166,7 @@ class Retriever:
             raise RetrieveError(f"mode {mode!r} needs the vector index: load the retriever with that mode (run `londinium index vectors` first)")
         keep = self._keep(source, split, period_from, period_to)
         terms = set(self.fold(query))
-        depth = max(k, s.depth)
+        depth = k if mode == "bm25" else max(k, s.depth)  # alone, BM25 needs no candidates beyond k
         bm25_hits = []
         if mode != "vector" and terms:
             bm25_hits = self.index.search(query, k=min(depth, MAX_K), source=source, split=split,
@@ -172,15 +194,19 @@ class Retriever:
         bm25_rank = {d: r for r, d in enumerate(bm25, 1)}
         vector_rank = {d: r for r, d in enumerate(vec, 1)}
         out = []
-        for number, score in ranked[:k]:
+        ranked = ranked[:k]
+        support_of = dict(zip((n for n, _ in ranked), self.supports(terms, [n for n, _ in ranked])))
+        for number, score in ranked:
             doc = self.index.documents[number]
             spans = []
             if number in bm25:
                 spans.append((bm25[number].snippet_start, bm25[number].snippet_end))
             if number in vec:
                 spans.append((vec[number].start, vec[number].end))
-            _, start, end = max((self.coverage(terms, doc.text[a:b]), a, b) for a, b in spans)  # the span that holds more of the query
-            support = self.coverage(terms, doc.text)
+            start, end = spans[0]
+            if len(spans) > 1:  # the span that holds more of the query
+                _, start, end = max((self.coverage(terms, doc.text[a:b]), a, b) for a, b in spans)
+            support = support_of[number]
             out.append(Passage(len(out) + 1, doc.id, doc.source, doc.title, doc.period, doc.split, doc.license, start, end,
                                doc.text[start:end], round(float(score), 6), round(support, 4),
                                bm25_rank.get(number), vector_rank.get(number)))
