@@ -49,7 +49,7 @@ def main() -> None:
           f"vector weight {cfg.retrieve.vector_weight})")
     table = score_modes(retriever, queries, modes=("bm25", "vector", "hybrid"), fusions=("rrf", "weighted"))
     print("\n| mode | R@1 | R@5 | R@10 | MRR | nDCG@10 | p50 ms | p95 ms | " + " | ".join(f"R@5 {k}" for k in KINDS[:-1]) + " |")
-    print("|---" * (9 + len(KINDS) - 1) + "|")
+    print("|---" * (8 + len(KINDS) - 1) + "|")
     for mode, row in table.items():
         a = row["all"]
         print(f"| {mode} | {a['recall@1']:.3f} | {a['recall@5']:.3f} | {a['recall@10']:.3f} | {a['mrr']:.3f} | {a['ndcg@10']:.3f} | "
