@@ -116,3 +116,15 @@ def test_ask_generates_through_an_openai_compatible_server(ws, server, line):
     answer = json.loads(out.stdout)
     assert answer["mode"] == "generate" and not answer["refused"]
     assert answer["citations"] and all(c["valid"] for c in answer["citations"])
+
+
+def test_the_trained_model_embeds_by_mean_pooling_its_hidden_states(ws, server):
+    from londinium.retrieve.embedders import model_embedder
+
+    embedder = model_embedder(ws, "rag-tiny")  # the run the server fixture trained
+    texts = ["Thus saith the Lord.", "The king and the queen", "Thus saith the Lord."]
+    vectors = embedder.embed(texts)
+    assert vectors.shape == (3, embedder.dim) and embedder.name == "model:rag-tiny"
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(vectors[0], vectors[2], atol=1e-6)  # the same text, the same vector
+    assert vectors[0] @ vectors[1] < 0.9999
