@@ -319,6 +319,15 @@ def minutes_help() -> str:
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _corpus_filters(p: argparse.ArgumentParser) -> None:
+    """The filters `search` and `ask` share, and their output format."""
+    p.add_argument("--source", default=None, help="only documents of this source id (e.g. shakespeare, kjv)")
+    p.add_argument("--split", default=None, choices=["train", "val", "test"], help="only documents of this split")
+    p.add_argument("--period-from", type=int, default=None, metavar="YEAR", help="only documents whose period reaches this year or later")
+    p.add_argument("--period-to", type=int, default=None, metavar="YEAR", help="only documents whose period starts by this year")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="londinium", description="Build a small GPT from scratch on your own corpus, export it, search its corpus, serve it (OpenAI-compatible HTTP API, MCP).")
     stages = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
@@ -434,11 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", default=None, metavar="URL", help="generate with this OpenAI-compatible server ($OPENAI_API_KEY is sent)")
     p.add_argument("--model", default=None, help="the model id for --base-url")
     p.add_argument("--run", default=None, metavar="NAME", help="generate with this trained run (default: serve.run, else train.run_name)")
-    p.add_argument("--source", default=None, help="only documents of this source id")
-    p.add_argument("--split", default=None, choices=["train", "val", "test"], help="only documents of this split")
-    p.add_argument("--period-from", type=int, default=None, metavar="YEAR", help="only documents whose period reaches this year or later")
-    p.add_argument("--period-to", type=int, default=None, metavar="YEAR", help="only documents whose period starts by this year")
-    p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or JSON")
+    _corpus_filters(p)
     p.set_defaults(handler=cmd_ask)
 
     p = stages.add_parser("search", help="search the corpus: best-matching documents with snippet, offsets and provenance",
@@ -447,11 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("query", help="words to search for, in any spelling")
     p.add_argument("--k", type=int, default=10, help="results at most (default 10)")
-    p.add_argument("--source", default=None, help="only documents of this source id (e.g. shakespeare, kjv)")
-    p.add_argument("--split", default=None, choices=["train", "val", "test"], help="only documents of this split")
-    p.add_argument("--period-from", type=int, default=None, metavar="YEAR", help="only documents whose period reaches this year or later")
-    p.add_argument("--period-to", type=int, default=None, metavar="YEAR", help="only documents whose period starts by this year")
-    p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or JSON")
+    _corpus_filters(p)
     p.set_defaults(handler=cmd_search)
 
     p = stages.add_parser("mcp", help="serve the model and corpus to MCP hosts (tools, resources, prompts)",
