@@ -3,6 +3,7 @@ citations checked against the corpus, refusal, and bad input as one-line errors.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -134,9 +135,33 @@ def test_cli_ask_answers_and_refuses_through_the_real_command(ws):
     cmd = [sys.executable, "-m", "londinium", "ask", "-w", str(ws.root), "--set", "retrieve.mode=bm25"]
     ok = subprocess.run([*cmd, doc.text.split(".")[0], "--format", "json"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    import json
-
     answer = json.loads(ok.stdout)
     assert not answer["refused"] and answer["citations"][0]["valid"]
     bad = subprocess.run([*cmd, ""], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "query is empty" in bad.stderr
+
+
+def test_a_corpus_of_technical_documentation_answers_with_citations_and_refuses(tmp_path):
+    """Not period English: code-heavy Markdown and HTML pages (tests/helpers/docs_corpus.py), through the
+    real `ask` command in hybrid mode; its corpus-learned embedder is learned from these pages alone."""
+    from helpers.docs_corpus import write_docs_corpus
+
+    from londinium.corpus.build import build_corpus
+    from londinium.index.build import build_index
+
+    pages = write_docs_corpus(tmp_path)
+    overrides = [f"corpus.sources={pages.registry}", f"corpus.cache_dir={tmp_path / 'cache'}", "retrieve.mode=hybrid"]
+    ws, cfg = Workspace(tmp_path / "ws"), load_config(overrides=overrides)
+    build_corpus(ws, cfg.corpus)
+    build_index(ws, cfg, log=lambda m: None, show_progress=False)
+    build_vectors(ws, cfg, log=lambda m: None)
+    cmd = [sys.executable, "-m", "londinium", "ask", "-w", str(ws.root), *(a for o in overrides for a in ("--set", o)), "--format", "json"]
+    answered = subprocess.run([*cmd, "iterate over a copy"], capture_output=True, text=True, timeout=120)
+    assert answered.returncode == 0, answered.stderr
+    answer = json.loads(answered.stdout)
+    [first, *_] = answer["citations"]
+    assert not answer["refused"] and first["valid"] and first["id"].startswith("docs/guide/loops.md")
+    assert "iterate over a copy" in first["quote"]
+    retriever = Retriever.load(ws, cfg)
+    assert first["quote"] == retriever.index.get(first["id"]).text[first["start"]:first["end"]]
+    assert ask(retriever, "Who was the Prince of Denmark?").refused
