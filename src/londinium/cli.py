@@ -14,6 +14,9 @@
     londinium serve             an OpenAI-compatible HTTP server over a run (--run, --host, --port, --api-key)
     londinium index build       corpus -> index/ (BM25 over words folded as the corpus profile says, for search and MCP)
     londinium search QUERY      the best-matching corpus documents, with snippet and provenance (--format json)
+    londinium index vectors     corpus -> vectors/ (an embedding per passage, for hybrid retrieval)
+    londinium embed TEXT...     embeddings of texts with retrieve.embedder (--format json)
+    londinium ask QUESTION      an answer from the corpus with checked citations, or a refusal (docs/rag.md)
     londinium mcp               the model and corpus as MCP tools, resources and prompts (stdio; --http)
     londinium bench serve       load an OpenAI-compatible server: TTFT/TPOT/ITL/E2EL, throughput, goodput -> bench/<name>/
     londinium config show       the effective config, with a comment per field
@@ -179,6 +182,61 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_vectors(args: argparse.Namespace) -> int:
+    from londinium.retrieve.vectors import build_vectors
+
+    ws, cfg = _context(args)
+    build_vectors(ws, cfg, force=args.force)
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import json
+
+    from londinium.retrieve.embedders import open_embedder
+
+    ws, cfg = _context(args)
+    texts = args.text
+    if any(not t.strip() for t in texts):
+        raise LondiniumError("embed: a text is empty; give some words")
+    embedder = open_embedder(ws, cfg)
+    vectors = embedder.embed(texts)
+    if args.format == "json":
+        print(json.dumps({"model": embedder.name, "dim": embedder.dim,
+                          "data": [{"text": t, "embedding": [round(float(x), 6) for x in v]} for t, v in zip(texts, vectors)]}))
+    else:
+        for t, v in zip(texts, vectors):
+            print(f"{embedder.name} [{embedder.dim}] {' '.join(f'{x:.4f}' for x in v[:8])} ... | {t}")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    import json
+
+    from londinium.retrieve.answer import ask, local_generator, openai_generator, render_answer
+    from londinium.retrieve.retriever import Retriever
+
+    ws, cfg = _context(args)
+    if args.answer:
+        cfg.retrieve.answer = args.answer
+    if args.base_url or args.model:
+        if not (args.base_url and args.model):
+            raise LondiniumError("ask: --base-url and --model go together (an OpenAI-compatible server and its model id)")
+        cfg.retrieve.answer = "generate"
+    retriever = Retriever.load(ws, cfg, args.mode)
+    generator = None
+    if cfg.retrieve.answer == "generate":
+        generator = (openai_generator(args.base_url, args.model, os.environ.get("OPENAI_API_KEY", ""), cfg.generate.max_tokens) if args.base_url
+                     else local_generator(ws, cfg, run=args.run or ""))
+    answer = ask(retriever, args.question, k=args.k, mode=cfg.retrieve.answer, generator=generator, retrieval_mode=args.mode,
+                 source=args.source, split=args.split, period_from=args.period_from, period_to=args.period_to)
+    if args.format == "json":
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(render_answer(answer), end="")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     import json
 
@@ -259,6 +317,15 @@ def minutes_help() -> str:
             f"(tiny: {PRESETS['tiny']['train']['max_steps']:,})")
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def _corpus_filters(p: argparse.ArgumentParser) -> None:
+    """The filters `search` and `ask` share, and their output format."""
+    p.add_argument("--source", default=None, help="only documents of this source id (the sources registry's ids)")
+    p.add_argument("--split", default=None, choices=["train", "val", "test"], help="only documents of this split")
+    p.add_argument("--period-from", type=int, default=None, metavar="YEAR", help="only documents whose period reaches this year or later")
+    p.add_argument("--period-to", type=int, default=None, metavar="YEAR", help="only documents whose period starts by this year")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -355,17 +422,37 @@ def build_parser() -> argparse.ArgumentParser:
     index = stage("index", "corpus -> search index (BM25; words folded as the corpus profile says, index.folding)")
     verb(index, "build", cmd_index_build, "index every corpus document for `londinium search` and the MCP search tools")
 
+    verb(index, "vectors", cmd_index_vectors, "embed every passage of the indexed documents for hybrid retrieval and `ask` "
+         "(retrieve.embedder; 'corpus' learns the embedder from the corpus first)")
+
+    p = stages.add_parser("embed", help="embeddings of texts with retrieve.embedder",
+                          description="print the embedding of each text (retrieve.embedder; the server has POST /v1/embeddings)")
+    _common(p)
+    p.add_argument("text", nargs="+", help="texts to embed")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="text (first dimensions) or JSON (all)")
+    p.set_defaults(handler=cmd_embed)
+
+    p = stages.add_parser("ask", help="answer a question from the corpus, with checked citations, or refuse",
+                          description="retrieve passages (retrieve.mode), refuse when they do not support an answer, else "
+                                      "quote the best passage (extractive) or let a model answer from numbered passages (docs/rag.md)")
+    _common(p)
+    p.add_argument("question", help="the question, in any spelling")
+    p.add_argument("--k", type=int, default=None, help="passages to retrieve and cite at most (default: retrieve.k)")
+    p.add_argument("--mode", default=None, choices=["bm25", "vector", "hybrid"], help="retrieval (default: retrieve.mode)")
+    p.add_argument("--answer", default=None, choices=["extractive", "generate"], help="answer mode (default: retrieve.answer)")
+    p.add_argument("--base-url", default=None, metavar="URL", help="generate with this OpenAI-compatible server ($OPENAI_API_KEY is sent)")
+    p.add_argument("--model", default=None, help="the model id for --base-url")
+    p.add_argument("--run", default=None, metavar="NAME", help="generate with this trained run (default: serve.run, else train.run_name)")
+    _corpus_filters(p)
+    p.set_defaults(handler=cmd_ask)
+
     p = stages.add_parser("search", help="search the corpus: best-matching documents with snippet, offsets and provenance",
                           description="search the corpus index (build it with `londinium index build`); "
                                       "words match as the index folded them (case only, or early-modern spellings under period-london)")
     _common(p)
     p.add_argument("query", help="words to search for")
     p.add_argument("--k", type=int, default=10, help="results at most (default 10)")
-    p.add_argument("--source", default=None, help="only documents of this source id (the sources registry's ids)")
-    p.add_argument("--split", default=None, choices=["train", "val", "test"], help="only documents of this split")
-    p.add_argument("--period-from", type=int, default=None, metavar="YEAR", help="only documents whose period reaches this year or later")
-    p.add_argument("--period-to", type=int, default=None, metavar="YEAR", help="only documents whose period starts by this year")
-    p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or JSON")
+    _corpus_filters(p)
     p.set_defaults(handler=cmd_search)
 
     p = stages.add_parser("mcp", help="serve the model and corpus to MCP hosts (tools, resources, prompts)",
@@ -454,7 +541,7 @@ class _Output:
 
 
 # Commands whose only product is what they print: with no reader left they stop at once.
-_ONLY_PRINT = ("cmd_config_show", "cmd_model_info", "cmd_generate", "cmd_chat", "cmd_search")
+_ONLY_PRINT = ("cmd_config_show", "cmd_model_info", "cmd_generate", "cmd_chat", "cmd_search", "cmd_embed", "cmd_ask")
 
 
 def _disk_full_line(args: argparse.Namespace, e: BaseException) -> str:

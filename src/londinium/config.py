@@ -351,6 +351,29 @@ class IndexConfig:
 
 
 @dataclass
+class RetrieveConfig:
+    """`londinium index vectors`, `londinium embed`, `londinium ask`: embeddings, hybrid retrieval and
+    grounded answers with citations (docs/rag.md). The defaults were chosen on the retrieval eval (docs/LOG.md)."""
+
+    embedder: str = doc("corpus", "Embedding model: 'corpus' (static word vectors learned from the corpus by `index vectors`), 'model' (a trained run's mean-pooled hidden states), 'sentence-transformers' (a local model folder), 'wordllama' (the static model in the wordllama wheel), 'openai' (any OpenAI-compatible /v1/embeddings).",
+                        choices=("corpus", "model", "sentence-transformers", "wordllama", "openai"))
+    embedder_path: str = doc("", "sentence-transformers: the model folder (e.g. one with config_sentence_transformers.json).", path=True)
+    embedder_run: str = doc("", "model: the training run whose hidden states embed; empty: train.run_name.", **RUN_OR_EMPTY)
+    embedder_url: str = doc("", "openai: the base URL, e.g. http://127.0.0.1:8000/v1 ($OPENAI_API_KEY or serve.api_key is sent).")
+    embedder_model: str = doc("", "openai: the model id to send.")
+    dim: int = doc(256, "corpus: dimensions of the learned word vectors.", ge=8, le=2048)
+    passage_chars: int = doc(250, "A document is cut into passages of at most this many characters (at blank lines, then line and sentence ends) for the vector index and citations.", ge=50, le=100_000)
+    mode: str = doc("bm25", "Retrieval: 'bm25' (the search index), 'vector' (the vector index) or 'hybrid' (both, fused; needs `londinium index vectors`).", choices=("bm25", "vector", "hybrid"))
+    fusion: str = doc("weighted", "How hybrid fuses the two rankings: 'rrf' (reciprocal-rank fusion) or 'weighted' (min-max normalised scores).", choices=("rrf", "weighted"))
+    rrf_k: int = doc(60, "Reciprocal-rank fusion constant: a document at rank r adds 1 / (rrf_k + r).", ge=1, le=10_000)
+    vector_weight: float = doc(0.2, "Share of the vector ranking in fusion (1 - it: BM25's).", **SHARE)
+    depth: int = doc(20, "Candidates each retriever gives fusion.", ge=1, le=100)
+    k: int = doc(5, "Passages `ask` retrieves and cites at most.", ge=1, le=100)
+    min_support: float = doc(0.5, "`ask` refuses when the best passage's support (query words found in it, and its similarity) is below this; calibrated on the retrieval eval.", **SHARE)
+    answer: str = doc("extractive", "`ask`'s answer: 'extractive' (quote the best passage) or 'generate' (a model writes it from numbered passages).", choices=("extractive", "generate"))
+
+
+@dataclass
 class McpConfig:
     """`londinium mcp`: the model and corpus as MCP tools (docs/mcp.md). The model served, its device and
     the API key come from [serve], so `londinium serve` and `londinium mcp` serve the same model under one key."""
@@ -379,6 +402,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
     mcp: McpConfig = field(default_factory=McpConfig)
 
     def section(self, name: str) -> Any:

@@ -106,7 +106,10 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_repeats()  # a connection flood logs its condition once a minute, not a traceback per failed accept
-    app = create_app(load, name, s, cfg.generate, on_load_error=load_failed, provenance=provenance, index=cfg.index)
+    from londinium.serve.retrieval import retrieval_mount
+
+    app = create_app(load, name, s, cfg.generate, on_load_error=load_failed, provenance=provenance, index=cfg.index,
+                     mounts=[retrieval_mount(ws, cfg)])
     config = uvicorn.Config(app, host=s.host, port=s.port, access_log=False, log_level="info",
                             timeout_graceful_shutdown=int(s.shutdown_timeout_s) + 5, lifespan="on", **connection_limits(s))
     server = _Server(config, app.state.server, s.shutdown_timeout_s)
