@@ -19,14 +19,15 @@ matmul rate measured in this run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from londinium.config import ModelConfig, load_config
+from peers import preset_model_config, transformers_class
+
+from londinium.config import ModelConfig
 from londinium.model.gpt import GPT
 from londinium.model.hf_layout import hf_layout
 
@@ -34,10 +35,7 @@ SHAPE = dict(n_layer=6, n_head=6, n_embd=384, context=256, vocab_size=8192)
 
 
 def model_config(preset: str) -> ModelConfig:
-    if not preset:
-        return ModelConfig(**SHAPE, dropout=0.0)
-    cfg = load_config(preset=preset)
-    return dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size, dropout=0.0)
+    return preset_model_config(preset) if preset else ModelConfig(**SHAPE, dropout=0.0)
 
 
 def matmul_peak(threads: int, seconds: float = 3.0) -> float:
@@ -60,14 +58,7 @@ def build_ours(cfg: ModelConfig) -> torch.nn.Module:
 
 
 def build_peer(cfg: ModelConfig) -> torch.nn.Module:
-    import transformers
-
-    layout = hf_layout(cfg)
-    config_class = {"gpt2": transformers.GPT2Config, "llama": transformers.LlamaConfig}[layout.model_type]
-    hf_cfg = config_class(**layout.config, bos_token_id=0, eos_token_id=0)
-    if layout.model_type == "gpt2":
-        hf_cfg.resid_pdrop = hf_cfg.embd_pdrop = hf_cfg.attn_pdrop = 0.0
-    return getattr(transformers, layout.architecture)(hf_cfg)
+    return transformers_class(cfg)  # dropout 0 in cfg: GPT-2's three dropouts are 0 too
 
 
 def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
