@@ -17,7 +17,9 @@ Continuous batching (vLLM's and Orca's iteration-level scheduling). Requests wai
    then copied into a slot of the running cache (`SlotCache`) for every sample;
 3. every running sequence is decoded by one token: one forward pass of `[B, 1]` tokens, each at its
    own position over its own keys (one masked attention call), then the logits processors the rows
-   ask for, one sampling op and one transfer of B token ids to Python;
+   ask for, one sampling op and one transfer of B token ids to Python. When every row is greedy and
+   asks for no processor and no alternatives, the argmax and its log-probability are taken inside
+   the decode step itself (`infer/decode.py`, which can also compile the step);
 4. finished sequences leave at once: the last rows move into the holes, so the rows in use stay
    0 .. B-1 and a step reads views of the cache, never a gather.
 
@@ -40,6 +42,7 @@ from typing import Any, Iterator, Sequence, Union
 import torch
 
 from londinium.errors import LondiniumError
+from londinium.infer.decode import Decoder
 from londinium.infer.outputs import Choice, Completion, TextDelta, Timing, TokenLogprob, TopLogprob
 from londinium.infer.sampling import LogitsPipeline, SamplingError, SamplingParams, TokenChooser, make_generator, sample_seed
 from londinium.infer.text import TextStream, token_bytes_table
@@ -122,10 +125,11 @@ class Engine:
     `prefix_cache_tokens` keeps that many tokens of recent prompts' keys/values for prompts that
     start the same way (see `PrefixCache`; default 8 contexts' worth, 0 turns it off). It assumes
     the model's weights do not change under the engine: after changing them, `prefixes.clear()`.
+    `compile` runs the decode step through `torch.compile` (see `londinium.infer.decode`).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, max_running: int = 32, max_step_tokens: int = 512,
-                 prefix_cache_tokens: int | None = None):
+                 prefix_cache_tokens: int | None = None, compile: bool = False):
         from londinium.tokenizer.codec import EOT
 
         self.model = model.eval()
@@ -153,6 +157,7 @@ class Engine:
         self._cancels = False  # some request was cancelled since the last step looked
         self.serving = False  # an EngineLoop's thread owns the engine (see londinium.infer.scheduler)
         self.prefixes = PrefixCache(8 * self.context if prefix_cache_tokens is None else prefix_cache_tokens)
+        self.decoder = Decoder(self.model, compile=compile)
         self.configure(max_running, max_step_tokens)
 
     def configure(self, max_running: int, max_step_tokens: int) -> None:
@@ -376,7 +381,14 @@ class Engine:
         B = len(self._rows)
         logits = None
         if B:
-            logits = self.model(self._tokens[:, None], kv_cache=self._slots, logits_to_keep=1)[0][:, -1].float()
+            if not joining and self._greedy_only():
+                tokens, logprobs = self.decoder.greedy(self._tokens, self._slots)
+                self._slots.advance()
+                self.counters["steps"] += 1
+                self._emit(tokens, logprobs.tolist(), None, event)
+                return list(events.values())
+            logits = self.decoder.logits(self._tokens, self._slots)
+            self._slots.advance()
         if joining:
             logits = self._join(joining, logits)
         if logits is None:
@@ -384,6 +396,14 @@ class Engine:
         self.counters["steps"] += 1
         self._sample(logits, event)
         return list(events.values())
+
+    def _greedy_only(self) -> bool:
+        """Whether the running rows can take the fast path: all greedy, no processor, no alternatives."""
+        if self._chooser is None:
+            self._chooser = TokenChooser([s.params.greedy for s in self._rows], [s.generator for s in self._rows], self.device)
+            self._fast = (self._chooser.all_greedy and not len(self._pipeline)
+                          and not any(s.params.logprobs for s in self._rows))
+        return self._fast
 
     def _cancel_requested(self, event: Any) -> set[int]:
         now = time.perf_counter()
@@ -475,8 +495,7 @@ class Engine:
 
     def _sample(self, logits: torch.Tensor, event: Any) -> None:
         rows = self._rows
-        if self._chooser is None:
-            self._chooser = TokenChooser([s.params.greedy for s in rows], [s.generator for s in rows], self.device)
+        self._greedy_only()  # builds the chooser for these rows
         pipeline = self._pipeline
         processed = pipeline(logits.clone()) if len(pipeline) else logits
         tokens = self._chooser(processed)
@@ -490,6 +509,11 @@ class Engine:
         if top_k:
             values, indices = logp.topk(top_k, dim=-1)
             top = (values.tolist(), indices.tolist())
+        self._emit(tokens, chosen_lp, top, event)
+
+    def _emit(self, tokens: torch.Tensor, chosen_lp: list[float], top: tuple[list, list] | None, event: Any) -> None:
+        """Each row takes its token: deltas, finished sequences leave, the next step's input is set."""
+        rows = self._rows
         toks = tokens.tolist()
         now = time.perf_counter()
         leaving: set[int] = set()

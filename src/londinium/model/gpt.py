@@ -23,10 +23,10 @@ import torch.nn.functional as F
 
 from londinium.config import ModelConfig, validate
 from londinium.errors import ConfigError, LondiniumError
-from londinium.model.cache import KVCache, Layout, SlotCache
+from londinium.model.cache import KVCache, Layout, SlotCache, StepKV
 
 POSITIONS = ("learned", "rope")
-Cache = KVCache | SlotCache
+Cache = KVCache | StepKV
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 
@@ -54,8 +54,8 @@ def mlp_hidden(cfg: ModelConfig) -> int:
 
 
 # ---- generation cache: see londinium.model.cache (KVCache for a prefill or beams, SlotCache for the
-# engine's running sequences). The cache supplies positions and the attention mask; the model only
-# asks it where the new tokens are.
+# engine's running sequences, read through a StepKV). The cache supplies positions and the attention
+# mask; the model only asks it where the new tokens are.
 
 
 # ---- building blocks -----------------------------------------------------------------------------
@@ -233,13 +233,13 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                kv_cache: Cache | None = None, logits_to_keep: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                kv_cache: KVCache | None = None, logits_to_keep: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits `[B, T, V]` for every position of `idx` `[B, T]`, and the loss when `targets` is
         given: mean cross-entropy over targets != -1, plus aux_loss_weight x the router loss (MoE).
 
-        With `kv_cache` the tokens continue the cached ones: the cache says their positions and what
-        they attend to (a `KVCache`: after its shared length; a `SlotCache`: one token per running
-        sequence, each after its own length), and their keys/values are stored in it.
+        With `kv_cache` (a `KVCache`) the tokens continue the cached ones, after its shared length,
+        and their keys/values are stored in it. (One token per running sequence, each after its own
+        length, is `decode`.)
         `logits_to_keep` > 0 (without targets) computes the logits of the last that many positions
         only, `[B, logits_to_keep, V]`: what generation needs, without the output head's cost over the
         whole prompt (transformers' name).
@@ -281,6 +281,23 @@ class GPT(nn.Module):
             if self.last_aux_loss is not None:
                 loss = loss + self.config.aux_loss_weight * self.last_aux_loss
         return logits, loss
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, k: list[torch.Tensor], v: list[torch.Tensor],
+               span: int, masked: bool = True) -> torch.Tensor:
+        """Logits `[B, V]` of one decode step: row b's token `tokens[b]` at position `positions[b]`,
+        over its own keys in row b of a SlotCache's buffers `k`, `v` (one per layer; its new key and
+        value are written there in place). Only tensors and two plain values in, so the step can be
+        compiled once per shape (see `londinium.infer.decode`); the engine checks the context."""
+        cache = StepKV(k, v, positions, span, masked)
+        x = self.transformer.wte(tokens)[:, None]
+        rope = None
+        if self.config.positions == "learned":
+            x = x + self.transformer.wpe(positions)[:, None]
+        else:
+            rope = (self.rope_cos[positions][:, None], self.rope_sin[positions][:, None])  # [B, 1, 1, head_dim/2]
+        for block in self.transformer.h:
+            x = block(x, rope, cache, cache.mask, False)
+        return self.lm_head(self.transformer.ln_f(x))[:, 0]
 
     # ---- what the trainer and the engine need ---------------------------------------------------
 
