@@ -93,7 +93,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="windows per forward pass (ours)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.docs, args.rounds, args.threads = 2, 1, args.threads or 1
     if args.threads:
         torch.set_num_threads(args.threads)
     ours, peer = build()

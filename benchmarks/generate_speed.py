@@ -77,7 +77,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="every row at toy sizes (seconds): that the script runs, not its figures")
     args = ap.parse_args()
     if args.quick:
-        args.prompt, args.new, args.batches, args.rounds, args.threads = 8, 4, [1, 2], 1, args.threads or 1
+        args.prompt, args.new, args.batches, args.rounds, args.threads = 8, 4, [2], 1, args.threads or 1
+        args.no_uncached = True
     if args.threads:
         torch.set_num_threads(args.threads)
     for preset in args.presets:

@@ -56,7 +56,10 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128, help="new tokens")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads and torch threads")
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.new, args.rounds, args.threads = 4, 1, 1
 
     from llama_cpp import Llama
 
