@@ -36,6 +36,7 @@ QUICK: dict[str, tuple] = {
     "trainer_overhead.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp))], "ratio londinium / bare"),
     "serve_throughput.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "londinium / transformers serve"),
     "serve_peers.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--run", run], "londinium / peer"),
+    "weight_dtypes.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
 }
 MARKS = {
     "gguf_decode.py": [pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
@@ -44,7 +45,7 @@ MARKS = {
 }
 # Over ~10 s each on the 2-core machine even at toy sizes (importing transformers, starting real
 # servers, fresh interpreters): they run with the slow tests (`make test`), the rest every time.
-for _script in ("generate_speed.py", "eval_perplexity.py", "train_throughput.py", "trainer_overhead.py", "export_load.py",
+for _script in ("generate_speed.py", "eval_perplexity.py", "train_throughput.py", "trainer_overhead.py", "export_load.py", "weight_dtypes.py",
                 "serve_throughput.py", "serve_peers.py"):
     MARKS.setdefault(_script, []).append(pytest.mark.slow)
 

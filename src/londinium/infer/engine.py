@@ -192,19 +192,32 @@ class Engine:
         return dropped
 
     @classmethod
-    def from_trained(cls, trained: Any, **kwargs: Any) -> Engine:
-        """The engine for a model loaded by `londinium.model.load.load_run`."""
-        engine = cls(trained.model, trained.tokenizer, **kwargs)
+    def with_settings(cls, model: torch.nn.Module, tokenizer: Any, gen: Any = None, **kwargs: Any) -> Engine:
+        """The engine the `[generate]` section `gen` (a `GenerateConfig`) describes: the linear
+        layers' weights packed as `gen.weight_dtype` (in place, `model/quantize.py`) and the decode
+        step compiled if `gen.compile`. None: the model as it is, eager."""
+        if gen is not None:
+            from londinium.model.quantize import quantize_weights
+
+            quantize_weights(model, gen.weight_dtype)
+            kwargs.setdefault("compile", gen.compile)
+        return cls(model, tokenizer, **kwargs)
+
+    @classmethod
+    def from_trained(cls, trained: Any, gen: Any = None, **kwargs: Any) -> Engine:
+        """The engine for a model loaded by `londinium.model.load.load_run` (and `gen`: see `with_settings`)."""
+        engine = cls.with_settings(trained.model, trained.tokenizer, gen, **kwargs)
         engine.loaded_from = trained.describe()
         return engine
 
     @classmethod
-    def from_workspace(cls, ws: Any, run: str = "main", checkpoint: str = "best", device: str = "cpu", **kwargs: Any) -> Engine:
+    def from_workspace(cls, ws: Any, run: str = "main", checkpoint: str = "best", device: str = "cpu", gen: Any = None,
+                       **kwargs: Any) -> Engine:
         """The engine for a trained run: its checkpoint (best, latest or a path) and the workspace
         tokenizer, which must be the one the run was trained with (see `load_run`)."""
         from londinium.model.load import load_run
 
-        return cls.from_trained(load_run(ws, run=run, checkpoint=checkpoint, device=device), **kwargs)
+        return cls.from_trained(load_run(ws, run=run, checkpoint=checkpoint, device=device), gen, **kwargs)
 
     # ---- prompts ---------------------------------------------------------------------------------
 

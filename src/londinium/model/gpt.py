@@ -305,14 +305,14 @@ class GPT(nn.Module):
                      device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """An empty cache for `batch_size` sequences of up to `max_len` tokens (default: the context),
         on the model's device and dtype unless given."""
-        p = self.lm_head.weight
+        p = self.transformer.wte.weight  # float32 whatever the linear layers hold (model/quantize.py)
         cfg = self.config
         return KVCache(cfg.n_layer, batch_size, kv_heads(cfg), max_len or cfg.context, cfg.n_embd // cfg.n_head,
                        device=device or p.device, dtype=dtype or p.dtype)
 
     def new_slot_cache(self, slots: int, max_len: int | None = None) -> SlotCache:
         """An empty cache of `slots` sequences of up to `max_len` tokens each (default: the context)."""
-        p = self.lm_head.weight
+        p = self.transformer.wte.weight  # float32 whatever the linear layers hold (model/quantize.py)
         cfg = self.config
         return SlotCache(cfg.n_layer, slots, kv_heads(cfg), max_len or cfg.context, cfg.n_embd // cfg.n_head,
                          device=p.device, dtype=p.dtype)
