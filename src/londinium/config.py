@@ -269,7 +269,7 @@ class EvalConfig:
 
 # What generation can hold the linear layers' weights in (londinium.model.quantize), and its KV cache.
 WEIGHT_DTYPES = ("float32", "float16", "int8")
-KV_DTYPES = ("float32",)
+KV_DTYPES = ("float32", "int8")
 
 
 @dataclass
@@ -293,7 +293,7 @@ class GenerateConfig:
     chat_window: int = doc(0, "Tokens of conversation `chat` keeps (a rolling window); 0: the model's context.", ge=0, hint="(0: the model's context)")
     weight_dtype: str = doc("float32", "Weights of the linear layers while generating and serving: 'float32', 'float16' or 'int8' (CPU only; fewer bytes per weight, see docs/generation.md).", choices=WEIGHT_DTYPES)
     compile: bool = doc(False, "Compile the decode step with torch.compile (needs a C++ compiler; each new batch shape costs seconds to a minute the first time).")
-    kv_dtype: str = doc("float32", "Keys and values of the KV cache while generating and serving.", choices=KV_DTYPES)
+    kv_dtype: str = doc("float32", "Keys and values of the running sequences' KV cache: 'float32', or 'int8' (keys per channel, values per token, the newest positions float32: ~3x less memory; docs/generation.md).", choices=KV_DTYPES)
 
 
 @dataclass

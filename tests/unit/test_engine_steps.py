@@ -201,7 +201,8 @@ def test_slot_cache_decoding_rows_of_different_lengths_equals_recomputing_each(t
                 seqs = [seqs[0], seqs[2]]
             nxt = [(7 * step + 11 * i) % 300 for i in range(len(seqs))]
             lengths = slots.lengths
-            got = model.decode(torch.tensor(nxt), slots.positions(), slots.k, slots.v, max(lengths) + 1, len(set(lengths)) > 1)
+            view = slots.view_type(slots.buffers(), slots.positions(), max(lengths) + 1, len(set(lengths)) > 1)
+            got = model.decode(torch.tensor(nxt), slots.positions(), view)
             slots.advance()
             for i, s in enumerate(seqs):
                 s.append(nxt[i])

@@ -13,7 +13,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from londinium.config import PRESETS, WEIGHT_DTYPES, load_config
+from londinium.config import KV_DTYPES, PRESETS, WEIGHT_DTYPES, load_config
 from londinium.model.gpt import GPT
 from londinium.model.memory import activation_bytes, kv_cache_bytes, memory_plan, weight_bytes
 from londinium.model.quantize import quantize_weights
@@ -84,12 +84,13 @@ def test_weight_bytes_follow_every_architecture_switch(switches: dict, dtype: st
     assert sum(weight_bytes(cfg, dtype).values()) == tensor_bytes(quantize_weights(GPT(cfg), dtype))
 
 
+@pytest.mark.parametrize("kv_dtype", KV_DTYPES)
 @pytest.mark.parametrize("preset", list(PRESETS))
-def test_kv_cache_bytes_are_the_slot_caches_buffers(preset: str) -> None:
+def test_kv_cache_bytes_are_the_slot_caches_buffers(preset: str, kv_dtype: str) -> None:
     cfg = preset_config(preset, n_kv_head=2 if preset != "tiny" else 0)
-    slots = GPT(dataclasses.replace(cfg, n_layer=1, vocab_size=64)).new_slot_cache(3, 40)
-    held = sum(t.numel() * t.element_size() for t in [*slots.k, *slots.v])
-    assert kv_cache_bytes(dataclasses.replace(cfg, n_layer=1), 3, 40) == held
+    slots = GPT(dataclasses.replace(cfg, n_layer=1, vocab_size=64)).new_slot_cache(3, 40, kv_dtype)
+    held = sum(t.numel() * t.element_size() for buffers in slots.buffers() for t in buffers)
+    assert kv_cache_bytes(dataclasses.replace(cfg, n_layer=1), 3, 40, kv_dtype) == held
 
 
 @pytest.mark.parametrize("tokens, logits", [(48, 1), (8, 8)])  # a prefill chunk; a decode step of 8 rows

@@ -32,18 +32,18 @@ def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def _greedy(model: Any, tokens: torch.Tensor, positions: torch.Tensor, k: list[torch.Tensor], v: list[torch.Tensor],
-            span: int, masked: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = model.decode(tokens, positions, k, v, span, masked).float()
+def _logits(model: Any, view: type, tokens: torch.Tensor, positions: torch.Tensor, buffers: tuple, span: int,
+            masked: bool) -> torch.Tensor:
+    return model.decode(tokens, positions, view(buffers, positions, span, masked)).float()
+
+
+def _greedy(model: Any, view: type, tokens: torch.Tensor, positions: torch.Tensor, buffers: tuple, span: int,
+            masked: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = _logits(model, view, tokens, positions, buffers, span, masked)
     best = logits.argmax(dim=-1)
     # The same ops as the engine's general path (argmax; log_softmax then gather), so the fast path's
     # tokens and log-probabilities are those of the slow one, bit for bit.
     return best, logits.log_softmax(dim=-1).gather(1, best[:, None])[:, 0]
-
-
-def _logits(model: Any, tokens: torch.Tensor, positions: torch.Tensor, k: list[torch.Tensor], v: list[torch.Tensor],
-            span: int, masked: bool) -> torch.Tensor:
-    return model.decode(tokens, positions, k, v, span, masked).float()
 
 
 class Decoder:
@@ -66,7 +66,7 @@ class Decoder:
         longest = max(lengths)
         if not self.compiled:
             # Exact shapes; rows of one length need no mask (always so at batch 1).
-            return (tokens, slots.positions(), slots.k, slots.v, longest + 1, min(lengths) != longest), B
+            return (slots.view_type, tokens, slots.positions(), slots.buffers(), longest + 1, min(lengths) != longest), B
         rows = min(_pow2(B), slots.slots)
         span = min(max(MIN_SPAN, _pow2(longest + 1)), slots.max_len)
         positions = slots.positions()
@@ -75,7 +75,7 @@ class Decoder:
             tokens = torch.cat([tokens, tokens.new_zeros(pad)])
             positions = torch.cat([positions, positions.new_zeros(pad)])
         self.shapes.add((rows, span))
-        return (tokens, positions, slots.k, slots.v, span, True), B
+        return (slots.view_type, tokens, positions, slots.buffers(), span, True), B
 
     def logits(self, tokens: torch.Tensor, slots: SlotCache) -> torch.Tensor:
         """`[B, V]` float logits of the rows in use; each row's key and value are stored, not yet

@@ -125,11 +125,12 @@ class Engine:
     `prefix_cache_tokens` keeps that many tokens of recent prompts' keys/values for prompts that
     start the same way (see `PrefixCache`; default 8 contexts' worth, 0 turns it off). It assumes
     the model's weights do not change under the engine: after changing them, `prefixes.clear()`.
-    `compile` runs the decode step through `torch.compile` (see `londinium.infer.decode`).
+    `compile` runs the decode step through `torch.compile` (see `londinium.infer.decode`);
+    `kv_dtype="int8"` holds the running sequences' keys and values in int8 (`londinium.model.kv_int8`).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, max_running: int = 32, max_step_tokens: int = 512,
-                 prefix_cache_tokens: int | None = None, compile: bool = False):
+                 prefix_cache_tokens: int | None = None, compile: bool = False, kv_dtype: str = "float32"):
         from londinium.tokenizer.codec import EOT
 
         self.model = model.eval()
@@ -158,6 +159,8 @@ class Engine:
         self.serving = False  # an EngineLoop's thread owns the engine (see londinium.infer.scheduler)
         self.prefixes = PrefixCache(8 * self.context if prefix_cache_tokens is None else prefix_cache_tokens)
         self.decoder = Decoder(self.model, compile=compile)
+        self.kv_dtype = kv_dtype
+        model.new_slot_cache(1, 1, kv_dtype)  # a bad kv_dtype is refused here, not at the first step
         self.configure(max_running, max_step_tokens)
 
     def configure(self, max_running: int, max_step_tokens: int) -> None:
@@ -194,13 +197,15 @@ class Engine:
     @classmethod
     def with_settings(cls, model: torch.nn.Module, tokenizer: Any, gen: Any = None, **kwargs: Any) -> Engine:
         """The engine the `[generate]` section `gen` (a `GenerateConfig`) describes: the linear
-        layers' weights packed as `gen.weight_dtype` (in place, `model/quantize.py`) and the decode
-        step compiled if `gen.compile`. None: the model as it is, eager."""
+        layers' weights packed as `gen.weight_dtype` (in place, `model/quantize.py`), the decode
+        step compiled if `gen.compile`, the KV cache in `gen.kv_dtype`. None: the model as it is,
+        eager, float32."""
         if gen is not None:
             from londinium.model.quantize import quantize_weights
 
             quantize_weights(model, gen.weight_dtype)
             kwargs.setdefault("compile", gen.compile)
+            kwargs.setdefault("kv_dtype", gen.kv_dtype)
         return cls(model, tokenizer, **kwargs)
 
     @classmethod
@@ -377,7 +382,7 @@ class Engine:
     def step(self) -> list[StepEvent]:
         """One iteration of the scheduler (see the module docstring); the events of the requests it touched."""
         if self._slots is None:
-            self._slots = self.model.new_slot_cache(min(self.max_running, 4))
+            self._slots = self.model.new_slot_cache(min(self.max_running, 4), kv_dtype=self.kv_dtype)
         events: dict[int, StepEvent] = {}
 
         def event(r: Request) -> StepEvent:

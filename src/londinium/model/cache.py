@@ -97,6 +97,8 @@ def padding_mask(pad: torch.Tensor, start: int, T: int) -> torch.Tensor:
 class SlotCache:
     """Keys and values of up to `slots` sequences with a length each (see the module docstring).
 
+    (`model/kv_int8.py` holds them in int8 instead, behind the same interface.)
+
     Rows 0 .. `rows`-1 are in use. A decode step (`GPT.decode`) takes one token per row in use: row
     b's token goes to position `lengths[b]` and attends to that row's keys 0 .. lengths[b] (a boolean
     mask over the longest row, one SDPA call for all rows: see `StepKV`)."""
@@ -112,10 +114,14 @@ class SlotCache:
     def rows(self) -> int:
         return len(self.lengths)
 
+    def buffers(self) -> tuple[list[torch.Tensor], ...]:
+        """What a decode step reads and writes, as `view_type(buffers, ...)` takes it."""
+        return self.k, self.v
+
     def positions(self) -> torch.Tensor:
         """Each row's next position (its length), `[rows]` long, on the cache's device."""
         if self._positions is None:
-            self._positions = torch.tensor(self.lengths, dtype=torch.long, device=self.k[0].device)
+            self._positions = torch.tensor(self.lengths, dtype=torch.long, device=self.buffers()[0][0].device)
         return self._positions
 
     def advance(self, n: int = 1) -> None:
@@ -173,9 +179,9 @@ class StepKV:
     says that every row's position is span - 1 (one row, or rows of one length, with an exact span):
     then every column is seen and SDPA runs without a mask."""
 
-    def __init__(self, k: list[torch.Tensor], v: list[torch.Tensor], positions: torch.Tensor, span: int,
-                 masked: bool = True):
-        self.k, self.v, self.positions, self.span = k, v, positions, span
+    def __init__(self, buffers: tuple[list[torch.Tensor], ...], positions: torch.Tensor, span: int, masked: bool = True):
+        self.k, self.v = buffers
+        self.positions, self.span = positions, span
         B = positions.shape[0]
         self.rows = torch.arange(B, device=positions.device)
         self.mask = None
@@ -271,3 +277,6 @@ class PrefixCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+SlotCache.view_type = StepKV  # what GPT.decode reads a SlotCache through

@@ -282,13 +282,11 @@ class GPT(nn.Module):
                 loss = loss + self.config.aux_loss_weight * self.last_aux_loss
         return logits, loss
 
-    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, k: list[torch.Tensor], v: list[torch.Tensor],
-               span: int, masked: bool = True) -> torch.Tensor:
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, cache: StepKV) -> torch.Tensor:
         """Logits `[B, V]` of one decode step: row b's token `tokens[b]` at position `positions[b]`,
-        over its own keys in row b of a SlotCache's buffers `k`, `v` (one per layer; its new key and
-        value are written there in place). Only tensors and two plain values in, so the step can be
-        compiled once per shape (see `londinium.infer.decode`); the engine checks the context."""
-        cache = StepKV(k, v, positions, span, masked)
+        over its own keys in row b of a SlotCache, read and written through `cache` (its
+        `view_type`: tensors only, so the step can be compiled once per shape, see
+        `londinium.infer.decode`). The engine checks the context."""
         x = self.transformer.wte(tokens)[:, None]
         rope = None
         if self.config.positions == "learned":
@@ -310,12 +308,18 @@ class GPT(nn.Module):
         return KVCache(cfg.n_layer, batch_size, kv_heads(cfg), max_len or cfg.context, cfg.n_embd // cfg.n_head,
                        device=device or p.device, dtype=dtype or p.dtype)
 
-    def new_slot_cache(self, slots: int, max_len: int | None = None) -> SlotCache:
-        """An empty cache of `slots` sequences of up to `max_len` tokens each (default: the context)."""
+    def new_slot_cache(self, slots: int, max_len: int | None = None, kv_dtype: str = "float32") -> SlotCache:
+        """An empty cache of `slots` sequences of up to `max_len` tokens each (default: the context),
+        holding keys and values in `kv_dtype` ('int8': `londinium.model.kv_int8`)."""
         p = self.transformer.wte.weight  # float32 whatever the linear layers hold (model/quantize.py)
         cfg = self.config
-        return SlotCache(cfg.n_layer, slots, kv_heads(cfg), max_len or cfg.context, cfg.n_embd // cfg.n_head,
-                         device=p.device, dtype=p.dtype)
+        kind = SlotCache
+        if kv_dtype == "int8":
+            from londinium.model.kv_int8 import Int8SlotCache as kind
+        elif kv_dtype != "float32":
+            raise ConfigError(f"KV cache dtype {kv_dtype!r}: choose float32 or int8")
+        return kind(cfg.n_layer, slots, kv_heads(cfg), max_len or cfg.context, cfg.n_embd // cfg.n_head,
+                    device=p.device, dtype=p.dtype)
 
     def moe_utilization(self) -> list[list[float]] | None:
         """Per layer, the share of routed token slots each expert took in the last forward; None if dense."""
