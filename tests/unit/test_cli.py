@@ -20,3 +20,17 @@ def test_user_error_is_one_line_without_traceback():
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("londinium: error:") and "nope" in r.stderr
+
+
+def test_quickstart_help_quotes_the_tiny_presets_steps_and_the_budget_it_plans(capsys):
+    """The --minutes help once quoted a 1,100-step default long after the preset changed: it now reads
+    the preset, and says what --minutes does (a time budget the steps are planned from)."""
+    import pytest
+
+    from londinium.config import PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["quickstart", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"(tiny: {PRESETS['tiny']['train']['max_steps']:,})" in out
+    assert "planned from the pace measured on this machine" in out and "1,100" not in out
