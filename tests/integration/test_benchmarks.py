@@ -37,6 +37,7 @@ QUICK: dict[str, tuple] = {
     "serve_throughput.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "londinium / transformers serve"),
     "serve_peers.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--run", run], "londinium / peer"),
     "weight_dtypes.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
+    "kv_dtypes.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
 }
 MARKS = {
     "gguf_decode.py": [pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,

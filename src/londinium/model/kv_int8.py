@@ -14,8 +14,9 @@ sequence alone: a sequence decodes the same alone or in any company. A prompt is
 float32 as always, and quantized as it joins.
 
 Bytes per position per layer and kv head: 2 x head size (int8) + 2 x head size / 16 (key scales) +
-2 (value scale), plus the float32 ring (2 x 16 x head size x 4 per sequence): ~3.3x less than
-float32 at a context of 1,024 with 64-wide heads, ~2.8x at 256 (`londinium model memory`).
+2 (value scale), plus the float32 ring (2 x 16 x head size x 4 per sequence): 3.5x less than
+float32 at a context of 1,024 (slm, regular), 3.0x at 256 (tiny, small): `londinium model memory`,
+benchmarks/kv_dtypes.py.
 A decode step reads the quantized positions dequantized to float32 (SDPA needs them so): the
 memory saved is the cache held between steps, not the step's own work, which grows by a few
 elementwise ops per layer.
