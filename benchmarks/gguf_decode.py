@@ -46,10 +46,10 @@ def llama_cpp_greedy(llm, prompt: list[int], steps: int) -> list[int]:
     return out
 
 
-def timed(fn) -> tuple[float, object]:
-    t0 = time.perf_counter()
+def timed(fn, clock=time.perf_counter) -> tuple[float, object]:
+    t0 = clock()
     result = fn()
-    return time.perf_counter() - t0, result
+    return clock() - t0, result
 
 
 def main() -> None:
@@ -63,10 +63,17 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time the engine with its decode step compiled (generate.compile)")
     ap.add_argument("--weight-dtypes", nargs="+", default=["float32"], choices=WEIGHT_DTYPES,
                     help="time the engine with these generate.weight_dtype values")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: CPU time of this thread (steadier on a loaded machine; needs --threads 1, where "
+                         "llama.cpp and torch both compute on the calling thread)")
     ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
     if args.quick:
         args.new, args.rounds, args.threads, args.weight_dtypes = 4, 1, 1, ["float32", "int8"]
+
+    if args.clock == "cpu" and args.threads != 1:
+        ap.error("--clock cpu needs --threads 1 (other threads' work is not on this thread's clock)")
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
 
     from llama_cpp import Llama
 
@@ -84,7 +91,8 @@ def main() -> None:
     prompt_ids = engine.generate([PROMPT], SamplingParams(max_tokens=1, temperature=0.0)).pop().prompt_token_ids
     assert len(prompt_ids) + args.new <= cfg.context, f"prompt + {args.new} new tokens must fit the context ({cfg.context})"
     print(f"{trained.describe()}; {cfg.n_layer} layers, {cfg.n_embd} wide, context {cfg.context}, vocabulary {cfg.vocab_size}")
-    print(f"prompt {len(prompt_ids)} tokens, {args.new} new, greedy, {args.threads} threads, median of {args.rounds} rounds\n")
+    print(f"prompt {len(prompt_ids)} tokens, {args.new} new, greedy, {args.threads} threads, median of {args.rounds} rounds, "
+          f"{args.clock} clock\n")
 
     with tempfile.TemporaryDirectory() as tmp:
         paths, sizes, write_s = {}, {}, {}
@@ -111,7 +119,7 @@ def main() -> None:
                     loads[d].append(t)
                     del llm
                 for name, fn in impls.items():
-                    times[name].append(timed(fn)[0])
+                    times[name].append(timed(fn, clock)[0])
 
     reference = tokens["londinium"]
     rate = {k: args.new / statistics.median(v) for k, v in times.items()}
