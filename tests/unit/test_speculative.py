@@ -13,7 +13,7 @@ from scipy.stats import chisquare
 from londinium.config import ModelConfig
 from londinium.errors import ConfigError
 from londinium.infer import Engine, SamplingParams
-from londinium.infer.speculative import SpeculativeDecoder
+from londinium.infer.speculative import SpeculativeDecoder, verify
 from londinium.model.gpt import GPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -81,6 +81,29 @@ def two_token_law(model: GPT, prompt: list[int], temperature: float) -> torch.Te
     return (first[:, None] * second).reshape(-1)
 
 
+def test_the_rule_emits_each_token_as_the_target_would() -> None:
+    """verify() alone, with laws that depend on the tokens before (as the target's pass gives them):
+    the first two emitted tokens of 5,000 rounds (k=2) against the target's exact two-token law."""
+    V, n = 4, 5_000
+    g = torch.Generator().manual_seed(0)
+    law = lambda *shape: torch.softmax(3 * torch.randn(*shape, V, generator=g), -1)  # noqa: E731
+    p1, p2, p3 = law(), law(V), law(V, V)  # target: first token; second given the first; third given both
+    q1, q2 = law(), law(V)  # draft
+    exact = (p1[:, None] * p2).reshape(-1)
+    counts = torch.zeros(V * V)
+    for _ in range(n):
+        x1 = int(torch.multinomial(q1, 1, generator=g))
+        x2 = int(torch.multinomial(q2[x1], 1, generator=g))
+        out = verify(torch.stack([p1, p2[x1], p3[x1, x2]]), torch.stack([q1, q2[x1]]), [x1, x2], g)
+        if len(out) == 1:  # the first proposal was rejected: the second token comes from the target given it
+            out.append(int(torch.multinomial(p2[out[0]], 1, generator=g)))
+        counts[out[0] * V + out[1]] += 1
+    assert chisquare(counts.numpy(), (exact * n).numpy()).pvalue > 1e-3
+    draft_law = (q1[:, None] * q2).reshape(-1)
+    assert float(((draft_law - exact) ** 2 / exact).sum()) * n > 500  # always accepting would be seen
+
+
+@pytest.mark.slow  # 3,000 decodes with real models: ~10 s on a quiet machine
 def test_sampled_output_is_distributed_as_the_targets(tok) -> None:
     target, draft = small_gpt(0, 30.0), small_gpt(1, 30.0)
     prompt, temperature, n = [1, 3], 0.9, 3000

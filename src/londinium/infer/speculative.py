@@ -44,6 +44,33 @@ def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax(logits.float() / temperature, dim=-1)
 
 
+def verify(p: torch.Tensor, q: torch.Tensor, proposals: list[int], generator: torch.Generator | None = None) -> list[int]:
+    """The tokens a round emits: `proposals` (k of them) drawn from the draft's laws `q` `[k, V]`,
+    checked against the target's laws `p` `[k + 1, V]` (row i given the proposals before i).
+    Proposal i is kept with probability min(1, p_i(x) / q_i(x)); the first one rejected is replaced
+    by a draw from max(0, p_i - q_i), renormalised, and the round ends; if all are kept, one more
+    token is drawn from p_k. Each emitted token is distributed as p given the ones before it."""
+    emitted = []
+    for i, x in enumerate(proposals):
+        if float(torch.rand((), generator=generator)) >= min(1.0, float(p[i, x] / q[i, x])):
+            residual = (p[i] - q[i]).clamp_(min=0)
+            # p's mass all under q's (p == q up to rounding): the residual is empty and p is the law.
+            law = residual / residual.sum() if residual.sum() > 0 else p[i]
+            return [*emitted, int(torch.multinomial(law, 1, generator=generator))]
+        emitted.append(x)
+    return [*emitted, int(torch.multinomial(p[len(proposals)], 1, generator=generator))]
+
+
+def verify_greedy(logits: torch.Tensor, proposals: list[int]) -> list[int]:
+    """`verify` at temperature 0: proposals are kept while they are the target's argmax; the first
+    that is not is replaced by it (or, all kept, the argmax after the last is added)."""
+    best = logits.argmax(dim=-1).tolist()
+    for i, x in enumerate(proposals):
+        if best[i] != x:
+            return [*proposals[:i], best[i]]
+    return [*proposals, best[len(proposals)]]
+
+
 class SpeculativeDecoder:
     """`target` (a GPT) decoded with proposals from `draft` (a GPT over the same tokenizer), `k` a round."""
 
@@ -76,9 +103,6 @@ class SpeculativeDecoder:
             self.draft(torch.tensor([tokens[:-1]]), kv_cache=dcache, logits_to_keep=1)
         out = SpeculativeOutput([], 0, 0, 0)
 
-        def pick(p: torch.Tensor) -> int:
-            return int(p.argmax()) if greedy else int(torch.multinomial(p, 1, generator=generator))
-
         while len(tokens) < end:
             k = min(self.k, end - len(tokens))
             # The draft catches up (1 or 2 tokens: it may not have seen the last proposal) and proposes k.
@@ -86,35 +110,22 @@ class SpeculativeDecoder:
             proposals, q = [], []
             for _ in range(k):
                 logits = self.draft(torch.tensor([feed]), kv_cache=dcache, logits_to_keep=1)[0][0, -1]
-                dist = logits.float() if greedy else _probs(logits, temperature)
-                x = int(dist.argmax()) if greedy else pick(dist)
+                if greedy:
+                    x = int(logits.argmax())
+                else:
+                    q.append(_probs(logits, temperature))
+                    x = int(torch.multinomial(q[-1], 1, generator=generator))
                 proposals.append(x)
-                q.append(dist)
                 feed = [x]
             # The target scores the last token and every proposal in one pass.
             logits = self.target(torch.tensor([[tokens[-1], *proposals]]), kv_cache=tcache, logits_to_keep=k + 1)[0][0]
             out.target_passes += 1
             out.drafted += k
-            emitted = []
-            for i, x in enumerate(proposals):
-                if greedy:
-                    best = int(logits[i].argmax())
-                    if best != x:
-                        emitted.append(best)
-                        break
-                else:
-                    p = _probs(logits[i], temperature)
-                    accept = float(torch.rand((), generator=generator)) < min(1.0, float(p[x] / q[i][x]))
-                    if not accept:
-                        residual = (p - q[i]).clamp_(min=0)
-                        # All of p's mass under q's (p == q up to rounding): the residual is empty; p is the law then.
-                        emitted.append(pick(residual / residual.sum() if residual.sum() > 0 else p))
-                        break
-                emitted.append(x)
-                out.accepted += 1
+            if greedy:
+                emitted = verify_greedy(logits, proposals)
             else:
-                last = logits[k]
-                emitted.append(int(last.argmax()) if greedy else pick(_probs(last, temperature)))
+                emitted = verify(_probs(logits, temperature), torch.stack(q), proposals, generator)
+            out.accepted += len(emitted) - 1
             emitted = emitted[:end - len(tokens)]
             tokens += emitted
             out.token_ids += emitted
