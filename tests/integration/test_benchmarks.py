@@ -37,6 +37,8 @@ QUICK: dict[str, tuple] = {
     "serve_throughput.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "londinium / transformers serve"),
     "serve_peers.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--run", run], "londinium / peer"),
     "weight_dtypes.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
+    "decode_floor.py": (lambda ws, run, tmp: [], "engine, empty model"),
+    "speculative.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run, "--draft-run", run], "tokens/target pass"),
     "kv_dtypes.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
 }
 MARKS = {
