@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 
 from londinium.config import KV_DTYPES, PRESETS, ModelConfig
 from londinium.model.memory import kv_cache_bytes
+from weight_dtypes import FIGURES_HEADER, figures, run_parser
 
 
 def memory_table() -> None:
@@ -87,24 +87,13 @@ def run_figures(args: argparse.Namespace) -> None:
             e.generate([prompt], params)
             rates[d].append(new / (time.thread_time() - t0))
     bpb = {d: bits[d] / n_bytes for d in KV_DTYPES}
-    print(f"{'kv dtype':<9} {'MiB/seq':>8} {'val bits/byte':>14} {'delta':>8} {'decode tok/s':>13} {'vs float32':>10} {'same greedy tokens':>19}")
+    print(f"{'kv dtype':<9} {'MiB/seq':>8} " + FIGURES_HEADER)
     for d in KV_DTYPES:
-        same = next((i for i, (a, b) in enumerate(zip(tokens[d], tokens["float32"])) if a != b), len(tokens[d]))
-        paired = statistics.median(a / b for a, b in zip(rates[d], rates["float32"]))
-        print(f"{d:<9} {kv_cache_bytes(cfg, 1, cfg.context, d) / 2**20:>8.3f} {bpb[d]:>14.4f} {bpb[d] - bpb['float32']:>+8.4f} "
-              f"{statistics.median(rates[d]):>13.0f} {paired:>9.2f}x {f'{same}/{len(tokens[d])}':>19}")
+        print(f"{d:<9} {kv_cache_bytes(cfg, 1, cfg.context, d) / 2**20:>8.3f} " + figures(d, bpb, rates, tokens))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-w", "--workspace", default="")
-    ap.add_argument("--run", default="main")
-    ap.add_argument("--checkpoint", default="best")
-    ap.add_argument("--docs", type=int, default=40, help="validation documents scored")
-    ap.add_argument("--new", type=int, default=200)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
+    ap = run_parser(__doc__, docs=40, new=200)
     args = ap.parse_args()
     if args.quick:
         args.docs, args.new, args.rounds = 2, 20, 1

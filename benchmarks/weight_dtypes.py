@@ -123,25 +123,40 @@ def run_figures(args: argparse.Namespace) -> None:
             t0 = time.thread_time()
             e.generate(["Thus saith the Lord, "], params)
             rates[d].append(args.new / (time.thread_time() - t0))
-    print(f"{'weight dtype':<13} {'linear MiB':>10} {'val bits/byte':>14} {'delta':>8} {'decode tok/s':>13} {'vs float32':>10} {'same greedy tokens':>19}")
+    print(f"{'weight dtype':<13} {'linear MiB':>10} " + FIGURES_HEADER)
     for d in WEIGHT_DTYPES:
-        same = next((i for i, (a, b) in enumerate(zip(tokens[d], tokens["float32"])) if a != b), len(tokens[d]))
-        paired = statistics.median(a / b for a, b in zip(rates[d], rates["float32"]))
-        print(f"{d:<13} {sizes[d] / 2**20:>10.2f} {bpb[d]:>14.4f} {bpb[d] - bpb['float32']:>+8.4f} "
-              f"{statistics.median(rates[d]):>13.0f} {paired:>9.2f}x {f'{same}/{len(tokens[d])}':>19}")
+        print(f"{d:<13} {sizes[d] / 2**20:>10.2f} " + figures(d, bpb, rates, tokens))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+FIGURES_HEADER = f"{'val bits/byte':>14} {'delta':>8} {'decode tok/s':>13} {'vs float32':>10} {'same greedy tokens':>19}"
+
+
+def figures(d: str, bpb: dict, rates: dict, tokens: dict) -> str:
+    """A dtype's row against float32: bits per byte and its delta, tok/s (median), the median of the
+    rounds' ratios, and how many leading greedy tokens equal float32's (shared with kv_dtypes.py)."""
+    same = next((i for i, (a, b) in enumerate(zip(tokens[d], tokens["float32"])) if a != b), len(tokens[d]))
+    paired = statistics.median(a / b for a, b in zip(rates[d], rates["float32"]))
+    return (f"{bpb[d]:>14.4f} {bpb[d] - bpb['float32']:>+8.4f} {statistics.median(rates[d]):>13.0f} {paired:>9.2f}x "
+            f"{f'{same}/{len(tokens[d])}':>19}")
+
+
+def run_parser(doc: str, docs: int, new: int) -> argparse.ArgumentParser:
+    """The arguments of a run's dtype comparison (shared with kv_dtypes.py)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("-w", "--workspace", default="")
     ap.add_argument("--run", default="main")
     ap.add_argument("--checkpoint", default="best")
-    ap.add_argument("--docs", type=int, default=200, help="validation documents scored")
-    ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--docs", type=int, default=docs, help="validation documents scored")
+    ap.add_argument("--new", type=int, default=new)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--kernels-only", action="store_true")
     ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
+    return ap
+
+
+def main() -> None:
+    ap = run_parser(__doc__, docs=200, new=128)
+    ap.add_argument("--kernels-only", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.docs, args.new, args.rounds = 3, 4, 1
