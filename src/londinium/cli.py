@@ -6,6 +6,8 @@
     londinium train             shards -> runs/<name>/ checkpoints, metrics, loss plot (--resume, --run;
                                 torchrun --nproc_per_node=N -m londinium train for DDP)
     londinium model info        parameters, FLOPs per token and memory of the configured model
+    londinium model memory      what generation and serving need: weights, KV cache, activations (--context,
+                                --batch, --weight-dtype, --kv-dtype)
     londinium eval              a checkpoint -> eval/<run>/report.md + results.json (--run, --text FILE,
                                 --compare RUN_A RUN_B)
     londinium generate          a checkpoint -> text (--prompt/--prompts-file, every sampling flag, --format json)
@@ -38,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from londinium.config import Config, load_config, to_toml
+from londinium.config import KV_DTYPES, WEIGHT_DTYPES, Config, load_config, to_toml
 from londinium.errors import LondiniumError
 from londinium.workspace import DEFAULT_WORKSPACE, Workspace
 
@@ -127,6 +129,26 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_memory(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from londinium.model.info import resolve_vocab_size
+    from londinium.model.memory import memory_plan, render_memory
+
+    ws, cfg = _context(args)
+    vocab, _ = resolve_vocab_size(cfg, ws.tokenizer_file)
+    model = dataclasses.replace(cfg.model, vocab_size=vocab)
+    context = args.context or model.context
+    if not 1 <= context <= model.context:
+        raise LondiniumError(f"--context {context}: give 1 .. {model.context} tokens (model.context)")
+    if args.batch is not None and args.batch < 1:
+        raise LondiniumError(f"--batch {args.batch}: give at least 1 sequence")
+    weight_dtype, kv_dtype = args.weight_dtype or cfg.generate.weight_dtype, args.kv_dtype or cfg.generate.kv_dtype
+    plan = memory_plan(model, args.batch or cfg.serve.max_running, context, weight_dtype, kv_dtype, cfg.serve.max_step_tokens)
+    print(render_memory(model, plan, weight_dtype, kv_dtype, preset=cfg.preset), end="")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     ws, cfg = _context(args)
     if args.compare:
@@ -163,6 +185,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for flag in ("checkpoint", "host", "port", "api_key", "model_name", "device"):
         if getattr(args, flag) is not None:
             setattr(cfg.serve, flag, getattr(args, flag))
+    if args.weight_dtype is not None:
+        cfg.generate.weight_dtype = args.weight_dtype  # the server generates as [generate] says
     return serve(ws, cfg, run=args.run or "", export=args.export or "")
 
 
@@ -370,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = stage("model", "the GPT architecture")
     verb(model, "info", cmd_model_info, "parameters, FLOPs per token and memory estimate (weights, AdamW, activations, KV cache)")
+    p = verb(model, "memory", cmd_model_memory, "memory of generation and serving: weights, KV cache, activations, prefix cache")
+    p.add_argument("--context", type=int, default=None, metavar="N", help="tokens per sequence (default: the model's context)")
+    p.add_argument("--batch", type=int, default=None, metavar="B", help="sequences decoded together (default: serve.max_running)")
+    p.add_argument("--weight-dtype", default=None, choices=WEIGHT_DTYPES, help="the linear layers' weights (default: generate.weight_dtype)")
+    p.add_argument("--kv-dtype", default=None, choices=KV_DTYPES, help="the KV cache (default: generate.kv_dtype)")
 
     p = stages.add_parser("eval", help="a checkpoint -> report card: perplexity, cloze, probes, contamination, samples",
                           description="evaluate a trained run into eval/<run>/report.md and results.json, "
@@ -408,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, metavar="KEY", help="require 'Authorization: Bearer KEY' (default: serve.api_key or $LONDINIUM_API_KEY)")
     p.add_argument("--model-name", default=None, metavar="NAME", help="model id clients send (default: serve.model_name, else the run name)")
     p.add_argument("--device", default=None, help="torch device: cpu, cuda, auto (default: serve.device)")
+    p.add_argument("--weight-dtype", default=None, choices=WEIGHT_DTYPES,
+                   help="the linear layers' weights: float32, float16 or int8 (CPU; default: generate.weight_dtype)")
     p.set_defaults(handler=cmd_serve)
     p = stages.add_parser("export", help="a checkpoint -> a transformers directory or a GGUF file",
                           description="export a trained checkpoint as a Hugging Face transformers directory (weights, config, "
@@ -541,7 +572,7 @@ class _Output:
 
 
 # Commands whose only product is what they print: with no reader left they stop at once.
-_ONLY_PRINT = ("cmd_config_show", "cmd_model_info", "cmd_generate", "cmd_chat", "cmd_search", "cmd_embed", "cmd_ask")
+_ONLY_PRINT = ("cmd_config_show", "cmd_model_info", "cmd_model_memory", "cmd_generate", "cmd_chat", "cmd_search", "cmd_embed", "cmd_ask")
 
 
 def _disk_full_line(args: argparse.Namespace, e: BaseException) -> str:

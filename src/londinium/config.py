@@ -276,6 +276,11 @@ class EvalConfig:
     anachronisms: str = doc("", "Word list of anachronisms (one per line); empty: the corpus profile's list, if any; a file with no words turns the column off.", path=True)
 
 
+# What generation can hold the linear layers' weights in (londinium.model.quantize), and its KV cache.
+WEIGHT_DTYPES = ("float32", "float16", "int8")
+KV_DTYPES = ("float32", "int8")
+
+
 @dataclass
 class GenerateConfig:
     """Defaults of `londinium generate` and `londinium chat`; each also has a command-line flag."""
@@ -295,6 +300,9 @@ class GenerateConfig:
     seed: int = doc(-1, "Seed for reproducible sampling; negative: a fresh seed each run.", le=2**63 - 1, hint="(negative: a fresh seed)")
     stop: list[str] = doc([], "Stop strings: generation ends before the first one, which is not returned.", pattern=r"(?s).+", hint="(no empty strings)")
     chat_window: int = doc(0, "Tokens of conversation `chat` keeps (a rolling window); 0: the model's context.", ge=0, hint="(0: the model's context)")
+    weight_dtype: str = doc("float32", "Weights of the linear layers while generating and serving: 'float32', 'float16' or 'int8' (CPU only; fewer bytes per weight, see docs/generation.md).", choices=WEIGHT_DTYPES)
+    compile: bool = doc(False, "Compile the decode step with torch.compile (needs a C++ compiler; each new batch shape costs seconds to a minute the first time).")
+    kv_dtype: str = doc("float32", "Keys and values of the running sequences' KV cache: 'float32', or 'int8' (keys per channel, values per token, the newest positions float32: ~3x less memory; docs/generation.md).", choices=KV_DTYPES)
 
 
 @dataclass
