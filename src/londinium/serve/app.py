@@ -101,8 +101,8 @@ class BodyLimit:
     trickles its upload would otherwise hold its connection (and a file descriptor) for ever; the
     408 closes the connection, as the rest of the body is never read."""
 
-    def __init__(self, app: Any, limit: int, timeout_s: float):
-        self.app, self.limit, self.timeout_s = app, limit, timeout_s
+    def __init__(self, app: Any, limit: int, timeout_s: float, setting: str = "serve"):
+        self.app, self.limit, self.timeout_s, self.setting = app, limit, timeout_s, setting
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -122,7 +122,7 @@ class BodyLimit:
                 message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - clock()))
             except asyncio.TimeoutError:
                 raise HTTPException(408, f"the request body did not arrive within {self.timeout_s:g} s "
-                                         "(serve.read_timeout_s); send it at once", headers={"Connection": "close"}) from None
+                                         f"({self.setting}.read_timeout_s); send it at once", headers={"Connection": "close"}) from None
             complete = message["type"] != "http.request" or not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > self.limit:
@@ -133,7 +133,7 @@ class BodyLimit:
 
     def _message(self, size: int) -> str:
         return (f"the request body is {size:,} bytes, more than this server's limit of {self.limit:,} "
-                "(serve.max_body_mb)")
+                f"({self.setting}.max_body_mb)")
 
     def _too_large(self, size: int) -> JSONResponse:
         return APIError(413, self._message(size), code="request_too_large").response()
