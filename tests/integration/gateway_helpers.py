@@ -50,10 +50,12 @@ class Upstream:
                                                "param": None, "code": None}}, status_code=int(self.mode),
                                     headers={"Retry-After": "1"} if self.mode == "429" else None)
             if self.mode == "stall":
-                await asyncio.sleep(3600)
+                await asyncio.sleep(3)  # twice the tests' timeout_s of 1.5 s
             prompt = " ".join(m["content"] for m in body["messages"]) if chat else body["prompt"]
             usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": self.words,
                      "total_tokens": len(prompt.split()) + self.words}
+            if self.mode == "trickle" and not body.get("stream"):
+                return StreamingResponse(self._trickle(), media_type="application/json")
             if not body.get("stream"):
                 choice = ({"index": 0, "message": {"role": "assistant", "content": "".join(self.text())}, "finish_reason": "length"}
                           if chat else {"index": 0, "text": "".join(self.text()), "finish_reason": "length"})
@@ -67,11 +69,16 @@ class Upstream:
         return Starlette(routes=[Route("/v1/models", models), Route("/v1/completions", complete, methods=["POST"]),
                                  Route("/v1/chat/completions", complete, methods=["POST"])])
 
+    async def _trickle(self):
+        for _ in range(15):  # a byte of white space (or an SSE comment) every 0.2 s: every read is quick
+            yield " "
+            await asyncio.sleep(0.2)
+        yield "{}"
+
     async def _events(self, body: dict, chat: bool, usage: dict):
         if self.mode == "trickle":
-            for _ in range(100):
-                yield ":"  # SSE comment bytes, never an event
-                await asyncio.sleep(0.2)
+            async for byte in self._trickle():
+                yield ":"
         include = (body.get("stream_options") or {}).get("include_usage") and self.mode != "no-usage"
         base = {"id": "x", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0, "model": body["model"]}
         for i, word in enumerate(self.text()):

@@ -9,7 +9,7 @@ on as they came (the backend checks its own fields); the gateway reads only what
 `x-londinium-request-id`, and once a backend answered `x-londinium-backend`, `x-londinium-route`
 (the decision and its reason) and `x-londinium-overhead-ms` (the gateway's own time: arrival to
 the answer's headers, less the time waiting for the answering backend). The Host/Origin check and
-the body limits are the server's own (`serve.hosts.guard`, `serve.app.BodyLimit`).
+the body limits are the server's own (`serve.hosts.guard`, `serve.bodies.BodyLimit`).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from londinium.gateway.chain import Exchange, Reply
 from londinium.gateway.runtime import Gateway
 from londinium.serve import errors
-from londinium.serve.app import BodyLimit
+from londinium.serve.bodies import BodyLimit
 from londinium.serve.errors import APIError, bad_request
 from londinium.serve.hosts import guard
 from londinium.serve.metrics import CONTENT_TYPE
-from londinium.serve.streaming import DONE, sse
+from londinium.serve.sse import DONE, sse
 
 
 def _bearer(request: Request) -> str:
@@ -144,7 +144,8 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def models(request: Request) -> Any:
         token = _bearer(request)
         key = await gateway.store.run(gateway.store.find_key, token) if token else None
-        if (token and (key is None or key.revoked is not None)) or (g.keys_required and key is None):
+        key = key if key is not None and key.revoked is None else None
+        if g.keys_required and key is None:  # as the `auth` step decides
             raise APIError(401, "Incorrect or missing API key", code="invalid_api_key")
         aliases = [a for a in gateway.routers if key is None or not key.models or a in key.models]
         return {"object": "list", "data": [{"id": a, "object": "model", "created": 0, "owned_by": "londinium-gateway"}

@@ -23,7 +23,7 @@ from londinium.gateway.telemetry import Telemetry
 from londinium.gateway.upstream import Upstream
 
 # The built-in steps by the name gateway.chain uses: each a factory `(gateway) -> Step`.
-BUILTIN_STEPS: dict[str, Callable[[Any], Step]] = {"auth": Auth, "limits": Limits, "usage": Usage, "route": Route,
+BUILTIN_STEPS: dict[str, Callable[[Any], Step]] = {"auth": Auth, "usage": Usage, "limits": Limits, "route": Route,
                                                    "upstream": Upstream}
 
 

@@ -231,7 +231,7 @@ class Store:
                 level = cur.execute(f"SELECT {self._REFILLED} FROM buckets WHERE key_id = ? AND kind = ?",
                                     (*refill, key_id, kind)).fetchone()
                 if level is not None:
-                    return max(1e-3, (need - level[0]) / per_second)
+                    return max(1e-3, (need - level[0]) / per_second) if per_second > 0 else 86400.0
                 cur.execute("INSERT INTO buckets (key_id, kind, level, updated) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                             (key_id, kind, capacity, now))
         raise AssertionError("unreachable: the bucket exists after the insert")
