@@ -50,7 +50,7 @@ class Upstream:
                                                "param": None, "code": None}}, status_code=int(self.mode),
                                     headers={"Retry-After": "1"} if self.mode == "429" else None)
             if self.mode == "stall":
-                await asyncio.sleep(3)  # twice the tests' timeout_s of 1.5 s
+                await asyncio.sleep(1.5)  # well past the tests' timeout_s of 0.6 s
             prompt = " ".join(m["content"] for m in body["messages"]) if chat else body["prompt"]
             usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": self.words,
                      "total_tokens": len(prompt.split()) + self.words}
@@ -70,9 +70,9 @@ class Upstream:
                                  Route("/v1/chat/completions", complete, methods=["POST"])])
 
     async def _trickle(self):
-        for _ in range(15):  # a byte of white space (or an SSE comment) every 0.2 s: every read is quick
+        for _ in range(10):  # a byte of white space (or an SSE comment) every 0.15 s: every read is quick
             yield " "
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.15)
         yield "{}"
 
     async def _events(self, body: dict, chat: bool, usage: dict):

@@ -22,7 +22,7 @@ def pair():
 
 
 def two_backends(ua: str, ub: str, **a_fields) -> list[dict]:
-    return [{"name": "a", "base_url": ua, "model": "a", "input_price": 2.0, "output_price": 6.0, "timeout_s": 1.5, **a_fields},
+    return [{"name": "a", "base_url": ua, "model": "a", "input_price": 2.0, "output_price": 6.0, "timeout_s": 10.0, **a_fields},
             {"name": "b", "base_url": ub, "model": "b", "input_price": 1.0, "output_price": 3.0}]
 
 
@@ -34,7 +34,8 @@ def client(url: str, key: str = "none") -> openai.OpenAI:
 def test_a_failing_backend_falls_back_to_the_next_before_any_byte_reaches_the_client(pair, tmp_path, mode) -> None:
     a, b, ua, ub = pair
     a.mode = mode
-    cheap_a = two_backends(ua, ub, input_price=0.5, output_price=0.5)  # the cost order tries a first
+    # The cost order tries a first; its deadline is short so that a stall or a trickle is cut off soon.
+    cheap_a = two_backends(ua, ub, input_price=0.5, output_price=0.5, timeout_s=0.6)
     cfg = write_config(tmp_path / "gw.toml", cheap_a, [{"alias": "m", "backends": ["a", "b"], "strategy": "cost"}], keys_required=False)
     with gateway_server(cfg) as (url, gw):
         c = client(url)

@@ -120,6 +120,8 @@ def create_app(gateway: Gateway) -> FastAPI:
         try:
             try:
                 async for chunk in events:
+                    if ex.first_chunk_s is None:
+                        ex.first_chunk_s = time.perf_counter() - ex.arrived
                     if not wanted and "usage" in chunk:
                         if not chunk.get("choices"):
                             continue

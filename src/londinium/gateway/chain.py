@@ -58,6 +58,7 @@ class Exchange:
     backend: Any = None  # the backend that answered
     attempts: int = 0
     upstream_s: float = 0.0  # time spent waiting for the backend (to its first event for a stream)
+    first_chunk_s: float | None = None  # arrival to the first chunk handed to the server, for a stream
     usage: dict[str, int] | None = None  # prompt_tokens, completion_tokens
     usage_source: str = "none"
     cost: float = 0.0  # dollars, at the answering backend's prices

@@ -59,14 +59,12 @@ class Limits:
             if key.budget and key.spend >= key.budget:
                 raise APIError(429, f"key {key.name!r} has spent ${key.spend:.6f} of its ${key.budget:g} budget",
                                code="insufficient_quota", type="insufficient_quota")
-            if key.tpm:
-                wait = await self.store.run(self.store.take, key.id, "tpm", key.tpm, key.tpm / 60.0, 1.0, 0.0)
+            buckets = [(kind, limit) for kind, limit in (("tpm", key.tpm), ("rpm", key.rpm)) if limit]
+            if buckets:
+                wait, kind = await self.store.run(self.store.take_all, key.id, buckets)
                 if wait:
-                    raise _too_many(f"key {key.name!r} used its {key.tpm:,} tokens per minute", wait)
-            if key.rpm:
-                wait = await self.store.run(self.store.take, key.id, "rpm", key.rpm, key.rpm / 60.0, 1.0, 1.0)
-                if wait:
-                    raise _too_many(f"key {key.name!r} sent its {key.rpm:,} requests per minute", wait)
+                    what = "tokens" if kind == "tpm" else "requests"
+                    raise _too_many(f"key {key.name!r} used its {dict(buckets)[kind]:,} {what} per minute", wait)
         return await call_next(ex)
 
 

@@ -236,6 +236,18 @@ class Store:
                             (key_id, kind, capacity, now))
         raise AssertionError("unreachable: the bucket exists after the insert")
 
+    def take_all(self, key_id: str, buckets: list[tuple[str, int]]) -> tuple[float, str]:
+        """A request's admission, in one call: for each (kind, per-minute limit) in order, "tpm" needs a
+        positive bucket and takes nothing (`record` debits the tokens served), "rpm" takes one
+        request. (0.0, "") when all allow it, else (seconds to wait, the kind that refused)."""
+        now = time.time()
+        for kind, limit in buckets:
+            cost = 1.0 if kind == "rpm" else 0.0
+            wait = self.take(key_id, kind, limit, limit / 60.0, 1.0, cost, now)
+            if wait:
+                return wait, kind
+        return 0.0, ""
+
     # ---- the ledger ------------------------------------------------------------------------------
 
     def record(self, row: LedgerRow, key: Key | None) -> None:

@@ -151,6 +151,7 @@ class Telemetry:
                   "key": ex.key.id if ex.key is not None else None, "backend": ex.backend.name if ex.backend else None,
                   "route": ex.reason, "attempts": ex.attempts, "stream": ex.stream, **(ex.usage or {}),
                   "usage_source": ex.usage_source, "cost": ex.cost, "e2e_s": round(seconds, 6),
+                  **({"first_chunk_s": round(ex.first_chunk_s, 6)} if ex.first_chunk_s is not None else {}),
                   "overhead_s": round(overhead, 6) if overhead is not None else None,
                   "steps": {name: round(s, 6) for name, s in ex.trace}, **({"outcome": ex.outcome} if ex.outcome else {})}
         if ex.error:

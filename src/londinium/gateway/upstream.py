@@ -136,9 +136,9 @@ class Upstream:
         start = time.perf_counter()
         backend.in_flight += 1
         try:
-            resp = await asyncio.wait_for(self.client.post(backend.url(PATHS[ex.endpoint]), content=_dumps(body),
-                                                           headers={**backend.headers, "Content-Type": "application/json"}),
-                                          backend.cfg.timeout_s)
+            resp = await within(self.client.post(backend.url(PATHS[ex.endpoint]), content=_dumps(body),
+                                                 headers={**backend.headers, "Content-Type": "application/json"}),
+                                backend.cfg.timeout_s)
         except asyncio.TimeoutError:
             raise Failure("timeout", f"{backend.name}: no answer within {backend.cfg.timeout_s:g} s", 504) from None
         except httpx.HTTPError as e:
@@ -170,9 +170,9 @@ class Upstream:
         backend.in_flight += 1
         resp: httpx.Response | None = None
         try:
-            resp = await asyncio.wait_for(self.client.send(request, stream=True), deadline)
+            resp = await within(self.client.send(request, stream=True), deadline)
             if resp.status_code != 200:
-                raw = await asyncio.wait_for(read_bounded(resp, MAX_ERROR_BYTES), max(0.1, deadline - (time.perf_counter() - start)))
+                raw = await within(read_bounded(resp, MAX_ERROR_BYTES), max(0.1, deadline - (time.perf_counter() - start)))
                 outcome = _classify(backend, resp.status_code, raw, resp.headers)
                 if isinstance(outcome, Failure):
                     raise outcome
@@ -181,7 +181,7 @@ class Upstream:
                 backend.in_flight -= 1
                 return outcome
             events = _events(resp)
-            first = await asyncio.wait_for(anext(events), max(0.1, deadline - (time.perf_counter() - start)))
+            first = await within(anext(events), max(0.1, deadline - (time.perf_counter() - start)))
             if "error" in first:
                 raise Failure("status", f"{backend.name}: error event before any output: {str(first['error'])[:200]}", 502)
         except BaseException as e:
@@ -210,7 +210,7 @@ class Upstream:
             yield first
             while True:
                 try:
-                    chunk = await asyncio.wait_for(anext(events), idle)
+                    chunk = await within(anext(events), idle)
                 except StopAsyncIteration:
                     return
                 except asyncio.TimeoutError:
@@ -229,6 +229,15 @@ class Upstream:
             backend.in_flight -= 1
             # shielded: a client that went away cancels this task, and the connection must still close
             await asyncio.shield(resp.aclose())
+
+
+async def within(awaitable: Any, seconds: float) -> Any:
+    """`await awaitable`, or asyncio.TimeoutError after `seconds`: with `asyncio.timeout` where Python
+    has it (3.11+), which, unlike `wait_for`, makes no task per call (a stream waits once per chunk)."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 def _dumps(body: dict) -> bytes:
