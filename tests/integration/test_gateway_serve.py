@@ -113,6 +113,7 @@ def test_the_ledger_holds_exactly_the_tokens_the_clients_saw(upstreams, tiny_wor
     assert key.spend == pytest.approx(sum((p * 0.1 + n * 0.2) / 1e6 for p, n in seen))
 
 
+@pytest.mark.slow  # a third server process (~13 s on 2 busy cores)
 def test_a_backend_killed_mid_run_falls_back_with_no_failed_request(upstreams, tiny_workspace, tmp_path) -> None:
     port = free_port()
     victim = serve_process(tiny_workspace, trained_run(tiny_workspace), port, model="tiny",
