@@ -23,6 +23,7 @@ def database():
         yield url
 
 
+@pytest.mark.slow  # two gateway processes and a PostgreSQL cluster: 10-20 s on 2 busy cores
 def test_two_gateways_on_one_postgres_share_limits_exactly_and_one_ledger(database, tmp_path) -> None:
     upstream = Upstream("up")
     with upstream_server(upstream) as base:
@@ -51,7 +52,9 @@ def test_two_gateways_on_one_postgres_share_limits_exactly_and_one_ledger(databa
         finally:
             for proc in procs:
                 stop(proc)
-    assert statuses.count(200) == 10 + refilled and statuses.count(429) == 30 - 10 - refilled
+    # Exact: never more than the bucket held (10, plus one per 6 s the burst lasted, if a request came
+    # that late), and no false rejection (at least 10).
+    assert 10 <= statuses.count(200) <= 10 + refilled and statuses.count(429) == 30 - statuses.count(200)
     assert upstream.calls == statuses.count(200)  # a rejected request never reached the backend
     rc, printed, err = cli_in_process(["gateway", "usage", "--by", "key", "--format", "json", "--config", str(cfg)])
     assert rc == 0, err

@@ -83,6 +83,9 @@ class Usage:
         except APIError as e:
             ex.status, ex.error, done = e.status, e.message, True
             raise
+        except Exception as e:  # a bug: recorded as the 500 the client's error event says
+            ex.status, ex.error, done = 500, f"internal error ({type(e).__name__})", True
+            raise
         finally:
             if done:
                 await self.record(ex, texts)

@@ -15,6 +15,7 @@ the body limits are the server's own (`serve.hosts.guard`, `serve.bodies.BodyLim
 from __future__ import annotations
 
 import json
+import logging
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -30,6 +31,8 @@ from londinium.serve.errors import APIError, bad_request
 from londinium.serve.hosts import guard
 from londinium.serve.metrics import CONTENT_TYPE
 from londinium.serve.sse import DONE, sse
+
+log = logging.getLogger("londinium.gateway")
 
 
 def _bearer(request: Request) -> str:
@@ -101,6 +104,9 @@ def create_app(gateway: Gateway) -> FastAPI:
             ex.status, ex.error = ex.status or e.status, ex.error or e.message
             e.headers = {**(e.headers or {}), **_headers(ex, None)}
             raise
+        except Exception as e:  # a bug: errors.install answers 500 and logs the traceback
+            ex.status, ex.error = 500, f"internal error ({type(e).__name__})"
+            raise
         finally:
             if not streaming:
                 gateway.in_flight -= 1
@@ -129,6 +135,9 @@ def create_app(gateway: Gateway) -> FastAPI:
                     yield sse(chunk)
             except APIError as e:  # after the 200 an error can only be an event
                 yield sse(e.body())
+            except Exception:
+                log.exception("gateway: a stream failed")
+                yield sse(APIError(500, "internal server error (logged on the gateway)", code="internal_error").body())
             yield DONE
         finally:
             gateway.in_flight -= 1

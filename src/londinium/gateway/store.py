@@ -164,7 +164,11 @@ class Store:
             cur.close()
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call a method on the store's threads, off the event loop."""
+        """Call a method from the event loop: PostgreSQL's on the store's threads (a network round
+        trip must not stop the loop); SQLite's in place, as its statements take tens of microseconds
+        and handing them to a thread cost more than that (docs/LOG.md, the gateway's overhead)."""
+        if not self.postgres:
+            return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def close(self) -> None:

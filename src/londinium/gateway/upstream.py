@@ -106,6 +106,9 @@ class Upstream:
                     order.remove(backend)  # its context will not grow on a retry
                 else:
                     backend.breaker.failure()
+            except BaseException:  # the client went away (cancelled): no verdict on the backend
+                backend.breaker.release()
+                raise
         raise self._final(ex, failures)
 
     def _span(self, ex: Exchange, backend: Backend) -> Any:
