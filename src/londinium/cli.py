@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = stage("model", "the GPT architecture")
     verb(model, "info", cmd_model_info, "parameters, FLOPs per token and memory estimate (weights, AdamW, activations, KV cache)")
 
-    p = stages.add_parser("eval", help="a checkpoint -> report card: perplexity, probes, contamination, samples",
+    p = stages.add_parser("eval", help="a checkpoint -> report card: perplexity, cloze, probes, contamination, samples",
                           description="evaluate a trained run into eval/<run>/report.md and results.json, "
                                       "or compare two evaluated runs side by side")
     _common(p)

@@ -247,15 +247,21 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """`londinium eval`: perplexity, domain probes, contamination, generation quality -> eval/<run>/report.md."""
+    """`londinium eval`: perplexity, the cloze set, the profile's probes, contamination, generation quality -> eval/<run>/report.md."""
 
     checkpoint: str = doc("best", "Checkpoint to evaluate: 'best' (lowest validation loss), 'latest', or a checkpoint directory.", **CHECKPOINT)
     splits: list[str] = doc(["val", "test"], "Corpus splits scored for perplexity and bits per byte (by source and period).", nonempty=True, choices=("train", "val", "test"))
     max_docs: int = doc(64, "Documents per split scored, round-robin by source (0: all; 64 took 30-60 s per split for the tiny preset on a busy 2-core CPU).", ge=0, hint="(0: all)")
     stride: int = doc(0, "Sliding-window step in tokens for documents longer than the context (0: half the context).", ge=0, hint="(0: half the context)")
-    batch_size: int = doc(8, "Windows or probe choices per forward pass (memory grows with it x context x vocabulary).", ge=1)
-    probes: bool = doc(True, "Score the domain probe set.")
-    probe_file: str = doc("", "Probe set (TOML, docs/evaluation.md); empty: the embedded set for the default corpus.", path=True)
+    batch_size: int = doc(8, "Windows, or probes and cloze items (their choices share one pass over the prompt), per forward pass (memory grows with it x context x vocabulary).", ge=1)
+    cloze: bool = doc(True, "Score the cloze set cut from a held-out split (tasks/cloze/): any corpus's default instrument.")
+    cloze_split: str = doc("val", "Held-out split the cloze items are cut from.", choices=("val", "test"), hint="(items must be held out)")
+    cloze_items: int = doc(1000, "Cloze items at most (fewer when the split has fewer eligible words); the standard error shrinks as 1/sqrt(items).", ge=1, le=1_000_000)
+    cloze_choices: int = doc(4, "Choices per cloze item: the answer and cloze_choices - 1 distractors.", ge=2, le=16)
+    cloze_context_words: int = doc(48, "Words of the document before the masked word that a cloze item shows.", ge=1, le=10_000)
+    cloze_seed: int = doc(1337, "Seed of the cloze set: the same corpus and seed give the same items.", **SEED)
+    probes: bool = doc(True, "Score the hand-written probe set: eval.probe_file, or the corpus profile's (period-london has one, neutral none).")
+    probe_file: str = doc("", "Probe set (TOML, docs/evaluation.md); empty: the corpus profile's set, if it has one.", path=True)
     contamination_ngram: int = doc(8, "Word n-gram size of the contamination check against the train split.", ge=1, le=64)
     contamination_threshold: float = doc(0.5, "Share of a probe's or reference's n-grams found in the train split at which it is flagged.", gt=0, le=1)
     prompts: int = doc(8, "Held-out prompts for generation, cut from documents of prompt_split (0: no generation).", ge=0, hint="(0: no generation)")
@@ -266,8 +272,8 @@ class EvalConfig:
     samples_per_prompt: int = doc(2, "Samples per prompt and temperature (one at temperature 0).", ge=1)
     max_new_tokens: int = doc(64, "Tokens generated per sample.", ge=1)
     seed: int = doc(1337, "Seed of sampling, so a report card is reproducible.", **SEED)
-    period_words: str = doc("", "Word list of period vocabulary (one per line); empty: the embedded Early Modern English list.", path=True)
-    anachronisms: str = doc("", "Word list of anachronisms (one per line); empty: the embedded list for 1590-1670.", path=True)
+    period_words: str = doc("", "Word list of period vocabulary (one per line); empty: the corpus profile's list, if any; a file with no words turns the column off.", path=True)
+    anachronisms: str = doc("", "Word list of anachronisms (one per line); empty: the corpus profile's list, if any; a file with no words turns the column off.", path=True)
 
 
 @dataclass
@@ -329,6 +335,7 @@ class ServeConfig:
     allowed_origins: list[str] = doc([], "Browser origins (scheme://host[:port]) allowed to call the server, with CORS headers for them; '*' for any; empty: none but its own pages (403 otherwise).", pattern=r"\*|https?://[^\s/]+", hint="(e.g. 'https://app.example.com', or '*')")
     read_timeout_s: float = doc(30.0, "Seconds a client has to send a request's head (from connecting, or from the previous response) and, again, its body; then the connection is closed (408 for a body).", gt=0, le=3600)
     max_connections: int = doc(1024, "Open connections at most (lowered to the open-file limit less a reserve); beyond it, new ones get 503 and are closed at once.", ge=1, le=1_000_000)
+    playground: bool = doc(True, "Serve the browser playground at / and its /v1/londinium routes (model details, scoring, corpus search, reports); false: the OpenAI API only.")
 
 
 @dataclass

@@ -78,6 +78,12 @@ def summary_lines(results: dict[str, Any], samples: int = 3) -> str:
         if split in ppl:
             t = ppl[split]["total"]
             out.append(f"  {split}: {t['bits_per_byte']:.3f} bits per byte, perplexity {t['perplexity']:.1f}")
+    cloze = results.get("cloze", {}).get("summary", {}).get("overall", {})
+    if cloze.get("n"):
+        out.append(f"  cloze: {cloze['accuracy']:.1%} ± {cloze['accuracy_se']:.1%} correct of {cloze['n']} (chance {cloze['chance']:.0%}), "
+                   f"margin {cloze['margin']:+.2f} ± {cloze['margin_se']:.2f} nats")
+        out.append("    (a cloze item asks which of a few words of the corpus comes next in a held-out passage; "
+                   "± is one standard error)")
     probes = results.get("probes", {}).get("summary", {}).get("overall", {})
     if probes.get("n"):
         out.append(f"  probes: {probes['accuracy']:.0%} correct of {probes['n']} (chance {probes['chance']:.0%}), "

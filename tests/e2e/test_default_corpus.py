@@ -39,6 +39,7 @@ def _stem(doc_id: str) -> str:
 def test_all_three_sources_are_read_and_every_document_has_source_and_period(default_corpus):
     card = json.loads(default_corpus.corpus_report_json.read_text(encoding="utf-8"))
     assert check(card) == []
+    assert card["profile"]["name"] == "period-london"  # the embedded registry's profile, for later stages
     by_id = {s["id"]: s for s in card["sources"]}
     assert set(by_id) == {"shakespeare", "milton", "kjv"}
     assert all(s["status"] == "ok" for s in by_id.values())

@@ -58,14 +58,16 @@ def test_quickstart_builds_every_artifact_and_the_report_agrees_with_results(qui
     val_bpb = results["perplexity"]["val"]["total"]["bits_per_byte"]
     assert 0 < val_bpb < 12
     assert f"{val_bpb:.3f}" in report
-    probes = results["probes"]["summary"]["overall"]
-    assert probes["n"] >= 40 and f"{probes['accuracy']:.1%}".rstrip("%") in report.replace("%", "")
+    # a user's registry: the neutral profile, so the cloze set cut from its own held-out text, and no period probes
+    assert "probes" not in results and results["profile"] == "neutral"
+    cloze = results["cloze"]["summary"]["overall"]
+    assert cloze["n"] > 0 and f"{100 * cloze['accuracy']:.1f}% ± {100 * cloze['accuracy_se']:.1f}" in report
     samples = results["generation"]["samples"]
     assert len(samples) == 2 * (1 + 2)  # 2 prompts: one greedy, two samples at temperature 1
     # The end of quickstart says what the model reached and where the cards are.
     assert f"{val_bpb:.3f} bits per byte" in out
-    assert "probes:" in out and "chance" in out and "samples" in out
-    assert "a probe asks whether the model finds the true continuation" in out  # what the figure means
+    assert "cloze:" in out and "chance" in out and "samples" in out
+    assert "a cloze item asks which of a few words of the corpus comes next" in out  # what the figure means
     assert str(ws_root / "corpus/report.md") in out and str(ws_root / "eval/main/report.md") in out
     # ... and ends with an export that transformers loads and generates from, as the printed lines say.
     [export] = (ws_root / "exports").glob("main-step-*/")

@@ -147,7 +147,8 @@ def test_a_model_too_big_for_the_machine_is_refused_before_allocating(tiny_works
 
 
 EVAL_CAPS = {"eval.max_docs": 4, "eval.stride": 32, "eval.batch_size": 4, "eval.prompts": 2, "eval.prompt_chars": 400,
-             "eval.reference_words": 40, "eval.samples_per_prompt": 2, "eval.max_new_tokens": 8, "eval.contamination_ngram": 12}
+             "eval.reference_words": 40, "eval.samples_per_prompt": 2, "eval.max_new_tokens": 8, "eval.contamination_ngram": 12,
+             "eval.cloze_items": 200}
 GENERATE_CAPS = {"generate.max_tokens": 16, "generate.top_k": 600, "generate.no_repeat_ngram_size": 6, "generate.chat_window": 64}
 
 

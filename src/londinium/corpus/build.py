@@ -35,6 +35,7 @@ from londinium.corpus.split import SPLIT_NAMES, assign_splits
 from londinium.errors import LondiniumError
 from londinium.files import replace_together, sha256_file, write_json, write_jsonl, write_text
 from londinium.progress import progress, say
+from londinium.profiles import Profile, registry_profile
 from londinium.workspace import Workspace, default_cache_dir
 
 # Bump when the processing changes what a given config and input produce, so old corpora rebuild.
@@ -213,7 +214,7 @@ def _segment(texts: list[Text], cfg: CorpusConfig, specs: dict[str, SourceSpec],
     return out
 
 
-def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec]) -> list[Path]:
+def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec], profile: Profile) -> list[Path]:
     ledger = Ledger(specs)
     texts: list[Text] = []
     seen: dict[str, str] = {}
@@ -286,6 +287,7 @@ def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec]) -> list[Pa
 
     data_card = card(ledger, {"section": dataclasses.asdict(cfg), "builder": BUILDER_VERSION,
                               "near_duplicates": near_duplicates(cfg)})
+    data_card["profile"] = profile.to_record()  # what later stages read through profiles.profile_for
     paths = {"rejections": ws.corpus_rejections, "chart": ws.corpus_chart}
     # Splits first, card last: a reader of the card can trust that the splits it describes exist.
     # All splits are written in full before any replaces the old one (and run_stage has already
@@ -347,12 +349,14 @@ def build_corpus(ws: Workspace, cfg: CorpusConfig, force: bool = False) -> Corpu
     """
     validate(cfg)
     specs = load_registry(cfg.sources or None)
+    profile = registry_profile(cfg.sources or None)
     fetched = {s.id for s in specs if s.kind != "local"}
     retry = [sid for sid in failed_last_time(ws) if sid in fetched]
     if retry and not force:
         print(f"corpus: the last build skipped failed source(s) {', '.join(repr(r) for r in retry)}: building again to retry them "
               f"(remove a source from {cfg.sources or 'the sources registry'} to stop retrying it)")
-    ran = ws.run_stage("corpus", cfg, lambda: _build(ws, cfg, specs), fingerprint=fingerprint(specs), force=force or bool(retry))
+    ran = ws.run_stage("corpus", cfg, lambda: _build(ws, cfg, specs, profile), fingerprint={**fingerprint(specs), "profile": profile.to_record()},
+                       force=force or bool(retry))
     report = json.loads(ws.corpus_report_json.read_text(encoding="utf-8"))
     splits = _print_summary(ws, report)
     if not splits["val"]["documents"]:

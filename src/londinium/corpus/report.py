@@ -232,6 +232,9 @@ def markdown(c: dict[str, Any], paths: dict[str, Path]) -> str:
             lines.append(f"| `{g['group']}` | {g['split']} | {members} | {sims} |")
     else:
         lines.append("None.")
+    if profile := c.get("profile"):
+        lines += ["", "## Profile", "", f"**{profile['name']}**: {profile['description']} Spelling folding: {profile['folding']}"
+                  + "".join(f"; source `{sid}`: {f}" for sid, f in profile["source_folding"].items()) + ". (docs/profiles.md)"]
     cfg = c["config"]
     lines += ["", "## Settings", "", "```", *(f"{k} = {v!r}" for k, v in cfg.get("section", {}).items()), "```", ""]
     return "\n".join(lines)
