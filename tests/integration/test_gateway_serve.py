@@ -199,17 +199,7 @@ def test_llama_cpps_server_and_londinium_serve_behind_one_endpoint(upstreams, ti
                               "--port", str(port), "--n_ctx", "128", "--model_alias", "gguf"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        import httpx
-
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and llama.poll() is None, "llama.cpp's server did not start"
-            time.sleep(0.2)
+        wait_healthy(f"http://127.0.0.1:{port}", timeout=120, path="/v1/models")
         pair = [{"name": "gguf", "base_url": f"http://127.0.0.1:{port}/v1", "model": "gguf", "context": 128,
                  "tokenizer": str(tiny_workspace.tokenizer_file)},
                 {"name": "tiny", "base_url": upstreams["tiny"], "model": "tiny", "input_price": 1.0}]
