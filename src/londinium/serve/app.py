@@ -5,6 +5,7 @@
 `load` runs on a background thread when the app starts, so the port answers at once: until the
 model is ready, and again while the server drains on SIGTERM, requests get 503 (and /health says
 which). Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models[/{id}], GET /health,
+POST /v1/embeddings (with `mounts=[retrieval_mount(...)]`),
 GET /metrics, GET /openapi.json, /docs, /redoc, and the playground (`/` and /v1/londinium/...: see
 `playground.py`). With `serve.api_key` set, every route but /health and the playground's static files
 needs `Authorization: Bearer KEY` (the schema and docs pages too, unless `serve.open_docs`). Every route
@@ -22,7 +23,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -164,9 +165,12 @@ def _per_token(record: dict[str, Any]) -> None:
 def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | None = None,
                generate: GenerateConfig | None = None, request_log: RequestLog | None = None,
                on_load_error: Callable[[BaseException], None] | None = None, provenance: Provenance | None = None,
-               index: IndexConfig | None = None) -> FastAPI:
+               index: IndexConfig | None = None,
+               mounts: Sequence[Callable[[FastAPI, ServerState], None]] = ()) -> FastAPI:
     """The server for the engine `load()` returns (an `londinium.infer.engine.Engine`). `provenance`
-    says where the model comes from (its workspace's reports and search index, for the playground)."""
+    says where the model comes from (its workspace's reports and search index, for the playground).
+    Each of `mounts` adds routes or middleware of its own (`serve/retrieval.py`: /v1/embeddings, the
+    +rag alias); its middleware runs inside the checks below (Host, key, body limit)."""
     cfg = serve or ServeConfig()
     gen = generate or GenerateConfig()
     state = ServerState(load, model_name, cfg, on_load_error)
@@ -363,6 +367,8 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
     async def redoc() -> Response:
         return get_redoc_html(openapi_url="/openapi.json", title="londinium API")
 
+    for mount in mounts:
+        mount(app, state)
     # The last added runs first: Observe sees every request, including those refused for their Host,
     # the key or BodyLimit; the Host/Origin check comes before the key (a browser's CORS preflight
     # carries none), and the key before the body is read, so without it nothing is parsed.

@@ -37,7 +37,7 @@ def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str, 
     s = cfg.serve
     if s.export:
         directory = Path(s.export).expanduser()
-        return (*export_loader(directory, s.device), Provenance.of_export(ws, directory))
+        return (*export_loader(directory, s.device, cfg.generate), Provenance.of_export(ws, directory))
     if not ws.tokenizer_file.is_file():
         raise LondiniumError(f"no tokenizer at {ws.tokenizer_file}: run `londinium tokenizer train` (or quickstart) first")
     ckpt = find_checkpoint(ws.checkpoints_dir(run), s.checkpoint, run)
@@ -47,12 +47,12 @@ def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str, 
         from londinium.model.load import load_run
 
         return Engine.from_trained(load_run(ws, run=run, checkpoint=str(ckpt.path), device=s.device,
-                                            device_setting="serve.device"))
+                                            device_setting="serve.device"), cfg.generate)
 
     return load, run, Provenance.of_checkpoint(ws, run, ckpt)
 
 
-def export_loader(directory: Path, device: str) -> tuple[Callable[[], Any], str]:
+def export_loader(directory: Path, device: str, gen: Any = None) -> tuple[Callable[[], Any], str]:
     """The loader for a `londinium export` directory (transformers layout, read back into our GPT).
     The directory is checked whole now, before the port opens (`model.hf_check`: config against the
     weights' headers, paths, recorded hashes, finite weights), so a broken or hostile export is one
@@ -67,8 +67,9 @@ def export_loader(directory: Path, device: str) -> tuple[Callable[[], Any], str]
         from londinium.model.from_hf import load_export
 
         model, tokenizer = load_export(checked, resolve_device(device, setting="serve.device"))
-        engine = Engine(model, tokenizer)
-        engine.loaded_from = f"export {directory} ({model.num_params():,} parameters)"
+        described = f"export {directory} ({model.num_params():,} parameters)"  # before any packing of the weights
+        engine = Engine.with_settings(model, tokenizer, gen)
+        engine.loaded_from = described
         return engine
 
     return load, directory.resolve().name
@@ -106,7 +107,10 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_repeats()  # a connection flood logs its condition once a minute, not a traceback per failed accept
-    app = create_app(load, name, s, cfg.generate, on_load_error=load_failed, provenance=provenance, index=cfg.index)
+    from londinium.serve.retrieval import retrieval_mount
+
+    app = create_app(load, name, s, cfg.generate, on_load_error=load_failed, provenance=provenance, index=cfg.index,
+                     mounts=[retrieval_mount(ws, cfg)])
     config = uvicorn.Config(app, host=s.host, port=s.port, access_log=False, log_level="info",
                             timeout_graceful_shutdown=int(s.shutdown_timeout_s) + 5, lifespan="on", **connection_limits(s))
     server = DrainingServer(config, app.state.server, s.shutdown_timeout_s)
