@@ -21,6 +21,8 @@
     londinium ask QUESTION      an answer from the corpus with checked citations, or a refusal (docs/rag.md)
     londinium mcp               the model and corpus as MCP tools, resources and prompts (stdio; --http)
     londinium bench serve       load an OpenAI-compatible server: TTFT/TPOT/ITL/E2EL, throughput, goodput -> bench/<name>/
+    londinium gateway           one OpenAI endpoint in front of many backends (routing, fallback, keys, budgets,
+                                usage ledger, metrics, traces); `gateway keys|usage|train-router` (docs/gateway.md)
     londinium config show       the effective config, with a comment per field
     londinium quickstart        every stage, on corpus.sources or the embedded default
 
@@ -520,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds one request may take (default 600)")
     p.add_argument("--name", default="serve", help="results go to bench/NAME/ (default: serve)")
     p.add_argument("--compare", nargs=2, default=None, metavar=("A.json", "B.json"), help="print two results files side by side with ratios, run nothing")
+
+    from londinium.gateway.cli import add_gateway_parser
+
+    add_gateway_parser(stages)
 
     p = stages.add_parser("quickstart", help="run every stage on corpus.sources (default: the embedded corpus), tiny preset")
     _common(p)

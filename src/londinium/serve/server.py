@@ -98,7 +98,7 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
         print(f"londinium serve: warning: listening on {s.host} without an API key: anyone who can reach it can use "
               "the model (set --api-key or $LONDINIUM_API_KEY)", file=sys.stderr)
     failed: list[BaseException] = []
-    server: _Server | None = None
+    server: DrainingServer | None = None
 
     def load_failed(e: BaseException) -> None:
         failed.append(e)
@@ -113,7 +113,7 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
                      mounts=[retrieval_mount(ws, cfg)])
     config = uvicorn.Config(app, host=s.host, port=s.port, access_log=False, log_level="info",
                             timeout_graceful_shutdown=int(s.shutdown_timeout_s) + 5, lifespan="on", **connection_limits(s))
-    server = _Server(config, app.state.server, s.shutdown_timeout_s)
+    server = DrainingServer(config, app.state.server, s.shutdown_timeout_s)
     print(f"londinium serve: http://{s.host}:{s.port}/v1  model {name!r}  (loading {s.export or 'run ' + run})", file=sys.stderr)
     if s.playground:
         print(f"londinium serve: the playground is at http://{s.host}:{s.port}/", file=sys.stderr)
@@ -128,15 +128,16 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
     return 0
 
 
-class _Server(uvicorn.Server):
+class DrainingServer(uvicorn.Server):
     """uvicorn's Server, with SIGTERM, SIGHUP (a closed terminal) and a first Ctrl-C as a drain: stop
     admitting, let running requests finish or cancel them at the deadline, exit 0; a second Ctrl-C
     forces the exit. (uvicorn alone re-raises the signal once it has shut down, so the process would
-    die of it, and it does not catch SIGHUP at all, which killed the process mid-stream.)"""
+    die of it, and it does not catch SIGHUP at all, which killed the process mid-stream.) `state` has
+    `draining` and `drain(timeout_s)`; the gateway runs under it too, with its own `label`."""
 
-    def __init__(self, config: uvicorn.Config, state: Any, timeout_s: float):
+    def __init__(self, config: uvicorn.Config, state: Any, timeout_s: float, label: str = "londinium serve"):
         super().__init__(config)
-        self.state, self.timeout_s = state, timeout_s
+        self.state, self.timeout_s, self.label = state, timeout_s, label
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -155,7 +156,7 @@ class _Server(uvicorn.Server):
             return super().handle_exit(sig, frame)  # a second Ctrl-C: uvicorn's forced exit
         if not self.state.draining:
             name = signal.Signals(sig).name
-            log.info("londinium serve: %s: draining (up to %.0f s for running requests)", name, self.timeout_s)
+            log.info("%s: %s: draining (up to %.0f s for running requests)", self.label, name, self.timeout_s)
             threading.Thread(target=self.state.drain, args=(self.timeout_s,), name="londinium-drain", daemon=True).start()
         self.state.draining = True
         self.should_exit = True
