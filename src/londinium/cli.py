@@ -112,6 +112,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sft(args: argparse.Namespace) -> int:
+    from londinium.train.sft_run import sft_run_name
+
+    ws, cfg = _context(args)
+    s = cfg.sft
+    s.base = args.run or s.base
+    s.run_name = args.name or s.run_name
+    s.checkpoint = args.checkpoint or s.checkpoint
+    s.data += [str(Path(p).resolve()) for p in args.data]
+    if args.tasks:
+        s.tasks = [] if args.tasks == ["none"] else args.tasks
+    elif args.data:  # --data alone: the user's conversations only
+        s.tasks = []
+    if not s.base:
+        s.base = cfg.train.run_name
+    name = sft_run_name(cfg)
+    ws.run_dir(name)  # a bad name is refused before it names a lock
+    with ws.lock(f"train/{name}"):
+        from londinium.train.resume import resume_config
+        from londinium.train.sft_run import sft_config
+        from londinium.train.trainer import train
+
+        if args.resume:
+            cfg = resume_config(ws, name, _config_path(args), args.overrides, args.preset)
+        else:
+            cfg = sft_config(ws, cfg)
+        train(ws, cfg, force=args.force)
+    return 0
+
+
 def cmd_model_info(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -300,6 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", "--run-name", dest="run", default=None, metavar="NAME",
                    help="run name: runs/NAME/ (default: train.run_name, 'main'); write --run-name under torchrun")
     p.set_defaults(handler=cmd_train)
+
+    p = stages.add_parser("sft", help="a trained run + conversations -> an assistant: supervised fine-tuning",
+                          description="fine-tune a trained run on conversations (the task set, your JSONL) with the loss on the "
+                                      "assistant's answers only, into runs/<BASE>-sft/ (docs/sft.md); under torchrun for DDP")
+    _common(p)
+    p.add_argument("--run", "--run-name", dest="run", default=None, metavar="BASE",
+                   help="the run to fine-tune (default: sft.base, else train.run_name); write --run-name under torchrun")
+    p.add_argument("--checkpoint", default=None, help="the base's checkpoint: 'best', 'latest', 'step-N' or a directory (default: sft.checkpoint)")
+    p.add_argument("--tasks", action="append", default=[], metavar="TASK",
+                   help="task-set task to train on, or 'default' (the default mix) or 'none' (repeatable; default: sft.tasks, "
+                        "none when --data is given alone)")
+    p.add_argument("--data", action="append", default=[], metavar="FILE",
+                   help='JSONL of {"messages": [...]} or {"prompt", "completion"} (repeatable)')
+    p.add_argument("--name", default=None, metavar="NAME", help="name of the SFT run (default: sft.run_name, else <BASE>-sft)")
+    p.add_argument("--resume", action="store_true", help="continue the SFT run from its newest valid checkpoint, with its config")
+    p.set_defaults(handler=cmd_sft)
 
     model = stage("model", "the GPT architecture")
     verb(model, "info", cmd_model_info, "parameters, FLOPs per token and memory estimate (weights, AdamW, activations, KV cache)")
