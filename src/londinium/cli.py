@@ -131,11 +131,11 @@ def cmd_sft(args: argparse.Namespace) -> int:
     ws.run_dir(name)  # a bad name is refused before it names a lock
     with ws.lock(f"train/{name}"):
         from londinium.train.resume import resume_config
-        from londinium.train.sft_run import sft_config
+        from londinium.train.sft_run import sft_config, sft_onto_train
         from londinium.train.trainer import train
 
-        if args.resume:
-            cfg = resume_config(ws, name, _config_path(args), args.overrides, args.preset)
+        if args.resume:  # the run's own config, with only what this command sets on purpose on top
+            cfg = sft_onto_train(resume_config(ws, name, _config_path(args), args.overrides, args.preset))
         else:
             cfg = sft_config(ws, cfg)
         train(ws, cfg, force=args.force)

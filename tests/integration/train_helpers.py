@@ -94,6 +94,8 @@ def newest_checkpoint_dir(ws: Workspace, run: str) -> Path:
 
 # ---- supervised fine-tuning ------------------------------------------------------------------------
 
+# [train] as the helpers' runs, less the model (the base's) and what [sft] sets instead.
+SFT_TRAIN = [s for s in TINY if s.startswith("train.") and s.split("=")[0] not in ("train.warmup_steps", "train.learning_rate", "train.eval_every")]
 SFT_TINY = ["sft.warmup_steps=2", "sft.learning_rate=3e-3", "sft.eval_every=6", "sft.replay_share=0.25"]
 
 
@@ -122,7 +124,7 @@ def write_conversations(ws: Workspace, path: Path, n: int = 48) -> Path:
 
 def sft_args(ws: Workspace, base: str, name: str, steps: int, data: Path, *flags: str, run_flag: str = "--run") -> list[str]:
     out = ["sft", "-w", str(ws.root), run_flag, base, "--name", name, "--data", str(data)]
-    for s in [*TINY[5:], *SFT_TINY, f"sft.max_steps={steps}"]:  # [train] as the helpers' runs, less the model
+    for s in [*SFT_TRAIN, *SFT_TINY, f"sft.max_steps={steps}"]:
         out += ["--set", s]
     return [*out, *flags]
 

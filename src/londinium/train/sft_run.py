@@ -34,8 +34,14 @@ def sft_config(ws: Workspace, cfg: Config) -> Config:
     s.base = s.base or cfg.train.run_name
     base = resolve_checkpoint(ws, s.base, s.checkpoint)
     cfg.model = load_config(base.path / ck.CONFIG_FILE).model
-    for key in ONTO_TRAIN:
-        setattr(cfg.train, key, getattr(s, key))
-    cfg.train.objective = "sft"
     cfg.train.run_name = sft_run_name(cfg)
+    return sft_onto_train(cfg)
+
+
+def sft_onto_train(cfg: Config) -> Config:
+    """[sft]'s learning rate, schedule and budget laid onto [train] (in place), the objective set:
+    also on resume, so a `--set train.learning_rate=...` meant for pre-training cannot change an SFT run."""
+    for key in ONTO_TRAIN:
+        setattr(cfg.train, key, getattr(cfg.sft, key))
+    cfg.train.objective = "sft"
     return cfg
