@@ -99,10 +99,10 @@ SFT_TRAIN = [s for s in TINY if s.startswith("train.") and s.split("=")[0] not i
 SFT_TINY = ["sft.warmup_steps=2", "sft.learning_rate=3e-3", "sft.eval_every=6", "sft.replay_share=0.25"]
 
 
-def write_conversations(ws: Workspace, path: Path, n: int = 48) -> Path:
+def write_conversations(ws: Workspace, path: Path, n: int = 48, answer_prefix: str = "") -> Path:
     """A user's JSONL cut from the tiny corpus: the start of a sentence -> its next two words, half in
     the messages form (some with a system message), half as prompt/completion; each fits the tiny
-    model's context of 32."""
+    model's context of 32 (without `answer_prefix`, which starts every answer)."""
     import json
 
     from londinium.files import read_jsonl
@@ -112,7 +112,7 @@ def write_conversations(ws: Workspace, path: Path, n: int = 48) -> Path:
         for sentence in row["text"].split(". "):
             words = sentence.split()
             if len(words) >= 6 and len(lines) < n:
-                prompt, answer = " ".join(words[:3]), " ".join(words[3:5])
+                prompt, answer = " ".join(words[:3]), answer_prefix + " ".join(words[3:5])
                 if len(lines) % 2:
                     lines.append({"prompt": prompt, "completion": answer})
                 else:

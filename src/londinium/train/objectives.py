@@ -230,7 +230,3 @@ def open_objective(ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Ca
         return SFT(ws, cfg, train, val, log)
     return NextToken(cfg, train, val)
 
-
-def is_assistant(cfg: Config) -> bool:
-    """Whether a run's config says it was fine-tuned to answer in the chat template."""
-    return cfg.train.objective == "sft"
