@@ -12,7 +12,7 @@
     londinium chat              an interactive REPL that streams the model's continuation of your text
     londinium export            a checkpoint -> exports/<run>-step-<N>/ (transformers) or .gguf (llama.cpp)
     londinium serve             an OpenAI-compatible HTTP server over a run (--run, --host, --port, --api-key)
-    londinium index build       corpus -> index/ (BM25 over spelling-folded words, for search and MCP)
+    londinium index build       corpus -> index/ (BM25 over words folded as the corpus profile says, for search and MCP)
     londinium search QUERY      the best-matching corpus documents, with snippet and provenance (--format json)
     londinium mcp               the model and corpus as MCP tools, resources and prompts (stdio; --http)
     londinium bench serve       load an OpenAI-compatible server: TTFT/TPOT/ITL/E2EL, throughput, goodput -> bench/<name>/
@@ -398,16 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, choices=["hf", "gguf"], help="hf (transformers, vLLM) or gguf (llama.cpp); default export.format")
     p.add_argument("--dtype", default=None, metavar="DTYPE", help="float32, bfloat16, float16 (hf); float32, float16, q8_0 (gguf)")
     p.set_defaults(handler=cmd_export)
-    index = stage("index", "corpus -> search index (BM25, period spellings folded)")
+    index = stage("index", "corpus -> search index (BM25; words folded as the corpus profile says, index.folding)")
     verb(index, "build", cmd_index_build, "index every corpus document for `londinium search` and the MCP search tools")
 
     p = stages.add_parser("search", help="search the corpus: best-matching documents with snippet, offsets and provenance",
                           description="search the corpus index (build it with `londinium index build`); "
-                                      "modern and period spellings match each other")
+                                      "words match as the index folded them (case only, or early-modern spellings under period-london)")
     _common(p)
-    p.add_argument("query", help="words to search for, in any spelling")
+    p.add_argument("query", help="words to search for")
     p.add_argument("--k", type=int, default=10, help="results at most (default 10)")
-    p.add_argument("--source", default=None, help="only documents of this source id (e.g. shakespeare, kjv)")
+    p.add_argument("--source", default=None, help="only documents of this source id (the sources registry's ids)")
     p.add_argument("--split", default=None, choices=["train", "val", "test"], help="only documents of this split")
     p.add_argument("--period-from", type=int, default=None, metavar="YEAR", help="only documents whose period reaches this year or later")
     p.add_argument("--period-to", type=int, default=None, metavar="YEAR", help="only documents whose period starts by this year")

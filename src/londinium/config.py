@@ -153,7 +153,7 @@ class CorpusConfig:
     max_boilerplate: float = doc(0.3, "Maximum share of lines that look like licence or site boilerplate.", **SHARE)
     min_english: float = doc(0.25, "Minimum share of words that are common English function words (old spellings count).", **SHARE)
     min_english_paragraph: float = doc(0.12, "Paragraphs of 30+ words scoring below this English share are dropped (Latin or Italian poems inside an English book); 0 turns it off.", **SHARE)
-    near_dup_threshold: float = doc(0.3, "Jaccard similarity (word shingles of a spelling-folded form) at or above which two texts are grouped as near-duplicates; modern vs Folio texts of one play measure 0.38-0.61, different plays <= 0.02.", gt=0, le=1)
+    near_dup_threshold: float = doc(0.3, "Jaccard similarity (word shingles of a form folded as the corpus profile says) at or above which two texts are grouped as near-duplicates; modern vs Folio texts of one play measure 0.38-0.61, different plays <= 0.02.", gt=0, le=1)
     near_dup_containment: float = doc(0.5, "Share of the smaller text's shingles found in another text at or above which the two are grouped (an anthology and a poem it reprints).", gt=0, le=1)
     near_duplicates: str = doc("auto", "What happens to a group of near-duplicates: 'group' keeps them all in one split; 'keep-one' keeps the longest and records the others as rejections naming it; 'auto' is 'group' for the embedded registry (a play's modern and Folio texts are near-duplicates on purpose) and 'keep-one' for your own (copies of a page are waste).", choices=("auto", "group", "keep-one"))
     shingle_words: int = doc(3, "Words per shingle for MinHash near-duplicate detection.", ge=1, le=64)
@@ -369,6 +369,8 @@ class IndexConfig:
     k1: float = doc(1.5, "BM25 term-frequency saturation (bm25s' default).", gt=0, le=100)
     b: float = doc(0.75, "BM25 length normalisation: 0 none, 1 full (bm25s' default).", **SHARE)
     snippet_chars: int = doc(240, "Characters of document text around the best match that a hit shows.", ge=20, le=100_000)
+    folding: str = doc("profile", "How words are keyed for matching: 'profile' folds each source as the corpus profile says (period-london: 'vpon' finds 'upon'; neutral and your own corpora: lower case only), 'none' or 'early-modern' folds every document so (docs/search.md).",
+                       choices=("profile", "none", "early-modern"))
 
 
 @dataclass

@@ -264,7 +264,7 @@ class Workspace:
 
     @property
     def index_spellings(self) -> Path:
-        """{folded term: the spellings of it in the corpus}, to find a hit's matched words fast."""
+        """{folding: {folded term: the spellings of it in the corpus}}, to find a hit's matched words fast."""
         return self.index_dir / "spellings.json"
 
     @property

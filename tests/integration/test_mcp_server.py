@@ -38,6 +38,7 @@ async def stdio_session(ws: Workspace) -> dict:
     params = StdioServerParameters(command=sys.executable, args=server_args(ws), env=server_env())
     async with Client(params, read_timeout_seconds=120) as c:
         out["server_info"] = c.server_info
+        out["instructions"] = c.instructions
         out["tools"] = {t.name: t for t in (await c.list_tools()).tools}
         out["resources"] = {str(r.uri): r for r in (await c.list_resources()).resources}
         out["templates"] = [t.uri_template for t in (await c.list_resource_templates()).resource_templates]
@@ -108,6 +109,10 @@ def test_initialize_and_list_everything(session):
     assert set(session["resources"]) == {"londinium://reports/tokenizer", "londinium://reports/eval", "londinium://reports/model-card"}
     assert session["templates"] == ["londinium://corpus/{id}"]
     assert set(session["prompts"]) == {"continue_in_period_style", "explain_phrase_sources"}
+    # the corpus has the period-london profile: its language and its spelling folding are named
+    assert "the English of London, 1590-1670" in session["instructions"] and "any spelling" in session["instructions"]
+    assert "London, 1590-1670" in gen["properties"]["prompt"]["description"]
+    assert "'vpon' finds 'upon'" in session["tools"]["search_corpus"].input_schema["properties"]["query"]["description"]
 
 
 def test_generate_is_seeded_and_safe_under_concurrent_calls(session):
@@ -163,6 +168,9 @@ def test_model_info_and_resources(session, ws):
     assert info["training_tokens"] == 6 * 512 and info["architecture"]["n_layer"] == 2
     assert info["architecture"]["transformers_class"] == "GPT2LMHeadModel"
     assert info["eval"]["perplexity"]["val"]["bits_per_byte"] > 0
+    cloze = json.loads(ws.eval_results(RUN).read_text(encoding="utf-8"))["cloze"]["summary"]["overall"]
+    assert info["eval"]["cloze"]["accuracy"] == cloze["accuracy"] and "probes" not in info["eval"]  # eval.probes = false
+    assert f"cloze set: {cloze['accuracy']:.1%} ± {cloze['accuracy_se']:.1%} correct of {cloze['n']}" in text_of(session["model_info"])
     read = session["read"]
     assert read["londinium://reports/tokenizer"] == ws.tokenizer_report_md.read_text(encoding="utf-8")
     assert read["londinium://reports/eval"] == ws.eval_report_md(RUN).read_text(encoding="utf-8")

@@ -1,7 +1,7 @@
 """What the MCP tools do, as plain Python: one loaded model and the corpus index behind a lock.
 
     service = ModelService.load(ws, cfg)
-    service.generate("Thou art", max_tokens=20, temperature=0.7, seed=1)
+    service.generate("It is", max_tokens=20, temperature=0.7, seed=1)
     service.score_text("To be, or not to be")          # == `londinium eval`'s per-document figures
     service.compare_continuations("The quality of mercy is not", [" strain'd", " sold"])
     service.search("vpon the heath"), service.document(doc_id), service.model_info()
@@ -20,7 +20,7 @@ import contextlib
 import json
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from londinium.config import Config
@@ -44,6 +44,30 @@ def document_uri(doc_id: str) -> str:
     from mcp.shared.uri_template import UriTemplate
 
     return UriTemplate.parse(DOCUMENT_URI_TEMPLATE).expand({"id": doc_id})
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How the server speaks of its corpus to a host, from the corpus profile (`profiles.profile_for`)
+    and the search index: nothing period-specific for a corpus that did not ask for it."""
+
+    style: str  # the profile's name for the corpus's language ("" nothing specific)
+    folds: bool  # whether search folds spellings (the index's folding; the profile's without an index)
+    sources: tuple[str, ...] = ()  # the indexed source ids
+
+    @property
+    def corpus(self) -> str:
+        return f"a corpus of {self.style}" if self.style else "a corpus of texts"
+
+    @property
+    def query(self) -> str:
+        if self.folds:
+            return "Words to find, in any spelling ('vpon' finds 'upon' and back)."
+        return "Words to find (case does not matter; a word matches as it is spelt)."
+
+    @property
+    def source(self) -> str:
+        return f"Only this source id ({', '.join(self.sources)})." if self.sources else "Only this source id."
 
 
 class ModelService:
@@ -92,10 +116,14 @@ class ModelService:
     def index_error(self) -> LondiniumError | None:
         return self._index_error
 
-    def period_label(self) -> str:
-        """The corpus's years as text ("1590-1671"), or "the corpus's period" when unknown."""
-        span = self._index.period_range() if self._index is not None else None
-        return f"{span[0]}-{span[1]}" if span else "the corpus's period"
+    def wording(self) -> Wording:
+        """How the tools and prompts speak of this corpus (see `Wording`)."""
+        from londinium.profiles import profile_for
+
+        profile, index = profile_for(self.ws), self._index
+        if index is None:
+            return Wording(profile.style, profile.folds)
+        return Wording(profile.style, any(f != "none" for f in index.folding.values()), tuple(index.sources))
 
     @property
     def index(self) -> Any:
@@ -223,7 +251,10 @@ def eval_summary(ws: Workspace, run: str) -> dict[str, Any] | None:
     out: dict[str, Any] = {"checkpoint": r.get("checkpoint"), "report": str(ws.eval_report_md(run))}
     out["perplexity"] = {split: {k: block["total"][k] for k in ("perplexity", "bits_per_byte", "tokens")}
                          for split, block in r.get("perplexity", {}).items() if isinstance(block, dict) and "total" in block}
+    cloze = r.get("cloze", {}).get("summary", {}).get("overall")
+    if cloze and cloze.get("n"):
+        out["cloze"] = cloze
     probes = r.get("probes", {}).get("summary", {}).get("overall")
-    if probes:
-        out["probes"] = probes
+    if probes and probes.get("n"):
+        out["probes"] = {**probes, "title": r["probes"].get("title") or r["probes"].get("name", "")}
     return out
