@@ -5,6 +5,7 @@
     londinium data prepare      corpus + tokenizer -> shards/{train,val,test}.bin + meta.json
     londinium train             shards -> runs/<name>/ checkpoints, metrics, loss plot (--resume, --run;
                                 torchrun --nproc_per_node=N -m londinium train for DDP)
+    londinium tasks build       corpus -> tasks/<task>/items.jsonl: tasks with checkable answers + tasks/card.md
     londinium model info        parameters, FLOPs per token and memory of the configured model
     londinium eval              a checkpoint -> eval/<run>/report.md + results.json (--run, --text FILE,
                                 --compare RUN_A RUN_B)
@@ -142,6 +143,16 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks_build(args: argparse.Namespace) -> int:
+    from londinium.tasks.build import build_tasks
+
+    ws, cfg = _context(args)
+    if args.task:
+        cfg.tasks.tasks = args.task
+    build_tasks(ws, cfg.tasks, force=args.force)
+    return 0
+
+
 def cmd_model_info(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -165,9 +176,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     from londinium.eval.run import evaluate
 
+    if args.shots is not None and args.shots < 0:
+        raise LondiniumError(f"--shots {args.shots}: give 0 or more solved examples")
     if args.checkpoint:
         cfg.eval.checkpoint = args.checkpoint
-    evaluate(ws, cfg, run=args.run, texts=args.text, force=args.force)
+    evaluate(ws, cfg, run=args.run, texts=args.text, force=args.force, tasks=args.tasks, shots=args.shots)
     return 0
 
 
@@ -347,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the SFT run from its newest valid checkpoint, with its config")
     p.set_defaults(handler=cmd_sft)
 
+    tasks = stage("tasks", "corpus -> tasks with answers a program checks (fine-tuning data, task evaluation)")
+    p = verb(tasks, "build", cmd_tasks_build, "cut the task set from the corpus splits into tasks/<task>/items.jsonl and its card tasks/card.md")
+    p.add_argument("--task", action="append", default=[], metavar="NAME", help="cut only this task (repeatable; default: tasks.tasks, else the corpus's default mix)")
+
     model = stage("model", "the GPT architecture")
     verb(model, "info", cmd_model_info, "parameters, FLOPs per token and memory estimate (weights, AdamW, activations, KV cache)")
 
@@ -358,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="'best', 'latest' or a checkpoint directory (default: eval.checkpoint)")
     p.add_argument("--text", action="append", default=[], metavar="FILE", help="also report perplexity on this UTF-8 text file (repeatable)")
     p.add_argument("--compare", nargs=2, default=None, metavar=("RUN_A", "RUN_B"), help="print and write two evaluated runs side by side")
+    p.add_argument("--tasks", action="store_true", help="also answer the task set (built first if needed) by generation: scores with baselines and format compliance")
+    p.add_argument("--shots", type=int, default=None, metavar="K", help="solved examples before each task question (default: tasks.shots for a base model, 0 for an SFT run)")
     p.set_defaults(handler=cmd_eval)
 
     from londinium.infer.options import add_generate_arguments, add_model_arguments, add_sampling_arguments

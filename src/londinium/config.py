@@ -300,6 +300,20 @@ class EvalConfig:
 
 
 @dataclass
+class TasksConfig:
+    """`londinium tasks build` and `londinium eval --tasks`: tasks cut from the corpus with answers a program checks (docs/tasks.md)."""
+
+    tasks: list[str] = doc([], "Tasks to cut and evaluate; empty: the corpus's default mix (the generic tasks and its profile's).", pattern=r"[a-z_]+")
+    train_items: int = doc(1000, "Items per task cut from the train split (what fine-tuning trains on) at most.", ge=0, le=1_000_000)
+    eval_items: int = doc(200, "Items per task cut from each of the val and test splits at most.", ge=1, le=1_000_000)
+    choices: int = doc(4, "Choices of a multiple-choice item at most (fewer when the corpus has fewer labels).", ge=2, le=16)
+    passage_words: int = doc(40, "Words of the passage a next-word, source, period or title item shows.", ge=4, le=2000)
+    seed: int = doc(1337, "Seed of the task set: the same corpus and seed give the same items.", **SEED)
+    shots: int = doc(2, "Solved train items shown before each question when evaluating a base (not fine-tuned) model; fewer when the context is short.", ge=0, le=32)
+    max_tokens: int = doc(48, "Tokens generated per answer at most; an answer without <|end|> by then fails format compliance.", ge=1)
+
+
+@dataclass
 class GenerateConfig:
     """Defaults of `londinium generate` and `londinium chat`; each also has a command-line flag."""
 
@@ -400,6 +414,7 @@ class Config:
     sft: SftConfig = field(default_factory=SftConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
