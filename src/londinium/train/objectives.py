@@ -138,13 +138,16 @@ class SFT:
             log(f"sft: {len(skipped) + len(skipped_val):,} task conversation(s) longer than model.context + 1 "
                 f"({context + 1} tokens) left out")
         self.train_examples, self.val_examples = task_train + user_examples[0], task_val + user_examples[1]
+        if not self.train_examples and skipped:
+            raise sft_data.DataError(f"all {len(skipped):,} task conversations of the train split are longer than model.context + 1 "
+                                     f"({context + 1} tokens): fine-tune a base run trained with a longer model.context")
         if not self.train_examples:
             raise sft_data.DataError("no conversations to train on: give --data FILE (JSONL) or --tasks (the task set)")
         if not self.val_examples:
             raise sft_data.DataError("no held-out conversations to validate on: the task set's val split is empty and "
                                      "sft.val_share holds none of --data back; raise sft.val_share (or add conversations)")
         self.val_examples = self.val_examples[:s.val_conversations]
-        self.data_files = [Path(p) for p in s.data]
+        self.data_files = [Path(p) for p in s.data] + sft_data.task_files(ws, s.tasks)
         self.data_digest = sft_data.data_sha256(self.train_examples + self.val_examples)
         counts: dict[str, int] = {}
         for e in self.train_examples:

@@ -183,6 +183,15 @@ def task_conversations(ws: Workspace, split: str, tasks: Sequence[str]) -> list[
             for row in conversations(ws, split, chosen)]
 
 
+def task_files(ws: Workspace, tasks: Sequence[str]) -> list[Path]:
+    """The item files of the tasks trained on: a rebuilt task set makes the run out of date."""
+    if not tasks:
+        return []
+    from londinium.tasks.messages import default_tasks
+
+    return [ws.task_items(name) for name in (default_tasks(ws) if list(tasks) == ["default"] else tasks)]
+
+
 def held_out(conversations: Sequence[Conversation], share: float) -> tuple[list[Conversation], list[Conversation]]:
     """(train, val) of a user's conversations: the `share` (at least one, when there are two or
     more) whose sha256 sorts first is held out. By content, not by position: adding lines to a file
