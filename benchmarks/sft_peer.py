@@ -117,8 +117,9 @@ def run_trl(ws: Workspace, args: argparse.Namespace, train: list, out: Path) -> 
 
 
 @torch.no_grad()
-def scores(forward, generate, tokenizer, val: list, max_tokens: int) -> tuple[float, float]:
-    """(mean NLL of the answers' tokens, share of greedy answers equal to the reference)."""
+def scores(forward, generate, tokenizer, val: list, max_tokens: int, context: int) -> tuple[float, float]:
+    """(mean NLL of the answers' tokens, share of greedy answers equal to the reference); an answer
+    is generated up to `max_tokens` or the end of the context, whichever comes first."""
     nll, n, exact = 0.0, 0, 0
     for c in val:
         chat = tokenize_chat(tokenizer, list(c.messages), add_generation_prompt=False)
@@ -128,7 +129,7 @@ def scores(forward, generate, tokenizer, val: list, max_tokens: int) -> tuple[fl
         losses = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:], reduction="none")
         nll, n = nll + float(losses[mask].sum()), n + int(mask.sum())
         prompt = tokenize_chat(tokenizer, list(c.messages[:-1])).ids
-        exact += generate(prompt, max_tokens).strip() == c.messages[-1]["content"].strip()
+        exact += generate(prompt, min(max_tokens, context - len(prompt))).strip() == c.messages[-1]["content"].strip()
     return nll / max(1, n), exact / max(1, len(val))
 
 
@@ -169,14 +170,14 @@ def main() -> int:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, stop_token_ids=[end])
 
         def ours_generate(prompt: list[int], k: int) -> str:
-            return engine.generate([prompt], params)[0].text
+            return engine.generate([prompt], params.replace(max_tokens=k))[0].text
 
         def trl_generate(prompt: list[int], k: int) -> str:
             out = trl_model.generate(torch.tensor([prompt]), max_new_tokens=k, do_sample=False, eos_token_id=end, pad_token_id=end)
             return engine.tokenizer.decode(out[0, len(prompt):].tolist(), skip_special_tokens=True)
 
-        ours = scores(lambda x: trained.model(x)[0], ours_generate, engine.tokenizer, val, args.max_tokens)
-        theirs = scores(lambda x: trl_model(x).logits, trl_generate, engine.tokenizer, val, args.max_tokens)
+        ours = scores(lambda x: trained.model(x)[0], ours_generate, engine.tokenizer, val, args.max_tokens, engine.context)
+        theirs = scores(lambda x: trl_model(x).logits, trl_generate, engine.tokenizer, val, args.max_tokens, engine.context)
 
     print(f"sft peer: {len(train)} train / {len(val)} held-out conversations, {args.steps} steps of batch {args.batch_size}, "
           f"{args.threads} thread(s)")
