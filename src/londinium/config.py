@@ -264,7 +264,7 @@ class SftConfig:
     warmup_steps: int = doc(20, "Linear warm-up steps.", ge=0)
     max_steps: int = doc(600, "Optimiser steps (train.max_steps' role).", ge=1)
     max_minutes: float = doc(0.0, "Time budget, planned as train.max_minutes (0: none).", ge=0, le=10**7, hint="(0: no time budget)")
-    max_tokens: int = doc(0, "Token budget, planned as train.max_tokens: padded positions count (0: none).", ge=0, le=10**15, hint="(0: no token budget)")
+    max_tokens: int = doc(0, "Token budget, planned as train.max_tokens, a step counted as train.batch_size x model.context per process (an upper bound: rows are padded to the batch's longest only; 0: none).", ge=0, le=10**15, hint="(0: no token budget)")
     eval_every: int = doc(100, "Steps between evaluations (and checkpoints).", ge=1)
 
 
