@@ -6,6 +6,7 @@ are the same through every path: the engine, `londinium chat`, the server's /v1/
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 import tomllib
@@ -22,6 +23,7 @@ from londinium.infer.sampling import SamplingParams
 from londinium.model.load import load_run
 from londinium.train.monitor import read_metrics
 from londinium.train.sft_data import held_out, read_conversations
+from londinium.workspace import Workspace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 BASE, SFT = "sft-base", "sft-chat"
@@ -129,3 +131,24 @@ def test_chat_on_a_base_run_says_it_continues_text(runs, monkeypatch):
     rc, out, err = cli_in_process(["chat", "-w", str(ws.root), "--run", BASE, "--checkpoint", "latest", "--greedy", "--max-tokens", "4"])
     assert rc == 0, err
     assert "base model continues your text" in out.splitlines()[0] and len(out.splitlines()) == 2
+
+
+@pytest.mark.slow  # ~10 s: a base of context 128 (the task prompts are ~100 tokens), the task set, a short SFT
+def test_the_task_set_and_a_users_file_train_together(tiny_workspace, tmp_path):
+    import shutil
+
+    ws = Workspace(tmp_path / "ws")  # a copy: the task set is built into it, not into the shared workspace
+    keep = {"corpus", "tokenizer", "shards", "manifest.json"}
+    shutil.copytree(tiny_workspace.root, ws.root, ignore=lambda d, names: [n for n in names if d == str(tiny_workspace.root) and n not in keep])
+    rc, _, err = cli_in_process(train_args(ws, "base128", 6, "--set", "model.context=128"))
+    assert rc == 0, err
+    rc, _, err = cli_in_process(["tasks", "build", "-w", str(ws.root)])
+    assert rc == 0, err
+    data = write_conversations(ws, tmp_path / "chats.jsonl")
+    rc, out, err = cli_in_process(sft_args(ws, "base128", "mixed", 4, data, "--tasks", "default"))
+    assert rc == 0, err
+    mix = next(line for line in out.splitlines() if "sft: base run" in line)
+    counts = dict(re.findall(r"(\w+) ([\d,]+)(?=[,)])", mix.split("conversations (")[1]))
+    assert set(counts) == {"data", "next_word"} and int(counts["data"]) == 46  # both sources; 2 of the 48 lines held out
+    saved = tomllib.loads(ws.run_config_file("mixed").read_text())
+    assert saved["sft"]["tasks"] == ["default"] and saved["sft"]["data"] == [str(data)]
