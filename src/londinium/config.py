@@ -243,6 +243,29 @@ class TrainConfig:
     peak_tflops: float = doc(0.0, "Peak TFLOP/s per process for MFU; 0 measures a matmul on CPU or looks up known GPUs.", ge=0, hint="(0: measure)")
     budget_warn_epochs: float = doc(4.0, "Warn before training when the plan reads the train split more than this many times.", gt=0)
     threads: int = doc(0, "CPU threads per process (torch.set_num_threads); 0 keeps torch's default. Bit-exact resume needs the same value.", ge=0, le=4096, hint="(0: torch's default)")
+    objective: str = doc("next-token", "What the run trains for: 'next-token' (pre-training on the shards) or 'sft' (fine-tuning sft.base on conversations; `londinium sft` sets it).", choices=("next-token", "sft"))
+
+
+@dataclass
+class SftConfig:
+    """`londinium sft`: supervised fine-tuning of a trained run on conversations (docs/sft.md). The run's
+    learning rate, schedule and budget come from here (onto its [train]); the rest of [train] applies as set."""
+
+    base: str = doc("", "The run whose checkpoint is fine-tuned (--run); empty: train.run_name.", **RUN_OR_EMPTY)
+    checkpoint: str = doc("best", "The base run's checkpoint: 'best', 'latest', 'step-N', or a checkpoint directory (--checkpoint).", **CHECKPOINT)
+    run_name: str = doc("", "Name of the SFT run (--name); empty: '<base>-sft'.", **RUN_OR_EMPTY)
+    tasks: list[str] = doc(["default"], "Task-set tasks to train on: ['default'] (the task set's default mix), names, or [] (only sft.data).", pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*")
+    data: list[str] = doc([], "Your own conversations: JSONL files of {\"messages\": [...]} or {\"prompt\", \"completion\"} (--data, repeatable).", path=True)
+    val_share: float = doc(0.05, "Share of the conversations of sft.data held out for validation (at least one), by content hash.", ge=0, lt=1)
+    val_conversations: int = doc(500, "Held-out conversations each evaluation scores at most.", ge=1)
+    replay_share: float = doc(0.1, "Share of the loss given to pre-training text (replay, against forgetting), read in round(batch_size x share) rows of each batch, at least one (0: none).", ge=0, lt=1)
+    learning_rate: float = doc(1e-3, "Peak learning rate of the SFT run (train.learning_rate's role).", gt=0)
+    schedule: str = doc("cosine", "Learning-rate decay after warm-up, as train.schedule.", choices=("cosine", "wsd"))
+    warmup_steps: int = doc(20, "Linear warm-up steps.", ge=0)
+    max_steps: int = doc(600, "Optimiser steps (train.max_steps' role).", ge=1)
+    max_minutes: float = doc(0.0, "Time budget, planned as train.max_minutes (0: none).", ge=0, le=10**7, hint="(0: no time budget)")
+    max_tokens: int = doc(0, "Token budget, planned as train.max_tokens, a step counted as train.batch_size x model.context per process (an upper bound: rows are padded to the batch's longest only; 0: none).", ge=0, le=10**15, hint="(0: no token budget)")
+    eval_every: int = doc(100, "Steps between evaluations (and checkpoints).", ge=1)
 
 
 @dataclass
@@ -274,6 +297,11 @@ class EvalConfig:
     seed: int = doc(1337, "Seed of sampling, so a report card is reproducible.", **SEED)
     period_words: str = doc("", "Word list of period vocabulary (one per line); empty: the corpus profile's list, if any; a file with no words turns the column off.", path=True)
     anachronisms: str = doc("", "Word list of anachronisms (one per line); empty: the corpus profile's list, if any; a file with no words turns the column off.", path=True)
+
+
+# What generation can hold the linear layers' weights in (londinium.model.quantize), and its KV cache.
+WEIGHT_DTYPES = ("float32", "float16", "int8")
+KV_DTYPES = ("float32", "int8")
 
 
 @dataclass
@@ -309,6 +337,9 @@ class GenerateConfig:
     seed: int = doc(-1, "Seed for reproducible sampling; negative: a fresh seed each run.", le=2**63 - 1, hint="(negative: a fresh seed)")
     stop: list[str] = doc([], "Stop strings: generation ends before the first one, which is not returned.", pattern=r"(?s).+", hint="(no empty strings)")
     chat_window: int = doc(0, "Tokens of conversation `chat` keeps (a rolling window); 0: the model's context.", ge=0, hint="(0: the model's context)")
+    weight_dtype: str = doc("float32", "Weights of the linear layers while generating and serving: 'float32', 'float16' or 'int8' (CPU only; fewer bytes per weight, see docs/generation.md).", choices=WEIGHT_DTYPES)
+    compile: bool = doc(False, "Compile the decode step with torch.compile (needs a C++ compiler; each new batch shape costs seconds to a minute the first time).")
+    kv_dtype: str = doc("float32", "Keys and values of the running sequences' KV cache: 'float32', or 'int8' (keys per channel, values per token, the newest positions float32: ~3x less memory; docs/generation.md).", choices=KV_DTYPES)
 
 
 @dataclass
@@ -365,6 +396,29 @@ class IndexConfig:
 
 
 @dataclass
+class RetrieveConfig:
+    """`londinium index vectors`, `londinium embed`, `londinium ask`: embeddings, hybrid retrieval and
+    grounded answers with citations (docs/rag.md). The defaults were chosen on the retrieval eval (docs/LOG.md)."""
+
+    embedder: str = doc("corpus", "Embedding model: 'corpus' (static word vectors learned from the corpus by `index vectors`), 'model' (a trained run's mean-pooled hidden states), 'sentence-transformers' (a local model folder), 'wordllama' (the static model in the wordllama wheel), 'openai' (any OpenAI-compatible /v1/embeddings).",
+                        choices=("corpus", "model", "sentence-transformers", "wordllama", "openai"))
+    embedder_path: str = doc("", "sentence-transformers: the model folder (e.g. one with config_sentence_transformers.json).", path=True)
+    embedder_run: str = doc("", "model: the training run whose hidden states embed; empty: train.run_name.", **RUN_OR_EMPTY)
+    embedder_url: str = doc("", "openai: the base URL, e.g. http://127.0.0.1:8000/v1 ($OPENAI_API_KEY or serve.api_key is sent).")
+    embedder_model: str = doc("", "openai: the model id to send.")
+    dim: int = doc(256, "corpus: dimensions of the learned word vectors.", ge=8, le=2048)
+    passage_chars: int = doc(250, "A document is cut into passages of at most this many characters (at blank lines, then line and sentence ends) for the vector index and citations.", ge=50, le=100_000)
+    mode: str = doc("bm25", "Retrieval: 'bm25' (the search index), 'vector' (the vector index) or 'hybrid' (both, fused; needs `londinium index vectors`).", choices=("bm25", "vector", "hybrid"))
+    fusion: str = doc("weighted", "How hybrid fuses the two rankings: 'rrf' (reciprocal-rank fusion) or 'weighted' (min-max normalised scores).", choices=("rrf", "weighted"))
+    rrf_k: int = doc(60, "Reciprocal-rank fusion constant: a document at rank r adds 1 / (rrf_k + r).", ge=1, le=10_000)
+    vector_weight: float = doc(0.2, "Share of the vector ranking in fusion (1 - it: BM25's).", **SHARE)
+    depth: int = doc(20, "Candidates each retriever gives fusion.", ge=1, le=100)
+    k: int = doc(5, "Passages `ask` retrieves and cites at most.", ge=1, le=100)
+    min_support: float = doc(0.5, "`ask` refuses when the best passage's support (query words found in it, and its similarity) is below this; calibrated on the retrieval eval.", **SHARE)
+    answer: str = doc("extractive", "`ask`'s answer: 'extractive' (quote the best passage) or 'generate' (a model writes it from numbered passages).", choices=("extractive", "generate"))
+
+
+@dataclass
 class McpConfig:
     """`londinium mcp`: the model and corpus as MCP tools (docs/mcp.md). The model served, its device and
     the API key come from [serve], so `londinium serve` and `londinium mcp` serve the same model under one key."""
@@ -388,12 +442,14 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
     mcp: McpConfig = field(default_factory=McpConfig)
 
     def section(self, name: str) -> Any:
@@ -572,6 +628,8 @@ def resolve_path(cls: type, key: str, value: Any, relative_to: str | Path) -> An
     `~` expanded); values of other fields, empty values and names such as 'best' unchanged. Purely
     textual: nothing is looked up on disk at load time, the stage that uses the path checks it."""
     kind = next(f for f in dataclasses.fields(cls) if f.name == key).metadata.get("path")
+    if kind and isinstance(value, list):  # a list of files: each item as a path
+        return [resolve_path(cls, key, v, relative_to) for v in value]
     if not kind or not isinstance(value, str) or not value or (isinstance(kind, str) and re.fullmatch(kind, value)):
         return value
     return os.path.abspath(os.path.join(relative_to, os.path.expanduser(value)))

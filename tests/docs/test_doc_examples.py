@@ -67,6 +67,11 @@ log_every = 1
 threads = 1
 budget_warn_epochs = 1000.0
 
+[sft]
+max_steps = 4
+eval_every = 4
+warmup_steps = 1
+
 [eval]
 max_docs = 4
 prompts = 1

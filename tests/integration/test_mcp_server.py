@@ -21,7 +21,7 @@ from londinium.workspace import Workspace
 from tests.integration.mcp_helpers import (ODD_ID, ODD_TEXT, PASSAGE, RUN, free_port, mcp_workspace, server_args, server_env,
                                            stop, text_of, wait_for_port)
 
-TOOLS = {"generate", "score_text", "compare_continuations", "search_corpus", "get_document", "model_info"}
+TOOLS = {"generate", "score_text", "compare_continuations", "search_corpus", "ask", "get_document", "model_info"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -56,6 +56,9 @@ async def stdio_session(ws: Workspace) -> dict:
         doc_id = out["search"].structured_content["hits"][0]["id"]
         out["document"] = await call("get_document", {"id": doc_id})
         out["model_info"] = await call("model_info", {})
+        out["ask"] = await call("ask", {"question": out["document"].structured_content["text"].split(".")[0], "k": 3})
+        out["ask_refused"] = await call("ask", {"question": "How does a lithium-ion battery store electric charge?"})
+        out["ask_empty"] = await call("ask", {"question": " "})
         out["read"] = {uri: (await c.read_resource(uri)).contents[0].text for uri in out["resources"]}
         out["read_document"] = (await c.read_resource(out["search"].structured_content["hits"][0]["uri"])).contents[0].text
         out["prompt"] = await c.get_prompt("explain_phrase_sources", {"phrase": "saith the Lord"})
@@ -95,6 +98,19 @@ async def stdio_session(ws: Workspace) -> dict:
 @pytest.fixture(scope="module")
 def session(ws) -> dict:
     return asyncio.run(stdio_session(ws))
+
+
+def test_ask_quotes_the_corpus_with_checked_citations_or_refuses(session, ws):
+    from londinium.index.search import CorpusIndex
+
+    answer = session["ask"].structured_content
+    assert not session["ask"].is_error and not answer["refused"] and answer["citations"]
+    index = CorpusIndex.load(ws)
+    for c in answer["citations"]:
+        assert c["valid"] and index.get(c["id"]).text[c["start"]:c["end"]] == c["quote"] and c["quote"] in answer["text"]
+    refused = session["ask_refused"].structured_content
+    assert refused["refused"] and refused["citations"] == [] and "does not say" in text_of(session["ask_refused"])
+    assert session["ask_empty"].is_error and "question is empty" in text_of(session["ask_empty"])
 
 
 def test_initialize_and_list_everything(session):

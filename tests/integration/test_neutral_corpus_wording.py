@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 RUN = "docs"
 # What only a period corpus may say: its language, its spelling folding, its example prompt, its prompt.
 PERIOD = re.compile(r"\bthou\b|period english|english of london|early-modern|shakespeare|\bvpon\b|\bfolio\b|any spelling|"
-                    r"spelling does not matter|spellings folded|period_style|1590", re.IGNORECASE)
+                    r"spelling does not matter|spellings folded|period_style|1590|period unknown|\| 0-0 \|", re.IGNORECASE)
 EVAL = ["eval.splits=['val']", "eval.max_docs=2", "eval.prompts=1", "eval.prompt_chars=60", "eval.reference_words=8",
         "eval.max_new_tokens=4", "eval.temperatures=[0.0]", "eval.cloze_items=40", "eval.cloze_context_words=12",
         "eval.batch_size=16", "train.threads=1"]

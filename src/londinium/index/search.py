@@ -446,7 +446,9 @@ def render_hits(query: str, hits: list[Hit]) -> str:
     lines = []
     for h in hits:
         lines.append(f"{h.rank}. [{h.score:.3f}] {h.id}")
-        lines.append(f"   {h.title or '(untitled)'} | source {h.source}, {period_label(h.period)}, {h.split} split"
+        period = period_label(h.period)
+        period = "" if period == "unknown" else f", {period}"  # a source that states no period: nothing to say
+        lines.append(f"   {h.title or '(untitled)'} | source {h.source}{period}, {h.split} split"
                      + (f" | {h.license}" if h.license else ""))
         lines.append(f"   chars {h.snippet_start}-{h.snippet_end}: {' '.join(h.snippet.split())}")
     return "\n".join(lines) + "\n"

@@ -19,15 +19,17 @@ from londinium.infer.user_text import check_text, decode_line
 from londinium.workspace import Workspace
 
 
-def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[Engine, str]:
-    """The engine for the chosen run and checkpoint, and a line saying what was loaded."""
+def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[Engine, Config]:
+    """The engine for the chosen run and checkpoint, and the config the run was trained with."""
     from londinium.model.load import load_run
 
     run = args.run or cfg.generate.run or cfg.train.run_name
     which = args.checkpoint or cfg.generate.checkpoint
     device, setting = (args.device, "--device") if args.device else (cfg.generate.device, "generate.device")
-    engine = Engine.from_trained(load_run(ws, run=run, checkpoint=which, device=device, device_setting=setting))
-    return engine, engine.loaded_from
+    if args.weight_dtype:
+        cfg.generate.weight_dtype = args.weight_dtype
+    trained = load_run(ws, run=run, checkpoint=which, device=device, device_setting=setting)
+    return Engine.from_trained(trained, cfg.generate), trained.config
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -66,8 +68,8 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 def generate_command(ws: Workspace, cfg: Config, args: argparse.Namespace) -> int:
     params = sampling_params(cfg, args).validate()  # before the slow part: bad flags fail at once
     prompts = read_prompts(args)
-    engine, loaded = load_engine(ws, cfg, args)
-    print(f"londinium generate: {loaded}", file=sys.stderr)
+    engine, _ = load_engine(ws, cfg, args)
+    print(f"londinium generate: {engine.loaded_from}", file=sys.stderr)
     streamable = len(prompts) == 1 and params.n == 1 and params.num_beams == 1 and params.best_of in (None, 1)
     if args.format == "text" and streamable:
         # One sequence: show it as it is written. The first step runs before the prompt is echoed,
@@ -102,6 +104,9 @@ def chat_command(ws: Workspace, cfg: Config, args: argparse.Namespace) -> int:
     from londinium.infer.chat import ChatSession, run_chat
 
     params = sampling_params(cfg, args).validate()
-    engine, loaded = load_engine(ws, cfg, args)
-    session = ChatSession(engine, params, window=cfg.generate.chat_window)
-    return run_chat(session, banner=f"londinium chat: {loaded}. A base model continues your text; /help for commands.")
+    engine, trained_with = load_engine(ws, cfg, args)
+    assistant = trained_with.train.objective == "sft"
+    session = ChatSession(engine, params, window=cfg.generate.chat_window, assistant=assistant)
+    how = ("A fine-tuned assistant: it answers through the chat template" if assistant
+           else "A base model continues your text")
+    return run_chat(session, banner=f"londinium chat: {engine.loaded_from}. {how}; /help for commands.")

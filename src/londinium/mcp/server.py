@@ -4,7 +4,7 @@
     londinium mcp --http --port 8001 [--api-key K]  streamable HTTP at http://127.0.0.1:8001/mcp
 
 Tools (typed input schemas; each answer is structured JSON plus a readable text part): generate,
-score_text, compare_continuations, search_corpus, get_document, model_info. Resources: the data
+score_text, compare_continuations, search_corpus, ask, get_document, model_info. Resources: the data
 card, the tokenizer report, the report card, the model card of the newest export (each one that
 exists when the server starts), and every corpus document at `londinium://corpus/{id}` (the id
 percent-encoded). Prompts: explain_phrase_sources, and continue_in_period_style for a corpus whose
@@ -50,7 +50,8 @@ def instructions(wording: Wording) -> str:
     """What the server tells a host about itself (MCP's `instructions`)."""
     return (f"A small GPT trained from scratch on {wording.corpus}, and that corpus. Use search_corpus to find "
             f"where words or phrases occur{' (any spelling: modern and period spellings match)' if wording.folds else ''} "
-            "and cite the document id, source, title and licence it returns; get_document for a whole document; "
+            "and cite the document id, source, title and licence it returns; ask for an answer quoted from the corpus "
+            "with checked citations (or a refusal when the corpus does not say); get_document for a whole document; "
             "score_text to measure how surprising a passage is to the model; compare_continuations to ask which of "
             "several continuations the model finds likeliest; generate for the model's own continuation of a prompt; "
             "model_info for what the model is.")
@@ -122,6 +123,28 @@ class SearchHit(BaseModel):
 class SearchResult(BaseModel):
     query: str
     hits: list[SearchHit]
+
+
+class AskCitation(BaseModel):
+    n: int = Field(description="The passage's number: the answer cites it as [n].")
+    id: str = Field(description="Document id (get_document reads it).")
+    title: str
+    source: str
+    license: str
+    start: int = Field(description="Character offset of the quote in the document text.")
+    end: int
+    quote: str = Field(description="The quoted span: the document's text[start:end].")
+    valid: bool = Field(description="Checked: the document exists and holds the quote at these offsets.")
+
+
+class AskResult(BaseModel):
+    question: str
+    text: str = Field(description="The answer (a quote with [n] markers), or the refusal.")
+    refused: bool = Field(description="True when no passage supports an answer: the corpus does not say.")
+    support: float = Field(description="The best passage's support, 0-1: the share of the question's words (by rarity) its document holds.")
+    min_support: float = Field(description="Below this support the answer is refused (retrieve.min_support).")
+    mode: str
+    citations: list[AskCitation]
 
 
 class DocumentResult(BaseModel):
@@ -243,6 +266,22 @@ def build_server(service: ModelService) -> Any:
         hits = service.search(query, k=k, source=source, split=split, period_from=period_from, period_to=period_to)
         data = {"query": query, "hits": [{**h.to_dict(), "uri": document_uri(h.id)} for h in hits]}
         return _result(SearchResult, data, render_hits(query, hits))
+
+    @server.tool(annotations=readonly)
+    @_tool_error
+    def ask(
+        question: Annotated[str, Field(description=wording.question)],
+        k: Annotated[Optional[int], Field(description="Passages to retrieve at most (default: retrieve.k).", ge=1, le=100)] = None,
+        source: Annotated[Optional[str], Field(description=wording.source)] = None,
+        split: Annotated[Optional[str], Field(description="Only this corpus split: train, val or test.")] = None,
+    ) -> Annotated[CallToolResult, AskResult]:
+        """Answer from the corpus with citations (document id, offsets, the quoted span, checked against the corpus),
+        or refuse when no passage supports an answer. Extractive: the answer quotes the corpus, it invents nothing."""
+        from londinium.retrieve.answer import Answer, Citation, render_answer
+
+        r = service.ask(question, k=k, source=source, split=split)
+        shown = Answer(**{**r, "citations": [Citation(**c) for c in r["citations"]]})
+        return _result(AskResult, r, render_answer(shown))
 
     @server.tool(annotations=readonly)
     @_tool_error

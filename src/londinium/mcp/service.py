@@ -5,6 +5,7 @@
     service.score_text("To be, or not to be")          # == `londinium eval`'s per-document figures
     service.compare_continuations("The quality of mercy is not", [" strain'd", " sold"])
     service.search("vpon the heath"), service.document(doc_id), service.model_info()
+    service.ask("Who is the king of Denmark?")          # retrieve.answer.ask: cited answer or refusal
 
 Nothing here is new arithmetic: generation is `infer.engine.Engine` with `SamplingParams.from_config`
 (the one place defaults are decided); `score_text` is eval/perplexity.py's sliding window and
@@ -66,6 +67,10 @@ class Wording:
         return "Words to find (case does not matter; a word matches as it is spelt)."
 
     @property
+    def question(self) -> str:
+        return "A question about the corpus, in any spelling." if self.folds else "A question about the corpus."
+
+    @property
     def source(self) -> str:
         return f"Only this source id ({', '.join(self.sources)})." if self.sources else "Only this source id."
 
@@ -84,6 +89,7 @@ class ModelService:
         self.lock = threading.Lock()
         self._index: Any = None
         self._index_error: LondiniumError | None = None
+        self._retriever: Any = None
 
     @classmethod
     def load(cls, ws: Workspace, cfg: Config) -> ModelService:
@@ -207,6 +213,18 @@ class ModelService:
         """The index's hits (`index.search.Hit`) for `query`, best first."""
         self._text("query", query)
         return self.index.search(query, k=k, source=source, split=split, period_from=period_from, period_to=period_to)
+
+    def ask(self, question: str, k: int | None = None, source: str | None = None, split: str | None = None) -> dict[str, Any]:
+        """An extractive answer with checked citations, or a refusal (`retrieve/answer.py`, [retrieve]'s mode).
+        The retriever loads on the first call; its error (no vector index, say) is the tool's error."""
+        from londinium.retrieve.answer import ask
+        from londinium.retrieve.retriever import Retriever
+
+        self._text("question", question)
+        if self._retriever is None:
+            with self.lock:
+                self._retriever = self._retriever or Retriever.load(self.ws, self.cfg)
+        return ask(self._retriever, question, k=k, mode="extractive", source=source, split=split).to_dict()
 
     def document(self, doc_id: str) -> dict[str, Any]:
         doc = self.index.get(doc_id)

@@ -13,11 +13,10 @@ Context errors follow vLLM: a prompt that fills the context is refused with `par
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from londinium.infer.chat_template import END_OF_TURN, ChatTemplateError, render_chat
+from londinium.infer.chat_template import END_OF_TURN, ChatTemplateError, tokenize_chat
 from londinium.infer.sampling import SamplingError, SamplingParams
 from londinium.serve.errors import APIError, bad_request
 from londinium.serve.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
@@ -152,23 +151,10 @@ ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system mes
 
 
 def encode_chat(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], str]:
-    """Token ids and text of the chat template applied to `messages`.
-
-    The template's role markers become control tokens, the messages' content stays plain text: a
-    user who types "<|end|>" must not end a turn. So each content is rendered as a unique marker and
-    encoded on its own, without special tokens."""
-    marker = f"\ue000{uuid.uuid4().hex}"
-    shown = [{"role": m["role"], "content": f"{marker}{i}\ue001"} for i, m in enumerate(messages)]
-    rendered = render_chat(shown)
-    ids: list[int] = []
-    parts = re.split(re.escape(marker) + r"(\d+)\ue001", rendered)
-    for k, part in enumerate(parts):
-        if k % 2:  # the index of a message, whose content goes in here as plain text
-            ids += encode(tokenizer, messages[int(part)]["content"])
-        elif part:
-            ids += encode(tokenizer, part, allow_special=True)
-    text = render_chat(messages)
-    return ids, text
+    """Token ids and text of the chat template applied to `messages` (`chat_template.tokenize_chat`:
+    role markers are control tokens, the content stays plain text)."""
+    chat = tokenize_chat(tokenizer, messages)
+    return chat.ids, chat.text
 
 
 def _refuse_unsupported(req: ChatCompletionRequest) -> None:
