@@ -80,6 +80,11 @@ max_new_tokens = 8
 
 [generate]
 max_tokens = 16
+
+[tasks]
+train_items = 20
+eval_items = 4
+max_tokens = 8
 """
 USER_FILES = {
     "prompts.txt": "Thou art\nTo be, or\n",

@@ -28,6 +28,7 @@ def _cut(name: str, split: str) -> list[TaskItem]:
 
 @pytest.mark.parametrize("name", list(TASKS))
 def test_items_of_a_split_come_from_its_documents_and_point_into_them(name):
+    train_groups = {d["group"] for d in CORPUS["train"]}
     for split in ("train", "val", "test"):
         items = _cut(name, split)
         assert items, (name, split)
@@ -42,6 +43,7 @@ def test_items_of_a_split_come_from_its_documents_and_point_into_them(name):
             if item.prompt_start >= 0:
                 assert text[item.prompt_start:item.start] == item.prompt
             assert item.answer.strip() and item.answer not in item.distractors
+            assert split == "train" or item.group not in train_groups  # nothing held out was seen in pre-training
 
 
 def test_the_same_corpus_and_seed_give_the_same_items_and_another_seed_others():
@@ -132,3 +134,9 @@ def test_conversations_end_with_the_answer_the_instruction_leaves_out(tmp_path):
     assert [r["task"] for r in conversations(ws, "train", ["modernize"])] == ["modernize"] * SMALL.train_items
     md = (ws.stage_dir("tasks") / "card.md").read_text(encoding="utf-8")
     assert "| speaker | choice |" in md and "| modernize | chrf |" in md
+
+
+def test_the_two_editions_of_a_play_pair_by_their_group_not_their_file_names():
+    renamed = {split: [{**d, "id": d["id"].replace("_gut_f.txt", "e_gut_f.txt")} for d in rows] for split, rows in CORPUS.items()}
+    spec = TaskSpec(split="val", items=40)
+    assert TASKS["modernize"].cut(renamed, spec) == TASKS["modernize"].cut(CORPUS, spec) != []

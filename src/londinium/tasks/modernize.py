@@ -1,7 +1,8 @@
 """First Folio spelling -> modern spelling: the same line of a play in both editions.
 
 The default corpus has each play twice: the Gutenberg text in modern spelling (`*_gut.txt`) and the
-First Folio's (`*_gut_f.txt`); the corpus keeps both in one split (they are near-duplicates, one group).
+First Folio's (`*_gut_f.txt`); the corpus keeps both in one split and one near-duplicate group, which
+pairs them (their file names may differ: "comedy_of_errours_gut_f.txt").
 Lines are aligned by their spelling-folded words (`spelling.fold_word`: "vnder" and "under" meet):
 a Folio line whose folded form occurs exactly once in the modern text, and once in its own, is paired
 with that modern line. Only pairs whose words differ are kept (a line that needs no modernising tests
@@ -47,13 +48,17 @@ def cut_modernize(corpus: Corpus, spec: TaskSpec) -> list[TaskItem]:
     from londinium.tasks.period import text_file
 
     plays: dict[str, list[dict]] = {}  # text file -> its documents
+    editions: dict[str, set[str]] = {}  # near-duplicate group -> its text files
     for d in corpus.get(spec.split, ()):
         plays.setdefault(text_file(d), []).append(d)
+        editions.setdefault(str(d.get("group") or ""), set()).add(text_file(d))
     per_play: list[list[TaskItem]] = []
-    for play in sorted(g for g in plays if g.endswith(FOLIO)):
-        modern_docs = plays.get(play[: -len(FOLIO)] + MODERN)
-        if not modern_docs:
+    for files in (sorted(f) for _, f in sorted(editions.items())):
+        # the two editions of a play share a group (file names differ: "comedy_of_errours_gut_f.txt")
+        folios, moderns = [f for f in files if f.endswith(FOLIO)], [f for f in files if f.endswith(MODERN)]
+        if len(folios) != 1 or len(moderns) != 1:
             continue
+        play, modern_docs = folios[0], plays[moderns[0]]
         # align whole plays (documents are chunks; a line's twin may sit in another chunk)
         folio, modern = _joined(plays[play]), _joined(modern_docs)
         items = []
@@ -62,7 +67,7 @@ def cut_modernize(corpus: Corpus, spec: TaskSpec) -> list[TaskItem]:
             items.append(TaskItem(id="", task="modernize", split=spec.split, prompt=folio[0][fs:fe], answer=modern[0][ms:me],
                                   doc_id=str(doc.get("id", "")), source=str(doc.get("source") or ""), group=str(doc.get("group") or ""),
                                   start=start, end=start + me - ms))
-        random.Random(f"{spec.seed}:modernize:{play}").shuffle(items)
+        random.Random(f"{spec.seed}:modernize:{moderns[0]}").shuffle(items)
         per_play.append(items)
     from londinium.eval.heldout import interleave
 

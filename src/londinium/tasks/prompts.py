@@ -20,24 +20,32 @@ def choices_line(item: TaskItem) -> str:
     return "Choices: " + "; ".join(c.strip() for c in listed)
 
 
+def _choose(question: str, item: TaskItem) -> str:
+    return f"{question}\n\n{item.prompt.strip()}\n\n{choices_line(item)}"
+
+
+def _write(instruction: str, item: TaskItem) -> str:
+    return f"{instruction}\n\n{item.prompt.strip()}"
+
+
 def ask_next_word(item: TaskItem) -> str:
     return f"Which word comes next?\n\n{item.prompt.strip()} ...\n\n{choices_line(item)}"
 
 
 def ask_next_line(item: TaskItem) -> str:
-    return f"Write the line that comes next.\n\n{item.prompt.strip()}"
+    return _write("Write the line that comes next.", item)
 
 
 def ask_source(item: TaskItem) -> str:
-    return f"Which source is this passage from?\n\n{item.prompt.strip()}\n\n{choices_line(item)}"
+    return _choose("Which source is this passage from?", item)
 
 
 def ask_period(item: TaskItem) -> str:
-    return f"Which period is this passage from?\n\n{item.prompt.strip()}\n\n{choices_line(item)}"
+    return _choose("Which period is this passage from?", item)
 
 
 def ask_title(item: TaskItem) -> str:
-    return f"Which work is this passage from?\n\n{item.prompt.strip()}\n\n{choices_line(item)}"
+    return _choose("Which work is this passage from?", item)
 
 
 def ask_kjv_verse(item: TaskItem) -> str:
@@ -45,19 +53,19 @@ def ask_kjv_verse(item: TaskItem) -> str:
 
 
 def ask_kjv_reference(item: TaskItem) -> str:
-    return f"Which chapter and verse of the King James Bible is this?\n\n{item.prompt.strip()}"
+    return _write("Which chapter and verse of the King James Bible is this?", item)
 
 
 def ask_speaker(item: TaskItem) -> str:
-    return f"Who speaks these lines?\n\n{item.prompt.strip()}\n\n{choices_line(item)}"
+    return _choose("Who speaks these lines?", item)
 
 
 def ask_modernize(item: TaskItem) -> str:
-    return f"Write this First Folio line in modern spelling.\n\n{item.prompt.strip()}"
+    return _write("Write this First Folio line in modern spelling.", item)
 
 
 def ask_next_verse_line(item: TaskItem) -> str:
-    return f"Write the next line of the poem.\n\n{item.prompt.strip()}"
+    return _write("Write the next line of the poem.", item)
 
 
 ASK: dict[str, Callable[[TaskItem], str]] = {
