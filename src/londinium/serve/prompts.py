@@ -68,10 +68,10 @@ def _params(req: _Sampling, gen: Any, vocab_size: int, names: dict[str, str], **
     if req.logit_bias:
         bias: dict[int, float] = {}
         for key, value in req.logit_bias.items():
-            try:
-                bias[int(key)] = value
-            except ValueError:
-                raise bad_request(f"logit_bias: key {key!r} is not a token id (an integer in a string)", param="logit_bias") from None
+            # ASCII digits only: int() also reads " 1", "+1", "1_0" and other scripts' digits ("١")
+            if not re.fullmatch(r"-?[0-9]+", key):
+                raise bad_request(f"logit_bias: key {key!r} is not a token id (an integer in a string)", param="logit_bias")
+            bias[int(key)] = value
         overrides["logit_bias"] = bias
     overrides.update({k: v for k, v in extra.items() if v is not None})
     params = SamplingParams.from_config(gen, n=req.n, **overrides)
@@ -211,6 +211,9 @@ def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
         if role not in ("system", "user", "assistant"):
             raise bad_request(f"messages[{i}].role: unknown role {m.role!r}; use system, developer, user or assistant",
                               param=f"messages[{i}].role")
+        if m.content is None and role != "assistant":  # only a reply may be empty (the SDK sends ones back so)
+            raise bad_request(f"messages[{i}].content: a {m.role} message needs content, a string or a list of text "
+                              "parts, not null", param=f"messages[{i}].content")
         messages.append({"role": role, "content": _text(m.text(), f"messages[{i}].content")})
     try:
         ids, text = encode_chat(engine.tokenizer, messages)
