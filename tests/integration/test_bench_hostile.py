@@ -156,6 +156,9 @@ bad_chunks = st.one_of(
               | st.dictionaries(texts, anything, min_size=1, max_size=2)).map(json.dumps),
     st.builds(lambda t: {"choices": [{"text": t}]}, st.integers() | st.lists(texts, min_size=1, max_size=2) | st.booleans()).map(json.dumps),
     st.builds(lambda f: {"choices": [{"text": "a", "finish_reason": f}]}, st.integers() | st.lists(texts, min_size=1, max_size=1)).map(json.dumps),
+    # another choice than the one asked for (n = 1): an index other than 0, or several choices
+    st.builds(lambda i: {"choices": [{"text": "a", "index": i}]}, anything.filter(lambda v: not (type(v) is int and v == 0))).map(json.dumps),
+    st.builds(lambda n: {"choices": [{"text": "a", "index": 0}] * n}, st.integers(2, 4)).map(json.dumps),
     st.builds(lambda e: {"error": e}, anything).map(json.dumps),
     anything.filter(lambda v: not isinstance(v, dict)).map(json.dumps),
     st.text(min_size=1, max_size=10).filter(lambda t: "\n" not in t and "\r" not in t and t.strip() != "[DONE]" and not _an_object(t)),
