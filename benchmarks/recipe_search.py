@@ -7,7 +7,7 @@
 
 Every candidate is the `tiny` preset plus its `section.key=value` changes, trained by the real
 trainer (`londinium train`, one process at a time, all cores) and scored by the real eval stage on
-the **validation** split (bits per byte, which compares across tokenizers, and the domain probes).
+the **validation** split (bits per byte, which compares across tokenizers; the cloze margin; the domain probes where the profile has them).
 The test split is never read here.
 
 1. Workspaces: one per vocabulary size under `--root` (`ws-<V>`), each a copy of the corpus of
@@ -203,21 +203,30 @@ def main() -> None:
                + sets({**c, **dict(s.split("=", 1) for s in EVAL_SETTINGS)}), log)
             res = json.loads((ws / "eval" / run / "results.json").read_text())
             last = [r for r in m if r["type"] == "train"][-1]
-            probes = res["probes"]["summary"]
+            cloze = res["cloze"]["summary"]["overall"]  # every profile has the cloze set; probes only the period one
+            probes = res["probes"]["summary"] if "probes" in res else None
             row = {"name": n, "seed": seed, "budget_s": args.budget_s, "changes": c, "steps": steps,
                    "train_s": last["elapsed_s"], "process_s": round(wall, 1), "tok_per_s": last["tok_per_s"],
                    "params": res["model"].get("params") if isinstance(res.get("model"), dict) else None,
                    "val_bpb": res["perplexity"]["val"]["total"]["bits_per_byte"],
                    "val_bpb_by_source": {s: v["bits_per_byte"] for s, v in res["perplexity"]["val"]["by_source"].items()},
-                   "probe_acc": probes["overall"]["accuracy"], "probe_acc_norm": probes["overall"]["accuracy_norm"],
-                   "probe_by_category": {k: v["accuracy"] for k, v in probes["by_category"].items()},
+                   "cloze_acc": cloze["accuracy"], "cloze_margin": cloze["margin"], "cloze_margin_se": cloze["margin_se"],
+                   "probe_acc": probes["overall"]["accuracy"] if probes else None,
+                   "probe_acc_norm": probes["overall"]["accuracy_norm"] if probes else None,
+                   "probe_by_category": {k: v["accuracy"] for k, v in probes["by_category"].items()} if probes else {},
                    "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
             results = [r for r in results if (r["name"], r["seed"], r["budget_s"]) != (n, seed, args.budget_s)] + [row]
             write_json(results_file, results)
             print(f"{n} seed {seed}: {steps} steps in {row['train_s']:.0f} s ({row['tok_per_s']:,.0f} tok/s), "
-                  f"val {row['val_bpb']:.4f} bpb, probes {row['probe_acc']:.1%}", flush=True)
+                  f"val {row['val_bpb']:.4f} bpb, cloze margin {row['cloze_margin']:+.3f} nats", flush=True)
             shutil.rmtree(ws / "runs" / run / "checkpoints", ignore_errors=True)  # figures kept; weights not needed
     write_report(root, results)
+
+
+def _mean(rows: list[dict], key: str, fmt: str) -> str:
+    """The mean of `key` over rows that have it (older results lack the cloze columns, a neutral profile the probes)."""
+    xs = [r[key] for r in rows if r.get(key) is not None]
+    return fmt.format(statistics.mean(xs)) if xs else "-"
 
 
 def write_report(root: Path, results: list[dict]) -> None:
@@ -227,14 +236,14 @@ def write_report(root: Path, results: list[dict]) -> None:
     order = sorted(groups, key=lambda k: (k[1], statistics.mean(r["val_bpb"] for r in groups[k])))
     lines = ["# Recipe search (validation split; bits per byte compare across tokenizers)", "",
              "Command: `benchmarks/recipe_search.py` (see its docstring). Mean over seeds; the spread is max - min.", "",
-             "| budget s | candidate | changes to tiny | seeds | steps | train s | tok/s | val bpb | spread | probes |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| budget s | candidate | changes to tiny | seeds | steps | train s | tok/s | val bpb | spread | cloze margin | probes |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k in order:
         rs = groups[k]
         bpb = [r["val_bpb"] for r in rs]
         ch = " ".join(f"{a.split('.', 1)[1]}={b}" for a, b in rs[0]["changes"].items())
         lines.append(f"| {k[1]:.0f} | {k[0]} | {ch} | {len(rs)} | {rs[0]['steps']} | {statistics.mean(r['train_s'] for r in rs):.0f} | {statistics.mean(r['tok_per_s'] for r in rs):,.0f} | "
-                     f"{statistics.mean(bpb):.4f} | {max(bpb) - min(bpb):.4f} | {statistics.mean(r['probe_acc'] for r in rs):.1%} |")
+                     f"{statistics.mean(bpb):.4f} | {max(bpb) - min(bpb):.4f} | {_mean(rs, 'cloze_margin', '{:+.3f}')} | {_mean(rs, 'probe_acc', '{:.1%}')} |")
     write_text(root / "report.md", "\n".join(lines) + "\n")
     try:
         import matplotlib

@@ -103,7 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.train.run_name = args.run
     ws.run_dir(cfg.train.run_name)  # a bad name is refused before it names a lock
     with ws.lock(f"train/{cfg.train.run_name}"):  # before torch loads: a second train is refused at once
-        from londinium.train.trainer import resume_config, train
+        from londinium.train.resume import resume_config
+        from londinium.train.trainer import train
 
         if args.resume:  # the run's own config, with only what this command sets on purpose on top
             cfg = resume_config(ws, cfg.train.run_name, _config_path(args), args.overrides, args.preset)
@@ -248,6 +249,15 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 # ---- parser --------------------------------------------------------------------------------------
 
+
+def minutes_help() -> str:
+    """quickstart --minutes's help, with the tiny preset's steps read from the preset itself."""
+    from londinium.config import PRESETS
+
+    return (f"training budget in minutes: the steps are planned from the pace measured on this machine so that the whole "
+            f"schedule (warm-up, decay) fits it; without it the preset's fixed, reproducible steps "
+            f"(tiny: {PRESETS['tiny']['train']['max_steps']:,})")
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -279,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     verb(data, "prepare", cmd_data_prepare, "encode every split into shards/<split>.bin + .meta.json")
 
     p = stages.add_parser("train", help="shards -> checkpoints: train the GPT (under torchrun for DDP)",
-                          description="train the GPT on the shards; the same command runs DDP under torchrun --nproc_per_node=N")
+                          description="train the GPT on the shards for train.max_steps steps, or for a budget that sizes the "
+                                      "schedule: --set train.max_minutes=M (steps planned from the pace measured here) or "
+                                      "--set train.max_tokens=N; the same command runs DDP under torchrun --nproc_per_node=N")
     _common(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the run from its newest valid checkpoint, with the config it was trained with "
@@ -292,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = stage("model", "the GPT architecture")
     verb(model, "info", cmd_model_info, "parameters, FLOPs per token and memory estimate (weights, AdamW, activations, KV cache)")
 
-    p = stages.add_parser("eval", help="a checkpoint -> report card: perplexity, probes, contamination, samples",
+    p = stages.add_parser("eval", help="a checkpoint -> report card: perplexity, cloze, probes, contamination, samples",
                           description="evaluate a trained run into eval/<run>/report.md and results.json, "
                                       "or compare two evaluated runs side by side")
     _common(p)
@@ -393,8 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stages.add_parser("quickstart", help="run every stage on corpus.sources (default: the embedded corpus), tiny preset")
     _common(p)
-    p.add_argument("--minutes", type=float, default=None,
-                   help="training budget in minutes (tiny preset: steps scale with it, 10 = its default 1,100 steps; any preset: a wall-clock cap)")
+    p.add_argument("--minutes", type=float, default=None, help=minutes_help())
     p.set_defaults(handler=cmd_quickstart)
     return parser
 

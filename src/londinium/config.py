@@ -155,6 +155,7 @@ class CorpusConfig:
     min_english_paragraph: float = doc(0.12, "Paragraphs of 30+ words scoring below this English share are dropped (Latin or Italian poems inside an English book); 0 turns it off.", **SHARE)
     near_dup_threshold: float = doc(0.3, "Jaccard similarity (word shingles of a spelling-folded form) at or above which two texts are grouped as near-duplicates; modern vs Folio texts of one play measure 0.38-0.61, different plays <= 0.02.", gt=0, le=1)
     near_dup_containment: float = doc(0.5, "Share of the smaller text's shingles found in another text at or above which the two are grouped (an anthology and a poem it reprints).", gt=0, le=1)
+    near_duplicates: str = doc("auto", "What happens to a group of near-duplicates: 'group' keeps them all in one split; 'keep-one' keeps the longest and records the others as rejections naming it; 'auto' is 'group' for the embedded registry (a play's modern and Folio texts are near-duplicates on purpose) and 'keep-one' for your own (copies of a page are waste).", choices=("auto", "group", "keep-one"))
     shingle_words: int = doc(3, "Words per shingle for MinHash near-duplicate detection.", ge=1, le=64)
     num_perm: int = doc(128, "MinHash permutations.", ge=16, le=4096, hint="(fewer leave the LSH index too few bands)")
     max_doc_chars: int = doc(4000, "Maximum characters of one training document; longer texts are cut at paragraph, then sentence, boundaries.", ge=1)
@@ -210,7 +211,9 @@ class TrainConfig:
     """Training: optimiser, schedule, batches, checkpoints, devices."""
 
     max_steps: int = doc(2000, "Optimiser steps.", ge=1)
-    max_minutes: float = doc(0.0, "Stop after this many minutes of training (0: no time limit).", ge=0, hint="(0: no limit)")
+    max_minutes: float = doc(0.0, "Time budget: the steps are planned from this machine's measured pace so warm-up and decay fit it (max_steps is then not used), and the run stops there at the latest (0: none).", ge=0, le=10**7, hint="(0: no time budget)")
+    budget_reserve: float = doc(0.05, "Share of train.max_minutes left unplanned, for a machine that runs slower than its pace was measured (raise it on a busy, shared machine).", ge=0, lt=1)
+    max_tokens: int = doc(0, "Token budget: max_tokens // tokens per step steps, the schedule sized to them (max_steps is then not used; with max_minutes the smaller plan wins; 0: none).", ge=0, le=10**15, hint="(0: no token budget)")
     batch_size: int = doc(16, "Sequences per micro-batch on each process.", ge=1)
     batch_tokens: int = doc(0, "Tokens per optimiser step across processes; accumulation is derived. 0: one micro-batch.", ge=0, le=2**30, hint="(0: one micro-batch; 2**30 is far past any real batch)")
     learning_rate: float = doc(1e-3, "Peak learning rate (AdamW's).", gt=0)
@@ -244,15 +247,21 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """`londinium eval`: perplexity, domain probes, contamination, generation quality -> eval/<run>/report.md."""
+    """`londinium eval`: perplexity, the cloze set, the profile's probes, contamination, generation quality -> eval/<run>/report.md."""
 
     checkpoint: str = doc("best", "Checkpoint to evaluate: 'best' (lowest validation loss), 'latest', or a checkpoint directory.", **CHECKPOINT)
     splits: list[str] = doc(["val", "test"], "Corpus splits scored for perplexity and bits per byte (by source and period).", nonempty=True, choices=("train", "val", "test"))
     max_docs: int = doc(64, "Documents per split scored, round-robin by source (0: all; 64 took 30-60 s per split for the tiny preset on a busy 2-core CPU).", ge=0, hint="(0: all)")
     stride: int = doc(0, "Sliding-window step in tokens for documents longer than the context (0: half the context).", ge=0, hint="(0: half the context)")
-    batch_size: int = doc(8, "Windows or probe choices per forward pass (memory grows with it x context x vocabulary).", ge=1)
-    probes: bool = doc(True, "Score the domain probe set.")
-    probe_file: str = doc("", "Probe set (TOML, docs/evaluation.md); empty: the embedded set for the default corpus.", path=True)
+    batch_size: int = doc(8, "Windows, or probes and cloze items (their choices share one pass over the prompt), per forward pass (memory grows with it x context x vocabulary).", ge=1)
+    cloze: bool = doc(True, "Score the cloze set cut from a held-out split (tasks/cloze/): any corpus's default instrument.")
+    cloze_split: str = doc("val", "Held-out split the cloze items are cut from.", choices=("val", "test"), hint="(items must be held out)")
+    cloze_items: int = doc(1000, "Cloze items at most (fewer when the split has fewer eligible words); the standard error shrinks as 1/sqrt(items).", ge=1, le=1_000_000)
+    cloze_choices: int = doc(4, "Choices per cloze item: the answer and cloze_choices - 1 distractors.", ge=2, le=16)
+    cloze_context_words: int = doc(48, "Words of the document before the masked word that a cloze item shows.", ge=1, le=10_000)
+    cloze_seed: int = doc(1337, "Seed of the cloze set: the same corpus and seed give the same items.", **SEED)
+    probes: bool = doc(True, "Score the hand-written probe set: eval.probe_file, or the corpus profile's (period-london has one, neutral none).")
+    probe_file: str = doc("", "Probe set (TOML, docs/evaluation.md); empty: the corpus profile's set, if it has one.", path=True)
     contamination_ngram: int = doc(8, "Word n-gram size of the contamination check against the train split.", ge=1, le=64)
     contamination_threshold: float = doc(0.5, "Share of a probe's or reference's n-grams found in the train split at which it is flagged.", gt=0, le=1)
     prompts: int = doc(8, "Held-out prompts for generation, cut from documents of prompt_split (0: no generation).", ge=0, hint="(0: no generation)")
@@ -263,8 +272,8 @@ class EvalConfig:
     samples_per_prompt: int = doc(2, "Samples per prompt and temperature (one at temperature 0).", ge=1)
     max_new_tokens: int = doc(64, "Tokens generated per sample.", ge=1)
     seed: int = doc(1337, "Seed of sampling, so a report card is reproducible.", **SEED)
-    period_words: str = doc("", "Word list of period vocabulary (one per line); empty: the embedded Early Modern English list.", path=True)
-    anachronisms: str = doc("", "Word list of anachronisms (one per line); empty: the embedded list for 1590-1670.", path=True)
+    period_words: str = doc("", "Word list of period vocabulary (one per line); empty: the corpus profile's list, if any; a file with no words turns the column off.", path=True)
+    anachronisms: str = doc("", "Word list of anachronisms (one per line); empty: the corpus profile's list, if any; a file with no words turns the column off.", path=True)
 
 
 @dataclass
@@ -326,6 +335,7 @@ class ServeConfig:
     allowed_origins: list[str] = doc([], "Browser origins (scheme://host[:port]) allowed to call the server, with CORS headers for them; '*' for any; empty: none but its own pages (403 otherwise).", pattern=r"\*|https?://[^\s/]+", hint="(e.g. 'https://app.example.com', or '*')")
     read_timeout_s: float = doc(30.0, "Seconds a client has to send a request's head (from connecting, or from the previous response) and, again, its body; then the connection is closed (408 for a body).", gt=0, le=3600)
     max_connections: int = doc(1024, "Open connections at most (lowered to the open-file limit less a reserve); beyond it, new ones get 503 and are closed at once.", ge=1, le=1_000_000)
+    playground: bool = doc(True, "Serve the browser playground at / and its /v1/londinium routes (model details, scoring, corpus search, reports); false: the OpenAI API only.")
 
 
 @dataclass

@@ -15,23 +15,17 @@ from londinium.errors import ConfigError
 from londinium.workspace import Workspace
 
 QUICKSTART_PRESET = "tiny"
-# The tiny preset's max_steps is what ten minutes of training reach on the reference 2-core CPU, so
-# `--minutes N` scales the steps by N / 10 (and caps the wall clock at N minutes on slower machines).
-TINY_PRESET_MINUTES = 10.0
 
 
-def scale_training(cfg: Config, minutes: float) -> None:
-    """Fit the training run to `minutes`: a wall-clock cap always; for the tiny preset also a
-    schedule of proportionally many steps (warm-up at most a tenth of them), so a longer budget
-    trains longer with the learning rate decayed over the whole of it, not stopped early."""
+def set_training_budget(cfg: Config, minutes: float) -> None:
+    """`--minutes`: a time budget the trainer turns into steps from the pace it measures on this
+    machine, so the whole schedule (warm-up, decay) fits the minutes on any machine and any preset
+    (`train/pacing.py`). Without it quickstart keeps the preset's fixed steps: those are
+    deterministic, so their figures reproduce on any machine."""
     if not (math.isfinite(minutes) and 0 < minutes <= 10**7):
         raise ConfigError(f"--minutes {minutes:g}: give a positive, finite number of minutes")
-    t = cfg.train
-    t.max_minutes = minutes
-    if cfg.preset == QUICKSTART_PRESET:
-        t.max_steps = max(1, round(t.max_steps * minutes / TINY_PRESET_MINUTES))
-        t.warmup_steps = min(t.warmup_steps, max(1, t.max_steps // 10))
-    validate(cfg)  # the scaled values obey the same rules as values set by hand
+    cfg.train.max_minutes = minutes
+    validate(cfg)
 
 
 def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float | None = None) -> None:
@@ -46,7 +40,7 @@ def quickstart(ws: Workspace, cfg: Config, force: bool = False, minutes: float |
     from londinium.train.trainer import train
 
     if minutes is not None:
-        scale_training(cfg, minutes)
+        set_training_budget(cfg, minutes)
     t0 = time.time()
     print(f"londinium quickstart: workspace {ws.root}, preset {cfg.preset}")
     build_corpus(ws, cfg.corpus, force=force)
@@ -84,6 +78,12 @@ def summary_lines(results: dict[str, Any], samples: int = 3) -> str:
         if split in ppl:
             t = ppl[split]["total"]
             out.append(f"  {split}: {t['bits_per_byte']:.3f} bits per byte, perplexity {t['perplexity']:.1f}")
+    cloze = results.get("cloze", {}).get("summary", {}).get("overall", {})
+    if cloze.get("n"):
+        out.append(f"  cloze: {cloze['accuracy']:.1%} ± {cloze['accuracy_se']:.1%} correct of {cloze['n']} (chance {cloze['chance']:.0%}), "
+                   f"margin {cloze['margin']:+.2f} ± {cloze['margin_se']:.2f} nats")
+        out.append("    (a cloze item asks which of a few words of the corpus comes next in a held-out passage; "
+                   "± is one standard error)")
     probes = results.get("probes", {}).get("summary", {}).get("overall", {})
     if probes.get("n"):
         out.append(f"  probes: {probes['accuracy']:.0%} correct of {probes['n']} (chance {probes['chance']:.0%}), "

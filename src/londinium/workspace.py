@@ -12,6 +12,7 @@ for paths and never joins them by hand:
       runs/<name>/  checkpoints/  metrics.jsonl  train_loss.png  config.toml
       eval/<run>/  results.json report.md perplexity_by_source.png loss.png config.toml
       eval/compare-<a>-vs-<b>.md .json
+      tasks/<task>/  items.jsonl card.json config.toml   (tasks cut from the corpus: the cloze set)
       exports/<run>-step-<N>/        a transformers directory (londinium export); <run>-step-<N>.gguf for GGUF
       exports/<name>.toml            the [export] settings an export was written with
       index/    bm25/ (the BM25 matrices) documents.jsonl spellings.json meta.json config.toml   (londinium index build)
@@ -218,6 +219,10 @@ class Workspace:
         """The full config (all sections) a training run used, vocab_size resolved."""
         return self.run_dir(name) / "config.toml"
 
+    def run_summary_file(self, name: str = "main") -> Path:
+        """How a training run ended: its plan, the step reached, any shortfall (train/trainer.py)."""
+        return self.run_dir(name) / "summary.json"
+
     # evaluation
     @property
     def eval_dir(self) -> Path:
@@ -237,6 +242,18 @@ class Workspace:
         """`londinium eval --compare A B` writes this Markdown (and a .json next to it)."""
         return self.eval_dir / f"compare-{check_run_name(run_a)}-vs-{check_run_name(run_b)}.md"
 
+    # tasks cut from the corpus (recorded as "tasks/<task>")
+    def task_dir(self, task: str) -> Path:
+        return self.stage_dir(f"tasks/{task}")
+
+    def task_items(self, task: str) -> Path:
+        """The task's items, one JSON object per line (`londinium.tasks.items`)."""
+        return self.task_dir(task) / "items.jsonl"
+
+    def task_card(self, task: str) -> Path:
+        """How the task's items were cut, and their counts and baselines."""
+        return self.task_dir(task) / "card.json"
+
     # exports
     @property
     def exports_dir(self) -> Path:
@@ -250,6 +267,13 @@ class Workspace:
     def export_config_file(self, export: Path) -> Path:
         """The [export] config an export was written with: `exports/<name>.toml`, beside it."""
         return self.exports_dir / f"{Path(export).name}.toml"
+
+    def model_card(self, run: str) -> Path | None:
+        """README.md (the model card) of the newest Hugging Face export of `run`, if there is one."""
+        if not self.exports_dir.is_dir():
+            return None
+        cards = sorted(p / "README.md" for p in self.exports_dir.glob(f"{run}-step-*") if (p / "README.md").is_file())
+        return cards[-1] if cards else None
 
     # serving benchmarks
     def bench_dir(self, name: str = "serve") -> Path:

@@ -39,3 +39,13 @@ def test_readme_quotes_the_tiny_presets_size():
 def test_evaluation_guide_quotes_the_size_of_the_default_probe_set():
     quoted = re.search(r"period_london\.toml`, (\d+) probes\)", (ROOT / "docs" / "evaluation.md").read_text())
     assert quoted and int(quoted[1]) == len(load_probes().probes)
+
+
+def test_training_guide_quotes_the_tiny_presets_steps_and_warmup():
+    text = " ".join((ROOT / "docs" / "training.md").read_text().split())
+    train = PRESETS["tiny"]["train"]
+    fixed = re.search(r"trains the tiny preset's fixed ([\d,]+) steps", text)
+    assert fixed and int(fixed[1].replace(",", "")) == train["max_steps"]
+    share = re.search(r"the tiny preset's ([\d,]+) of ([\d,]+) become (\d+) of a (\d+)-step plan", text)
+    assert share and (int(share[1].replace(",", "")), int(share[2].replace(",", ""))) == (train["warmup_steps"], train["max_steps"])
+    assert int(share[3]) == round(train["warmup_steps"] * int(share[4]) / train["max_steps"])

@@ -39,6 +39,7 @@ def _stem(doc_id: str) -> str:
 def test_all_three_sources_are_read_and_every_document_has_source_and_period(default_corpus):
     card = json.loads(default_corpus.corpus_report_json.read_text(encoding="utf-8"))
     assert check(card) == []
+    assert card["profile"]["name"] == "period-london"  # the embedded registry's profile, for later stages
     by_id = {s["id"]: s for s in card["sources"]}
     assert set(by_id) == {"shakespeare", "milton", "kjv"}
     assert all(s["status"] == "ok" for s in by_id.values())
@@ -79,6 +80,18 @@ def test_latin_and_italian_poems_inside_milton_are_rejected(default_corpus):
     kept = "\n".join(r["text"] for r in _rows(default_corpus) if r["source"] == "milton")
     assert "Purgatorem animae derisit Jacobus ignem" not in kept
     assert "Donna leggiadra il cui bel nome honora" not in kept
+
+
+def test_the_1891_edition_s_introduction_notes_and_index_are_not_milton_s_text(default_corpus):
+    kept = "\n".join(r["text"] for r in _rows(default_corpus) if r["source"] == "milton")
+    for editors in ("WILLIAM BELL", "MACMILLAN AND CO", "Few poems have been more variously designated", "INDEX TO THE NOTES",
+                    "PREFACE by the Rev. H. C. Beeching"):
+        assert editors not in kept, editors
+    assert "Before the starry threshold of Jove's court" in kept and "Sir Henry Wotton" in kept  # Comus and its 1637 letters
+    editorial = [r for r in read_jsonl(default_corpus.corpus_rejections) if r["reason"] == "editorial"]
+    assert {r["source"] for r in editorial} == {"milton"} and sum(r["chars"] for r in editorial) > 200_000
+    card = json.loads(default_corpus.corpus_report_json.read_text(encoding="utf-8"))
+    assert all(not any(v["kept"] for v in s["code_and_tables"].values()) for s in card["sources"])  # no code in period text
 
 
 def test_cowpers_translation_of_the_latin_poems_is_left_out(default_corpus):

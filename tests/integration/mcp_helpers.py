@@ -40,17 +40,23 @@ def mcp_workspace(tiny_workspace: Workspace, tmp_path_factory) -> Workspace:
     val = [*read_jsonl(ws.corpus_split("val")), {"id": ODD_ID, "text": ODD_TEXT, "source": "tiny", "group": "odd"}]
     write_jsonl(ws.corpus_split("val"), val)
     ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")])  # the edited corpus, recorded anew
-    quiet = lambda m: None  # noqa: E731
-    cfg = load_config(overrides=["eval.splits=['val']", "eval.max_docs=2", "eval.probes=false", "eval.prompts=0"])
-    build_index(ws, cfg, log=quiet, show_progress=False)
-    text_file = ws.root / "passage.txt"
-    text_file.write_text(PASSAGE, encoding="utf-8")
-    evaluate(ws, cfg, run=RUN, texts=[text_file], log=quiet, show_progress=False)
+    index_and_report_card(ws, RUN)
     card = ws.exports_dir / f"{RUN}-step-000006" / "README.md"
     card.parent.mkdir(parents=True)
     card.write_text("# Model card\n\nA tiny test model.\n", encoding="utf-8")
     _built["ws"] = ws
     return ws
+
+
+def index_and_report_card(ws: Workspace, run: str) -> None:
+    """Build `ws`'s search index and `run`'s report card (a quick one: two val documents, no probes
+    or samples), which also scores PASSAGE as a --text file, for equivalence checks."""
+    quiet = lambda m: None  # noqa: E731
+    cfg = load_config(overrides=["eval.splits=['val']", "eval.max_docs=2", "eval.probes=false", "eval.prompts=0"])
+    build_index(ws, cfg, log=quiet, show_progress=False)
+    text_file = ws.root / "passage.txt"
+    text_file.write_text(PASSAGE, encoding="utf-8")
+    evaluate(ws, cfg, run=run, texts=[text_file], log=quiet, show_progress=False)
 
 
 def server_env() -> dict[str, str]:

@@ -28,7 +28,7 @@ CAPS = {
     "model.n_layer": 2, "model.n_head": 4, "model.n_kv_head": 4, "model.n_embd": 64, "model.context": 48,
     "model.mlp_ratio": 4, "model.n_experts": 4, "model.top_k": 4, "train.batch_size": 4, "train.batch_tokens": 512,
     "train.warmup_steps": 4, "train.eval_every": 3, "train.eval_batches": 2, "train.keep_last": 3, "train.log_every": 3,
-    "train.threads": 1, "train.max_minutes": 5, "train.max_steps": 2, "corpus.num_perm": 256, "corpus.shingle_words": 8,
+    "train.threads": 1, "train.max_minutes": 0.02, "train.max_tokens": 4096, "train.max_steps": 2, "corpus.num_perm": 256, "corpus.shingle_words": 8,
     "corpus.max_doc_chars": 5000, "corpus.min_chars": 500, "tokenizer.min_frequency": 5, "data.encode_batch_docs": 2000,
 }
 FIXED = {  # kept as they are: fetching, devices, compilation, trackers and names are checked elsewhere
@@ -147,7 +147,8 @@ def test_a_model_too_big_for_the_machine_is_refused_before_allocating(tiny_works
 
 
 EVAL_CAPS = {"eval.max_docs": 4, "eval.stride": 32, "eval.batch_size": 4, "eval.prompts": 2, "eval.prompt_chars": 400,
-             "eval.reference_words": 40, "eval.samples_per_prompt": 2, "eval.max_new_tokens": 8, "eval.contamination_ngram": 12}
+             "eval.reference_words": 40, "eval.samples_per_prompt": 2, "eval.max_new_tokens": 8, "eval.contamination_ngram": 12,
+             "eval.cloze_items": 200}
 GENERATE_CAPS = {"generate.max_tokens": 16, "generate.top_k": 600, "generate.no_repeat_ngram_size": 6, "generate.chat_window": 64}
 
 

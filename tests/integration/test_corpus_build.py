@@ -92,7 +92,8 @@ period = [1600, 1600]
 
 
 def _cfg(tmp_path: Path, registry: Path, **kw) -> CorpusConfig:
-    return CorpusConfig(sources=str(registry), cache_dir=str(tmp_path / "cache"), **kw)
+    # a period registry like the embedded one: its Folio and modern texts are grouped, not one dropped
+    return CorpusConfig(sources=str(registry), cache_dir=str(tmp_path / "cache"), **{"near_duplicates": "group", **kw})
 
 
 def _rows(ws: Workspace) -> dict[str, list[dict]]:

@@ -1,5 +1,6 @@
-"""The server's security defaults: with a key, nothing but /health answers without it (the metrics,
-the schema and its docs pages included, unless serve.open_docs opens those); the key is compared in
+"""The server's security defaults: with a key, nothing but /health and the playground's page and
+files (docs/playground.md: they hold no data) answers without it (the metrics, the schema and its
+docs pages included, unless serve.open_docs opens those); the key is compared in
 constant time; it binds loopback by default and warns when told to bind elsewhere without a key;
 prompts stay out of the logs unless serve.log_prompts asks for them."""
 
@@ -38,7 +39,7 @@ def requests_to_every_route(app) -> list[tuple[str, str]]:
     found = {(m.upper(), path) for path, ops in app.openapi()["paths"].items() for m in ops}
     found |= {(m, r.path) for r in app.routes if hasattr(r, "path") for m in r.methods if m != "HEAD"}
     out = sorted((m, p.replace("{name:path}", MODEL).replace("{name}", MODEL)) for m, p in found)
-    return out + [("GET", "/"), ("GET", "/v1/nothing"), ("POST", "/v1/embeddings"), ("DELETE", "/v1/models/tiny"),
+    return out + [("GET", "/playground/app.js"), ("GET", "/v1/nothing"), ("POST", "/v1/embeddings"), ("DELETE", "/v1/models/tiny"),
                   ("GET", "/docs/oauth2-redirect"), ("GET", "/v1/../metrics")]
 
 
@@ -52,7 +53,7 @@ def test_with_a_key_only_health_answers_without_it(trained, open_docs) -> None:
         for method, path in routes:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Basic {KEY}"}):
                 r = httpx.request(method, url + path, headers=headers, json={"model": MODEL, "prompt": "x"}, timeout=30)
-                opened = path == "/health" or (open_docs and path in DOCS)
+                opened = path in ("/health", "/", "/playground/app.js") or (open_docs and path in DOCS)
                 if opened:
                     assert r.status_code == 200, (method, path, r.status_code)
                 else:

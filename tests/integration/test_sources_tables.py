@@ -38,7 +38,10 @@ def _build(tmp_path: Path, registry: str) -> tuple[subprocess.CompletedProcess, 
     ws = tmp_path / "ws"
     proc = subprocess.run([sys.executable, "-m", "londinium", "corpus", "build", "-w", str(ws),
                            "--set", f"corpus.sources={json.dumps(str(tmp_path / 'sources.toml'))}",
-                           "--set", f"corpus.cache_dir={json.dumps(str(tmp_path / 'cache'))}"],
+                           "--set", f"corpus.cache_dir={json.dumps(str(tmp_path / 'cache'))}",
+                           # the tests' prose shares one small vocabulary: keep every text, so what is
+                           # read is what is checked (keep-one, a user registry's default, is tested apart)
+                           "--set", "corpus.near_duplicates=group"],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
     return proc, ws
 

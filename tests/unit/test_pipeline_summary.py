@@ -15,3 +15,10 @@ def test_probe_line_says_what_probes_measure_and_what_passing_takes():
 
 def test_no_probe_explanation_without_probes():
     assert "distractors" not in summary_lines({"probes": {"summary": {"overall": {"n": 0}}}})
+
+
+def test_cloze_line_gives_the_standard_error_and_says_what_an_item_is():
+    overall = {"n": 1000, "accuracy": 0.413, "accuracy_se": 0.016, "chance": 0.25, "margin": -0.52, "margin_se": 0.05}
+    text = summary_lines({"cloze": {"summary": {"overall": overall}}})
+    assert "cloze: 41.3% ± 1.6% correct of 1000 (chance 25%), margin -0.52 ± 0.05 nats" in text
+    assert "which of a few words of the corpus comes next in a held-out passage" in text.splitlines()[1]

@@ -17,7 +17,6 @@ from londinium.eval.probes import (
     Probe,
     ProbeError,
     ProbeResult,
-    choice_rows,
     default_probe_file,
     load_probes,
     score_probes,
@@ -183,16 +182,35 @@ def test_joined_encoding_equals_separate_encoding_for_space_led_choices():
 
 
 def test_a_prompt_longer_than_the_context_is_cut_from_the_left_and_the_choice_kept_whole():
-    inputs, targets = choice_rows(list(range(100)), [200, 201, 202], context=10)
-    assert len(inputs) == 10
-    assert targets[-3:] == [200, 201, 202] and set(targets[:-3]) == {-1}
-    assert inputs[-2:] == [200, 201]
-    with pytest.raises(ProbeError, match="does not fit"):
-        choice_rows([1, 2], list(range(10)), context=10)
     model = tiny_gpt(context=16)
     long = Probe("l", " ".join(["And the earth was without form, and void"] * 6), " earth.", (" light.",))
     (r,) = score_probes(model, enc, [long], bos(), context=16)
-    assert all(lp < 0 for lp in r.logprobs)
+    # what the model sees: the last tokens of the prompt that leave room for the whole choice
+    prompt = [bos(), *enc(long.prompt)]
+    for choice, got in zip(long.choices, r.logprobs):
+        cont = enc(choice)
+        seq = prompt[-(16 + 1 - max(len(enc(c)) for c in long.choices)):] + cont
+        logits, _ = model(torch.tensor([seq[:-1]]))
+        logp = torch.log_softmax(logits[0].double(), -1)
+        n = len(seq) - 1 - len(cont)
+        assert got == pytest.approx(sum(float(logp[n + i, t]) for i, t in enumerate(cont)), rel=1e-5)
+    with pytest.raises(ProbeError, match="does not fit"):
+        score_probes(model, enc, [Probe("x", "Thus", " " + "word " * 20, (" a",))], bos(), context=16)
+
+
+def test_batched_scoring_with_shared_prompts_equals_scoring_each_probe_alone():
+    """Prompts of different lengths share a padded batch, and each choice reuses its prompt's cache:
+    the scores are those of each probe scored by itself."""
+    model = tiny_gpt(context=64)
+    probes = [Probe(f"p{i}", prompt, answer, distractors) for i, (prompt, answer, distractors) in enumerate([
+        ("In the beginning God created the heaven and the", " earth.", (" stars and all the host of them.", " light.")),
+        ("Thus", " saith", (" spake the Lord", " x")),
+        ("The LORD is my shepherd; I shall not", " want.", (" fear.", " fall.", " thirst.", " die.")),
+    ])]
+    together = score_probes(model, enc, probes, bos(), context=64, batch_size=8)
+    for p, r in zip(probes, together):
+        (alone,) = score_probes(model, enc, [p], bos(), context=64, batch_size=1)
+        assert r.logprobs == pytest.approx(alone.logprobs, rel=1e-5)
 
 
 def test_a_model_trained_on_the_verse_prefers_the_true_continuation():

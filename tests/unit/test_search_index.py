@@ -92,6 +92,13 @@ def test_filters_restrict_the_hits(index):
         index.search("1611 ...")
 
 
+def test_filters_that_leave_nothing_say_which_filter_excluded_what(index):
+    with pytest.raises(SearchError, match=r"period 1800-1900 keeps 0 \(the documents' periods span 1590-1667\)"):
+        index.search("earth", period_from=1800, period_to=1900)
+    with pytest.raises(SearchError, match=r"source 'milton' keeps 1; split 'val' keeps 1"):
+        index.search("earth", source="milton", split="val")
+
+
 def test_hits_carry_provenance_and_a_snippet_at_the_match(index):
     [hit] = index.search("restoreth my soul", k=1)
     doc = index.get(hit.id)

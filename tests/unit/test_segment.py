@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from londinium.corpus.blocks import parse
 from londinium.corpus.segment import pack, split_long, split_paragraphs
 
 SPEECH = ("Now is the winter of our discontent made glorious summer by this sun of York. "
@@ -58,3 +59,19 @@ def test_segments_respect_the_limit_and_keep_every_word(text, limit):
     # (a word longer than the limit is the one thing that must be broken)
     if all(len(w) <= limit for w in text.split()):
         assert " ".join(docs).split() == text.split()
+
+
+def test_a_long_fenced_block_is_cut_between_lines_and_each_piece_is_fenced_again():
+    code = "\n".join(f"    value_{i}  =  compute({i})" for i in range(30))
+    docs = pack(parse(f"Intro.\n\n```python\n{code}\n```"), 200)
+    assert all(len(d) <= 200 for d in docs)
+    pieces = [d.removeprefix("Intro.\n\n") for d in docs]
+    assert all(p.startswith("```python\n") and p.endswith("\n```") for p in pieces)
+    # every line whole, indentation and inner spaces kept, in order
+    assert "\n".join(p[len("```python\n"):-len("\n```")] for p in pieces) == code
+
+
+def test_blank_lines_between_blocks_are_one_unless_the_source_keeps_its_whitespace():
+    blocks = parse("One.\n\n\n\nTwo.\n```\nx  =  1\n```")
+    assert pack(blocks, 100) == ["One.\n\nTwo.\n\n```\nx  =  1\n```"]
+    assert pack(blocks, 100, keep_gaps=True) == ["One.\n\n\n\nTwo.\n```\nx  =  1\n```"]

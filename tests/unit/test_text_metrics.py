@@ -64,7 +64,13 @@ def test_word_list_ignores_comments_blank_lines_and_duplicates(tmp_path):
     assert load_word_list(p) == ["thou", "hath"]
 
 
-@pytest.mark.parametrize("content, message", [(None, "does not exist"), ("# only a comment\n", "has no words"), (b"\xff\xfe", "not UTF-8")])
+def test_a_word_list_with_no_words_is_accepted_as_empty(tmp_path):
+    p = tmp_path / "none.txt"
+    p.write_text("# switched off for this corpus\n", encoding="utf-8")
+    assert load_word_list(p) == []
+
+
+@pytest.mark.parametrize("content, message", [(None, "does not exist"), (b"\xff\xfe", "not UTF-8")])
 def test_bad_word_list_is_a_clear_error_naming_the_file(tmp_path, content, message):
     p = tmp_path / "list.txt"
     if isinstance(content, bytes):

@@ -61,11 +61,32 @@ def test_report_shows_what_training_on_a_source_buys(trained: Workspace):
 
 
 def test_report_lists_period_word_splits(trained: Workspace):
+    from collections import Counter
+
+    from londinium.eval.text_metrics import load_word_list
+    from londinium.profiles import builtin
+
     report = json.loads(trained.tokenizer_report_json.read_text())
     words = {p["word"]: p for p in report["period_words"]}
-    assert {"thou", "hath", "doth", "quoth", "vpon"} <= set(words)
+    # the profile's list, its most frequent words in the validation split first
+    val = Counter(w.lower() for r in read_jsonl(trained.corpus_split("val")) for w in r["text"].split())
+    assert set(words) <= set(load_word_list(builtin("period-london").path("period_words")))
+    assert {"thou", "hath", "vpon"} <= set(words)
     assert words["hath"]["ours"] == [" hath"] and words["hath"]["count"] > 0
-    assert "".join(words["quoth"]["ours_sentence_start"]) == "Quoth"
+    assert "".join(words["thou"]["ours_sentence_start"]) == "Thou"
+    counts = [p["count"] for p in report["period_words"]]
+    assert counts == sorted(counts, reverse=True) and all(c > 0 for c in counts)
+    assert words["thou"]["count"] >= val["thou"]  # the count is of words, so "thou," counts too
+    assert "### Period words" in trained.tokenizer_report_md.read_text()
+
+
+def test_a_corpus_without_a_period_word_list_gets_no_period_words_table(tmp_path: Path):
+    ws = Workspace(tmp_path / "ws")
+    write_corpus(ws, train_per_source=4)
+    ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")])  # adopted: the neutral profile
+    train_tokenizer(ws, TokenizerConfig(vocab_size=400, compare_gpt2=False, compare_sources=False), **QUIET)
+    assert json.loads(ws.tokenizer_report_json.read_text())["period_words"] == []
+    assert "Period words" not in ws.tokenizer_report_md.read_text()
 
 
 def test_tokenizer_is_trained_on_the_train_split_only(tmp_path: Path):

@@ -63,8 +63,9 @@ def write_corpus(ws: Workspace, train_per_source: int = 12, seed: int = 0) -> di
 
 
 def adopt_corpus(ws: Workspace) -> None:
-    """Record hand-written corpus splits as the corpus stage's outputs (later stages trust only those)."""
-    ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")])
+    """Record hand-written corpus splits as the corpus stage's outputs (later stages trust only those),
+    with the profile of the period texts they are."""
+    ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")], {"profile": "period-london"})
 
 
 def corpus_texts() -> list[str]:

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import httpx
 import numpy as np
-from tqdm import tqdm
+from londinium.progress import progress
 
 from londinium.bench.stream import RequestRecord, read_bounded, stream_completion
 from londinium.errors import LondiniumError
@@ -292,7 +292,7 @@ async def run_level(client: httpx.AsyncClient, url: str, headers: dict, payloads
     (records in send order, wall time in seconds)."""
     sem = asyncio.Semaphore(level.max_concurrency) if level.max_concurrency else None
     rng = np.random.default_rng(seed)
-    bar = tqdm(total=len(payloads), desc=f"bench {level.label}", unit=" req", leave=False)
+    bar = progress(total=len(payloads), desc=f"bench {level.label}", unit=" req", leave=False)
 
     async def one(i: int) -> RequestRecord:
         if sem is None:

@@ -1,9 +1,11 @@
 """The corpus stage: sources -> extracted, cleaned, filtered, deduplicated, segmented, split corpus.
 
     for each source (registry order), for each file (sorted):
-        extract -> texts -> normalise -> quality filters -> exact dedup
-    near-duplicate grouping over all kept texts
-    paragraph language filter -> segments of <= max_doc_chars -> split by group
+        extract -> texts -> normalise into blocks (prose, code, tables) -> editorial matter out
+        (gutenberg texts) -> quality filters on the prose -> exact dedup
+    near-duplicate grouping over all kept texts (with keep-one: the longest of each group kept)
+    paragraph language filter on prose, the source's code/tables policy -> segments of
+    <= max_doc_chars -> split by group
     write train/val/test.jsonl, rejections.jsonl, report.json/.md, chart; then record the manifest
 
 A source that fails (download error, corrupt archive) is recorded and skipped; a file that cannot
@@ -20,23 +22,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from londinium.config import CorpusConfig, validate
-from londinium.corpus import quality
-from londinium.corpus.clean import normalise
-from londinium.corpus.dedup import exact_key, group_near_duplicates
+from londinium.corpus import editorial, quality
+from londinium.corpus.blocks import PROSE, Block, join
+from londinium.corpus.clean import normalise_blocks
+from londinium.corpus.dedup import exact_key, group_near_duplicates, keep_one
 from londinium.corpus.extract import ExtractError, extract
 from londinium.corpus.report import Ledger, card, chart, markdown
-from londinium.corpus.segment import pack, split_paragraphs
+from londinium.corpus.segment import pack
 from londinium.corpus.sources import SourceSpec, fetch_source, load_registry, printable_name, selector, walk_local
 from londinium.corpus.split import SPLIT_NAMES, assign_splits
 from londinium.errors import LondiniumError
 from londinium.files import replace_together, sha256_file, write_json, write_jsonl, write_text
+from londinium.progress import progress, say
+from londinium.profiles import Profile, registry_profile
 from londinium.workspace import Workspace, default_cache_dir
 
 # Bump when the processing changes what a given config and input produce, so old corpora rebuild.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Text:
     title: str
     text: str
     period: list[int]
+    blocks: list[Block]  # the text's prose paragraphs, code and tables (blocks.parse)
 
 
 @dataclass
@@ -99,7 +103,7 @@ def _read_source(spec: SourceSpec, cfg: CorpusConfig, ledger: Ledger, seen: dict
         ledger.reject(sid, name, "file", "skipped", reason)
 
     raw_files = fetch_source(spec, cache_dir, int(cfg.max_file_mb * 1024 * 1024), cfg.download_timeout_s, cfg.download_retries, on_skip)
-    for raw in tqdm(raw_files, desc=f"  {sid}", unit=" files", leave=False):
+    for raw in progress(raw_files, desc=f"  {sid}", unit=" files", leave=False):
         name = raw.name
         try:
             result = extract(raw, spec)
@@ -123,8 +127,15 @@ def _read_source(spec: SourceSpec, cfg: CorpusConfig, ledger: Ledger, seen: dict
             if len(result.texts) > 1:
                 titles[t.title] = titles.get(t.title, 0) + 1
                 key += f"@{t.title}" + (f"~{titles[t.title]}" if titles[t.title] > 1 else "")
-            text = normalise(t.text)
-            scores = quality.score(text)
+            blocks = normalise_blocks(t.text, spec.whitespace)
+            if result.format == "gutenberg":
+                blocks = _without_editorial(blocks, sid, name, t.title, ledger)
+                if not blocks:
+                    ledger.reject(sid, name, "text", "nothing-left", "every paragraph is editorial matter", t.title, 0)
+                    ledger.texts[sid][key] = "rejected"
+                    continue
+            text = join(blocks)
+            scores = quality.score(text, blocks)
             reason = quality.rejection_reason(scores, cfg)
             if reason is None and (first := seen.get(exact_key(text))):
                 ledger.exact_duplicates.setdefault(first, []).append(key)
@@ -134,32 +145,68 @@ def _read_source(spec: SourceSpec, cfg: CorpusConfig, ledger: Ledger, seen: dict
             if reason is not None:
                 # A rejected file's own words stay out of its record: the title of a single-text
                 # file is its first line; the texts of a multi-text file are told apart by theirs.
-                ledger.reject(sid, name, "text", reason, "", t.title if len(result.texts) > 1 else "", len(text), scores.as_dict())
+                ledger.reject(sid, name, "text", reason, quality.explain(reason, scores, cfg),
+                              t.title if len(result.texts) > 1 else "", len(text), scores.as_dict())
                 ledger.texts[sid][key] = "rejected"
                 continue
             seen[exact_key(text)] = key
-            out.append(Text(key, sid, name, t.title, text, list(spec.period)))
+            out.append(Text(key, sid, name, t.title, text, list(spec.period), blocks))
             kept_any = True
         # provisional: a file is kept when a text survives; segmentation may still empty it
         ledger.files[sid][name] = "kept" if kept_any else "rejected"
 
 
+def _without_editorial(blocks: list[Block], sid: str, name: str, title: str, ledger: Ledger) -> list[Block]:
+    """The blocks of an edition without its editor's matter, each section of which is recorded."""
+    kept, sections = editorial.split(blocks)
+    for s in sections:
+        ledger.reject(sid, name, "section", "editorial", f"{s.what}, {len(s.blocks)} paragraph(s) from {s.heading[:60]!r}",
+                      title, s.chars)
+    return kept
+
+
+def _keep_one(texts: list[Text], grouping, ledger: Ledger) -> tuple[list[Text], dict[str, str]]:
+    """`keep-one`: the longest text of each near-duplicate group stays; the others are recorded as
+    rejections naming it. Returns (the texts left, left-out key -> kept key)."""
+    kept_for = keep_one(grouping, {t.key: len(t.text) for t in texts})
+    for t in texts:
+        if t.key in kept_for:
+            ledger.reject(t.source, t.file, "text", "near-duplicate", f"near-duplicate of {kept_for[t.key]}, which is kept "
+                          "(corpus.near_duplicates = \"keep-one\")", t.title, len(t.text))
+            ledger.texts[t.source][t.key] = "rejected"
+    return [t for t in texts if t.key not in kept_for], kept_for
+
+
 # ---- the stage ------------------------------------------------------------------------------------
 
 
-def _segment(texts: list[Text], cfg: CorpusConfig, ledger: Ledger) -> list[tuple[Text, list[str]]]:
-    """Paragraph language filter, then documents of at most max_doc_chars, per text."""
+def _segment(texts: list[Text], cfg: CorpusConfig, specs: dict[str, SourceSpec], ledger: Ledger) -> list[tuple[Text, list[str]]]:
+    """Paragraph language filter on prose, the source's code and tables policy, then documents of
+    at most max_doc_chars, per text."""
     out = []
     for t in texts:
-        kept_paragraphs = []
-        for para in split_paragraphs(t.text):
-            share = quality.foreign_paragraph(para, cfg.min_english_paragraph)
+        spec = specs[t.source]
+        kept: list[Block] = []
+        for b in t.blocks:
+            if b.kind != PROSE:
+                policy, setting = (spec.code, "code") if b.kind == "code" else (spec.tables, "tables")
+                if policy == "drop":
+                    ledger.reject(t.source, t.file, "paragraph", b.kind, f"{setting} = \"drop\" for source '{t.source}'",
+                                  t.title, len(b.text))
+                else:
+                    ledger.keep_block(t.source, b.kind, len(b.text))
+                    kept.append(b)
+                continue
+            share = quality.foreign_paragraph(b.text, cfg.min_english_paragraph)
             if share is None:
-                kept_paragraphs.append(para)
+                kept.append(b)
             else:
-                ledger.reject(t.source, t.file, "paragraph", "not-english", para[:80], t.title, len(para),
-                              {"english": round(share, 4), "words": len(para.split())})
-        docs = pack(kept_paragraphs, cfg.max_doc_chars)
+                words = len(b.text.split())
+                ledger.reject(t.source, t.file, "paragraph", "not-english",
+                              f"prose whose English function words are {share:.2f} of its {words} words, against "
+                              f"corpus.min_english_paragraph = {cfg.min_english_paragraph}: {b.text[:60]!r}",
+                              t.title, len(b.text), {"english": round(share, 4), "words": words})
+        docs = pack(kept, cfg.max_doc_chars, keep_gaps=spec.whitespace == "keep")
         if not docs:
             ledger.reject(t.source, t.file, "text", "nothing-left", "every paragraph was rejected", t.title, 0)
         ledger.texts[t.source][t.key] = "kept" if docs else "rejected"
@@ -167,11 +214,11 @@ def _segment(texts: list[Text], cfg: CorpusConfig, ledger: Ledger) -> list[tuple
     return out
 
 
-def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec]) -> list[Path]:
+def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec], profile: Profile) -> list[Path]:
     ledger = Ledger(specs)
     texts: list[Text] = []
     seen: dict[str, str] = {}
-    for spec in tqdm(specs, desc="corpus: sources", unit=" source"):
+    for spec in progress(specs, desc="corpus: sources", unit=" source"):
         before = len(texts)
         try:
             _read_source(spec, cfg, ledger, seen, texts)
@@ -186,20 +233,24 @@ def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec]) -> list[Pa
             ledger.forget_source(spec.id)
             ledger.failed[spec.id] = str(e)
             ledger.reject(spec.id, None, "source", "source-failed", str(e))
-            tqdm.write(f"corpus: source '{spec.id}' skipped: {e}")
+            say(f"corpus: source '{spec.id}' skipped: {e}")
 
-    with tqdm(total=len(texts), desc="corpus: near-duplicates", unit=" texts", leave=False) as bar:
+    with progress(total=len(texts), desc="corpus: near-duplicates", unit=" texts", leave=False) as bar:
         grouping = group_near_duplicates(
             [(t.key, t.text) for t in texts], cfg.near_dup_threshold, cfg.near_dup_containment,
             cfg.shingle_words, cfg.num_perm, progress=bar,
         )
-    segmented = _segment(texts, cfg, ledger)
+    group_of, kept_for = dict(grouping.group_of), {}
+    if near_duplicates(cfg) == "keep-one":
+        texts, kept_for = _keep_one(texts, grouping, ledger)
+        group_of.update({kept: kept for kept in kept_for.values()})  # the one kept is a group of its own
+    segmented = _segment(texts, cfg, {s.id: s for s in specs}, ledger)
 
     source_of_group: dict[str, str] = {}
     chars_of_group: dict[str, int] = {}
     for t, docs in segmented:
         if docs:
-            group = grouping.group_of[t.key]
+            group = group_of[t.key]
             source_of_group.setdefault(group, t.source)  # the group's first text names its source
             chars_of_group[group] = chars_of_group.get(group, 0) + sum(len(d) for d in docs)
     groups_by_source: dict[str, list[str]] = {}
@@ -209,7 +260,7 @@ def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec]) -> list[Pa
 
     counters: dict[tuple[str, str], int] = {}
     for t, docs in segmented:
-        group = grouping.group_of[t.key]
+        group = group_of[t.key]
         for doc in docs:
             n = counters.get((t.source, t.file), 0)
             counters[(t.source, t.file)] = n + 1
@@ -225,14 +276,18 @@ def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec]) -> list[Pa
     for group, members in sorted(grouping.members().items()):
         if len(members) > 1:
             pairs = [dataclasses.asdict(p) for p in grouping.pairs if grouping.group_of[p.a] == group]
-            ledger.near_groups.append({"group": group, "split": split_of.get(group), "members": members, "pairs": pairs})
+            kept = next(m for m in members if m not in kept_for) if kept_for else None
+            ledger.near_groups.append({"group": group, "split": split_of.get(group_of[kept] if kept else group),
+                                       "members": members, "pairs": pairs, "kept": kept})
 
     if not any(ledger.docs.values()):
         why = "; ".join(f"{sid}: {err}" for sid, err in ledger.failed.items()) or "every file was rejected"
         write_jsonl(ws.corpus_rejections, ledger.rejections)  # written before the message points at it
         raise LondiniumError(f"corpus: no usable documents ({why}); see {ws.corpus_rejections} and fix the sources registry")
 
-    data_card = card(ledger, {"section": dataclasses.asdict(cfg), "builder": BUILDER_VERSION})
+    data_card = card(ledger, {"section": dataclasses.asdict(cfg), "builder": BUILDER_VERSION,
+                              "near_duplicates": near_duplicates(cfg)})
+    data_card["profile"] = profile.to_record()  # what later stages read through profiles.profile_for
     paths = {"rejections": ws.corpus_rejections, "chart": ws.corpus_chart}
     # Splits first, card last: a reader of the card can trust that the splits it describes exist.
     # All splits are written in full before any replaces the old one (and run_stage has already
@@ -246,6 +301,16 @@ def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec]) -> list[Pa
     write_text(ws.corpus_report_md, markdown(data_card, paths))
     return [*(ws.corpus_split(s) for s in SPLIT_NAMES), ws.corpus_rejections, ws.corpus_chart,
             ws.corpus_report_json, ws.corpus_report_md]
+
+
+def near_duplicates(cfg: CorpusConfig) -> str:
+    """`corpus.near_duplicates` with `auto` decided: `group` for the embedded registry, whose Folio
+    and modern texts of a play are near-duplicates on purpose (the split keeps them together);
+    `keep-one` for a user's registry, where near-duplicates are mostly copies (one page as HTML and
+    as its source, mirrors, reprints) that only weigh the copied text twice in training."""
+    if cfg.near_duplicates != "auto":
+        return cfg.near_duplicates
+    return "keep-one" if cfg.sources else "group"
 
 
 def _print_summary(ws: Workspace, report: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -284,12 +349,14 @@ def build_corpus(ws: Workspace, cfg: CorpusConfig, force: bool = False) -> Corpu
     """
     validate(cfg)
     specs = load_registry(cfg.sources or None)
+    profile = registry_profile(cfg.sources or None)
     fetched = {s.id for s in specs if s.kind != "local"}
     retry = [sid for sid in failed_last_time(ws) if sid in fetched]
     if retry and not force:
         print(f"corpus: the last build skipped failed source(s) {', '.join(repr(r) for r in retry)}: building again to retry them "
               f"(remove a source from {cfg.sources or 'the sources registry'} to stop retrying it)")
-    ran = ws.run_stage("corpus", cfg, lambda: _build(ws, cfg, specs), fingerprint=fingerprint(specs), force=force or bool(retry))
+    ran = ws.run_stage("corpus", cfg, lambda: _build(ws, cfg, specs, profile), fingerprint={**fingerprint(specs), "profile": profile.to_record()},
+                       force=force or bool(retry))
     report = json.loads(ws.corpus_report_json.read_text(encoding="utf-8"))
     splits = _print_summary(ws, report)
     if not splits["val"]["documents"]:

@@ -1,8 +1,13 @@
-"""Normalisation that keeps the period language.
+"""Normalisation that keeps the period language, and code and tables as written.
 
-What changes: Unicode to NFC, line endings to \\n, mojibake repaired ("â€™" -> "’"), control
+What changes in prose: Unicode to NFC, line endings to \\n, mojibake repaired ("â€™" -> "’"), control
 characters and zero-width marks removed, odd spaces (NBSP, thin space) made plain, runs of spaces
 inside a line collapsed, indentation capped, more than two blank lines collapsed to two.
+
+Code and tables (`blocks.parse`: fenced, indented or prompt-led code, pipe and reStructuredText
+tables) are verbatim: only their line endings and control characters change, so indentation and
+alignment survive byte for byte. A source with `whitespace = "keep"` keeps every space, tab and
+blank line of its prose too (letters are still repaired and composed).
 
 What never changes: letters and spelling ("vpon", "haue", "deseruing", long s "ſ", "æ"), case,
 accents, curly quotes, ligatures ("ﬁ"), and the line breaks of verse. ftfy is run with every
@@ -16,6 +21,10 @@ import re
 import unicodedata
 
 import ftfy
+
+from londinium.corpus.blocks import Block, join, paragraphs, parse
+
+WHITESPACE = ("normalise", "keep")  # a source's `whitespace`: what happens to the spaces of its prose
 
 # ftfy 6 options: repair encoding damage only. Each False is a rewrite of real characters we refuse.
 FTFY_CONFIG = ftfy.TextFixerConfig(
@@ -61,18 +70,68 @@ def _fix_encoding(text: str) -> str:
     return fixed
 
 
-def normalise(text: str) -> str:
-    """Normalise one text (see the module docstring). Idempotent: normalise(normalise(x)) == normalise(x).
+def normalise(text: str, whitespace: str = "normalise") -> str:
+    """Normalise one text (see the module docstring). Idempotent: normalise(normalise(x)) == normalise(x)."""
+    return join(normalise_blocks(text, whitespace))
 
-    One pass is not always a fixed point on damaged text (removing an NBSP or a control character
-    can join two halves of a mojibake sequence), so passes repeat until nothing changes; clean text
-    takes two, the second a check (about a second on the whole default corpus)."""
+
+def normalise_blocks(text: str, whitespace: str = "normalise") -> list[Block]:
+    """The normalised text as blocks (`blocks.parse`), the form the corpus stage works on."""
+    plain = _control(text)
+    found = parse(plain)
+    if whitespace == "normalise" and not any(b.verbatim for b in found):
+        return paragraphs(_repeat(_normalise_once, text))  # prose only: the whole text at once, as always
+    out: list[Block] = []
+    run: list[Block] = []  # consecutive prose blocks, normalised together
+
+    def flush() -> None:
+        if not run:
+            return
+        if whitespace == "keep":
+            out.extend(Block(_repeat(_characters, b.text), b.kind, b.gap) for b in run)
+        else:
+            prose = paragraphs(_repeat(_normalise_once, join([Block(b.text, b.kind, b.gap if k else "") for k, b in enumerate(run)])))
+            out.extend([Block(prose[0].text, prose[0].kind, run[0].gap), *prose[1:]] if prose else [])
+        run.clear()
+
+    for b in found:
+        if b.verbatim:
+            flush()
+            out.append(b)
+        else:
+            run.append(b)
+    flush()
+    if whitespace == "keep":
+        return [Block(b.text, b.kind, b.gap if k else "") for k, b in enumerate(out)]
+    # between blocks, at most two blank lines, as inside prose; the text starts with its first block
+    return [Block(b.text, b.kind, "\n" * min(b.gap.count("\n"), 3) if k else "") for k, b in enumerate(out)]
+
+
+def _repeat(once, text: str) -> str:
+    """`once` until nothing changes. One pass is not always a fixed point on damaged text (removing
+    an NBSP or a control character can join two halves of a mojibake sequence); clean text takes two,
+    the second a check (about a second on the whole default corpus)."""
     for _ in range(8):
-        once = _normalise_once(text)
-        if once == text:
+        again = once(text)
+        if again == text:
             break
-        text = once
+        text = again
     return text
+
+
+def _control(text: str) -> str:
+    """Line and page breaks to \\n, control characters and zero-width marks removed: done to every block."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x0c", "\n\n")
+    if not text.isascii():
+        text = text.replace("\u2028", "\n").replace("\u2029", "\n\n")
+    return _CONTROL.sub("", text)
+
+
+def _characters(text: str) -> str:
+    """The repairs that leave whitespace alone: mojibake and NFC."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFC", _fix_encoding(text))
 
 
 def _normalise_once(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Exact duplicates (dropped, recorded) and near-duplicates (grouped, never dropped).
+"""Exact duplicates (dropped, recorded) and near-duplicates (grouped; with `keep-one`, one kept).
 
 Exact: two texts whose lower-cased, whitespace-folded forms hash alike are the same text; the first
 (in source, then file order) is kept and the others are recorded as duplicates of it.
@@ -12,6 +12,10 @@ signals, both over word shingles (`shingle_words` consecutive words) of a spelli
 2. containment >= `near_dup_containment` (share of the smaller text's shingles found in the other),
    found with MinHashLSHEnsemble and confirmed exactly: an anthology that reprints a poem
    (Milton's Poetical Works holds L'Allegro ... Lycidas) has low Jaccard with it because of its size.
+
+With `corpus.near_duplicates = "keep-one"`, `keep_one` picks one text per group to keep: the
+longest, so that when an anthology holds a poem the anthology stays, and of two copies of one page
+the fuller one stays (the first in corpus order on a tie); the build records the others.
 
 Spelling folding (`londinium.spelling.fold_word`: long s, u/v, i/j/y, doubled letters, final -e;
 "vpon"->"upon", "haue"->"hau", "have"->"hau", "selfe"->"self") is used for the shingles only: the
@@ -190,3 +194,15 @@ def group_near_duplicates(
 
 def _round2(n: int) -> int:
     return max(1, int(float(f"{n:.2g}")))
+
+
+def keep_one(grouping: Grouping, sizes: dict[str, int]) -> dict[str, str]:
+    """For every group of two or more texts, each member left out -> the member kept: the longest
+    (`sizes`: characters by key), the first in corpus order on a tie."""
+    order = {key: i for i, key in enumerate(grouping.group_of)}
+    dropped: dict[str, str] = {}
+    for members in grouping.members().values():
+        if len(members) > 1:
+            kept = max(members, key=lambda k: (sizes[k], -order[k]))
+            dropped.update({m: kept for m in members if m != kept})
+    return dropped

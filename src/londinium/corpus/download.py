@@ -31,7 +31,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
+from londinium.progress import progress
 
 from londinium.errors import SourceError
 from londinium.files import ensure_dir, loads_json, pid_alive, sha256_file, write_json
@@ -298,7 +298,7 @@ def _download_within(url: str, dest: Path, source_id: str, max_bytes: int, deadl
             # Refuse before reading the body: closing the response drops the connection.
             raise SourceError(_too_big(source_id, url, f"is {total:,} bytes", max_bytes))
         got = 0
-        with open(dest, "wb") as f, tqdm(
+        with open(dest, "wb") as f, progress(
             total=total, unit="B", unit_scale=True, desc=f"{source_id}: download", leave=False, disable=None
         ) as bar:
             # read1: what has arrived (up to CHUNK), so the deadline is checked between small reads

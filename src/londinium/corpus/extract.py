@@ -20,12 +20,12 @@ import io
 import re
 import unicodedata
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import PurePosixPath
 from typing import Iterable
 
 from londinium.corpus.archive import sniff
 from londinium.corpus.rows import TABLE_FORMATS, Row, RowsError, join_rows, jsonl_rows, table_rows
+from londinium.corpus.html_text import html_to_text  # noqa: F401 (the html format; tests import it from here)
 from londinium.corpus.sources import RawFile, SourceSpec
 from londinium.errors import LondiniumError
 from londinium.files import loads_json
@@ -103,12 +103,6 @@ _GUT_END = re.compile(
     r"|\*?\s*START\*?\*?THE SMALL PRINT)",
     re.IGNORECASE,
 )
-# Paragraphs added by transcribers, producers or publishers, not by the author.
-_PRODUCER_NOTE = re.compile(
-    r"^\s*[\[(_]*\s*(transcriber'?s'? notes?\b|produced by\b|e-?text prepared by\b|this e-?(text|book) (was|is)\b"
-    r"|prepared by\b.*\b(gutenberg|etext|e-text)|all rights reserved)",
-    re.IGNORECASE,
-)
 # The World Library notice repeated between scenes of the 1990s Gutenberg Shakespeare.
 _WORLD_LIBRARY = re.compile(r"<<\s*THIS ELECTRONIC VERSION.*?>>", re.IGNORECASE | re.DOTALL)
 
@@ -118,10 +112,11 @@ def has_gutenberg_markers(text: str) -> bool:
 
 
 def strip_gutenberg(text: str) -> str:
-    """Remove Project Gutenberg headers, footers, small print and producer/licence notes.
+    """Remove Project Gutenberg headers, footers and small print (the licence around the text).
 
     Texts without markers (as in the `shakespeare` package, whose files were trimmed) keep their
-    whole body; producer notes are removed paragraph by paragraph either way.
+    whole body. Transcriber's and producer's notes inside it are left for `editorial.split`, which
+    takes them out with the edition's introduction and notes and records each one.
     """
     text = _WORLD_LIBRARY.sub("", text)
     lines = text.split("\n")
@@ -134,101 +129,7 @@ def strip_gutenberg(text: str) -> str:
         if _GUT_END.match(lines[i]):
             end = i
             break
-    body = "\n".join(lines[start:end])
-    paragraphs = re.split(r"\n[ \t]*\n", body)
-    return "\n\n".join(p for p in paragraphs if not _PRODUCER_NOTE.match(p.lstrip("\n")))
-
-
-# ---- HTML ---------------------------------------------------------------------------------------
-
-_SKIP_TAGS = {"script", "style", "nav", "header", "footer", "aside", "noscript", "template", "svg", "form", "head", "button", "iframe"}
-_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-_BLOCK_TAGS = {"p", "div", "section", "article", "blockquote", "li", "ul", "ol", "dl", "dt", "dd", "table", "tr",
-               "h1", "h2", "h3", "h4", "h5", "h6", "pre", "main", "body", "figure", "figcaption", "center", "td", "th"}
-# class/id/role words that mark site furniture rather than content (Gutenberg's pg-header included).
-_BOILERPLATE_ATTR = re.compile(r"(^|[\s_-])(nav|navbar|navigation|menu|footer|header|sidebar|breadcrumbs?|cookies?|banner|"
-                               r"share|social|advert|ads|boilerplate|pg-header|pg-footer)($|[\s_-])", re.IGNORECASE)
-
-
-class _HTMLText(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip: list[str] = []  # open tags whose content is skipped
-        self.pre = 0
-        self.title = ""
-        self._in_title = False
-
-    def _is_furniture(self, tag: str, attrs: list[tuple[str, str | None]]) -> bool:
-        if tag in _SKIP_TAGS:
-            return True
-        for key, value in attrs:
-            if key in ("class", "id", "role") and value and _BOILERPLATE_ATTR.search(value):
-                return True
-        return False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
-            self._in_title = True
-        if tag in _VOID_TAGS:
-            if tag == "br" and not self.skip:
-                self._newline("\n")
-            return
-        if self.skip or self._is_furniture(tag, attrs):
-            self.skip.append(tag)
-            return
-        if tag == "pre":
-            self.pre += 1
-        if tag in _BLOCK_TAGS:
-            self._newline("\n\n")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "br" and not self.skip:
-            self._newline("\n")
-
-    def _newline(self, brk: str) -> None:
-        # spaces that HTML collapsing left at the end of a line are not text
-        if self.parts and not self.pre:
-            self.parts[-1] = self.parts[-1].rstrip(" ")
-        self.parts.append(brk)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
-        if self.skip:
-            # close the innermost skipped element of this name (tolerates sloppy nesting)
-            if tag in self.skip:
-                while self.skip and self.skip.pop() != tag:
-                    pass
-            return
-        if tag == "pre":
-            self.pre = max(0, self.pre - 1)
-        if tag in _BLOCK_TAGS:
-            self._newline("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title += data
-        if self.skip:
-            return
-        if self.pre:
-            self.parts.append(data)
-            return
-        # HTML collapses source whitespace; only <pre>, <br> and blocks make line breaks.
-        data = re.sub(r"\s+", " ", data)
-        if not self.parts or self.parts[-1].endswith("\n"):
-            data = data.lstrip(" ")
-        if data:
-            self.parts.append(data)
-
-
-def html_to_text(html: str) -> tuple[str, str]:
-    """Visible body text of an HTML page without navigation/site furniture. Returns (title, text)."""
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    text = re.sub(r"\n{3,}", "\n\n", "".join(parser.parts))
-    return " ".join(parser.title.split()), text.strip()
+    return "\n".join(lines[start:end])
 
 
 # ---- TEI XML -------------------------------------------------------------------------------------

@@ -9,12 +9,19 @@ Each score is a share in [0, 1] so thresholds read the same for a sonnet and a b
 - `english`: word tokens that are common English function words, counting the period's spellings
   (thou, thee, hath, doth, vnto, vpon, haue, ...). English prose scores 0.4-0.6; Latin scores
   under 0.1 because it shares almost none of them.
+
+Code and tables (`blocks.parse`) are not prose: the four scores are taken over a text's prose
+blocks only, and `code` records the share of its characters in code and tables. A text that is
+nearly all code (fewer than 30 words of prose) is not judged by them at all; what happens to its
+code is the source's `code` setting.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from londinium.corpus.blocks import Block
 
 FUNCTION_WORDS = frozenset(
     """
@@ -76,13 +83,17 @@ def _boilerplate_lines(text: str) -> int:
     return hits
 
 
+PARAGRAPH_MIN_WORDS = 30  # shorter paragraphs ("Enter Prospero.") are too small to judge a language by
+
+
 @dataclass
 class Scores:
     chars: int
-    alpha_words: float
-    noise: float
-    boilerplate: float
-    english: float
+    alpha_words: float | None  # None: not judged (a text of code with too little prose to judge)
+    noise: float | None
+    boilerplate: float | None
+    english: float | None
+    code: float = 0.0  # share of the characters in code and table blocks
 
     def as_dict(self) -> dict[str, float | int]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -100,19 +111,27 @@ def _distinct_spans(text: str, pattern: re.Pattern, sep: str) -> int:
     return len(starts)
 
 
-def score(text: str) -> Scores:
-    n_tokens = len(text.split())
+def score(text: str, blocks: list[Block] | None = None) -> Scores:
+    """The scores of `text`; given its `blocks`, the prose ones are taken over its prose only."""
+    prose, code = text, 0.0
+    if blocks is not None and any(b.verbatim for b in blocks):
+        prose = "\n\n".join(b.text for b in blocks if not b.verbatim)
+        code = sum(len(b.text) for b in blocks if b.verbatim) / (len(text) or 1)
+        if len(prose.split()) < PARAGRAPH_MIN_WORDS:
+            return Scores(len(text), None, None, None, None, code)
+    n_tokens = len(prose.split())
     n = n_tokens or 1
-    no_letter = len(_NO_LETTER_TOKEN.findall(text))
-    noisy = _distinct_spans(text, _NOISY, " \t\n")
-    lines = sum(1 for line in text.split("\n") if line.strip())
-    boiler = _boilerplate_lines(text)
+    no_letter = len(_NO_LETTER_TOKEN.findall(prose))
+    noisy = _distinct_spans(prose, _NOISY, " \t\n")
+    lines = sum(1 for line in prose.split("\n") if line.strip())
+    boiler = _boilerplate_lines(prose)
     return Scores(
         chars=len(text),
         alpha_words=(n_tokens - no_letter) / n,
         noise=noisy / n,
         boilerplate=boiler / (lines or 1),
-        english=english_share(text),
+        english=english_share(prose),
+        code=code,
     )
 
 
@@ -124,18 +143,35 @@ def rejection_reason(s: Scores, cfg, check_length: bool = True) -> str | None:
     """
     if check_length and s.chars < cfg.min_chars:
         return "too-short"
-    if s.alpha_words < cfg.min_alpha_words:
+    if s.alpha_words is not None and s.alpha_words < cfg.min_alpha_words:
         return "few-alphabetic-words"
-    if s.noise > cfg.max_noise:
+    if s.noise is not None and s.noise > cfg.max_noise:
         return "ocr-noise"
-    if s.boilerplate > cfg.max_boilerplate:
+    if s.boilerplate is not None and s.boilerplate > cfg.max_boilerplate:
         return "boilerplate"
-    if s.english < cfg.min_english:
+    if s.english is not None and s.english < cfg.min_english:
         return "not-english"
     return None
 
 
-PARAGRAPH_MIN_WORDS = 30  # shorter paragraphs ("Enter Prospero.") are too small to judge a language by
+_WHY = {  # reason -> (score, setting, what the score is)
+    "too-short": ("chars", "min_chars", "characters"),
+    "few-alphabetic-words": ("alpha_words", "min_alpha_words", "share of words with a letter"),
+    "ocr-noise": ("noise", "max_noise", "share of words that look like OCR damage"),
+    "boilerplate": ("boilerplate", "max_boilerplate", "share of lines that look like licence or site furniture"),
+    "not-english": ("english", "min_english", "share of words that are English function words"),
+}
+
+
+def explain(reason: str, s: Scores, cfg) -> str:
+    """Why a text failed a filter, with its score and the setting: the detail of its rejection record."""
+    score_name, setting, what = _WHY[reason]
+    value = getattr(s, score_name)
+    shown = f"{value:,}" if isinstance(value, int) else f"{value:.2f}"
+    prose = " of its prose (code and tables are judged apart)" if s.code else ""
+    return f"{what}{prose} {shown}, against corpus.{setting} = {getattr(cfg, setting)}"
+
+
 
 
 def _english_counts(text: str) -> tuple[int, int]:

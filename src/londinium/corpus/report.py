@@ -30,12 +30,20 @@ class Ledger:
     exact_duplicates: dict[str, list[str]] = field(default_factory=dict)  # kept text key -> duplicate keys
     near_groups: list[dict[str, Any]] = field(default_factory=list)
     legacy_decoded: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    # source -> "code"/"table" -> {"blocks", "chars"} of the code and tables kept (those dropped are rejections)
+    kept_blocks: dict[str, dict[str, dict[str, int]]] = field(default_factory=lambda: defaultdict(dict))
 
     def reject(self, source: str, file: str | None, level: str, reason: str, detail: str = "", title: str = "",
                chars: int = 0, scores: dict | None = None) -> None:
         """Record one rejection: level is source, file, rows, text or paragraph."""
         self.rejections.append({"source": source, "file": file, "level": level, "reason": reason, "detail": detail,
                                 "title": title, "chars": chars, "scores": scores})
+
+    def keep_block(self, source: str, kind: str, chars: int) -> None:
+        """Count one code block or table that goes into the documents."""
+        slot = self.kept_blocks[source].setdefault(kind, {"blocks": 0, "chars": 0})
+        slot["blocks"] += 1
+        slot["chars"] += chars
 
     def forget_source(self, source: str) -> None:
         """Drop what a source contributed before it failed: a source is used whole or not at all."""
@@ -67,6 +75,9 @@ def card(ledger: Ledger, config: dict[str, Any]) -> dict[str, Any]:
             "documents": {}, "chars": {"rejected": sum(r["chars"] for r in rej)}, "groups": {},
             "rejections": dict(Counter(f"{r['level']}:{r['reason']}" for r in rej).most_common()),
             "decoded_as_cp1252": sorted(ledger.legacy_decoded.get(sid, [])),
+            "code_and_tables": _code_and_tables(ledger.kept_blocks.get(sid, {}), rej),
+            "editorial": {"sections": sum(r["reason"] == "editorial" for r in rej),
+                          "chars": sum(r["chars"] for r in rej if r["reason"] == "editorial")},
         }
         for split in SPLIT_NAMES:
             rows = [d for d in ledger.docs[split] if d["source"] == sid]
@@ -112,6 +123,15 @@ def card(ledger: Ledger, config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _code_and_tables(kept: dict[str, dict[str, int]], rejections: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    out = {}
+    for kind in ("code", "table"):
+        dropped = [r for r in rejections if r["level"] == "paragraph" and r["reason"] == kind]
+        out[kind] = {"kept": kept.get(kind, {}).get("blocks", 0), "kept_chars": kept.get(kind, {}).get("chars", 0),
+                     "dropped": len(dropped), "dropped_chars": sum(r["chars"] for r in dropped)}
+    return out
+
+
 def check(c: dict[str, Any]) -> list[str]:
     """The identities a card must satisfy; returns what fails (empty when it adds up)."""
     problems = []
@@ -142,8 +162,10 @@ def markdown(c: dict[str, Any], paths: dict[str, Path]) -> str:
     """The human-readable card."""
     lines = ["# Corpus data card", ""]
     t = c["totals"]
+    d = t["documents"]
     lines += [
-        f"{_n(t['documents']['total'])} training documents, {_n(t['chars']['kept'])} characters, from "
+        f"{_n(d['total'])} documents (train {_n(d['train'])}, validation {_n(d['val'])}, test {_n(d['test'])}), "
+        f"{_n(t['chars']['kept'])} characters, from "
         f"{_n(t['files']['kept'])} of {_n(t['files']['read'])} files in {len(c['sources'])} sources. "
         f"Rejected: {_n(t['files']['rejected'])} files, {_n(t['texts']['rejected'])} texts, "
         f"{_n(t['chars']['rejected'])} characters (details in `{paths['rejections'].name}`).",
@@ -177,19 +199,42 @@ def markdown(c: dict[str, Any], paths: dict[str, Path]) -> str:
         lines += [f"| {r['level']} | {r['reason']} | {_n(r['count'])} | {_n(r['chars'])} |" for r in c["rejection_reasons"]]
     else:
         lines.append("Nothing was rejected.")
+    if any(s["editorial"]["sections"] for s in c["sources"]):
+        lines += ["", "## Editorial matter taken out", "",
+                  "Introductions, notes, indexes, title pages and transcriber's notes that an edition adds to the text "
+                  "(`gutenberg` texts; each section is a `section` rejection in the log).", "",
+                  "| source | sections | chars |", "|---|---:|---:|"]
+        lines += [f"| {s['id']} | {_n(s['editorial']['sections'])} | {_n(s['editorial']['chars'])} |"
+                  for s in c["sources"] if s["editorial"]["sections"]]
+    code = [s for s in c["sources"] if any(v["kept"] or v["dropped"] for v in s["code_and_tables"].values())]
+    if code:
+        lines += ["", "## Code and tables", "",
+                  "Recognised apart from prose: kept verbatim and not judged by the prose filters, or dropped where "
+                  "the source says `code = \"drop\"` / `tables = \"drop\"`.", "",
+                  "| source | code kept | chars | code dropped | chars | tables kept | chars | tables dropped | chars |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for s in code:
+            x, y = s["code_and_tables"]["code"], s["code_and_tables"]["table"]
+            lines.append(f"| {s['id']} | " + " | ".join(_n(v) for v in (x["kept"], x["kept_chars"], x["dropped"], x["dropped_chars"],
+                                                                    y["kept"], y["kept_chars"], y["dropped"], y["dropped_chars"])) + " |")
     lines += ["", "## Exact duplicates (kept once)", ""]
     if c["exact_duplicates"]:
         lines += [f"- `{d['kept']}` kept; dropped: " + ", ".join(f"`{k}`" for k in d["duplicates"]) for d in c["exact_duplicates"]]
     else:
         lines.append("None.")
-    lines += ["", "## Near-duplicate groups (kept together in one split)", ""]
+    keep_one = c["config"].get("near_duplicates") == "keep-one"
+    lines += ["", "## Near-duplicate groups " + ("(the longest kept, the others rejected)" if keep_one else "(kept together in one split)"), ""]
     if c["near_duplicate_groups"]:
         lines += ["| group | split | members | similarity |", "|---|---|---|---|"]
         for g in c["near_duplicate_groups"]:
             sims = "; ".join(f"{p['signal']} J={p['jaccard']:.2f} C={p['containment']:.2f}" for p in g["pairs"])
-            lines.append(f"| `{g['group']}` | {g['split']} | " + "<br>".join(f"`{m}`" for m in g["members"]) + f" | {sims} |")
+            members = "<br>".join(f"`{m}`" + (" (kept)" if m == g.get("kept") else "") for m in g["members"])
+            lines.append(f"| `{g['group']}` | {g['split']} | {members} | {sims} |")
     else:
         lines.append("None.")
+    if profile := c.get("profile"):
+        lines += ["", "## Profile", "", f"**{profile['name']}**: {profile['description']} Spelling folding: {profile['folding']}"
+                  + "".join(f"; source `{sid}`: {f}" for sid, f in profile["source_folding"].items()) + ". (docs/profiles.md)"]
     cfg = c["config"]
     lines += ["", "## Settings", "", "```", *(f"{k} = {v!r}" for k, v in cfg.get("section", {}).items()), "```", ""]
     return "\n".join(lines)

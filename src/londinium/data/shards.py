@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 from tokenizers import Tokenizer
-from tqdm import tqdm
+from londinium.progress import progress
 
 from londinium.config import DataConfig, validate
 from londinium.data.documents import iter_documents_sized, require_split
@@ -67,7 +67,7 @@ def encode_split(
         batch.clear()
 
     batch: list[str] = []
-    with atomic_write(bin_path, "wb") as f, tqdm(
+    with atomic_write(bin_path, "wb") as f, progress(
         total=source.stat().st_size, unit="B", unit_scale=True, desc=f"shards: encode {split}", disable=None
     ) as bar:
         for row, size in iter_documents_sized(source):

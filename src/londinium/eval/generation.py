@@ -55,19 +55,22 @@ def generate_samples(
 
 
 def text_block(texts: Sequence[str], period_words: Sequence[str], anachronisms: Sequence[str]) -> dict[str, Any]:
-    """Metrics of a set of texts that need no reference: diversity, repetition, period words, anachronisms."""
-    found = find_anachronisms(texts, anachronisms)
+    """Metrics of a set of texts that need no reference: diversity, repetition, and -- only when
+    there is a word list for them -- period words and anachronisms (an empty list leaves them out)."""
     n_words = sum(len(words(t)) for t in texts)
-    return {
+    block = {
         "texts": len(texts),
         "mean_words": n_words / len(texts) if texts else 0.0,
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         "rep_4": mean_repetition(texts, 4),
-        "period_share": period_share(texts, period_words),
-        "anachronisms": sum(found.values()),
-        "anachronism_words": dict(found.most_common()),
     }
+    if period_words:
+        block["period_share"] = period_share(texts, period_words)
+    if anachronisms:
+        found = find_anachronisms(texts, anachronisms)
+        block.update(anachronisms=sum(found.values()), anachronism_words=dict(found.most_common()))
+    return block
 
 
 def generation_metrics(

@@ -170,7 +170,7 @@ def evaluate_documents(
 ) -> dict[str, Any]:
     """Perplexity and bits-per-byte over `docs` (corpus rows: "text", "source", "period"), in total,
     by source and by period. `encode_batch` turns texts into token ids (no special tokens)."""
-    from tqdm import tqdm
+    from londinium.progress import progress
 
     docs = [d for d in docs if d.get("text")]
     stride = stride or max(1, context // 2)
@@ -182,7 +182,7 @@ def evaluate_documents(
             rows.append(row)
             owner.append(k)
     n_tokens = sum(len(x) for x in ids)
-    with tqdm(total=n_tokens, desc=desc, unit="tok", unit_scale=True, disable=not show_progress, leave=False) as bar:
+    with progress(total=n_tokens, desc=desc, unit="tok", unit_scale=True, disable=not show_progress, leave=False) as bar:
         nll = score_rows(model, rows, batch_size, pad_id=bos_id, progress=bar.update)
     per_doc = [0.0] * len(docs)
     for k, t in zip(owner, nll):

@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from londinium.errors import LondiniumError
-from londinium.eval.perplexity import Row, score_rows
+from londinium.eval.perplexity import model_device
+from londinium.eval.stats import mean_se
 from londinium.files import read_toml
 
 REQUIRED = ("id", "prompt", "answer", "distractors")
@@ -131,15 +132,15 @@ class ProbeResult:
         return asdict(self)
 
 
-def choice_rows(prompt_ids: Sequence[int], choice_ids: Sequence[int], context: int) -> Row:
-    """One row scoring `choice_ids` after `prompt_ids`; the prompt is cut from the left to fit."""
-    if len(choice_ids) >= context:
-        raise ProbeError(f"a probe choice of {len(choice_ids)} tokens does not fit the model's context ({context}); shorten it")
-    seq = [*prompt_ids, *choice_ids]
-    seq = seq[-(context + 1):]  # keep the choice whole; drop the oldest prompt tokens
-    inputs, targets = seq[:-1], seq[1:]
-    n_prompt = len(targets) - len(choice_ids)
-    return inputs, [-1] * n_prompt + list(targets[n_prompt:])
+def _fit(prompt_ids: list[int], choices: list[list[int]], context: int) -> list[int]:
+    """The prompt cut from the left so that it and the longest choice fit the context (the choice is
+    kept whole: the last token is a target, not an input, hence context + 1)."""
+    if not all(choices):
+        raise ProbeError("a probe choice is empty (no tokens); every choice needs some text")
+    longest = max(len(c) for c in choices)
+    if longest >= context:
+        raise ProbeError(f"a probe choice of {longest} tokens does not fit the model's context ({context}); shorten it")
+    return prompt_ids[-(context + 1 - longest):]
 
 
 def score_probes(
@@ -154,18 +155,16 @@ def score_probes(
 
     Prompt and choice are encoded separately and joined: the choice's tokens are then the same
     whichever prompt precedes it, and with a byte-level BPE whose pre-tokenizer splits before a
-    space, this equals encoding the joined text when the choice starts with a space.
+    space, this equals encoding the joined text when the choice starts with a space. The prompt is
+    run once per probe and its keys and values are shared by the choices (`choice_logprobs`), so a
+    probe costs its prompt once, not once per choice.
     """
-    rows: list[Row] = []
+    encoded = []
     for p in probes:
-        prompt_ids = [bos_id, *encode(p.prompt)]
-        rows.extend(choice_rows(prompt_ids, encode(c), context) for c in p.choices)
-    nll = score_rows(model, rows, batch_size, pad_id=bos_id)
+        choices = [encode(c) for c in p.choices]
+        encoded.append((_fit([bos_id, *encode(p.prompt)], choices, context), choices))
     results: list[ProbeResult] = []
-    k = 0
-    for p in probes:
-        lp = [-float(t.sum()) for t in nll[k:k + len(p.choices)]]
-        k += len(p.choices)
+    for p, lp in zip(probes, choice_logprobs(model, encoded, context, batch_size)):
         nb = [len(c.encode("utf-8")) for c in p.choices]
         per_byte = [x / b for x, b in zip(lp, nb)]
         rank = 1 + sum(x > lp[0] for x in lp[1:])
@@ -178,8 +177,68 @@ def score_probes(
     return results
 
 
+@torch.no_grad()
+def choice_logprobs(model: torch.nn.Module, encoded: Sequence[tuple[list[int], list[list[int]]]], context: int,
+                    batch_size: int = 16) -> list[list[float]]:
+    """log P(choice | prompt), summed over the choice's tokens, for each (prompt ids, [choice ids])
+    (prompt ids start with the document token; prompt + longest choice - 1 <= context).
+
+    Batches of up to `batch_size` prompts of similar length, left-padded, are run once into a KV
+    cache (its `pad` keeps padding out of attention and positions); the cache rows are repeated once
+    per choice, and the choices (right-padded; causal attention keeps padding out of real positions)
+    run after them. The first choice token is scored from the prompt's last logits."""
+    device = model_device(model)
+    out: list[list[float] | None] = [None] * len(encoded)
+    for batch in _batches(encoded, context, batch_size):
+        prompts = [encoded[i][0] for i in batch]
+        width = max(len(p) for p in prompts)
+        pad = torch.tensor([width - len(p) for p in prompts], device=device)
+        idx = torch.tensor([[p[0]] * (width - len(p)) + p for p in prompts], device=device)
+        choices = [c for i in batch for c in encoded[i][1]]
+        owner = torch.tensor([b for b, i in enumerate(batch) for _ in encoded[i][1]], device=device)
+        longest = max(len(c) for c in choices)
+        cache = model.new_kv_cache(len(batch), max_len=width)
+        cache.pad = pad
+        last, _ = model(idx, kv_cache=cache, logits_to_keep=1)
+        first = torch.log_softmax(last[:, 0].float(), -1)[owner]  # [choices, V]: the first token's distribution
+        targets = torch.tensor([c + [c[0]] * (longest - len(c)) for c in choices], device=device)
+        lp = first.gather(1, targets[:, :1]).double()  # [choices, 1]
+        if longest > 1:
+            rows = model.new_kv_cache(len(choices), max_len=width + longest - 1)
+            for layer in range(len(rows.k)):  # each choice continues its own copy of its prompt
+                rows.k[layer][:, :, :width] = cache.k[layer][owner]
+                rows.v[layer][:, :, :width] = cache.v[layer][owner]
+            rows.length, rows.pad = width, pad[owner]
+            logits, _ = model(targets[:, :-1], kv_cache=rows)
+            rest = torch.log_softmax(logits.float(), -1).gather(2, targets[:, 1:, None])[..., 0].double()
+            lp = torch.cat([lp, rest], 1)
+        k = 0
+        for i in batch:
+            n = len(encoded[i][1])
+            out[i] = [float(lp[k + j, :len(c)].sum()) for j, c in enumerate(encoded[i][1])]
+            k += n
+    return out  # type: ignore[return-value]
+
+
+def _batches(encoded: Sequence[tuple[list[int], list[list[int]]]], context: int, batch_size: int) -> list[list[int]]:
+    """Indices of `encoded` in batches by prompt length, each fitting the context when padded."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    batches: list[list[int]] = []
+    width = longest = 0
+    for i in order:
+        prompt, choices = encoded[i]
+        w, c = max(width, len(prompt)), max(longest, max(len(x) for x in choices))
+        if batches and len(batches[-1]) < batch_size and w + c - 1 <= context:
+            batches[-1].append(i)
+            width, longest = w, c
+        else:
+            batches.append([i])
+            width, longest = len(prompt), max(len(x) for x in choices)
+    return batches
+
+
 def summarize(results: Sequence[ProbeResult], flagged: set[str] | None = None) -> dict[str, Any]:
-    """Accuracy, length-normalised accuracy, mean rank and chance level: overall, by category, and
+    """Accuracy (with its standard error), length-normalised accuracy, mean rank and chance level: overall, by category, and
     split into probes flagged as contaminated and clean ones when `flagged` is given."""
 
     def block(rs: Sequence[ProbeResult]) -> dict[str, Any]:
@@ -188,6 +247,7 @@ def summarize(results: Sequence[ProbeResult], flagged: set[str] | None = None) -
         return {
             "n": len(rs),
             "accuracy": sum(r.correct for r in rs) / len(rs),
+            "accuracy_se": mean_se([float(r.correct) for r in rs])[1],
             "accuracy_norm": sum(r.correct_norm for r in rs) / len(rs),
             "mean_rank": sum(r.rank for r in rs) / len(rs),
             "chance": sum(1 / len(r.logprobs) for r in rs) / len(rs),

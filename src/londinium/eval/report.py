@@ -70,18 +70,61 @@ def _perplexity_section(ppl: dict[str, Any]) -> list[str]:
     return out
 
 
+def _pm(x: Any, se: Any, scale: float = 100, digits: int = 1, unit: str = "%") -> str:
+    """"41.3% ± 1.6" (a value and its standard error)."""
+    if x is None:
+        return "–"
+    value = f"{scale * x:.{digits}f}{unit}"
+    return value if se is None or not math.isfinite(se) else f"{value} ± {scale * se:.{digits}f}"
+
+
+def _cloze_section(c: dict[str, Any], max_shown: int = 3) -> list[str]:
+    s = c["summary"]
+    if not s["overall"]["n"]:
+        return ["## Cloze", "", f"Not measured: {c['note']}.", ""]
+    out = ["## Cloze", "",
+           f"{s['overall']['n']} items cut from {s['overall']['documents']} held-out `{c['split']}` documents (`{c['file']}`): "
+           f"each shows {c['context_words']} words of a document and asks which of {c['choices']} words comes next; the "
+           "distractors are words of the same corpus with the answer's case, ending and length, and a train-split frequency "
+           "near its own. Each choice is scored by its log-likelihood after the passage. *accuracy* takes the highest sum, "
+           "*accuracy/byte* the highest per byte; *margin* is log P(answer) − max log P(distractor) in nats (continuous: it "
+           "moves before accuracy does). ± is one standard error, clustered by document; *chance* is 1 / choices and *by "
+           f"frequency* what always choosing the most frequent word scores ({_pct(c['unigram_accuracy'])}).", ""]
+    header = ["", "items", "accuracy", "accuracy/byte", "margin (nats)", "chance"]
+
+    def row(name: str, b: dict[str, Any]) -> list[Any]:
+        return [name, b["n"], _pm(b["accuracy"], b["accuracy_se"]), _pm(b["accuracy_norm"], b["accuracy_norm_se"]),
+                _pm(b["margin"], b["margin_se"], 1, 3, ""), _pct(b["chance"])]
+
+    rows = [row("**all**", s["overall"])] + [row(f"source `{k}`", b) for k, b in s["by_source"].items()]
+    out += [table(header, rows), ""]
+    scored = {r["id"]: r for r in c["items"]}
+    examples = [x for x in c.get("examples", []) if x["id"] in scored][:max_shown]
+    if examples:
+        out += ["Examples (the end of the passage, the choices with the answer first, the model's choice):", ""]
+        for x in examples:
+            lp = scored[x["id"]]["logprobs"]
+            choices = [x["answer"], *x["distractors"]]
+            best = choices[max(range(len(lp)), key=lambda i: lp[i])]
+            out.append(f"- …{one_line(x['prompt'][-100:])} → " + " / ".join(f"`{ch.strip()}`" for ch in choices)
+                       + f": `{best.strip()}`")
+        out.append("")
+    return out
+
+
 def _probe_section(probes: dict[str, Any]) -> list[str]:
     s = probes["summary"]
-    out = ["## Domain probes", "",
-           f"Probe set **{probes['name']}** (`{probes['file']}`), {s['overall']['n']} probes. Each choice is scored by "
+    out = [f"## {probes.get('title') or 'Probes'}", "",
+           f"Probe set **{probes['name']}** (`{probes['file']}`), {s['overall']['n']} hand-written probes. Each choice is scored by "
            "its log-likelihood after the prompt; *accuracy* takes the highest sum, *accuracy/byte* the highest "
-           "per byte; *mean rank* is the true answer's rank (1 is best); *chance* is 1 / choices.", ""]
+           "per byte; *mean rank* is the true answer's rank (1 is best); *chance* is 1 / choices. With few probes the "
+           "standard error is large: rank models on the cloze set and bits per byte.", ""]
     header = ["", "probes", "accuracy", "accuracy/byte", "mean rank", "chance"]
 
     def row(name: str, b: dict[str, Any]) -> list[Any]:
         if not b.get("n"):
             return [name, 0, "–", "–", "–", "–"]
-        return [name, b["n"], _pct(b["accuracy"]), _pct(b["accuracy_norm"]), _f(b["mean_rank"], 2), _pct(b["chance"])]
+        return [name, b["n"], _pm(b["accuracy"], b.get("accuracy_se")), _pct(b["accuracy_norm"]), _f(b["mean_rank"], 2), _pct(b["chance"])]
 
     rows = [row("**all**", s["overall"])]
     rows += [row(f"category `{c}`", b) for c, b in s["by_category"].items()]
@@ -112,18 +155,29 @@ def _contamination_section(c: dict[str, Any]) -> list[str]:
     return out
 
 
-GEN_HEADER = ["", "words/sample", "distinct-1", "distinct-2", "rep-4", "period words", "anachronisms", "BLEU", "ROUGE-1", "ROUGE-2", "ROUGE-L"]
+GEN_COLUMNS = [("words/sample", "mean_words"), ("distinct-1", "distinct_1"), ("distinct-2", "distinct_2"), ("rep-4", "rep_4"),
+               ("period words", "period_share"), ("anachronisms", "anachronisms"), ("BLEU", "bleu"), ("ROUGE-1", "rouge1"),
+               ("ROUGE-2", "rouge2"), ("ROUGE-L", "rougeL")]
 
 
-def generation_rows(metrics: dict[str, Any]) -> list[list[Any]]:
-    rows = []
-    for key, m in metrics.items():
-        name = "held-out text (reference)" if key == "reference" else f"temperature {key}"
+def _gen_cell(m: dict[str, Any], key: str) -> str:
+    if key == "mean_words":
+        return _f(m[key], 1)
+    if key == "period_share":
+        return _pct(m[key])
+    if key == "anachronisms":
         found = ", ".join(f"{w} x{n}" for w, n in m["anachronism_words"].items())
-        rows.append([name, _f(m["mean_words"], 1), _f(m["distinct_1"]), _f(m["distinct_2"]), _f(m["rep_4"]),
-                     _pct(m["period_share"]), f"{m['anachronisms']}" + (f" ({found})" if found else ""),
-                     _f(m.get("bleu"), 2), _f(m.get("rouge1")), _f(m.get("rouge2")), _f(m.get("rougeL"))])
-    return rows
+        return f"{m[key]}" + (f" ({found})" if found else "")
+    return _f(m.get(key), 2 if key == "bleu" else 3)
+
+
+def generation_table(metrics: dict[str, Any]) -> str:
+    """The generation metrics by temperature and for the reference; a column no row has (period words
+    or anachronisms when the profile has no word list) is left out."""
+    columns = [(label, key) for label, key in GEN_COLUMNS if any(key in m for m in metrics.values())]
+    rows = [["held-out text (reference)" if name == "reference" else f"temperature {name}", *(_gen_cell(m, key) for _, key in columns)]
+            for name, m in metrics.items()]
+    return table(["", *(label for label, _ in columns)], rows)
 
 
 def one_line(text: str) -> str:
@@ -135,12 +189,14 @@ def one_line(text: str) -> str:
 
 
 def _generation_section(g: dict[str, Any], max_shown: int = 4) -> list[str]:
+    lists = any("period_share" in m for m in g["metrics"].values())
     out = ["## Generation", "",
            f"{len(g['prompts'])} prompts cut from held-out `{g['split']}` documents; {g['max_new_tokens']} new tokens "
            "per sample. distinct-n: unique n-grams / n-grams; rep-4: share of 4-grams repeating an earlier one in "
-           "the same sample; period words: share of words in the period list; BLEU/ROUGE: first sample per "
-           "prompt, cut to the reference's length, against the words that followed the prompt in the document.", ""]
-    out += [table(GEN_HEADER, generation_rows(g["metrics"])), ""]
+           "the same sample; " + ("period words: share of words in the period word list; " if lists else "")
+           + "BLEU/ROUGE: first sample per prompt, cut to the reference's length, against the words that followed the "
+           "prompt in the document.", ""]
+    out += [generation_table(g["metrics"]), ""]
     out += ["### Samples", ""]
     by_prompt: dict[str, list[dict[str, Any]]] = {}
     for s in g["samples"]:
@@ -167,9 +223,13 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None
         facts.append(f"{model.get('params', 0) / 1e6:.2f} M parameters, context {model.get('context')}, vocabulary {model.get('vocab_size')}")
     if ck.get("val_loss") is not None:
         facts.append(f"validation loss at training time {_f(ck['val_loss'])}")
+    if results.get("profile"):
+        facts.append(f"corpus profile `{results['profile']}` (docs/profiles.md)")
     out += ["; ".join(facts) + ".", ""]
     if "perplexity" in results:
         out += _perplexity_section(results["perplexity"])
+    if "cloze" in results:
+        out += _cloze_section(results["cloze"])
     if "probes" in results:
         out += _probe_section(results["probes"])
     if "contamination" in results:

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import json
 import time
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from londinium.config import Config, EvalConfig, validate
 from londinium.errors import ConfigError, LondiniumError
-from londinium.files import require_file, write_json, write_text
+from londinium.files import require_file, sha256_bytes, sha256_file, write_json, write_text
+from londinium.profiles import Profile, profile_for
+from londinium.tasks.cloze import ClozeSpec
 from londinium.workspace import Workspace
-
-
-def data_file(name: str) -> Path:
-    """A file shipped in `londinium/data_files/`."""
-    return Path(str(resources.files("londinium") / "data_files" / name))
 
 
 def validate_config(e: EvalConfig) -> None:
@@ -32,9 +29,37 @@ def validate_config(e: EvalConfig) -> None:
     validate(e)
 
 
-def _word_list_paths(e: EvalConfig) -> tuple[Path, Path]:
-    return (Path(e.period_words) if e.period_words else data_file("period_words.txt"),
-            Path(e.anachronisms) if e.anachronisms else data_file("anachronisms.txt"))
+@dataclass(frozen=True)
+class Instruments:
+    """What a run is measured with besides the corpus splits: each None when not used."""
+
+    profile: Profile
+    period_words: Path | None  # eval.period_words, else the profile's list
+    anachronisms: Path | None
+    probe_file: Path | None  # eval.probe_file, else the profile's set; None when eval.probes is off
+    probe_title: str
+    cloze_file: Path | None
+
+    @property
+    def files(self) -> list[Path]:
+        return [p for p in (self.period_words, self.anachronisms, self.probe_file, self.cloze_file) if p is not None]
+
+
+def instruments(ws: Workspace, e: EvalConfig, log: Callable[[str], None] = print) -> Instruments:
+    """The word lists, probe set and cloze set of an evaluation of `ws` (the cloze set is cut, as the
+    recorded stage "tasks/cloze", when it is missing or out of date)."""
+    from londinium.tasks.build import build_cloze
+
+    profile = profile_for(ws)
+    probe_file = (Path(e.probe_file) if e.probe_file else profile.path("probes")) if e.probes else None
+    title = (profile.probes_title if not e.probe_file else "") or "Probes"
+    cloze = build_cloze(ws, cloze_spec(e), log=log) if e.cloze else None
+    return Instruments(profile, Path(e.period_words) if e.period_words else profile.path("period_words"),
+                       Path(e.anachronisms) if e.anachronisms else profile.path("anachronisms"), probe_file, title, cloze)
+
+
+def cloze_spec(e: EvalConfig) -> ClozeSpec:
+    return ClozeSpec(split=e.cloze_split, items=e.cloze_items, choices=e.cloze_choices, context_words=e.cloze_context_words, seed=e.cloze_seed)
 
 
 def _read_text_file(path: Path) -> str:
@@ -55,7 +80,6 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a trained run and write its report card; returns the results (as in results.json)."""
     from londinium.data.documents import require_split
-    from londinium.eval.probes import default_probe_file
     from londinium.checkpoint import CONFIG_FILE, MODEL_FILE
     from londinium.model.load import load_run
 
@@ -71,21 +95,18 @@ def evaluate(
         torch.set_num_threads(cfg.train.threads)
     trained = load_run(ws, run=run, checkpoint=e.checkpoint, device=cfg.train.device, device_setting="train.device")
     model, run_cfg, ckpt, tok, tok_sha = trained.model, trained.config, trained.checkpoint, trained.tokenizer, trained.tokenizer_sha256
-    probe_file = Path(e.probe_file) if e.probe_file else default_probe_file()
-    period_path, anachronism_path = _word_list_paths(e)
+    used = instruments(ws, e, log=log)
     splits = sorted({*e.splits, e.prompt_split, "train"})
     inputs = [ckpt.path / MODEL_FILE, ckpt.path / CONFIG_FILE, ws.tokenizer_file,
-              *(require_split(ws, s) for s in splits), period_path, anachronism_path, *text_paths]
-    if e.probes:
-        inputs.append(probe_file)
+              *(require_split(ws, s) for s in splits), *used.files, *text_paths]
     results: dict[str, Any] = {}
 
     def work() -> list[Path]:
-        results.update(_evaluate(ws, e, run, model, run_cfg, ckpt, tok, tok_sha, probe_file, text_paths, log, show_progress))
+        results.update(_evaluate(ws, e, run, model, run_cfg, ckpt, tok, tok_sha, used, text_paths, log, show_progress))
         return write_outputs(ws, run, results)
 
     fingerprint = {"run": run, "checkpoint": ckpt.path.name, "texts": [str(t.resolve()) for t in text_paths],
-                   "probe_file": str(probe_file) if e.probes else None}
+                   "instruments": [str(p) for p in used.files], "profile": used.profile.to_record()}
     ran = ws.run_stage(f"eval/{run}", e, work, inputs=inputs, fingerprint=fingerprint, force=force, log=log)
     if not ran:
         results = json.loads(ws.eval_results(run).read_text(encoding="utf-8"))
@@ -94,8 +115,9 @@ def evaluate(
 
 
 def _evaluate(ws: Workspace, e: EvalConfig, run: str, model: Any, run_cfg: Config, ckpt: Any, tok: Any, tok_sha: str,
-              probe_file: Path, text_paths: list[Path], log: Callable[[str], None], show_progress: bool) -> dict[str, Any]:
+              used: Instruments, text_paths: list[Path], log: Callable[[str], None], show_progress: bool) -> dict[str, Any]:
     from londinium.data.documents import iter_documents, iter_texts, require_split
+    from londinium.eval.cloze import score_cloze
     from londinium.eval.contamination import check_groups
     from londinium.eval.contamination import summarize as summarize_contamination
     from londinium.eval.generation import generate_samples, generation_metrics
@@ -105,6 +127,7 @@ def _evaluate(ws: Workspace, e: EvalConfig, run: str, model: Any, run_cfg: Confi
     from londinium.eval.probes import summarize as summarize_probes
     from londinium.eval.text_metrics import load_word_list
     from londinium.infer.engine import Engine
+    from londinium.tasks.items import read_items
     from londinium.tokenizer.codec import encode, encode_batch, eot_id
 
     t_start = time.time()
@@ -116,16 +139,19 @@ def _evaluate(ws: Workspace, e: EvalConfig, run: str, model: Any, run_cfg: Confi
     bos = eot_id(tok)
     enc = lambda text: encode(tok, text)  # noqa: E731
     enc_batch = lambda texts: encode_batch(tok, texts)  # noqa: E731
-    period_path, anachronism_path = _word_list_paths(e)
-    period_words, anachronisms = load_word_list(period_path), load_word_list(anachronism_path)
+    # a profile without a list, or a list with no words: the column is left out, not 0
+    period_words = load_word_list(used.period_words) if used.period_words else []
+    anachronisms = load_word_list(used.anachronisms) if used.anachronisms else []
 
     results: dict[str, Any] = {
         "run": run,
         "checkpoint": {"name": ckpt.path.name, "step": ckpt.step, "val_loss": ckpt.val_loss},
         "model": {"params": model.num_params(), "context": context, "vocab_size": run_cfg.model.vocab_size},
         "tokenizer_sha256": tok_sha,
+        "profile": used.profile.name,
         "config": _section_dict(e),
     }
+    instruments: dict[str, Any] = {}
 
     t = time.time()
     ppl: dict[str, Any] = {}
@@ -135,14 +161,24 @@ def _evaluate(ws: Workspace, e: EvalConfig, run: str, model: Any, run_cfg: Confi
         log(f"eval: perplexity on {len(chosen)} of {len(docs)} {split} documents")
         block = evaluate_documents(model, enc_batch, chosen, bos, context, stride, e.batch_size, f"perplexity {split}", show_progress)
         ppl[split] = {"docs_total": len(docs), "docs_evaluated": len(chosen), **block}
+        instruments[f"perplexity {split}"] = {"corpus": sha256_file(require_split(ws, split)), "documents": len(chosen)}
     if text_paths:
         ppl["texts"] = {}
         for path in text_paths:
             doc = {"text": _read_text_file(path), "source": path.name}
             ppl["texts"][str(path)] = evaluate_documents(model, enc_batch, [doc], bos, context, stride, e.batch_size,
                                                          f"perplexity {path.name}", show_progress)["total"]
+            instruments[f"perplexity {path.name}"] = {"text": sha256_file(path)}
     results["perplexity"] = ppl
     seconds["perplexity"] = time.time() - t
+
+    cloze_items = list(read_items(used.cloze_file)) if used.cloze_file is not None else []
+    if used.cloze_file is not None:
+        t = time.time()
+        log(f"eval: scoring {len(cloze_items)} cloze items from {used.cloze_file}")
+        results["cloze"] = _cloze(ws, used.cloze_file, score_cloze(model, enc, cloze_items, bos, context, e.batch_size))
+        instruments["cloze"] = {"items": results["cloze"]["sha256"]}
+        seconds["cloze"] = time.time() - t
 
     prompts = []
     if e.prompts:
@@ -151,10 +187,11 @@ def _evaluate(ws: Workspace, e: EvalConfig, run: str, model: Any, run_cfg: Confi
             log(f"eval: no {e.prompt_split} document is longer than eval.prompt_chars + eval.reference_words words; no generation")
 
     t = time.time()
-    probe_set = load_probes(probe_file) if e.probes else None
+    probe_set = load_probes(used.probe_file) if used.probe_file else None
     groups = {"probe": {p.id: p.prompt + p.answer for p in probe_set.probes} if probe_set else {},
+              "cloze": {i.id: i.prompt + i.answer for i in cloze_items},
               "reference": {p.id: p.reference for p in prompts}}
-    log(f"eval: contamination of {len(groups['probe'])} probes and {len(groups['reference'])} references against the train split")
+    log(f"eval: contamination of {', '.join(f'{len(v)} {k} items' for k, v in groups.items())} against the train split")
     contamination = check_groups(groups, iter_texts(require_split(ws, "train")), e.contamination_ngram, e.contamination_threshold)
     results["contamination"] = {
         "ngram": e.contamination_ngram, "threshold": e.contamination_threshold,
@@ -164,15 +201,16 @@ def _evaluate(ws: Workspace, e: EvalConfig, run: str, model: Any, run_cfg: Confi
 
     if probe_set is not None:
         t = time.time()
-        log(f"eval: scoring {len(probe_set.probes)} probes from {probe_file}")
+        log(f"eval: scoring {len(probe_set.probes)} probes from {used.probe_file}")
         scored = score_probes(model, enc, probe_set.probes, bos, context, e.batch_size)
         flagged = {c.id for c in contamination if c.kind == "probe" and c.flagged}
         share = {c.id: c.share for c in contamination if c.kind == "probe"}
         results["probes"] = {
-            "name": probe_set.name, "file": str(probe_file),
+            "name": probe_set.name, "title": used.probe_title, "file": str(used.probe_file),
             "summary": summarize_probes(scored, flagged),
             "items": [{**r.to_dict(), "contamination": share.get(r.id, 0.0), "flagged": r.id in flagged} for r in scored],
         }
+        instruments["probes"] = {"set": sha256_file(used.probe_file)}
         seconds["probes"] = time.time() - t
 
     if prompts:
@@ -186,10 +224,25 @@ def _evaluate(ws: Workspace, e: EvalConfig, run: str, model: Any, run_cfg: Confi
             "metrics": generation_metrics(samples, prompts, period_words, anachronisms, e.reference_words),
             "samples": samples,
         }
+        instruments["generation"] = {"corpus": sha256_file(require_split(ws, e.prompt_split)), "prompts": [p.id for p in prompts],
+                                     "settings": [e.prompt_chars, e.reference_words, e.temperatures, e.samples_per_prompt,
+                                                  e.max_new_tokens, e.seed],
+                                     "word lists": sha256_bytes("\n".join([*period_words, "#", *anachronisms]).encode("utf-8"))}
         seconds["generation"] = time.time() - t
+    results["instruments"] = instruments
     results["seconds_by_part"] = seconds
     results["seconds"] = time.time() - t_start
     return results
+
+
+def _cloze(ws: Workspace, path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The results' "cloze" block: what the set is (from its card) and the scores of `rows`."""
+    from londinium.eval.cloze import summarize
+
+    card = json.loads(ws.task_card("cloze").read_text(encoding="utf-8"))
+    return {"file": str(path), "sha256": sha256_file(path), "split": card["spec"]["split"], "choices": card["spec"]["choices"],
+            "context_words": card["spec"]["context_words"], "unigram_accuracy": card["unigram_accuracy"],
+            "summary": summarize(rows, 1 / card["spec"]["choices"]), "examples": card["examples"], "note": card["note"], "items": rows}
 
 
 def _section_dict(e: EvalConfig) -> dict[str, Any]:

@@ -50,8 +50,9 @@ def mean_repetition(texts: Iterable[str], n: int = 4) -> float:
 
 
 def load_word_list(path: str | Path) -> list[str]:
-    """Words (or phrases) of a list file, one per line; `#` starts a comment. Lower-cased, in order."""
-    path = require_file(path, "word list", LondiniumError, "fix the path in londinium.toml ([eval]) or leave it empty for the embedded list")
+    """Words (or phrases) of a list file, one per line; `#` starts a comment. Lower-cased, in order.
+    A file with no words is an empty list: the metrics it feeds are left out."""
+    path = require_file(path, "word list", LondiniumError, "fix the path in londinium.toml ([eval]) or leave it empty for the corpus profile's list")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
@@ -61,8 +62,6 @@ def load_word_list(path: str | Path) -> list[str]:
         entry = line.split("#", 1)[0].strip().lower()
         if entry and entry not in out:
             out.append(entry)
-    if not out:
-        raise LondiniumError(f"word list {path} has no words; put one word per line (# starts a comment)")
     return out
 
 

@@ -117,7 +117,7 @@ def build_index(ws: Workspace, cfg: Config, force: bool = False, log: Callable[[
 
 def _build(ws: Workspace, cfg: Config, log: Callable[[str], None], show_progress: bool) -> list[Path]:
     import bm25s
-    from tqdm import tqdm
+    from londinium.progress import on_terminal, progress
 
     t0 = time.time()
     # The old index is replaced only if it is one (a workspace may be a folder with an index/ of its own).
@@ -130,7 +130,7 @@ def _build(ws: Workspace, cfg: Config, log: Callable[[str], None], show_progress
     docs: list[dict] = []
     terms: list[list[str]] = []
     total_bytes = sum(ws.corpus_split(s).stat().st_size for s in c.splits)
-    with tqdm(total=total_bytes, desc="index: folding", unit="B", unit_scale=True, disable=not show_progress, leave=False) as bar:
+    with progress(total=total_bytes, desc="index: folding", unit="B", unit_scale=True, disable=not show_progress, leave=False) as bar:
         for split, row in iter_corpus(ws, c.splits):
             docs.append({"id": row.get("id", ""), "split": split, "source": row.get("source") or "",
                          "title": row.get("title") or "", "period": row.get("period") or [0, 0],
@@ -141,7 +141,7 @@ def _build(ws: Workspace, cfg: Config, log: Callable[[str], None], show_progress
         raise ConfigError(f"index: the corpus splits {', '.join(c.splits)} hold no documents; run `londinium corpus build` first")
     log(f"index: {len(docs):,} documents from {', '.join(c.splits)}")
     retriever = bm25s.BM25(k1=c.k1, b=c.b)
-    retriever.index(terms, show_progress=show_progress)
+    retriever.index(terms, show_progress=show_progress and on_terminal())  # bm25s draws tqdm bars
 
     # Built beside the old index, then swapped in: readers see the old index or the new one.
     tmp = ws.root / ".index.tmp"

@@ -283,7 +283,26 @@ class CorpusIndex:
             keep &= self._split == split
         if period_from is not None or period_to is not None:
             keep &= np.array([period_overlaps(d.period, period_from, period_to) for d in self.documents])
+        if not keep.any():
+            raise SearchError(self._excluded_by(source, split, period_from, period_to))
         return keep.astype(np.float32)
+
+    def _excluded_by(self, source: str | None, split: str | None, period_from: int | None, period_to: int | None) -> str:
+        """Why the filters leave no document to search: what each filter keeps on its own."""
+        parts = []
+        if source is not None:
+            parts.append(f"source {source!r} keeps {int((self._source == source).sum()):,}")
+        if split is not None:
+            parts.append(f"split {split!r} keeps {int((self._split == split).sum()):,}")
+        if period_from is not None or period_to is not None:
+            wanted = f"{'' if period_from is None else period_from}-{'' if period_to is None else period_to}"
+            kept = sum(period_overlaps(d.period, period_from, period_to) for d in self.documents)
+            known = self.period_range()
+            parts.append(f"period {wanted} keeps {kept:,}" + (
+                f" (the documents' periods span {known[0]}-{known[1]})" if known else
+                " (no document has a known period: the sources registry gives them period = [0, 0]; "
+                "leave the period filter out, or set `period` for the source)"))
+        return f"no document of the {len(self.documents):,} indexed passes the filters: " + "; ".join(parts)
 
     def marked_terms(self, terms: list[str]) -> set[str]:
         """The query terms a snippet is placed by and marks: those in at most half the documents

@@ -280,7 +280,7 @@ def build_server(service: ModelService) -> Any:
     file_resource("londinium://reports/tokenizer", "tokenizer report", "The tokenizer report: vocabulary, compression against GPT-2.",
                   ws.tokenizer_report_md)
     file_resource("londinium://reports/eval", "report card", f"The evaluation report card of run {run}.", ws.eval_report_md(run))
-    file_resource("londinium://reports/model-card", "model card", f"The model card of the newest export of run {run}.", model_card(ws, run))
+    file_resource("londinium://reports/model-card", "model card", f"The model card of the newest export of run {run}.", ws.model_card(run))
 
     add_document_resource(server, lambda doc_id: service.index.get(doc_id).text)
 
@@ -322,14 +322,6 @@ def add_document_resource(server: Any, document_text: Callable[[str], str]) -> N
             return document_text(id)
         except LondiniumError as e:
             raise ResourceNotFoundError(str(e)) from None
-
-
-def model_card(ws: Workspace, run: str) -> Path | None:
-    """README.md (the model card) of the newest Hugging Face export of `run`, if there is one."""
-    if not ws.exports_dir.is_dir():
-        return None
-    cards = sorted(p / "README.md" for p in ws.exports_dir.glob(f"{run}-step-*") if (p / "README.md").is_file())
-    return cards[-1] if cards else None
 
 
 def _version() -> str:

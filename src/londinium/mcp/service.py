@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import sys
 import threading
 from dataclasses import asdict
 from typing import Any
 
 from londinium.config import Config
+from londinium.eval.text_score import token_spans  # noqa: F401 - where the MCP tests and callers found it
 from londinium.errors import LondiniumError
 from londinium.workspace import Workspace
 
@@ -131,38 +131,23 @@ class ModelService:
                 "prompt_tokens": completion.timing.prompt_tokens, "completion_tokens": completion.timing.completion_tokens,
                 "max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p, "seed": params.seed}
 
-    def token_nll(self, ids: list[int]) -> tuple[list[float], float]:
-        """Per-token NLL (nats) of `ids` after `<|endoftext|>`, and their total summed as `evaluate_documents` sums it."""
-        from londinium.eval.perplexity import score_rows, sliding_windows
-
-        e = self.cfg.eval
-        rows = sliding_windows([self.bos, *ids], self.context, e.stride or max(1, self.context // 2))
-        with self.lock:
-            nll = score_rows(self.trained.model, rows, e.batch_size, pad_id=self.bos)
-        per_token = [float(t[k]) for (_, targets), t in zip(rows, nll) for k, target in enumerate(targets) if target != -1]
-        total = 0.0
-        for t in nll:  # evaluate_documents adds one float per window, in window order
-            total += float(t.sum())
-        return per_token, total
-
     def score_text(self, text: str, top: int | None = None) -> dict[str, Any]:
         """Log-likelihood, perplexity and bits per byte of `text` as `londinium eval` scores a document,
         and its most surprising tokens (highest NLL) with their character offsets in `text`."""
-        from londinium.eval.perplexity import Tally
-        from londinium.tokenizer.codec import encode
+        from londinium.eval.text_score import score_text
 
         self._text("text", text)
-        ids = encode(self.trained.tokenizer, text)
-        per_token, total = self.token_nll(ids)
-        tally = Tally()
-        tally.add(len(ids), len(text.encode("utf-8")), total)
-        spans = token_spans(text, [self.engine.token_bytes[i] for i in ids])
         top = self.cfg.mcp.surprising_tokens if top is None else top
         if not 0 <= top <= 100:
             raise ToolInputError(f"top = {top}: ask for 0 to 100 surprising tokens")
-        worst = sorted(range(len(ids)), key=lambda k: -per_token[k])[:top]
-        surprising = [{"position": k, "token": text[spans[k][0]:spans[k][1]] or self.engine.token_text(ids[k]),
-                       "start": spans[k][0], "end": spans[k][1], "nll": per_token[k], "probability": math.exp(-per_token[k])}
+        e = self.cfg.eval
+        with self.lock:
+            scored = score_text(self.trained.model, self.trained.tokenizer, self.engine.token_bytes, text, self.context,
+                                e.stride, e.batch_size)
+        tally, spans, nll = scored.tally, scored.spans, scored.nll
+        worst = sorted(range(len(nll)), key=lambda k: -nll[k])[:top]
+        surprising = [{"position": k, "token": text[spans[k][0]:spans[k][1]] or self.engine.token_text(scored.ids[k]),
+                       "start": spans[k][0], "end": spans[k][1], "nll": nll[k], "probability": scored.probability(k)}
                       for k in worst]
         return {"tokens": tally.tokens, "bytes": tally.bytes, "log_likelihood": -tally.nll, "loss": tally.loss,
                 "perplexity": tally.perplexity, "bits_per_byte": tally.bits_per_byte, "surprising": surprising}
@@ -210,21 +195,6 @@ class ModelService:
             "tokenizer_sha256": t.tokenizer_sha256, "device": str(t.device),
             "eval": eval_summary(self.ws, t.run),
         }
-
-
-def token_spans(text: str, pieces: list[bytes]) -> list[tuple[int, int]]:
-    """Character [start, end) of each token in `text`, from the tokens' bytes (which add up to the
-    text's UTF-8). A token that ends inside a multi-byte character is given the whole character."""
-    char_of: list[int] = []  # byte offset -> index of the character that byte belongs to
-    for i, ch in enumerate(text):
-        char_of.extend([i] * len(ch.encode("utf-8")))
-    char_of.append(len(text))
-    spans, b = [], 0
-    for piece in pieces:
-        start, b = char_of[b], min(b + len(piece), len(char_of) - 1)
-        end = char_of[b] if char_of[b] != char_of[b - 1] else char_of[b] + 1
-        spans.append((start, end))
-    return spans
 
 
 def transformers_class(model_cfg: Any) -> str | None:

@@ -5,8 +5,9 @@
 `load` runs on a background thread when the app starts, so the port answers at once: until the
 model is ready, and again while the server drains on SIGTERM, requests get 503 (and /health says
 which). Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models[/{id}], GET /health,
-GET /metrics, GET /openapi.json, /docs, /redoc. With `serve.api_key` set, every route but /health needs
-`Authorization: Bearer KEY` (the schema and docs pages too, unless `serve.open_docs`). Every route
+GET /metrics, GET /openapi.json, /docs, /redoc, and the playground (`/` and /v1/londinium/...: see
+`playground.py`). With `serve.api_key` set, every route but /health and the playground's static files
+needs `Authorization: Bearer KEY` (the schema and docs pages too, unless `serve.open_docs`). Every route
 answers only to a Host naming this server and to its own or an allowed browser Origin (`hosts.py`).
 """
 
@@ -27,7 +28,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from londinium.config import GenerateConfig, ServeConfig
+from londinium.config import GenerateConfig, IndexConfig, ServeConfig
 from londinium.errors import LondiniumError
 from londinium.serve import errors
 from londinium.serve.convert import chat_logprobs, completion_logprobs
@@ -35,9 +36,11 @@ from londinium.serve.errors import APIError, bad_request
 from londinium.serve.hosts import guard
 from londinium.serve.metrics import CONTENT_TYPE, Metrics, RequestLog
 from londinium.serve.prompts import Prepared, chat_inputs, completion_inputs
+from londinium.serve.playground import mount_playground
 from londinium.serve.protocol import (AssistantMessage, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
                                       CompletionChoice, CompletionRequest, CompletionResponse, ModelCard, ModelList,
                                       Usage)
+from londinium.serve.reports import Provenance
 from londinium.serve.streaming import Call, events
 
 log = logging.getLogger("londinium.serve")
@@ -203,8 +206,10 @@ def _per_token(record: dict[str, Any]) -> None:
 
 def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | None = None,
                generate: GenerateConfig | None = None, request_log: RequestLog | None = None,
-               on_load_error: Callable[[BaseException], None] | None = None) -> FastAPI:
-    """The server for the engine `load()` returns (an `londinium.infer.engine.Engine`)."""
+               on_load_error: Callable[[BaseException], None] | None = None, provenance: Provenance | None = None,
+               index: IndexConfig | None = None) -> FastAPI:
+    """The server for the engine `load()` returns (an `londinium.infer.engine.Engine`). `provenance`
+    says where the model comes from (its workspace's reports and search index, for the playground)."""
     cfg = serve or ServeConfig()
     gen = generate or GenerateConfig()
     state = ServerState(load, model_name, cfg, on_load_error)
@@ -374,6 +379,8 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
         return card().model_dump()
 
     app.include_router(v1)
+    playground = mount_playground(app, state, ready, check_model, provenance or Provenance(), gen,
+                                  (index or IndexConfig()).snippet_chars) if cfg.playground else frozenset()
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -403,7 +410,7 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
     # the key or BodyLimit; the Host/Origin check comes before the key (a browser's CORS preflight
     # carries none), and the key before the body is read, so without it nothing is parsed.
     app.add_middleware(BodyLimit, limit=int(cfg.max_body_mb * 1024 * 1024), timeout_s=cfg.read_timeout_s)
-    opened = {"/health"} | ({"/openapi.json", "/docs", "/redoc"} if cfg.open_docs else set())
+    opened = {"/health"} | playground | ({"/openapi.json", "/docs", "/redoc"} if cfg.open_docs else set())
     app.add_middleware(RequireKey, key=cfg.api_key or "", open_paths=frozenset(opened))
     guard(app, cfg.host, cfg.allowed_hosts, cfg.allowed_origins, refuse=lambda status, message, code:
           APIError(status, message, code=code).response())

@@ -23,19 +23,21 @@ from londinium.config import Config
 from londinium.errors import LondiniumError
 from londinium.serve.connections import connection_limits, listen, quiet_repeats
 from londinium.serve.hosts import is_loopback
+from londinium.serve.reports import Provenance
 
 log = logging.getLogger("londinium.serve")
 
 
-def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str]:
-    """A function that loads the engine, and the model name it serves under by default. What can
-    be checked cheaply (the checkpoint or export exists, the tokenizer is there) is checked now, so a
-    wrong name fails before the port opens."""
+def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str, Provenance]:
+    """A function that loads the engine, the model name it serves under by default, and where the
+    model comes from. What can be checked cheaply (the checkpoint or export exists, the tokenizer is
+    there) is checked now, so a wrong name fails before the port opens."""
     from londinium.checkpoint import find_checkpoint
 
     s = cfg.serve
     if s.export:
-        return export_loader(Path(s.export).expanduser(), s.device)
+        directory = Path(s.export).expanduser()
+        return (*export_loader(directory, s.device), Provenance.of_export(ws, directory))
     if not ws.tokenizer_file.is_file():
         raise LondiniumError(f"no tokenizer at {ws.tokenizer_file}: run `londinium tokenizer train` (or quickstart) first")
     ckpt = find_checkpoint(ws.checkpoints_dir(run), s.checkpoint, run)
@@ -47,7 +49,7 @@ def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str]:
         return Engine.from_trained(load_run(ws, run=run, checkpoint=str(ckpt.path), device=s.device,
                                             device_setting="serve.device"))
 
-    return load, run
+    return load, run, Provenance.of_checkpoint(ws, run, ckpt)
 
 
 def export_loader(directory: Path, device: str) -> tuple[Callable[[], Any], str]:
@@ -83,7 +85,7 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
     if export:
         s.export = export
     validate(cfg, "command line")  # command-line flags (--port, --host, ...) land here after the config was loaded
-    load, default_name = run_loader(ws, cfg, run)
+    load, default_name, provenance = run_loader(ws, cfg, run)
     import torch
 
     # The event loop and the SSE writes need a core of their own: with torch on every core, its
@@ -105,11 +107,13 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
     sock = listen(s.host, s.port, "londinium serve")  # now: a port in use is one line, before anything loads
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_repeats()  # a connection flood logs its condition once a minute, not a traceback per failed accept
-    app = create_app(load, name, s, cfg.generate, on_load_error=load_failed)
+    app = create_app(load, name, s, cfg.generate, on_load_error=load_failed, provenance=provenance, index=cfg.index)
     config = uvicorn.Config(app, host=s.host, port=s.port, access_log=False, log_level="info",
                             timeout_graceful_shutdown=int(s.shutdown_timeout_s) + 5, lifespan="on", **connection_limits(s))
     server = _Server(config, app.state.server, s.shutdown_timeout_s)
     print(f"londinium serve: http://{s.host}:{s.port}/v1  model {name!r}  (loading {s.export or 'run ' + run})", file=sys.stderr)
+    if s.playground:
+        print(f"londinium serve: the playground is at http://{s.host}:{s.port}/", file=sys.stderr)
     server.run(sockets=[sock])
     sock.close()
     if failed:

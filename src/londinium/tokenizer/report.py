@@ -4,8 +4,10 @@ Everything is measured on the validation split (text the tokenizer never saw):
 - bytes per token and tokens per word, ours and GPT-2's;
 - per source, a same-size tokenizer trained on the *other* sources only, to show what training on
   the domain buys (a source's spelling and vocabulary are learnt from its own train documents);
-- vocabulary utilisation, the longest tokens, how period words are split, which frequent words
-  became single tokens, and a round trip of every validation document.
+- vocabulary utilisation, the longest tokens, which frequent words became single tokens, and a
+  round trip of every validation document;
+- for a corpus whose profile has a period word list (period-london), how the list's most frequent
+  words are split; a corpus without one gets no such table.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from londinium.files import write_json, write_text
 from londinium.tokenizer.codec import SPECIAL_TOKENS, decode, encode_batch, special_token_ids
 from londinium.workspace import Workspace
 
-PERIOD_WORDS = ("thou", "thee", "thy", "hath", "doth", "quoth", "vpon", "haue", "wherefore")
+PERIOD_WORDS_SHOWN = 9
 _WORD = re.compile(r"[^\W\d_]+")  # letters only: accented letters and long s count, digits do not
 LONGEST = 15
 FREQUENT_WORDS = 25
@@ -103,8 +105,10 @@ def build_report(
     gpt2_tok: Tokenizer | None = None,
     gpt2_note: str | None = None,
     log: Callable[[str], None] = print,
+    period_words: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """All the report's measurements as a JSON-ready dict."""
+    """All the report's measurements as a JSON-ready dict. `period_words`: the corpus profile's period
+    word list; its most frequent words in the validation split get the "Period words" table."""
     texts = [d["text"] for d in val_docs]
     vocab_size = tok.get_vocab_size()
     ids_per_doc = encode_batch(tok, texts)
@@ -117,9 +121,13 @@ def build_report(
     whitespace = [i for i in ordinary if not decode(tok, [i]).strip()]
     longest = sorted((i for i in ordinary if _WORD.search(decode(tok, [i]))), key=lambda i: (-_token_bytes(tok, i), i))[:LONGEST]
 
+    lower = Counter()
+    for w, n in words.items():
+        lower[w.lower()] += n
+    shown = sorted((w for w in period_words if " " not in w and lower[w]), key=lambda w: -lower[w])[:PERIOD_WORDS_SHOWN]
     period = []
-    for word in PERIOD_WORDS:
-        count = sum(n for w, n in words.items() if w.lower() == word)
+    for word in shown:
+        count = lower[word]
         row: dict[str, Any] = {"word": word, "count": count, "ours": _pieces(tok, " " + word), "ours_sentence_start": _pieces(tok, word.capitalize())}
         if gpt2_tok:
             row["gpt2"] = _pieces(gpt2_tok, " " + word)
@@ -229,11 +237,13 @@ def render_markdown(r: dict[str, Any]) -> str:
         "|---:|---:|---|",
     ]
     out += [f"| {t['id']} | {t['bytes']} | {_cell([t['text']])} |" for t in r["longest_tokens"]]
-    out += ["", "### Period words", "", "How often each occurs in the validation split, and how it is split mid-sentence (with its leading space, shown as ␣) and at a sentence start.", ""]
-    head = "| word | count | ours | ours, sentence start |" + (" GPT-2 |" if gpt2 else "")
-    out += [head, "|---|---:|---|---|" + ("---|" if gpt2 else "")]
-    for p in r["period_words"]:
-        out.append(f"| {p['word']} | {p['count']} | {_cell(p['ours'])} | {_cell(p['ours_sentence_start'])} |" + (f" {_cell(p['gpt2'])} |" if gpt2 else ""))
+    if r["period_words"]:  # only for a corpus whose profile has a period word list
+        out += ["", "### Period words", "", "The period word list's most frequent words in the validation split, and how each is split "
+                "mid-sentence (with its leading space, shown as ␣) and at a sentence start.", ""]
+        head = "| word | count | ours | ours, sentence start |" + (" GPT-2 |" if gpt2 else "")
+        out += [head, "|---|---:|---|---|" + ("---|" if gpt2 else "")]
+        for p in r["period_words"]:
+            out.append(f"| {p['word']} | {p['count']} | {_cell(p['ours'])} | {_cell(p['ours_sentence_start'])} |" + (f" {_cell(p['gpt2'])} |" if gpt2 else ""))
     out += ["", "### Frequent words that became single tokens", ""]
     if gpt2:
         out.append("The most frequent validation words that are one token for us but several for GPT-2 (mid-sentence form):")

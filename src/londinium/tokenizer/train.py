@@ -113,10 +113,14 @@ def train_tokenizer(
 
     `cache_dir` is the download cache for GPT-2's reference files (corpus.cache_dir; "" = the default).
     """
+    from londinium.eval.text_metrics import load_word_list
+    from londinium.profiles import profile_for
     from londinium.tokenizer import gpt2, report
 
     validate_config(cfg)
     train_path, val_path = require_split(ws, "train"), require_split(ws, "val")
+    period_list = profile_for(ws).path("period_words")  # the report's "Period words" table, for a profile with a list
+    period_words = load_word_list(period_list) if period_list else []
 
     # Fetched before the up-to-date check so that a report made offline (without GPT-2) is redone
     # once the reference becomes available; the tokenizer itself comes out identical.
@@ -147,11 +151,13 @@ def train_tokenizer(
             gpt2_tok=gpt2.gpt2_tokenizer(gpt2_files) if gpt2_files else None,
             gpt2_note=gpt2_note,
             log=log,
+            period_words=period_words,
         ))
         log(f"tokenizer: wrote {ws.tokenizer_file} and {ws.tokenizer_report_md}")
         return outputs
 
     return ws.run_stage(
-        "tokenizer", cfg, run, inputs=[train_path, val_path], fingerprint={"gpt2_reference": gpt2_files is not None}, force=force, log=log
+        "tokenizer", cfg, run, inputs=[train_path, val_path], fingerprint={"gpt2_reference": gpt2_files is not None, "period_words": period_words},
+        force=force, log=log
     )
 

@@ -125,13 +125,20 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 # ---- the plot --------------------------------------------------------------------------------------
 
 
-def plot_losses(metrics: Path, out: Path, title: str = "") -> None:
-    """train_loss.png: train and validation loss against step, learning rate on a second axis."""
+@functools.cache
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display on servers and CI), imported on first use."""
     import matplotlib
 
-    matplotlib.use("Agg")  # no display on servers and CI
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_losses(metrics: Path, out: Path, title: str = "") -> None:
+    """train_loss.png: train and validation loss against step, learning rate on a second axis."""
+    plt = pyplot()
     rows = read_metrics(metrics)
     train = [r for r in rows if r.get("type") == "train"]
     val = [r for r in rows if r.get("type") == "eval"]
@@ -160,7 +167,8 @@ def plot_losses(metrics: Path, out: Path, title: str = "") -> None:
 # ---- progress --------------------------------------------------------------------------------------
 
 
-def _fmt_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """`m:ss`, or `h:mm:ss` from an hour on; '?' for an unknown (infinite) time."""
     if not math.isfinite(seconds):
         return "?"
     seconds = int(seconds)
@@ -185,6 +193,12 @@ class Progress:
 
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
 
+    def set_total(self, total: int) -> None:
+        """The run's plan changed its length (pacing.revise)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+
     def step(self, step: int, loss: float | None, lr: float, tok_s: float | None, mfu: float | None) -> None:
         """Advance to `step`; `loss` is given on logged steps only."""
         if not self.enabled:
@@ -200,7 +214,7 @@ class Progress:
             rate = done / max(1e-9, time.perf_counter() - self._t0)
             eta = (self.total - step) / rate if rate > 0 else float("inf")
             shown = " ".join(f"{k} {v}" for k, v in parts.items() if v is not None)
-            self._out(f"step {step}/{self.total} {shown} eta {_fmt_duration(eta)}")
+            self._out(f"step {step}/{self.total} {shown} eta {format_duration(eta)}")
 
     def write(self, msg: str) -> None:
         if not self.enabled:

@@ -29,15 +29,26 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     if step >= cfg.max_steps:
         return floor
     if cfg.schedule == "wsd":
-        decay_start = max(warmup, cfg.max_steps - round(cfg.decay_share * cfg.max_steps))
-        if step < decay_start:
+        start = decay_start(cfg)
+        if step < start:
             return peak
-        return peak + (floor - peak) * (step - decay_start) / (cfg.max_steps - decay_start)
+        return peak + (floor - peak) * (step - start) / (cfg.max_steps - start)
     decay_steps = cfg.max_steps - warmup
     if decay_steps <= 0:
         return peak
     progress = (step - warmup) / decay_steps
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - floor)
+
+
+def decay_start(cfg: TrainConfig) -> int:
+    """The step where the decay begins (its rate is still the peak, every later one is lower): the end
+    of the warm-up for 'cosine', `decay_share` of `max_steps` before the end for 'wsd'. Up to it the
+    rate does not depend on `max_steps`, so a 'wsd' run may still change its length there without
+    changing anything it has trained (`pacing.revise`)."""
+    warmup = max(0, cfg.warmup_steps)
+    if cfg.schedule == "wsd":
+        return max(warmup, cfg.max_steps - round(cfg.decay_share * cfg.max_steps))
+    return warmup
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,12 @@ valid checkpoint) or `force` (delete the run and start over); without either, tr
 message saying so rather than overwriting hours of training. A run that finished with the same
 config and inputs is up to date and does nothing. Ctrl-C or SIGTERM saves a checkpoint at the end
 of the current step and raises KeyboardInterrupt (the CLI exits 130).
+
+A budget (`train.max_minutes`, `train.max_tokens`) is turned into the run's steps before the first
+step (`pacing.py`), so warm-up and decay fit it; the plan is saved in every checkpoint. A time
+budget also stops the run when it runs out: if that cuts the plan short (the machine slowed after
+its pace was measured), the run ends normally (exit 0: its checkpoint is good and evaluated) with a
+warning naming the step reached and the shortfall, also written to `runs/<name>/summary.json`.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ import contextlib
 import copy
 import dataclasses
 import os
-import shlex
 import shutil
 import signal
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,18 +41,25 @@ import torch
 from londinium.config import Config, load_config, to_toml, validate
 from londinium.errors import ConfigError, LondiniumError
 from londinium import checkpoint as ck
-from londinium.train import distributed
+from londinium.train import distributed, pacing
 from londinium.train.budget import DataBudget, budget_report
 from londinium.device import configure_backends, resolve_device, resolve_precision
 from londinium.train.evaluate import evaluate
-from londinium.train.monitor import MetricsLog, Progress, Trackers, peak_flops, plot_losses
+from londinium.train.monitor import MetricsLog, Progress, Trackers, peak_flops, plot_losses, pyplot
 from londinium.train.optim import build_optimizers
-from londinium.train.schedule import lr_at, plan_batches
-from londinium.workspace import DEFAULT_WORKSPACE, Workspace
+from londinium.train.memory import check_memory
+from londinium.train.pacing import Plan
+from londinium.train.resume import resume_command, workspace_flag
+from londinium.train.signals import StopSignal
+from londinium.train.schedule import decay_start, lr_at, plan_batches
+from londinium.workspace import Workspace
 
 # Test hook: after finishing this optimiser step, every process SIGKILLs itself -- the crash the
 # resume tests need, at an exact step, without timing races. Never set in normal use.
 KILL_ENV = "LONDINIUM_TEST_SIGKILL_AT_STEP"
+# Test hook: seconds every optimiser step of the run (not the pace measurement) sleeps after it -- a
+# machine that slowed after its pace was measured, so a time budget cuts the plan. Never set in normal use.
+SLOW_ENV = "LONDINIUM_TEST_SLEEP_PER_STEP_S"
 # Train fields that do not change what a run produces, so changing them does not re-run a finished run.
 _NOT_FINGERPRINTED = ("resume", "wandb", "tensorboard", "peak_tflops", "budget_warn_epochs", "threads")
 
@@ -55,8 +68,12 @@ _NOT_FINGERPRINTED = ("resume", "wandb", "tensorboard", "peak_tflops", "budget_w
 class TrainResult:
     run_dir: Path
     step: int
-    stopped: str  # "max_steps", "max_minutes" or "up_to_date"
+    # "max_steps" (the configured steps done), "planned_steps" (a budget's planned steps done),
+    # "max_minutes" (the time budget ran out before the plan was done) or "up_to_date"
+    stopped: str
     last_eval: dict[str, Any] | None
+    plan: Plan | None = None
+    warning: str | None = None  # why the plan was not completed, if it was not
 
 
 def _say(msg: str) -> None:
@@ -83,95 +100,13 @@ def train(ws: Workspace, cfg: Config, force: bool = False, log: Callable[[str], 
         torch.set_num_threads(threads)
 
 
-def resume_config(ws: Workspace, run: str, path: str | Path | None = None, overrides: list[str] | None = None,
-                  preset: str | None = None) -> Config:
-    """The config `--resume` continues run `run` with: the one it was trained with (runs/<run>/config.toml,
-    else its newest checkpoint's), with only what is given explicitly (`preset`, the file at `path`,
-    `overrides`) laid on top, so a resume never picks up other defaults by accident. A run that has
-    no saved config yet starts from the usual config (defaults < preset < file < overrides)."""
-    saved = ws.run_config_file(run)
-    if not saved.is_file():
-        newest = ck.list_checkpoints(ws.checkpoints_dir(run))
-        saved = newest[-1].path / ck.CONFIG_FILE if newest else None
-    cfg = load_config(path, overrides, preset, base=saved)
-    cfg.train.run_name, cfg.train.resume = run, True
-    return cfg
-
-
-def _workspace_flag(ws: Workspace) -> str:
-    """` -w ROOT` for a command printed as a hint, or "" for the default workspace."""
-    return "" if ws.root == Path(DEFAULT_WORKSPACE).resolve() else f" -w {shlex.quote(str(ws.root))}"
-
-
-def resume_command(ws: Workspace, run: str, world_size: int = 1) -> str:
-    """The command that continues run `run` in `ws` as it was trained (see `resume_config`)."""
-    where = _workspace_flag(ws)
-    if world_size > 1:  # torchrun's own parser takes `--run` for its --run-path
-        return f"torchrun --nproc_per_node={world_size} -m londinium train --resume --run-name {run}{where}"
-    return f"londinium train --resume --run {run}{where}"
-
-
 def _validate(cfg: Config) -> None:
     """Every [train] and [model] rule (config.validate: the same check `config show` makes)."""
     validate(cfg)
 
 
-def machine_memory(device: torch.device) -> int:
-    """Bytes of memory on `device`: the GPU's total, or the machine's physical memory."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[1])
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0  # unknown: no check
-
-
-def check_memory(model: Any, batch_size: int, device: torch.device) -> None:
-    """ConfigError before anything is allocated when training the model cannot fit in the device's
-    memory at all (weights, gradients, AdamW state and activations, as `londinium model info` counts
-    them): a config that loads must not turn into an allocation failure."""
-    from londinium.model.info import memory_estimate
-
-    need = memory_estimate(model, batch_size).training_total
-    have = machine_memory(device)
-    if have and need > have:
-        raise ConfigError(
-            f"training this model needs about {need / 2**30:,.1f} GiB (weights, gradients, AdamW state and activations of "
-            f"train.batch_size = {batch_size} x model.context = {model.context}; `londinium model info` itemises it), "
-            f"more than the {have / 2**30:,.1f} GiB of {device.type}; make model.n_layer, model.n_embd, model.context "
-            f"or train.batch_size smaller")
-
-
 class TrainingDiverged(LondiniumError):
     """The loss or the weights went NaN or infinite: training stops before saving them."""
-
-
-class _StopSignal:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the end of the step and stops.
-    A second signal interrupts at once (the checkpoint being written, if any, stays atomic)."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopSignal":
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:
-            self.__exit__()
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
 
 class _Run:
@@ -212,7 +147,7 @@ class _Run:
         trained, wanted = section.get("vocab_size"), self.cfg.tokenizer.vocab_size
         if trained is None or trained == wanted:
             return None  # an adopted tokenizer has no recorded config: nothing to compare
-        flags = (f" --preset {self.cfg.preset}" if self.cfg.preset else f" --set tokenizer.vocab_size={wanted}") + _workspace_flag(self.ws)
+        flags = (f" --preset {self.cfg.preset}" if self.cfg.preset else f" --set tokenizer.vocab_size={wanted}") + workspace_flag(self.ws)
         return (f"warning: the workspace's tokenizer was trained with tokenizer.vocab_size = {trained} ({vocab:,} ids), "
                 f"this config asks for {wanted}{f' (preset {self.cfg.preset})' if self.cfg.preset else ''}; the model takes "
                 f"the workspace's {vocab:,}. For {wanted}, run `londinium tokenizer train{flags}` and `londinium data prepare{flags}` first")
@@ -261,11 +196,12 @@ class _Run:
         self.raw = GPT(self.cfg.model).to(device)
         self.opt = build_optimizers(self.raw, tc, device)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision.needs_scaler else None
-        self.plan = plan_batches(tc, self.cfg.model.context, self.d.world_size)
+        self.batches = plan_batches(tc, self.cfg.model.context, self.d.world_size)
         self.loader = TokenLoader(self.train_shard, self.cfg.model.context, tc.batch_size, tc.seed, self.d.rank, self.d.world_size)
         # A val split too small for one window per process fails now, not after the first interval.
         next(iter_eval_batches(self.val_shard, self.cfg.model.context, 1, max_batches=1, rank=self.d.rank, world_size=self.d.world_size))
         self.step, self.tokens_seen, self.elapsed_before = 0, 0, 0.0
+        self.schedule, self.plan, self.saved_plan = tc, None, None  # the configured schedule until planned
 
     def _seed_fresh(self) -> None:
         import random
@@ -313,11 +249,13 @@ class _Run:
             self.log(f"train: warning: the checkpoint was written by {state['world_size']} process(es), this run has "
                      f"{self.d.world_size}; training continues, but not along exactly the same path")
         self.step, self.tokens_seen, self.elapsed_before = int(state["step"]), int(state["tokens_seen"]), float(state["elapsed_s"])
+        self.saved_plan = Plan.from_dict(state["plan"]) if state.get("plan") else None  # older checkpoints have none
         self.resumed_from = ckpt
 
     # ---- saving and evaluating ---------------------------------------------------------------------
 
-    def _save(self) -> ck.Checkpoint | None:
+    def _save(self, directory: Path | None = None) -> ck.Checkpoint | None:
+        """A checkpoint of this step in the run's checkpoints (or `directory`, for the pace measurement)."""
         self._check_finite(weights=True)  # never a checkpoint of NaN weights over a good one
         rngs = distributed.gather_to_main(ck.capture_rng(), self.d)  # collective: every rank takes part
         if not self.d.is_main:
@@ -328,15 +266,19 @@ class _Run:
             # The loader's randomness is a function of (seed, rank, cursor) and all ranks move in
             # lockstep, so rank 0's cursor restores every rank.
             "loader": self.loader.state_dict(), "rng": rngs, "world_size": self.d.world_size,
+            # The schedule a budget planned: a resumed run keeps it rather than measuring again.
+            "plan": self.plan.to_dict() if self.plan else None,
         }
         meta = {"run": self.run_name, "tokenizer_sha256": self.tokenizer_sha256, "world_size": self.d.world_size,
                 "tokens_seen": self.tokens_seen}
-        return ck.save_checkpoint(self.ckpt_dir, self.step, self.raw, state, self.config_toml, meta)
+        return ck.save_checkpoint(directory or self.ckpt_dir, self.step, self.raw, state, self.config_toml, meta)
+
+    def _validation(self) -> dict[str, float]:
+        return evaluate(self.eval_model, self.val_shard, self.cfg.model.context, self.tc.batch_size,
+                        self.tc.eval_batches, self.precision, self.d)
 
     def _evaluate(self, saved: ck.Checkpoint | None) -> dict[str, Any]:
-        result = evaluate(self.eval_model, self.val_shard, self.cfg.model.context, self.tc.batch_size,
-                          self.tc.eval_batches, self.precision, self.d)
-        row = {"type": "eval", "step": self.step, **result}
+        row = {"type": "eval", "step": self.step, **self._validation()}
         if self.d.is_main:
             if saved is not None:
                 ck.write_eval(saved, row)
@@ -374,14 +316,92 @@ class _Run:
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self.session_start)
 
-    # ---- the loop ----------------------------------------------------------------------------------
+    # ---- the plan ----------------------------------------------------------------------------------
+
+    def _make_plan(self, model: torch.nn.Module) -> Plan:
+        """This run's steps and warm-up: a resumed run's own plan while its budget fields are unchanged,
+        else planned now (from the pace measured here for a time budget). Every rank computes it from
+        the same numbers -- the slowest rank's pace, rank 0's clock -- so all agree on the steps."""
+        saved = self.saved_plan
+        if saved is not None and saved.request == pacing.request(self.tc):
+            return saved
+        pace = self._measure_pace(model) if pacing.needs_pace(self.tc) else None
+        elapsed = distributed.broadcast_object(self._elapsed(), self.d)
+        plan = pacing.plan_run(self.tc, self.batches.tokens_per_step, pace, elapsed, self.step)
+        if saved is not None and saved.by != "max_steps":
+            self.log(f"train: note: the run was planned for {saved.steps:,} steps; planned again for the changed budget")
+        return plan
+
+    def _measure_pace(self, model: torch.nn.Module) -> pacing.Pace:
+        """Time steps and one evaluation interval on the real model and optimiser (so compilation and
+        caches are warm for the run), then put back everything they changed: the run that follows is
+        bit-identical to one given the planned steps directly (the RNGs are seeded after this)."""
+        self.log(f"train: measuring the pace for train.max_minutes = {self.tc.max_minutes:g}: a warm-up step, "
+                 f"{pacing.PACE_STEPS} timed steps and one checkpoint and evaluation (undone afterwards)")
+        before = self._snapshot()
+        scratch = None
+        if self.d.is_main:
+            pyplot()  # importing matplotlib is a one-off of the first plot, not a cost of every interval
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix="pace-", suffix=".tmp", dir=self.ckpt_dir))  # swept like a torn save
+        try:
+            pace = pacing.measure_pace(lambda: self._paced_step(model), lambda: self._paced_interval(scratch))
+        finally:
+            self._restore(before)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        # The processes step in lockstep, so the slowest sets the pace.
+        t = torch.tensor([pace.step_s, pace.interval_s], dtype=torch.float64, device=self.precision.device)
+        step_s, interval_s = distributed.all_reduce(t, self.d, op="max").tolist()
+        return pacing.Pace(step_s, interval_s)
+
+    def _revise_plan(self, progress: Progress) -> None:
+        """Follow the pace this session really has (pacing.revise), with the same numbers on every rank."""
+        interval_s = self.session_eval_s / self.session_evals if self.session_evals else self.plan.interval_s
+        seen = torch.tensor([self._elapsed(), self.session_step_s / max(1, self.session_steps), interval_s],
+                            dtype=torch.float64, device=self.precision.device)
+        elapsed, step_s, interval_s = distributed.all_reduce(seen, self.d, op="max").tolist()
+        plan = pacing.revise(self.plan, self.tc, self.step, elapsed, step_s, interval_s)
+        if plan is not self.plan:
+            self.plan, self.schedule = plan, plan.schedule(self.tc)
+            progress.set_total(plan.steps)
+
+    def _paced_step(self, model: torch.nn.Module) -> None:
+        self._one_step(model)
+        if self.precision.device.type == "cuda":
+            torch.cuda.synchronize(self.precision.device)  # time the work, not its launch
+
+    def _paced_interval(self, scratch: Path | None) -> None:
+        """What each evaluation interval costs: a checkpoint save, the evaluation, the loss plot."""
+        if self.tc.compile:
+            self._validation()  # the evaluation's graph compiles on its first call: a one-off
+        self._save(scratch)
+        self._validation()
+        if scratch is not None:
+            plot_losses(self.metrics.path, scratch / "plot.png")
+
+    def _snapshot(self) -> dict[str, Any]:
+        """Copies of everything a training step changes."""
+        return {"model": {k: v.detach().clone() for k, v in self.raw.state_dict().items()},
+                "optimizer": copy.deepcopy(self.opt.state_dict()),
+                "scaler": copy.deepcopy(self.scaler.state_dict()) if self.scaler else None,
+                "loader": self.loader.state_dict(), "step": self.step, "tokens_seen": self.tokens_seen}
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        self.raw.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["optimizer"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(saved["scaler"])
+        self.loader.load_state_dict(saved["loader"])
+        self.step, self.tokens_seen = saved["step"], saved["tokens_seen"]
+        self.opt.zero_grad()
 
     def _one_step(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-        lr = lr_at(self.step, self.tc)
+        lr = lr_at(self.step, self.schedule)
         self.opt.set_lr(lr / self.tc.learning_rate)
         device = self.precision.device
         loss_sum = torch.zeros((), device=device)
-        accum = self.plan.accum_steps
+        accum = self.batches.accum_steps
         for micro in range(accum):
             x, y = self.loader.next_batch()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -403,10 +423,10 @@ class _Run:
             self.scaler.update()
         self.opt.zero_grad()
         self.step += 1
-        self.tokens_seen += self.plan.tokens_per_step
+        self.tokens_seen += self.batches.tokens_per_step
         return loss_sum, grad_norm, lr
 
-    def _stop_code(self, stop: _StopSignal) -> int:
+    def _stop_code(self, stop: StopSignal) -> int:
         """0 go on, 1 time is up, 2 signal; the max over ranks, so all stop at the same step."""
         code = 2 if stop.received is not None else 1 if self.tc.max_minutes and self._elapsed() >= 60 * self.tc.max_minutes else 0
         if self.d.enabled:
@@ -421,7 +441,8 @@ class _Run:
         run_dir = self.ws.run_dir(self.run_name)
         if decision["action"] == "skip":
             self.log(f"train: run '{self.run_name}' is up to date in {run_dir}; nothing to do (--force retrains it)")
-            return TrainResult(run_dir, tc.max_steps, "up_to_date", None)
+            newest = ck.list_checkpoints(self.ckpt_dir)
+            return TrainResult(run_dir, newest[-1].step if newest else 0, "up_to_date", None)
         if decision["action"] == "error":
             raise LondiniumError(decision["message"])
         if d.is_main:
@@ -450,10 +471,15 @@ class _Run:
             write_text(self.ws.run_config_file(self.run_name), self.config_toml)
         self._announce()
         self.trackers = Trackers(d.is_main, tc.wandb, tc.tensorboard, self.run_name, run_dir, self.cfg.to_dict())
-        flops_per_step = self.raw.flops_per_token() * self.plan.tokens_per_step
+        flops_per_step = self.raw.flops_per_token() * self.batches.tokens_per_step
         peak = peak_flops(self.precision.device, self.precision.dtype, tc.peak_tflops) * d.world_size if d.is_main else 0.0
 
+        # The budget's clock starts here: measuring the pace is part of the time the run is given.
         self.session_start = time.perf_counter()
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.precision.device)
+        self.plan = self._make_plan(model)
+        self.schedule = self.plan.schedule(tc)
+        self._announce_plan()
         last_eval = None
         if self.resumed_from is not None and self._is_eval_step():
             # The killed run may have died between saving and evaluating: evaluate again (it is
@@ -465,30 +491,39 @@ class _Run:
             ck.restore_rng(self.rng_state)
         else:
             self._seed_fresh()
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.precision.device)
-        progress = Progress(tc.max_steps, self.step, enabled=d.is_main, out=self.log)
-        stopped = "max_steps"
+        progress = Progress(self.plan.steps, self.step, enabled=d.is_main, out=self.log)
+        stopped = "max_steps" if self.plan.by == "max_steps" else "planned_steps"
         window_t, window_steps = 0.0, 0
+        # This session's real pace: what a revised plan and the shortfall warning go by.
+        self.session_steps, self.session_step_s, self.session_evals, self.session_eval_s = 0, 0.0, 0, 0.0
+        slow = float(os.environ.get(SLOW_ENV) or 0)
         try:
-            with _StopSignal() as stop:
+            with StopSignal() as stop:
                 model.train()
-                while self.step < tc.max_steps:
+                while self.step < self.plan.steps:
                     t0 = time.perf_counter()
                     loss_sum, grad_norm, lr = self._one_step(model)
+                    if slow:
+                        time.sleep(slow)
                     self._watch(loss_sum)
                     code = self._stop_code(stop)
                     loss = None
-                    if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                    if self.step % tc.log_every == 0 or self.step == self.plan.steps:
                         self._check_finite()
                         loss = float(distributed.all_reduce(loss_sum, d).item()) / d.world_size
-                    window_t += time.perf_counter() - t0
+                    step_s = time.perf_counter() - t0
+                    window_t += step_s
                     window_steps += 1
+                    self.session_step_s += step_s
+                    self.session_steps += 1
                     tok_s = mfu = None
                     if loss is not None:
-                        tok_s = window_steps * self.plan.tokens_per_step / window_t
-                        mfu = tok_s / self.plan.tokens_per_step * flops_per_step / peak if peak else None
+                        tok_s = window_steps * self.batches.tokens_per_step / window_t
+                        mfu = tok_s / self.batches.tokens_per_step * flops_per_step / peak if peak else None
                         self._log_row(loss, lr, grad_norm, tok_s, mfu)
                         window_t, window_steps = 0.0, 0
+                        if pacing.revisable(self.plan, tc):
+                            self._revise_plan(progress)
                     progress.step(self.step, loss, lr, tok_s, mfu)
                     if os.environ.get(KILL_ENV) == str(self.step):
                         os.kill(os.getpid(), signal.SIGKILL)
@@ -499,24 +534,35 @@ class _Run:
                                  f"Continue with `{resume_command(self.ws, self.run_name, d.world_size)}`")
                         raise KeyboardInterrupt
                     if code == 1 or self._is_eval_step():
+                        t0 = time.perf_counter()
                         saved = self._save()
                         last_eval = self._evaluate(saved)
+                        self.session_eval_s += time.perf_counter() - t0
+                        self.session_evals += 1
                         progress.write(f"step {self.step}: val loss {last_eval['val_loss']:.4f}, "
                                        f"ppl {last_eval['val_ppl']:.1f}, {last_eval['val_bpb']:.4f} bits/byte")
                         if code == 1:
-                            stopped = "max_minutes"
                             break
         finally:
             progress.close()
             self.trackers.close()
+        warning = pacing.shortfall_warning(self.plan, tc, self.step, self.session_step_s / max(1, self.session_steps),
+                                           resume_command(self.ws, self.run_name, d.world_size))
+        if warning:
+            stopped = "max_minutes"
         if d.is_main:
-            self._record()
+            self._record(stopped, warning, last_eval)
             self.log(f"train: {stopped.replace('_', ' ')} reached at step {self.step}; checkpoints in {self.ckpt_dir}, "
                      f"metrics in {self.metrics.path}, plot in {self.ws.loss_plot(self.run_name)}")
-        return TrainResult(run_dir, self.step, stopped, last_eval)
+            if self.plan.first_steps and self.plan.first_steps != self.plan.steps:
+                self.log(f"train: the plan followed the pace the steps really had: {self.plan.first_steps:,} steps first, "
+                         f"{self.plan.steps:,} in the end, its decay from step {decay_start(self.schedule):,}")
+            if warning:
+                self.log(f"train: {warning}")
+        return TrainResult(run_dir, self.step, stopped, last_eval, self.plan, warning)
 
     def _is_eval_step(self) -> bool:
-        return self.step % self.tc.eval_every == 0 or self.step == self.tc.max_steps
+        return self.step % self.tc.eval_every == 0 or self.step == self.plan.steps
 
     def _log_row(self, loss: float, lr: float, grad_norm: torch.Tensor | None, tok_s: float, mfu: float | None) -> None:
         if not self.d.is_main:
@@ -532,26 +578,39 @@ class _Run:
         self.trackers.log(row)
 
     def _announce(self) -> None:
-        tc, plan = self.tc, self.plan
+        tc, b = self.tc, self.batches
         self.log(f"train: run '{self.run_name}' in {self.ws.run_dir(self.run_name)}: {self.raw.num_params():,} parameters, "
                  f"{self.precision.describe()}{' compiled' if tc.compile else ''}, {self.d.world_size} process(es), "
-                 f"{plan.micro_batch} x {plan.context} tokens x {plan.accum_steps} micro-batch(es) x {plan.world_size} = "
-                 f"{plan.tokens_per_step:,} tokens/step, {tc.max_steps:,} steps")
-        if tc.batch_tokens and plan.tokens_per_step != tc.batch_tokens:
-            self.log(f"train: note: train.batch_tokens = {tc.batch_tokens:,} rounded to {plan.tokens_per_step:,} (whole micro-batches)")
-        summary, warning = budget_report(DataBudget(len(self.train_shard), self.raw.num_params(), tc.max_steps * plan.tokens_per_step),
-                                         tc.budget_warn_epochs)
-        self.log(f"train: {summary}")
-        if warning:
-            self.log(f"train: {warning}")
+                 f"{b.micro_batch} x {b.context} tokens x {b.accum_steps} micro-batch(es) x {b.world_size} = "
+                 f"{b.tokens_per_step:,} tokens/step")
+        if tc.batch_tokens and b.tokens_per_step != tc.batch_tokens:
+            self.log(f"train: note: train.batch_tokens = {tc.batch_tokens:,} rounded to {b.tokens_per_step:,} (whole micro-batches)")
         if self.tokenizer_warning:
             self.log(f"train: {self.tokenizer_warning}")
         if self.resumed_from is not None:
             self.log(f"train: resuming from step {self.step} ({self.resumed_from.path})")
 
-    def _record(self) -> None:
+    def _announce_plan(self) -> None:
+        tc, tokens_per_step = self.tc, self.batches.tokens_per_step
+        kept = self.resumed_from is not None and self.plan is self.saved_plan and self.plan.by != "max_steps"
+        self.log(f"train: {pacing.describe(self.plan, tc, tokens_per_step)}" + ("; kept from the checkpoint" if kept else ""))
+        summary, warning = budget_report(DataBudget(len(self.train_shard), self.raw.num_params(), self.plan.steps * tokens_per_step),
+                                         tc.budget_warn_epochs)
+        self.log(f"train: {summary}")
+        if warning:
+            self.log(f"train: {warning}")
+
+    def _record(self, stopped: str, warning: str | None, last_eval: dict[str, Any] | None) -> None:
+        """The run's summary (its plan, where it stopped, any shortfall) and its manifest entry."""
+        from londinium.files import write_json
+
+        summary = {"run": self.run_name, "step": self.step, "stopped": stopped, "planned_steps": self.plan.steps,
+                   "schedule_complete": self.step >= self.plan.steps, "shortfall_steps": max(0, self.plan.steps - self.step),
+                   "warning": warning, "elapsed_s": round(self._elapsed(), 2), "tokens_seen": self.tokens_seen,
+                   "plan": self.plan.to_dict(), "last_eval": last_eval}
+        write_json(self.ws.run_summary_file(self.run_name), summary)
         newest = ck.list_checkpoints(self.ckpt_dir)
-        outputs = [self.metrics.path, self.ws.run_config_file(self.run_name)]
+        outputs = [self.metrics.path, self.ws.run_config_file(self.run_name), self.ws.run_summary_file(self.run_name)]
         if newest:
             outputs += [newest[-1].path / ck.MODEL_FILE, newest[-1].path / ck.META_FILE]
         self.ws.record(f"train/{self.run_name}", self._fingerprint(), self._inputs(), outputs)
