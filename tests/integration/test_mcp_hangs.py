@@ -1,7 +1,8 @@
 """`londinium mcp --http` against clients that would hold it for ever: a connection that sends
 nothing, a body trickled a byte at a time, and more connections than it has file descriptors
 (which killed the process before it had [serve]'s bounds: asyncio's failed accepts were logged
-through a handler that itself needed a descriptor). Also a port already in use: one line, exit 2.
+through a handler that itself needed a descriptor). Also a port already in use: one line, exit 2, and Host headers that do not name this server (DNS
+rebinding; the SDK's own check let `127.0.0.1:<any port>` and `127.0.0.1:<port>@evil.example` in).
 A real process, raw sockets as the slow clients (the helpers of test_serve_hangs)."""
 
 from __future__ import annotations
@@ -77,6 +78,23 @@ def test_an_idle_connection_and_a_trickled_body_are_cut_off(mcp_http) -> None:
         idle.close()
         slow.close()
     assert post_initialize(port) == 200
+
+
+def test_a_host_that_does_not_name_this_server_is_421_and_a_foreign_origin_403(mcp_http) -> None:
+    """`londinium serve`'s rule (serve/hosts.py) in front of the SDK's app, answered as JSON-RPC errors."""
+    port, _, _ = mcp_http
+    url = f"http://127.0.0.1:{port}/mcp"
+    accept = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    for host in (f"127.0.0.1:{port}@evil.example", f"127.0.0.1:{port + 1}", f"evil.example:{port}", "evil.example",
+                 f"127.0.0.1.nip.io:{port}", f"localhost.evil.example:{port}", f"[::1]:{port}x", "evil example"):
+        r = httpx.post(url, content=INITIALIZE, headers={**accept, "Host": host}, timeout=30)
+        assert r.status_code == 421, (host, r.status_code, r.text[:200])
+        assert r.json()["id"] is None and r.json()["error"]["code"] == -32600 and f"Host header {host!r}" in r.text
+    r = httpx.post(url, content=INITIALIZE, headers={**accept, "Origin": "http://evil.example"}, timeout=30)
+    assert r.status_code == 403 and "serve.allowed_origins" in r.json()["error"]["message"], r.text[:200]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        r = httpx.post(url, content=INITIALIZE, headers={**accept, "Host": host}, timeout=30)
+        assert r.status_code == 200, (host, r.text[:200])
 
 
 def test_at_the_file_descriptor_limit_it_lives_and_serves_again(mcp_http) -> None:

@@ -362,12 +362,17 @@ def api_key(cfg: Config) -> str:
 
 def http_app(server: Any, cfg: Config) -> Any:
     """The streamable HTTP ASGI app (at /mcp), each body checked (`wire.CheckedBody`), behind the API
-    key when one is set (a request without it is refused before its body is read)."""
-    from londinium.mcp.wire import CheckedBody
+    key when one is set (a request without it is refused before its body is read), and behind the
+    Host and Origin check of `londinium serve` (`serve.hosts`)."""
+    from londinium.mcp.wire import CheckedBody, refusal
+    from londinium.serve.hosts import HostCheck, trusted_hosts
 
     app = CheckedBody(server.streamable_http_app(host=cfg.mcp.host), timeout_s=cfg.serve.read_timeout_s)
     key = api_key(cfg)
-    return BearerKey(app, key) if key else app
+    app = BearerKey(app, key) if key else app
+    # `londinium serve`'s Host/Origin rule and allow-lists in front (DNS rebinding): the SDK's own
+    # check took any Host starting `127.0.0.1:` ('127.0.0.1:8000@evil.example', any port).
+    return HostCheck(app, trusted_hosts(cfg.mcp.host, cfg.serve.allowed_hosts, cfg.serve.allowed_origins), refusal)
 
 
 def serve_mcp(ws: Workspace, cfg: Config, http: bool = False) -> None:

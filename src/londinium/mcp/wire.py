@@ -222,17 +222,17 @@ class CheckedBody:
                 size += len(chunks[-1])
                 more = message.get("more_body", False)
                 if size > self.limit:
-                    await self._refuse(send, too_long(self.limit), 413)
+                    await send_error(send, too_long(self.limit), 413)
                     return
         if deadline.cancelled_caught:
             late = _error(None, INVALID_REQUEST, f"Invalid Request: the body did not arrive within {self.timeout_s:g} s "
                                                  "(serve.read_timeout_s); send it at once")
-            await self._refuse(send, late, 408, close=True)
+            await send_error(send, late, 408, close=True)
             return
         body = b"".join(chunks)
         error = check_message(body)
         if error is not None:
-            await self._refuse(send, error, 400)
+            await send_error(send, error, 400)
             return
         replayed = False
 
@@ -245,10 +245,21 @@ class CheckedBody:
 
         await self.app(scope, replay, send)
 
-    @staticmethod
-    async def _refuse(send: Any, error: JSONRPCError, status: int, close: bool = False) -> None:
-        body = dump(error).encode("utf-8")
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                *([(b"connection", b"close")] if close else [])]})
-        await send({"type": "http.response.body", "body": body})
+
+def refusal(status: int, message: str, code: str = "") -> Any:
+    """An ASGI app answering `status` with a JSON-RPC error (id null): `serve.hosts.HostCheck`'s
+    refusal for `londinium mcp --http`."""
+
+    async def respond(scope: dict, receive: Any, send: Any) -> None:
+        await send_error(send, _error(None, INVALID_REQUEST, message), status)
+
+    return respond
+
+
+async def send_error(send: Any, error: JSONRPCError, status: int, close: bool = False) -> None:
+    """Answer an HTTP request with `status` and the JSON-RPC error as its body."""
+    body = dump(error).encode("utf-8")
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *([(b"connection", b"close")] if close else [])]})
+    await send({"type": "http.response.body", "body": body})
