@@ -92,7 +92,7 @@ def test_a_host_that_does_not_name_this_server_is_421_and_a_foreign_origin_403(m
         assert r.json()["id"] is None and r.json()["error"]["code"] == -32600 and f"Host header {host!r}" in r.text
     r = httpx.post(url, content=INITIALIZE, headers={**accept, "Origin": "http://evil.example"}, timeout=30)
     assert r.status_code == 403 and "serve.allowed_origins" in r.json()["error"]["message"], r.text[:200]
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}", f"[::1]:{port}", f"127.0.0.2:{port}"):
         r = httpx.post(url, content=INITIALIZE, headers={**accept, "Host": host}, timeout=30)
         assert r.status_code == 200, (host, r.text[:200])
 

@@ -364,14 +364,20 @@ def http_app(server: Any, cfg: Config) -> Any:
     """The streamable HTTP ASGI app (at /mcp), each body checked (`wire.CheckedBody`), behind the API
     key when one is set (a request without it is refused before its body is read), and behind the
     Host and Origin check of `londinium serve` (`serve.hosts`)."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
     from londinium.mcp.wire import CheckedBody, refusal
     from londinium.serve.hosts import HostCheck, trusted_hosts
 
-    app = CheckedBody(server.streamable_http_app(host=cfg.mcp.host), timeout_s=cfg.serve.read_timeout_s)
+    # One Host/Origin rule, `londinium serve`'s (below), rather than two that disagree at the edges.
+    sdk = server.streamable_http_app(host=cfg.mcp.host, transport_security=TransportSecuritySettings(
+        enable_dns_rebinding_protection=False))
+    app = CheckedBody(sdk, timeout_s=cfg.serve.read_timeout_s)
     key = api_key(cfg)
     app = BearerKey(app, key) if key else app
     # `londinium serve`'s Host/Origin rule and allow-lists in front (DNS rebinding): the SDK's own
-    # check took any Host starting `127.0.0.1:` ('127.0.0.1:8000@evil.example', any port).
+    # check took any Host starting `127.0.0.1:` ('127.0.0.1:8000@evil.example', any port), and none
+    # when bound beyond loopback.
     return HostCheck(app, trusted_hosts(cfg.mcp.host, cfg.serve.allowed_hosts, cfg.serve.allowed_origins), refusal)
 
 
