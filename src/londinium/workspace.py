@@ -187,7 +187,7 @@ class Workspace:
         return self.root / "runs" / check_run_name(name)
 
     # What training writes in runs/<name>/ (the trackers' folders only when they are on).
-    RUN_FILES = ("config.toml", "metrics.jsonl", "train_loss.png")
+    RUN_FILES = ("config.toml", "metrics.jsonl", "train_loss.png", "summary.json")
     RUN_FOLDERS = ("checkpoints", "tensorboard", "wandb")
 
     def clear_run(self, name: str) -> None:
