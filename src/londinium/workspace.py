@@ -321,7 +321,8 @@ class Workspace:
         return {self.manifest_file: "the workspace's manifest", self.corpus_dir: "the corpus stage's outputs",
                 self.tokenizer_dir: "the tokenizer stage's outputs", self.shards_dir: "the token shards",
                 self.root / "runs": "the training runs (every checkpoint)", self.eval_dir: "the evaluation reports",
-                self.index_dir: "the search index", self.locks_dir: "the stage locks"}
+                self.index_dir: "the search index", self.root / "tasks": "the tasks cut from the corpus",
+                self.locks_dir: "the stage locks"}
 
     def output_folders(self) -> dict[Path, str]:
         """Folders that hold user-named outputs: one may lie inside them, but not be or contain them."""

@@ -84,6 +84,7 @@ def test_export_force_destroys_nothing(ws, tmp_path):
         "runs": (ws.root / "runs", "hf", "the training runs"),
         "exports": (ws.exports_dir, "hf", "the exports folder"),
         "tokenizer": (ws.tokenizer_dir, "hf", "the tokenizer stage's outputs"),
+        "tasks": (ws.root / "tasks", "hf", "the tasks cut from the corpus"),  # a stage that came later
         "checkpoint": (ckpt, "hf", "the training runs"),
         "inside-checkpoint": (ckpt / "model.gguf", "gguf", "lies inside"),
         "checkpoint-elsewhere": (copied, "hf", "the checkpoint being exported"),
