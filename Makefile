@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test install clean-venv
+.PHONY: quickstart test test-slow test-all install clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,16 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/londinium quickstart
 
-# Every test, slow and network ones included (~5 min on 2 cores; the default corpus needs the
-# package index or a warm download cache). A quicker loop: .venv/bin/python -m pytest -m 'not slow'
+# The default run: every test but the slow ones (under ~10 min on 2 cores; the default corpus needs
+# the package index or a warm download cache). The slow ones (the real default corpus, DDP, soaks,
+# compiled training, browsers, third-party servers) run with `make test-slow`; CI runs both.
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 clean-venv:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from londinium.config import PRESETS, ModelConfig
 from londinium.infer import Engine, SamplingParams
+from londinium.infer.decode import Decoder
 from londinium.model.gpt import GPT
 
 SHAPES = {
@@ -54,9 +55,10 @@ def forward_floor(model: GPT, prompts: list[list[int]], new: int) -> None:
             c = model.new_kv_cache(1, len(ids))
             model(torch.tensor([ids]), kv_cache=c, logits_to_keep=1)
             slots.append(c)
-        step = torch.tensor([ids[-1] for ids in prompts])[:, None]
+        step, decoder = torch.tensor([ids[-1] for ids in prompts]), Decoder(model)
         for _ in range(new - 1):
-            model(step, kv_cache=slots, logits_to_keep=1)
+            decoder.logits(step, slots)
+            slots.advance()
 
 
 def attention(B: int, H: int, D: int, lengths: list[int], grouped: bool, reps: int = 50) -> float:
@@ -138,7 +140,10 @@ def main() -> None:
                     help="cpu: this process's CPU time, steadier on a shared machine (with --threads 1 it is the time one core spent)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.prompt, args.new, args.concurrency, args.rounds, args.threads = 8, 4, [1, 2], 1, args.threads or 1
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in args.shapes:

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/eval_perplexity.py --docs 48 --threads 1 --rounds 3
 
 Same model, same weights, same token ids: a GPT-2 shaped model (4 layers, 4 heads, 256 wide,
-context 256, vocabulary 8192 -- the tiny preset) with random GPT-2 initialisation; the peer is
+context 256, vocabulary 8192) with random GPT-2 initialisation; the peer is
 GPT2LMHeadModel with our weights copied over by `londinium.model.hf_layout` (logits checked first).
 
 - ours: `londinium.eval.perplexity.evaluate_documents` -- windows of every document sorted by
@@ -28,10 +28,11 @@ import time
 
 import torch
 
+from peers import transformers_peer
+
 from londinium.config import ModelConfig
 from londinium.eval.perplexity import evaluate_documents
 from londinium.model.gpt import GPT
-from londinium.model.hf_layout import gpt2_config, to_gpt2_state_dict
 
 SHAPE = dict(n_layer=4, n_head=4, n_embd=256, context=256, vocab_size=8192)
 SENTENCES = [
@@ -44,17 +45,9 @@ SENTENCES = [
 
 
 def build() -> tuple[GPT, torch.nn.Module]:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     torch.manual_seed(0)
     ours = GPT(ModelConfig(**SHAPE)).eval()
-    peer = GPT2LMHeadModel(GPT2Config(**gpt2_config(ours.config), bos_token_id=0, eos_token_id=0)).eval()
-    missing, unexpected = peer.load_state_dict(to_gpt2_state_dict(ours.state_dict()), strict=False)
-    assert not unexpected and all(k.endswith("attn.bias") or k.endswith("masked_bias") for k in missing), (missing, unexpected)
-    idx = torch.randint(0, SHAPE["vocab_size"], (2, 32))
-    with torch.inference_mode():
-        assert float((ours(idx)[0] - peer(idx).logits).abs().max()) < 1e-4
-    return ours, peer
+    return ours, transformers_peer(ours)
 
 
 def documents(n: int, seed: int = 0) -> tuple[list[dict], dict[str, list[int]]]:
@@ -100,7 +93,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="windows per forward pass (ours)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.docs, args.rounds, args.threads = 2, 1, args.threads or 1
     if args.threads:
         torch.set_num_threads(args.threads)
     ours, peer = build()

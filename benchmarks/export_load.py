@@ -39,10 +39,13 @@ def _fresh_load_s(path: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workspace", default="londinium-work")
+    ap.add_argument("-w", "--workspace", default="londinium-work")
     ap.add_argument("--run", default="main")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.repeats = 1
 
     import transformers
 

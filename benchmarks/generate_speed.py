@@ -1,13 +1,15 @@
 """Generation speed of londinium's engine against `transformers`' `generate`, same model, same weights.
 
-    .venv/bin/python benchmarks/generate_speed.py                  # batch 1 and 8, 64-token prompt, 128 new
-    .venv/bin/python benchmarks/generate_speed.py --rounds 5 --new 128 --threads 1 --shapes tiny
+    .venv/bin/python benchmarks/generate_speed.py                  # tiny and small, batch 1 and 8, 64-token prompt, 128 new
+    .venv/bin/python benchmarks/generate_speed.py --rounds 5 --new 128 --threads 1 --presets tiny --greedy
+    .venv/bin/python benchmarks/generate_speed.py --quick          # seconds: every code path, tiny sizes (the tests run this)
 
-The models are GPT-2 shaped (6 layers, 6 heads, 384 wide; and the `tiny` preset, 2 layers, 4 heads,
-128 wide; context 256, vocabulary 8192, random GPT-2 initialisation); the peer is GPT2LMHeadModel with our weights copied over by
-`londinium.model.hf_layout` (its logits are checked against ours first). Both sample with
-temperature 1 and top-k 50 (transformers' default), never stop early (EOS ignored), and decode the
-same prompts to the same number of new tokens.
+Each preset's own model (`--presets`: tiny is Llama-style, 2 layers x 128; small is GPT-2 style,
+6 x 384; slm 12 x 768), random weights, with the vocabulary of the preset's tokenizer; the peer is
+the `transformers` class the export maps it to (`model/hf_layout.py`: LlamaForCausalLM for tiny,
+GPT2LMHeadModel for small and slm) holding the same weights (its logits are checked against ours
+first). Both sample with temperature 1 and top-k 50 (transformers' default; `--greedy`: argmax),
+never stop early (EOS ignored), and decode the same prompts to the same number of new tokens.
 
 Rows:
 - prefill: one forward pass over the prompts (tokens/s of prompt);
@@ -31,43 +33,29 @@ import time
 
 import torch
 
-from londinium.config import PRESETS, ModelConfig
+from peers import max_logit_difference, preset_model_config, transformers_peer
+
+from londinium.config import PRESETS
 from londinium.infer import Engine, SamplingParams
 from londinium.model.gpt import GPT
-from londinium.model.hf_layout import gpt2_config, to_gpt2_state_dict
 
-# Two shapes, because they are bound by different things at batch 1: the 6x384 model's 55 MB of fp32
-# weights do not fit this CPU's 32 MB L3, so each decode step streams them from memory (both
-# implementations read the same bytes); the tiny preset's 6 MB do, so per-step overhead decides.
-SHAPES = {
-    "6x384": dict(n_layer=6, n_head=6, n_embd=384, context=256, vocab_size=8192),
-    "tiny": dict(PRESETS["tiny"]["model"], vocab_size=8192),
-}
+# The presets are bound by different things at batch 1: small's 55 MB of fp32 weights do not fit
+# this CPU's 32 MB L3, so each decode step streams them from memory (both implementations read the
+# same bytes); tiny's 3 MB do, so per-step overhead decides.
+DEFAULT_PRESETS = ["tiny", "small"]
 TEXT = ("Shall I compare thee to a summer's day? Thou art more lovely and more temperate. "
         "In the beginning God created the heaven and the earth. To be, or not to be: that is the question. ")
 
 
-def build(shape: dict) -> tuple[GPT, torch.nn.Module, object]:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
+def build(preset: str) -> tuple[GPT, torch.nn.Module, object]:
     from londinium.tokenizer.train import train_bpe
 
     torch.manual_seed(0)
-    ours = GPT(ModelConfig(**shape)).eval()
-    peer = GPT2LMHeadModel(GPT2Config(**gpt2_config(ours.config), bos_token_id=0, eos_token_id=0)).eval()
-    missing, unexpected = peer.load_state_dict(to_gpt2_state_dict(ours.state_dict()), strict=False)
-    assert not unexpected and all(k.endswith("attn.bias") or k.endswith("masked_bias") for k in missing), (missing, unexpected)
+    ours = GPT(preset_model_config(preset)).eval()
+    peer = transformers_peer(ours)
     # The tokenizer only matters for decoding text; ids past its vocabulary decode to nothing.
     tok = train_bpe([TEXT] * 50, 1000, show_progress=False)
     return ours, peer, tok
-
-
-def check_same_logits(ours: GPT, peer: torch.nn.Module) -> float:
-    idx = torch.randint(0, ours.config.vocab_size, (2, 32))
-    with torch.inference_mode():
-        a = ours(idx)[0]
-        b = peer(idx).logits
-    return float((a - b).abs().max())
 
 
 def timed(fn) -> float:
@@ -84,30 +72,39 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--no-uncached", action="store_true", help="skip the slow rows without a KV cache")
-    ap.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES), help="model shapes to time")
+    ap.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=DEFAULT_PRESETS, help="preset models to time")
+    ap.add_argument("--greedy", action="store_true", help="argmax instead of temperature 1, top-k 50")
+    ap.add_argument("--quick", action="store_true", help="every row at toy sizes (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.prompt, args.new, args.batches, args.rounds, args.threads = 8, 4, [2], 1, args.threads or 1
+        args.no_uncached = True
     if args.threads:
         torch.set_num_threads(args.threads)
-    for shape in args.shapes:
-        print(f"===== shape {shape}")
-        run(args, SHAPES[shape])
+    for preset in args.presets:
+        print(f"===== preset {preset}")
+        run(args, preset)
         print()
 
 
-def run(args: argparse.Namespace, shape: dict) -> None:
-    assert args.prompt + args.new <= shape["context"], "prompt + new tokens must fit the context (256)"
-    ours, peer, tok = build(shape)
+def run(args: argparse.Namespace, preset: str) -> None:
+    ours, peer, tok = build(preset)
+    cfg = ours.config
+    assert args.prompt + args.new <= cfg.context, f"prompt + new tokens must fit the context ({cfg.context})"
     engine = Engine(ours, tok)
-    print(f"model: {sum(p.numel() for p in ours.parameters()):,} parameters, {shape}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; max |logit difference| ours vs transformers: {check_same_logits(ours, peer):.2e}")
-    print(f"prompt {args.prompt} tokens, {args.new} new tokens per sequence, temperature 1, top-k 50, median of {args.rounds} rounds\n")
+    print(f"model: {ours.num_params():,} parameters, {cfg.n_layer} layers x {cfg.n_embd}, vocabulary {cfg.vocab_size}, "
+          f"peer {type(peer).__name__}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"max |logit difference| ours vs transformers: {max_logit_difference(ours, peer):.2e}")
+    sampling = "greedy" if args.greedy else "temperature 1, top-k 50"
+    print(f"prompt {args.prompt} tokens, {args.new} new tokens per sequence, {sampling}, median of {args.rounds} rounds\n")
 
     N = args.new
-    params = SamplingParams(max_tokens=N, temperature=1.0, top_k=50, ignore_eos=True)
+    params = SamplingParams(max_tokens=N, ignore_eos=True, **(dict(temperature=0.0) if args.greedy else dict(temperature=1.0, top_k=50)))
+    peer_sampling = dict(do_sample=False) if args.greedy else dict(do_sample=True, top_k=50, temperature=1.0)
     rows: list[tuple[str, int, str, float]] = []
     for B in args.batches:
         g = torch.Generator().manual_seed(B)
-        prompts = torch.randint(1, shape["vocab_size"], (B, args.prompt), generator=g)
+        prompts = torch.randint(1, cfg.vocab_size, (B, args.prompt), generator=g)
         ids = prompts.tolist()
 
         def ours_prefill() -> None:
@@ -122,7 +119,7 @@ def run(args: argparse.Namespace, shape: dict) -> None:
             assert all(len(c.token_ids) == N for c in out)
 
         def peer_generate(use_cache: bool) -> None:
-            out = peer.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=True, top_k=50, temperature=1.0,
+            out = peer.generate(prompts, attention_mask=torch.ones_like(prompts), **peer_sampling,
                                 max_new_tokens=N, min_new_tokens=N, use_cache=use_cache, pad_token_id=0)
             assert out.shape == (B, args.prompt + N)
 

@@ -1,12 +1,14 @@
 """GGUF export: file sizes, llama.cpp load time, and batch-1 greedy decode in llama.cpp against londinium's engine.
 
     .venv/bin/python benchmarks/gguf_decode.py -w londinium-work [--run main] [--new 128] [--rounds 3] [--threads 2]
+    .venv/bin/python benchmarks/gguf_decode.py -w londinium-work --threads 1 --compile --weight-dtypes float32 int8
 
 Needs the `llama` extra (llama-cpp-python). The run's checkpoint is written as GGUF in float32,
 float16 and q8_0 (to a temporary directory); for each, the script prints the file size, the time
 llama.cpp takes to load it, how many of its greedy tokens equal our engine's, and its greedy decode
 speed. The peer is londinium's `Engine` on the same checkpoint (temperature 0, EOS ignored), with
-torch on the same number of threads as llama.cpp. Both decode the same prompt to the same number
+torch on the same number of threads as llama.cpp; `--compile` adds the engine with its decode step
+compiled, `--weight-dtypes float32 int8` the engine on packed weights (generate.weight_dtype). Both decode the same prompt to the same number
 of new tokens, prefill included; implementations alternate within each round so load from other
 processes hits all alike, and each figure is the median of the rounds. On a shared machine read the
 ratios, not the absolute numbers.
@@ -15,6 +17,7 @@ ratios, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from londinium.config import WEIGHT_DTYPES, GenerateConfig
 from londinium.export.gguf import DTYPES, write_gguf
 from londinium.infer import Engine, SamplingParams
 from londinium.model.load import load_run
@@ -42,10 +46,10 @@ def llama_cpp_greedy(llm, prompt: list[int], steps: int) -> list[int]:
     return out
 
 
-def timed(fn) -> tuple[float, object]:
-    t0 = time.perf_counter()
+def timed(fn, clock=time.perf_counter) -> tuple[float, object]:
+    t0 = clock()
     result = fn()
-    return time.perf_counter() - t0, result
+    return clock() - t0, result
 
 
 def main() -> None:
@@ -56,7 +60,20 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128, help="new tokens")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads and torch threads")
+    ap.add_argument("--compile", action="store_true", help="also time the engine with its decode step compiled (generate.compile)")
+    ap.add_argument("--weight-dtypes", nargs="+", default=["float32"], choices=WEIGHT_DTYPES,
+                    help="time the engine with these generate.weight_dtype values")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: CPU time of this thread (steadier on a loaded machine; needs --threads 1, where "
+                         "llama.cpp and torch both compute on the calling thread)")
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.new, args.rounds, args.threads, args.weight_dtypes = 4, 1, 1, ["float32", "int8"]
+
+    if args.clock == "cpu" and args.threads != 1:
+        ap.error("--clock cpu needs --threads 1 (other threads' work is not on this thread's clock)")
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
 
     from llama_cpp import Llama
 
@@ -64,11 +81,18 @@ def main() -> None:
     trained = load_run(Workspace(Path(args.workspace)), args.run, args.checkpoint)
     cfg = trained.config.model
     engine = Engine.from_trained(trained)
+    ours = {}  # our engines: float32 eager first (the reference for equal tokens), then what was asked
+    for dtype in args.weight_dtypes:
+        for compiled in (False, True) if args.compile else (False,):
+            name = "londinium" + (f" {dtype}" if dtype != "float32" else "") + (" compiled" if compiled else "")
+            gen = GenerateConfig(weight_dtype=dtype, compile=compiled)
+            ours[name] = engine if (dtype, compiled) == ("float32", False) else Engine.with_settings(copy.deepcopy(trained.model), trained.tokenizer, gen)
     greedy = SamplingParams(max_tokens=args.new, temperature=0.0, ignore_eos=True)
     prompt_ids = engine.generate([PROMPT], SamplingParams(max_tokens=1, temperature=0.0)).pop().prompt_token_ids
     assert len(prompt_ids) + args.new <= cfg.context, f"prompt + {args.new} new tokens must fit the context ({cfg.context})"
     print(f"{trained.describe()}; {cfg.n_layer} layers, {cfg.n_embd} wide, context {cfg.context}, vocabulary {cfg.vocab_size}")
-    print(f"prompt {len(prompt_ids)} tokens, {args.new} new, greedy, {args.threads} threads, median of {args.rounds} rounds\n")
+    print(f"prompt {len(prompt_ids)} tokens, {args.new} new, greedy, {args.threads} threads, median of {args.rounds} rounds, "
+          f"{args.clock} clock\n")
 
     with tempfile.TemporaryDirectory() as tmp:
         paths, sizes, write_s = {}, {}, {}
@@ -81,7 +105,7 @@ def main() -> None:
             return Llama(model_path=str(paths[dtype]), n_ctx=cfg.context, n_threads=args.threads, verbose=False)
 
         llms = {d: load(d) for d in DTYPES}  # warm: the first load also pages the files in
-        impls = {"londinium Engine": lambda: engine.generate([prompt_ids], greedy)[0].token_ids}
+        impls = {name: (lambda e=e: e.generate([prompt_ids], greedy)[0].token_ids) for name, e in ours.items()}
         impls.update({f"llama.cpp {d}": (lambda d=d: llama_cpp_greedy(llms[d], prompt_ids, args.new)) for d in DTYPES})
         times: dict[str, list[float]] = {k: [] for k in impls}
         loads: dict[str, list[float]] = {d: [] for d in DTYPES}
@@ -95,17 +119,24 @@ def main() -> None:
                     loads[d].append(t)
                     del llm
                 for name, fn in impls.items():
-                    times[name].append(timed(fn)[0])
+                    times[name].append(timed(fn, clock)[0])
 
-    ours = tokens["londinium Engine"]
+    reference = tokens["londinium"]
     rate = {k: args.new / statistics.median(v) for k, v in times.items()}
-    print(f"{'implementation':<18} {'file MiB':>9} {'write s':>8} {'load ms':>8} {'same greedy tokens':>19} {'tok/s':>8} {'vs ours':>8}")
-    print(f"{'londinium Engine':<18} {'':>9} {'':>8} {'':>8} {'':>19} {rate['londinium Engine']:>8.0f} {1:>7.2f}x")
+    # Each round's ratio pairs two implementations under the same load; their median is the steady figure.
+    paired = {k: statistics.median(a / b for a, b in zip(times["londinium"], v)) for k, v in times.items()}
+
+    def same(name: str) -> str:
+        n = next((i for i, (a, b) in enumerate(zip(tokens[name], reference)) if a != b), len(reference))
+        return f"{n}/{len(reference)}"
+
+    print(f"{'implementation':<28} {'file MiB':>9} {'write s':>8} {'load ms':>8} {'same greedy tokens':>19} {'tok/s':>8} {'vs londinium':>12}")
+    for name in ours:
+        print(f"{name:<28} {'':>9} {'':>8} {'':>8} {same(name):>19} {rate[name]:>8.0f} {paired[name]:>11.2f}x")
     for d in DTYPES:
         name = f"llama.cpp {d}"
-        same = next((i for i, (a, b) in enumerate(zip(tokens[name], ours)) if a != b), len(ours))
-        print(f"{name:<18} {sizes[d] / 2**20:>9.2f} {write_s[d]:>8.2f} {1000 * statistics.median(loads[d]):>8.0f} "
-              f"{f'{same}/{len(ours)}':>19} {rate[name]:>8.0f} {rate[name] / rate['londinium Engine']:>7.2f}x")
+        print(f"{name:<28} {sizes[d] / 2**20:>9.2f} {write_s[d]:>8.2f} {1000 * statistics.median(loads[d]):>8.0f} "
+              f"{same(name):>19} {rate[name]:>8.0f} {paired[name]:>11.2f}x")
     print(f"\nparameters {trained.num_params:,}; float32 bytes per parameter {sizes['float32'] / trained.num_params:.2f}")
 
 

@@ -39,7 +39,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.prefix, args.suffix, args.new, args.concurrency, args.rounds, args.threads = 32, 4, 2, 2, 1, args.threads or 1
     if args.threads:
         torch.set_num_threads(args.threads)
     from londinium.tokenizer.train import train_bpe

@@ -59,7 +59,10 @@ def main() -> None:
     ap.add_argument("--words", type=int, default=6, help="words per query")
     ap.add_argument("--rounds", type=int, default=3, help="builds timed of each kind")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.queries, args.rounds = 5, 1
     import bm25s
 
     ws, cfg = Workspace(args.workspace), load_config()

@@ -51,7 +51,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="threads of every server (OMP_NUM_THREADS, serve.threads, n_threads)")
     ap.add_argument("--no-transformers", action="store_true", help="leave out transformers serve")
     ap.add_argument("--no-llama-cpp", action="store_true", help="leave out llama.cpp's server")
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.concurrency, args.num_prompts, args.input_len, args.output_len, args.rounds = "1,2", 2, 8, 4, 1
     ws = Workspace(args.workspace)
     tok = load_tokenizer(ws)
     levels = parse_levels(args.concurrency, None, None)

@@ -127,7 +127,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads of every server (OMP_NUM_THREADS); 1 keeps a shared machine's figures steady")
     ap.add_argument("--skip-peer", action="store_true", help="only londinium serve")
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.levels, args.requests, args.max_tokens, args.rounds = "1,2", 2, 4, 1
     ws = Workspace(args.workspace)
     tok = load_tokenizer(ws)
     levels = [int(x) for x in args.levels.split(",")]
@@ -160,7 +163,7 @@ def main() -> None:
         from londinium.infer.scheduler import EngineLoop
         from londinium.model.load import load_run
 
-        torch.set_num_threads(args.threads, ready="/health")
+        torch.set_num_threads(args.threads)
         loop = EngineLoop(Engine.from_trained(load_run(ws, run=args.run)), max_running=max(levels))
         loop.start()
         samples: dict[str, dict[int, list[tuple[float, float]]]] = {name: {c: [] for c in levels} for name in [ENGINE, *urls]}

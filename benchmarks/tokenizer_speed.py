@@ -75,7 +75,10 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=TokenizerConfig().vocab_size)
     ap.add_argument("--mb", type=float, default=4.0, help="MB of train documents in the encode sample")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.vocab, args.mb, args.repeats = 300, 0.02, 1
 
     ws = Workspace(args.workspace)
     train_path = ws.corpus_split("train")

@@ -19,14 +19,15 @@ matmul rate measured in this run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from londinium.config import ModelConfig, load_config
+from peers import preset_model_config, transformers_class
+
+from londinium.config import ModelConfig
 from londinium.model.gpt import GPT
 from londinium.model.hf_layout import hf_layout
 
@@ -34,16 +35,15 @@ SHAPE = dict(n_layer=6, n_head=6, n_embd=384, context=256, vocab_size=8192)
 
 
 def model_config(preset: str) -> ModelConfig:
-    if not preset:
-        return ModelConfig(**SHAPE, dropout=0.0)
-    cfg = load_config(preset=preset)
-    return dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size, dropout=0.0)
+    return preset_model_config(preset) if preset else ModelConfig(**SHAPE, dropout=0.0)
 
 
-def matmul_peak(threads: int, seconds: float = 3.0) -> float:
+MATMULS = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 384, 1536), (4096, 1536, 384), (4096, 384, 8192)]
+
+
+def matmul_peak(threads: int, seconds: float = 3.0, shapes: list[tuple[int, int, int]] = MATMULS) -> float:
     """Best fp32 GFLOP/s of square and transformer-shaped matmuls on this CPU (the MFU roof)."""
     best = 0.0
-    shapes = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 384, 1536), (4096, 1536, 384), (4096, 384, 8192)]
     for m, k, n in shapes:
         a, b = torch.randn(m, k), torch.randn(k, n)
         a @ b
@@ -60,14 +60,7 @@ def build_ours(cfg: ModelConfig) -> torch.nn.Module:
 
 
 def build_peer(cfg: ModelConfig) -> torch.nn.Module:
-    import transformers
-
-    layout = hf_layout(cfg)
-    config_class = {"gpt2": transformers.GPT2Config, "llama": transformers.LlamaConfig}[layout.model_type]
-    hf_cfg = config_class(**layout.config, bos_token_id=0, eos_token_id=0)
-    if layout.model_type == "gpt2":
-        hf_cfg.resid_pdrop = hf_cfg.embd_pdrop = hf_cfg.attn_pdrop = 0.0
-    return getattr(transformers, layout.architecture)(hf_cfg)
+    return transformers_class(cfg)  # dropout 0 in cfg: GPT-2's three dropouts are 0 too
 
 
 def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -116,7 +109,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd versions of both")
     ap.add_argument("--preset", default="", help="time this preset's model (e.g. tiny) against its transformers class")
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.batch, args.steps, args.rounds, args.warmup, args.threads, args.preset = 2, 1, 1, 1, 1, args.preset or "tiny"
     cfg = model_config(args.preset)
     torch.set_num_threads(args.threads)
 
@@ -140,13 +136,14 @@ def main() -> None:
     for r in runners:
         for x, y in batches[:args.warmup]:
             r.step(x, y)
-    peak = matmul_peak(args.threads)
+    peak_args = (0.1, [(256, 256, 256)]) if args.quick else ()
+    peak = matmul_peak(args.threads, *peak_args)
     for i in range(args.rounds):
         # Alternate the order each round so neither model always runs right after the other.
         for r in (runners if i % 2 == 0 else runners[::-1]):
             r.timed(batches)
         print(f"round {i + 1}: " + ", ".join(f"{r.name.split()[0]}{'*' if 'compiled' in r.name else ''} {r.rates[-1]:.0f}" for r in runners))
-    peak = max(peak, matmul_peak(args.threads))
+    peak = max(peak, matmul_peak(args.threads, *peak_args))
 
     print(f"\nfp32 matmul peak measured: {peak:.1f} GFLOP/s; FLOPs/token {flops / 1e6:.1f} M (6N + attention)")
     print(f"{'model':45s} {'tok/s median':>12s} {'min':>8s} {'max':>8s} {'MFU':>6s}")

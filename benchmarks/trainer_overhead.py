@@ -75,7 +75,10 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
+    if args.quick:
+        args.steps, args.rounds = 1, 1
     ws = Workspace(args.workspace)
     ours, peer = [], []
     for r in range(args.rounds):

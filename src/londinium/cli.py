@@ -6,16 +6,23 @@
     londinium train             shards -> runs/<name>/ checkpoints, metrics, loss plot (--resume, --run;
                                 torchrun --nproc_per_node=N -m londinium train for DDP)
     londinium model info        parameters, FLOPs per token and memory of the configured model
+    londinium model memory      what generation and serving need: weights, KV cache, activations (--context,
+                                --batch, --weight-dtype, --kv-dtype)
     londinium eval              a checkpoint -> eval/<run>/report.md + results.json (--run, --text FILE,
                                 --compare RUN_A RUN_B)
     londinium generate          a checkpoint -> text (--prompt/--prompts-file, every sampling flag, --format json)
     londinium chat              an interactive REPL that streams the model's continuation of your text
     londinium export            a checkpoint -> exports/<run>-step-<N>/ (transformers) or .gguf (llama.cpp)
     londinium serve             an OpenAI-compatible HTTP server over a run (--run, --host, --port, --api-key)
-    londinium index build       corpus -> index/ (BM25 over spelling-folded words, for search and MCP)
+    londinium index build       corpus -> index/ (BM25 over words folded as the corpus profile says, for search and MCP)
     londinium search QUERY      the best-matching corpus documents, with snippet and provenance (--format json)
+    londinium index vectors     corpus -> vectors/ (an embedding per passage, for hybrid retrieval)
+    londinium embed TEXT...     embeddings of texts with retrieve.embedder (--format json)
+    londinium ask QUESTION      an answer from the corpus with checked citations, or a refusal (docs/rag.md)
     londinium mcp               the model and corpus as MCP tools, resources and prompts (stdio; --http)
     londinium bench serve       load an OpenAI-compatible server: TTFT/TPOT/ITL/E2EL, throughput, goodput -> bench/<name>/
+    londinium gateway           one OpenAI endpoint in front of many backends (routing, fallback, keys, budgets,
+                                usage ledger, metrics, traces); `gateway keys|usage|train-router` (docs/gateway.md)
     londinium config show       the effective config, with a comment per field
     londinium quickstart        every stage, on corpus.sources or the embedded default
 
@@ -35,7 +42,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from londinium.config import Config, load_config, to_toml
+from londinium.config import KV_DTYPES, WEIGHT_DTYPES, Config, load_config, to_toml
 from londinium.errors import LondiniumError
 from londinium.workspace import DEFAULT_WORKSPACE, Workspace
 
@@ -124,6 +131,26 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_memory(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from londinium.model.info import resolve_vocab_size
+    from londinium.model.memory import memory_plan, render_memory
+
+    ws, cfg = _context(args)
+    vocab, _ = resolve_vocab_size(cfg, ws.tokenizer_file)
+    model = dataclasses.replace(cfg.model, vocab_size=vocab)
+    context = args.context or model.context
+    if not 1 <= context <= model.context:
+        raise LondiniumError(f"--context {context}: give 1 .. {model.context} tokens (model.context)")
+    if args.batch is not None and args.batch < 1:
+        raise LondiniumError(f"--batch {args.batch}: give at least 1 sequence")
+    weight_dtype, kv_dtype = args.weight_dtype or cfg.generate.weight_dtype, args.kv_dtype or cfg.generate.kv_dtype
+    plan = memory_plan(model, args.batch or cfg.serve.max_running, context, weight_dtype, kv_dtype, cfg.serve.max_step_tokens)
+    print(render_memory(model, plan, weight_dtype, kv_dtype, preset=cfg.preset), end="")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     ws, cfg = _context(args)
     if args.compare:
@@ -160,6 +187,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for flag in ("checkpoint", "host", "port", "api_key", "model_name", "device"):
         if getattr(args, flag) is not None:
             setattr(cfg.serve, flag, getattr(args, flag))
+    if args.weight_dtype is not None:
+        cfg.generate.weight_dtype = args.weight_dtype  # the server generates as [generate] says
     return serve(ws, cfg, run=args.run or "", export=args.export or "")
 
 
@@ -176,6 +205,61 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
     ws, cfg = _context(args)
     build_index(ws, cfg, force=args.force)
+    return 0
+
+
+def cmd_index_vectors(args: argparse.Namespace) -> int:
+    from londinium.retrieve.vectors import build_vectors
+
+    ws, cfg = _context(args)
+    build_vectors(ws, cfg, force=args.force)
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import json
+
+    from londinium.retrieve.embedders import open_embedder
+
+    ws, cfg = _context(args)
+    texts = args.text
+    if any(not t.strip() for t in texts):
+        raise LondiniumError("embed: a text is empty; give some words")
+    embedder = open_embedder(ws, cfg)
+    vectors = embedder.embed(texts)
+    if args.format == "json":
+        print(json.dumps({"model": embedder.name, "dim": embedder.dim,
+                          "data": [{"text": t, "embedding": [round(float(x), 6) for x in v]} for t, v in zip(texts, vectors)]}))
+    else:
+        for t, v in zip(texts, vectors):
+            print(f"{embedder.name} [{embedder.dim}] {' '.join(f'{x:.4f}' for x in v[:8])} ... | {t}")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    import json
+
+    from londinium.retrieve.answer import ask, local_generator, openai_generator, render_answer
+    from londinium.retrieve.retriever import Retriever
+
+    ws, cfg = _context(args)
+    if args.answer:
+        cfg.retrieve.answer = args.answer
+    if args.base_url or args.model:
+        if not (args.base_url and args.model):
+            raise LondiniumError("ask: --base-url and --model go together (an OpenAI-compatible server and its model id)")
+        cfg.retrieve.answer = "generate"
+    retriever = Retriever.load(ws, cfg, args.mode)
+    generator = None
+    if cfg.retrieve.answer == "generate":
+        generator = (openai_generator(args.base_url, args.model, os.environ.get("OPENAI_API_KEY", ""), cfg.generate.max_tokens) if args.base_url
+                     else local_generator(ws, cfg, run=args.run or ""))
+    answer = ask(retriever, args.question, k=args.k, mode=cfg.retrieve.answer, generator=generator, retrieval_mode=args.mode,
+                 source=args.source, split=args.split, period_from=args.period_from, period_to=args.period_to)
+    if args.format == "json":
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(render_answer(answer), end="")
     return 0
 
 
@@ -261,6 +345,15 @@ def minutes_help() -> str:
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _corpus_filters(p: argparse.ArgumentParser) -> None:
+    """The filters `search` and `ask` share, and their output format."""
+    p.add_argument("--source", default=None, help="only documents of this source id (the sources registry's ids)")
+    p.add_argument("--split", default=None, choices=["train", "val", "test"], help="only documents of this split")
+    p.add_argument("--period-from", type=int, default=None, metavar="YEAR", help="only documents whose period reaches this year or later")
+    p.add_argument("--period-to", type=int, default=None, metavar="YEAR", help="only documents whose period starts by this year")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="londinium", description="Build a small GPT from scratch on your own corpus, export it, search its corpus, serve it (OpenAI-compatible HTTP API, MCP).")
     stages = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
@@ -303,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = stage("model", "the GPT architecture")
     verb(model, "info", cmd_model_info, "parameters, FLOPs per token and memory estimate (weights, AdamW, activations, KV cache)")
+    p = verb(model, "memory", cmd_model_memory, "memory of generation and serving: weights, KV cache, activations, prefix cache")
+    p.add_argument("--context", type=int, default=None, metavar="N", help="tokens per sequence (default: the model's context)")
+    p.add_argument("--batch", type=int, default=None, metavar="B", help="sequences decoded together (default: serve.max_running)")
+    p.add_argument("--weight-dtype", default=None, choices=WEIGHT_DTYPES, help="the linear layers' weights (default: generate.weight_dtype)")
+    p.add_argument("--kv-dtype", default=None, choices=KV_DTYPES, help="the KV cache (default: generate.kv_dtype)")
 
     p = stages.add_parser("eval", help="a checkpoint -> report card: perplexity, cloze, probes, contamination, samples",
                           description="evaluate a trained run into eval/<run>/report.md and results.json, "
@@ -341,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, metavar="KEY", help="require 'Authorization: Bearer KEY' (default: serve.api_key or $LONDINIUM_API_KEY)")
     p.add_argument("--model-name", default=None, metavar="NAME", help="model id clients send (default: serve.model_name, else the run name)")
     p.add_argument("--device", default=None, help="torch device: cpu, cuda, auto (default: serve.device)")
+    p.add_argument("--weight-dtype", default=None, choices=WEIGHT_DTYPES,
+                   help="the linear layers' weights: float32, float16 or int8 (CPU; default: generate.weight_dtype)")
     p.set_defaults(handler=cmd_serve)
     p = stages.add_parser("export", help="a checkpoint -> a transformers directory or a GGUF file",
                           description="export a trained checkpoint as a Hugging Face transformers directory (weights, config, "
@@ -352,20 +452,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, choices=["hf", "gguf"], help="hf (transformers, vLLM) or gguf (llama.cpp); default export.format")
     p.add_argument("--dtype", default=None, metavar="DTYPE", help="float32, bfloat16, float16 (hf); float32, float16, q8_0 (gguf)")
     p.set_defaults(handler=cmd_export)
-    index = stage("index", "corpus -> search index (BM25, period spellings folded)")
+    index = stage("index", "corpus -> search index (BM25; words folded as the corpus profile says, index.folding)")
     verb(index, "build", cmd_index_build, "index every corpus document for `londinium search` and the MCP search tools")
+
+    verb(index, "vectors", cmd_index_vectors, "embed every passage of the indexed documents for hybrid retrieval and `ask` "
+         "(retrieve.embedder; 'corpus' learns the embedder from the corpus first)")
+
+    p = stages.add_parser("embed", help="embeddings of texts with retrieve.embedder",
+                          description="print the embedding of each text (retrieve.embedder; the server has POST /v1/embeddings)")
+    _common(p)
+    p.add_argument("text", nargs="+", help="texts to embed")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="text (first dimensions) or JSON (all)")
+    p.set_defaults(handler=cmd_embed)
+
+    p = stages.add_parser("ask", help="answer a question from the corpus, with checked citations, or refuse",
+                          description="retrieve passages (retrieve.mode), refuse when they do not support an answer, else "
+                                      "quote the best passage (extractive) or let a model answer from numbered passages (docs/rag.md)")
+    _common(p)
+    p.add_argument("question", help="the question, in any spelling")
+    p.add_argument("--k", type=int, default=None, help="passages to retrieve and cite at most (default: retrieve.k)")
+    p.add_argument("--mode", default=None, choices=["bm25", "vector", "hybrid"], help="retrieval (default: retrieve.mode)")
+    p.add_argument("--answer", default=None, choices=["extractive", "generate"], help="answer mode (default: retrieve.answer)")
+    p.add_argument("--base-url", default=None, metavar="URL", help="generate with this OpenAI-compatible server ($OPENAI_API_KEY is sent)")
+    p.add_argument("--model", default=None, help="the model id for --base-url")
+    p.add_argument("--run", default=None, metavar="NAME", help="generate with this trained run (default: serve.run, else train.run_name)")
+    _corpus_filters(p)
+    p.set_defaults(handler=cmd_ask)
 
     p = stages.add_parser("search", help="search the corpus: best-matching documents with snippet, offsets and provenance",
                           description="search the corpus index (build it with `londinium index build`); "
-                                      "modern and period spellings match each other")
+                                      "words match as the index folded them (case only, or early-modern spellings under period-london)")
     _common(p)
-    p.add_argument("query", help="words to search for, in any spelling")
+    p.add_argument("query", help="words to search for")
     p.add_argument("--k", type=int, default=10, help="results at most (default 10)")
-    p.add_argument("--source", default=None, help="only documents of this source id (e.g. shakespeare, kjv)")
-    p.add_argument("--split", default=None, choices=["train", "val", "test"], help="only documents of this split")
-    p.add_argument("--period-from", type=int, default=None, metavar="YEAR", help="only documents whose period reaches this year or later")
-    p.add_argument("--period-to", type=int, default=None, metavar="YEAR", help="only documents whose period starts by this year")
-    p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or JSON")
+    _corpus_filters(p)
     p.set_defaults(handler=cmd_search)
 
     p = stages.add_parser("mcp", help="serve the model and corpus to MCP hosts (tools, resources, prompts)",
@@ -402,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds one request may take (default 600)")
     p.add_argument("--name", default="serve", help="results go to bench/NAME/ (default: serve)")
     p.add_argument("--compare", nargs=2, default=None, metavar=("A.json", "B.json"), help="print two results files side by side with ratios, run nothing")
+
+    from londinium.gateway.cli import add_gateway_parser
+
+    add_gateway_parser(stages)
 
     p = stages.add_parser("quickstart", help="run every stage on corpus.sources (default: the embedded corpus), tiny preset")
     _common(p)
@@ -469,7 +593,7 @@ class _Output:
 
 
 # Commands whose only product is what they print: with no reader left they stop at once.
-_ONLY_PRINT = ("cmd_config_show", "cmd_model_info", "cmd_generate", "cmd_chat", "cmd_search")
+_ONLY_PRINT = ("cmd_config_show", "cmd_model_info", "cmd_model_memory", "cmd_generate", "cmd_chat", "cmd_search", "cmd_embed", "cmd_ask")
 
 
 def _disk_full_line(args: argparse.Namespace, e: BaseException) -> str:

@@ -153,7 +153,7 @@ class CorpusConfig:
     max_boilerplate: float = doc(0.3, "Maximum share of lines that look like licence or site boilerplate.", **SHARE)
     min_english: float = doc(0.25, "Minimum share of words that are common English function words (old spellings count).", **SHARE)
     min_english_paragraph: float = doc(0.12, "Paragraphs of 30+ words scoring below this English share are dropped (Latin or Italian poems inside an English book); 0 turns it off.", **SHARE)
-    near_dup_threshold: float = doc(0.3, "Jaccard similarity (word shingles of a spelling-folded form) at or above which two texts are grouped as near-duplicates; modern vs Folio texts of one play measure 0.38-0.61, different plays <= 0.02.", gt=0, le=1)
+    near_dup_threshold: float = doc(0.3, "Jaccard similarity (word shingles of a form folded as the corpus profile says) at or above which two texts are grouped as near-duplicates; modern vs Folio texts of one play measure 0.38-0.61, different plays <= 0.02.", gt=0, le=1)
     near_dup_containment: float = doc(0.5, "Share of the smaller text's shingles found in another text at or above which the two are grouped (an anthology and a poem it reprints).", gt=0, le=1)
     near_duplicates: str = doc("auto", "What happens to a group of near-duplicates: 'group' keeps them all in one split; 'keep-one' keeps the longest and records the others as rejections naming it; 'auto' is 'group' for the embedded registry (a play's modern and Folio texts are near-duplicates on purpose) and 'keep-one' for your own (copies of a page are waste).", choices=("auto", "group", "keep-one"))
     shingle_words: int = doc(3, "Words per shingle for MinHash near-duplicate detection.", ge=1, le=64)
@@ -276,6 +276,11 @@ class EvalConfig:
     anachronisms: str = doc("", "Word list of anachronisms (one per line); empty: the corpus profile's list, if any; a file with no words turns the column off.", path=True)
 
 
+# What generation can hold the linear layers' weights in (londinium.model.quantize), and its KV cache.
+WEIGHT_DTYPES = ("float32", "float16", "int8")
+KV_DTYPES = ("float32", "int8")
+
+
 @dataclass
 class GenerateConfig:
     """Defaults of `londinium generate` and `londinium chat`; each also has a command-line flag."""
@@ -295,6 +300,9 @@ class GenerateConfig:
     seed: int = doc(-1, "Seed for reproducible sampling; negative: a fresh seed each run.", le=2**63 - 1, hint="(negative: a fresh seed)")
     stop: list[str] = doc([], "Stop strings: generation ends before the first one, which is not returned.", pattern=r"(?s).+", hint="(no empty strings)")
     chat_window: int = doc(0, "Tokens of conversation `chat` keeps (a rolling window); 0: the model's context.", ge=0, hint="(0: the model's context)")
+    weight_dtype: str = doc("float32", "Weights of the linear layers while generating and serving: 'float32', 'float16' or 'int8' (CPU only; fewer bytes per weight, see docs/generation.md).", choices=WEIGHT_DTYPES)
+    compile: bool = doc(False, "Compile the decode step with torch.compile (needs a C++ compiler; each new batch shape costs seconds to a minute the first time).")
+    kv_dtype: str = doc("float32", "Keys and values of the running sequences' KV cache: 'float32', or 'int8' (keys per channel, values per token, the newest positions float32: ~3x less memory; docs/generation.md).", choices=KV_DTYPES)
 
 
 @dataclass
@@ -346,6 +354,31 @@ class IndexConfig:
     k1: float = doc(1.5, "BM25 term-frequency saturation (bm25s' default).", gt=0, le=100)
     b: float = doc(0.75, "BM25 length normalisation: 0 none, 1 full (bm25s' default).", **SHARE)
     snippet_chars: int = doc(240, "Characters of document text around the best match that a hit shows.", ge=20, le=100_000)
+    folding: str = doc("profile", "How words are keyed for matching: 'profile' folds each source as the corpus profile says (period-london: 'vpon' finds 'upon'; neutral and your own corpora: lower case only), 'none' or 'early-modern' folds every document so (docs/search.md).",
+                       choices=("profile", "none", "early-modern"))
+
+
+@dataclass
+class RetrieveConfig:
+    """`londinium index vectors`, `londinium embed`, `londinium ask`: embeddings, hybrid retrieval and
+    grounded answers with citations (docs/rag.md). The defaults were chosen on the retrieval eval (docs/LOG.md)."""
+
+    embedder: str = doc("corpus", "Embedding model: 'corpus' (static word vectors learned from the corpus by `index vectors`), 'model' (a trained run's mean-pooled hidden states), 'sentence-transformers' (a local model folder), 'wordllama' (the static model in the wordllama wheel), 'openai' (any OpenAI-compatible /v1/embeddings).",
+                        choices=("corpus", "model", "sentence-transformers", "wordllama", "openai"))
+    embedder_path: str = doc("", "sentence-transformers: the model folder (e.g. one with config_sentence_transformers.json).", path=True)
+    embedder_run: str = doc("", "model: the training run whose hidden states embed; empty: train.run_name.", **RUN_OR_EMPTY)
+    embedder_url: str = doc("", "openai: the base URL, e.g. http://127.0.0.1:8000/v1 ($OPENAI_API_KEY or serve.api_key is sent).")
+    embedder_model: str = doc("", "openai: the model id to send.")
+    dim: int = doc(256, "corpus: dimensions of the learned word vectors.", ge=8, le=2048)
+    passage_chars: int = doc(250, "A document is cut into passages of at most this many characters (at blank lines, then line and sentence ends) for the vector index and citations.", ge=50, le=100_000)
+    mode: str = doc("bm25", "Retrieval: 'bm25' (the search index), 'vector' (the vector index) or 'hybrid' (both, fused; needs `londinium index vectors`).", choices=("bm25", "vector", "hybrid"))
+    fusion: str = doc("weighted", "How hybrid fuses the two rankings: 'rrf' (reciprocal-rank fusion) or 'weighted' (min-max normalised scores).", choices=("rrf", "weighted"))
+    rrf_k: int = doc(60, "Reciprocal-rank fusion constant: a document at rank r adds 1 / (rrf_k + r).", ge=1, le=10_000)
+    vector_weight: float = doc(0.2, "Share of the vector ranking in fusion (1 - it: BM25's).", **SHARE)
+    depth: int = doc(20, "Candidates each retriever gives fusion.", ge=1, le=100)
+    k: int = doc(5, "Passages `ask` retrieves and cites at most.", ge=1, le=100)
+    min_support: float = doc(0.5, "`ask` refuses when the best passage's support (query words found in it, and its similarity) is below this; calibrated on the retrieval eval.", **SHARE)
+    answer: str = doc("extractive", "`ask`'s answer: 'extractive' (quote the best passage) or 'generate' (a model writes it from numbered passages).", choices=("extractive", "generate"))
 
 
 @dataclass
@@ -377,6 +410,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
     mcp: McpConfig = field(default_factory=McpConfig)
 
     def section(self, name: str) -> Any:

@@ -88,7 +88,7 @@ def summary_lines(results: dict[str, Any], samples: int = 3) -> str:
     if probes.get("n"):
         out.append(f"  probes: {probes['accuracy']:.0%} correct of {probes['n']} (chance {probes['chance']:.0%}), "
                    f"mean rank {probes['mean_rank']:.2f}")
-        out.append("    (a probe asks whether the model finds the true continuation of a period text likelier than look-alike "
+        out.append("    (a probe asks whether the model finds the true continuation of a text likelier than look-alike "
                    "distractors; well above chance needs a model that has learnt the texts' wording: more training or a larger preset)")
     gen = results.get("generation", {})
     prompts = {p["id"]: p["prompt"] for p in gen.get("prompts", [])}

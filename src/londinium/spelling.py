@@ -5,9 +5,12 @@ Early Modern printing spells one word many ways: "vpon"/"upon", "haue"/"have", "
 j and y to i; doubled letters single; a final -e dropped), so "vpon" and "upon" both become "upon",
 "haue" and "have" both "hau". Keys are for matching only -- no text is ever rewritten with them.
 
-Two stages match spellings with it: the corpus stage's near-duplicate grouping (a play's modern
-and First Folio texts land in one group) and the search index (a modern query finds the Folio
-text, and the other way round).
+It is the "early-modern" folding of the corpus profiles (`profiles.FOLDINGS`; period-london folds
+so, neutral only lower-cases), used where a corpus or one of its sources asks for it: by the corpus
+stage's near-duplicate grouping (a play's modern and First Folio texts land in one group) and the
+search index (a modern query finds the Folio text, and the other way round). On other text it
+would join words that are not spellings of one another ("bit"/"byte", "fill"/"file"), so nothing
+folds with it by default.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ for paths and never joins them by hand:
       exports/<run>-step-<N>/        a transformers directory (londinium export); <run>-step-<N>.gguf for GGUF
       exports/<name>.toml            the [export] settings an export was written with
       index/    bm25/ (the BM25 matrices) documents.jsonl spellings.json meta.json config.toml   (londinium index build)
+      vectors/  embeddings.npy passages.npy embedder.npz (a corpus-trained embedder) meta.json config.toml   (londinium index vectors)
       bench/<name>/  results.json report.md throughput.png latency.png   (londinium bench serve)
       .locks/<stage>.lock            held while a stage runs (`lock`): a second run of it is refused
 
@@ -44,7 +45,7 @@ MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
 # The command that (re)makes each stage's outputs, for "run this again" messages.
 STAGE_COMMANDS = {"corpus": "londinium corpus build", "tokenizer": "londinium tokenizer train", "shards": "londinium data prepare",
-                  "index": "londinium index build"}
+                  "index": "londinium index build", "vectors": "londinium index vectors"}
 
 
 def check_run_name(name: str) -> str:
@@ -306,13 +307,38 @@ class Workspace:
 
     @property
     def index_spellings(self) -> Path:
-        """{folded term: the spellings of it in the corpus}, to find a hit's matched words fast."""
+        """{folding: {folded term: the spellings of it in the corpus}}, to find a hit's matched words fast."""
         return self.index_dir / "spellings.json"
 
     @property
     def index_meta(self) -> Path:
         """What the index was built from (the corpus splits' sha256) and its size."""
         return self.index_dir / "meta.json"
+
+    # vector index (retrieve/vectors.py)
+    @property
+    def vectors_dir(self) -> Path:
+        return self.stage_dir("vectors")
+
+    @property
+    def vectors_embeddings(self) -> Path:
+        """float32 [passages, dim], each row unit length."""
+        return self.vectors_dir / "embeddings.npy"
+
+    @property
+    def vectors_passages(self) -> Path:
+        """int64 [passages, 3]: document number (in the search index's order), start, end."""
+        return self.vectors_dir / "passages.npy"
+
+    @property
+    def vectors_embedder(self) -> Path:
+        """The corpus-trained static embedder (vocabulary, vectors, weights), when retrieve.embedder = 'corpus'."""
+        return self.vectors_dir / "embedder.npz"
+
+    @property
+    def vectors_meta(self) -> Path:
+        """The embedder, the document ids in order, and the sha256 of the corpus splits it embedded."""
+        return self.vectors_dir / "meta.json"
 
     # ---- what no other command may write over ----------------------------------------------------
     def stage_outputs(self) -> dict[Path, str]:
@@ -321,8 +347,8 @@ class Workspace:
         return {self.manifest_file: "the workspace's manifest", self.corpus_dir: "the corpus stage's outputs",
                 self.tokenizer_dir: "the tokenizer stage's outputs", self.shards_dir: "the token shards",
                 self.root / "runs": "the training runs (every checkpoint)", self.eval_dir: "the evaluation reports",
-                self.index_dir: "the search index", self.root / "tasks": "the tasks cut from the corpus",
-                self.locks_dir: "the stage locks"}
+                self.index_dir: "the search index", self.vectors_dir: "the vector index",
+                self.root / "tasks": "the tasks cut from the corpus", self.locks_dir: "the stage locks"}
 
     def output_folders(self) -> dict[Path, str]:
         """Folders that hold user-named outputs: one may lie inside them, but not be or contain them."""

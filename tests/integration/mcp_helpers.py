@@ -39,7 +39,8 @@ def mcp_workspace(tiny_workspace: Workspace, tmp_path_factory) -> Workspace:
     assert rc == 0, err
     val = [*read_jsonl(ws.corpus_split("val")), {"id": ODD_ID, "text": ODD_TEXT, "source": "tiny", "group": "odd"}]
     write_jsonl(ws.corpus_split("val"), val)
-    ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")])  # the edited corpus, recorded anew
+    # the edited corpus, recorded anew; its period-flavoured text has the default corpus's profile (the period wording)
+    ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")], {"profile": "period-london"})
     index_and_report_card(ws, RUN)
     card = ws.exports_dir / f"{RUN}-step-000006" / "README.md"
     card.parent.mkdir(parents=True)

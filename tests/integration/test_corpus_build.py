@@ -64,6 +64,7 @@ kind = "local"
 location = "texts/plays"
 format = "auto"
 period = [1590, 1623]
+profile = "period-london"  # early-modern folding: the Folio text groups with the modern one
 license = "Public domain"
 title = "Plays"
 author = "Various"

@@ -58,6 +58,31 @@ def test_generate_json_gives_text_tokens_logprobs_and_timing_equal_to_the_librar
     assert choice["token_ids"] == c.token_ids and choice["text"] == c.text
 
 
+@pytest.mark.parametrize("how", [["--weight-dtype", "int8"], ["--set", "generate.weight_dtype=int8"]])
+def test_generate_with_int8_weights_gives_what_the_library_gives_on_them(ws, capsys, how: list[str]) -> None:
+    from londinium.config import GenerateConfig
+
+    assert main(["generate", *cli(ws, "--prompt", "Thou art", "--greedy", "--max-tokens", "6", "--ignore-eos",
+                                  "--format", "json", *how)]) == 0
+    [choice] = json.loads(capsys.readouterr().out)["choices"]
+    engine = Engine.from_workspace(ws, run=RUN, checkpoint="latest", gen=GenerateConfig(weight_dtype="int8"))
+    assert "int8 weights" in engine.loaded_from
+    [c] = engine.generate(["Thou art"], SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True))
+    assert choice["token_ids"] == c.token_ids and choice["cumulative_logprob"] == c.choices[0].cumulative_logprob
+
+
+def test_generate_with_an_int8_kv_cache_gives_what_the_library_gives_with_one(ws, capsys) -> None:
+    from londinium.config import GenerateConfig
+
+    assert main(["generate", *cli(ws, "--prompt", "Thou art", "--greedy", "--max-tokens", "20", "--ignore-eos",
+                                  "--format", "json", "--set", "generate.kv_dtype=int8")]) == 0
+    [choice] = json.loads(capsys.readouterr().out)["choices"]
+    engine = Engine.from_workspace(ws, run=RUN, checkpoint="latest", gen=GenerateConfig(kv_dtype="int8"))
+    assert engine.kv_dtype == "int8"
+    [c] = engine.generate(["Thou art"], SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True))
+    assert choice["token_ids"] == c.token_ids and choice["cumulative_logprob"] == c.choices[0].cumulative_logprob
+
+
 def test_prompts_file_with_n_samples_and_config_defaults(ws, tmp_path, capsys) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('"Thou art"\n{"prompt": "To be, or not"}\n\n', encoding="utf-8")
@@ -241,3 +266,14 @@ def test_chat_and_generate_with_standard_streams_closed(ws) -> None:
                            stdout=subprocess.PIPE if 1 not in fds else None, stderr=subprocess.PIPE, timeout=240, env=env,
                            preexec_fn=lambda fds=fds: [os.close(fd) for fd in fds])
         assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr.decode()
+
+
+def test_the_server_loads_its_weights_as_generate_weight_dtype_says(ws) -> None:
+    from londinium.config import load_config
+    from londinium.model.quantize import Float16Linear
+    from londinium.serve.server import run_loader
+
+    cfg = load_config(None, ["generate.weight_dtype=float16", "serve.checkpoint=latest"])
+    load, _, _ = run_loader(ws, cfg, RUN)
+    engine = load()
+    assert isinstance(engine.model.lm_head, Float16Linear) and "float16 weights" in engine.loaded_from

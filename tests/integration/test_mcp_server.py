@@ -21,7 +21,7 @@ from londinium.workspace import Workspace
 from tests.integration.mcp_helpers import (ODD_ID, ODD_TEXT, PASSAGE, RUN, free_port, mcp_workspace, server_args, server_env,
                                            stop, text_of, wait_for_port)
 
-TOOLS = {"generate", "score_text", "compare_continuations", "search_corpus", "get_document", "model_info"}
+TOOLS = {"generate", "score_text", "compare_continuations", "search_corpus", "ask", "get_document", "model_info"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -38,6 +38,7 @@ async def stdio_session(ws: Workspace) -> dict:
     params = StdioServerParameters(command=sys.executable, args=server_args(ws), env=server_env())
     async with Client(params, read_timeout_seconds=120) as c:
         out["server_info"] = c.server_info
+        out["instructions"] = c.instructions
         out["tools"] = {t.name: t for t in (await c.list_tools()).tools}
         out["resources"] = {str(r.uri): r for r in (await c.list_resources()).resources}
         out["templates"] = [t.uri_template for t in (await c.list_resource_templates()).resource_templates]
@@ -55,6 +56,9 @@ async def stdio_session(ws: Workspace) -> dict:
         doc_id = out["search"].structured_content["hits"][0]["id"]
         out["document"] = await call("get_document", {"id": doc_id})
         out["model_info"] = await call("model_info", {})
+        out["ask"] = await call("ask", {"question": out["document"].structured_content["text"].split(".")[0], "k": 3})
+        out["ask_refused"] = await call("ask", {"question": "How does a lithium-ion battery store electric charge?"})
+        out["ask_empty"] = await call("ask", {"question": " "})
         out["read"] = {uri: (await c.read_resource(uri)).contents[0].text for uri in out["resources"]}
         out["read_document"] = (await c.read_resource(out["search"].structured_content["hits"][0]["uri"])).contents[0].text
         out["prompt"] = await c.get_prompt("explain_phrase_sources", {"phrase": "saith the Lord"})
@@ -96,6 +100,19 @@ def session(ws) -> dict:
     return asyncio.run(stdio_session(ws))
 
 
+def test_ask_quotes_the_corpus_with_checked_citations_or_refuses(session, ws):
+    from londinium.index.search import CorpusIndex
+
+    answer = session["ask"].structured_content
+    assert not session["ask"].is_error and not answer["refused"] and answer["citations"]
+    index = CorpusIndex.load(ws)
+    for c in answer["citations"]:
+        assert c["valid"] and index.get(c["id"]).text[c["start"]:c["end"]] == c["quote"] and c["quote"] in answer["text"]
+    refused = session["ask_refused"].structured_content
+    assert refused["refused"] and refused["citations"] == [] and "does not say" in text_of(session["ask_refused"])
+    assert session["ask_empty"].is_error and "question is empty" in text_of(session["ask_empty"])
+
+
 def test_initialize_and_list_everything(session):
     assert session["server_info"].name == "londinium"
     assert set(session["tools"]) == TOOLS
@@ -108,6 +125,10 @@ def test_initialize_and_list_everything(session):
     assert set(session["resources"]) == {"londinium://reports/tokenizer", "londinium://reports/eval", "londinium://reports/model-card"}
     assert session["templates"] == ["londinium://corpus/{id}"]
     assert set(session["prompts"]) == {"continue_in_period_style", "explain_phrase_sources"}
+    # the corpus has the period-london profile: its language and its spelling folding are named
+    assert "the English of London, 1590-1670" in session["instructions"] and "any spelling" in session["instructions"]
+    assert "London, 1590-1670" in gen["properties"]["prompt"]["description"]
+    assert "'vpon' finds 'upon'" in session["tools"]["search_corpus"].input_schema["properties"]["query"]["description"]
 
 
 def test_generate_is_seeded_and_safe_under_concurrent_calls(session):
@@ -163,6 +184,9 @@ def test_model_info_and_resources(session, ws):
     assert info["training_tokens"] == 6 * 512 and info["architecture"]["n_layer"] == 2
     assert info["architecture"]["transformers_class"] == "GPT2LMHeadModel"
     assert info["eval"]["perplexity"]["val"]["bits_per_byte"] > 0
+    cloze = json.loads(ws.eval_results(RUN).read_text(encoding="utf-8"))["cloze"]["summary"]["overall"]
+    assert info["eval"]["cloze"]["accuracy"] == cloze["accuracy"] and "probes" not in info["eval"]  # eval.probes = false
+    assert f"cloze set: {cloze['accuracy']:.1%} ± {cloze['accuracy_se']:.1%} correct of {cloze['n']}" in text_of(session["model_info"])
     read = session["read"]
     assert read["londinium://reports/tokenizer"] == ws.tokenizer_report_md.read_text(encoding="utf-8")
     assert read["londinium://reports/eval"] == ws.eval_report_md(RUN).read_text(encoding="utf-8")

@@ -86,12 +86,12 @@ GENESIS = ("In the beginning God created the heaven and the earth. And the earth
             "and God divided the light from the darkness. And God called the light Day, and the darkness he called Night.")
 
 
-def _group(texts, threshold=0.3, containment=0.5, k=3):
-    return group_near_duplicates(texts, threshold, containment, k, 128)
+def _group(texts, threshold=0.3, containment=0.5, k=3, fold_for=lambda key: fold_word):
+    return group_near_duplicates(texts, threshold, containment, k, 128, fold_for=fold_for)
 
 
 def _jaccard(a: str, b: str, fold: bool) -> float:
-    s = Shingler(3, fold)
+    s = Shingler(3, fold_word if fold else str.lower)
     x, y = s(a), s(b)
     inter = len(np.intersect1d(x, y))
     return inter / (len(x) + len(y) - inter)
@@ -129,6 +129,18 @@ def test_an_anthology_is_grouped_with_a_poem_it_reprints_by_containment():
     assert g.group_of["tempest"] == "anthology"
     (pair,) = [p for p in g.pairs if p.b == "tempest"]
     assert pair.containment >= 0.99
+
+
+def test_without_folding_respelt_texts_stay_apart_and_folding_is_per_source():
+    # A neutral corpus folds nothing: the default, and what profile.fold_for gives a neutral source.
+    plain = group_near_duplicates([("tempest", MODERN), ("tempest_f", FOLIO)], 0.3, 0.5, 3, 128)
+    assert plain.group_of == {"tempest": "tempest", "tempest_f": "tempest_f"} and not plain.pairs
+    # The Folio text's source folds early-modern spellings, the modern text's does not: they meet
+    # only where both texts' keys agree, which the Folio's own spellings ("Ye", "Elues") prevent.
+    one_side = _group([("tempest", MODERN), ("tempest_f", FOLIO)], fold_for=lambda key: fold_word if key == "tempest_f" else str.lower)
+    both = _group([("tempest", MODERN), ("tempest_f", FOLIO)])
+    assert both.group_of["tempest_f"] == "tempest"
+    assert one_side.group_of["tempest_f"] == "tempest_f"
 
 
 def test_grouping_is_transitive():

@@ -73,6 +73,16 @@ def test_batched_prompts_of_different_lengths_equal_one_by_one(tok, positions: s
         assert [e.logprob for e in b.logprobs] == pytest.approx([e.logprob for e in alone.logprobs], abs=1e-4)
 
 
+def test_the_greedy_fast_path_takes_the_tokens_and_logprobs_of_the_general_path(engine: Engine) -> None:
+    # No processor and no alternatives: argmax and log-probability come out of the decode step itself.
+    # Asking for alternatives (logprobs=1) sends the same rows through the sampler; nothing may differ.
+    fast = engine.generate(PROMPTS, GREEDY.replace(max_tokens=20))
+    general = engine.generate(PROMPTS, GREEDY.replace(max_tokens=20, logprobs=1))
+    for f, g in zip(fast, general):
+        assert f.token_ids == g.token_ids
+        assert f.choices[0].cumulative_logprob == g.choices[0].cumulative_logprob  # bit for bit: the same ops
+
+
 def test_rows_keep_their_own_parameters_and_seeds_in_a_mixed_batch(engine: Engine) -> None:
     params = [GREEDY, SamplingParams(max_tokens=12, seed=1, ignore_eos=True),
               SamplingParams(max_tokens=5, top_k=5, seed=2, ignore_eos=True), SamplingParams(max_tokens=9, top_p=0.5, temperature=0.7, seed=3, ignore_eos=True)]

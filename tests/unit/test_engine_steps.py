@@ -200,7 +200,10 @@ def test_slot_cache_decoding_rows_of_different_lengths_equals_recomputing_each(t
                 slots.keep([0, 2])
                 seqs = [seqs[0], seqs[2]]
             nxt = [(7 * step + 11 * i) % 300 for i in range(len(seqs))]
-            got = model(torch.tensor(nxt)[:, None], kv_cache=slots)[0][:, -1]
+            lengths = slots.lengths
+            view = slots.view_type(slots.buffers(), slots.positions(), max(lengths) + 1, len(set(lengths)) > 1)
+            got = model.decode(torch.tensor(nxt), slots.positions(), view)
+            slots.advance()
             for i, s in enumerate(seqs):
                 s.append(nxt[i])
                 want = model(torch.tensor([s]))[0][0, -1]
@@ -274,3 +277,20 @@ def test_slots_are_allocated_as_sequences_need_them_and_rows_survive_the_growth(
     while engine.has_work():
         done.update({ev.request.key: ev.completion for ev in engine.step() if ev.completion})
     assert engine._slots.slots == 10 and done[first.key].token_ids == one.token_ids  # 10 ran together
+
+
+# ---- the compiled decode step ------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # Inductor compiles C++ for each shape: about a minute each on 2 busy cores, seconds once cached
+def test_a_compiled_decode_step_gives_what_the_eager_one_gives(tok) -> None:
+    model = make_model(tok, "rope", n_kv_head=2)
+    eager, compiled = Engine(model, tok), Engine(model, tok, compile=True)
+    prompts = ["Thou art", "In the beginning God created", "To"]  # 3 rows of different lengths, run padded to 4
+    for params in (SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True),  # the fused greedy step
+                   SamplingParams(max_tokens=8, temperature=0.8, seed=5, ignore_eos=True)):  # logits, then the sampler
+        want, got = eager.generate(prompts, params), compiled.generate(prompts, params)
+        for w, g in zip(want, got):
+            assert g.token_ids == w.token_ids
+            assert g.choices[0].cumulative_logprob == pytest.approx(w.choices[0].cumulative_logprob, abs=1e-4)
+    assert compiled.decoder.shapes == {(4, 64)}  # rows padded to a power of two, keys to at least 64 columns

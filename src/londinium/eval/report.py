@@ -61,7 +61,8 @@ def _perplexity_section(ppl: dict[str, Any]) -> list[str]:
         out += [f"### Split `{split}`: {block['docs_evaluated']} of {block['docs_total']} documents{sample}", ""]
         rows = _ppl_rows("**all**", block["total"])
         rows += [r for name, t in block["by_source"].items() for r in _ppl_rows(f"source `{name}`", t)]
-        rows += [r for name, t in block["by_period"].items() for r in _ppl_rows(f"period {name}", t)]
+        if set(block["by_period"]) != {"unknown"}:  # a corpus whose sources state no period gets no period rows
+            rows += [r for name, t in block["by_period"].items() for r in _ppl_rows(f"period {name}", t)]
         out += [table(PPL_HEADER, rows), ""]
     if ppl.get("texts"):
         out += ["### Text files", ""]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from londinium.files import sha256_file
+from londinium.profiles import profile_for
 from londinium.workspace import SPLITS, Workspace
 
 # Licence identifiers the Hub knows; a source licence written as one of these is used as is.
@@ -116,8 +117,10 @@ def render_card(ws: Workspace, trained: Any, architecture: str, dtype: str, out_
     licence = hub_license(sources)
     train = training_summary(ws, trained)
     results = evaluation(ws, trained)
-    periods = [p for s in sources for p in s.get("period", [])]
-    span = f"{min(periods)}-{max(periods)}" if periods else "unknown"
+    periods = [p for s in sources for p in s.get("period", []) if p]  # [0, 0]: a source of no stated period
+    written = f" written {min(periods)}-{max(periods)}" if periods else ""
+    profile = profile_for(ws)
+    prompt = profile.prompt_hint(ws)
     moe = m.n_experts > 0
 
     front = ["---", f"library_name: {_yaml('transformers')}", f"pipeline_tag: {_yaml('text-generation')}",
@@ -131,7 +134,7 @@ def render_card(ws: Workspace, trained: Any, architecture: str, dtype: str, out_
 
     lines = [f"# {trained.run}, step {trained.checkpoint.step}", "",
              f"A {trained.num_params:,}-parameter language model trained from scratch with londinium on "
-             f"{len(sources)} source(s) written {span}. It is a `transformers` `{architecture}`: no custom code.", ""]
+             f"{len(sources)} source(s){written}. It is a `transformers` `{architecture}`: no custom code.", ""]
     lines += ["## Architecture", "", "| | |", "|---|---|",
               f"| architecture | `{architecture}` ({dtype} weights) |",
               f"| parameters | {trained.num_params:,} |",
@@ -155,8 +158,8 @@ def render_card(ws: Workspace, trained: Any, architecture: str, dtype: str, out_
     if sources:
         lines += ["| source | title | author | period | training characters | licence |", "|---|---|---|---|---:|---|"]
         for s in sources:
-            p = s.get("period", ["?", "?"])
-            lines.append(f"| {s['id']} | {s.get('title', '')} | {s.get('author', '')} | {p[0]}-{p[-1]} | "
+            p = s.get("period") or [0, 0]
+            lines.append(f"| {s['id']} | {s.get('title', '')} | {s.get('author', '')} | {f'{p[0]}-{p[-1]}' if p[0] else 'not stated'} | "
                          f"{_fmt_int(s.get('chars', {}).get('train'))} | {s.get('license', '') or 'not stated'} |")
         lines += ["", "The licence of each source is its own; the weights are derived from them. "
                       "The full data card is the workspace's `corpus/report.md`.", ""]
@@ -165,15 +168,19 @@ def render_card(ws: Workspace, trained: Any, architecture: str, dtype: str, out_
     lines += ["## Evaluation", ""]
     lines += _evaluation_lines(results) if results else [
         f"No evaluation of this checkpoint in the workspace (`londinium eval --run {trained.run}` writes one).", ""]
+    # The period boilerplate only for a corpus whose profile names its language (period-london).
+    use = (f"Generating and scoring text in {profile.style}, the language of its corpus. It is a small base model: it "
+           "continues text, it does not follow instructions or know facts, and it reproduces the spelling, beliefs and "
+           "prejudices of its sources and their time." if profile.style else
+           "Generating and scoring text like that of its corpus. It is a small base model: it continues text, it does "
+           "not follow instructions or know facts, and it reproduces the wording, errors and biases of its sources.")
     lines += ["## Intended use and limits", "",
-              f"Generating and scoring text in the style of its corpus ({span}). It is a small base model: it "
-              "continues text, it does not follow instructions or know facts, and it reproduces the spelling, "
-              "beliefs and prejudices of its sources. Passages it has seen in training may come back verbatim. "
+              f"{use} Passages it has seen in training may come back verbatim. "
               "The chat template's role tokens are reserved in the vocabulary but the model was not trained on "
               "conversations. Inputs longer than the context are not supported.", ""]
     lines += ["## How to load", "", f"From the directory `{out_dir}` (or the Hub repository it was uploaded to):", "",
               "```python", load_snippet(out_dir),
-              "ids = tok(\"Thou art\", return_tensors=\"pt\").input_ids",
+              f"ids = tok({json.dumps(prompt, ensure_ascii=False)}, return_tensors=\"pt\").input_ids",
               "print(tok.decode(model.generate(ids, max_new_tokens=40)[0]))", "```", "",
               "The tokenizer maps control-token text such as `<|endoftext|>` in a prompt to the control token, "
               "as `transformers` does by default; londinium's own encoder keeps such text as text. Pass "
@@ -190,10 +197,16 @@ def _evaluation_lines(results: dict[str, Any]) -> list[str]:
             lines.append(f"| {split} | {source} | {r.get('docs')} | {r['bits_per_byte']:.3f} |")
         if "total" in res:
             lines.append(f"| {split} | **all** | {res['total'].get('docs')} | **{res['total']['bits_per_byte']:.3f}** |")
-    overall = results.get("probes", {}).get("summary", {}).get("overall", {})
+    cloze = results.get("cloze", {}).get("summary", {}).get("overall", {})
+    if cloze.get("n"):
+        lines += ["", f"Cloze set (which of {results['cloze'].get('choices', '?')} words of the corpus comes next in a held-out "
+                      f"passage): {cloze['accuracy']:.1%} ± {cloze['accuracy_se']:.1%} correct of {cloze['n']} "
+                      f"(chance {cloze['chance']:.0%}; ± one standard error, clustered by document)."]
+    probes = results.get("probes", {})
+    overall = probes.get("summary", {}).get("overall", {})
     if overall.get("n"):
-        lines += ["", f"Log-likelihood probes ({results['probes'].get('name', '')}): {overall['accuracy']:.0%} correct of "
-                      f"{overall['n']} (chance {overall['chance']:.0%})."]
+        lines += ["", f"{probes.get('title') or 'Log-likelihood probes'} ({probes.get('name', '')}): {overall['accuracy']:.0%} "
+                      f"correct of {overall['n']} (chance {overall['chance']:.0%})."]
     return lines + [""]
 
 

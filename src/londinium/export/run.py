@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -109,6 +110,9 @@ def export_run(ws: Workspace, cfg: Config, run: str | None = None, checkpoint: s
     stage = f"export/{target.name}"
     inputs = [*(ckpt.path / name for name in ckpt.meta.get("files", {})), ws.tokenizer_file,
               ws.corpus_report_json, ws.eval_results(e.run)]
+    from londinium.profiles import profile_for
+
+    prompt = profile_for(ws).prompt_hint(ws)  # the card's and the printed command's example prompt
     fingerprint = {"checkpoint": str(ckpt.path), "generate": dataclasses.asdict(cfg.generate) if e.format == "hf" else None}
     check_export_target(ws, target, e.format, ckpt.path)  # before anything, even a lock file, is made
 
@@ -127,7 +131,7 @@ def export_run(ws: Workspace, cfg: Config, run: str | None = None, checkpoint: s
                 files = [target]
             else:
                 files = _write_hf_export(ws, cfg, trained, e, target)
-        log(_report(target, e.format, trained.num_params, files))
+        log(_report(target, e.format, trained.num_params, files, prompt))
         return files
 
     _writable_parent(target)
@@ -135,7 +139,7 @@ def export_run(ws: Workspace, cfg: Config, run: str | None = None, checkpoint: s
         ran = ws.run_stage(stage, e, run_export, inputs=inputs, fingerprint=fingerprint, force=force, log=log,
                            config_file=ws.export_config_file(target))
     if not ran:
-        log(f"  load it: {load_command(target, e.format)}")
+        log(f"  load it: {load_command(target, e.format, prompt)}")
     return target
 
 
@@ -231,12 +235,15 @@ def _staging_dir(target: Path) -> Iterator[Path]:
 # ---- what is printed -------------------------------------------------------------------------
 
 
-def load_command(target: Path, fmt: str) -> str:
-    """One command that loads the export in the tool it is for."""
+def load_command(target: Path, fmt: str, prompt: str) -> str:
+    """One shell command that loads the export in the tool it is for and continues `prompt` (the
+    corpus profile's `prompt_hint`: "Thou art" for period-london, held-out words for other corpora)."""
     if fmt == "gguf":
-        return f"llama-cli -m {target} -p 'Thou art'"
-    return (f"python -c \"from transformers import pipeline; "
-            f"print(pipeline('text-generation', model='{target}')('Thou art', max_new_tokens=40)[0]['generated_text'])\"")
+        return f"llama-cli -m {shlex.quote(str(target))} -p {shlex.quote(prompt)}"
+    # json.dumps writes Python string literals; shlex.quote makes the whole program one shell word
+    code = (f"from transformers import pipeline; print(pipeline('text-generation', model={json.dumps(str(target))})"
+            f"({json.dumps(prompt)}, max_new_tokens=40)[0]['generated_text'])")
+    return f"python -c {shlex.quote(code)}"
 
 
 def _size(n: int) -> str:
@@ -247,10 +254,10 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def _report(target: Path, fmt: str, params: int, files: list[Path]) -> str:
+def _report(target: Path, fmt: str, params: int, files: list[Path], prompt: str) -> str:
     sizes = [(p, p.stat().st_size) for p in files]
     width = max(len(p.name) for p, _ in sizes)
     lines = [f"export: wrote {target} ({params:,} parameters)"]
     lines += [f"  {p.name:<{width}}  {_size(n):>9}" for p, n in sizes]
-    lines += [f"  {'total':<{width}}  {_size(sum(n for _, n in sizes)):>9}", f"  load it: {load_command(target, fmt)}"]
+    lines += [f"  {'total':<{width}}  {_size(sum(n for _, n in sizes)):>9}", f"  load it: {load_command(target, fmt, prompt)}"]
     return "\n".join(lines)

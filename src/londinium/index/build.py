@@ -3,13 +3,16 @@
     build_index(ws, cfg)        corpus/{train,val,test}.jsonl -> index/{bm25/, documents.jsonl, meta.json}
 
 Scoring is `bm25s`'s (Lucene's BM25 variant); londinium only decides what a *term* is: a word of the
-document spelling-folded by `londinium.spelling.fold_word`, the folding the corpus stage groups
-near-duplicates with. "vpon" and "upon" are then one term, as are "haue" and "have", so a query in
-modern spelling finds the First Folio text and the other way round; queries are folded the same way
-(`search.py`).
+document keyed by its source's folding (`Folding`): by default the corpus profile's, the one the
+corpus stage groups near-duplicates with. A neutral corpus folds nothing but case, so "bit" never
+finds "byte"; under period-london "vpon" and "upon" are one term, as are "haue" and "have", so a
+query in modern spelling finds the First Folio text and the other way round. `index.folding`
+overrides the profile for every document. `meta.json` records the folding of each source, and a
+query is folded by each folding in use (`search.py`).
 
-`spellings.json` lists the spellings of each term found in the corpus ("upon": ["upon", "vpon"]),
-so the words a hit matched are found by plain string search instead of folding every word of it.
+`spellings.json` lists, per folding, the spellings of each term found in the corpus
+({"early-modern": {"upon": ["upon", "vpon"]}}), so the words a hit matched are found by plain string
+search instead of folding every word of it.
 
 The index holds no document text: `documents.jsonl` names each document (id, split, source, title,
 period, and the licence from the sources registry) in index order, and `meta.json` records the
@@ -23,6 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -30,10 +34,11 @@ from londinium.config import Config, IndexConfig
 from londinium.errors import ConfigError
 from londinium.files import fsync_dir, sha256_file, write_json, write_jsonl
 from londinium.outputs import check_target, holds_only
+from londinium.profiles.profile import FOLDINGS
 from londinium.spelling import fold_word, words
 from londinium.workspace import SPLITS, Workspace
 
-INDEX_FORMAT = 2  # bump when the files change: the stage then rebuilds, and search refuses an older index
+INDEX_FORMAT = 3  # bump when the files change: the stage then rebuilds, and search refuses an older index
 
 
 def validate_config(c: IndexConfig) -> None:
@@ -50,17 +55,41 @@ def validate_config(c: IndexConfig) -> None:
     need(c.snippet_chars >= 20, "snippet_chars", "must be >= 20")
 
 
+@dataclass(frozen=True)
+class Folding:
+    """How the index keys the words of each source: `default` (a name in profiles.FOLDINGS), or a
+    source's own in `by_source`."""
+
+    default: str
+    by_source: dict[str, str] = field(default_factory=dict)
+
+    def of(self, source: str) -> str:
+        return self.by_source.get(source, self.default)
+
+    @classmethod
+    def for_index(cls, ws: Workspace, c: IndexConfig) -> Folding:
+        """`index.folding` for every document, or with "profile" the corpus profile's, per source."""
+        if c.folding != "profile":
+            return cls(c.folding)
+        from londinium.profiles import profile_for
+
+        profile = profile_for(ws)
+        return cls(profile.folding, dict(profile.source_folding))
+
+
 class TermFolder:
-    """Text -> folded terms, with a cache per distinct word (a corpus repeats its words: folding each
+    """Text -> terms keyed by `fold` (by default the early-modern folding; the index's own is per
+    source, see `Folding`), with a cache per distinct word (a corpus repeats its words: folding each
     occurrence afresh made snippets 10x slower than the BM25 look-up itself)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fold: Callable[[str], str] = fold_word) -> None:
+        self._fold = fold
         self._cache: dict[str, str] = {}
 
     def fold(self, word: str) -> str:
         f = self._cache.get(word)
         if f is None:
-            f = self._cache[word] = fold_word(word)
+            f = self._cache[word] = self._fold(word)
         return f
 
     def __call__(self, text: str) -> list[str]:
@@ -106,8 +135,9 @@ def build_index(ws: Workspace, cfg: Config, force: bool = False, log: Callable[[
 
     validate_config(cfg.index)
     inputs = [*(require_split(ws, s) for s in cfg.index.splits), registry_path(cfg)]
-    ran = ws.run_stage("index", cfg.index, lambda: _build(ws, cfg, log, show_progress), inputs=inputs,
-                       fingerprint={"format": INDEX_FORMAT}, force=force, log=log)
+    folding = Folding.for_index(ws, cfg.index)  # the profile's, resolved: a corpus rebuilt with another profile re-indexes
+    ran = ws.run_stage("index", cfg.index, lambda: _build(ws, cfg, folding, log, show_progress), inputs=inputs,
+                       fingerprint={"format": INDEX_FORMAT, "folding": [folding.default, folding.by_source]}, force=force, log=log)
     meta = json.loads(ws.index_meta.read_text(encoding="utf-8"))
     if ran:
         log(f"index: {meta['documents']:,} documents, {meta['terms']:,} terms, {meta['bytes'] / 1e6:.1f} MB "
@@ -115,7 +145,7 @@ def build_index(ws: Workspace, cfg: Config, force: bool = False, log: Callable[[
     return meta
 
 
-def _build(ws: Workspace, cfg: Config, log: Callable[[str], None], show_progress: bool) -> list[Path]:
+def _build(ws: Workspace, cfg: Config, folding: Folding, log: Callable[[str], None], show_progress: bool) -> list[Path]:
     import bm25s
     from londinium.progress import on_terminal, progress
 
@@ -126,7 +156,7 @@ def _build(ws: Workspace, cfg: Config, log: Callable[[str], None], show_progress
                                   ws.stage_config_file("index").name], [ws.index_bm25_dir.name]))
     c = cfg.index
     license_of = licenses(cfg)
-    fold = TermFolder()
+    folders: dict[str, TermFolder] = {}  # folding name -> its folder, for the foldings in use
     docs: list[dict] = []
     terms: list[list[str]] = []
     total_bytes = sum(ws.corpus_split(s).stat().st_size for s in c.splits)
@@ -135,7 +165,10 @@ def _build(ws: Workspace, cfg: Config, log: Callable[[str], None], show_progress
             docs.append({"id": row.get("id", ""), "split": split, "source": row.get("source") or "",
                          "title": row.get("title") or "", "period": row.get("period") or [0, 0],
                          "license": license_of.get(row.get("source") or "", ""), "chars": len(row["text"])})
-            terms.append(fold(row["text"]))
+            name = folding.of(row.get("source") or "")
+            if name not in folders:
+                folders[name] = TermFolder(FOLDINGS[name])
+            terms.append(folders[name](row["text"]))
             bar.update(len(row["text"].encode("utf-8")))
     if not docs:
         raise ConfigError(f"index: the corpus splits {', '.join(c.splits)} hold no documents; run `londinium corpus build` first")
@@ -149,12 +182,13 @@ def _build(ws: Workspace, cfg: Config, log: Callable[[str], None], show_progress
     tmp.mkdir(parents=True)
     retriever.save(str(tmp / ws.index_bm25_dir.name), show_progress=False)
     write_jsonl(tmp / ws.index_documents.name, docs)
-    write_json(tmp / ws.index_spellings.name, fold.surface_forms())
+    write_json(tmp / ws.index_spellings.name, {name: f.surface_forms() for name, f in sorted(folders.items())})
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     meta = {
         "format": INDEX_FORMAT,
         "documents": len(docs),
         "terms": len(retriever.vocab_dict),
+        "folding": {source: folding.of(source) for source in sorted({d["source"] for d in docs})},  # what search folds queries by
         "splits": {s: sha256_file(ws.corpus_split(s)) for s in c.splits},
         "bytes": sum(p.stat().st_size for p in files),
         "seconds": round(time.time() - t0, 3),

@@ -5,8 +5,9 @@
         hit.id, hit.title, hit.score, hit.snippet, hit.snippet_start, hit.matches
     index.get("kjv/...#3").text
 
-A query is folded into terms exactly as documents were (`build.TermFolder`), so "vpon" finds
-"upon". Filters (source, split, a period range) become a weight mask on the BM25 scores, so the
+A query is folded into terms exactly as documents were: by each folding the index records in
+`meta.json` (`build.Folding`), its forms OR-ed, so under period-london "vpon" finds "upon" and on a
+neutral corpus "bit" finds only "bit". Filters (source, split, a period range) become a weight mask on the BM25 scores, so the
 top k are the best *matching* documents, not the best k filtered afterwards. Each hit carries the
 passage where the query's terms cluster most densely, with its character offsets in the document
 text (`text[hit.snippet_start:hit.snippet_end] == hit.snippet`) and those of every matched word.
@@ -22,7 +23,7 @@ import numpy as np
 
 from londinium.errors import LondiniumError
 from londinium.files import sha256_file
-from londinium.spelling import WORD
+from londinium.spelling import WORD, words
 from londinium.workspace import SPLITS, Workspace
 
 MAX_K = 100
@@ -189,17 +190,21 @@ def period_overlaps(period: Any, lo: int | None, hi: int | None) -> bool:
 class CorpusIndex:
     """The loaded index with the documents' texts; see the module docstring."""
 
-    def __init__(self, retriever: Any, documents: list[Document], spellings: dict[str, list[str]], snippet_chars: int = 240):
+    def __init__(self, retriever: Any, documents: list[Document], spellings: dict[str, dict[str, list[str]]],
+                 folding: dict[str, str], snippet_chars: int = 240):
+        """`spellings`: {folding: {term: its spellings}}; `folding`: {source: the folding of its documents}."""
         from londinium.index.build import TermFolder
+        from londinium.profiles.profile import FOLDINGS
 
         self.retriever = retriever
         self.documents = documents
         self.by_id = {d.id: i for i, d in enumerate(documents)}
         self.spellings = spellings
+        self.folding = folding
         self.snippet_chars = snippet_chars
         self.sources = sorted({d.source for d in documents})
         self.splits = sorted({d.split for d in documents})
-        self._fold = TermFolder()
+        self._folders = {name: TermFolder(FOLDINGS[name]) for name in sorted(set(folding.values()))}
         # documents each term occurs in (bm25s keeps one sparse column per term)
         self._doc_freq = np.diff(np.asarray(retriever.scores["indptr"]))
         self._source = np.array([d.source for d in documents], dtype=object)
@@ -213,6 +218,7 @@ class CorpusIndex:
         SearchError naming the file and the command that rebuilds it."""
         from londinium.data.documents import iter_documents
         from londinium.index.build import INDEX_FORMAT
+        from londinium.profiles.profile import FOLDINGS
         from londinium.workspace import StageNotDone
 
         build = f"run `londinium index build -w {ws.root}`"
@@ -246,10 +252,15 @@ class CorpusIndex:
                               f"or other ids): {build}")
         docs = [Document(r["id"], r["split"], r["source"], r["title"], r["period"], r["license"], text) for r, (_, text) in zip(rows, corpus)]
         retriever = damaged.bm25(ws.index_bm25_dir, len(docs))
+        folding = meta.get("folding")
+        if not (isinstance(folding, dict) and all(f in FOLDINGS for f in folding.values()) and {d.source for d in docs} <= set(folding)):
+            raise damaged(ws.index_meta, f"'folding' must map every indexed source to a folding ({', '.join(FOLDINGS)})")
         spellings = damaged.read_json(ws.index_spellings)
-        if not (isinstance(spellings, dict) and all(isinstance(f, list) and all(isinstance(w, str) for w in f) for f in spellings.values())):
-            raise damaged(ws.index_spellings, "not a JSON object of lists of spellings")
-        return cls(retriever, docs, spellings, snippet_chars)
+        if not (isinstance(spellings, dict) and set(spellings) == set(folding.values()) and all(
+                isinstance(terms, dict) and all(isinstance(f, list) and all(isinstance(w, str) for w in f) for f in terms.values())
+                for terms in spellings.values())):
+            raise damaged(ws.index_spellings, "not a JSON object of the foldings meta.json names, each of lists of spellings")
+        return cls(retriever, docs, spellings, folding, snippet_chars)
 
     # ---- look-ups -------------------------------------------------------------------------------
 
@@ -311,27 +322,39 @@ class CorpusIndex:
         rare = {t for t in terms if t in vocab and self._doc_freq[vocab[t]] <= len(self.documents) / 2}
         return rare or set(terms)
 
+    def query_terms(self, query: str) -> list[str]:
+        """The terms of `query` under every folding the index uses, each word's distinct forms once:
+        with one folding, the query folded as the documents were; with several (a source folded
+        differently from the rest), the forms are OR-ed, as BM25 sums over a query's terms."""
+        return [t for w in words(query) for t in dict.fromkeys(f.fold(w) for f in self._folders.values())]
+
     def search(self, query: str, k: int = 10, source: str | None = None, split: str | None = None,
                period_from: int | None = None, period_to: int | None = None) -> list[Hit]:
         """The k best-matching documents (fewer when fewer match), best first."""
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise SearchError(f"k = {k!r}: ask for 1 to {MAX_K} results")
-        terms = self._fold(query)
+        terms = self.query_terms(query)
         if not terms:
             raise SearchError(f"query {query!r} has no words to search for")
         mask = self._mask(source, split, period_from, period_to)
         found, scores = self.retriever.retrieve([terms], k=min(k, len(self.documents)), show_progress=False,
                                                 n_threads=0, weight_mask=mask)  # 0: no thread pool per call
-        marked = [f for t in self.marked_terms(terms) for f in self.spellings.get(t, ())]
-        every = [f for t in set(terms) for f in self.spellings.get(t, ())]
+        spelt: dict[str, tuple[list[str], list[str]]] = {}  # folding -> the spellings a snippet marks, and all the query's
         hits = []
         for i, score in zip(found[0].tolist(), scores[0].tolist()):
             if score <= 0:  # no query term in it (or filtered out)
                 continue
             d = self.documents[i]
-            start, end, matches = snippet_span(d.text, marked, self.snippet_chars, self._fold.fold)
+            folding = self.folding[d.source]
+            folder = self._folders[folding]
+            if folding not in spelt:  # the document's words were keyed by its own folding: so are its matches
+                own, forms = folder(query), self.spellings[folding]
+                spelt[folding] = ([f for t in self.marked_terms(own) for f in forms.get(t, ())],
+                                  [f for t in set(own) for f in forms.get(t, ())])
+            marked, every = spelt[folding]
+            start, end, matches = snippet_span(d.text, marked, self.snippet_chars, folder.fold)
             if not matches and len(every) > len(marked):  # it matched on common words only
-                start, end, matches = snippet_span(d.text, every, self.snippet_chars, self._fold.fold)
+                start, end, matches = snippet_span(d.text, every, self.snippet_chars, folder.fold)
             hits.append(Hit(len(hits) + 1, d.id, d.source, d.title, d.period, d.split, d.license, round(float(score), 4),
                             d.text[start:end], start, end, matches))
         return hits
@@ -423,7 +446,9 @@ def render_hits(query: str, hits: list[Hit]) -> str:
     lines = []
     for h in hits:
         lines.append(f"{h.rank}. [{h.score:.3f}] {h.id}")
-        lines.append(f"   {h.title or '(untitled)'} | source {h.source}, {period_label(h.period)}, {h.split} split"
+        period = period_label(h.period)
+        period = "" if period == "unknown" else f", {period}"  # a source that states no period: nothing to say
+        lines.append(f"   {h.title or '(untitled)'} | source {h.source}{period}, {h.split} split"
                      + (f" | {h.license}" if h.license else ""))
         lines.append(f"   chars {h.snippet_start}-{h.snippet_end}: {' '.join(h.snippet.split())}")
     return "\n".join(lines) + "\n"

@@ -26,7 +26,9 @@ def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[E
     run = args.run or cfg.generate.run or cfg.train.run_name
     which = args.checkpoint or cfg.generate.checkpoint
     device, setting = (args.device, "--device") if args.device else (cfg.generate.device, "generate.device")
-    engine = Engine.from_trained(load_run(ws, run=run, checkpoint=which, device=device, device_setting=setting))
+    if args.weight_dtype:
+        cfg.generate.weight_dtype = args.weight_dtype
+    engine = Engine.from_trained(load_run(ws, run=run, checkpoint=which, device=device, device_setting=setting), cfg.generate)
     return engine, engine.loaded_from
 
 

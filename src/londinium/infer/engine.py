@@ -17,7 +17,9 @@ Continuous batching (vLLM's and Orca's iteration-level scheduling). Requests wai
    then copied into a slot of the running cache (`SlotCache`) for every sample;
 3. every running sequence is decoded by one token: one forward pass of `[B, 1]` tokens, each at its
    own position over its own keys (one masked attention call), then the logits processors the rows
-   ask for, one sampling op and one transfer of B token ids to Python;
+   ask for, one sampling op and one transfer of B token ids to Python. When every row is greedy and
+   asks for no processor and no alternatives, the argmax and its log-probability are taken inside
+   the decode step itself (`infer/decode.py`, which can also compile the step);
 4. finished sequences leave at once: the last rows move into the holes, so the rows in use stay
    0 .. B-1 and a step reads views of the cache, never a gather.
 
@@ -40,6 +42,7 @@ from typing import Any, Iterator, Sequence, Union
 import torch
 
 from londinium.errors import LondiniumError
+from londinium.infer.decode import Decoder
 from londinium.infer.outputs import Choice, Completion, TextDelta, Timing, TokenLogprob, TopLogprob
 from londinium.infer.sampling import LogitsPipeline, SamplingError, SamplingParams, TokenChooser, make_generator, sample_seed
 from londinium.infer.text import TextStream, token_bytes_table
@@ -122,10 +125,12 @@ class Engine:
     `prefix_cache_tokens` keeps that many tokens of recent prompts' keys/values for prompts that
     start the same way (see `PrefixCache`; default 8 contexts' worth, 0 turns it off). It assumes
     the model's weights do not change under the engine: after changing them, `prefixes.clear()`.
+    `compile` runs the decode step through `torch.compile` (see `londinium.infer.decode`);
+    `kv_dtype="int8"` holds the running sequences' keys and values in int8 (`londinium.model.kv_int8`).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, max_running: int = 32, max_step_tokens: int = 512,
-                 prefix_cache_tokens: int | None = None):
+                 prefix_cache_tokens: int | None = None, compile: bool = False, kv_dtype: str = "float32"):
         from londinium.tokenizer.codec import EOT
 
         self.model = model.eval()
@@ -153,6 +158,9 @@ class Engine:
         self._cancels = False  # some request was cancelled since the last step looked
         self.serving = False  # an EngineLoop's thread owns the engine (see londinium.infer.scheduler)
         self.prefixes = PrefixCache(8 * self.context if prefix_cache_tokens is None else prefix_cache_tokens)
+        self.decoder = Decoder(self.model, compile=compile)
+        self.kv_dtype = kv_dtype
+        model.new_slot_cache(1, 1, kv_dtype)  # a bad kv_dtype is refused here, not at the first step
         self.configure(max_running, max_step_tokens)
 
     def configure(self, max_running: int, max_step_tokens: int) -> None:
@@ -187,19 +195,34 @@ class Engine:
         return dropped
 
     @classmethod
-    def from_trained(cls, trained: Any, **kwargs: Any) -> Engine:
-        """The engine for a model loaded by `londinium.model.load.load_run`."""
-        engine = cls(trained.model, trained.tokenizer, **kwargs)
+    def with_settings(cls, model: torch.nn.Module, tokenizer: Any, gen: Any = None, **kwargs: Any) -> Engine:
+        """The engine the `[generate]` section `gen` (a `GenerateConfig`) describes: the linear
+        layers' weights packed as `gen.weight_dtype` (in place, `model/quantize.py`), the decode
+        step compiled if `gen.compile`, the KV cache in `gen.kv_dtype`. None: the model as it is,
+        eager, float32."""
+        if gen is not None:
+            from londinium.model.quantize import quantize_weights
+
+            quantize_weights(model, gen.weight_dtype)
+            kwargs.setdefault("compile", gen.compile)
+            kwargs.setdefault("kv_dtype", gen.kv_dtype)
+        return cls(model, tokenizer, **kwargs)
+
+    @classmethod
+    def from_trained(cls, trained: Any, gen: Any = None, **kwargs: Any) -> Engine:
+        """The engine for a model loaded by `londinium.model.load.load_run` (and `gen`: see `with_settings`)."""
+        engine = cls.with_settings(trained.model, trained.tokenizer, gen, **kwargs)
         engine.loaded_from = trained.describe()
         return engine
 
     @classmethod
-    def from_workspace(cls, ws: Any, run: str = "main", checkpoint: str = "best", device: str = "cpu", **kwargs: Any) -> Engine:
+    def from_workspace(cls, ws: Any, run: str = "main", checkpoint: str = "best", device: str = "cpu", gen: Any = None,
+                       **kwargs: Any) -> Engine:
         """The engine for a trained run: its checkpoint (best, latest or a path) and the workspace
         tokenizer, which must be the one the run was trained with (see `load_run`)."""
         from londinium.model.load import load_run
 
-        return cls.from_trained(load_run(ws, run=run, checkpoint=checkpoint, device=device), **kwargs)
+        return cls.from_trained(load_run(ws, run=run, checkpoint=checkpoint, device=device), gen, **kwargs)
 
     # ---- prompts ---------------------------------------------------------------------------------
 
@@ -359,7 +382,7 @@ class Engine:
     def step(self) -> list[StepEvent]:
         """One iteration of the scheduler (see the module docstring); the events of the requests it touched."""
         if self._slots is None:
-            self._slots = self.model.new_slot_cache(min(self.max_running, 4))
+            self._slots = self.model.new_slot_cache(min(self.max_running, 4), kv_dtype=self.kv_dtype)
         events: dict[int, StepEvent] = {}
 
         def event(r: Request) -> StepEvent:
@@ -376,7 +399,14 @@ class Engine:
         B = len(self._rows)
         logits = None
         if B:
-            logits = self.model(self._tokens[:, None], kv_cache=self._slots, logits_to_keep=1)[0][:, -1].float()
+            if not joining and self._greedy_only():
+                tokens, logprobs = self.decoder.greedy(self._tokens, self._slots)
+                self._slots.advance()
+                self.counters["steps"] += 1
+                self._emit(tokens, logprobs.tolist(), None, event)
+                return list(events.values())
+            logits = self.decoder.logits(self._tokens, self._slots)
+            self._slots.advance()
         if joining:
             logits = self._join(joining, logits)
         if logits is None:
@@ -384,6 +414,14 @@ class Engine:
         self.counters["steps"] += 1
         self._sample(logits, event)
         return list(events.values())
+
+    def _greedy_only(self) -> bool:
+        """Whether the running rows can take the fast path: all greedy, no processor, no alternatives."""
+        if self._chooser is None:
+            self._chooser = TokenChooser([s.params.greedy for s in self._rows], [s.generator for s in self._rows], self.device)
+            self._fast = (self._chooser.all_greedy and not len(self._pipeline)
+                          and not any(s.params.logprobs for s in self._rows))
+        return self._fast
 
     def _cancel_requested(self, event: Any) -> set[int]:
         now = time.perf_counter()
@@ -475,8 +513,7 @@ class Engine:
 
     def _sample(self, logits: torch.Tensor, event: Any) -> None:
         rows = self._rows
-        if self._chooser is None:
-            self._chooser = TokenChooser([s.params.greedy for s in rows], [s.generator for s in rows], self.device)
+        self._greedy_only()  # builds the chooser for these rows
         pipeline = self._pipeline
         processed = pipeline(logits.clone()) if len(pipeline) else logits
         tokens = self._chooser(processed)
@@ -490,6 +527,11 @@ class Engine:
         if top_k:
             values, indices = logp.topk(top_k, dim=-1)
             top = (values.tolist(), indices.tolist())
+        self._emit(tokens, chosen_lp, top, event)
+
+    def _emit(self, tokens: torch.Tensor, chosen_lp: list[float], top: tuple[list, list] | None, event: Any) -> None:
+        """Each row takes its token: deltas, finished sequences leave, the next step's input is set."""
+        rows = self._rows
         toks = tokens.tolist()
         now = time.perf_counter()
         leaving: set[int] = set()

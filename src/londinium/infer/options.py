@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from londinium.config import Config
+from londinium.config import WEIGHT_DTYPES, Config
 from londinium.errors import LondiniumError
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--run", default=None, metavar="NAME", help="training run to load (default: generate.run, else train.run_name)")
     g.add_argument("--checkpoint", default=None, help="'best', 'latest' or a checkpoint directory (default: generate.checkpoint)")
     g.add_argument("--device", default=None, help="torch device: cpu, cuda, auto (default: generate.device)")
+    g.add_argument("--weight-dtype", default=None, choices=WEIGHT_DTYPES,
+                   help="the linear layers' weights: float32, float16 or int8 (CPU; default: generate.weight_dtype)")
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:

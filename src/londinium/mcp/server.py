@@ -4,11 +4,14 @@
     londinium mcp --http --port 8001 [--api-key K]  streamable HTTP at http://127.0.0.1:8001/mcp
 
 Tools (typed input schemas; each answer is structured JSON plus a readable text part): generate,
-score_text, compare_continuations, search_corpus, get_document, model_info. Resources: the data
+score_text, compare_continuations, search_corpus, ask, get_document, model_info. Resources: the data
 card, the tokenizer report, the report card, the model card of the newest export (each one that
 exists when the server starts), and every corpus document at `londinium://corpus/{id}` (the id
-percent-encoded). Prompts: continue_in_period_style,
-explain_phrase_sources.
+percent-encoded). Prompts: explain_phrase_sources, and continue_in_period_style for a corpus whose
+profile names its language (`profile.style`; period-london), continue_passage otherwise.
+
+What the server tells a host follows the corpus profile (`service.Wording`): "period English" only
+for a profile with a style, "any spelling" only when the search index folds spellings.
 
 A bad argument (an unknown document id, an empty or over-long prompt, a sampling value out of
 range, an argument the tool does not take) comes back as a tool error whose text names the
@@ -20,8 +23,9 @@ HTTP takes the API key of `londinium serve` (serve.api_key, $LONDINIUM_API_KEY o
 set, every request needs `Authorization: Bearer <key>`; stdio needs none (the host owns the pipe).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the SDK reads the tools' argument descriptions from their
+# annotations, and some are made per server (from the corpus profile), so they must be objects, not
+# strings evaluated later in this module's globals.
 import hmac
 import json
 import os
@@ -36,17 +40,21 @@ from londinium.config import Config
 from londinium.errors import LondiniumError
 from londinium.eval.perplexity import period_label
 from londinium.mcp.arguments import ArgumentCheck
-from londinium.mcp.service import DOCUMENT_URI_TEMPLATE, ModelService, document_uri
+from londinium.mcp.service import DOCUMENT_URI_TEMPLATE, ModelService, Wording, document_uri
 from londinium.workspace import Workspace
 
 SERVER_NAME = "londinium"
-INSTRUCTIONS = (
-    "A small GPT trained from scratch on a corpus of period English, and that corpus. Use search_corpus to find "
-    "where words or phrases occur (any spelling: modern and period spellings match) and cite the document id, "
-    "source, title and licence it returns; get_document for a whole document; score_text to measure how "
-    "surprising a passage is to the model; compare_continuations to ask which of several continuations the "
-    "model finds likeliest; generate for the model's own continuation of a prompt; model_info for what the model is."
-)
+
+
+def instructions(wording: Wording) -> str:
+    """What the server tells a host about itself (MCP's `instructions`)."""
+    return (f"A small GPT trained from scratch on {wording.corpus}, and that corpus. Use search_corpus to find "
+            f"where words or phrases occur{' (any spelling: modern and period spellings match)' if wording.folds else ''} "
+            "and cite the document id, source, title and licence it returns; ask for an answer quoted from the corpus "
+            "with checked citations (or a refusal when the corpus does not say); get_document for a whole document; "
+            "score_text to measure how surprising a passage is to the model; compare_continuations to ask which of "
+            "several continuations the model finds likeliest; generate for the model's own continuation of a prompt; "
+            "model_info for what the model is.")
 
 
 # ---- output schemas ------------------------------------------------------------------------------
@@ -117,6 +125,28 @@ class SearchResult(BaseModel):
     hits: list[SearchHit]
 
 
+class AskCitation(BaseModel):
+    n: int = Field(description="The passage's number: the answer cites it as [n].")
+    id: str = Field(description="Document id (get_document reads it).")
+    title: str
+    source: str
+    license: str
+    start: int = Field(description="Character offset of the quote in the document text.")
+    end: int
+    quote: str = Field(description="The quoted span: the document's text[start:end].")
+    valid: bool = Field(description="Checked: the document exists and holds the quote at these offsets.")
+
+
+class AskResult(BaseModel):
+    question: str
+    text: str = Field(description="The answer (a quote with [n] markers), or the refusal.")
+    refused: bool = Field(description="True when no passage supports an answer: the corpus does not say.")
+    support: float = Field(description="The best passage's support, 0-1: the share of the question's words (by rarity) its document holds.")
+    min_support: float = Field(description="Below this support the answer is refused (retrieve.min_support).")
+    mode: str
+    citations: list[AskCitation]
+
+
 class DocumentResult(BaseModel):
     id: str
     uri: str
@@ -174,14 +204,15 @@ def build_server(service: ModelService) -> Any:
     from londinium.index.search import render_hits
 
     ws = service.ws
-    server = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, version=_version())
+    wording = service.wording()
+    server = MCPServer(SERVER_NAME, instructions=instructions(wording), version=_version())
     server.middleware.append(ArgumentCheck(server))
     readonly = ToolAnnotations(read_only_hint=True, open_world_hint=False)  # nothing here changes state or leaves the machine
 
     @server.tool(annotations=readonly)
     @_tool_error
     def generate(
-        prompt: Annotated[str, Field(description="Text for the model to continue (it was trained on period English; it is no chat model).")],
+        prompt: Annotated[str, Field(description=f"Text for the model to continue (it was trained on {wording.corpus}; it is no chat model).")],
         max_tokens: Annotated[Optional[int], Field(description="Tokens to generate at most (default: generate.max_tokens).", ge=1)] = None,
         temperature: Annotated[Optional[float], Field(description="Sampling temperature; 0 is greedy (default: generate.temperature).", ge=0)] = None,
         top_p: Annotated[Optional[float], Field(description="Nucleus sampling probability mass, in (0, 1] (default: generate.top_p).", gt=0, le=1)] = None,
@@ -223,9 +254,9 @@ def build_server(service: ModelService) -> Any:
     @server.tool(annotations=readonly)
     @_tool_error
     def search_corpus(
-        query: Annotated[str, Field(description="Words to find, in any spelling ('vpon' finds 'upon' and back).")],
+        query: Annotated[str, Field(description=wording.query)],
         k: Annotated[int, Field(description="Results at most.", ge=1, le=100)] = 10,
-        source: Annotated[Optional[str], Field(description="Only this source id (e.g. shakespeare, milton, kjv).")] = None,
+        source: Annotated[Optional[str], Field(description=wording.source)] = None,
         split: Annotated[Optional[str], Field(description="Only this corpus split: train, val or test.")] = None,
         period_from: Annotated[Optional[int], Field(description="Only documents whose period reaches this year or later.")] = None,
         period_to: Annotated[Optional[int], Field(description="Only documents whose period starts by this year.")] = None,
@@ -235,6 +266,22 @@ def build_server(service: ModelService) -> Any:
         hits = service.search(query, k=k, source=source, split=split, period_from=period_from, period_to=period_to)
         data = {"query": query, "hits": [{**h.to_dict(), "uri": document_uri(h.id)} for h in hits]}
         return _result(SearchResult, data, render_hits(query, hits))
+
+    @server.tool(annotations=readonly)
+    @_tool_error
+    def ask(
+        question: Annotated[str, Field(description=wording.question)],
+        k: Annotated[Optional[int], Field(description="Passages to retrieve at most (default: retrieve.k).", ge=1, le=100)] = None,
+        source: Annotated[Optional[str], Field(description=wording.source)] = None,
+        split: Annotated[Optional[str], Field(description="Only this corpus split: train, val or test.")] = None,
+    ) -> Annotated[CallToolResult, AskResult]:
+        """Answer from the corpus with citations (document id, offsets, the quoted span, checked against the corpus),
+        or refuse when no passage supports an answer. Extractive: the answer quotes the corpus, it invents nothing."""
+        from londinium.retrieve.answer import Answer, Citation, render_answer
+
+        r = service.ask(question, k=k, source=source, split=split)
+        shown = Answer(**{**r, "citations": [Citation(**c) for c in r["citations"]]})
+        return _result(AskResult, r, render_answer(shown))
 
     @server.tool(annotations=readonly)
     @_tool_error
@@ -257,6 +304,11 @@ def build_server(service: ModelService) -> Any:
                  f"trained on {r['training_tokens'] or 0:,} tokens"]
         for split, p in (r["eval"] or {}).get("perplexity", {}).items():
             lines.append(f"{split}: {p['bits_per_byte']:.3f} bits per byte, perplexity {p['perplexity']:.1f}")
+        if cloze := (r["eval"] or {}).get("cloze"):
+            lines.append(f"cloze set: {cloze['accuracy']:.1%} ± {cloze['accuracy_se']:.1%} correct of {cloze['n']} "
+                         f"(chance {cloze['chance']:.0%}; ± one standard error)")
+        if probes := (r["eval"] or {}).get("probes"):
+            lines.append(f"{probes['title'] or 'probes'}: {probes['accuracy']:.0%} correct of {probes['n']} (chance {probes['chance']:.0%})")
         return _result(ModelInfo, r, "\n".join(lines))
 
     # ---- resources -----------------------------------------------------------------------------
@@ -286,19 +338,25 @@ def build_server(service: ModelService) -> Any:
 
     # ---- prompts -------------------------------------------------------------------------------
 
-    span = service.period_label()
-
-    @server.prompt(description=f"Continue a passage in the style of the corpus ({span}) with the model, then comment on it.")
-    def continue_in_period_style(passage: str) -> str:
-        return (f"Continue the following passage in the English of {span}, the period of the corpus this server's model "
-                f"was trained on. Call the `generate` tool with the passage as the prompt (temperature 0.8, about 80 tokens). "
-                f"Show the continuation, then point out words or spellings in it that belong to the period, and check one "
-                f"unusual word with `search_corpus` to show where the corpus uses it.\n\nPassage:\n{passage}")
+    if wording.style:
+        @server.prompt(description=f"Continue a passage in the style of the corpus ({wording.style}) with the model, then comment on it.")
+        def continue_in_period_style(passage: str) -> str:
+            return (f"Continue the following passage in {wording.style}, the language of the corpus this server's model "
+                    f"was trained on. Call the `generate` tool with the passage as the prompt (temperature 0.8, about 80 tokens). "
+                    f"Show the continuation, then point out words or spellings in it that belong to the period, and check one "
+                    f"unusual word with `search_corpus` to show where the corpus uses it.\n\nPassage:\n{passage}")
+    else:
+        @server.prompt(description="Continue a passage with the model, then compare the continuation with the corpus.")
+        def continue_passage(passage: str) -> str:
+            return ("Continue the following passage with this server's model. Call the `generate` tool with the passage as "
+                    "the prompt (temperature 0.8, about 80 tokens). Show the continuation, then say how it follows the "
+                    "passage and the corpus the model was trained on, and check one unusual word or phrase in it with "
+                    f"`search_corpus` to show where the corpus uses it.\n\nPassage:\n{passage}")
 
     @server.prompt(description="Find where a phrase occurs in the corpus and explain its sources, citing documents.")
     def explain_phrase_sources(phrase: str) -> str:
         return ("Explain where this phrase comes from, using only this server's corpus as evidence. Call `search_corpus` "
-                "with the phrase (spelling does not matter), read the best hits (`get_document` if you need more context), "
+                f"with the phrase{' (spelling does not matter)' if wording.folds else ''}, read the best hits (`get_document` if you need more context), "
                 "and for each source you rely on cite the document id, title, source, period and licence. Say whether the "
                 "phrase is in the model's training split, and call `score_text` on it to report how familiar it is to the "
                 f"model (bits per byte; lower is more familiar).\n\nPhrase: {phrase}")

@@ -1,10 +1,11 @@
 """What the MCP tools do, as plain Python: one loaded model and the corpus index behind a lock.
 
     service = ModelService.load(ws, cfg)
-    service.generate("Thou art", max_tokens=20, temperature=0.7, seed=1)
+    service.generate("It is", max_tokens=20, temperature=0.7, seed=1)
     service.score_text("To be, or not to be")          # == `londinium eval`'s per-document figures
     service.compare_continuations("The quality of mercy is not", [" strain'd", " sold"])
     service.search("vpon the heath"), service.document(doc_id), service.model_info()
+    service.ask("Who is the king of Denmark?")          # retrieve.answer.ask: cited answer or refusal
 
 Nothing here is new arithmetic: generation is `infer.engine.Engine` with `SamplingParams.from_config`
 (the one place defaults are decided); `score_text` is eval/perplexity.py's sliding window and
@@ -20,7 +21,7 @@ import contextlib
 import json
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from londinium.config import Config
@@ -46,6 +47,34 @@ def document_uri(doc_id: str) -> str:
     return UriTemplate.parse(DOCUMENT_URI_TEMPLATE).expand({"id": doc_id})
 
 
+@dataclass(frozen=True)
+class Wording:
+    """How the server speaks of its corpus to a host, from the corpus profile (`profiles.profile_for`)
+    and the search index: nothing period-specific for a corpus that did not ask for it."""
+
+    style: str  # the profile's name for the corpus's language ("" nothing specific)
+    folds: bool  # whether search folds spellings (the index's folding; the profile's without an index)
+    sources: tuple[str, ...] = ()  # the indexed source ids
+
+    @property
+    def corpus(self) -> str:
+        return f"a corpus of {self.style}" if self.style else "a corpus of texts"
+
+    @property
+    def query(self) -> str:
+        if self.folds:
+            return "Words to find, in any spelling ('vpon' finds 'upon' and back)."
+        return "Words to find (case does not matter; a word matches as it is spelt)."
+
+    @property
+    def question(self) -> str:
+        return "A question about the corpus, in any spelling." if self.folds else "A question about the corpus."
+
+    @property
+    def source(self) -> str:
+        return f"Only this source id ({', '.join(self.sources)})." if self.sources else "Only this source id."
+
+
 class ModelService:
     """A trained run loaded once, with the corpus index; see the module docstring."""
 
@@ -60,6 +89,7 @@ class ModelService:
         self.lock = threading.Lock()
         self._index: Any = None
         self._index_error: LondiniumError | None = None
+        self._retriever: Any = None
 
     @classmethod
     def load(cls, ws: Workspace, cfg: Config) -> ModelService:
@@ -92,10 +122,14 @@ class ModelService:
     def index_error(self) -> LondiniumError | None:
         return self._index_error
 
-    def period_label(self) -> str:
-        """The corpus's years as text ("1590-1671"), or "the corpus's period" when unknown."""
-        span = self._index.period_range() if self._index is not None else None
-        return f"{span[0]}-{span[1]}" if span else "the corpus's period"
+    def wording(self) -> Wording:
+        """How the tools and prompts speak of this corpus (see `Wording`)."""
+        from londinium.profiles import profile_for
+
+        profile, index = profile_for(self.ws), self._index
+        if index is None:
+            return Wording(profile.style, profile.folds)
+        return Wording(profile.style, any(f != "none" for f in index.folding.values()), tuple(index.sources))
 
     @property
     def index(self) -> Any:
@@ -180,6 +214,18 @@ class ModelService:
         self._text("query", query)
         return self.index.search(query, k=k, source=source, split=split, period_from=period_from, period_to=period_to)
 
+    def ask(self, question: str, k: int | None = None, source: str | None = None, split: str | None = None) -> dict[str, Any]:
+        """An extractive answer with checked citations, or a refusal (`retrieve/answer.py`, [retrieve]'s mode).
+        The retriever loads on the first call; its error (no vector index, say) is the tool's error."""
+        from londinium.retrieve.answer import ask
+        from londinium.retrieve.retriever import Retriever
+
+        self._text("question", question)
+        if self._retriever is None:
+            with self.lock:
+                self._retriever = self._retriever or Retriever.load(self.ws, self.cfg)
+        return ask(self._retriever, question, k=k, mode="extractive", source=source, split=split).to_dict()
+
     def document(self, doc_id: str) -> dict[str, Any]:
         doc = self.index.get(doc_id)
         return {**doc.provenance(), "uri": document_uri(doc.id), "text": doc.text}
@@ -223,7 +269,10 @@ def eval_summary(ws: Workspace, run: str) -> dict[str, Any] | None:
     out: dict[str, Any] = {"checkpoint": r.get("checkpoint"), "report": str(ws.eval_report_md(run))}
     out["perplexity"] = {split: {k: block["total"][k] for k in ("perplexity", "bits_per_byte", "tokens")}
                          for split, block in r.get("perplexity", {}).items() if isinstance(block, dict) and "total" in block}
+    cloze = r.get("cloze", {}).get("summary", {}).get("overall")
+    if cloze and cloze.get("n"):
+        out["cloze"] = cloze
     probes = r.get("probes", {}).get("summary", {}).get("overall")
-    if probes:
-        out["probes"] = probes
+    if probes and probes.get("n"):
+        out["probes"] = {**probes, "title": r["probes"].get("title") or r["probes"].get("name", "")}
     return out

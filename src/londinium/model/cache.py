@@ -1,14 +1,16 @@
 """Generation caches: the keys and values a GPT has computed, and where new tokens go.
 
-A cache tells `GPT.forward` three things about the tokens it is given: their positions, the
+A cache tells the model three things about the tokens it is given: their positions, the
 attention mask over the cached keys, and where their keys/values are written. Two kinds:
 
 - `KVCache`: B sequences that all have the same length (one prompt's prefill, the beams of beam
-  search). New tokens append at the shared length; T tokens at once are a prefill chunk.
+  search), for `GPT.forward`. New tokens append at the shared length; T tokens at once are a
+  prefill chunk.
 - `SlotCache`: the engine's running sequences, one slot each, every slot with its own length (the
-  continuous-batching scheduler's cache). One token per slot per step; a sequence joins by copying
-  its prefilled `KVCache` into a free slot and leaves by freeing its slot. The slots in use are kept
-  at rows 0 .. rows-1, so a step reads a view of the buffers and never gathers them.
+  continuous-batching scheduler's cache), for `GPT.decode`: one token per slot per step, through a
+  `StepKV` (tensors only, so the step can be compiled). A sequence joins by copying its prefilled
+  `KVCache` into a free slot and leaves by freeing its slot. The slots in use are kept at rows
+  0 .. rows-1, so a step reads a view of the buffers and never gathers them.
 
 Both preallocate `[slots, n_kv_head, max_len, head_dim]` per layer once; nothing is allocated per step
 beyond the mask.
@@ -95,53 +97,37 @@ def padding_mask(pad: torch.Tensor, start: int, T: int) -> torch.Tensor:
 class SlotCache:
     """Keys and values of up to `slots` sequences with a length each (see the module docstring).
 
-    Rows 0 .. `rows`-1 are in use. A forward pass takes one token per row in use, `[rows, 1]`: row b's
-    token goes to position `lengths[b]`, and attends to that row's keys 0 .. lengths[b] (a boolean
-    mask over the longest row, one SDPA call for all rows)."""
+    (`model/kv_int8.py` holds them in int8 instead, behind the same interface.)
+
+    Rows 0 .. `rows`-1 are in use. A decode step (`GPT.decode`) takes one token per row in use: row
+    b's token goes to position `lengths[b]` and attends to that row's keys 0 .. lengths[b] (a boolean
+    mask over the longest row, one SDPA call for all rows: see `StepKV`)."""
 
     def __init__(self, n_layer: int, slots: int, n_kv_head: int, max_len: int, head_dim: int,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         self.k, self.v = _buffers(n_layer, (slots, n_kv_head, max_len, head_dim), device, dtype)
         self.slots, self.max_len = slots, max_len
         self.lengths: list[int] = []  # per row in use, in Python: no device sync to find the longest
-        self._rows = torch.arange(slots, device=device)
+        self._positions: torch.Tensor | None = None  # the lengths as a tensor, kept while no row joins or leaves
 
     @property
     def rows(self) -> int:
         return len(self.lengths)
 
-    def layout(self, T: int, device: torch.device) -> Layout:
-        if T != 1:
-            raise ValueError(f"a SlotCache step takes one token per row, got {T}; prefill into a KVCache and insert it")
-        B = self.rows
-        longest, shortest = max(self.lengths), min(self.lengths)
-        end = longest + 1
-        self._end = end
-        if longest == shortest:
-            # Every row at the same length (always so for one row): a shared position, a slice to
-            # write and no mask, as cheap as a KVCache step.
-            self._write = None
-            return Layout(torch.arange(longest, end, device=device), None, False, end, longest)
-        lengths = torch.tensor(self.lengths, dtype=torch.long, device=device)
-        # Row b's new token sits at column lengths[b]: it sees its own keys up to there, not the
-        # stale columns past it (left by an earlier, longer occupant of the slot, or never written).
-        mask = torch.arange(end, device=device)[None, :] <= lengths[:, None]
-        self._write = (self._rows[:B], lengths)
-        return Layout(lengths[:, None], mask[:, None, None, :], False, end)
+    def buffers(self) -> tuple[list[torch.Tensor], ...]:
+        """What a decode step reads and writes, as `view_type(buffers, ...)` takes it."""
+        return self.k, self.v
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, end = self.rows, self._end
-        if self._write is None:
-            self.k[layer][:B, :, end - 1:end] = k
-            self.v[layer][:B, :, end - 1:end] = v
-        else:
-            rows, cols = self._write
-            self.k[layer][rows, :, cols] = k[:, :, 0]
-            self.v[layer][rows, :, cols] = v[:, :, 0]
-        return self.k[layer][:B, :, :end], self.v[layer][:B, :, :end]
+    def positions(self) -> torch.Tensor:
+        """Each row's next position (its length), `[rows]` long, on the cache's device."""
+        if self._positions is None:
+            self._positions = torch.tensor(self.lengths, dtype=torch.long, device=self.buffers()[0][0].device)
+        return self._positions
 
-    def advance(self, n: int) -> None:
+    def advance(self, n: int = 1) -> None:
         self.lengths = [n_ + n for n_ in self.lengths]
+        if self._positions is not None:
+            self._positions.add_(n)  # in place: no new tensor per step
 
     # ---- sequences join and leave --------------------------------------------------------------
 
@@ -168,6 +154,7 @@ class SlotCache:
             self.k[layer][b, :, :n] = src.k[layer][row, :, :n]
             self.v[layer][b, :, :n] = src.v[layer][row, :, :n]
         self.lengths.append(n)
+        self._positions = None
         return b
 
     def keep(self, rows: list[int]) -> None:
@@ -181,6 +168,31 @@ class SlotCache:
                     self.k[layer][new, :, :n] = self.k[layer][old, :, :n]
                     self.v[layer][new, :, :n] = self.v[layer][old, :, :n]
         self.lengths = [self.lengths[r] for r in rows]
+        self._positions = None
+
+
+class StepKV:
+    """One decode step's view of a SlotCache's buffers, made of tensors only (so a compiled step
+    traces it without guarding on Python state): row b's new key and value are written in place at
+    column `positions[b]`, and its query sees columns 0 .. positions[b] of the first `span` columns
+    (`span` > every position; padding it to a bucket changes nothing but the work). `masked=False`
+    says that every row's position is span - 1 (one row, or rows of one length, with an exact span):
+    then every column is seen and SDPA runs without a mask."""
+
+    def __init__(self, buffers: tuple[list[torch.Tensor], ...], positions: torch.Tensor, span: int, masked: bool = True):
+        self.k, self.v = buffers
+        self.positions, self.span = positions, span
+        B = positions.shape[0]
+        self.rows = torch.arange(B, device=positions.device)
+        self.mask = None
+        if masked:
+            self.mask = (torch.arange(span, device=positions.device)[None, :] <= positions[:, None])[:, None, None, :]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B = self.rows.shape[0]
+        self.k[layer][self.rows, :, self.positions] = k[:, :, 0]
+        self.v[layer][self.rows, :, self.positions] = v[:, :, 0]
+        return self.k[layer][:B, :, :self.span], self.v[layer][:B, :, :self.span]
 
 
 def compaction(rows: int, leaving: set[int]) -> list[int]:
@@ -265,3 +277,6 @@ class PrefixCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+SlotCache.view_type = StepKV  # what GPT.decode reads a SlotCache through

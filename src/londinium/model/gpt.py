@@ -23,10 +23,10 @@ import torch.nn.functional as F
 
 from londinium.config import ModelConfig, validate
 from londinium.errors import ConfigError, LondiniumError
-from londinium.model.cache import KVCache, Layout, SlotCache
+from londinium.model.cache import KVCache, Layout, SlotCache, StepKV
 
 POSITIONS = ("learned", "rope")
-Cache = KVCache | SlotCache
+Cache = KVCache | StepKV
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 
@@ -54,8 +54,8 @@ def mlp_hidden(cfg: ModelConfig) -> int:
 
 
 # ---- generation cache: see londinium.model.cache (KVCache for a prefill or beams, SlotCache for the
-# engine's running sequences). The cache supplies positions and the attention mask; the model only
-# asks it where the new tokens are.
+# engine's running sequences, read through a StepKV). The cache supplies positions and the attention
+# mask; the model only asks it where the new tokens are.
 
 
 # ---- building blocks -----------------------------------------------------------------------------
@@ -233,13 +233,13 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                kv_cache: Cache | None = None, logits_to_keep: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                kv_cache: KVCache | None = None, logits_to_keep: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits `[B, T, V]` for every position of `idx` `[B, T]`, and the loss when `targets` is
         given: mean cross-entropy over targets != -1, plus aux_loss_weight x the router loss (MoE).
 
-        With `kv_cache` the tokens continue the cached ones: the cache says their positions and what
-        they attend to (a `KVCache`: after its shared length; a `SlotCache`: one token per running
-        sequence, each after its own length), and their keys/values are stored in it.
+        With `kv_cache` (a `KVCache`) the tokens continue the cached ones, after its shared length,
+        and their keys/values are stored in it. (One token per running sequence, each after its own
+        length, is `decode`.)
         `logits_to_keep` > 0 (without targets) computes the logits of the last that many positions
         only, `[B, logits_to_keep, V]`: what generation needs, without the output head's cost over the
         whole prompt (transformers' name).
@@ -282,23 +282,44 @@ class GPT(nn.Module):
                 loss = loss + self.config.aux_loss_weight * self.last_aux_loss
         return logits, loss
 
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, cache: StepKV) -> torch.Tensor:
+        """Logits `[B, V]` of one decode step: row b's token `tokens[b]` at position `positions[b]`,
+        over its own keys in row b of a SlotCache, read and written through `cache` (its
+        `view_type`: tensors only, so the step can be compiled once per shape, see
+        `londinium.infer.decode`). The engine checks the context."""
+        x = self.transformer.wte(tokens)[:, None]
+        rope = None
+        if self.config.positions == "learned":
+            x = x + self.transformer.wpe(positions)[:, None]
+        else:
+            rope = (self.rope_cos[positions][:, None], self.rope_sin[positions][:, None])  # [B, 1, 1, head_dim/2]
+        for block in self.transformer.h:
+            x = block(x, rope, cache, cache.mask, False)
+        return self.lm_head(self.transformer.ln_f(x))[:, 0]
+
     # ---- what the trainer and the engine need ---------------------------------------------------
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None,
                      device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """An empty cache for `batch_size` sequences of up to `max_len` tokens (default: the context),
         on the model's device and dtype unless given."""
-        p = self.lm_head.weight
+        p = self.transformer.wte.weight  # float32 whatever the linear layers hold (model/quantize.py)
         cfg = self.config
         return KVCache(cfg.n_layer, batch_size, kv_heads(cfg), max_len or cfg.context, cfg.n_embd // cfg.n_head,
                        device=device or p.device, dtype=dtype or p.dtype)
 
-    def new_slot_cache(self, slots: int, max_len: int | None = None) -> SlotCache:
-        """An empty cache of `slots` sequences of up to `max_len` tokens each (default: the context)."""
-        p = self.lm_head.weight
+    def new_slot_cache(self, slots: int, max_len: int | None = None, kv_dtype: str = "float32") -> SlotCache:
+        """An empty cache of `slots` sequences of up to `max_len` tokens each (default: the context),
+        holding keys and values in `kv_dtype` ('int8': `londinium.model.kv_int8`)."""
+        p = self.transformer.wte.weight  # float32 whatever the linear layers hold (model/quantize.py)
         cfg = self.config
-        return SlotCache(cfg.n_layer, slots, kv_heads(cfg), max_len or cfg.context, cfg.n_embd // cfg.n_head,
-                         device=p.device, dtype=p.dtype)
+        kind = SlotCache
+        if kv_dtype == "int8":
+            from londinium.model.kv_int8 import Int8SlotCache as kind
+        elif kv_dtype != "float32":
+            raise ConfigError(f"KV cache dtype {kv_dtype!r}: choose float32 or int8")
+        return kind(cfg.n_layer, slots, kv_heads(cfg), max_len or cfg.context, cfg.n_embd // cfg.n_head,
+                    device=p.device, dtype=p.dtype)
 
     def moe_utilization(self) -> list[list[float]] | None:
         """Per layer, the share of routed token slots each expert took in the last forward; None if dense."""

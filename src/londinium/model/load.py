@@ -34,11 +34,16 @@ class TrainedModel:
 
     @property
     def num_params(self) -> int:
-        return self.model.num_params()
+        """The architecture's parameters (whatever form the weights are held in: `model/quantize.py`)."""
+        from londinium.model.info import param_counts
+
+        return param_counts(self.model.config).total
 
     def describe(self) -> str:
-        """One line for logs: which run, checkpoint, size and device."""
-        return f"run {self.run}, checkpoint {self.checkpoint.path.name} ({self.num_params:,} parameters) on {self.device}"
+        """One line for logs: which run, checkpoint, size, weights and device."""
+        dtype = getattr(self.model, "weight_dtype", "float32")
+        weights = "" if dtype == "float32" else f", {dtype} weights"
+        return f"run {self.run}, checkpoint {self.checkpoint.path.name} ({self.num_params:,} parameters{weights}) on {self.device}"
 
 
 def load_run(ws: Workspace, run: str = "main", checkpoint: str = "best", device: str | torch.device = "cpu",

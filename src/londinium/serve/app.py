@@ -5,6 +5,7 @@
 `load` runs on a background thread when the app starts, so the port answers at once: until the
 model is ready, and again while the server drains on SIGTERM, requests get 503 (and /health says
 which). Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models[/{id}], GET /health,
+POST /v1/embeddings (with `mounts=[retrieval_mount(...)]`),
 GET /metrics, GET /openapi.json, /docs, /redoc, and the playground (`/` and /v1/londinium/...: see
 `playground.py`). With `serve.api_key` set, every route but /health and the playground's static files
 needs `Authorization: Bearer KEY` (the schema and docs pages too, unless `serve.open_docs`). Every route
@@ -22,15 +23,16 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from londinium.config import GenerateConfig, IndexConfig, ServeConfig
 from londinium.errors import LondiniumError
 from londinium.serve import errors
+from londinium.serve.bodies import BodyLimit
 from londinium.serve.convert import chat_logprobs, completion_logprobs
 from londinium.serve.errors import APIError, bad_request
 from londinium.serve.hosts import guard
@@ -98,50 +100,6 @@ class ServerState:
         return self.loop.stats() if self.loop is not None else {}
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for a request body over `limit` bytes (by Content-Length, or as it
-    arrives); 408 for one not all arrived `timeout_s` after the app began to read it. A client that
-    trickles its upload would otherwise hold its connection (and a file descriptor) for ever; the
-    408 closes the connection, as the rest of the body is never read."""
-
-    def __init__(self, app: Any, limit: int, timeout_s: float):
-        self.app, self.limit, self.timeout_s = app, limit, timeout_s
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._too_large(int(length))(scope, receive, send)
-        seen, deadline, complete = 0, None, False
-        clock = asyncio.get_running_loop().time
-
-        async def counted() -> dict:
-            nonlocal seen, deadline, complete
-            if complete:  # later calls wait for a disconnect while a response streams: no deadline
-                return await receive()
-            deadline = deadline or clock() + self.timeout_s
-            try:
-                message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - clock()))
-            except asyncio.TimeoutError:
-                raise HTTPException(408, f"the request body did not arrive within {self.timeout_s:g} s "
-                                         "(serve.read_timeout_s); send it at once", headers={"Connection": "close"}) from None
-            complete = message["type"] != "http.request" or not message.get("more_body", False)
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise HTTPException(413, self._message(seen))
-            return message
-
-        await self.app(scope, counted, send)
-
-    def _message(self, size: int) -> str:
-        return (f"the request body is {size:,} bytes, more than this server's limit of {self.limit:,} "
-                "(serve.max_body_mb)")
-
-    def _too_large(self, size: int) -> JSONResponse:
-        return APIError(413, self._message(size), code="request_too_large").response()
-
-
 class RequireKey:
     """ASGI middleware: with a key set, 401 for any request to a path outside `open_paths` that does
     not send `Authorization: Bearer KEY`. A middleware, not a route dependency, so it runs before the
@@ -207,9 +165,12 @@ def _per_token(record: dict[str, Any]) -> None:
 def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | None = None,
                generate: GenerateConfig | None = None, request_log: RequestLog | None = None,
                on_load_error: Callable[[BaseException], None] | None = None, provenance: Provenance | None = None,
-               index: IndexConfig | None = None) -> FastAPI:
+               index: IndexConfig | None = None,
+               mounts: Sequence[Callable[[FastAPI, ServerState], None]] = ()) -> FastAPI:
     """The server for the engine `load()` returns (an `londinium.infer.engine.Engine`). `provenance`
-    says where the model comes from (its workspace's reports and search index, for the playground)."""
+    says where the model comes from (its workspace's reports and search index, for the playground).
+    Each of `mounts` adds routes or middleware of its own (`serve/retrieval.py`: /v1/embeddings, the
+    +rag alias); its middleware runs inside the checks below (Host, key, body limit)."""
     cfg = serve or ServeConfig()
     gen = generate or GenerateConfig()
     state = ServerState(load, model_name, cfg, on_load_error)
@@ -406,6 +367,8 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
     async def redoc() -> Response:
         return get_redoc_html(openapi_url="/openapi.json", title="londinium API")
 
+    for mount in mounts:
+        mount(app, state)
     # The last added runs first: Observe sees every request, including those refused for their Host,
     # the key or BodyLimit; the Host/Origin check comes before the key (a browser's CORS preflight
     # carries none), and the key before the body is read, so without it nothing is parsed.

@@ -8,7 +8,7 @@ log in 10 s here (docs/LOG.md).
   503 and closed at once, so it holds no descriptor) and a deadline for a request's head, counted
   from the connection opening or the previous response (uvicorn only times out a connection idle
   between requests, and only until its first byte). A request's body has its own deadline in the
-  app (`app.BodyLimit`, 408).
+  app (`bodies.BodyLimit`, 408).
 - `connection_cap` keeps the cap under the process's open-file limit.
 - `OncePer` is a logging filter that lets a repeated condition through once per interval, as one
   line with the count of repeats, without its traceback.

@@ -158,7 +158,7 @@ def install(app: FastAPI) -> None:
             err = APIError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed")
         elif exc.status_code == 400 and exc.__cause__ is not None:
             err = bad_request(_unparsable(exc.__cause__))  # FastAPI's "error parsing the body", said precisely
-        else:  # the body limits (app.BodyLimit) and anything else Starlette raises
+        else:  # the body limits (bodies.BodyLimit) and anything else Starlette raises
             err = APIError(exc.status_code, str(exc.detail), code=_CODES.get(exc.status_code))
         err.headers = dict(exc.headers) if exc.headers else None
         return err.response()

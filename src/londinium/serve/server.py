@@ -37,7 +37,7 @@ def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str, 
     s = cfg.serve
     if s.export:
         directory = Path(s.export).expanduser()
-        return (*export_loader(directory, s.device), Provenance.of_export(ws, directory))
+        return (*export_loader(directory, s.device, cfg.generate), Provenance.of_export(ws, directory))
     if not ws.tokenizer_file.is_file():
         raise LondiniumError(f"no tokenizer at {ws.tokenizer_file}: run `londinium tokenizer train` (or quickstart) first")
     ckpt = find_checkpoint(ws.checkpoints_dir(run), s.checkpoint, run)
@@ -47,12 +47,12 @@ def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str, 
         from londinium.model.load import load_run
 
         return Engine.from_trained(load_run(ws, run=run, checkpoint=str(ckpt.path), device=s.device,
-                                            device_setting="serve.device"))
+                                            device_setting="serve.device"), cfg.generate)
 
     return load, run, Provenance.of_checkpoint(ws, run, ckpt)
 
 
-def export_loader(directory: Path, device: str) -> tuple[Callable[[], Any], str]:
+def export_loader(directory: Path, device: str, gen: Any = None) -> tuple[Callable[[], Any], str]:
     """The loader for a `londinium export` directory (transformers layout, read back into our GPT).
     The directory is checked whole now, before the port opens (`model.hf_check`: config against the
     weights' headers, paths, recorded hashes, finite weights), so a broken or hostile export is one
@@ -67,8 +67,9 @@ def export_loader(directory: Path, device: str) -> tuple[Callable[[], Any], str]
         from londinium.model.from_hf import load_export
 
         model, tokenizer = load_export(checked, resolve_device(device, setting="serve.device"))
-        engine = Engine(model, tokenizer)
-        engine.loaded_from = f"export {directory} ({model.num_params():,} parameters)"
+        described = f"export {directory} ({model.num_params():,} parameters)"  # before any packing of the weights
+        engine = Engine.with_settings(model, tokenizer, gen)
+        engine.loaded_from = described
         return engine
 
     return load, directory.resolve().name
@@ -97,7 +98,7 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
         print(f"londinium serve: warning: listening on {s.host} without an API key: anyone who can reach it can use "
               "the model (set --api-key or $LONDINIUM_API_KEY)", file=sys.stderr)
     failed: list[BaseException] = []
-    server: _Server | None = None
+    server: DrainingServer | None = None
 
     def load_failed(e: BaseException) -> None:
         failed.append(e)
@@ -107,10 +108,13 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
     sock = listen(s.host, s.port, "londinium serve")  # now: a port in use is one line, before anything loads
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_repeats()  # a connection flood logs its condition once a minute, not a traceback per failed accept
-    app = create_app(load, name, s, cfg.generate, on_load_error=load_failed, provenance=provenance, index=cfg.index)
+    from londinium.serve.retrieval import retrieval_mount
+
+    app = create_app(load, name, s, cfg.generate, on_load_error=load_failed, provenance=provenance, index=cfg.index,
+                     mounts=[retrieval_mount(ws, cfg)])
     config = uvicorn.Config(app, host=s.host, port=s.port, access_log=False, log_level="info",
                             timeout_graceful_shutdown=int(s.shutdown_timeout_s) + 5, lifespan="on", **connection_limits(s))
-    server = _Server(config, app.state.server, s.shutdown_timeout_s)
+    server = DrainingServer(config, app.state.server, s.shutdown_timeout_s)
     print(f"londinium serve: http://{s.host}:{s.port}/v1  model {name!r}  (loading {s.export or 'run ' + run})", file=sys.stderr)
     if s.playground:
         print(f"londinium serve: the playground is at http://{s.host}:{s.port}/", file=sys.stderr)
@@ -126,15 +130,16 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
     return 0
 
 
-class _Server(uvicorn.Server):
+class DrainingServer(uvicorn.Server):
     """uvicorn's Server, with SIGTERM, SIGHUP (a closed terminal) and a first Ctrl-C as a drain: stop
     admitting, let running requests finish or cancel them at the deadline, exit 0; a second Ctrl-C
     forces the exit. (uvicorn alone re-raises the signal once it has shut down, so the process would
-    die of it, and it does not catch SIGHUP at all, which killed the process mid-stream.)"""
+    die of it, and it does not catch SIGHUP at all, which killed the process mid-stream.) `state` has
+    `draining` and `drain(timeout_s)`; the gateway runs under it too, with its own `label`."""
 
-    def __init__(self, config: uvicorn.Config, state: Any, timeout_s: float):
+    def __init__(self, config: uvicorn.Config, state: Any, timeout_s: float, label: str = "londinium serve"):
         super().__init__(config)
-        self.state, self.timeout_s = state, timeout_s
+        self.state, self.timeout_s, self.label = state, timeout_s, label
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -153,7 +158,7 @@ class _Server(uvicorn.Server):
             return super().handle_exit(sig, frame)  # a second Ctrl-C: uvicorn's forced exit
         if not self.state.draining:
             name = signal.Signals(sig).name
-            log.info("londinium serve: %s: draining (up to %.0f s for running requests)", name, self.timeout_s)
+            log.info("%s: %s: draining (up to %.0f s for running requests)", self.label, name, self.timeout_s)
             threading.Thread(target=self.state.drain, args=(self.timeout_s,), name="londinium-drain", daemon=True).start()
         self.state.draining = True
         self.should_exit = True

@@ -22,12 +22,7 @@ from londinium.infer.outputs import TextDelta
 from londinium.serve.convert import chat_logprobs, completion_logprobs
 from londinium.serve.errors import APIError
 from londinium.serve.prompts import Prepared
-
-DONE = "data: [DONE]\n\n"
-
-
-def sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+from londinium.serve.sse import DONE, sse
 
 
 @dataclass

@@ -1,0 +1,208 @@
+"""`gateway.toml`: the gateway's own typed config, checked whole before the port opens.
+
+    [gateway]            where it listens, its database, its chain of steps, retries, breaker
+    [telemetry]          where OpenTelemetry spans go
+    [[backends]]         one OpenAI-compatible base URL and model each: context, prices, weight, timeouts
+    [[routes]]           a model alias clients send -> a group of backends and how to choose among them
+
+Fields are declared with `config.doc` (default, one-line doc, the values accepted), so a value out
+of range is the same one-line `ConfigError` as in `londinium.toml`: `gateway.toml: backends[1].input_price
+= -1: must be >= 0`. Relations across tables (a route naming an unknown backend, two routes with one
+alias, two backends with one name) are checked here too, so a bad config is one line at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from londinium.config import check_field, doc, resolve_path
+from londinium.errors import ConfigError
+from londinium.files import read_toml
+
+DEFAULT_CONFIG = "gateway.toml"
+NAME = r"[A-Za-z0-9][A-Za-z0-9._:/-]*"
+# The steps every request passes through, outermost first (docs/gateway.md, "The chain").
+DEFAULT_CHAIN = ["auth", "usage", "limits", "route", "upstream"]
+STRATEGIES = ("weighted", "least-busy", "latency", "cost")
+HOSTS = dict(pattern=r"\*|[A-Za-z0-9._-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?", hint="(a host name, optionally with :port, or '*')")
+ORIGINS = dict(pattern=r"\*|https?://[^\s/]+", hint="(e.g. 'https://app.example.com', or '*')")
+
+
+@dataclass
+class GatewaySection:
+    """The gateway process: listening, storage, the chain, retries and the circuit breaker."""
+
+    host: str = doc("127.0.0.1", "Address to bind; anything but loopback without keys_required prints a warning.", nonempty=True)
+    port: int = doc(4000, "TCP port.", ge=1, le=65535)
+    database: str = doc("", "Where keys, limits and the ledger live: a postgresql:// URL (several gateways share it), or a SQLite file; empty: gateway.db beside this file.")
+    keys_required: bool = doc(True, "Every /v1 request needs a virtual key (`londinium gateway keys create`); off: anyone who reaches the port may call, unlimited.")
+    chain: list[str] = doc(DEFAULT_CHAIN, "Steps each request passes through, outermost first: names of built-in steps, or 'package.module:factory' for your own.", nonempty=True, pattern=r"[A-Za-z0-9_.-]+(:[A-Za-z_][A-Za-z0-9_]*)?")
+    retries: int = doc(2, "Attempts after the first on 429, 5xx, timeouts, lost connections and context overflow (next backend first).", ge=0, le=20)
+    backoff_s: float = doc(0.05, "Base of the jittered exponential backoff before trying a backend again (full jitter: uniform in 0..base*2^n).", ge=0, le=60)
+    breaker_failures: int = doc(3, "Consecutive failures that open a backend's circuit breaker.", ge=1, le=1000)
+    breaker_cooldown_s: float = doc(10.0, "Seconds an open breaker skips its backend before letting one trial request through (half-open).", gt=0, le=86400)
+    health_interval_s: float = doc(10.0, "Seconds between health checks of each backend (GET /models); 0: none.", ge=0, le=86400, hint="(0: off)")
+    seed: int = doc(-1, "Seed of the weighted choice; negative: a fresh one each start.", le=2**63 - 1)
+    request_log: str = doc("", "File the request log is appended to (one JSON line per request); empty: standard error.", path=True)
+    log_prompts: bool = doc(False, "Write prompt text into the request log (off: never; spans never carry it).")
+    allowed_hosts: list[str] = doc([], "Host names the gateway answers to besides its own addresses (421 otherwise).", **HOSTS)
+    allowed_origins: list[str] = doc([], "Browser origins allowed to call the gateway, with CORS headers for them (403 otherwise).", **ORIGINS)
+    max_body_mb: float = doc(4.0, "Request bodies larger than this many megabytes get 413.", gt=0, le=1024)
+    read_timeout_s: float = doc(30.0, "Seconds a client has to send a request's head, and again its body.", gt=0, le=3600)
+    max_connections: int = doc(1024, "Open connections at most; beyond it new ones get 503.", ge=1, le=1_000_000)
+    shutdown_timeout_s: float = doc(10.0, "On SIGTERM, seconds running requests may take to finish.", gt=0, le=86400)
+
+
+@dataclass
+class TelemetrySection:
+    """OpenTelemetry spans (GenAI semantic conventions) and where they go."""
+
+    exporter: str = doc("none", "'none', 'console' (standard error), 'file' (JSON lines at telemetry.file), 'otlp' (needs opentelemetry-exporter-otlp) or 'memory' (tests).", choices=("none", "console", "file", "otlp", "memory"))
+    file: str = doc("", "File the 'file' exporter appends spans to.", path=True)
+    otlp_endpoint: str = doc("", "OTLP/HTTP endpoint for 'otlp'; empty: the exporter's default ($OTEL_EXPORTER_OTLP_ENDPOINT).")
+    service_name: str = doc("londinium-gateway", "service.name of the spans.", nonempty=True)
+
+
+@dataclass
+class BackendSection:
+    """One OpenAI-compatible server and the model it is asked for."""
+
+    name: str = doc("", "Name used by routes, headers, the ledger and metrics.", nonempty=True, pattern=NAME)
+    base_url: str = doc("", "The server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1.", pattern=r"https?://[^\s]+", hint="(http:// or https://)")
+    model: str = doc("", "Model id sent to this backend.", nonempty=True)
+    api_key: str = doc("", "Bearer key the backend needs; empty: api_key_env, else none.")
+    api_key_env: str = doc("", "Environment variable holding the backend's key.")
+    context: int = doc(0, "Context length in tokens; 0: read max_model_len from its /models (londinium serve, vLLM report it).", ge=0, hint="(0: ask the backend)")
+    input_price: float = doc(0.0, "Dollars per million prompt tokens.", ge=0, le=1e6)
+    output_price: float = doc(0.0, "Dollars per million completion tokens.", ge=0, le=1e6)
+    weight: float = doc(1.0, "Share of traffic under the 'weighted' strategy, relative to the group's other backends.", gt=0, le=1e6)
+    timeout_s: float = doc(60.0, "Deadline of a whole answer, or of a stream's first event; then the next backend.", gt=0, le=86400)
+    stream_idle_s: float = doc(30.0, "Longest gap between two events of a stream; then the stream ends with an error event.", gt=0, le=86400)
+    max_concurrency: int = doc(0, "Requests in flight to this backend at most (0: no cap); a full backend is passed over.", ge=0, hint="(0: no cap)")
+    tokenizer: str = doc("", "A tokenizer.json (Hugging Face tokenizers) counting this backend's tokens, for context fitting and usage it does not report.", path=True)
+
+
+@dataclass
+class RouteSection:
+    """A model alias and the backends that serve it."""
+
+    alias: str = doc("", "The model name clients send (and GET /v1/models lists).", nonempty=True, pattern=NAME)
+    backends: list[str] = doc([], "The group: backend names, in order of preference for fallback ties.", nonempty=True)
+    strategy: str = doc("weighted", "How the group is ordered: 'weighted' (random by weight), 'least-busy', 'latency' (lowest smoothed time to first byte) or 'cost' (cheapest for the request).", choices=STRATEGIES)
+    classifier: str = doc("", "A router.json from `londinium gateway train-router`: its label puts that class's backends first.", path=True)
+    classes: dict = doc({}, "Label -> backend names, for the classifier: e.g. {domain = ['tiny'], general = ['big']}.")
+
+
+REQUIRED = {BackendSection: ("name", "base_url", "model"), RouteSection: ("alias", "backends")}
+
+
+@dataclass
+class GatewaySettings:
+    gateway: GatewaySection = field(default_factory=GatewaySection)
+    telemetry: TelemetrySection = field(default_factory=TelemetrySection)
+    backends: list[BackendSection] = field(default_factory=list)
+    routes: list[RouteSection] = field(default_factory=list)
+    source: str = "gateway.toml"  # where it was read from, for messages
+
+    def backend(self, name: str) -> BackendSection:
+        return next(b for b in self.backends if b.name == name)
+
+    def route(self, alias: str) -> RouteSection | None:
+        return next((r for r in self.routes if r.alias == alias), None)
+
+    def database_url(self) -> str:
+        """The database: as configured, else gateway.db beside the config file."""
+        db = self.gateway.database
+        if db.startswith(("postgresql://", "postgres://")):
+            return db
+        folder = Path(self.source).parent if self.source.endswith(".toml") else Path.cwd()
+        return str((folder / (db or "gateway.db")).absolute())
+
+
+def _table(cls: type, data: Any, where: str, folder: Path) -> Any:
+    """A dataclass from a TOML table: unknown keys and values out of range are a ConfigError naming them."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table of key = value")
+    hints = typing.get_type_hints(cls)
+    obj = cls()
+    for key, value in data.items():
+        if key not in hints:
+            raise ConfigError(f"{where}: unknown key '{key}'; known keys: {', '.join(hints)}")
+        if hints[key] is dict:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key} must be a table, e.g. {{domain = ['tiny'], general = ['big']}}")
+        else:
+            if hints[key] is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            check_field(cls, key, value, f"{where}.{key}")
+            value = resolve_path(cls, key, value, folder)
+        setattr(obj, key, value)
+    for name in REQUIRED.get(cls, ()):
+        if name not in data:
+            doc_line = next(f for f in dataclasses.fields(cls) if f.name == name).metadata["doc"]
+            raise ConfigError(f"{where}: '{name}' is required ({doc_line})")
+    return obj
+
+
+def load_settings(path: str | Path) -> GatewaySettings:
+    """Read and check `gateway.toml`; every problem is one ConfigError line naming the file and field."""
+    path = Path(path)
+    data = read_toml(path, "gateway config", ConfigError, hint="write one as docs/gateway.md shows")
+    return parse_settings(data, str(path), path.absolute().parent)
+
+
+def parse_settings(data: dict[str, Any], source: str = DEFAULT_CONFIG, folder: Path | None = None) -> GatewaySettings:
+    folder = folder or Path.cwd()
+    known = {"gateway", "telemetry", "backends", "routes"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]]")
+    s = GatewaySettings(source=source)
+    s.gateway = _table(GatewaySection, data.get("gateway", {}), f"{source}: gateway", folder)
+    s.telemetry = _table(TelemetrySection, data.get("telemetry", {}), f"{source}: telemetry", folder)
+    for kind in ("backends", "routes"):
+        if not isinstance(data.get(kind, []), list):
+            raise ConfigError(f"{source}: {kind} must be an array of tables ([[{kind}]])")
+    s.backends = [_table(BackendSection, b, f"{source}: backends[{i}]", folder) for i, b in enumerate(data.get("backends", []))]
+    s.routes = [_table(RouteSection, r, f"{source}: routes[{i}]", folder) for i, r in enumerate(data.get("routes", []))]
+    check_relations(s)
+    return s
+
+
+def _duplicate(values: list[str]) -> str | None:
+    seen: set[str] = set()
+    return next((v for v in values if v in seen or seen.add(v)), None)  # type: ignore[func-returns-value]
+
+
+def check_relations(s: GatewaySettings) -> None:
+    """What no single field can say: names unique, routes naming known backends, the chain's steps known."""
+    src = s.source
+    if not s.backends:
+        raise ConfigError(f"{src}: no [[backends]]: add at least one (name, base_url, model)")
+    if not s.routes:
+        raise ConfigError(f"{src}: no [[routes]]: add at least one (alias, backends) so clients have a model to ask for")
+    if (dup := _duplicate([b.name for b in s.backends])) is not None:
+        raise ConfigError(f"{src}: two backends are named {dup!r}; backend names must be unique")
+    if (dup := _duplicate([r.alias for r in s.routes])) is not None:
+        raise ConfigError(f"{src}: two routes have the alias {dup!r}; each alias must name one route")
+    names = [b.name for b in s.backends]
+    for i, r in enumerate(s.routes):
+        for name in r.backends + [n for group in r.classes.values() for n in (group if isinstance(group, list) else [group])]:
+            if name not in names:
+                raise ConfigError(f"{src}: routes[{i}] ({r.alias!r}) names an unknown backend {name!r}; known backends: {', '.join(names)}")
+        for label, group in r.classes.items():
+            if not isinstance(group, list) or not all(isinstance(n, str) for n in group):
+                raise ConfigError(f"{src}: routes[{i}].classes.{label} must be a list of backend names")
+            if not set(group) <= set(r.backends):
+                raise ConfigError(f"{src}: routes[{i}].classes.{label} names backends outside the route's group {r.backends}")
+        if r.classes and not r.classifier:
+            raise ConfigError(f"{src}: routes[{i}] ({r.alias!r}) has classes but no classifier; train one with `londinium gateway train-router`")
+        if r.classifier and not Path(r.classifier).is_file():
+            raise ConfigError(f"{src}: routes[{i}].classifier {r.classifier} does not exist; train it with `londinium gateway train-router --out {r.classifier}`")
+    s.gateway.chain = list(s.gateway.chain)
+    if s.gateway.chain[-1] != "upstream":
+        raise ConfigError(f"{src}: gateway.chain must end with 'upstream' (the call to a backend), not {s.gateway.chain[-1]!r}")

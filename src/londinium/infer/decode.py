@@ -1,0 +1,90 @@
+"""One decode step of the engine's running sequences, eager or compiled.
+
+`Decoder.logits` runs `GPT.decode` over the rows of a `SlotCache` and returns their logits;
+`Decoder.greedy` also picks each row's argmax and its log-probability inside the same call, so an
+all-greedy batch without logits processors costs one forward pass and one small transfer per step
+(the engine's fast path). Both give what the eager forward pass gives (the equivalence tests hold
+them to it).
+
+`compile=True` runs both through `torch.compile` (Inductor; on CPU its C++ backend, with the C++
+wrapper so the step's kernels are called from C++ rather than Python, which is most of the gain at
+batch 1 on a small model). Shapes are static, so each is compiled once and then only looked up: the
+rows are padded up to a power of two (at most the cache's slots; padding rows write to free slots,
+which are overwritten when a sequence joins) and the keys read up to a power of two of at least 64
+columns (masked past each row's length). So a server meets at most about log2(max_running) x
+log2(context / 64) shapes, each compiled the first time it is met: tens of seconds each on a small
+CPU, seconds when Inductor's on-disk cache already holds it (see docs/generation.md, "Speed").
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from londinium.model.cache import SlotCache
+
+MIN_SPAN = 64  # keys read by a compiled step at least: short sequences share one shape
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def _logits(model: Any, view: type, tokens: torch.Tensor, positions: torch.Tensor, buffers: tuple, span: int,
+            masked: bool) -> torch.Tensor:
+    return model.decode(tokens, positions, view(buffers, positions, span, masked)).float()
+
+
+def _greedy(model: Any, view: type, tokens: torch.Tensor, positions: torch.Tensor, buffers: tuple, span: int,
+            masked: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = _logits(model, view, tokens, positions, buffers, span, masked)
+    best = logits.argmax(dim=-1)
+    # The same ops as the engine's general path (argmax; log_softmax then gather), so the fast path's
+    # tokens and log-probabilities are those of the slow one, bit for bit.
+    return best, logits.log_softmax(dim=-1).gather(1, best[:, None])[:, 0]
+
+
+class Decoder:
+    """The engine's decode step for `model` (see the module docstring)."""
+
+    def __init__(self, model: Any, compile: bool = False):
+        self.model = model
+        self.compiled = compile
+        self.shapes: set[tuple[int, int]] = set()  # (rows, span) met so far: each is one compilation
+        self._greedy, self._logits = functools.partial(_greedy, model), functools.partial(_logits, model)
+        if compile:
+            # The C++ wrapper: the compiled step calls its kernels from C++ (1.7x faster at batch 1
+            # on the tiny preset than Inductor's default Python wrapper; docs/LOG.md).
+            options = {"cpp_wrapper": True}
+            self._greedy = torch.compile(self._greedy, dynamic=False, options=options)
+            self._logits = torch.compile(self._logits, dynamic=False, options=options)
+
+    def _inputs(self, tokens: torch.Tensor, slots: SlotCache) -> tuple[tuple, int]:
+        B, lengths = slots.rows, slots.lengths
+        longest = max(lengths)
+        if not self.compiled:
+            # Exact shapes; rows of one length need no mask (always so at batch 1).
+            return (slots.view_type, tokens, slots.positions(), slots.buffers(), longest + 1, min(lengths) != longest), B
+        rows = min(_pow2(B), slots.slots)
+        span = min(max(MIN_SPAN, _pow2(longest + 1)), slots.max_len)
+        positions = slots.positions()
+        if rows > B:
+            pad = rows - B
+            tokens = torch.cat([tokens, tokens.new_zeros(pad)])
+            positions = torch.cat([positions, positions.new_zeros(pad)])
+        self.shapes.add((rows, span))
+        return (slots.view_type, tokens, positions, slots.buffers(), span, True), B
+
+    def logits(self, tokens: torch.Tensor, slots: SlotCache) -> torch.Tensor:
+        """`[B, V]` float logits of the rows in use; each row's key and value are stored, not yet
+        counted (the caller advances the cache)."""
+        args, B = self._inputs(tokens, slots)
+        return self._logits(*args)[:B]
+
+    def greedy(self, tokens: torch.Tensor, slots: SlotCache) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's most likely next token and its log-probability."""
+        args, B = self._inputs(tokens, slots)
+        best, logprob = self._greedy(*args)
+        return best[:B], logprob[:B]

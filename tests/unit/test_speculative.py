@@ -1,0 +1,136 @@
+"""Speculative decoding (infer/speculative.py): greedy output is the target's own, token for token;
+sampled output is distributed as the target's, counted on a small vocabulary."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from engine_fixtures import make_model, make_tokenizer
+from scipy.stats import chisquare
+
+from londinium.config import ModelConfig
+from londinium.errors import ConfigError
+from londinium.infer import Engine, SamplingParams
+from londinium.infer.speculative import SpeculativeDecoder, verify
+from londinium.model.gpt import GPT
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tokenizer()
+
+
+def varied_model(tok, seed: int = 0) -> GPT:
+    """A random GPT whose greedy output varies (the fixtures' models, weights tied, repeat one token)."""
+    model = make_model(tok, "rope", n_kv_head=2, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 2 and "wte" not in name:
+                p.normal_(0, 2 / p.shape[1] ** 0.5, generator=g)
+    return model
+
+
+def perturbed(model: GPT, noise: float) -> GPT:
+    """A copy of `model` with every weight moved by `noise` of its spread: a draft that sometimes agrees."""
+    draft = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(noise * p.std() * torch.randn(p.shape, generator=g))
+    return draft
+
+
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("draft", ["the target", "close", "unrelated"])
+def test_greedy_output_is_the_targets_own(tok, k: int, draft: str) -> None:
+    target = varied_model(tok)
+    drafts = {"the target": target, "close": perturbed(target, 0.05), "unrelated": varied_model(tok, seed=1)}
+    prompt = tok.encode("Shall I compare thee").ids
+    [alone] = Engine(target, tok).generate([prompt], SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True))
+    assert len(set(alone.token_ids)) > 10
+    out = SpeculativeDecoder(target, drafts[draft], k=k).generate(alone.prompt_token_ids, 40)
+    assert out.token_ids == alone.token_ids
+    if draft == "the target":
+        assert out.accepted == out.drafted and out.target_passes == -(-40 // (k + 1))
+    elif draft == "close":
+        assert 0 < out.accepted < out.drafted  # both the accept and the reject path ran
+    else:
+        assert out.accepted < out.drafted / 4
+
+
+def small_gpt(seed: int, sharpness: float) -> GPT:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=16, context=16, vocab_size=5, positions="rope", norm="rmsnorm", mlp="swiglu")
+    model = GPT(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpness)  # peaked distributions, so target and draft really differ
+    return model
+
+
+def two_token_law(model: GPT, prompt: list[int], temperature: float) -> torch.Tensor:
+    """The exact probability of each pair of next tokens, `[V * V]`, from full forward passes."""
+    V = model.config.vocab_size
+    with torch.no_grad():
+        first = torch.softmax(model(torch.tensor([prompt]))[0][0, -1] / temperature, -1)
+        second = torch.stack([torch.softmax(model(torch.tensor([[*prompt, a]]))[0][0, -1] / temperature, -1) for a in range(V)])
+    return (first[:, None] * second).reshape(-1)
+
+
+def test_the_rule_emits_each_token_as_the_target_would() -> None:
+    """verify() alone, with laws that depend on the tokens before (as the target's pass gives them):
+    the first two emitted tokens of 5,000 rounds (k=2) against the target's exact two-token law."""
+    V, n = 4, 5_000
+    g = torch.Generator().manual_seed(0)
+    law = lambda *shape: torch.softmax(3 * torch.randn(*shape, V, generator=g), -1)  # noqa: E731
+    p1, p2, p3 = law(), law(V), law(V, V)  # target: first token; second given the first; third given both
+    q1, q2 = law(), law(V)  # draft
+    exact = (p1[:, None] * p2).reshape(-1)
+    counts = torch.zeros(V * V)
+    for _ in range(n):
+        x1 = int(torch.multinomial(q1, 1, generator=g))
+        x2 = int(torch.multinomial(q2[x1], 1, generator=g))
+        out = verify(torch.stack([p1, p2[x1], p3[x1, x2]]), torch.stack([q1, q2[x1]]), [x1, x2], g)
+        if len(out) == 1:  # the first proposal was rejected: the second token comes from the target given it
+            out.append(int(torch.multinomial(p2[out[0]], 1, generator=g)))
+        counts[out[0] * V + out[1]] += 1
+    assert chisquare(counts.numpy(), (exact * n).numpy()).pvalue > 1e-3
+    draft_law = (q1[:, None] * q2).reshape(-1)
+    assert float(((draft_law - exact) ** 2 / exact).sum()) * n > 500  # always accepting would be seen
+
+
+@pytest.mark.slow  # 3,000 decodes with real models: ~10 s on a quiet machine
+def test_sampled_output_is_distributed_as_the_targets(tok) -> None:
+    target, draft = small_gpt(0, 30.0), small_gpt(1, 30.0)
+    prompt, temperature, n = [1, 3], 0.9, 3000
+    p, q = two_token_law(target, prompt, temperature), two_token_law(draft, prompt, temperature)
+    assert 0.5 * float((p - q).abs().sum()) > 0.3  # the draft alone would be far off: the rule must correct it
+    spec = SpeculativeDecoder(target, draft, k=2)
+    gen = torch.Generator().manual_seed(0)
+    V = target.config.vocab_size
+    counts = torch.zeros(V * V)
+    drafted = accepted = 0
+    for _ in range(n):
+        out = spec.generate(prompt, 2, temperature=temperature, generator=gen)
+        counts[out.token_ids[0] * V + out.token_ids[1]] += 1
+        drafted, accepted = drafted + out.drafted, accepted + out.accepted
+    assert 0 < accepted < drafted  # both the accept and the reject branch ran
+    seen = p > 1e-4  # cells the target gives (almost) nothing are pooled: chi-square needs expected counts
+    expected = torch.cat([p[seen], p[~seen].sum()[None]]) * n
+    observed = torch.cat([counts[seen], counts[~seen].sum()[None]])
+    assert chisquare(observed.numpy(), expected.numpy() * observed.sum().item() / expected.sum().item()).pvalue > 1e-3
+    # The test has the power to see a wrong rule: the draft's own law gives a chi-square far past any threshold.
+    wrong = torch.cat([q[seen], q[~seen].sum()[None]]) * n
+    assert float(((wrong - expected) ** 2 / expected).sum()) > 200
+
+
+def test_a_draft_with_another_vocabulary_or_a_long_request_is_refused(tok) -> None:
+    target = make_model(tok, "rope")
+    with pytest.raises(ConfigError, match="same tokenizer"):
+        SpeculativeDecoder(target, small_gpt(0, 1.0))
+    with pytest.raises(ConfigError, match="exceed the context"):
+        SpeculativeDecoder(target, make_model(tok, "rope", seed=1)).generate([1, 2, 3], 64)
