@@ -172,7 +172,8 @@ clean = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
                      | st.text(max_size=6), lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
                      max_leaves=6)
 WRONG = st.sampled_from(["yes", "0.5", "2", "", True, False, 2.5, -1.5, 10**30, [1], ["a"], {}, {"a": 1}]) | clean
-VALID = {"prompt": "Thou", "text": "Thou art", "query": "lord", "id": "tiny/x", "continuations": [" a", " b"]}
+VALID = {"prompt": "Thou", "text": "Thou art", "query": "lord", "id": "tiny/x", "continuations": [" a", " b"],
+         "question": "Who is lord?"}  # every required argument of every tool (ask came with the rag work)
 
 
 def json_types(schema: dict) -> set:
