@@ -609,18 +609,15 @@ class _Output:
     the file descriptor is pointed at /dev/null (as Python's documentation advises) so nothing
     raises again, even at exit. With `stop`, that write still raises BrokenPipeError: the command
     only prints, and stops. Without it, the work goes on silently and is recorded: a stage's record
-    never depends on its output being read."""
+    never depends on its output being read. Any other failed write (`> /dev/full`) is one line naming
+    the stream, not the workspace's disk, and exit 2."""
 
-    def __init__(self, stream: Any, stop: bool):
-        self._stream, self._stop, self.closed_by_reader = stream, stop, False
+    def __init__(self, stream: Any, stop: bool, name: str):
+        self._stream, self._stop, self._name, self.closed_by_reader = stream, stop, name, False
 
     def _reader_gone(self) -> None:
         self.closed_by_reader = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, self._stream.fileno())
-        finally:
-            os.close(devnull)
+        self._reader_gone_quietly()
         if self._stop:
             raise BrokenPipeError
 
@@ -630,6 +627,8 @@ class _Output:
         except BrokenPipeError:
             self._reader_gone()
             return self._stream.write(text)
+        except OSError as e:
+            raise self._unwritable(e) from None
 
     def flush(self) -> None:
         try:
@@ -637,6 +636,22 @@ class _Output:
         except BrokenPipeError:
             self._reader_gone()
             self._stream.flush()
+        except OSError as e:
+            raise self._unwritable(e) from None
+
+    def _unwritable(self, e: OSError) -> LondiniumError:
+        # Not the workspace's disk: the place the output was sent (`> /dev/full`, a full log disk).
+        # The output is dropped from here on, so that the error line itself can still be written.
+        self._reader_gone_quietly()
+        return LondiniumError(f"cannot write to standard {self._name} ({e.strerror or e}); "
+                              "send it somewhere with room (or to /dev/null)")
+
+    def _reader_gone_quietly(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -658,17 +673,61 @@ def _disk_full_line(args: argparse.Namespace, e: BaseException) -> str:
     return str(disk_full(Path(path).absolute(), hint="choose another --workspace"))
 
 
+def _open_standard_streams() -> None:
+    """Point a standard stream that was closed when londinium started (`londinium ... <&- >&-`, some
+    service managers) at /dev/null. Python leaves sys.stdin/stdout/stderr None then, and the
+    descriptor free: the next file opened (a checkpoint being written) would take it, and whatever
+    a library prints would land inside that file."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False,
+                                    errors="backslashreplace" if fd == 2 else "strict", buffering=1 if fd == 2 else -1))
+
+
+# Arguments that are text (checked, and explained, as text); the rest name files and folders.
+_TEXT_ARGUMENTS = {"query": "the query", "stop": "--stop", "overrides": "--set"}
+
+
+def _refuse_non_utf8(args: argparse.Namespace) -> None:
+    """Every argument must be UTF-8: a name or path with other bytes (which Python hands over as
+    lone surrogates) cannot be written into the manifest, a config or a JSON record, and the
+    libraries under londinium (safetensors, tokenizers) refuse it with misleading errors. `--prompt`
+    is checked by generate itself, which numbers the prompts."""
+    from londinium.infer.user_text import check_text
+
+    for dest, value in vars(args).items():
+        if dest == "prompt":
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, (str, Path)):
+                if dest in _TEXT_ARGUMENTS:
+                    check_text(str(v), _TEXT_ARGUMENTS[dest])
+                else:
+                    check_text(str(v), f"--{dest.replace('_', '-')}",
+                               fix="give a path whose name is UTF-8 (rename it, e.g. with convmv)")
+
+
 def main(argv: list[str] | None = None) -> int:
     from londinium.files import out_of_space
 
+    _open_standard_streams()
     args = build_parser().parse_args(argv)
     outputs: list[_Output] = []
     if args.handler.__name__ != "cmd_mcp":  # MCP speaks its protocol on stdout: leave it to the SDK
         stop = args.handler.__name__ in _ONLY_PRINT
-        outputs = [_Output(sys.stdout, stop), _Output(sys.stderr, stop)]
+        outputs = [_Output(sys.stdout, stop, "output"), _Output(sys.stderr, stop, "error")]
         sys.stdout, sys.stderr = outputs
     try:
+        _refuse_non_utf8(args)
         status = args.handler(args)
+        sys.stdout.flush()  # a full or closed output shows here, where it can still be reported
     except BrokenPipeError:
         status = EXIT_BROKEN_PIPE
     except LondiniumError as e:

@@ -91,8 +91,8 @@ def evaluate(
     e = cfg.eval
     validate_config(e)
     text_paths = [Path(t) for t in texts]
-    for t in text_paths:
-        require_file(t, "--text")
+    for t in text_paths:  # read whole now: one that is no UTF-8 text fails before the stage drops its old record
+        _read_text_file(t)
     if cfg.train.threads > 0:  # the same CPU thread setting as training (0: torch's default)
         import torch
 

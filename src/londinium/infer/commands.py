@@ -12,7 +12,7 @@ from pathlib import Path
 
 from londinium.config import Config
 from londinium.errors import LondiniumError
-from londinium.files import loads_json
+from londinium.files import loads_json, path_kind
 from londinium.infer.engine import Engine
 from londinium.infer.options import sampling_params
 from londinium.infer.user_text import check_text, decode_line
@@ -37,10 +37,13 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     if args.prompt is not None:
         return [check_text(p, f"--prompt {i + 1}" if len(args.prompt) > 1 else "--prompt") for i, p in enumerate(args.prompt)]
     path: Path = args.prompts_file
-    if path.is_dir():
+    kind = path_kind(path, follow=True)
+    if kind == "folder":
         raise LondiniumError(f"--prompts-file {path} is a directory; give a text or .jsonl file of prompts")
-    if not path.is_file():
+    if kind == "missing":
         raise LondiniumError(f"--prompts-file {path}: no such file")
+    if kind != "file":  # a FIFO waits for a writer for ever, a device never ends: as for every file londinium reads
+        raise LondiniumError(f"--prompts-file {path} is a {kind}, not a regular file; save the prompts to a file and give that")
     try:
         lines = [decode_line(raw, f"{path}:{i}") for i, raw in enumerate(path.read_bytes().splitlines(), 1)]
     except OSError as e:

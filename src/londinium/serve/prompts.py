@@ -67,10 +67,10 @@ def _params(req: _Sampling, gen: Any, vocab_size: int, names: dict[str, str], **
     if req.logit_bias:
         bias: dict[int, float] = {}
         for key, value in req.logit_bias.items():
-            try:
-                bias[int(key)] = value
-            except ValueError:
-                raise bad_request(f"logit_bias: key {key!r} is not a token id (an integer in a string)", param="logit_bias") from None
+            # ASCII digits only: int() also reads " 1", "+1", "1_0" and other scripts' digits ("١")
+            if not re.fullmatch(r"-?[0-9]+", key):
+                raise bad_request(f"logit_bias: key {key!r} is not a token id (an integer in a string)", param="logit_bias")
+            bias[int(key)] = value
         overrides["logit_bias"] = bias
     overrides.update({k: v for k, v in extra.items() if v is not None})
     params = SamplingParams.from_config(gen, n=req.n, **overrides)
@@ -101,6 +101,20 @@ def _fit(ids: list[int], params: SamplingParams, requested: int | None, context:
     return params
 
 
+def _refuse_if_surely_too_long(texts: list[str], engine: Any, field: str, which: str = "") -> None:
+    """Refuse, before tokenizing, text whose size alone proves it cannot fit the context: no token
+    stands for more bytes than the vocabulary's longest, so it has at least bytes / longest tokens.
+    Tokenizing is what would take the time (4 s for 3 MB, on the event loop every request shares)."""
+    size = sum(len(t.encode("utf-8")) for t in texts)
+    if size <= engine.context:  # it fits, whatever it becomes
+        return
+    at_least = -(-size // max(map(len, engine.token_bytes)))
+    if at_least >= engine.context:
+        raise APIError(400, f"This model's maximum context length is {engine.context} tokens. However, your {field}{which} "
+                            f"has at least {at_least:,} tokens ({size:,} bytes), which leaves no room for a completion. "
+                            f"Please shorten the {field}.", param=field, code="context_length_exceeded")
+
+
 def completion_inputs(req: CompletionRequest, engine: Any, gen: Any) -> Prepared:
     """POST /v1/completions: the prompt in any of its four forms."""
     stream, include_usage = _common_checks(req)
@@ -126,7 +140,8 @@ def completion_inputs(req: CompletionRequest, engine: Any, gen: Any) -> Prepared
     for i, p in enumerate(raw):
         which = f" (prompt {i})" if len(raw) > 1 else ""
         if isinstance(p, str):
-            ids, text = encode(engine.tokenizer, _text(p, "prompt")), p
+            _refuse_if_surely_too_long([_text(p, "prompt")], engine, "prompt", which)
+            ids, text = encode(engine.tokenizer, p), p
         else:
             bad = [t for t in p if not 0 <= t < engine.vocab_size]
             if bad:
@@ -197,7 +212,11 @@ def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
         if role not in ("system", "user", "assistant"):
             raise bad_request(f"messages[{i}].role: unknown role {m.role!r}; use system, developer, user or assistant",
                               param=f"messages[{i}].role")
+        if m.content is None and role != "assistant":  # only a reply may be empty (the SDK sends ones back so)
+            raise bad_request(f"messages[{i}].content: a {m.role} message needs content, a string or a list of text "
+                              "parts, not null", param=f"messages[{i}].content")
         messages.append({"role": role, "content": _text(m.text(), f"messages[{i}].content")})
+    _refuse_if_surely_too_long([m["content"] for m in messages], engine, "messages")  # the template only adds
     try:
         ids, text = encode_chat(engine.tokenizer, messages)
     except ChatTemplateError as e:

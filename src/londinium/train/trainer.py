@@ -171,7 +171,10 @@ class _Run:
         if not self.force and self.ws.up_to_date(key, self._fingerprint(), self._inputs()):
             return {"action": "skip"}
         if self.force:
-            shutil.rmtree(self.ws.run_dir(self.run_name), ignore_errors=True)
+            try:  # only a run folder training wrote; an error goes to every rank as a decision
+                self.ws.clear_run(self.run_name)
+            except LondiniumError as e:
+                return {"action": "error", "message": str(e)}
             return {"action": "fresh"}
         existing = ck.list_checkpoints(self.ckpt_dir)
         if not existing:
