@@ -18,6 +18,7 @@ from londinium.gateway.chain import Chain, Exchange, Reply
 from londinium.gateway.runtime import Gateway
 from londinium.gateway.settings import parse_settings
 from londinium.gateway.steps import Route
+from londinium.serve.errors import APIError
 from londinium.serve.sse import sse
 
 
@@ -275,3 +276,21 @@ def test_a_stream_broken_off_is_not_stored(gateway) -> None:
 
     asyncio.run(read_one_and_leave())
     assert ex.outcome["cache_reason"] == "not-ok" and ask(chain, body)[0] == "miss"
+
+
+def test_an_error_is_not_stored_and_still_carries_the_decision(gateway) -> None:
+    gw, step, canned, chain = gateway()
+
+    class Failing:
+        name = "upstream"
+
+        async def __call__(self, ex, call_next):
+            raise APIError(503, "every backend failed")
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "Thou"}], "temperature": 0}
+    for sent, decision in ((body, "miss"), ({**body, "temperature": 0.5}, "bypass")):
+        ex = Exchange("chat", dict(sent))
+        with pytest.raises(APIError) as e:
+            asyncio.run(Chain([chain.steps[0], step, Failing()])(ex))
+        assert e.value.headers[HEADER] == decision and ex.outcome["cache"] == decision
+    assert ex.outcome["cache_reason"] == "sampled" and ask(chain, body) == ("miss", "answer-1")

@@ -112,16 +112,13 @@ class Cache:
                 return _replay(json.loads(found))
         if reason is not None:
             self._decide(ex, "bypass", reason)
-            reply = await call_next(ex)
-            reply.headers[HEADER] = "bypass"
-            return reply
+            return await _call(ex, call_next, "bypass")
         ex.outcome["cache"] = "miss"  # the reason (stored or why not) once the answer is complete
         try:
-            reply = await call_next(ex)
-        except APIError:
+            reply = await _call(ex, call_next, "miss")
+        except BaseException:
             self._decide(ex, "miss", "not-ok")
             raise
-        reply.headers[HEADER] = "miss"
         if reply.events is not None:
             reply.events = self._collect(ex, key, reply.events)
         elif reply.status == 200 and reply.body is not None:
@@ -131,28 +128,29 @@ class Cache:
         return reply
 
     async def _collect(self, ex: Exchange, key: str, events: AsyncIterator[dict]) -> AsyncIterator[dict]:
-        """Pass the chunks on as they come and keep them; store them once the stream ended well."""
-        chunks: list[dict] | None = []
+        """Pass the chunks on as they come and keep them; store them once the stream ended well. Each is
+        kept as JSON text when it passes, so a step outside this one that rewrites chunks in place
+        cannot change what was stored."""
+        kept: list[str] | None = []
         size = 0
         try:
             async for chunk in events:
-                if chunks is not None:
-                    size += len(json.dumps(chunk, ensure_ascii=False))
-                    if size <= self.max_entry:
-                        chunks.append(chunk)
-                    else:  # too large to keep: stop collecting
-                        chunks = None
+                if kept is not None:
+                    kept.append(_json(chunk))
+                    size += len(kept[-1])
+                    if size > self.max_entry:  # too large to keep: stop collecting
+                        kept = None
                 yield chunk
         except BaseException:  # an error event, or the client went away: nothing to keep
             self._decide(ex, "miss", "not-ok")
             raise
-        if chunks is None:
+        if kept is None:
             self._decide(ex, "miss", "too-large")
         else:
-            await self._put(ex, key, {"chunks": chunks})
+            await self._put(ex, key, '{"chunks":[' + ",".join(kept) + "]}")
 
-    async def _put(self, ex: Exchange, key: str, entry: dict[str, Any]) -> None:
-        value = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    async def _put(self, ex: Exchange, key: str, entry: dict[str, Any] | str) -> None:
+        value = (entry if isinstance(entry, str) else _json(entry)).encode("utf-8", "surrogatepass")
         if len(value) > self.max_entry:
             self._decide(ex, "miss", "too-large")
             return
@@ -168,6 +166,21 @@ class Cache:
 
     async def close(self) -> None:
         await self.store.close()
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+async def _call(ex: Exchange, call_next: Next, decision: str) -> Reply:
+    """The rest of the chain, its answer (an error too) carrying the decision's header."""
+    try:
+        reply = await call_next(ex)
+    except APIError as e:
+        e.headers = {**(e.headers or {}), HEADER: decision}
+        raise
+    reply.headers[HEADER] = decision
+    return reply
 
 
 def _replay(entry: dict[str, Any]) -> Reply:
