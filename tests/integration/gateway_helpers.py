@@ -1,14 +1,17 @@
 """Shared pieces of the gateway tests: a small real OpenAI-compatible server whose failures the test
-chooses, a gateway.toml writer, and a gateway served by uvicorn on 127.0.0.1."""
+chooses, a gateway.toml writer, a gateway served by uvicorn on 127.0.0.1, and private PostgreSQL and
+Redis servers."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -164,4 +167,48 @@ def postgres_cluster() -> Iterator[str]:
         if (data / "postmaster.pid").exists():
             subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                            capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- Redis: a private server from the system packages ----------------------------------------------
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A redis-server started in a temporary folder on a free port of 127.0.0.1 (no persistence);
+    yields its URL; always stopped. Missing redis-server or redis-py: a skip, or a failure under CI."""
+    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    missing = ("redis-server is not installed (apt-get install -y redis-server)" if binary is None else
+               "redis-py is not installed (pip install -e '.[redis]')" if importlib.util.find_spec("redis") is None else None)
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    import redis
+
+    folder = Path(tempfile.mkdtemp(prefix="londinium-redis-"))
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
+                             "--appendonly", "no", "--daemonize", "no", "--logfile", str(folder / "log")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        for _ in range(200):  # up to ~10 s on a busy machine
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited: {(folder / 'log').read_text(errors='replace')[-500:]}") from None
+                time.sleep(0.05)
+        client.close()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         shutil.rmtree(folder, ignore_errors=True)

@@ -18,8 +18,10 @@ from serve_helpers import trained_run
 from helpers.prose import local_sources
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-HELPERS = {"peers.py", "servers.py"}  # imported by the scripts, not run
-HAVE_OWN_TEST = {"gpu_check.py": "test_gpu_check.py (--dry-run)", "recipe_search.py": "test_recipe_search.py"}
+HELPERS = {"peers.py", "servers.py", "gateway_upstream.py"}  # imported or started by the scripts, not run
+HAVE_OWN_TEST = {"gpu_check.py": "test_gpu_check.py (--dry-run)", "recipe_search.py": "test_recipe_search.py",
+                 "gateway_overhead.py": "test_gateway_benchmark.py (with a soak)",
+                 "retrieval.py": "test_retrieval_benchmarks.py", "retrieval_peer.py": "test_retrieval_benchmarks.py"}
 
 # script -> (extra arguments, built from the test's workspace and run; a line its output must hold)
 QUICK: dict[str, tuple] = {
@@ -40,6 +42,7 @@ QUICK: dict[str, tuple] = {
     "decode_floor.py": (lambda ws, run, tmp: [], "engine, empty model"),
     "speculative.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run, "--draft-run", run], "tokens/target pass"),
     "kv_dtypes.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
+    "gateway_cache.py": (lambda ws, run, tmp: [], "hit/miss p50"),
 }
 MARKS = {
     "gguf_decode.py": [pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,

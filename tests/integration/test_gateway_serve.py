@@ -113,6 +113,24 @@ def test_the_ledger_holds_exactly_the_tokens_the_clients_saw(upstreams, tiny_wor
     assert key.spend == pytest.approx(sum((p * 0.1 + n * 0.2) / 1e6 for p, n in seen))
 
 
+def test_the_exact_cache_answers_a_repeated_greedy_request_as_the_model_did(upstreams, tiny_workspace, tmp_path) -> None:
+    cfg = write_config(tmp_path / "gw.toml", backends(upstreams, ""), [{"alias": "m", "backends": ["tiny"]}],
+                       chain=["auth", "usage", "limits", "route", "cache", "upstream"])
+    with gateway_server(cfg) as (url, gw):
+        _, secret = gw.store.create_key("reader")
+        c = openai.OpenAI(base_url=url + "/v1", api_key=secret, max_retries=0, timeout=60)
+        ask = dict(model="m", messages=[{"role": "user", "content": "Who art thou?"}], max_tokens=8, temperature=0)
+        raws = [c.chat.completions.with_raw_response.create(**ask) for _ in range(2)]
+        assert [r.headers["x-londinium-cache"] for r in raws] == ["miss", "hit"]
+        assert raws[1].parse().choices[0].message.content == raws[0].parse().choices[0].message.content
+        streams = [list(c.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True})) for _ in range(2)]
+        texts = ["".join(ch.choices[0].delta.content or "" for ch in s if ch.choices) for s in streams]
+        assert texts[0] == texts[1] == raws[0].parse().choices[0].message.content  # greedy: the stream says what the JSON said
+        assert [ch.model_dump() for ch in streams[1]] == [ch.model_dump() for ch in streams[0]]  # the same chunks, replayed
+        rows = gw.store.ledger()
+    assert [(r["usage_source"], r["completion_tokens"] > 0) for r in rows] == [("upstream", True), ("cache", False)] * 2
+
+
 @pytest.mark.slow  # a third server process (~13 s on 2 busy cores)
 def test_a_backend_killed_mid_run_falls_back_with_no_failed_request(upstreams, tiny_workspace, tmp_path) -> None:
     port = free_port()

@@ -6,7 +6,8 @@ Where the counts come from, in order: the backend's own `usage` (a stream always
 byte: for a JSON answer before it is returned, for a stream before `[DONE]`, so a client that sends
 its next request at once is already charged for the last one (budgets and tokens-per-minute are
 checked against exactly what was served). A stream the client drops is recorded with what it was
-sent (status 499), in the background, since its task is being cancelled.
+sent (status 499), in the background, since its task is being cancelled. An answer from the exact
+cache is a row with 0 tokens and usage_source "cache" (gateway/cache.py).
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ class Usage:
 
     async def record(self, ex: Exchange, texts: list[str]) -> None:
         backend, usage = ex.backend, ex.usage
-        if usage is not None:
+        if ex.outcome.get("cache") == "hit":  # no backend ran: the tokens were counted on the miss that filled the entry
+            usage, ex.usage_source = {"prompt_tokens": 0, "completion_tokens": 0}, "cache"
+        elif usage is not None:
             ex.usage_source = "upstream"
         elif backend is not None and ((ex.status or 500) < 400 or any(texts)):
             usage = {"prompt_tokens": backend.count(prompt_text(ex.body, ex.endpoint)),

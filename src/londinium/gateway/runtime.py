@@ -14,6 +14,7 @@ import httpx
 
 from londinium.gateway.accounting import Usage
 from londinium.gateway.backends import Backend
+from londinium.gateway.cache import Cache
 from londinium.gateway.chain import Chain, Step, resolve
 from londinium.gateway.router import Router
 from londinium.gateway.settings import GatewaySettings
@@ -24,7 +25,7 @@ from londinium.gateway.upstream import Upstream
 
 # The built-in steps by the name gateway.chain uses: each a factory `(gateway) -> Step`.
 BUILTIN_STEPS: dict[str, Callable[[Any], Step]] = {"auth": Auth, "usage": Usage, "limits": Limits, "route": Route,
-                                                   "upstream": Upstream}
+                                                   "cache": Cache, "upstream": Upstream}
 
 
 class Gateway:
@@ -75,5 +76,8 @@ class Gateway:
         if self._pending:
             await asyncio.wait(set(self._pending), timeout=self.settings.gateway.shutdown_timeout_s)
         await self.client.aclose()
+        for step in self.chain.steps:  # steps holding connections of their own (the cache's Redis)
+            if hasattr(step, "close"):
+                await step.close()
         await asyncio.to_thread(self.store.close)
         self.telemetry.close()

@@ -4,6 +4,7 @@
     [telemetry]          where OpenTelemetry spans go
     [[backends]]         one OpenAI-compatible base URL and model each: context, prices, weight, timeouts
     [[routes]]           a model alias clients send -> a group of backends and how to choose among them
+    [cache]              the exact cache's store, bounds and who bypasses it (the `cache` step)
 
 Fields are declared with `config.doc` (default, one-line doc, the values accepted), so a value out
 of range is the same one-line `ConfigError` as in `londinium.toml`: `gateway.toml: backends[1].input_price
@@ -95,6 +96,23 @@ class RouteSection:
     strategy: str = doc("weighted", "How the group is ordered: 'weighted' (random by weight), 'least-busy', 'latency' (lowest smoothed time to first byte) or 'cost' (cheapest for the request).", choices=STRATEGIES)
     classifier: str = doc("", "A router.json from `londinium gateway train-router`: its label puts that class's backends first.", path=True)
     classes: dict = doc({}, "Label -> backend names, for the classifier: e.g. {domain = ['tiny'], general = ['big']}.")
+    cache: bool = doc(True, "With the `cache` step in the chain: this route's answers are cached (off: every request bypasses it).")
+    cache_ttl_s: float = doc(0.0, "Seconds this route's cached answers live; 0: cache.ttl_s.", ge=0, le=31_536_000, hint="(0: cache.ttl_s)")
+    cache_sampled: bool = doc(False, "Cache sampled requests too (temperature > 0 without a seed): a hit then repeats one sample instead of drawing a new one.")
+
+
+@dataclass
+class CacheSection:
+    """The exact cache (the `cache` step): where answers are kept, for how long, how many."""
+
+    store: str = doc("memory", "'memory' (an LRU inside this gateway process) or 'redis' (shared by every gateway on it; needs the redis extra).", choices=("memory", "redis"))
+    redis_url: str = doc("", "The Redis server for store = 'redis', e.g. redis://127.0.0.1:6379/0.", pattern=r"(rediss?|unix)://[^\s]*|", hint="(redis://, rediss:// or unix://)")
+    prefix: str = doc("londinium:cache:", "Prefix of the cache's Redis keys (several gateway groups can share one Redis).", nonempty=True)
+    ttl_s: float = doc(3600.0, "Seconds a cached answer lives.", gt=0, le=31_536_000)
+    max_entries: int = doc(10_000, "Answers the in-process store keeps at most; the least recently used goes first.", ge=1, le=100_000_000)
+    max_mb: float = doc(64.0, "Megabytes the in-process store keeps at most (bound Redis with its own maxmemory).", gt=0, le=1_000_000)
+    max_entry_kb: float = doc(256.0, "Answers larger than this many kilobytes are not stored (either store).", gt=0, le=1_000_000)
+    bypass_keys: list[str] = doc([], "Names of virtual keys whose requests never use the cache.")
 
 
 REQUIRED = {BackendSection: ("name", "base_url", "model"), RouteSection: ("alias", "backends")}
@@ -106,6 +124,7 @@ class GatewaySettings:
     telemetry: TelemetrySection = field(default_factory=TelemetrySection)
     backends: list[BackendSection] = field(default_factory=list)
     routes: list[RouteSection] = field(default_factory=list)
+    cache: CacheSection = field(default_factory=CacheSection)
     source: str = "gateway.toml"  # where it was read from, for messages
 
     def backend(self, name: str) -> BackendSection:
@@ -157,13 +176,14 @@ def load_settings(path: str | Path) -> GatewaySettings:
 
 def parse_settings(data: dict[str, Any], source: str = DEFAULT_CONFIG, folder: Path | None = None) -> GatewaySettings:
     folder = folder or Path.cwd()
-    known = {"gateway", "telemetry", "backends", "routes"}
+    known = {"gateway", "telemetry", "backends", "routes", "cache"}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]]")
+            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]], [cache]")
     s = GatewaySettings(source=source)
     s.gateway = _table(GatewaySection, data.get("gateway", {}), f"{source}: gateway", folder)
     s.telemetry = _table(TelemetrySection, data.get("telemetry", {}), f"{source}: telemetry", folder)
+    s.cache = _table(CacheSection, data.get("cache", {}), f"{source}: cache", folder)
     for kind in ("backends", "routes"):
         if not isinstance(data.get(kind, []), list):
             raise ConfigError(f"{source}: {kind} must be an array of tables ([[{kind}]])")
@@ -203,6 +223,8 @@ def check_relations(s: GatewaySettings) -> None:
             raise ConfigError(f"{src}: routes[{i}] ({r.alias!r}) has classes but no classifier; train one with `londinium gateway train-router`")
         if r.classifier and not Path(r.classifier).is_file():
             raise ConfigError(f"{src}: routes[{i}].classifier {r.classifier} does not exist; train it with `londinium gateway train-router --out {r.classifier}`")
+    if s.cache.store == "redis" and not s.cache.redis_url:
+        raise ConfigError(f"{src}: cache.store = 'redis' needs cache.redis_url, e.g. redis://127.0.0.1:6379/0")
     s.gateway.chain = list(s.gateway.chain)
     if s.gateway.chain[-1] != "upstream":
         raise ConfigError(f"{src}: gateway.chain must end with 'upstream' (the call to a backend), not {s.gateway.chain[-1]!r}")
