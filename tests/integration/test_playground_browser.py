@@ -337,7 +337,7 @@ def test_compare_two_models_on_two_servers(page, sync_api, servers, tmp_path) ->
     expect(page.locator("#error")).to_contain_text("serve.allowed_origins")
 
 
-def test_an_answer_from_the_corpus_cites_passages_that_open_at_the_quote(page, sync_api, servers, ws) -> None:
+def test_an_answer_from_the_corpus_cites_passages_that_open_at_the_quote(page, sync_api, servers, ws, tmp_path) -> None:
     """The `+rag` alias from the chat view: the reply and its citations are the API's for the same
     request; Enter on a citation opens its document with the quoted span marked; a question the
     corpus does not support is refused."""
@@ -373,6 +373,7 @@ def test_an_answer_from_the_corpus_cites_passages_that_open_at_the_quote(page, s
     text = httpx.get(servers[0] + "/v1/londinium/document", params={"id": cited["id"]}, headers=AUTH, timeout=60).json()["text"]
     assert page.locator("#doc-text").text_content() == text and text[cited["start"]:cited["end"]] == cited["quote"]
     assert page.locator("#doc-snippet").evaluate("m => getComputedStyle(m).backgroundColor") == "rgb(255, 224, 102)"  # highlighted
+    shot(page, "citations", tmp_path)
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     expect(first).to_be_focused()
