@@ -5,6 +5,7 @@
     londinium data prepare      corpus + tokenizer -> shards/{train,val,test}.bin + meta.json
     londinium train             shards -> runs/<name>/ checkpoints, metrics, loss plot (--resume, --run;
                                 torchrun --nproc_per_node=N -m londinium train for DDP)
+    londinium tasks build       corpus -> tasks/<task>/items.jsonl: tasks with checkable answers + tasks/card.md
     londinium model info        parameters, FLOPs per token and memory of the configured model
     londinium model memory      what generation and serving need: weights, KV cache, activations (--context,
                                 --batch, --weight-dtype, --kv-dtype)
@@ -119,6 +120,46 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sft(args: argparse.Namespace) -> int:
+    from londinium.train.sft_run import sft_run_name
+
+    ws, cfg = _context(args)
+    s = cfg.sft
+    s.base = args.run or s.base
+    s.run_name = args.name or s.run_name
+    s.checkpoint = args.checkpoint or s.checkpoint
+    s.data += [str(Path(p).resolve()) for p in args.data]
+    if args.tasks:
+        s.tasks = [] if args.tasks == ["none"] else args.tasks
+    elif args.data:  # --data alone: the user's conversations only
+        s.tasks = []
+    if not s.base:
+        s.base = cfg.train.run_name
+    name = sft_run_name(cfg)
+    ws.run_dir(name)  # a bad name is refused before it names a lock
+    with ws.lock(f"train/{name}"):
+        from londinium.train.resume import resume_config
+        from londinium.train.sft_run import sft_config, sft_onto_train
+        from londinium.train.trainer import train
+
+        if args.resume:  # the run's own config, with only what this command sets on purpose on top
+            cfg = sft_onto_train(resume_config(ws, name, _config_path(args), args.overrides, args.preset))
+        else:
+            cfg = sft_config(ws, cfg)
+        train(ws, cfg, force=args.force)
+    return 0
+
+
+def cmd_tasks_build(args: argparse.Namespace) -> int:
+    from londinium.tasks.build import build_tasks
+
+    ws, cfg = _context(args)
+    if args.task:
+        cfg.tasks.tasks = args.task
+    build_tasks(ws, cfg.tasks, force=args.force)
+    return 0
+
+
 def cmd_model_info(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -162,9 +203,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     from londinium.eval.run import evaluate
 
+    if args.shots is not None and args.shots < 0:
+        raise LondiniumError(f"--shots {args.shots}: give 0 or more solved examples")
     if args.checkpoint:
         cfg.eval.checkpoint = args.checkpoint
-    evaluate(ws, cfg, run=args.run, texts=args.text, force=args.force)
+    evaluate(ws, cfg, run=args.run, texts=args.text, force=args.force, tasks=args.tasks, shots=args.shots)
     return 0
 
 
@@ -394,6 +437,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run name: runs/NAME/ (default: train.run_name, 'main'); write --run-name under torchrun")
     p.set_defaults(handler=cmd_train)
 
+    p = stages.add_parser("sft", help="a trained run + conversations -> an assistant: supervised fine-tuning",
+                          description="fine-tune a trained run on conversations (the task set, your JSONL) with the loss on the "
+                                      "assistant's answers only, into runs/<BASE>-sft/ (docs/sft.md); under torchrun for DDP")
+    _common(p)
+    p.add_argument("--run", "--run-name", dest="run", default=None, metavar="BASE",
+                   help="the run to fine-tune (default: sft.base, else train.run_name); write --run-name under torchrun")
+    p.add_argument("--checkpoint", default=None, help="the base's checkpoint: 'best', 'latest', 'step-N' or a directory (default: sft.checkpoint)")
+    p.add_argument("--tasks", action="append", default=[], metavar="TASK",
+                   help="task-set task to train on, or 'default' (the default mix) or 'none' (repeatable; default: sft.tasks, "
+                        "none when --data is given alone)")
+    p.add_argument("--data", action="append", default=[], metavar="FILE",
+                   help='JSONL of {"messages": [...]} or {"prompt", "completion"} (repeatable)')
+    p.add_argument("--name", default=None, metavar="NAME", help="name of the SFT run (default: sft.run_name, else <BASE>-sft)")
+    p.add_argument("--resume", action="store_true", help="continue the SFT run from its newest valid checkpoint, with its config")
+    p.set_defaults(handler=cmd_sft)
+
+    tasks = stage("tasks", "corpus -> tasks with answers a program checks (fine-tuning data, task evaluation)")
+    p = verb(tasks, "build", cmd_tasks_build, "cut the task set from the corpus splits into tasks/<task>/items.jsonl and its card tasks/card.md")
+    p.add_argument("--task", action="append", default=[], metavar="NAME", help="cut only this task (repeatable; default: tasks.tasks, else the corpus's default mix)")
+
     model = stage("model", "the GPT architecture")
     verb(model, "info", cmd_model_info, "parameters, FLOPs per token and memory estimate (weights, AdamW, activations, KV cache)")
     p = verb(model, "memory", cmd_model_memory, "memory of generation and serving: weights, KV cache, activations, prefix cache")
@@ -410,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="'best', 'latest' or a checkpoint directory (default: eval.checkpoint)")
     p.add_argument("--text", action="append", default=[], metavar="FILE", help="also report perplexity on this UTF-8 text file (repeatable)")
     p.add_argument("--compare", nargs=2, default=None, metavar=("RUN_A", "RUN_B"), help="print and write two evaluated runs side by side")
+    p.add_argument("--tasks", action="store_true", help="also answer the task set (built first if needed) by generation: scores with baselines and format compliance")
+    p.add_argument("--shots", type=int, default=None, metavar="K", help="solved examples before each task question (default: tasks.shots for a base model, 0 for an SFT run)")
     p.set_defaults(handler=cmd_eval)
 
     from londinium.infer.options import add_generate_arguments, add_model_arguments, add_sampling_arguments
@@ -544,18 +609,15 @@ class _Output:
     the file descriptor is pointed at /dev/null (as Python's documentation advises) so nothing
     raises again, even at exit. With `stop`, that write still raises BrokenPipeError: the command
     only prints, and stops. Without it, the work goes on silently and is recorded: a stage's record
-    never depends on its output being read."""
+    never depends on its output being read. Any other failed write (`> /dev/full`) is one line naming
+    the stream, not the workspace's disk, and exit 2."""
 
-    def __init__(self, stream: Any, stop: bool):
-        self._stream, self._stop, self.closed_by_reader = stream, stop, False
+    def __init__(self, stream: Any, stop: bool, name: str):
+        self._stream, self._stop, self._name, self.closed_by_reader = stream, stop, name, False
 
     def _reader_gone(self) -> None:
         self.closed_by_reader = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, self._stream.fileno())
-        finally:
-            os.close(devnull)
+        self._reader_gone_quietly()
         if self._stop:
             raise BrokenPipeError
 
@@ -565,6 +627,8 @@ class _Output:
         except BrokenPipeError:
             self._reader_gone()
             return self._stream.write(text)
+        except OSError as e:
+            raise self._unwritable(e) from None
 
     def flush(self) -> None:
         try:
@@ -572,6 +636,22 @@ class _Output:
         except BrokenPipeError:
             self._reader_gone()
             self._stream.flush()
+        except OSError as e:
+            raise self._unwritable(e) from None
+
+    def _unwritable(self, e: OSError) -> LondiniumError:
+        # Not the workspace's disk: the place the output was sent (`> /dev/full`, a full log disk).
+        # The output is dropped from here on, so that the error line itself can still be written.
+        self._reader_gone_quietly()
+        return LondiniumError(f"cannot write to standard {self._name} ({e.strerror or e}); "
+                              "send it somewhere with room (or to /dev/null)")
+
+    def _reader_gone_quietly(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -593,17 +673,61 @@ def _disk_full_line(args: argparse.Namespace, e: BaseException) -> str:
     return str(disk_full(Path(path).absolute(), hint="choose another --workspace"))
 
 
+def _open_standard_streams() -> None:
+    """Point a standard stream that was closed when londinium started (`londinium ... <&- >&-`, some
+    service managers) at /dev/null. Python leaves sys.stdin/stdout/stderr None then, and the
+    descriptor free: the next file opened (a checkpoint being written) would take it, and whatever
+    a library prints would land inside that file."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False,
+                                    errors="backslashreplace" if fd == 2 else "strict", buffering=1 if fd == 2 else -1))
+
+
+# Arguments that are text (checked, and explained, as text); the rest name files and folders.
+_TEXT_ARGUMENTS = {"query": "the query", "stop": "--stop", "overrides": "--set"}
+
+
+def _refuse_non_utf8(args: argparse.Namespace) -> None:
+    """Every argument must be UTF-8: a name or path with other bytes (which Python hands over as
+    lone surrogates) cannot be written into the manifest, a config or a JSON record, and the
+    libraries under londinium (safetensors, tokenizers) refuse it with misleading errors. `--prompt`
+    is checked by generate itself, which numbers the prompts."""
+    from londinium.infer.user_text import check_text
+
+    for dest, value in vars(args).items():
+        if dest == "prompt":
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, (str, Path)):
+                if dest in _TEXT_ARGUMENTS:
+                    check_text(str(v), _TEXT_ARGUMENTS[dest])
+                else:
+                    check_text(str(v), f"--{dest.replace('_', '-')}",
+                               fix="give a path whose name is UTF-8 (rename it, e.g. with convmv)")
+
+
 def main(argv: list[str] | None = None) -> int:
     from londinium.files import out_of_space
 
+    _open_standard_streams()
     args = build_parser().parse_args(argv)
     outputs: list[_Output] = []
     if args.handler.__name__ != "cmd_mcp":  # MCP speaks its protocol on stdout: leave it to the SDK
         stop = args.handler.__name__ in _ONLY_PRINT
-        outputs = [_Output(sys.stdout, stop), _Output(sys.stderr, stop)]
+        outputs = [_Output(sys.stdout, stop, "output"), _Output(sys.stderr, stop, "error")]
         sys.stdout, sys.stderr = outputs
     try:
+        _refuse_non_utf8(args)
         status = args.handler(args)
+        sys.stdout.flush()  # a full or closed output shows here, where it can still be reported
     except BrokenPipeError:
         status = EXIT_BROKEN_PIPE
     except LondiniumError as e:

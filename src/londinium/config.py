@@ -243,6 +243,29 @@ class TrainConfig:
     peak_tflops: float = doc(0.0, "Peak TFLOP/s per process for MFU; 0 measures a matmul on CPU or looks up known GPUs.", ge=0, hint="(0: measure)")
     budget_warn_epochs: float = doc(4.0, "Warn before training when the plan reads the train split more than this many times.", gt=0)
     threads: int = doc(0, "CPU threads per process (torch.set_num_threads); 0 keeps torch's default. Bit-exact resume needs the same value.", ge=0, le=4096, hint="(0: torch's default)")
+    objective: str = doc("next-token", "What the run trains for: 'next-token' (pre-training on the shards) or 'sft' (fine-tuning sft.base on conversations; `londinium sft` sets it).", choices=("next-token", "sft"))
+
+
+@dataclass
+class SftConfig:
+    """`londinium sft`: supervised fine-tuning of a trained run on conversations (docs/sft.md). The run's
+    learning rate, schedule and budget come from here (onto its [train]); the rest of [train] applies as set."""
+
+    base: str = doc("", "The run whose checkpoint is fine-tuned (--run); empty: train.run_name.", **RUN_OR_EMPTY)
+    checkpoint: str = doc("best", "The base run's checkpoint: 'best', 'latest', 'step-N', or a checkpoint directory (--checkpoint).", **CHECKPOINT)
+    run_name: str = doc("", "Name of the SFT run (--name); empty: '<base>-sft'.", **RUN_OR_EMPTY)
+    tasks: list[str] = doc(["default"], "Task-set tasks to train on: ['default'] (the task set's default mix), names, or [] (only sft.data).", pattern=r"[A-Za-z0-9][A-Za-z0-9._-]*")
+    data: list[str] = doc([], "Your own conversations: JSONL files of {\"messages\": [...]} or {\"prompt\", \"completion\"} (--data, repeatable).", path=True)
+    val_share: float = doc(0.05, "Share of the conversations of sft.data held out for validation (at least one), by content hash.", ge=0, lt=1)
+    val_conversations: int = doc(500, "Held-out conversations each evaluation scores at most.", ge=1)
+    replay_share: float = doc(0.1, "Share of the loss given to pre-training text (replay, against forgetting), read in round(batch_size x share) rows of each batch, at least one (0: none).", ge=0, lt=1)
+    learning_rate: float = doc(1e-3, "Peak learning rate of the SFT run (train.learning_rate's role).", gt=0)
+    schedule: str = doc("cosine", "Learning-rate decay after warm-up, as train.schedule.", choices=("cosine", "wsd"))
+    warmup_steps: int = doc(20, "Linear warm-up steps.", ge=0)
+    max_steps: int = doc(600, "Optimiser steps (train.max_steps' role).", ge=1)
+    max_minutes: float = doc(0.0, "Time budget, planned as train.max_minutes (0: none).", ge=0, le=10**7, hint="(0: no time budget)")
+    max_tokens: int = doc(0, "Token budget, planned as train.max_tokens, a step counted as train.batch_size x model.context per process (an upper bound: rows are padded to the batch's longest only; 0: none).", ge=0, le=10**15, hint="(0: no token budget)")
+    eval_every: int = doc(100, "Steps between evaluations (and checkpoints).", ge=1)
 
 
 @dataclass
@@ -279,6 +302,20 @@ class EvalConfig:
 # What generation can hold the linear layers' weights in (londinium.model.quantize), and its KV cache.
 WEIGHT_DTYPES = ("float32", "float16", "int8")
 KV_DTYPES = ("float32", "int8")
+
+
+@dataclass
+class TasksConfig:
+    """`londinium tasks build` and `londinium eval --tasks`: tasks cut from the corpus with answers a program checks (docs/tasks.md)."""
+
+    tasks: list[str] = doc([], "Tasks to cut and evaluate; empty: the corpus's default mix (the generic tasks and its profile's).", pattern=r"[a-z_]+")
+    train_items: int = doc(1000, "Items per task cut from the train split (what fine-tuning trains on) at most.", ge=0, le=1_000_000)
+    eval_items: int = doc(200, "Items per task cut from each of the val and test splits at most.", ge=1, le=1_000_000)
+    choices: int = doc(4, "Choices of a multiple-choice item at most (fewer when the corpus has fewer labels).", ge=2, le=16)
+    passage_words: int = doc(40, "Words of the passage a next-word, source, period or title item shows.", ge=4, le=2000)
+    seed: int = doc(1337, "Seed of the task set: the same corpus and seed give the same items.", **SEED)
+    shots: int = doc(2, "Solved train items shown before each question when evaluating a base (not fine-tuned) model; fewer when the context is short.", ge=0, le=32)
+    max_tokens: int = doc(48, "Tokens generated per answer at most; an answer without <|end|> by then fails format compliance.", ge=1)
 
 
 @dataclass
@@ -405,8 +442,10 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -589,6 +628,8 @@ def resolve_path(cls: type, key: str, value: Any, relative_to: str | Path) -> An
     `~` expanded); values of other fields, empty values and names such as 'best' unchanged. Purely
     textual: nothing is looked up on disk at load time, the stage that uses the path checks it."""
     kind = next(f for f in dataclasses.fields(cls) if f.name == key).metadata.get("path")
+    if kind and isinstance(value, list):  # a list of files: each item as a path
+        return [resolve_path(cls, key, v, relative_to) for v in value]
     if not kind or not isinstance(value, str) or not value or (isinstance(kind, str) and re.fullmatch(kind, value)):
         return value
     return os.path.abspath(os.path.join(relative_to, os.path.expanduser(value)))

@@ -41,6 +41,7 @@ from londinium.files import ensure_dir, loads_json, path_kind, remove_stale_temp
 from londinium.locks import hold
 
 DEFAULT_WORKSPACE = "londinium-work"
+MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
 # The command that (re)makes each stage's outputs, for "run this again" messages.
 STAGE_COMMANDS = {"corpus": "londinium corpus build", "tokenizer": "londinium tokenizer train", "shards": "londinium data prepare",
@@ -91,11 +92,32 @@ class Workspace:
         if blocker is not None and not blocker.is_dir():
             raise PathError(f"workspace {path}: {blocker} is a file, but a folder is needed there; choose another --workspace")
         object.__setattr__(self, "root", path)
+        self._refuse_nesting()
+
+    def _refuse_nesting(self) -> None:
+        """A workspace may not lie inside another workspace's stage outputs, exports or benchmarks:
+        what that workspace does to its own (checkpoint pruning, `train --force`, a rebuilt index,
+        a replaced export) would take this one with it, and this one's files would mix into its
+        records. (Beside another workspace, or holding one, is fine.)"""
+        for parent in self.root.parents:
+            if not (parent / MANIFEST).is_file():
+                continue
+            outer = object.__new__(Workspace)
+            object.__setattr__(outer, "root", parent)
+            if not outer.manifest():
+                continue  # a manifest.json of some other program
+            held = {**outer.stage_outputs(), **{p: d for p, d in outer.output_folders().items() if p != parent}}
+            for folder, what in held.items():
+                if self.root == folder or folder in self.root.parents:
+                    relation = "is" if self.root == folder else "lies inside"
+                    raise PathError(f"workspace {self.root} {relation} {folder}, {what} of the workspace {parent}; "
+                                    "what that workspace replaces or prunes there would take this one with it: "
+                                    "choose a --workspace outside it")
 
     # ---- layout --------------------------------------------------------------------------------
     @property
     def manifest_file(self) -> Path:
-        return self.root / "manifest.json"
+        return self.root / MANIFEST
 
     def stage_dir(self, stage: str) -> Path:
         return self.root / stage
@@ -164,6 +186,26 @@ class Workspace:
     # training runs
     def run_dir(self, name: str = "main") -> Path:
         return self.root / "runs" / check_run_name(name)
+
+    # What training writes in runs/<name>/ (the trackers' folders only when they are on).
+    RUN_FILES = ("config.toml", "metrics.jsonl", "train_loss.png", "summary.json")
+    RUN_FOLDERS = ("checkpoints", "tensorboard", "wandb")
+
+    def clear_run(self, name: str) -> None:
+        """Delete the run `name` (for `train --force`), under the rule for every output londinium
+        replaces (`outputs.check_target`): only a folder that holds what training writes, never a
+        link (the old checkpoints would stay behind it, mixed with the new run) nor a folder with the
+        user's own files in it. A killed run's temporaries do not count as the user's."""
+        import shutil
+
+        from londinium.outputs import check_target, holds_only
+
+        run = self.run_dir(name)
+        remove_stale_temporaries(run)
+        check_target(run, f"train --force: the folder of run '{name}'", folder=True, keep={},
+                     ours=holds_only(self.RUN_FILES, self.RUN_FOLDERS))
+        if run.is_dir():
+            shutil.rmtree(run)
 
     def checkpoints_dir(self, name: str = "main") -> Path:
         return self.run_dir(name) / "checkpoints"
@@ -305,7 +347,8 @@ class Workspace:
         return {self.manifest_file: "the workspace's manifest", self.corpus_dir: "the corpus stage's outputs",
                 self.tokenizer_dir: "the tokenizer stage's outputs", self.shards_dir: "the token shards",
                 self.root / "runs": "the training runs (every checkpoint)", self.eval_dir: "the evaluation reports",
-                self.index_dir: "the search index", self.vectors_dir: "the vector index", self.locks_dir: "the stage locks"}
+                self.index_dir: "the search index", self.vectors_dir: "the vector index",
+                self.root / "tasks": "the tasks cut from the corpus", self.locks_dir: "the stage locks"}
 
     def output_folders(self) -> dict[Path, str]:
         """Folders that hold user-named outputs: one may lie inside them, but not be or contain them."""

@@ -67,6 +67,11 @@ log_every = 1
 threads = 1
 budget_warn_epochs = 1000.0
 
+[sft]
+max_steps = 4
+eval_every = 4
+warmup_steps = 1
+
 [eval]
 max_docs = 4
 prompts = 1
@@ -75,6 +80,11 @@ max_new_tokens = 8
 
 [generate]
 max_tokens = 16
+
+[tasks]
+train_items = 20
+eval_items = 4
+max_tokens = 8
 """
 USER_FILES = {
     "prompts.txt": "Thou art\nTo be, or\n",

@@ -119,6 +119,21 @@ def test_a_trickling_server_fails_each_request_at_its_deadline(hostile, prompts,
     assert rc == 2 and "cannot list the models" in err and "no answer within 0.5 s" in err, err
 
 
+def test_a_model_list_that_is_not_one_is_a_one_line_error(hostile, prompts, tmp_path) -> None:
+    """A redirect (httpx's text for it spans three lines) or a body that is not JSON: one line naming the URL."""
+    listing = hostile.models
+    for answer, said in ((b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/v1/models\r\n", "302 Found"),
+                         (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n", "JSONDecodeError")):
+        hostile.models = lambda write, stopping, answer=answer: write(answer + b"Content-Length: 6\r\nConnection: close\r\n\r\n<html>")
+        try:
+            rc, err, _ = bench(hostile, prompts, Workspace(tmp_path / "ws"), "--timeout", "5")
+        finally:
+            hostile.models = listing
+        last = err.strip().splitlines()[-1]
+        assert rc == 2 and last.startswith("londinium: error: cannot list the models at") and said in last, err
+        assert last.endswith("; pass --model NAME"), err
+
+
 def test_a_300_mb_line_fails_the_request_after_its_first_megabyte(hostile, prompts, tmp_path) -> None:
     def huge(write: Write, stopping: threading.Event) -> None:
         write(SSE_HEAD + b"data: ")
@@ -156,6 +171,9 @@ bad_chunks = st.one_of(
               | st.dictionaries(texts, anything, min_size=1, max_size=2)).map(json.dumps),
     st.builds(lambda t: {"choices": [{"text": t}]}, st.integers() | st.lists(texts, min_size=1, max_size=2) | st.booleans()).map(json.dumps),
     st.builds(lambda f: {"choices": [{"text": "a", "finish_reason": f}]}, st.integers() | st.lists(texts, min_size=1, max_size=1)).map(json.dumps),
+    # another choice than the one asked for (n = 1): an index other than 0, or several choices
+    st.builds(lambda i: {"choices": [{"text": "a", "index": i}]}, anything.filter(lambda v: not (type(v) is int and v == 0))).map(json.dumps),
+    st.builds(lambda n: {"choices": [{"text": "a", "index": 0}] * n}, st.integers(2, 4)).map(json.dumps),
     st.builds(lambda e: {"error": e}, anything).map(json.dumps),
     anything.filter(lambda v: not isinstance(v, dict)).map(json.dumps),
     st.text(min_size=1, max_size=10).filter(lambda t: "\n" not in t and "\r" not in t and t.strip() != "[DONE]" and not _an_object(t)),

@@ -31,7 +31,7 @@ from londinium.errors import LondiniumError
 from londinium.export.run import export_run
 from londinium.files import sha256_file
 from londinium.model.from_hf import load_export
-from londinium.model.hf_check import check_export
+from londinium.model.hf_check import TOKENIZER_BYTES, check_export
 from londinium.model.load import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -184,8 +184,19 @@ def mutate_tokenizer_ids(d: Path, data) -> str:
     return "tokenizer.json"
 
 
+def mutate_tokenizer_size(d: Path, data) -> str:
+    """A tokenizer.json far past what the vocabulary needs, refused unread (the tokenizers library
+    holds ~45 times the file: 144 MB of merges took 6.6 GB and 49 s); trailing spaces keep it JSON."""
+    fixed, per_token = TOKENIZER_BYTES
+    path = d / "tokenizer.json"
+    surplus = fixed + per_token * _config(d)["vocab_size"] - path.stat().st_size + 1
+    with path.open("ab") as f:
+        f.write(b" " * (surplus + data.draw(st.integers(0, 4096), label="bytes over")))
+    return "tokenizer.json"
+
+
 STRUCTURAL = [mutate_config_value, mutate_config_heads, mutate_config_shape, mutate_truncate, mutate_garbage,
-              mutate_nan, mutate_dtype, mutate_shape]
+              mutate_nan, mutate_dtype, mutate_shape, mutate_tokenizer_size]
 
 
 def _rerecord(d: Path) -> None:
@@ -221,6 +232,15 @@ def test_hostile_variants_of_an_export_are_refused_naming_the_file(exports, data
         elif record == "rewritten":
             _rerecord(d)
         _refused(d, broken)
+
+
+def test_an_export_path_that_is_no_directory_is_named_by_its_kind(tmp_path) -> None:
+    fifo = tmp_path / "export.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(LondiniumError, match=f"^{re.escape(str(fifo))}: a FIFO, not a directory; give a directory"):
+        check_export(fifo)
+    with pytest.raises(LondiniumError, match="no such directory"):
+        check_export(tmp_path / "missing")
 
 
 def test_a_config_asking_for_terabytes_is_refused_by_arithmetic(exports, tmp_path) -> None:

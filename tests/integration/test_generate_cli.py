@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -242,6 +243,29 @@ def test_a_million_beams_are_refused_with_the_memory_they_need(ws) -> None:
     fit = int(line.rsplit("at most ", 1)[1].split()[0].replace(",", ""))
     assert 0 < fit < 1_000_000
     assert r.stdout == b""
+
+
+def test_prompts_from_a_fifo_a_device_or_a_closed_stdin_are_refused_by_kind(ws, tmp_path) -> None:
+    """Only a regular file is read: a FIFO would wait for a writer for ever, /dev/zero never ends
+    (and both were once reported as "no such file")."""
+    fifo = tmp_path / "prompts.fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "FIFO"), (Path("/dev/zero"), "character device")):
+        r = _run_cli("generate", *cli(ws, "--prompts-file", str(path), "--max-tokens", "3"))
+        assert f"--prompts-file {path} is a {kind}, not a regular file" in _one_error_line(r)
+
+
+def test_chat_and_generate_with_standard_streams_closed(ws) -> None:
+    """Started with stdin or stdout closed (`<&-`, `>&-`), a command finds them at /dev/null: chat
+    reads an end of input and says goodbye, generate writes into nothing; no AttributeError."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    closed = {"chat": (0,), "generate": (1,)}
+    for command, fds in closed.items():
+        extra = ["--prompt", "Thou"] if command == "generate" else []
+        r = subprocess.run([sys.executable, "-m", "londinium", command, *cli(ws, *extra, "--max-tokens", "3")],
+                           stdout=subprocess.PIPE if 1 not in fds else None, stderr=subprocess.PIPE, timeout=240, env=env,
+                           preexec_fn=lambda fds=fds: [os.close(fd) for fd in fds])
+        assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr.decode()
 
 
 def test_the_server_loads_its_weights_as_generate_weight_dtype_says(ws) -> None:

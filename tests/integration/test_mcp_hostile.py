@@ -162,3 +162,50 @@ def test_every_hostile_line_is_answered_and_the_server_keeps_serving(server):
             server.collect({request_id} - {a["id"] for a in got})  # a request may be answered after the ping
 
     each()
+
+
+# ---- tool arguments of the wrong JSON type ---------------------------------------------------------
+
+# Near misses of the probe's kind ("0.5" for a number, true for an integer) and other JSON values
+# (text without lone surrogates: those make the line itself unreadable, a case of the test above).
+clean = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                     | st.text(max_size=6), lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                     max_leaves=6)
+WRONG = st.sampled_from(["yes", "0.5", "2", "", True, False, 2.5, -1.5, 10**30, [1], ["a"], {}, {"a": 1}]) | clean
+VALID = {"prompt": "Thou", "text": "Thou art", "query": "lord", "id": "tiny/x", "continuations": [" a", " b"],
+         "question": "Who is lord?"}  # every required argument of every tool (ask came with the rag work)
+
+
+def json_types(schema: dict) -> set:
+    """The JSON types an argument's published schema names (an optional one: its type or null)."""
+    return {schema["type"]} if "type" in schema else {s.get("type") for s in schema.get("anyOf", [])}
+
+
+def conforms(value: Any, types: set) -> bool:
+    kinds = {"string": str, "boolean": bool, "array": list, "object": dict, "null": type(None)}
+    if type(value) is int and ("integer" in types or "number" in types):
+        return True
+    if type(value) is float and ("number" in types or ("integer" in types and value.is_integer())):
+        return True
+    return any(type(value) is kinds[t] for t in types if t in kinds)
+
+
+def test_tool_arguments_of_the_wrong_type_are_refused_by_name(server):
+    """The SDK's argument models coerce: "0.5" ran as a temperature of 0.5, true searched from the
+    year 1. Every argument of every tool, given a value its published schema's type excludes, is a
+    tool error naming the tool and the argument; nothing runs."""
+    tools = {t["name"]: t["inputSchema"] for t in server.request("tools/list")["result"]["tools"]}
+    takes = sorted((name, arg) for name, schema in tools.items() for arg in schema.get("properties", {}))
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def each(data) -> None:
+        name, arg = data.draw(st.sampled_from(takes), label="argument")
+        types = json_types(tools[name]["properties"][arg])
+        value = data.draw(WRONG.filter(lambda v: not conforms(v, types)), label="value")
+        arguments = {a: VALID[a] for a in tools[name].get("required", [])} | {arg: value}
+        result = server.request("tools/call", {"name": name, "arguments": arguments})["result"]
+        text = result["content"][0]["text"]
+        assert result["isError"] and text.startswith(f"{name}: argument '{arg}': ") and "\n" not in text, (arguments, text)
+
+    each()

@@ -84,6 +84,7 @@ def test_export_force_destroys_nothing(ws, tmp_path):
         "runs": (ws.root / "runs", "hf", "the training runs"),
         "exports": (ws.exports_dir, "hf", "the exports folder"),
         "tokenizer": (ws.tokenizer_dir, "hf", "the tokenizer stage's outputs"),
+        "tasks": (ws.root / "tasks", "hf", "the tasks cut from the corpus"),  # a stage that came later
         "checkpoint": (ckpt, "hf", "the training runs"),
         "inside-checkpoint": (ckpt / "model.gguf", "gguf", "lies inside"),
         "checkpoint-elsewhere": (copied, "hf", "the checkpoint being exported"),
@@ -229,3 +230,38 @@ def test_a_bench_name_and_the_index_folder_follow_the_same_rule(ws, tmp_path):
     with pytest.raises(PathError, match=r"the index folder .* holds what londinium did not write there \(notes.txt\)"):
         build_index(other, Config(), log=lambda m: None, show_progress=False)
     assert (other.index_dir / "notes.txt").read_text() == "keep me" and "index" not in other.manifest()
+
+
+def test_train_force_deletes_only_a_run_folder_training_wrote(ws, tmp_path):
+    """`train --force` starts a run over by deleting runs/<name>/: only when training wrote all that
+    is in it. A note of the user's in it, or the folder a link to another disk (the old checkpoints
+    stayed behind the link, mixed with the new run's), is one line and exit 2, before any work."""
+    mine, linked, elsewhere = ws.run_dir("forced-mine"), ws.run_dir("forced-link"), tmp_path / "run"
+    try:
+        shutil.copytree(ws.run_dir(RUN), mine)
+        (mine / "notes.txt").write_text("keep me")
+        shutil.copytree(ws.run_dir(RUN), elsewhere)
+        linked.symlink_to(elsewhere)
+        before = snapshot(ws)
+        results = run_together({name: train_cmd(ws, name, 1, "--force") for name in ("forced-mine", "forced-link")})
+        assert f"the folder of run 'forced-mine' {mine} already exists and holds what londinium did not write there " \
+               "(notes.txt)" in one_line(results["forced-mine"])
+        assert f"the folder of run 'forced-link' {linked} is a symbolic link" in one_line(results["forced-link"])
+        assert snapshot(ws) == before and linked.is_symlink() and all(verify(c.path) for c in list_checkpoints(elsewhere / "checkpoints"))
+    finally:
+        shutil.rmtree(mine, ignore_errors=True)
+        linked.unlink(missing_ok=True)
+
+
+def test_a_workspace_inside_another_workspaces_outputs_is_refused(ws):
+    """A workspace inside another's runs, exports or stage folders would go with them (checkpoint
+    pruning, `train --force`, a replaced export or index): refused before anything is written."""
+    nested = ws.run_dir(RUN) / "checkpoints" / "nested"
+    line = one_line(subprocess.run([*CLI, "corpus", "build", "-w", str(nested)], capture_output=True, text=True, timeout=180))
+    assert f"workspace {nested} lies inside {ws.root / 'runs'}, the training runs (every checkpoint) of the workspace {ws.root}" in line
+    assert not nested.exists()
+    for inside, words in ((ws.exports_dir / "w", "lies inside"), (ws.corpus_dir, "is"), (ws.root / "bench" / "w", "lies inside")):
+        with pytest.raises(PathError, match=f"workspace {inside} {words} "):
+            Workspace(inside)
+    Workspace(ws.root.parent / "beside")  # beside it, or around it, is fine
+    Workspace(ws.root.parent)

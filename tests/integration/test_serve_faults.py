@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import threading
@@ -214,3 +215,27 @@ def test_sigterm_under_load_ends_every_request_cleanly_and_a_restart_serves(tiny
     finally:
         again.send_signal(signal.SIGTERM)
         assert again.wait(timeout=60) == 0
+
+
+def test_a_request_log_that_cannot_be_opened_or_written(tiny_workspace, trained, tmp_path, caplog) -> None:
+    """serve.request_log: a folder, or a FIFO that no program reads (opening it waited for a reader
+    for ever, the port never opened), is one line and exit 2 before the port opens; a log on a full
+    device costs the log lines, never the requests, and is said once, not a traceback per request."""
+    from train_helpers import cli_in_process
+
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    for target, words in ((tmp_path, "is a folder"), (fifo, "is a FIFO that no program reads")):
+        rc, _, err = cli_in_process(["serve", "-w", str(tiny_workspace.root), "--run", trained_run(tiny_workspace),
+                                     "--port", str(free_port()), "--set", f"serve.request_log={target}"])
+        assert rc == 2 and err.strip() == f"londinium: error: serve.request_log {target} {words}" + \
+            ("; give a file to append the log to" if words == "is a folder" else "; start its reader first, or give a file")
+    if not os.path.exists("/dev/full"):
+        return
+    caplog.set_level(logging.WARNING, logger="londinium.serve")
+    with live_server(create_app(lambda: Engine.from_trained(trained), MODEL, ServeConfig(request_log="/dev/full"), GenerateConfig())) as url:
+        for _ in range(3):
+            assert httpx.post(f"{url}/v1/completions", json={"model": MODEL, "prompt": "Thou", "max_tokens": 2}, timeout=30).status_code == 200
+    said = [r.getMessage() for r in caplog.records if "request log" in r.getMessage()]
+    assert said == ["londinium serve: the request log /dev/full cannot be written (No space left on device); "
+                    "requests are served, 1 log line(s) lost so far"], said

@@ -138,7 +138,7 @@ HOSTILE = {
     "only a system message": ("/v1/chat/completions", chat(messages=[{"role": "system", "content": "Be brief"}]), 200),
     "assistant last": ("/v1/chat/completions", chat(messages=[{"role": "assistant", "content": "Hail"}]), 200),
     "tool message": ("/v1/chat/completions", chat(messages=[{"role": "tool", "content": "42", "tool_call_id": "x"}]), 400),
-    "null content": ("/v1/chat/completions", chat(messages=[{"role": "user", "content": None}]), 200),
+    "null content": ("/v1/chat/completions", chat(messages=[{"role": "user", "content": None}]), 400),  # as OpenAI; was served as ""
     "stop list huge": ("/v1/completions", completion(stop=["x" * 1000] * 100), 200),
     "stop empty string": ("/v1/completions", completion(stop=[""]), 400),
     "deeply nested JSON": ("/v1/completions", b'{"model": "tiny", "prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),

@@ -222,3 +222,26 @@ def test_the_probes_examples_through_the_openai_sdk(served) -> None:
         assert e.value.param == param, e.value.message
     # An integer is a number, as in OpenAI's API.
     assert client.completions.create(model=MODEL, prompt="Thou", max_tokens=2, temperature=1, top_p=1).choices
+
+
+@settings(LIVE, max_examples=60)
+@given(key=st.sampled_from([" 1", "1 ", "+1", "1_0", "\u0661", "\uff11", "1.0", "0x1", "1e1", ""]) | st.text(max_size=6))
+def test_a_logit_bias_key_is_a_token_id_in_ascii_digits(served, key) -> None:
+    """Python's int() reads " 1", "+1", "1_0" and other scripts' digits ("١", "１"): each was taken
+    as a token id. Only ASCII digits are; a key with anything else is a 400 naming logit_bias."""
+    r = served.post("/v1/completions", json={**BASE["/v1/completions"], "logit_bias": {key: 1}})
+    if key.isascii() and key.isdigit() and int(key) < VOCAB:
+        assert r.status_code == 200, (key, r.text[:300])
+    else:
+        assert r.status_code == 400 and "logit_bias" in r.json()["error"]["message"], (key, r.text[:300])
+
+
+def test_null_content_is_refused_except_in_a_reply(served) -> None:
+    """Only an assistant reply may come back with content null (the SDK sends replies back so); a
+    system or user message with none was rendered as empty text and answered."""
+    for role in ("system", "developer", "user"):
+        r = served.post("/v1/chat/completions", json={**BASE["/v1/chat/completions"], "messages": [{"role": role, "content": None}]})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content", r.text[:300]
+        assert f"a {role} message needs content" in r.json()["error"]["message"]
+    history = [{"role": "user", "content": "Hail"}, {"role": "assistant", "content": None}, {"role": "user", "content": "Again"}]
+    assert served.post("/v1/chat/completions", json={**BASE["/v1/chat/completions"], "messages": history}).status_code == 200

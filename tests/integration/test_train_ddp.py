@@ -7,7 +7,19 @@ from __future__ import annotations
 import json
 
 import pytest
-from train_helpers import assert_same_weights, checkpoint_steps, final_weights, logged, newest_checkpoint_dir, run, train_cmd
+from train_helpers import (
+    assert_same_weights,
+    checkpoint_steps,
+    cli_in_process,
+    final_weights,
+    logged,
+    newest_checkpoint_dir,
+    run,
+    sft_cmd,
+    train_args,
+    train_cmd,
+    write_conversations,
+)
 
 from londinium.checkpoint import META_FILE, load_trainer_state, verify
 
@@ -51,3 +63,23 @@ def test_ddp_processes_agree_on_the_steps_a_time_budget_plans(tiny_workspace):
     assert budgeted.stdout.count("sized by train.max_minutes = 0.1") == 1
     summary = json.loads(ws.run_summary_file("ddp-budget").read_text(encoding="utf-8"))
     assert summary["plan"]["by"] == "max_minutes" and checkpoint_steps(ws, "ddp-budget")[-1] == summary["step"] > 0
+
+
+@pytest.mark.slow  # ~40 s: three 2-process torchrun launches
+def test_ddp_sft_resume_after_sigkill_is_bit_exact(tiny_workspace, tmp_path):
+    """The SFT objective under DDP: ranks read disjoint conversations and their own replay windows,
+    and a 2-process SFT run SIGKILLed mid-way resumes to the uninterrupted run's weights and losses."""
+    ws = tiny_workspace
+    rc, _, err = cli_in_process(train_args(ws, "ddp-sft-base", 6))
+    assert rc == 0, err
+    data = write_conversations(ws, tmp_path / "chats.jsonl")
+    ref = run(sft_cmd(ws, "ddp-sft-base", "ddp-sft-ref", STEPS, data, procs=2))
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    killed = run(sft_cmd(ws, "ddp-sft-base", "ddp-sft-killed", STEPS, data, procs=2), kill_at=KILL_AT)
+    assert killed.returncode != 0
+    assert checkpoint_steps(ws, "ddp-sft-killed") == [6]
+    resumed = run(sft_cmd(ws, "ddp-sft-base", "ddp-sft-killed", STEPS, data, "--resume", procs=2))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("resuming from step 6") == 1
+    assert_same_weights(final_weights(ws, "ddp-sft-killed"), final_weights(ws, "ddp-sft-ref"))
+    assert logged(ws, "ddp-sft-killed") == logged(ws, "ddp-sft-ref")

@@ -21,8 +21,11 @@ from train_helpers import (
     logged,
     newest_checkpoint_dir,
     run,
+    sft_args,
+    sft_cmd,
     train_args,
     train_cmd,
+    write_conversations,
 )
 
 from londinium.checkpoint import MODEL_FILE
@@ -144,3 +147,22 @@ def test_the_tiny_recipe_and_muon_resume_after_sigkill_bit_exactly(tiny_workspac
                                      "--set", f"train.max_steps={STEPS + 6}"])
         assert rc == 2
         assert "train.optimizer = 'muon'" in err and "'adamw'" in err
+
+
+def test_an_sft_run_resumes_after_sigkill_bit_exactly(reference, tiny_workspace, tmp_path):
+    """Supervised fine-tuning is an objective of the same trainer: its conversation loader (with
+    replay rows) resumes from its cursor, and `londinium train --resume` continues it as trained."""
+    ws = tiny_workspace
+    data = write_conversations(ws, tmp_path / "chats.jsonl")
+    rc, out, err = cli_in_process(sft_args(ws, "ref", "sft-ref", STEPS, data))
+    assert rc == 0, err
+    assert "base run 'ref' step-000024" in out and "replay: 2 of 8 rows" in out
+    died = run(sft_cmd(ws, "ref", "sft-killed", STEPS, data), kill_at=KILL_AT)
+    assert died.returncode == -9, (died.returncode, died.stderr[-2000:])
+    rc, out, err = cli_in_process(["train", "--resume", "--run", "sft-killed", "-w", str(ws.root)])
+    assert rc == 0, err
+    assert "resuming from step 12" in out
+    assert_same_weights(final_weights(ws, "sft-killed"), final_weights(ws, "sft-ref"))
+    assert logged(ws, "sft-killed") == logged(ws, "sft-ref")
+    rows = logged(ws, "sft-ref")[0]
+    assert rows[-1][1] < rows[0][1]  # the answers' loss fell

@@ -90,3 +90,47 @@ def checkpoint_steps(ws: Workspace, run: str) -> list[int]:
 
 def newest_checkpoint_dir(ws: Workspace, run: str) -> Path:
     return list_checkpoints(ws.checkpoints_dir(run))[-1].path
+
+
+# ---- supervised fine-tuning ------------------------------------------------------------------------
+
+# [train] as the helpers' runs, less the model (the base's) and what [sft] sets instead.
+SFT_TRAIN = [s for s in TINY if s.startswith("train.") and s.split("=")[0] not in ("train.warmup_steps", "train.learning_rate", "train.eval_every")]
+SFT_TINY = ["sft.warmup_steps=2", "sft.learning_rate=3e-3", "sft.eval_every=6", "sft.replay_share=0.25"]
+
+
+def write_conversations(ws: Workspace, path: Path, n: int = 48, answer_prefix: str = "") -> Path:
+    """A user's JSONL cut from the tiny corpus: the start of a sentence -> its next two words, half in
+    the messages form (some with a system message), half as prompt/completion; each fits the tiny
+    model's context of 32 (without `answer_prefix`, which starts every answer)."""
+    import json
+
+    from londinium.files import read_jsonl
+
+    lines = []
+    for row in read_jsonl(ws.corpus_split("train")):
+        for sentence in row["text"].split(". "):
+            words = sentence.split()
+            if len(words) >= 6 and len(lines) < n:
+                prompt, answer = " ".join(words[:3]), answer_prefix + " ".join(words[3:5])
+                if len(lines) % 2:
+                    lines.append({"prompt": prompt, "completion": answer})
+                else:
+                    system = [{"role": "system", "content": "Be brief."}] if len(lines) % 4 == 0 else []
+                    lines.append({"messages": [*system, {"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def sft_args(ws: Workspace, base: str, name: str, steps: int, data: Path, *flags: str, run_flag: str = "--run") -> list[str]:
+    out = ["sft", "-w", str(ws.root), run_flag, base, "--name", name, "--data", str(data)]
+    for s in [*SFT_TRAIN, *SFT_TINY, f"sft.max_steps={steps}"]:
+        out += ["--set", s]
+    return [*out, *flags]
+
+
+def sft_cmd(ws: Workspace, base: str, name: str, steps: int, data: Path, *flags: str, procs: int = 1) -> list[str]:
+    args = sft_args(ws, base, name, steps, data, *flags, run_flag="--run" if procs == 1 else "--run-name")
+    if procs == 1:
+        return [sys.executable, "-m", "londinium", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", "-m", "londinium", *args]

@@ -123,10 +123,13 @@ def test_a_relative_path_resolves_against_the_file_that_holds_it(tmp_path: Path,
 
     from londinium.config import SECTIONS
 
-    paths = [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls) if f.metadata.get("path")]
+    fields = {f"{name}.{f.name}": f for name, cls in SECTIONS.items() for f in dataclasses.fields(cls) if f.metadata.get("path")}
+    paths = list(fields)
     assert {"corpus.sources", "corpus.cache_dir", "eval.probe_file", "export.out", "serve.export", "serve.request_log",
-            "eval.checkpoint"} <= set(paths)
-    body = "".join(f'{key} = "sub/x"\n' for key in paths)  # dotted keys: one line a field
+            "eval.checkpoint", "sft.data"} <= set(paths)
+    listed = {key for key, f in fields.items() if f.default_factory is not dataclasses.MISSING and isinstance(f.default_factory(), list)}
+    value = {key: '["sub/x"]' if key in listed else '"sub/x"' for key in paths}  # a list of files: each item a path
+    body = "".join(f'{key} = {value[key]}\n' for key in paths)  # dotted keys: one line a field
     (tmp_path / "project").mkdir()
     (tmp_path / "run").mkdir()
     (tmp_path / "cwd").mkdir()
@@ -134,9 +137,10 @@ def test_a_relative_path_resolves_against_the_file_that_holds_it(tmp_path: Path,
     (tmp_path / "run" / "config.toml").write_text(body)
     monkeypatch.chdir(tmp_path / "cwd")
     for cfg, folder in ((load_config("../project/londinium.toml"), "project"), (load_config(base="../run/config.toml"), "run"),
-                        (load_config(None, [f"{key}='sub/x'" for key in paths]), "cwd")):
+                        (load_config(None, [f"{key}={value[key]}" for key in paths]), "cwd")):
         for key in paths:
             section, name = key.split(".")
-            assert getattr(getattr(cfg, section), name) == str(tmp_path / folder / "sub" / "x"), (key, folder)
+            want = str(tmp_path / folder / "sub" / "x")
+            assert getattr(getattr(cfg, section), name) == ([want] if key in listed else want), (key, folder)
     cfg = load_config(None, [f"corpus.sources='{tmp_path}/a.toml'", "eval.checkpoint=latest", "export.checkpoint=step-7"])
     assert (cfg.corpus.sources, cfg.eval.checkpoint, cfg.export.checkpoint) == (f"{tmp_path}/a.toml", "latest", "step-7")

@@ -290,6 +290,21 @@ def test_cli_eval_errors_are_one_line_naming_what_to_do(eval_ws, capsys):
     assert "/nonexistent.txt" in capsys.readouterr().err
 
 
+def test_a_text_file_that_is_not_utf8_fails_before_the_report_card_is_forgotten(eval_ws, tmp_path, capsys):
+    """The --text files are read whole before the stage starts: one that is no UTF-8 text used to be
+    found after the perplexity of every split, when the run's recorded report card was already dropped."""
+    sets = [x for s in EVAL_SETS for x in ("--set", s)]
+    assert main(["eval", "-w", str(eval_ws.root), "--run", "b", *sets]) == 0
+    recorded = eval_ws.manifest()["eval/b"]
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"\x00\xff\xfe" * 100)
+    capsys.readouterr()
+    assert main(["eval", "-w", str(eval_ws.root), "--run", "b", *sets, "--text", str(binary)]) == 2
+    out = capsys.readouterr()
+    assert out.err.strip() == f"londinium: error: --text {binary}: not UTF-8 text (byte 1); convert it to UTF-8"
+    assert "perplexity" not in out.out and eval_ws.manifest()["eval/b"] == recorded
+
+
 def test_a_bad_probe_file_in_the_config_is_named(eval_ws, tmp_path):
     bad = tmp_path / "p.toml"
     bad.write_text("[[probe]]\nid = 'x'\n", encoding="utf-8")

@@ -106,11 +106,11 @@ def test_tokenizer_in_the_gguf_encodes_like_ours(tiny_workspace, tmp_path) -> No
 
 
 def test_chat_template_is_embedded(tiny_workspace, tmp_path) -> None:
-    from londinium.infer.chat_template import CHAT_TEMPLATE
+    from londinium.infer.chat_template import INFERENCE_TEMPLATE  # llama.cpp's Jinja has no {% generation %}
 
     write_gguf(tmp_path / "m.gguf", trained_model(tiny_workspace, **GPT2), "float32", progress=False)
     field = gguf.GGUFReader(tmp_path / "m.gguf").fields["tokenizer.chat_template"]
-    assert field.contents() == CHAT_TEMPLATE
+    assert field.contents() == INFERENCE_TEMPLATE
 
 
 @pytest.mark.parametrize("model,match", [

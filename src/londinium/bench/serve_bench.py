@@ -328,7 +328,7 @@ async def _resolve_model(client: httpx.AsyncClient, base: str, headers: dict, de
     try:
         return await asyncio.wait_for(first_id(), deadline_s)
     except Exception as e:
-        reason = f"no answer within {deadline_s:g} s" if isinstance(e, asyncio.TimeoutError) else f"{type(e).__name__}: {str(e)[:200]}"
+        reason = f"no answer within {deadline_s:g} s" if isinstance(e, asyncio.TimeoutError) else f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"  # httpx's texts span lines
         raise BenchError(f"cannot list the models at {base}/models ({reason}); pass --model NAME") from None
 
 

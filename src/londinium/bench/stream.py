@@ -6,7 +6,7 @@ Nothing a server sends can crash or stall the benchmark: each request has a tota
 own timeouts are per read, so a server that trickles a byte now and then never trips them); a
 stream line may be at most `MAX_LINE_BYTES` and a whole answer `MAX_STREAM_BYTES`, read as they
 arrive, so a 300 MB line costs no memory; every chunk is checked for the shape the OpenAI API
-gives it (an object; `choices` a list of objects with a string `text`; `usage` whole token counts,
+gives it (an object; `choices` a list of one object, index 0, with a string `text`; `usage` whole token counts,
 at most the `max_tokens` asked for, and no more prompt tokens than the prompt has bytes plus a
 few special tokens). Anything else ends the request as a failed one, with the reason in its
 record, and the run goes on.
@@ -118,6 +118,9 @@ def chunk_choice(chunk: dict[str, Any]) -> tuple[str, str | None] | None:
         return None
     if not isinstance(choices, list) or not isinstance(choices[0], dict):
         raise StreamError("'choices' is not a list of objects")
+    index = choices[0].get("index", 0)
+    if len(choices) != 1 or type(index) is not int or index != 0:  # the request asks for one choice (n = 1)
+        raise StreamError(f"'choices' holds {len(choices)} choice(s), the first with index {index!r}; one (index 0) was asked for")
     text, finish = choices[0].get("text"), choices[0].get("finish_reason")
     if text is not None and not isinstance(text, str):
         raise StreamError(f"choices[0].text is a {type(text).__name__}, not a string")

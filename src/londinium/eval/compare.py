@@ -2,7 +2,7 @@
 
 Only figures measured on the same instruments are compared: every evaluation records in
 results.json what each block was measured on (the corpus split and how many of its documents, the
-cloze set's sha256, the probe set's, the prompts and word lists of generation), and the comparison
+cloze set's sha256, the probe set's, the task set's items, the prompts and word lists of generation), and the comparison
 refuses, naming the block, when a block both runs have was measured on different ones. On the same
 cloze items the difference is paired, item by item, with its standard error. Bits per byte compare
 across tokenizers; perplexity only within one (a note says so when the two runs used different
@@ -59,6 +59,11 @@ def flatten(results: dict[str, Any]) -> dict[str, float]:
             out[f"{block} {label}"] = s["overall"][key]
             for name, b in s[groups].items():
                 out[f"{block} `{name}` accuracy"] = b["accuracy"]
+    for name, t in results.get("tasks", {}).get("tasks", {}).items():
+        for split, block in t["splits"].items():
+            if block["summary"]["n"]:
+                out[f"task {name} {split} {t['metric']}"] = block["summary"]["score"]
+                out[f"task {name} {split} format"] = block["summary"]["format"]
     if gen := results.get("generation"):
         for key, m in gen["metrics"].items():
             if key == "reference":
@@ -133,7 +138,7 @@ def check_instruments(run_a: str, a: dict[str, Any], run_b: str, b: dict[str, An
     differ = [name for name in ia if name in ib and ia[name] != ib[name]]
     if differ:
         raise LondiniumError(f"eval --compare: '{run_a}' and '{run_b}' were measured on different instruments ({', '.join(differ)}: "
-                             "another corpus build, cloze set, probe set, [eval] sample size or prompts); evaluate both on the same "
+                             "another corpus build, cloze set, probe set, task set, [eval] sample size or prompts); evaluate both on the same "
                              f"ones (same corpus and [eval] settings: `londinium eval --run {run_a} --force` and the same for '{run_b}')")
 
 

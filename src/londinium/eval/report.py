@@ -113,6 +113,25 @@ def _cloze_section(c: dict[str, Any], max_shown: int = 3) -> list[str]:
     return out
 
 
+def _tasks_section(t: dict[str, Any]) -> list[str]:
+    how = f"{t['shots']}-shot: {t['shots']} solved train items before each question" if t["shots"] else "zero-shot"
+    out = ["## Tasks", "",
+           f"Held-out items of the task set (`londinium tasks build`, docs/tasks.md), asked through the chat template ({how}) "
+           f"and answered greedily, at most {t['max_tokens']} tokens. *score* is accuracy (choice), exact match or chrF (0-100) as "
+           "the task's metric says; *baseline* is the train split's most frequent answer (majority) or the input copied (copy), "
+           "on the same items; *format* is the share of answers that ended with `<|end|>` in time with no role token in them. "
+           "± is one standard error, clustered by document.", ""]
+    rows = []
+    for name, b in t["tasks"].items():
+        for split, block in b["splits"].items():
+            s = block["summary"]
+            extra = f"; word accuracy {_pm(s['word_accuracy'], s['word_accuracy_se'])}" if "word_accuracy" in s else ""
+            rows.append([f"`{name}`", split, b["metric"], s["n"], _pm(s["score"], s["score_se"]) + extra,
+                         f"{_pm(s['baseline'], s['baseline_se'])} ({b['baseline']})", _pct(s["format"]), f"{s['shots']:.1f}"])
+    out += [table(["task", "split", "metric", "items", "score", "baseline", "format", "shots"], rows), ""]
+    return out
+
+
 def _probe_section(probes: dict[str, Any]) -> list[str]:
     s = probes["summary"]
     out = [f"## {probes.get('title') or 'Probes'}", "",
@@ -233,6 +252,8 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None
         out += _cloze_section(results["cloze"])
     if "probes" in results:
         out += _probe_section(results["probes"])
+    if "tasks" in results:
+        out += _tasks_section(results["tasks"])
     if "contamination" in results:
         out += _contamination_section(results["contamination"])
     if "generation" in results:

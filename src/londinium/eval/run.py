@@ -77,8 +77,12 @@ def evaluate(
     force: bool = False,
     log: Callable[[str], None] = print,
     show_progress: bool = True,
+    tasks: bool = False,
+    shots: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a trained run and write its report card; returns the results (as in results.json)."""
+    """Evaluate a trained run and write its report card; returns the results (as in results.json).
+    With `tasks`, the task set (built or confirmed up to date first) is answered by generation too,
+    `shots`-shot (None: tasks.shots for a base model, 0 for a fine-tuned one; eval/tasks.py)."""
     from londinium.data.documents import require_split
     from londinium.checkpoint import CONFIG_FILE, MODEL_FILE
     from londinium.model.load import load_run
@@ -87,8 +91,8 @@ def evaluate(
     e = cfg.eval
     validate_config(e)
     text_paths = [Path(t) for t in texts]
-    for t in text_paths:
-        require_file(t, "--text")
+    for t in text_paths:  # read whole now: one that is no UTF-8 text fails before the stage drops its old record
+        _read_text_file(t)
     if cfg.train.threads > 0:  # the same CPU thread setting as training (0: torch's default)
         import torch
 
@@ -96,17 +100,30 @@ def evaluate(
     trained = load_run(ws, run=run, checkpoint=e.checkpoint, device=cfg.train.device, device_setting="train.device")
     model, run_cfg, ckpt, tok, tok_sha = trained.model, trained.config, trained.checkpoint, trained.tokenizer, trained.tokenizer_sha256
     used = instruments(ws, e, log=log)
+    task_set: dict[str, Any] = {}
+    if tasks:
+        from londinium.eval.tasks import shots_for
+        from londinium.tasks.build import build_tasks
+
+        names = build_tasks(ws, cfg.tasks, log=log)
+        task_set = {"names": names, "shots": shots_for(run_cfg, shots, cfg.tasks.shots), "max_tokens": cfg.tasks.max_tokens}
     splits = sorted({*e.splits, e.prompt_split, "train"})
     inputs = [ckpt.path / MODEL_FILE, ckpt.path / CONFIG_FILE, ws.tokenizer_file,
-              *(require_split(ws, s) for s in splits), *used.files, *text_paths]
+              *(require_split(ws, s) for s in splits), *used.files, *text_paths,
+              *(ws.task_items(n) for n in task_set.get("names", ()))]
     results: dict[str, Any] = {}
 
     def work() -> list[Path]:
         results.update(_evaluate(ws, e, run, model, run_cfg, ckpt, tok, tok_sha, used, text_paths, log, show_progress))
+        if task_set:
+            from londinium.eval.tasks import instrument
+
+            results.update(_tasks(ws, model, tok, task_set, log))
+            results["instruments"]["tasks"] = instrument(results["tasks"])
         return write_outputs(ws, run, results)
 
     fingerprint = {"run": run, "checkpoint": ckpt.path.name, "texts": [str(t.resolve()) for t in text_paths],
-                   "instruments": [str(p) for p in used.files], "profile": used.profile.to_record()}
+                   "instruments": [str(p) for p in used.files], "profile": used.profile.to_record(), **({"tasks": task_set} if task_set else {})}
     ran = ws.run_stage(f"eval/{run}", e, work, inputs=inputs, fingerprint=fingerprint, force=force, log=log)
     if not ran:
         results = json.loads(ws.eval_results(run).read_text(encoding="utf-8"))
@@ -233,6 +250,17 @@ def _evaluate(ws: Workspace, e: EvalConfig, run: str, model: Any, run_cfg: Confi
     results["seconds_by_part"] = seconds
     results["seconds"] = time.time() - t_start
     return results
+
+
+def _tasks(ws: Workspace, model: Any, tok: Any, task_set: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """The "tasks" block and its instrument (eval/tasks.py), added to the results."""
+    from londinium.eval.tasks import score_tasks
+    from londinium.infer.engine import Engine
+
+    t = time.time()
+    block = score_tasks(ws, task_set["names"], Engine(model, tok), task_set["shots"], task_set["max_tokens"], log)
+    block["seconds"] = time.time() - t
+    return {"tasks": block}
 
 
 def _cloze(ws: Workspace, path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:

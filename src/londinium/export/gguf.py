@@ -130,7 +130,7 @@ def _add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int) -> None:
     """The tokenizer as GGUF's GPT-2 style BPE metadata: byte-level tokens, merges, special ids."""
     import gguf
 
-    from londinium.infer.chat_template import CHAT_TEMPLATE
+    from londinium.infer.chat_template import INFERENCE_TEMPLATE
     from londinium.tokenizer.codec import EOT, PAD, SPECIAL_TOKENS
 
     n = tokenizer.get_vocab_size()
@@ -160,7 +160,7 @@ def _add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int) -> None:
     writer.add_pad_token_id(pad)
     writer.add_add_bos_token(False)  # our engine starts from the prompt as typed, without BOS
     writer.add_add_eos_token(False)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    writer.add_chat_template(INFERENCE_TEMPLATE)  # llama.cpp has no {% generation %} tag
 
 
 def _add_hyperparameters(writer: Any, cfg: ModelConfig, arch: str) -> None:

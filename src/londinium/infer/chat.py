@@ -1,9 +1,13 @@
-"""`londinium chat`: a REPL that streams the model's continuation of what you type.
+"""`londinium chat`: a REPL that streams the model's reply to what you type.
 
-The model is a base model: it continues text, it does not answer questions (chat templates come
-with fine-tuning). Each turn appends your line and the model's continuation to the conversation,
-which is kept as token ids in a rolling window: when it grows past the window, the oldest tokens are
-dropped, so a long session never hits the model's context limit.
+Two kinds of run, two ways to talk (the banner says which):
+- A base model continues text, it does not answer questions. Each turn appends your line and the
+  model's continuation to the conversation, kept as token ids in a rolling window: when it grows
+  past the window, the oldest tokens are dropped, so a long session never hits the context limit.
+- A fine-tuned run (`londinium sft`: its config says `train.objective = 'sft'`) was trained on the
+  chat template, so the conversation is kept as messages and each turn is rendered through the
+  template (`tokenize_chat`, as the server's /v1/chat/completions does), the model writing after
+  `<|assistant|>` until `<|end|>`. The oldest turns are dropped when it outgrows the window.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import IO, Any
 
 from londinium.config import parse_override
 from londinium.errors import LondiniumError
+from londinium.infer.chat_template import END_OF_TURN
 from londinium.infer.engine import Engine
 from londinium.infer.sampling import SamplingParams
 from londinium.infer.user_text import UserTextError, check_text, decode_line
@@ -53,12 +58,15 @@ def _setting(key: str, raw: str) -> Any:
 class ChatSession:
     """One conversation: settings, the rolling history of token ids, and what a line of input does."""
 
-    def __init__(self, engine: Engine, params: SamplingParams, window: int = 0, out: IO[str] | None = None):
+    def __init__(self, engine: Engine, params: SamplingParams, window: int = 0, out: IO[str] | None = None,
+                 assistant: bool = False):
         self.engine = engine
         self.params = params.replace(n=1, best_of=None, num_beams=1, logprobs=None).validate(engine.vocab_size)
         self.window = window
         self.out = out if out is not None else sys.stdout  # looked up at call time: tests swap sys.stdout
+        self.assistant = assistant  # talk through the chat template (a fine-tuned run), else continue text
         self.history: list[int] = []
+        self.messages: list[dict[str, str]] = []  # the conversation, in assistant mode
         self.last_prompt: list[int] = []  # what the model saw last turn (the window's contents)
 
     def settings(self) -> str:
@@ -75,7 +83,7 @@ class ChatSession:
         elif command == "/show":
             self._say(self.settings())
         elif command == "/reset":
-            self.history = []
+            self.history, self.messages = [], []
             self._say("(conversation reset)")
         elif command.startswith("/set"):
             self._set(command[len("/set"):].strip())
@@ -96,18 +104,26 @@ class ChatSession:
         self._say(f"{key} = {value!r}")
 
     def turn(self, text: str) -> str:
-        """Continue the conversation with `text`; stream the continuation and return it."""
+        """Continue the conversation with `text`; stream the reply and return it."""
         from londinium.tokenizer.codec import encode
 
-        ids = self.history + encode(self.engine.tokenizer, ("\n" if self.history else "") + text)
         window = min(self.window or self.engine.context, self.engine.context) - self.params.max_tokens
         if window < 1:
             self._say(f"error: max_tokens = {self.params.max_tokens} leaves no room in the model's context of {self.engine.context}; /set max_tokens lower")
             return ""
-        ids = self.last_prompt = ids[-window:]  # the rolling window: the oldest tokens go first
+        params = self.params
+        if self.assistant:
+            ids = self._chat_prompt(text, window)
+            if ids is None:
+                return ""
+            params = params.replace(stop_token_ids=[*params.stop_token_ids, self.engine.tokenizer.token_to_id(END_OF_TURN)])
+        else:
+            ids = self.history + encode(self.engine.tokenizer, ("\n" if self.history else "") + text)
+            ids = ids[-window:]  # the rolling window: the oldest tokens go first
+        self.last_prompt = ids
         pieces: list[str] = []
         try:
-            for delta in self.engine.stream(ids, self.params):
+            for delta in self.engine.stream(ids, params):
                 pieces.append(delta.text)
                 self.out.write(delta.text)
                 self.out.flush()
@@ -117,8 +133,31 @@ class ChatSession:
         self.out.write("\n")
         self.out.flush()
         reply = "".join(pieces)
-        self.history = ids + encode(self.engine.tokenizer, reply)
+        if self.assistant:
+            self.messages.append({"role": "assistant", "content": reply})
+        else:
+            self.history = ids + encode(self.engine.tokenizer, reply)
         return reply
+
+    def _chat_prompt(self, text: str, window: int) -> list[int] | None:
+        """The conversation with `text` as the next user turn, through the chat template, its oldest
+        turns dropped until it fits `window` tokens (None, and a message, when the line alone does not)."""
+        from londinium.infer.chat_template import tokenize_chat
+
+        self.messages.append({"role": "user", "content": text})
+        while True:
+            ids = tokenize_chat(self.engine.tokenizer, self.messages).ids
+            if len(ids) <= window:
+                return ids
+            if len(self.messages) == 1:
+                self.messages = []
+                self._say(f"error: the line is {len(ids)} tokens through the chat template; with max_tokens = "
+                          f"{self.params.max_tokens} the model's context of {self.engine.context} holds {window}; "
+                          "type less or /set max_tokens lower")
+                return None
+            del self.messages[0]  # the oldest turn goes first; what is left starts with a user turn
+            while self.messages[0]["role"] != "user":
+                del self.messages[0]
 
     def _say(self, text: str) -> None:
         self.out.write(text + "\n")

@@ -12,15 +12,15 @@ from pathlib import Path
 
 from londinium.config import Config
 from londinium.errors import LondiniumError
-from londinium.files import loads_json
+from londinium.files import loads_json, path_kind
 from londinium.infer.engine import Engine
 from londinium.infer.options import sampling_params
 from londinium.infer.user_text import check_text, decode_line
 from londinium.workspace import Workspace
 
 
-def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[Engine, str]:
-    """The engine for the chosen run and checkpoint, and a line saying what was loaded."""
+def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[Engine, Config]:
+    """The engine for the chosen run and checkpoint, and the config the run was trained with."""
     from londinium.model.load import load_run
 
     run = args.run or cfg.generate.run or cfg.train.run_name
@@ -28,8 +28,8 @@ def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[E
     device, setting = (args.device, "--device") if args.device else (cfg.generate.device, "generate.device")
     if args.weight_dtype:
         cfg.generate.weight_dtype = args.weight_dtype
-    engine = Engine.from_trained(load_run(ws, run=run, checkpoint=which, device=device, device_setting=setting), cfg.generate)
-    return engine, engine.loaded_from
+    trained = load_run(ws, run=run, checkpoint=which, device=device, device_setting=setting)
+    return Engine.from_trained(trained, cfg.generate), trained.config
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -37,10 +37,13 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     if args.prompt is not None:
         return [check_text(p, f"--prompt {i + 1}" if len(args.prompt) > 1 else "--prompt") for i, p in enumerate(args.prompt)]
     path: Path = args.prompts_file
-    if path.is_dir():
+    kind = path_kind(path, follow=True)
+    if kind == "folder":
         raise LondiniumError(f"--prompts-file {path} is a directory; give a text or .jsonl file of prompts")
-    if not path.is_file():
+    if kind == "missing":
         raise LondiniumError(f"--prompts-file {path}: no such file")
+    if kind != "file":  # a FIFO waits for a writer for ever, a device never ends: as for every file londinium reads
+        raise LondiniumError(f"--prompts-file {path} is a {kind}, not a regular file; save the prompts to a file and give that")
     try:
         lines = [decode_line(raw, f"{path}:{i}") for i, raw in enumerate(path.read_bytes().splitlines(), 1)]
     except OSError as e:
@@ -68,8 +71,8 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 def generate_command(ws: Workspace, cfg: Config, args: argparse.Namespace) -> int:
     params = sampling_params(cfg, args).validate()  # before the slow part: bad flags fail at once
     prompts = read_prompts(args)
-    engine, loaded = load_engine(ws, cfg, args)
-    print(f"londinium generate: {loaded}", file=sys.stderr)
+    engine, _ = load_engine(ws, cfg, args)
+    print(f"londinium generate: {engine.loaded_from}", file=sys.stderr)
     streamable = len(prompts) == 1 and params.n == 1 and params.num_beams == 1 and params.best_of in (None, 1)
     if args.format == "text" and streamable:
         # One sequence: show it as it is written. The first step runs before the prompt is echoed,
@@ -104,6 +107,9 @@ def chat_command(ws: Workspace, cfg: Config, args: argparse.Namespace) -> int:
     from londinium.infer.chat import ChatSession, run_chat
 
     params = sampling_params(cfg, args).validate()
-    engine, loaded = load_engine(ws, cfg, args)
-    session = ChatSession(engine, params, window=cfg.generate.chat_window)
-    return run_chat(session, banner=f"londinium chat: {loaded}. A base model continues your text; /help for commands.")
+    engine, trained_with = load_engine(ws, cfg, args)
+    assistant = trained_with.train.objective == "sft"
+    session = ChatSession(engine, params, window=cfg.generate.chat_window, assistant=assistant)
+    how = ("A fine-tuned assistant: it answers through the chat template" if assistant
+           else "A base model continues your text")
+    return run_chat(session, banner=f"londinium chat: {engine.loaded_from}. {how}; /help for commands.")

@@ -16,8 +16,8 @@ class UserTextError(LondiniumError):
     """A prompt or chat line is not valid UTF-8 text."""
 
 
-def check_text(text: str, where: str) -> str:
-    """`text` unchanged when it is valid Unicode; else UserTextError naming `where` and the byte."""
+def check_text(text: str, where: str, fix: str = "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)") -> str:
+    """`text` unchanged when it is valid Unicode; else UserTextError naming `where`, the byte and `fix`."""
     try:
         text.encode("utf-8")
         return text
@@ -25,8 +25,7 @@ def check_text(text: str, where: str) -> str:
         bad = text[e.start]
         byte = ord(bad) - 0xDC00 if 0xDC80 <= ord(bad) <= 0xDCFF else None  # a surrogate-escaped byte
         what = f"byte 0x{byte:02x}" if byte is not None else f"lone surrogate U+{ord(bad):04X}"
-        raise UserTextError(f"{where} is not valid UTF-8 text ({what} at character {e.start}); "
-                            f"convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+        raise UserTextError(f"{where} is not valid UTF-8 text ({what} at character {e.start}); {fix}") from None
 
 
 def decode_line(raw: bytes, where: str) -> str:

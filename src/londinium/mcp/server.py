@@ -420,12 +420,23 @@ def api_key(cfg: Config) -> str:
 
 def http_app(server: Any, cfg: Config) -> Any:
     """The streamable HTTP ASGI app (at /mcp), each body checked (`wire.CheckedBody`), behind the API
-    key when one is set (a request without it is refused before its body is read)."""
-    from londinium.mcp.wire import CheckedBody
+    key when one is set (a request without it is refused before its body is read), and behind the
+    Host and Origin check of `londinium serve` (`serve.hosts`)."""
+    from mcp.server.transport_security import TransportSecuritySettings
 
-    app = CheckedBody(server.streamable_http_app(host=cfg.mcp.host))
+    from londinium.mcp.wire import CheckedBody, refusal
+    from londinium.serve.hosts import HostCheck, trusted_hosts
+
+    # One Host/Origin rule, `londinium serve`'s (below), rather than two that disagree at the edges.
+    sdk = server.streamable_http_app(host=cfg.mcp.host, transport_security=TransportSecuritySettings(
+        enable_dns_rebinding_protection=False))
+    app = CheckedBody(sdk, timeout_s=cfg.serve.read_timeout_s)
     key = api_key(cfg)
-    return BearerKey(app, key) if key else app
+    app = BearerKey(app, key) if key else app
+    # `londinium serve`'s Host/Origin rule and allow-lists in front (DNS rebinding): the SDK's own
+    # check took any Host starting `127.0.0.1:` ('127.0.0.1:8000@evil.example', any port), and none
+    # when bound beyond loopback.
+    return HostCheck(app, trusted_hosts(cfg.mcp.host, cfg.serve.allowed_hosts, cfg.serve.allowed_origins), refusal)
 
 
 def serve_mcp(ws: Workspace, cfg: Config, http: bool = False) -> None:
@@ -434,6 +445,11 @@ def serve_mcp(ws: Workspace, cfg: Config, http: bool = False) -> None:
 
     log = lambda msg: print(f"londinium mcp: {msg}", file=sys.stderr, flush=True)  # noqa: E731 (stdout is the stdio protocol)
     validate(cfg, "command line")  # command-line flags (--port, --host, ...) land here after the config was loaded
+    sock = None
+    if http:  # bound before the model loads: a port in use is one line at once
+        from londinium.serve.connections import listen
+
+        sock = listen(cfg.mcp.host, cfg.mcp.port, "londinium mcp --http")
     service = ModelService.load(ws, cfg)
     server = build_server(service)
     log(f"serving {service.trained.describe()}" + ("" if service.has_index else f"; search disabled: {service.index_error}"))
@@ -444,8 +460,14 @@ def serve_mcp(ws: Workspace, cfg: Config, http: bool = False) -> None:
         return
     import uvicorn
 
+    from londinium.serve.connections import connection_limits, quiet_repeats
+
     host, port = cfg.mcp.host, cfg.mcp.port
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key(cfg):
         log(f"warning: listening on {host} without an API key; anyone who can reach it can use the model (set serve.api_key)")
     log(f"streamable HTTP at http://{host}:{port}/mcp" + (" (API key required)" if api_key(cfg) else ""))
-    uvicorn.run(http_app(server, cfg), host=host, port=port, log_level="warning")
+    # The bounds of `londinium serve` ([serve]'s max_connections and read_timeout_s): without them idle or
+    # trickling clients held their connections for ever, and at the open-file limit the server died.
+    quiet_repeats()
+    config = uvicorn.Config(http_app(server, cfg), log_level="warning", **connection_limits(cfg.serve))
+    uvicorn.Server(config).run(sockets=[sock])

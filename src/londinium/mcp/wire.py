@@ -28,6 +28,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Iterator
 
+import anyio
 import pydantic_core
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from mcp.types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError, jsonrpc_message_adapter
@@ -200,31 +201,38 @@ def serve_stdio(server: Any) -> None:
 
 class CheckedBody:
     """ASGI middleware in front of the SDK's streamable HTTP app: a POST body that `check_message`
-    refuses (or one over `MAX_MESSAGE_BYTES`) is answered here with 400 and the JSON-RPC error; a
-    good one is passed on unchanged."""
+    refuses (or one over `MAX_MESSAGE_BYTES`) is answered here with 400 and the JSON-RPC error, one
+    not all arrived `timeout_s` after the head with 408 (and the connection closed: a client
+    trickling its body held the connection for ever); a good one is passed on unchanged."""
 
-    def __init__(self, app: Any, limit: int = MAX_MESSAGE_BYTES):
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int = MAX_MESSAGE_BYTES, timeout_s: float = 30.0):
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > self.limit:
-                await self._refuse(send, too_long(self.limit), 413)
-                return
+        with anyio.move_on_after(self.timeout_s) as deadline:
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                more = message.get("more_body", False)
+                if size > self.limit:
+                    await send_error(send, too_long(self.limit), 413)
+                    return
+        if deadline.cancelled_caught:
+            late = _error(None, INVALID_REQUEST, f"Invalid Request: the body did not arrive within {self.timeout_s:g} s "
+                                                 "(serve.read_timeout_s); send it at once")
+            await send_error(send, late, 408, close=True)
+            return
         body = b"".join(chunks)
         error = check_message(body)
         if error is not None:
-            await self._refuse(send, error, 400)
+            await send_error(send, error, 400)
             return
         replayed = False
 
@@ -237,9 +245,21 @@ class CheckedBody:
 
         await self.app(scope, replay, send)
 
-    @staticmethod
-    async def _refuse(send: Any, error: JSONRPCError, status: int) -> None:
-        body = dump(error).encode("utf-8")
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+
+def refusal(status: int, message: str, code: str = "") -> Any:
+    """An ASGI app answering `status` with a JSON-RPC error (id null): `serve.hosts.HostCheck`'s
+    refusal for `londinium mcp --http`."""
+
+    async def respond(scope: dict, receive: Any, send: Any) -> None:
+        await send_error(send, _error(None, INVALID_REQUEST, message), status)
+
+    return respond
+
+
+async def send_error(send: Any, error: JSONRPCError, status: int, close: bool = False) -> None:
+    """Answer an HTTP request with `status` and the JSON-RPC error as its body."""
+    body = dump(error).encode("utf-8")
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *([(b"connection", b"close")] if close else [])]})
+    await send({"type": "http.response.body", "body": body})

@@ -10,7 +10,8 @@ A directory decides nothing about what is allocated until it has shown that its 
 2. When `londinium.json` is there (a `londinium export`), each file read must have the size and
    sha256 it recorded; when it is not (a plain transformers directory), that is said once.
 3. config.json's values are held to our config's rules (`model_config_from_hf`), and the tokenizer
-   may have no more tokens than the model's vocabulary.
+   may have no more tokens than the model's vocabulary (nor, unread, more bytes than such a
+   vocabulary needs).
 4. The weights' safetensors headers (read by the safetensors library, no tensor loaded) must hold
    exactly the parameters that config describes, counted by `model.info` arithmetic before any
    module exists, then name by name and shape by shape from a model built on the meta device;
@@ -36,7 +37,7 @@ import torch
 from londinium.config import ModelConfig
 from londinium.export.hf import INDEX_FILE, SINGLE_FILE
 from londinium.export.run import RECORD_FILE
-from londinium.files import loads_json, sha256_file
+from londinium.files import loads_json, path_kind, sha256_file
 from londinium.model.from_hf import ExportError, model_config_from_hf
 
 CONFIG_FILE = "config.json"
@@ -44,6 +45,10 @@ TOKENIZER_FILE = "tokenizer.json"
 # No real config, index, record or tokenizer comes near this (a 256k-token tokenizer.json is ~35 MB);
 # past it a file is refused before it is read into memory.
 MAX_JSON_BYTES = 64 * 2**20
+# A tokenizer.json needs some tens of bytes per token (GPT-2's 27, Llama 3's 71, Gemma's 133, with
+# scores and pretty-printing); past this budget for the model's vocabulary it is refused unread, since
+# the tokenizers library holds ~45 times the file in memory (144 MB took 6.6 GB and 49 s).
+TOKENIZER_BYTES = (1 << 20, 512)  # fixed part, bytes per token of the vocabulary
 # The safetensors dtypes we load (what `londinium export` writes); int8 and friends are quantised
 # formats our loader does not dequantise (GGUF is the quantised export).
 WEIGHT_DTYPES = ("F32", "BF16", "F16")
@@ -70,7 +75,9 @@ def check_export(directory: str | Path, say: Callable[[str], None] = log.warning
 
     given = Path(directory)
     if not given.is_dir():
-        raise ExportError(f"{given}: no such directory; give a directory written by `londinium export`")
+        kind = path_kind(given, follow=True)
+        what = "no such directory" if kind == "missing" else f"a {kind}, not a directory"
+        raise ExportError(f"{given}: {what}; give a directory written by `londinium export`")
     root = given.resolve()
     if not (root / CONFIG_FILE).exists():
         raise ExportError(f"{given}: no {CONFIG_FILE}: not a transformers export directory (see `londinium export`)")
@@ -84,12 +91,13 @@ def check_export(directory: str | Path, say: Callable[[str], None] = log.warning
             _verify(path, root, record)
 
     cfg = model_config_from_hf(_read_json(config_file), str(config_file))
+    headers = _headers(root, weight_files, weight_map)
+    _match(cfg, headers, config_file)  # first: the vocabulary the tokenizer is measured by is now the weights'
+    _tokenizer_size(tokenizer_file, cfg.vocab_size)
     tokenizer = load_tokenizer(tokenizer_file)
     if tokenizer.get_vocab_size() > cfg.vocab_size:
         raise ExportError(f"{tokenizer_file} has {tokenizer.get_vocab_size():,} tokens but {config_file} gives the model "
                           f"a vocabulary of {cfg.vocab_size:,}: they do not belong together")
-    headers = _headers(root, weight_files, weight_map)
-    _match(cfg, headers, config_file)
     for path in weight_files:
         _finite(path)
     return CheckedExport(given, cfg, tuple(weight_files), tokenizer_file, tokenizer, verified=record is not None)
@@ -121,6 +129,15 @@ def _read_json(path: Path) -> Any:
         return loads_json(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ExportError(f"{path}: not valid JSON ({e})") from None
+
+
+def _tokenizer_size(path: Path, vocab_size: int) -> None:
+    fixed, per_token = TOKENIZER_BYTES
+    budget = min(MAX_JSON_BYTES, fixed + per_token * vocab_size)
+    size = path.stat().st_size
+    if size > budget:
+        raise ExportError(f"{path}: {size:,} bytes is far past what a vocabulary of {vocab_size:,} needs ({budget:,} bytes "
+                          "at most); not the tokenizer this model was exported with")
 
 
 def _weight_files(root: Path, given: Path) -> tuple[list[Path], dict[str, str] | None]:

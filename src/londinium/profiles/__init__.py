@@ -12,7 +12,8 @@
 Parts of a profile: `folding` (spelling folding for near-duplicate grouping and search),
 `period_words` and `anachronisms` (word lists: generation metrics, tokenizer report), `probes` and
 `probes_title` (a hand-written probe set for `londinium eval`), `example_prompt` (export hints,
-model cards), `style` (how prompts and cards name the corpus's language), `description`.
+model cards), `style` (how prompts and cards name the corpus's language), `tasks` (the tasks cut
+from the corpus beside the generic ones, `londinium.tasks.catalog`), `description`.
 
 Two profiles ship in `data_files/profiles/`: `period-london`, which the embedded registry selects,
 and `neutral` (every part off), which any other registry gets unless it opts in, wholly or part by

@@ -20,7 +20,7 @@ from londinium.spelling import fold_word
 BUILTIN = ("neutral", "period-london")
 FOLDINGS: dict[str, Callable[[str], str]] = {"none": str.lower, "early-modern": fold_word}
 PATH_PARTS = ("period_words", "anachronisms", "probes")
-TEXT_PARTS = ("description", "probes_title", "example_prompt", "style")
+TEXT_PARTS = ("description", "probes_title", "example_prompt", "style", "tasks")
 PARTS = ("folding", *PATH_PARTS, *TEXT_PARTS)
 SHIPPED = "londinium:"
 
@@ -43,6 +43,7 @@ class Profile:
     probes_title: str = ""  # how the report card names that probe set
     example_prompt: str = ""  # what hints and cards start a generation with ("" take it from held-out text)
     style: str = ""  # how prompts and cards name the corpus's language ("" nothing specific)
+    tasks: str = ""  # the profile's own tasks beside the generic ones, comma-separated names (londinium.tasks.catalog)
 
     # ---- folding --------------------------------------------------------------------------------
     def fold(self, word: str) -> str:
@@ -98,6 +99,8 @@ class Profile:
         if unknown or bad or not isinstance(folds, dict) or any(f not in FOLDINGS for f in (record.get("folding", "none"), *folds.values())):
             raise ConfigError(f"{where}: the recorded profile has unknown or malformed fields "
                               f"({', '.join(unknown + bad) or 'folding'}); rebuild the corpus (`londinium corpus build --force`)")
+        if "tasks" not in record and record["name"] in BUILTIN:  # recorded before profiles had tasks
+            record = {**record, "tasks": builtin(record["name"]).tasks}
         return cls(**{**record, "source_folding": dict(folds)})
 
 

@@ -12,6 +12,10 @@ log in 10 s here (docs/LOG.md).
 - `connection_cap` keeps the cap under the process's open-file limit.
 - `OncePer` is a logging filter that lets a repeated condition through once per interval, as one
   line with the count of repeats, without its traceback.
+- `listen` binds the listening socket before uvicorn starts, so a port in use or an address that is
+  not this machine's is one line and exit 2 (uvicorn logs the error and exits 3 from inside).
+
+`londinium serve` and `londinium mcp --http` use all of them, with [serve]'s bounds.
 """
 
 from __future__ import annotations
@@ -20,12 +24,16 @@ import asyncio
 import functools
 import json
 import logging
+import errno
 import resource
+import socket
 import time
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from londinium.errors import LondiniumError
 
 log = logging.getLogger("londinium.serve")
 
@@ -151,3 +159,24 @@ def quiet_repeats(interval_s: float = 60.0) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, OncePer) for f in logger.filters):
             logger.addFilter(OncePer(rules, interval_s))
+
+
+def listen(host: str, port: int, command: str) -> socket.socket:
+    """A socket bound to `host`:`port` for uvicorn (`Server.run(sockets=[...])`); LondiniumError
+    naming the address and what to change when it cannot be had. `command` names the flags' owner."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            fix = "another program listens there: choose another --port"
+        elif isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL:
+            fix = "that is no address of this machine: choose another --host (127.0.0.1, or 0.0.0.0 for every interface)"
+        else:
+            fix = "choose another --host or --port"
+        raise LondiniumError(f"{command} cannot listen on {host}:{port} ({e.strerror or e}); {fix}") from None
+    sock.set_inheritable(True)
+    return sock

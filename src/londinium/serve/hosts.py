@@ -19,7 +19,9 @@ of this server. So, as the `mcp` SDK's transport security does for `londinium mc
   an answer even from a server it is allowed to reach.
 
 `guard(app, ...)` adds both to a Starlette or FastAPI app; `londinium serve` uses it, and so will the
-gateway and the playground. The refusal's body is the caller's (`londinium serve`: OpenAI's error).
+gateway and the playground. `londinium mcp --http` puts `HostCheck` in front of the SDK's app: the
+SDK's own check takes any Host that starts with `127.0.0.1:` (`127.0.0.1:1`, `127.0.0.1:8000@evil`)
+and none at all when it listens on another address. The refusal's body is the caller's (`londinium serve`: OpenAI's error).
 """
 
 from __future__ import annotations
@@ -140,11 +142,9 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
-def guard(app: Any, bind: str, allowed_hosts: Iterable[str], allowed_origins: Iterable[str], refuse: Refusal,
-          setting: str = "serve") -> None:
-    """Add the Host/Origin check, and CORS for the allowed origins (none: no CORS headers), to a
-    Starlette app. Call it after the middlewares that must run behind it (an API key: a browser's
-    CORS preflight carries none), before those that must see every request (metrics)."""
+def trusted_hosts(bind: str, allowed_hosts: Iterable[str], allowed_origins: Iterable[str],
+                  setting: str = "serve") -> TrustedHosts:
+    """The allow-lists checked and lower-cased (a bad entry is a LondiniumError naming the setting)."""
     hosts, origins = tuple(h.lower() for h in allowed_hosts), tuple(o.lower() for o in allowed_origins)
     for entry in (h for h in hosts if h != "*"):
         try:
@@ -152,7 +152,15 @@ def guard(app: Any, bind: str, allowed_hosts: Iterable[str], allowed_origins: It
         except ValueError:
             raise LondiniumError(f"{setting}.allowed_hosts: {entry!r} is not a host name with an optional port "
                                  "(1-65535), nor '*'") from None
-    trusted = TrustedHosts(bind, hosts, origins, setting)
+    return TrustedHosts(bind, hosts, origins, setting)
+
+
+def guard(app: Any, bind: str, allowed_hosts: Iterable[str], allowed_origins: Iterable[str], refuse: Refusal,
+          setting: str = "serve") -> None:
+    """Add the Host/Origin check, and CORS for the allowed origins (none: no CORS headers), to a
+    Starlette app. Call it after the middlewares that must run behind it (an API key: a browser's
+    CORS preflight carries none), before those that must see every request (metrics)."""
+    trusted = trusted_hosts(bind, allowed_hosts, allowed_origins, setting)
     if trusted.allowed_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(trusted.allowed_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)

@@ -12,12 +12,18 @@ Metrics (text format at GET /metrics, one registry per app so two servers in one
     londinium_prompt_tokens_total / _generation_tokens_total
 
 The request log is one JSON object per line per request: id, endpoint, status, token counts and
-timings; prompt text only when `serve.log_prompts` is on.
+timings; prompt text only when `serve.log_prompts` is on. Its file is opened before the port opens
+(a folder, or a FIFO that nothing reads, is one line then: opening such a FIFO used to wait for a
+reader for ever); a line that cannot be written later (a full disk) is lost and said once a minute,
+and the request is served all the same.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
 import sys
 import threading
 import time
@@ -26,6 +32,10 @@ from typing import IO, Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from londinium.errors import PathError
+
+log = logging.getLogger("londinium.serve")
 
 # Latency buckets from 1 ms to 2 minutes: tiny CPU models answer in milliseconds, big ones queue.
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -76,17 +86,44 @@ class RequestLog:
     def __init__(self, path: str | Path | None = None, log_prompts: bool = False):
         self.log_prompts = log_prompts
         self._lock = threading.Lock()
-        self._file: IO[str] = open(path, "a", encoding="utf-8", buffering=1) if path else sys.stderr
-        self._owned = bool(path)
+        self._file: IO[str] = _open_for_appending(Path(path)) if path else sys.stderr
+        self._owned, self._where = bool(path), str(path or "standard error")
+        self._lost, self._said_at = 0, -float("inf")
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.log_prompts:
             record = {k: v for k, v in record.items() if k != "prompt"}
         line = json.dumps({"time": round(time.time(), 3), **record}, ensure_ascii=False)
         with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
+            try:
+                self._file.write(line + "\n")
+                self._file.flush()
+            except OSError as e:  # the log's trouble is not the request's: serve it, say so once a minute
+                self._lost += 1
+                if time.monotonic() - self._said_at >= 60:
+                    self._said_at = time.monotonic()
+                    log.warning("londinium serve: the request log %s cannot be written (%s); requests are served, "
+                                "%d log line(s) lost so far", self._where, e.strerror or e, self._lost)
 
     def close(self) -> None:
         if self._owned:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the last lines could not be flushed: already said by write
+
+
+def _open_for_appending(path: Path) -> IO[str]:
+    """`path` opened to append lines, or PathError naming serve.request_log and what to do. Opened
+    without blocking, so a FIFO that no program reads is an error now instead of a wait for ever."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+    except IsADirectoryError:
+        raise PathError(f"serve.request_log {path} is a folder; give a file to append the log to") from None
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            raise PathError(f"serve.request_log {path} is a FIFO that no program reads; start its reader first, "
+                            "or give a file") from None
+        raise PathError(f"serve.request_log {path} cannot be opened ({e.strerror or e}); give a file that can be written") from None
+    os.set_blocking(fd, True)  # writes wait for a slow FIFO reader, as they would for a plain open()
+    return os.fdopen(fd, "a", encoding="utf-8", buffering=1)

@@ -13,11 +13,10 @@ Context errors follow vLLM: a prompt that fills the context is refused with `par
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from londinium.infer.chat_template import END_OF_TURN, ChatTemplateError, render_chat
+from londinium.infer.chat_template import END_OF_TURN, ChatTemplateError, tokenize_chat
 from londinium.infer.sampling import SamplingError, SamplingParams
 from londinium.serve.errors import APIError, bad_request
 from londinium.serve.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
@@ -68,10 +67,10 @@ def _params(req: _Sampling, gen: Any, vocab_size: int, names: dict[str, str], **
     if req.logit_bias:
         bias: dict[int, float] = {}
         for key, value in req.logit_bias.items():
-            try:
-                bias[int(key)] = value
-            except ValueError:
-                raise bad_request(f"logit_bias: key {key!r} is not a token id (an integer in a string)", param="logit_bias") from None
+            # ASCII digits only: int() also reads " 1", "+1", "1_0" and other scripts' digits ("١")
+            if not re.fullmatch(r"-?[0-9]+", key):
+                raise bad_request(f"logit_bias: key {key!r} is not a token id (an integer in a string)", param="logit_bias")
+            bias[int(key)] = value
         overrides["logit_bias"] = bias
     overrides.update({k: v for k, v in extra.items() if v is not None})
     params = SamplingParams.from_config(gen, n=req.n, **overrides)
@@ -102,6 +101,20 @@ def _fit(ids: list[int], params: SamplingParams, requested: int | None, context:
     return params
 
 
+def _refuse_if_surely_too_long(texts: list[str], engine: Any, field: str, which: str = "") -> None:
+    """Refuse, before tokenizing, text whose size alone proves it cannot fit the context: no token
+    stands for more bytes than the vocabulary's longest, so it has at least bytes / longest tokens.
+    Tokenizing is what would take the time (4 s for 3 MB, on the event loop every request shares)."""
+    size = sum(len(t.encode("utf-8")) for t in texts)
+    if size <= engine.context:  # it fits, whatever it becomes
+        return
+    at_least = -(-size // max(map(len, engine.token_bytes)))
+    if at_least >= engine.context:
+        raise APIError(400, f"This model's maximum context length is {engine.context} tokens. However, your {field}{which} "
+                            f"has at least {at_least:,} tokens ({size:,} bytes), which leaves no room for a completion. "
+                            f"Please shorten the {field}.", param=field, code="context_length_exceeded")
+
+
 def completion_inputs(req: CompletionRequest, engine: Any, gen: Any) -> Prepared:
     """POST /v1/completions: the prompt in any of its four forms."""
     stream, include_usage = _common_checks(req)
@@ -127,7 +140,8 @@ def completion_inputs(req: CompletionRequest, engine: Any, gen: Any) -> Prepared
     for i, p in enumerate(raw):
         which = f" (prompt {i})" if len(raw) > 1 else ""
         if isinstance(p, str):
-            ids, text = encode(engine.tokenizer, _text(p, "prompt")), p
+            _refuse_if_surely_too_long([_text(p, "prompt")], engine, "prompt", which)
+            ids, text = encode(engine.tokenizer, p), p
         else:
             bad = [t for t in p if not 0 <= t < engine.vocab_size]
             if bad:
@@ -152,23 +166,10 @@ ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system mes
 
 
 def encode_chat(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], str]:
-    """Token ids and text of the chat template applied to `messages`.
-
-    The template's role markers become control tokens, the messages' content stays plain text: a
-    user who types "<|end|>" must not end a turn. So each content is rendered as a unique marker and
-    encoded on its own, without special tokens."""
-    marker = f"\ue000{uuid.uuid4().hex}"
-    shown = [{"role": m["role"], "content": f"{marker}{i}\ue001"} for i, m in enumerate(messages)]
-    rendered = render_chat(shown)
-    ids: list[int] = []
-    parts = re.split(re.escape(marker) + r"(\d+)\ue001", rendered)
-    for k, part in enumerate(parts):
-        if k % 2:  # the index of a message, whose content goes in here as plain text
-            ids += encode(tokenizer, messages[int(part)]["content"])
-        elif part:
-            ids += encode(tokenizer, part, allow_special=True)
-    text = render_chat(messages)
-    return ids, text
+    """Token ids and text of the chat template applied to `messages` (`chat_template.tokenize_chat`:
+    role markers are control tokens, the content stays plain text)."""
+    chat = tokenize_chat(tokenizer, messages)
+    return chat.ids, chat.text
 
 
 def _refuse_unsupported(req: ChatCompletionRequest) -> None:
@@ -211,7 +212,11 @@ def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
         if role not in ("system", "user", "assistant"):
             raise bad_request(f"messages[{i}].role: unknown role {m.role!r}; use system, developer, user or assistant",
                               param=f"messages[{i}].role")
+        if m.content is None and role != "assistant":  # only a reply may be empty (the SDK sends ones back so)
+            raise bad_request(f"messages[{i}].content: a {m.role} message needs content, a string or a list of text "
+                              "parts, not null", param=f"messages[{i}].content")
         messages.append({"role": role, "content": _text(m.text(), f"messages[{i}].content")})
+    _refuse_if_surely_too_long([m["content"] for m in messages], engine, "messages")  # the template only adds
     try:
         ids, text = encode_chat(engine.tokenizer, messages)
     except ChatTemplateError as e:

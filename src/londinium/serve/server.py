@@ -21,7 +21,7 @@ import uvicorn
 
 from londinium.config import Config
 from londinium.errors import LondiniumError
-from londinium.serve.connections import connection_limits, quiet_repeats
+from londinium.serve.connections import connection_limits, listen, quiet_repeats
 from londinium.serve.hosts import is_loopback
 from londinium.serve.reports import Provenance
 
@@ -105,6 +105,7 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
         if server is not None:
             server.should_exit = True
 
+    sock = listen(s.host, s.port, "londinium serve")  # now: a port in use is one line, before anything loads
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_repeats()  # a connection flood logs its condition once a minute, not a traceback per failed accept
     from londinium.serve.retrieval import retrieval_mount
@@ -117,7 +118,8 @@ def serve(ws: Any, cfg: Config, run: str = "", export: str = "") -> int:
     print(f"londinium serve: http://{s.host}:{s.port}/v1  model {name!r}  (loading {s.export or 'run ' + run})", file=sys.stderr)
     if s.playground:
         print(f"londinium serve: the playground is at http://{s.host}:{s.port}/", file=sys.stderr)
-    server.run()
+    server.run(sockets=[sock])
+    sock.close()
     if failed:
         e = failed[0]
         if isinstance(e, LondiniumError):

@@ -44,7 +44,7 @@ from londinium import checkpoint as ck
 from londinium.train import distributed, pacing
 from londinium.train.budget import DataBudget, budget_report
 from londinium.device import configure_backends, resolve_device, resolve_precision
-from londinium.train.evaluate import evaluate
+from londinium.train.objectives import open_objective
 from londinium.train.monitor import MetricsLog, Progress, Trackers, peak_flops, plot_losses, pyplot
 from londinium.train.optim import build_optimizers
 from londinium.train.memory import check_memory
@@ -138,6 +138,7 @@ class _Run:
         elif m.vocab_size < vocab:
             raise ConfigError(f"model.vocab_size = {m.vocab_size} is smaller than the tokenizer's {vocab} ids; set it to 0 (use the tokenizer's) or >= {vocab}")
         self.tokenizer_warning = self._tokenizer_mismatch(vocab)
+        self.objective = open_objective(ws, self.cfg, self.train_shard, self.val_shard, self.log)
 
     def _tokenizer_mismatch(self, vocab: int) -> str | None:
         """A warning when the workspace's tokenizer was trained with another tokenizer.vocab_size than
@@ -154,11 +155,15 @@ class _Run:
 
     def _fingerprint(self) -> dict[str, Any]:
         train = {k: v for k, v in dataclasses.asdict(self.tc).items() if k not in _NOT_FINGERPRINTED}
-        return {"model": dataclasses.asdict(self.cfg.model), "train": train, "tokenizer_sha256": self.tokenizer_sha256}
+        if train["objective"] == "next-token":
+            del train["objective"]  # as recorded before objectives existed: those runs stay up to date
+        return {"model": dataclasses.asdict(self.cfg.model), "train": train, "tokenizer_sha256": self.tokenizer_sha256,
+                **self.objective.fingerprint()}
 
     def _inputs(self) -> list[Path]:
         ws = self.ws
-        return [ws.tokenizer_file, ws.shard_bin("train"), ws.shard_meta("train"), ws.shard_bin("val"), ws.shard_meta("val")]
+        return [ws.tokenizer_file, ws.shard_bin("train"), ws.shard_meta("train"), ws.shard_bin("val"), ws.shard_meta("val"),
+                *self.objective.inputs()]
 
     def _decide(self) -> dict[str, Any]:
         """Rank 0 decides how this invocation starts: skip, fresh, resume from a path, or an error."""
@@ -166,7 +171,10 @@ class _Run:
         if not self.force and self.ws.up_to_date(key, self._fingerprint(), self._inputs()):
             return {"action": "skip"}
         if self.force:
-            shutil.rmtree(self.ws.run_dir(self.run_name), ignore_errors=True)
+            try:  # only a run folder training wrote; an error goes to every rank as a decision
+                self.ws.clear_run(self.run_name)
+            except LondiniumError as e:
+                return {"action": "error", "message": str(e)}
             return {"action": "fresh"}
         existing = ck.list_checkpoints(self.ckpt_dir)
         if not existing:
@@ -183,7 +191,7 @@ class _Run:
         return {"action": "resume", "path": str(found.path)}
 
     def _build(self) -> None:
-        from londinium.data.loader import TokenLoader, iter_eval_batches
+        from londinium.data.loader import iter_eval_batches
         from londinium.model.gpt import GPT
 
         tc, device = self.tc, self.precision.device
@@ -194,10 +202,11 @@ class _Run:
         self.opt = build_optimizers(self.raw, tc, device)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision.needs_scaler else None
         self.batches = plan_batches(tc, self.cfg.model.context, self.d.world_size)
-        self.loader = TokenLoader(self.train_shard, self.cfg.model.context, tc.batch_size, tc.seed, self.d.rank, self.d.world_size)
+        self.loader = self.objective.make_loader(self.d.rank, self.d.world_size)
         # A val split too small for one window per process fails now, not after the first interval.
         next(iter_eval_batches(self.val_shard, self.cfg.model.context, 1, max_batches=1, rank=self.d.rank, world_size=self.d.world_size))
         self.step, self.tokens_seen, self.elapsed_before = 0, 0, 0.0
+        self.pending_tokens = 0  # this process's tokens since tokens_seen was last summed over processes
         self.schedule, self.plan, self.saved_plan = tc, None, None  # the configured schedule until planned
 
     def _seed_fresh(self) -> None:
@@ -254,6 +263,7 @@ class _Run:
     def _save(self, directory: Path | None = None) -> ck.Checkpoint | None:
         """A checkpoint of this step in the run's checkpoints (or `directory`, for the pace measurement)."""
         self._check_finite(weights=True)  # never a checkpoint of NaN weights over a good one
+        self._count_tokens()
         rngs = distributed.gather_to_main(ck.capture_rng(), self.d)  # collective: every rank takes part
         if not self.d.is_main:
             return None
@@ -271,8 +281,16 @@ class _Run:
         return ck.save_checkpoint(directory or self.ckpt_dir, self.step, self.raw, state, self.config_toml, meta)
 
     def _validation(self) -> dict[str, float]:
-        return evaluate(self.eval_model, self.val_shard, self.cfg.model.context, self.tc.batch_size,
-                        self.tc.eval_batches, self.precision, self.d)
+        return self.objective.validate(self.eval_model, self.precision, self.d)
+
+    def _count_tokens(self) -> int:
+        """Add every process's tokens since the last count to tokens_seen (collective); returns them."""
+        n = self.pending_tokens
+        if self.d.enabled:
+            n = int(distributed.all_reduce(torch.tensor([n], dtype=torch.int64, device=self.precision.device), self.d).item())
+        self.tokens_seen += n
+        self.pending_tokens = 0
+        return n
 
     def _evaluate(self, saved: ck.Checkpoint | None) -> dict[str, Any]:
         row = {"type": "eval", "step": self.step, **self._validation()}
@@ -382,7 +400,8 @@ class _Run:
         return {"model": {k: v.detach().clone() for k, v in self.raw.state_dict().items()},
                 "optimizer": copy.deepcopy(self.opt.state_dict()),
                 "scaler": copy.deepcopy(self.scaler.state_dict()) if self.scaler else None,
-                "loader": self.loader.state_dict(), "step": self.step, "tokens_seen": self.tokens_seen}
+                "loader": self.loader.state_dict(), "step": self.step, "tokens_seen": self.tokens_seen,
+                "pending_tokens": self.pending_tokens}
 
     def _restore(self, saved: dict[str, Any]) -> None:
         self.raw.load_state_dict(saved["model"])
@@ -390,7 +409,7 @@ class _Run:
         if self.scaler is not None:
             self.scaler.load_state_dict(saved["scaler"])
         self.loader.load_state_dict(saved["loader"])
-        self.step, self.tokens_seen = saved["step"], saved["tokens_seen"]
+        self.step, self.tokens_seen, self.pending_tokens = saved["step"], saved["tokens_seen"], saved["pending_tokens"]
         self.opt.zero_grad()
 
     def _one_step(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, float]:
@@ -400,13 +419,16 @@ class _Run:
         loss_sum = torch.zeros((), device=device)
         accum = self.batches.accum_steps
         for micro in range(accum):
-            x, y = self.loader.next_batch()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            batch = self.loader.next_batch()
+            batch.x, batch.y = batch.x.to(device, non_blocking=True), batch.y.to(device, non_blocking=True)
+            if batch.weights is not None:
+                batch.weights = batch.weights.to(device, non_blocking=True)
+            self.pending_tokens += batch.tokens
             # Gradients are all-reduced once per step, on the last micro-batch, not on every one.
             sync = self.ddp.no_sync() if self.ddp is not None and micro < accum - 1 else contextlib.nullcontext()
             with sync:
                 with self.precision.context():
-                    _, loss = model(x, y)
+                    loss = self.objective.loss(model, self.raw, batch)
                 loss = loss / accum
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             loss_sum += loss.detach()
@@ -420,7 +442,6 @@ class _Run:
             self.scaler.update()
         self.opt.zero_grad()
         self.step += 1
-        self.tokens_seen += self.batches.tokens_per_step
         return loss_sum, grad_norm, lr
 
     def _stop_code(self, stop: StopSignal) -> int:
@@ -450,6 +471,8 @@ class _Run:
         self.resumed_from, self.rng_state = None, None
         if decision["action"] == "resume":
             self._resume(Path(decision["path"]))
+        elif self.objective.base is not None:  # fine-tuning starts from the base run's weights
+            ck.load_weights(self.raw, self.objective.base, self.precision.device)
         self.config_toml = to_toml(self.cfg, with_docs=False)
 
         model: torch.nn.Module = torch.compile(self.raw) if tc.compile else self.raw
@@ -468,7 +491,7 @@ class _Run:
             write_text(self.ws.run_config_file(self.run_name), self.config_toml)
         self._announce()
         self.trackers = Trackers(d.is_main, tc.wandb, tc.tensorboard, self.run_name, run_dir, self.cfg.to_dict())
-        flops_per_step = self.raw.flops_per_token() * self.batches.tokens_per_step
+        flops_per_token = self.raw.flops_per_token()
         peak = peak_flops(self.precision.device, self.precision.dtype, tc.peak_tflops) * d.world_size if d.is_main else 0.0
 
         # The budget's clock starts here: measuring the pace is part of the time the run is given.
@@ -490,7 +513,7 @@ class _Run:
             self._seed_fresh()
         progress = Progress(self.plan.steps, self.step, enabled=d.is_main, out=self.log)
         stopped = "max_steps" if self.plan.by == "max_steps" else "planned_steps"
-        window_t, window_steps = 0.0, 0
+        window_t = 0.0
         # This session's real pace: what a revised plan and the shortfall warning go by.
         self.session_steps, self.session_step_s, self.session_evals, self.session_eval_s = 0, 0.0, 0, 0.0
         slow = float(os.environ.get(SLOW_ENV) or 0)
@@ -510,15 +533,14 @@ class _Run:
                         loss = float(distributed.all_reduce(loss_sum, d).item()) / d.world_size
                     step_s = time.perf_counter() - t0
                     window_t += step_s
-                    window_steps += 1
                     self.session_step_s += step_s
                     self.session_steps += 1
                     tok_s = mfu = None
                     if loss is not None:
-                        tok_s = window_steps * self.batches.tokens_per_step / window_t
-                        mfu = tok_s / self.batches.tokens_per_step * flops_per_step / peak if peak else None
+                        tok_s = self._count_tokens() / window_t  # the tokens really processed (no padding)
+                        mfu = tok_s * flops_per_token / peak if peak else None
                         self._log_row(loss, lr, grad_norm, tok_s, mfu)
-                        window_t, window_steps = 0.0, 0
+                        window_t = 0.0
                         if pacing.revisable(self.plan, tc):
                             self._revise_plan(progress)
                     progress.step(self.step, loss, lr, tok_s, mfu)
@@ -536,8 +558,7 @@ class _Run:
                         last_eval = self._evaluate(saved)
                         self.session_eval_s += time.perf_counter() - t0
                         self.session_evals += 1
-                        progress.write(f"step {self.step}: val loss {last_eval['val_loss']:.4f}, "
-                                       f"ppl {last_eval['val_ppl']:.1f}, {last_eval['val_bpb']:.4f} bits/byte")
+                        progress.write(f"step {self.step}: {self.objective.describe(last_eval)}")
                         if code == 1:
                             break
         finally:
@@ -584,6 +605,8 @@ class _Run:
             self.log(f"train: note: train.batch_tokens = {tc.batch_tokens:,} rounded to {b.tokens_per_step:,} (whole micro-batches)")
         if self.tokenizer_warning:
             self.log(f"train: {self.tokenizer_warning}")
+        if data := self.objective.describe_data():
+            self.log(f"train: {data}")
         if self.resumed_from is not None:
             self.log(f"train: resuming from step {self.step} ({self.resumed_from.path})")
 
@@ -591,7 +614,7 @@ class _Run:
         tc, tokens_per_step = self.tc, self.batches.tokens_per_step
         kept = self.resumed_from is not None and self.plan is self.saved_plan and self.plan.by != "max_steps"
         self.log(f"train: {pacing.describe(self.plan, tc, tokens_per_step)}" + ("; kept from the checkpoint" if kept else ""))
-        summary, warning = budget_report(DataBudget(len(self.train_shard), self.raw.num_params(), self.plan.steps * tokens_per_step),
+        summary, warning = budget_report(DataBudget(self.objective.data_tokens(), self.raw.num_params(), self.plan.steps * tokens_per_step),
                                          tc.budget_warn_epochs)
         self.log(f"train: {summary}")
         if warning:

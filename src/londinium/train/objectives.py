@@ -1,0 +1,235 @@
+"""What a run trains for: an objective is a loss and what it reads, run by the one trainer.
+
+    objective = open_objective(ws, cfg, tokenizer, shards, log)     # by train.objective
+    batch = objective.loader.next_batch(); loss = objective.loss(model, raw, batch)
+    row = objective.validate(model, precision, d)                  # val_loss decides the best checkpoint
+
+- `NextToken` ("next-token"): pre-training. Random windows of the train shard, every next token a
+  target; validated on the val shard (loss, perplexity, bits per byte).
+- `SFT` ("sft"): supervised fine-tuning of a base run's checkpoint on conversations (the task set,
+  the user's JSONL), with the loss on the assistant's tokens only and a replay share of
+  pre-training windows (`train/sft_batches.py`); validated on held-out conversations (their
+  assistant tokens' loss: `val_loss`) and on the val shard (`text_val_bpb`: what it forgot).
+
+The trainer does the rest the same way for both: steps, schedule and budget, checkpoints, bit-exact
+resume (the loader's state is its cursor), DDP, monitoring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from londinium import checkpoint as ck
+from londinium.config import Config
+from londinium.data.loader import Shard, TokenLoader
+from londinium.errors import ConfigError
+from londinium.train import distributed
+from londinium.train.evaluate import evaluate
+from londinium.workspace import Workspace
+
+OBJECTIVES = ("next-token", "sft")
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor
+    y: torch.Tensor
+    weights: torch.Tensor | None  # per-target share of the loss; None: the mean over targets
+    tokens: int  # positions processed (not padding)
+
+
+class _Windows:
+    """`TokenLoader` as the trainer reads a loader: batches with their token count."""
+
+    def __init__(self, loader: TokenLoader):
+        self.inner = loader
+
+    def next_batch(self) -> Batch:
+        x, y = self.inner.next_batch()
+        return Batch(x, y, None, x.numel())
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+
+class NextToken:
+    """Pre-training: predict every next token of the corpus."""
+
+    name = "next-token"
+    base: ck.Checkpoint | None = None  # trained from random weights
+
+    def __init__(self, cfg: Config, train: Shard, val: Shard):
+        self.cfg, self.train, self.val = cfg, train, val
+
+    def inputs(self) -> list[Path]:
+        return []
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {}
+
+    def data_tokens(self) -> int:
+        return len(self.train)
+
+    def describe_data(self) -> str | None:
+        return None  # the shards: the banner has said enough
+
+    def make_loader(self, rank: int, world_size: int) -> _Windows:
+        tc = self.cfg.train
+        return _Windows(TokenLoader(self.train, self.cfg.model.context, tc.batch_size, tc.seed, rank, world_size))
+
+    def loss(self, model: torch.nn.Module, raw: Any, batch: Batch) -> torch.Tensor:
+        _, loss = model(batch.x, batch.y)
+        return loss
+
+    def validate(self, model: torch.nn.Module, precision: Any, d: distributed.Dist) -> dict[str, float]:
+        tc = self.cfg.train
+        return evaluate(model, self.val, self.cfg.model.context, tc.batch_size, tc.eval_batches, precision, d)
+
+    @staticmethod
+    def describe(row: dict[str, Any]) -> str:
+        return f"val loss {row['val_loss']:.4f}, ppl {row['val_ppl']:.1f}, {row['val_bpb']:.4f} bits/byte"
+
+
+class SFT:
+    """Supervised fine-tuning: the assistant's tokens of conversations, from a base run's weights."""
+
+    name = "sft"
+
+    def __init__(self, ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]):
+        from londinium.export.run import resolve_checkpoint
+        from londinium.tokenizer.codec import PAD, load_tokenizer
+        from londinium.train import sft_data
+
+        s = cfg.sft
+        if not s.base:
+            raise ConfigError("train.objective = 'sft' needs sft.base, the run to fine-tune: `londinium sft --run BASE`")
+        self.cfg, self.val_shard, self.log = cfg, val, log
+        self.base = resolve_checkpoint(ws, s.base, s.checkpoint)
+        _check_base(self.base, cfg)
+        self.replay = train if s.replay_share > 0 else None
+        tokenizer = load_tokenizer(ws)
+        self.pad_id = tokenizer.token_to_id(PAD)
+
+        context = cfg.model.context
+        user_train, user_val = [], []
+        for path in s.data:
+            t, v = sft_data.held_out(sft_data.read_conversations(path), s.val_share)
+            user_train += t
+            user_val += v
+        user_examples = []
+        for conversations in (user_train, user_val):
+            examples, too_long = sft_data.tokenize(conversations, tokenizer, context)
+            if too_long:  # the user's own data: refused, naming the line, rather than cut
+                raise sft_data.too_long_error(too_long[0], tokenizer, context)
+            user_examples.append(examples)
+        task_train, skipped = sft_data.tokenize(sft_data.task_conversations(ws, "train", s.tasks), tokenizer, context)
+        task_val, skipped_val = sft_data.tokenize(sft_data.task_conversations(ws, "val", s.tasks), tokenizer, context)
+        if skipped or skipped_val:
+            log(f"sft: {len(skipped) + len(skipped_val):,} task conversation(s) longer than model.context + 1 "
+                f"({context + 1} tokens) left out")
+        self.train_examples, self.val_examples = task_train + user_examples[0], task_val + user_examples[1]
+        if not self.train_examples and skipped:
+            raise sft_data.DataError(f"all {len(skipped):,} task conversations of the train split are longer than model.context + 1 "
+                                     f"({context + 1} tokens): fine-tune a base run trained with a longer model.context")
+        if not self.train_examples:
+            raise sft_data.DataError("no conversations to train on: give --data FILE (JSONL) or --tasks (the task set)")
+        if not self.val_examples:
+            raise sft_data.DataError("no held-out conversations to validate on: the task set's val split is empty and "
+                                     "sft.val_share holds none of --data back; raise sft.val_share (or add conversations)")
+        self.val_examples = self.val_examples[:s.val_conversations]
+        self.data_files = [Path(p) for p in s.data] + sft_data.task_files(ws, s.tasks)
+        self.data_digest = sft_data.data_sha256(self.train_examples + self.val_examples)
+        counts: dict[str, int] = {}
+        for e in self.train_examples:
+            counts[e.task] = counts.get(e.task, 0) + 1
+        self.counts = counts
+
+    def inputs(self) -> list[Path]:
+        return [*self.data_files, self.base.path / ck.MODEL_FILE]
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"sft": dataclasses.asdict(self.cfg.sft), "data_sha256": self.data_digest, "base_checkpoint": self.base.path.name}
+
+    def data_tokens(self) -> int:
+        return sum(len(e) for e in self.train_examples)
+
+    def make_loader(self, rank: int, world_size: int) -> Any:
+        from londinium.train.sft_batches import ChatLoader
+
+        tc, s = self.cfg.train, self.cfg.sft
+        return ChatLoader(self.train_examples, self.replay, tc.batch_size, s.replay_share, tc.seed, self.pad_id, rank, world_size)
+
+    def describe_data(self) -> str:
+        from londinium.train.sft_batches import replay_rows
+
+        mix = ", ".join(f"{task} {n:,}" for task, n in sorted(self.counts.items()))
+        r = replay_rows(self.cfg.train.batch_size, self.cfg.sft.replay_share) if self.replay is not None else 0
+        replay = (f"; replay: {r} of {self.cfg.train.batch_size} rows a batch are pre-training text, "
+                  f"{self.cfg.sft.replay_share:.0%} of the loss") if r else "; no replay"
+        return (f"sft: base run '{self.cfg.sft.base}' {self.base.path.name}; {len(self.train_examples):,} conversations "
+                f"({mix}), {len(self.val_examples):,} held out{replay}")
+
+    def loss(self, model: torch.nn.Module, raw: Any, batch: Batch) -> torch.Tensor:
+        logits, _ = model(batch.x)
+        nll = F.cross_entropy(logits.float().view(-1, logits.size(-1)), batch.y.view(-1), ignore_index=-1, reduction="none")
+        loss = (nll * batch.weights.view(-1)).sum()
+        if raw.last_aux_loss is not None:  # a mixture of experts' router loss, as GPT.forward adds it
+            loss = loss + raw.config.aux_loss_weight * raw.last_aux_loss
+        return loss
+
+    @torch.no_grad()
+    def validate(self, model: torch.nn.Module, precision: Any, d: distributed.Dist) -> dict[str, float]:
+        from londinium.train.sft_batches import iter_chat_batches
+
+        tc = self.cfg.train
+        was_training = model.training
+        model.eval()
+        totals = torch.zeros(2, dtype=torch.float64, device=precision.device)  # [sum NLL, assistant tokens]
+        for x, y in iter_chat_batches(self.val_examples, tc.batch_size, self.pad_id, d.rank, d.world_size):
+            x, y = x.to(precision.device), y.to(precision.device)
+            with precision.context():
+                logits, _ = model(x)
+            totals[0] += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1,
+                                         reduction="sum").double()
+            totals[1] += (y != -1).sum()
+        distributed.all_reduce(totals, d)
+        model.train(was_training)
+        nll, n = totals.tolist()
+        text = evaluate(model, self.val_shard, self.cfg.model.context, tc.batch_size, tc.eval_batches, precision, d)
+        loss = nll / max(1.0, n)
+        return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0)), "val_tokens": int(n),
+                "text_val_loss": text["val_loss"], "text_val_bpb": text["val_bpb"]}
+
+    @staticmethod
+    def describe(row: dict[str, Any]) -> str:
+        return (f"answer loss {row['val_loss']:.4f} (held-out conversations), plain text {row['text_val_bpb']:.4f} bits/byte")
+
+
+def _check_base(base: ck.Checkpoint, cfg: Config) -> None:
+    """The base checkpoint's architecture must be the run's: its weights are loaded as they are."""
+    from londinium.config import load_config
+
+    trained = load_config(base.path / ck.CONFIG_FILE).model
+    diff = [f"model.{k}: {v!r} -> {getattr(cfg.model, k)!r}" for k, v in dataclasses.asdict(trained).items()
+            if getattr(cfg.model, k) != v]
+    if diff:
+        raise ck.CheckpointError(f"the base checkpoint {base.path} has another architecture than this run ({'; '.join(diff)}); "
+                                 "an SFT run keeps its base's [model]: drop that change (--preset, --set, --config)")
+
+
+def open_objective(ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]) -> NextToken | SFT:
+    """The objective `train.objective` names, with its data opened and checked."""
+    if cfg.train.objective == "sft":
+        return SFT(ws, cfg, train, val, log)
+    return NextToken(cfg, train, val)
+

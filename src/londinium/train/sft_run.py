@@ -1,0 +1,47 @@
+"""How `londinium sft` makes its run: the config of an SFT run, from [sft] and the base run.
+
+An SFT run is an ordinary run of the one trainer (`train/trainer.py`) whose config says
+`train.objective = 'sft'` and names its base (`sft.base`, `sft.checkpoint`): eval, serve, export and
+chat read that from the run's config.toml. [sft] holds what differs from pre-training, the learning
+rate, schedule and budget, and they are laid onto the run's [train] here, so the trainer plans and
+logs them as it does for any run. The architecture is the base checkpoint's: its weights are loaded
+as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from londinium.config import Config, load_config
+from londinium.workspace import Workspace
+
+# [sft] fields that play a [train] field's role in the SFT run.
+ONTO_TRAIN = ("learning_rate", "schedule", "warmup_steps", "max_steps", "max_minutes", "max_tokens", "eval_every")
+
+
+def sft_run_name(cfg: Config) -> str:
+    """The SFT run's name: sft.run_name, else '<base>-sft'."""
+    return cfg.sft.run_name or f"{cfg.sft.base}-sft"
+
+
+def sft_config(ws: Workspace, cfg: Config) -> Config:
+    """The config of the SFT run `cfg.sft` describes: [sft] onto [train], the base's [model]."""
+    from londinium import checkpoint as ck
+    from londinium.export.run import resolve_checkpoint
+
+    cfg = copy.deepcopy(cfg)
+    s = cfg.sft
+    s.base = s.base or cfg.train.run_name
+    base = resolve_checkpoint(ws, s.base, s.checkpoint)
+    cfg.model = load_config(base.path / ck.CONFIG_FILE).model
+    cfg.train.run_name = sft_run_name(cfg)
+    return sft_onto_train(cfg)
+
+
+def sft_onto_train(cfg: Config) -> Config:
+    """[sft]'s learning rate, schedule and budget laid onto [train] (in place), the objective set:
+    also on resume, so a `--set train.learning_rate=...` meant for pre-training cannot change an SFT run."""
+    for key in ONTO_TRAIN:
+        setattr(cfg.train, key, getattr(cfg.sft, key))
+    cfg.train.objective = "sft"
+    return cfg

@@ -1,0 +1,129 @@
+"""Instruction data for SFT: both formats the field uses read to the same messages, every fault is
+named by file, line and field, and the batches put the loss on the assistant's tokens only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from londinium.train.sft_batches import ChatLoader, iter_chat_batches, pad_rows, replay_rows
+from londinium.train.sft_data import DataError, held_out, read_conversations, tokenize
+
+
+def _write(tmp_path, *rows) -> str:
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def test_messages_and_prompt_completion_read_the_same(tmp_path):
+    pair = {"prompt": "Who art thou?", "completion": "A friend."}
+    messages = {"messages": [{"role": "user", "content": "Who art thou?"}, {"role": "assistant", "content": "A friend."}]}
+    parts = {"messages": [{"role": "developer", "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "brief."}]},
+                          {"role": "user", "content": "Who art thou?"}, {"role": "assistant", "content": "A friend."}], "id": "x"}
+    a, b, c = read_conversations(_write(tmp_path, pair, "", messages, parts))
+    assert a.messages == b.messages == c.messages[1:]
+    assert c.messages[0] == {"role": "system", "content": "Be brief."}
+    assert c.where.endswith("line 4")
+
+
+@pytest.mark.parametrize("row, field", [
+    ('{"messages": [', "not valid JSON"),
+    ([1, 2], "not a JSON object"),
+    ({"text": "hello"}, "no \"messages\""),
+    ({"messages": []}, "field 'messages' must be a non-empty list"),
+    ({"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "y"}]}, "field 'messages[0].role'"),
+    ({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "y"}]}, "field 'messages[0].content'"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}, {"role": "assistant", "content": "y"}]},
+     "field 'messages[0].content[0]'"),
+    ({"messages": [{"role": "user", "content": "x"}]}, "ends with the assistant's answer"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": " "}]}, "field 'messages[1].content' is an empty answer"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "y"}]},
+     "field 'messages[1].role'"),
+    ({"messages": [{"role": "user", "content": "x", "name": "n"}, {"role": "assistant", "content": "y"}]}, "field 'messages[0].name'"),
+    ({"prompt": "x"}, "field 'completion' is missing"),
+    ({"prompt": "x", "completion": [{"role": "user", "content": "y"}]}, "field 'completion' must hold assistant"),
+])
+def test_a_bad_line_is_named_by_file_line_and_field(tmp_path, row, field):
+    good = {"prompt": "a", "completion": "b"}
+    path = _write(tmp_path, good, row)
+    with pytest.raises(DataError) as e:
+        read_conversations(path)
+    assert str(e.value).startswith(f"{path}: line 2: ") and field in str(e.value)
+
+
+def test_an_empty_or_missing_file_is_refused(tmp_path):
+    with pytest.raises(DataError, match="holds no conversations"):
+        read_conversations(_write(tmp_path, ""))
+    with pytest.raises(DataError, match="nothing.jsonl"):
+        read_conversations(tmp_path / "nothing.jsonl")
+
+
+def test_the_held_out_share_goes_by_content_not_position(tmp_path):
+    rows = [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(40)]
+    train, val = held_out(read_conversations(_write(tmp_path, *rows)), 0.1)
+    assert len(val) == 4 and len(train) == 36
+    more = held_out(read_conversations(_write(tmp_path, {"prompt": "new", "completion": "line"}, *rows[::-1])), 0.1)[1]
+    assert len({c.digest() for c in val} & {c.digest() for c in more}) >= 3  # one line added, in another order: one moves at most
+
+
+@pytest.fixture(scope="module")
+def examples(tiny_workspace, tmp_path_factory):
+    from londinium.tokenizer.codec import load_tokenizer
+
+    rows = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Say {w}"},
+                          {"role": "assistant", "content": f"{w} {w}"}, {"role": "user", "content": "Again"},
+                          {"role": "assistant", "content": w}]}
+            for w in ("thou", "thee", "lord", "king", "queen", "crown", "grace", "sword")]
+    path = _write(tmp_path_factory.mktemp("sft"), *rows)
+    tokenizer = load_tokenizer(tiny_workspace)
+    out, too_long = tokenize(read_conversations(path), tokenizer, 64)
+    assert not too_long
+    return out, tokenizer
+
+
+def test_targets_are_the_assistant_tokens_only(examples):
+    exs, tokenizer = examples
+    x, y = pad_rows([(e.ids, e.mask) for e in exs], pad_id=0, length=max(map(len, exs)) - 1)
+    for e, xr, yr in zip(exs, x, y):
+        n = len(e) - 1
+        assert (xr[:n] == e.ids[:-1]).all()
+        targets = [int(t) for t in yr if t != -1]
+        word = tokenizer.decode(targets, skip_special_tokens=False)
+        assert word.count("<|end|>") == 2 and "<|user|>" not in word and "Again" not in word and "brief" not in word
+        assert (yr[n:] == -1).all()  # padding: no loss
+
+
+def test_batches_split_the_loss_by_the_replay_share_and_resume_exactly(examples, tiny_workspace):
+    from londinium.data.loader import open_shard
+
+    exs, _ = examples
+    shard = open_shard(tiny_workspace, "train")
+    loader = ChatLoader(exs, shard, batch_size=8, replay_share=0.25, seed=3, pad_id=0)
+    assert replay_rows(8, 0.25) == 2 and replay_rows(8, 0.0) == 0 and replay_rows(2, 0.9) == 1
+    batches = [loader.next_batch() for _ in range(5)]
+    for b in batches:
+        w = b.weights.numpy()
+        assert w[:6].sum() == pytest.approx(0.75) and w[6:].sum() == pytest.approx(0.25)
+        assert (w[b.y.numpy() == -1] == 0).all() and (b.y[6:] != -1).all()  # replay rows: every next token
+    again = ChatLoader(exs, shard, batch_size=8, replay_share=0.25, seed=3, pad_id=0)
+    again.next_batch(), again.next_batch()
+    state = again.state_dict()
+    resumed = ChatLoader(exs, shard, batch_size=8, replay_share=0.25, seed=3, pad_id=0)
+    resumed.load_state_dict(state)
+    for b in batches[2:]:
+        r = resumed.next_batch()
+        assert r.x.equal(b.x) and r.y.equal(b.y) and r.weights.equal(b.weights) and r.tokens == b.tokens
+    with pytest.raises(Exception, match="seed"):
+        ChatLoader(exs, shard, batch_size=8, replay_share=0.25, seed=4, pad_id=0).load_state_dict(state)
+
+
+def test_two_ranks_read_disjoint_conversations(examples):
+    exs, _ = examples
+    ranks = [ChatLoader(exs, None, batch_size=2, replay_share=0.0, seed=1, pad_id=0, rank=r, world_size=2) for r in (0, 1)]
+    seen = [[tuple(row.tolist()) for _ in range(2) for row in loader.next_batch().x] for loader in ranks]
+    assert not set(seen[0]) & set(seen[1]) and len(set(seen[0]) | set(seen[1])) == 8  # one epoch, split
+    held = [list(iter_chat_batches(exs, 3, 0, rank=r, world_size=2)) for r in (0, 1)]
+    assert sum(x.shape[0] for part in held for x, _ in part) == len(exs)
