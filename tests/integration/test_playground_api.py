@@ -15,6 +15,7 @@ from londinium.checkpoint import find_checkpoint
 from londinium.config import GenerateConfig, ServeConfig
 from londinium.infer.engine import Engine
 from londinium.model.load import load_run
+from londinium.profiles import profile_for
 from londinium.serve.app import create_app
 from londinium.serve.reports import Provenance
 
@@ -76,6 +77,9 @@ def test_model_details_say_what_was_trained_and_evaluated(url, ws) -> None:
     assert m["training_tokens"] == 20 * 512  # 20 steps of batch_tokens 512
     assert m["eval"]["perplexity"]["val"]["bits_per_byte"] == results["perplexity"]["val"]["total"]["bits_per_byte"]
     assert m["search"] == {"available": True, "error": None}
+    # The example prompt is the corpus profile's, as export's model card takes it: this adopted
+    # corpus is neutral, so it is the first words of its own held-out text, not "Thou art".
+    assert m["prompt_hint"] == profile_for(ws).prompt_hint(ws) != "Thou art"
 
 
 def test_score_equals_the_report_cards_figures_for_the_same_text(url, ws) -> None:

@@ -73,7 +73,11 @@ def servers(ws, tmp_path_factory):
     logs = tmp_path_factory.mktemp("servers")
     ports = free_port(), free_port()
     origin = f"http://127.0.0.1:{ports[0]}"
-    procs = [serve_process(ws, RUN, ports[0], "--api-key", KEY, "--set", "serve.stream_interval=1", model=RUN,
+    # retrieve.min_support: the tiny corpus is a few hundred common words in random order, so no
+    # passage supports a question as a real corpus's do (a verbatim line scores 0.1, docs/rag.md's
+    # threshold is 0.5); 0.05 answers its own lines and still refuses a question on another topic.
+    procs = [serve_process(ws, RUN, ports[0], "--api-key", KEY, "--set", "serve.stream_interval=1",
+                           "--set", "retrieve.min_support=0.05", model=RUN,
                            stdout=open(logs / "a.log", "w"), stderr=subprocess.STDOUT),
              serve_process(ws, OTHER, ports[1], "--set", f"serve.allowed_origins=['{origin}']", model=OTHER,
                            stdout=open(logs / "b.log", "w"), stderr=subprocess.STDOUT)]
@@ -316,9 +320,11 @@ def test_compare_two_models_on_two_servers(page, sync_api, servers, tmp_path) ->
     page.locator("#side-b-base").press("Tab")  # a change of server lists its models
     expect(page.locator("#side-b-model option")).to_have_text([OTHER])
     expect(page.locator("#side-a-model option")).to_have_text([RUN])
+    hint = httpx.get(servers[0] + "/v1/londinium/model", headers=AUTH, timeout=60).json()["prompt_hint"]
+    expect(page.locator("#compare-prompt")).to_have_value(hint)  # the corpus's own example, not "Thou art"
     page.locator("#compare-form button[type=submit]").click()
     for side, url, model in (("a", servers[0], RUN), ("b", servers[1], OTHER)):
-        body = {"model": model, "prompt": "Thou art", "max_tokens": 40, "seed": SEED}
+        body = {"model": model, "prompt": hint, "max_tokens": 40, "seed": SEED}
         want = httpx.post(url + "/v1/completions", json=body, headers=AUTH, timeout=60).json()["choices"][0]["text"]
         result = page.locator(f"#result-{side}")
         expect(result).to_have_text(want, timeout=60_000)
@@ -329,6 +335,56 @@ def test_compare_two_models_on_two_servers(page, sync_api, servers, tmp_path) ->
     page.locator("#side-b-base").press("Tab")
     expect(page.locator("#error")).to_contain_text("could not reach")
     expect(page.locator("#error")).to_contain_text("serve.allowed_origins")
+
+
+def test_an_answer_from_the_corpus_cites_passages_that_open_at_the_quote(page, sync_api, servers, ws, tmp_path) -> None:
+    """The `+rag` alias from the chat view: the reply and its citations are the API's for the same
+    request; Enter on a citation opens its document with the quoted span marked; a question the
+    corpus does not support is refused."""
+    from londinium.config import load_config
+    from londinium.retrieve.retriever import Retriever
+
+    expect = sync_api.expect
+    page.locator("#tab-chat").click()
+    page.locator("#clear").click()
+    sampling(page, seed=SEED, max_tokens=8)
+    doc = next(d for d in Retriever.load(ws, load_config()).index.documents if d.split == "val")
+    question = " ".join(doc.text.split()[:6])  # short: the model's context (128) must hold the passages too
+    page.locator("#rag").check()
+    page.locator("#prompt").fill(question)
+    page.locator("#prompt").press("Enter")
+    body = {"model": f"{RUN}+rag", "messages": [{"role": "user", "content": question}], "max_tokens": 8, "seed": SEED,
+            "logprobs": True, "top_logprobs": 5, "n": 1}
+    want = httpx.post(servers[0] + "/v1/chat/completions", json=body, headers=AUTH, timeout=60).json()
+    assert want["refused"] is False and want["citations"]
+    reply = page.locator("#messages .msg.assistant").last
+    expect(reply).to_have_attribute("aria-busy", "false", timeout=60_000)
+    expect(reply.locator(".tokens")).to_have_text(want["choices"][0]["message"]["content"])
+    buttons = reply.locator("button.citation")
+    expect(buttons).to_have_text([f"[{c['n']}] {c['title'] or c['id']}" for c in want["citations"]])
+    assert reply.locator(".citations q").all_text_contents() == [c["quote"] for c in want["citations"]]
+    cited = want["citations"][0]
+    first = page.get_by_role("button", name=f"[{cited['n']}] {cited['title'] or cited['id']}: open the document at the quoted passage")
+    first.focus()
+    page.keyboard.press("Enter")
+    dialog = page.locator("#doc-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#doc-snippet")).to_have_text(cited["quote"])
+    text = httpx.get(servers[0] + "/v1/londinium/document", params={"id": cited["id"]}, headers=AUTH, timeout=60).json()["text"]
+    assert page.locator("#doc-text").text_content() == text and text[cited["start"]:cited["end"]] == cited["quote"]
+    assert page.locator("#doc-snippet").evaluate("m => getComputedStyle(m).backgroundColor") == "rgb(255, 224, 102)"  # highlighted
+    shot(page, "citations", tmp_path)
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(first).to_be_focused()
+
+    page.locator("#prompt").fill("How does a lithium-ion battery store electric charge?")
+    page.locator("#prompt").press("Enter")
+    refused = page.locator("#messages .msg.assistant").last
+    expect(refused).to_contain_text("Refused: no passage of the corpus supports an answer", timeout=60_000)
+    expect(refused.locator("button.citation")).to_have_count(0)
+    page.locator("#rag").uncheck()
+    page.locator("#clear").click()
 
 
 def test_keyboard_only_in_a_narrow_window(chromium, sync_api, servers, tmp_path) -> None:
@@ -363,3 +419,164 @@ def test_keyboard_only_in_a_narrow_window(chromium, sync_api, servers, tmp_path)
         assert errors == []
     finally:
         page.context.close()
+
+
+def focus_ring(page) -> float:
+    """The width in pixels of the focused element's outline (0 when it has none): the visible focus."""
+    return page.evaluate("""() => { const s = getComputedStyle(document.activeElement);
+        return s.outlineStyle === 'none' ? 0 : parseFloat(s.outlineWidth); }""")
+
+
+def test_main_flows_with_the_keyboard_alone(chromium, sync_api, servers, tmp_path) -> None:
+    """Tab order through the chat view and the sources, each control found by its role and
+    accessible name (get_by_role fails on a missing name) with a visible focus ring; Enter sends;
+    the token alternatives open on focus; Escape closes the tooltip, the settings, the chat
+    template and the document; Compare run from the keyboard."""
+    expect, errors = sync_api.expect, []
+    page = open_page(chromium, sync_api, servers[0], errors)
+    role = page.get_by_role
+    try:
+        expect(page.locator("#key-input")).to_be_focused()
+        page.keyboard.type(KEY)
+        page.keyboard.press("Enter")
+        expect(page.locator("#model-line")).to_contain_text("parameters")
+        expect(role("checkbox", name="Answer from the corpus")).to_be_enabled()  # the workspace has an index
+        order = [role("link", name="Skip to the playground"), role("button", name="API key"), role("tab", name="Chat"),
+                 role("radio", name="Chat (messages through the chat template)"),
+                 role("checkbox", name="Answer from the corpus, with citations"),
+                 role("textbox", name="System prompt"), role("textbox", name="Your message"), role("button", name="Send"),
+                 # Stop is disabled while nothing runs: not a stop
+                 role("button", name="Clear the conversation"), role("button", name="Show the prompt the model sees"),
+                 page.locator("#settings > summary"),
+                 role("searchbox", name="Search the corpus"), role("button", name="Search", exact=True)]
+        for i, control in enumerate(order):
+            page.keyboard.press("Tab")
+            expect(control).to_be_focused()
+            assert focus_ring(page) >= 2, f"Tab stop {i}: no visible focus ring"
+        assert "Sampling settings" in page.locator("#settings").aria_snapshot()
+
+        # Chat: Shift+Tab back to the message, Enter sends; the reply is one stop before the message box.
+        for _ in range(6):  # the search box, the settings, Show the prompt, Clear, Send, the message
+            page.keyboard.press("Shift+Tab")
+        expect(role("textbox", name="Your message")).to_be_focused()
+        page.keyboard.type("Good morrow")
+        page.keyboard.press("Shift+Enter")  # a new line, not a send
+        expect(page.locator("#prompt")).to_have_value("Good morrow\n")
+        page.keyboard.press("Backspace")
+        page.keyboard.press("Enter")
+        reply = page.locator("#messages .msg.assistant")
+        expect(reply).to_have_attribute("aria-busy", "false", timeout=60_000)
+        page.keyboard.press("Shift+Tab")
+        token = reply.locator(".tok").first
+        expect(token).to_be_focused()
+        assert focus_ring(page) >= 2
+        tip = page.locator("#token-tip")
+        expect(tip).to_be_visible()
+        expect(tip.get_by_role("list", name="Top alternatives")).to_be_visible()
+        page.keyboard.press("ArrowRight")
+        expect(reply.locator(".tok").nth(1)).to_be_focused()
+        expect(tip).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(tip).to_be_hidden()
+        expect(reply.locator(".tok").nth(1)).to_be_focused()
+
+        # The chat template: Enter shows it, Escape hides it and leaves the focus on its button.
+        page.keyboard.press("Tab")  # the message box
+        page.keyboard.press("Tab")  # Send
+        page.keyboard.press("Tab")  # Clear
+        page.keyboard.press("Tab")
+        show = role("button", name="Show the prompt the model sees")
+        expect(show).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#prompt-view")).to_be_visible()
+        expect(show).to_have_attribute("aria-expanded", "true")
+        page.keyboard.press("Escape")
+        expect(page.locator("#prompt-view")).to_be_hidden()
+        expect(show).to_have_attribute("aria-expanded", "false")
+        expect(show).to_be_focused()
+
+        # The sampling settings open with Enter, their fields come next, Escape closes them.
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")
+        expect(page.locator("#settings")).to_have_attribute("open", "")
+        page.keyboard.press("Tab")
+        expect(role("spinbutton", name="Max tokens")).to_be_focused()
+        page.keyboard.press("Escape")
+        expect(page.locator("#settings")).not_to_have_attribute("open", "")
+        expect(page.locator("#settings > summary")).to_be_focused()
+
+        # Sources: search with Enter, open a hit with Enter, Escape back to it.
+        page.keyboard.press("Tab")
+        expect(role("searchbox", name="Search the corpus")).to_be_focused()
+        page.keyboard.type("saith the Lord")
+        page.keyboard.press("Enter")
+        opener = page.locator("#hits li button").first
+        expect(opener).to_be_visible()
+        page.keyboard.press("Tab")  # the Search button
+        page.keyboard.press("Tab")
+        expect(opener).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#doc-dialog")).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(page.locator("#doc-dialog")).to_be_hidden()
+        expect(opener).to_be_focused()
+
+        # Compare, from the tabs: arrow keys to the view, Tab to its prompt (the corpus's example), on to its button.
+        for _ in range(40):
+            if page.evaluate("() => document.activeElement.id") == "tab-chat":
+                break
+            page.keyboard.press("Shift+Tab")
+        page.keyboard.press("End")
+        expect(role("tab", name="Compare")).to_be_focused()
+        expect(page.locator("#view-compare")).to_be_visible()
+        page.keyboard.press("Tab")
+        expect(role("textbox", name="Prompt, sent to both")).to_be_focused()
+        expect(page.locator("#compare-prompt")).not_to_have_value("")
+        for control in (role("radio", name="a completion prompt"), role("textbox", name="Server (its /v1 URL)").first,
+                        role("combobox", name="Model").first, role("textbox", name="API key of that server").first):
+            page.keyboard.press("Tab")
+            expect(control).to_be_focused()
+        for _ in range(3):
+            page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        expect(role("button", name="Compare", exact=True)).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#result-a .tok").first).to_be_visible(timeout=60_000)
+        expect(page.locator("#result-b .tok").first).to_be_visible(timeout=60_000)
+        assert errors == []
+    finally:
+        page.context.close()
+
+
+def test_every_text_on_the_page_meets_wcag_contrast(page) -> None:
+    """Each visible element's own text colour against the background it is drawn on (the nearest
+    opaque one), as Chromium computes them, in every view after the tests above filled them: 4.5:1 or more."""
+    failures = []
+    for tab in ("#tab-chat", "#tab-score", "#tab-model", "#tab-compare"):
+        page.locator(tab).click()
+        failures += page.evaluate(CONTRAST_JS)
+    assert failures == [], failures
+
+
+CONTRAST_JS = """() => {
+  const rgba = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const ground = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || c[3] === 1) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const out = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.checkVisibility() || el.closest(".visually-hidden")) continue;
+    const fg = rgba(getComputedStyle(el).color);
+    const r = ratio(fg.slice(0, 3), ground(el));
+    if (r < 4.5) out.push(`${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}.${el.className}: ${r.toFixed(2)}:1`);
+  }
+  return out;
+}"""

@@ -1,6 +1,7 @@
 """`/v1/londinium/...`: what the playground needs beyond OpenAI's API, named as londinium's own.
 
-    GET  /v1/londinium/model                 the served model: parameters, context, training, report card figures
+    GET  /v1/londinium/model                 the served model: parameters, context, training, report card figures,
+                                             the corpus profile's example prompt
     POST /v1/londinium/score                 a text scored token by token, as `londinium eval` scores a document
     POST /v1/londinium/chat/prompt           the prompt a chat request would give the model (the chat template applied)
     GET  /v1/londinium/search?q=...          the corpus index's hits (only when the workspace has an index)
@@ -115,6 +116,20 @@ def londinium_routes(state: Any, ready: Callable[[], None], check_model: Callabl
     router = APIRouter(prefix="/v1/londinium")
     search = CorpusSearch(provenance, snippet_chars)
     scoring = threading.Lock()
+    hint: list[str] = []  # the example prompt, read once: it may scan held-out text
+
+    def prompt_hint() -> str:
+        """The corpus profile's example prompt, as export's card uses it ("Thou art", or a neutral
+        corpus's own held-out words), so the page's examples are in the corpus's language."""
+        from londinium.profiles import builtin, profile_for
+
+        if not hint:
+            ws = provenance.workspace
+            try:
+                hint.append(profile_for(ws).prompt_hint(ws) if ws is not None else builtin("neutral").prompt_hint())
+            except LondiniumError:  # a damaged data card: the neutral hint rather than no page
+                hint.append(builtin("neutral").prompt_hint(ws))
+        return hint[0]
 
     @router.get("/model")
     async def model() -> dict[str, Any]:
@@ -133,6 +148,7 @@ def londinium_routes(state: Any, ready: Callable[[], None], check_model: Callabl
                 "step": p.step, "training_tokens": p.tokens_seen, "val_loss": p.val_loss,
                 "export": str(p.export) if p.export else None,
                 "eval": eval_summary(ws, p.run) if ws is not None and p.run else None,
+                "prompt_hint": await asyncio.to_thread(prompt_hint),
                 "search": await asyncio.to_thread(search.status)}
 
     @router.post("/score", response_model=ScoreResponse)

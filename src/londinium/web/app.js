@@ -136,8 +136,21 @@ async function connect() {
   }
 }
 
+// Escape closes the disclosure (the sampling settings, the chat template) the focus is in, and
+// leaves the focus on its summary; dialogs close on Escape by themselves.
+function setupEscape() {
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape" || e.defaultPrevented) return;
+    const open = document.activeElement && document.activeElement.closest("details[open]");
+    if (!open || open.closest("dialog")) return;
+    open.open = false;
+    open.querySelector("summary").focus();
+  });
+}
+
 setupKey();
 setupTabs();
+setupEscape();
 legends();
 setupChat(page);
 setupScore(page);

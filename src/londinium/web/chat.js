@@ -1,5 +1,6 @@
 // Chat and completion against this server: streamed replies, each token coloured by probability.
 
+import { citationList, groundedReply } from "./cited.js";
 import { h } from "./dom.js";
 import { requestBody, streamReply } from "./generate.js";
 import { align } from "./tokens.js";
@@ -48,16 +49,24 @@ export function setupChat(page) {
     $("send").disabled = true;
     $("stop").disabled = false;
     let choices = [];
+    const draw = (update) => update.forEach((choice, i) => {
+      if (!choice) return;
+      boxes[i] ||= replyBox(i, settings.n || 1);
+      renderTokens(boxes[i].tokens, align(choice.text, choice.tokens));
+    });
+    let grounded = null; // an answer from the corpus: {refused, citations}
     try {
-      choices = await streamReply(page.api, asChat ? "chat" : "completion", requestBody(asChat ? "chat" : "completion", page.model, input, settings),
-        running.signal, (update) => {
-          update.forEach((choice, i) => {
-            if (!choice) return;
-            boxes[i] ||= replyBox(i, settings.n || 1);
-            renderTokens(boxes[i].tokens, align(choice.text, choice.tokens));
-          });
-        });
-      choices.forEach((c, i) => c && boxes[i] && (boxes[i].meta.textContent = finished(c)));
+      if (asChat && $("rag").checked) {
+        grounded = await groundedReply(page.api, page.model, input, settings, running.signal);
+        choices = grounded.choices;
+        draw(choices);
+      } else {
+        const how = asChat ? "chat" : "completion";
+        choices = await streamReply(page.api, how, requestBody(how, page.model, input, settings), running.signal, draw);
+      }
+      choices.forEach((c, i) => c && boxes[i] && (boxes[i].meta.textContent = grounded && grounded.refused
+        ? "Refused: no passage of the corpus supports an answer to this." : finished(c)));
+      if (grounded && !grounded.refused) boxes.forEach((b) => b.article.append(citationList(page, grounded.citations)));
       if (asChat) history.push({ role: "user", content: text }, { role: "assistant", content: (choices[0] && choices[0].text) || "" });
       $("prompt").value = "";
     } catch (e) {
@@ -76,9 +85,24 @@ export function setupChat(page) {
     send();
   });
   $("prompt").addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { // Shift+Enter: a new line
       e.preventDefault();
       send();
+    }
+  });
+  // Retrieval-augmented answers are chat requests, and need the corpus index.
+  const ragAllowed = () => mode() === "chat" && !(page.details && page.details.search && page.details.search.available === false);
+  const syncRag = () => {
+    $("rag").disabled = !ragAllowed();
+    if ($("rag").disabled) $("rag").checked = false;
+  };
+  form.addEventListener("change", syncRag);
+  document.addEventListener("londinium:details", syncRag);
+  $("view-chat").addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && !$("prompt-view").hidden) {
+      e.preventDefault(); // closed here: the template's <details> inside stays as it was
+      closePrompt();
+      $("show-prompt").focus();
     }
   });
   $("stop").addEventListener("click", () => running && running.abort());
@@ -95,15 +119,16 @@ function finished(choice) {
   return `${choice.tokens.length} tokens; stopped because ${why}.`;
 }
 
+function closePrompt() {
+  $("prompt-view").hidden = true;
+  $("show-prompt").setAttribute("aria-expanded", "false");
+}
+
 // The prompt text the chat template makes of the conversation (the server renders it: /v1/londinium/chat/prompt).
 async function showPrompt(page, messages, asChat) {
   const button = $("show-prompt");
   const view = $("prompt-view");
-  if (!view.hidden) {
-    view.hidden = true;
-    button.setAttribute("aria-expanded", "false");
-    return;
-  }
+  if (!view.hidden) return closePrompt();
   if (!asChat) {
     $("prompt-view-facts").textContent = "In completion mode the model sees your text as it is, with no template.";
     $("prompt-view-text").textContent = $("prompt").value;

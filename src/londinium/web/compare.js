@@ -49,6 +49,10 @@ export function setupCompare(page) {
   const results = [$("result-a"), $("result-b")];
   for (const s of sides) s.base.value = `${location.origin}/v1`;
   document.addEventListener("londinium:connected", () => sides.forEach((s) => s.models()));
+  // The example prompt is the served corpus's own (its profile's prompt_hint), unless one was typed.
+  document.addEventListener("londinium:details", () => {
+    if (!$("compare-prompt").value) $("compare-prompt").value = page.details.prompt_hint || "";
+  });
 
   $("compare-form").addEventListener("submit", async (e) => {
     e.preventDefault();

@@ -26,24 +26,28 @@ function provenance(d) {
   return `source ${d.source}, ${period}, ${d.split} split; ${d.license || "licence unknown"}`;
 }
 
+// Show document `id` in the page's dialog with characters start:end marked and scrolled into view:
+// a search hit's snippet, or the span an answer cites. Closing it (Escape, Close) returns the focus
+// to what opened it (the dialog element does that).
+export async function openPassage(page, id, start, end) {
+  try {
+    const doc = await page.api.json("/londinium/document", { query: { id } });
+    $("doc-title").textContent = doc.title || doc.id;
+    $("doc-provenance").textContent = `${doc.id}: ${provenance(doc)}, ${doc.chars.toLocaleString("en")} characters`;
+    const mark = h("mark", { id: "doc-snippet" }, doc.text.slice(start, end));
+    $("doc-text").replaceChildren(doc.text.slice(0, start), mark, doc.text.slice(end));
+    $("doc-dialog").showModal();
+    mark.scrollIntoView({ block: "center" });
+  } catch (e) {
+    page.fail(e);
+  }
+}
+
 export function setupSources(page) {
   const note = $("search-note");
   const hits = $("hits");
   const dialog = $("doc-dialog");
-
-  async function open(hit) {
-    try {
-      const doc = await page.api.json("/londinium/document", { query: { id: hit.id } });
-      $("doc-title").textContent = doc.title || doc.id;
-      $("doc-provenance").textContent = `${doc.id}: ${provenance(doc)}, ${doc.chars.toLocaleString("en")} characters`;
-      const mark = h("mark", { id: "doc-snippet" }, doc.text.slice(hit.snippet_start, hit.snippet_end));
-      $("doc-text").replaceChildren(doc.text.slice(0, hit.snippet_start), mark, doc.text.slice(hit.snippet_end));
-      dialog.showModal();
-      mark.scrollIntoView({ block: "center" });
-    } catch (e) {
-      page.fail(e);
-    }
-  }
+  const open = (hit) => openPassage(page, hit.id, hit.snippet_start, hit.snippet_end);
 
   document.addEventListener("londinium:details", () => {
     const search = page.details.search || {};

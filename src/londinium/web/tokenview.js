@@ -75,7 +75,12 @@ function listen(container) {
     if (!data.has(e.target)) return;
     const steps = { ArrowRight: (i) => i + 1, ArrowDown: (i) => i + 1, ArrowLeft: (i) => i - 1, ArrowUp: (i) => i - 1,
       Home: () => 0, End: (i, n) => n - 1 };
-    if (e.key === "Escape") return hide(e.target);
+    if (e.key === "Escape" && tip && !tip.hidden) {
+      e.stopPropagation(); // this Escape closes the tooltip only, not the panel around it
+      tip.hidden = true;
+      e.target.removeAttribute("aria-describedby");
+      return;
+    }
     if (!steps[e.key]) return;
     e.preventDefault();
     move(container, e.target, steps[e.key]);

@@ -5,6 +5,7 @@ import { SSEParser, jsonEvents } from "/web/sse.js";
 import { BINS, align, bin, fromChat, fromCompletion, percent, surprisingWords } from "/web/tokens.js";
 import { renderMarkdown } from "/web/markdown.js";
 import { renderTokens } from "/web/tokenview.js";
+import { citationList } from "/web/cited.js";
 
 const results = [];
 const cases = [];
@@ -226,6 +227,20 @@ test("markdown: a report's blocks (front matter, headings, tables with alignment
   eq(div.querySelector("pre code").textContent, "<b>not bold</b>");
   eq(div.querySelectorAll("hr").length, 1);
   eq(div.lastElementChild.textContent, "Time: 1 s.");
+});
+
+test("citations: a checked one is a button named for what it opens; an unchecked one opens nothing; quotes are text", () => {
+  const list = citationList({}, [
+    { n: 1, id: "kjv/gen", title: "Genesis", start: 10, end: 30, quote: "In the beginning <b>God</b>", valid: true },
+    { n: 2, id: "gone/1", title: "", start: 0, end: 5, quote: "Lost.", valid: false },
+  ]);
+  eq(list.querySelector("h4").textContent, "The 2 passages it cites");
+  const buttons = [...list.querySelectorAll("button")];
+  eq(buttons.map((b) => [b.textContent, b.getAttribute("aria-label"), b.type]),
+    [["[1] Genesis", "[1] Genesis: open the document at the quoted passage", "button"]]);
+  eq(list.querySelector("li:nth-child(2)").textContent, "[2] gone/1 (not found in the corpus) Lost.");
+  eq([...list.querySelectorAll("q")].map((q) => q.textContent), ["In the beginning <b>God</b>", "Lost."]);
+  eq(list.querySelectorAll("b").length, 0);
 });
 
 // ---- run them all ------------------------------------------------------------------------------------
