@@ -245,6 +245,8 @@ def test_chat_streams_tokens_coloured_by_probability_with_alternatives(page, syn
 def test_score_a_text_shows_bits_per_byte_and_the_surprising_words(page, sync_api, servers, tmp_path) -> None:
     expect = sync_api.expect
     page.locator("#tab-score").click()
+    hint = httpx.get(servers[0] + "/v1/londinium/model", headers=AUTH, timeout=60).json()["prompt_hint"]
+    expect(page.locator("#score-text")).to_have_value(hint)  # the corpus's own example, not "Thus saith the Lord."
     page.locator("#score-text").fill(PASSAGE)
     page.locator("#score-form button").click()
     scored = httpx.post(servers[0] + "/v1/londinium/score", json={"model": RUN, "text": PASSAGE}, headers=AUTH, timeout=60).json()

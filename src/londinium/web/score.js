@@ -10,6 +10,10 @@ const $ = (id) => document.getElementById(id);
 const surprising = (text) => Math.min(5, Math.max(1, Math.ceil((text.match(/\S+/g) || []).length / 4)));
 
 export function setupScore(page) {
+  // The example text is the served corpus's own (its profile's prompt_hint), unless one was typed.
+  document.addEventListener("londinium:details", () => {
+    if (!$("score-text").value) $("score-text").value = page.details.prompt_hint || "";
+  });
   $("score-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     page.clearError();
