@@ -73,11 +73,7 @@ def servers(ws, tmp_path_factory):
     logs = tmp_path_factory.mktemp("servers")
     ports = free_port(), free_port()
     origin = f"http://127.0.0.1:{ports[0]}"
-    # retrieve.min_support: the tiny corpus is a few hundred common words in random order, so no
-    # passage supports a question as a real corpus's do (a verbatim line scores 0.1, docs/rag.md's
-    # threshold is 0.5); 0.05 answers its own lines and still refuses a question on another topic.
-    procs = [serve_process(ws, RUN, ports[0], "--api-key", KEY, "--set", "serve.stream_interval=1",
-                           "--set", "retrieve.min_support=0.05", model=RUN,
+    procs = [serve_process(ws, RUN, ports[0], "--api-key", KEY, "--set", "serve.stream_interval=1", model=RUN,
                            stdout=open(logs / "a.log", "w"), stderr=subprocess.STDOUT),
              serve_process(ws, OTHER, ports[1], "--set", f"serve.allowed_origins=['{origin}']", model=OTHER,
                            stdout=open(logs / "b.log", "w"), stderr=subprocess.STDOUT)]

@@ -322,6 +322,11 @@ class CorpusIndex:
         rare = {t for t in terms if t in vocab and self._doc_freq[vocab[t]] <= len(self.documents) / 2}
         return rare or set(terms)
 
+    def term_folder(self) -> Any:
+        """The `TermFolder` of the index's folding when all its sources share one (every corpus but a
+        registry mixing profiles), else None."""
+        return next(iter(self._folders.values())) if len(self._folders) == 1 else None
+
     def query_terms(self, query: str) -> list[str]:
         """The terms of `query` under every folding the index uses, each word's distinct forms once:
         with one folding, the query folded as the documents were; with several (a source folded

@@ -53,7 +53,7 @@ def make_queries(index: Any, per_kind: int = 60, seed: int = 0, splits: Iterable
     rng = random.Random(seed)
     docs = index.documents
     held = [d for d in docs if d.split in set(splits)] or list(docs)
-    fold = TermFolder()
+    fold = index.term_folder() or TermFolder()  # the index's own folding (none on a user's texts)
     folded_text = {}  # lazily: " ".join(folded words) per document, for the spelling kind
 
     def folded(d: Any) -> str:

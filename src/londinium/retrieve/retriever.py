@@ -58,10 +58,11 @@ class Retriever:
     """The search index, and the vector index with its embedder when the mode needs them."""
 
     def __init__(self, index: Any, settings: RetrieveConfig, vectors: Any = None, embedder: Any = None):
-        from londinium.index.build import TermFolder
-
         self.index, self.settings, self.vectors, self.embedder = index, settings, vectors, embedder
-        self.fold = TermFolder()  # the search index's terms: spelling-folded words
+        # Words become the search index's terms as the index folds them (the corpus profile's folding per
+        # source: none for a user's texts, early-modern for the default corpus); a term of another
+        # folding is not in the index's vocabulary and would count as missing from every passage.
+        self.fold = index.query_terms
         n = len(index.documents)
         df = np.diff(np.asarray(index.retriever.scores["indptr"]))
         self._vocab = index.retriever.vocab_dict
