@@ -26,7 +26,7 @@ from londinium.gateway.upstream import Upstream
 
 # The built-in steps by the name gateway.chain uses: each a factory `(gateway) -> Step`.
 BUILTIN_STEPS: dict[str, Callable[[Any], Step]] = {"auth": Auth, "usage": Usage, "limits": Limits, "route": Route,
-                                                   "cache": Cache, "pii": Pii, "upstream": Upstream}
+                                                   "pii": Pii, "cache": Cache, "upstream": Upstream}
 
 
 class Gateway:
