@@ -2,11 +2,13 @@
 echo what it was sent: through the official openai client, the upstream receives placeholders only and
 the client gets its own values back, as JSON and as a stream (echoed three characters a chunk, so
 placeholders arrive split); a blocked entity is a 400 naming its type; and no value is written to the
-request log (prompts logged on purpose), the ledger or /metrics."""
+request log (prompts logged on purpose), the ledger or /metrics. Then (slow) a real `londinium serve`
+behind it: its own request log shows it was asked with placeholders only."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import httpx
 import openai
@@ -57,3 +59,29 @@ def test_a_served_gateway_masks_on_the_way_in_and_unmasks_on_the_way_out_logging
         if path.is_file():
             data = path.read_bytes()
             assert not any(v.encode() in data for v in VALUES.values()), path.name
+
+
+@pytest.mark.slow  # a real `londinium serve` process (~10-20 s to start here)
+def test_a_real_londinium_serve_behind_the_gateway_logs_only_placeholders(tiny_workspace, tmp_path) -> None:
+    """The quickstart-style model on `londinium serve` (its own request log with prompts on): what it was
+    asked holds placeholders, never the values; the client gets an answer through the openai client."""
+    from serve_helpers import free_port, serve_process, stop, trained_run, wait_healthy
+
+    served_log = tmp_path / "served.jsonl"
+    port = free_port()
+    proc = serve_process(tiny_workspace, trained_run(tiny_workspace), port, "--set", "serve.log_prompts=true",
+                         "--set", f"serve.request_log={served_log}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", timeout=120)
+        cfg = write_config(tmp_path / "gw.toml", [{"name": "tiny", "base_url": f"http://127.0.0.1:{port}/v1", "model": "tiny"}],
+                           [{"alias": "london", "backends": ["tiny"]}], keys_required=False,
+                           chain=["auth", "usage", "limits", "route", "pii", "upstream"])
+        with gateway_server(cfg) as (url, gw):
+            c = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
+            answer = c.chat.completions.create(model="london", messages=[{"role": "user", "content": TEXT}], max_tokens=4, temperature=0)
+            assert answer.choices[0].message.content is not None
+    finally:
+        stop(proc)
+    asked = [json.loads(line)["prompt"] for line in served_log.read_text().splitlines() if "prompt" in line]
+    assert asked and all("<EMAIL_ADDRESS_1>" in p and "<PHONE_NUMBER_1>" in p for p in asked)
+    assert not any(VALUES["email"] in p or VALUES["phone"] in p for p in asked)
