@@ -27,8 +27,9 @@ from starlette.routing import Route
 
 class Upstream:
     """What the small server does, set by the test: `mode` is ok, 500, 429, stall, trickle, drop
-    (a stream broken off after two chunks), or no-usage (never reports usage). Its answer is
-    `words` one word per chunk; usage counts a word as a token and the prompt's words likewise."""
+    (a stream broken off after two chunks), no-usage (never reports usage), or echo (answers with the
+    prompt's last text, three characters per chunk). Its answer is otherwise `words` one word per
+    chunk; usage counts a word as a token and the prompt's words likewise."""
 
     def __init__(self, name: str = "fake", words: int = 5, context: int = 1000):
         self.name, self.words, self.context = name, words, context
@@ -37,6 +38,10 @@ class Upstream:
         self.bodies: list[dict] = []
 
     def text(self) -> list[str]:
+        if self.mode == "echo":
+            last = self.bodies[-1]
+            said = last["messages"][-1]["content"] if "messages" in last else last["prompt"]
+            return [said[i:i + 3] for i in range(0, len(said), 3)]
         return [f"{self.name}{i} " for i in range(self.words)]
 
     def app(self) -> Starlette:

@@ -43,16 +43,19 @@ QUICK: dict[str, tuple] = {
     "speculative.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run, "--draft-run", run], "tokens/target pass"),
     "kv_dtypes.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
     "gateway_cache.py": (lambda ws, run, tmp: [], "hit/miss p50"),
+    "gateway_pii.py": (lambda ws, run, tmp: [], "added latency per request"),
 }
 MARKS = {
     "gguf_decode.py": [pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                           reason="needs the llama extra (llama-cpp-python)")],
     "tokenizer_speed.py": [pytest.mark.network],  # GPT-2's tokenizer files come from the package index once
+    "gateway_pii.py": [pytest.mark.skipif(importlib.util.find_spec("presidio_analyzer") is None,
+                                          reason="needs the guardrails extra (presidio-analyzer)")],
 }
 # Over ~10 s each on the 2-core machine even at toy sizes (importing transformers, starting real
 # servers, fresh interpreters): they run with the slow tests (`make test`), the rest every time.
 for _script in ("generate_speed.py", "eval_perplexity.py", "train_throughput.py", "trainer_overhead.py", "export_load.py", "weight_dtypes.py",
-                "serve_throughput.py", "serve_peers.py"):
+                "serve_throughput.py", "serve_peers.py", "gateway_pii.py"):
     MARKS.setdefault(_script, []).append(pytest.mark.slow)
 
 

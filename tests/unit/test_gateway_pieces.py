@@ -55,8 +55,35 @@ def test_an_unknown_chain_step_is_named_when_the_gateway_is_built(tmp_path) -> N
     from londinium.gateway.runtime import Gateway
 
     settings = parse_settings(config(gateway={"chain": ["auth", "guard", "upstream"], "database": str(tmp_path / "g.db")}), "gw.toml")
-    with pytest.raises(ConfigError, match="unknown step 'guard'; built-in steps: auth, usage, limits, route, cache, upstream"):
+    with pytest.raises(ConfigError, match="unknown step 'guard'; built-in steps: auth, usage, limits, route, pii, cache, upstream"):
         Gateway(settings)
+
+
+def test_the_gateway_starts_without_presidio_until_the_chain_names_pii(tmp_path) -> None:
+    """Presidio is the guardrails extra: a gateway without `pii` never imports it, and one with `pii`
+    but no Presidio is one ConfigError saying what to install (Presidio made unimportable in a fresh
+    interpreter, as on a machine without the extra)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from londinium.errors import ConfigError
+from londinium.gateway.runtime import Gateway
+from londinium.gateway.settings import parse_settings
+data = {config(gateway={"database": str(tmp_path / "g.db")})!r}
+Gateway(parse_settings(data, "gw.toml")).store.close()
+assert "presidio_analyzer" not in sys.modules and "spacy" not in sys.modules
+sys.modules["presidio_analyzer"] = None  # what a missing package looks like to `import`
+data["gateway"]["chain"] = ["route", "pii", "upstream"]
+try:
+    Gateway(parse_settings(data, "gw.toml"))
+except ConfigError as e:
+    print(e)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "the gateway's `pii` step needs Microsoft Presidio: pip install 'londinium[guardrails]'" in out.stdout
 
 
 def test_breaker_opens_after_consecutive_failures_and_half_opens_for_one_trial() -> None:

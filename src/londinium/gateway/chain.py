@@ -48,6 +48,7 @@ class Exchange:
 
     endpoint: str  # "chat" or "completion"
     body: dict[str, Any]  # the request as the backend will get it; steps may rewrite it
+    log_body: dict[str, Any] | None = None  # the request as logs may show it, when a step redacted it (PII: `pii`)
     authorization: str = ""  # the bearer token the client sent
     id: str = field(default_factory=lambda: f"gw-{uuid.uuid4().hex}")
     arrived: float = field(default_factory=time.perf_counter)

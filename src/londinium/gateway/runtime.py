@@ -16,6 +16,7 @@ from londinium.gateway.accounting import Usage
 from londinium.gateway.backends import Backend
 from londinium.gateway.cache import Cache
 from londinium.gateway.chain import Chain, Step, resolve
+from londinium.gateway.pii import Pii  # Presidio itself is imported only when the chain names `pii`
 from londinium.gateway.router import Router
 from londinium.gateway.settings import GatewaySettings
 from londinium.gateway.steps import Auth, Limits, Route
@@ -25,7 +26,7 @@ from londinium.gateway.upstream import Upstream
 
 # The built-in steps by the name gateway.chain uses: each a factory `(gateway) -> Step`.
 BUILTIN_STEPS: dict[str, Callable[[Any], Step]] = {"auth": Auth, "usage": Usage, "limits": Limits, "route": Route,
-                                                   "cache": Cache, "upstream": Upstream}
+                                                   "pii": Pii, "cache": Cache, "upstream": Upstream}
 
 
 class Gateway:

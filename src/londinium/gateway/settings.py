@@ -5,6 +5,7 @@
     [[backends]]         one OpenAI-compatible base URL and model each: context, prices, weight, timeouts
     [[routes]]           a model alias clients send -> a group of backends and how to choose among them
     [cache]              the exact cache's store, bounds and who bypasses it (the `cache` step)
+    [pii]                the PII guardrail's entities, actions, own recognizers and per-key actions (the `pii` step)
 
 Fields are declared with `config.doc` (default, one-line doc, the values accepted), so a value out
 of range is the same one-line `ConfigError` as in `londinium.toml`: `gateway.toml: backends[1].input_price
@@ -15,6 +16,7 @@ alias, two backends with one name) are checked here too, so a bad config is one 
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +101,8 @@ class RouteSection:
     cache: bool = doc(True, "With the `cache` step in the chain: this route's answers are cached (off: every request bypasses it).")
     cache_ttl_s: float = doc(0.0, "Seconds this route's cached answers live; 0: cache.ttl_s.", ge=0, le=31_536_000, hint="(0: cache.ttl_s)")
     cache_sampled: bool = doc(False, "Cache sampled requests too (temperature > 0 without a seed): a hit then repeats one sample instead of drawing a new one.")
+    pii: bool = doc(True, "With the `pii` step in the chain: this route's requests are checked for PII (off: they pass unchecked).")
+    pii_actions: dict = doc({}, "Entity -> action for this route, over pii.actions: e.g. {CREDIT_CARD = 'block'}.")
 
 
 @dataclass
@@ -115,6 +119,24 @@ class CacheSection:
     bypass_keys: list[str] = doc([], "Names of virtual keys whose requests never use the cache.")
 
 
+PII_ACTIONS = ("mask", "block", "log", "off")
+
+
+@dataclass
+class PiiSection:
+    """The PII guardrail (the `pii` step): what it looks for and what it does with each kind."""
+
+    actions: dict = doc({"EMAIL_ADDRESS": "mask", "PHONE_NUMBER": "mask", "CREDIT_CARD": "mask", "IBAN_CODE": "mask", "IP_ADDRESS": "mask"},
+                        "Entity -> 'mask' (a placeholder upstream, the value back in the answer), 'block' (400), 'log' (counted only) or 'off'.")
+    keys: dict = doc({}, "Virtual key name -> its own entity actions, over the route's: e.g. {partner = {EMAIL_ADDRESS = 'log'}}.")
+    patterns: dict = doc({}, "Your own entities: name -> regular expression, e.g. {ORDER_ID = 'ORD-[0-9]{6}'} (give each an action).")
+    deny_lists: dict = doc({}, "Your own entities: name -> words that always are that entity, e.g. {PROJECT = ['Falcon']}.")
+    ner_model: str = doc("", "A spaCy pipeline folder for names (PERSON, LOCATION, NRP, DATE_TIME); empty: pattern recognizers only.", path=True)
+    language: str = doc("en", "Language code the recognizers are set up for.", nonempty=True)
+    score_threshold: float = doc(0.4, "Presidio's confidence a finding needs: its phone pattern scores 0.4 (no NLP context words raise it here), IP 0.6, validated emails, cards and IBANs 1.0.", ge=0, le=1)
+    bypass_keys: list[str] = doc([], "Names of virtual keys whose requests are never checked.")
+
+
 REQUIRED = {BackendSection: ("name", "base_url", "model"), RouteSection: ("alias", "backends")}
 
 
@@ -125,6 +147,7 @@ class GatewaySettings:
     backends: list[BackendSection] = field(default_factory=list)
     routes: list[RouteSection] = field(default_factory=list)
     cache: CacheSection = field(default_factory=CacheSection)
+    pii: PiiSection = field(default_factory=PiiSection)
     source: str = "gateway.toml"  # where it was read from, for messages
 
     def backend(self, name: str) -> BackendSection:
@@ -176,14 +199,15 @@ def load_settings(path: str | Path) -> GatewaySettings:
 
 def parse_settings(data: dict[str, Any], source: str = DEFAULT_CONFIG, folder: Path | None = None) -> GatewaySettings:
     folder = folder or Path.cwd()
-    known = {"gateway", "telemetry", "backends", "routes", "cache"}
+    known = {"gateway", "telemetry", "backends", "routes", "cache", "pii"}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]], [cache]")
+            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]], [cache], [pii]")
     s = GatewaySettings(source=source)
     s.gateway = _table(GatewaySection, data.get("gateway", {}), f"{source}: gateway", folder)
     s.telemetry = _table(TelemetrySection, data.get("telemetry", {}), f"{source}: telemetry", folder)
     s.cache = _table(CacheSection, data.get("cache", {}), f"{source}: cache", folder)
+    s.pii = _table(PiiSection, data.get("pii", {}), f"{source}: pii", folder)
     for kind in ("backends", "routes"):
         if not isinstance(data.get(kind, []), list):
             raise ConfigError(f"{source}: {kind} must be an array of tables ([[{kind}]])")
@@ -225,6 +249,28 @@ def check_relations(s: GatewaySettings) -> None:
             raise ConfigError(f"{src}: routes[{i}].classifier {r.classifier} does not exist; train it with `londinium gateway train-router --out {r.classifier}`")
     if s.cache.store == "redis" and not s.cache.redis_url:
         raise ConfigError(f"{src}: cache.store = 'redis' needs cache.redis_url, e.g. redis://127.0.0.1:6379/0")
+    check_pii_actions(s)
     s.gateway.chain = list(s.gateway.chain)
     if s.gateway.chain[-1] != "upstream":
         raise ConfigError(f"{src}: gateway.chain must end with 'upstream' (the call to a backend), not {s.gateway.chain[-1]!r}")
+
+
+def check_pii_actions(s: GatewaySettings) -> None:
+    """Every entity action table (global, per route, per key) maps names to one of PII_ACTIONS. Whether
+    a recognizer finds each entity is checked when the `pii` step builds its detector."""
+    tables = [("pii.actions", s.pii.actions)] + [(f"routes[{i}].pii_actions", r.pii_actions) for i, r in enumerate(s.routes)]
+    for name, actions in s.pii.keys.items():
+        if not isinstance(actions, dict):
+            raise ConfigError(f"{s.source}: pii.keys.{name} must be a table of entity = action, e.g. {{EMAIL_ADDRESS = 'log'}}")
+        tables.append((f"pii.keys.{name}", actions))
+    for where, actions in tables:
+        for entity, action in actions.items():
+            if action not in PII_ACTIONS:
+                raise ConfigError(f"{s.source}: {where}.{entity} = {action!r}: must be one of {', '.join(PII_ACTIONS)}")
+    for where, table in (("pii.patterns", s.pii.patterns), ("pii.deny_lists", s.pii.deny_lists)):
+        for entity in table:
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]*", entity):
+                raise ConfigError(f"{s.source}: {where}.{entity}: entity names are capitals, digits and '_' (e.g. ORDER_ID), "
+                                  "as they become placeholders such as <ORDER_ID_1>")
+    if s.pii.patterns and not all(isinstance(v, str) for v in s.pii.patterns.values()):
+        raise ConfigError(f"{s.source}: pii.patterns values must be regular expressions (strings)")

@@ -159,7 +159,7 @@ class Telemetry:
         if self.log.log_prompts:
             from londinium.gateway.router import prompt_text
 
-            record["prompt"] = prompt_text(ex.body, ex.endpoint)
+            record["prompt"] = prompt_text(ex.log_body if ex.log_body is not None else ex.body, ex.endpoint)
         self.log.write(record)
 
     def close(self) -> None:
