@@ -21,7 +21,8 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 HELPERS = {"peers.py", "servers.py", "gateway_upstream.py"}  # imported or started by the scripts, not run
 HAVE_OWN_TEST = {"gpu_check.py": "test_gpu_check.py (--dry-run)", "recipe_search.py": "test_recipe_search.py",
                  "gateway_overhead.py": "test_gateway_benchmark.py (with a soak)",
-                 "retrieval.py": "test_retrieval_benchmarks.py", "retrieval_peer.py": "test_retrieval_benchmarks.py"}
+                 "retrieval.py": "test_retrieval_benchmarks.py", "retrieval_peer.py": "test_retrieval_benchmarks.py",
+                 "sft_peer.py": "test_sft_peer.py"}
 
 # script -> (extra arguments, built from the test's workspace and run; a line its output must hold)
 QUICK: dict[str, tuple] = {
