@@ -109,19 +109,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     ws, cfg = _context(args)
     if args.run:
         cfg.train.run_name = args.run
-    ws.run_dir(cfg.train.run_name)  # a bad name is refused before it names a lock
-    with ws.lock(f"train/{cfg.train.run_name}"):  # before torch loads: a second train is refused at once
+    return _train_run(args, ws, cfg.train.run_name, lambda: cfg)
+
+
+def _train_run(args: argparse.Namespace, ws: Workspace, name: str, fresh: Callable[[], Config],
+               resumed: Callable[[Config], Config] = lambda cfg: cfg) -> int:
+    """Train run `name` under its lock, with the config `fresh()` makes or, with --resume, the run's own
+    config (only what this command sets on purpose on top) through `resumed`."""
+    ws.run_dir(name)  # a bad name is refused before it names a lock
+    with ws.lock(f"train/{name}"):  # before torch loads: a second train is refused at once
         from londinium.train.resume import resume_config
         from londinium.train.trainer import train
 
-        if args.resume:  # the run's own config, with only what this command sets on purpose on top
-            cfg = resume_config(ws, cfg.train.run_name, _config_path(args), args.overrides, args.preset)
+        if args.resume:
+            cfg = resumed(resume_config(ws, name, _config_path(args), args.overrides, args.preset))
+        else:
+            cfg = fresh()
         train(ws, cfg, force=args.force)
     return 0
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
-    from londinium.train.sft_run import sft_run_name
+    from londinium.train.sft_run import sft_config, sft_onto_train, sft_run_name
 
     ws, cfg = _context(args)
     s = cfg.sft
@@ -135,23 +144,11 @@ def cmd_sft(args: argparse.Namespace) -> int:
         s.tasks = []
     if not s.base:
         s.base = cfg.train.run_name
-    name = sft_run_name(cfg)
-    ws.run_dir(name)  # a bad name is refused before it names a lock
-    with ws.lock(f"train/{name}"):
-        from londinium.train.resume import resume_config
-        from londinium.train.sft_run import sft_config, sft_onto_train
-        from londinium.train.trainer import train
-
-        if args.resume:  # the run's own config, with only what this command sets on purpose on top
-            cfg = sft_onto_train(resume_config(ws, name, _config_path(args), args.overrides, args.preset))
-        else:
-            cfg = sft_config(ws, cfg)
-        train(ws, cfg, force=args.force)
-    return 0
+    return _train_run(args, ws, sft_run_name(cfg), lambda: sft_config(ws, cfg), sft_onto_train)
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from londinium.train.distill import student_run_name
+    from londinium.train.distill_run import distill_config, student_run_name
 
     ws, cfg = _context(args)
     d = cfg.distill
@@ -161,19 +158,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if not d.teacher and not (args.resume and d.run_name):
         raise ConfigError("londinium distill needs a teacher: --teacher RUN (a trained run of this workspace), "
                           "or --resume --name STUDENT to continue a student run")
-    name = student_run_name(cfg)
-    ws.run_dir(name)  # a bad name is refused before it names a lock
-    with ws.lock(f"train/{name}"):
-        from londinium.train.distill import distill_config
-        from londinium.train.resume import resume_config
-        from londinium.train.trainer import train
-
-        if args.resume:  # the run's own config (its teacher included), with only what this command sets on top
-            cfg = resume_config(ws, name, _config_path(args), args.overrides, args.preset)
-        else:
-            cfg = distill_config(cfg)
-        train(ws, cfg, force=args.force)
-    return 0
+    return _train_run(args, ws, student_run_name(cfg), lambda: distill_config(cfg))
 
 
 def cmd_tasks_build(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
     loss = distill_loss(student_logits, teacher_logits, labels, alpha=0.5, temperature=2.0, kl="forward")
     teacher = Teacher.open(ws, cfg, log)            # a trained run of this workspace, frozen, eval mode
-    cfg = distill_config(ws, cfg)                   # the student run's config: objective 'distill'
 
 The loss is Hinton et al.'s (2015): `alpha * CE(labels) + (1 - alpha) * T^2 * KL`, both
 distributions softened by the temperature T. The T^2 keeps the soft term's gradient the same size
@@ -14,13 +13,12 @@ vocabulary: no mapping between vocabularies is needed, only the check that the t
 on this tokenizer.
 
 The student run is an ordinary run of the one trainer (`objectives.Distill` reads the shards as
-pre-training does); its config records the teacher, the checkpoint it resolved to and that
+pre-training does; `distill_run.py` makes its config); its config records the teacher, the checkpoint it resolved to and that
 checkpoint's sha256, so a resumed or re-run student is compared against the same teacher.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
@@ -106,17 +104,3 @@ class Teacher:
 
     def num_params(self) -> int:
         return self.model.num_params()
-
-
-def student_run_name(cfg: Config) -> str:
-    """The student run's name: distill.run_name, else '<teacher>-student'."""
-    return cfg.distill.run_name or f"{cfg.distill.teacher}-student"
-
-
-def distill_config(cfg: Config) -> Config:
-    """The config of the student run [distill] describes: the objective set, the run named."""
-    cfg = copy.deepcopy(cfg)
-    cfg.train.run_name = student_run_name(cfg)
-    cfg.train.objective = "distill"
-    return cfg
-
