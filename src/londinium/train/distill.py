@@ -20,6 +20,8 @@ checkpoint's sha256, so a resumed or re-run student is compared against the same
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -54,7 +56,8 @@ class Teacher:
 
     model: torch.nn.Module
     run: str
-    checkpoint: str  # the resolved checkpoint's directory name, e.g. 'step-000600'
+    checkpoint: str  # as the run records it: 'step-000600' for one of the run's own, else its directory
+    path: Path
     sha256: str  # of its weights file, as its meta.json recorded it
 
     @classmethod
@@ -93,7 +96,8 @@ class Teacher:
         model = GPT(trained)
         ck.load_weights(model, ckpt)
         model.eval().requires_grad_(False)
-        return cls(model, d.teacher, ckpt.path.name, sha256)
+        own = ckpt.path.parent.resolve() == ws.checkpoints_dir(d.teacher).resolve()
+        return cls(model, d.teacher, ckpt.path.name if own else str(ckpt.path), ckpt.path, sha256)
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -231,7 +231,7 @@ class Distill(NextToken):
         # The run records what it was distilled from: the resolved checkpoint (a later 'best' of the
         # teacher is another teacher) and its weights' hash; both go into its config.toml and fingerprint.
         cfg.distill.teacher_checkpoint, cfg.distill.teacher_sha256 = self.teacher.checkpoint, self.teacher.sha256
-        self.teacher_weights = ws.checkpoints_dir(self.teacher.run) / self.teacher.checkpoint / ck.MODEL_FILE
+        self.teacher_weights = self.teacher.path / ck.MODEL_FILE
 
     def inputs(self) -> list[Path]:
         return [self.teacher_weights]
