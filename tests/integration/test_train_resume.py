@@ -170,7 +170,6 @@ def test_an_sft_run_resumes_after_sigkill_bit_exactly(reference, tiny_workspace,
     assert rows[-1][1] < rows[0][1]  # the answers' loss fell
 
 
-@pytest.mark.slow  # ~30 s on the loaded 2-core machine: two students and a killed subprocess's interpreter start-up
 def test_a_distill_run_resumes_after_sigkill_bit_exactly(reference, tiny_workspace):
     """Distillation is an objective of the same trainer: a student (one layer) against the frozen
     reference run resumes as any run does, and `distill --resume --name` continues it with its teacher."""
