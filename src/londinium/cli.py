@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from londinium.config import KV_DTYPES, WEIGHT_DTYPES, Config, load_config, to_toml
-from londinium.errors import LondiniumError
+from londinium.errors import ConfigError, LondiniumError
 from londinium.workspace import DEFAULT_WORKSPACE, Workspace
 
 DEFAULT_CONFIG_FILE = "londinium.toml"
@@ -109,19 +109,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     ws, cfg = _context(args)
     if args.run:
         cfg.train.run_name = args.run
-    ws.run_dir(cfg.train.run_name)  # a bad name is refused before it names a lock
-    with ws.lock(f"train/{cfg.train.run_name}"):  # before torch loads: a second train is refused at once
+    return _train_run(args, ws, cfg.train.run_name, lambda: cfg)
+
+
+def _train_run(args: argparse.Namespace, ws: Workspace, name: str, fresh: Callable[[], Config],
+               resumed: Callable[[Config], Config] = lambda cfg: cfg) -> int:
+    """Train run `name` under its lock, with the config `fresh()` makes or, with --resume, the run's own
+    config (only what this command sets on purpose on top) through `resumed`."""
+    ws.run_dir(name)  # a bad name is refused before it names a lock
+    with ws.lock(f"train/{name}"):  # before torch loads: a second train is refused at once
         from londinium.train.resume import resume_config
         from londinium.train.trainer import train
 
-        if args.resume:  # the run's own config, with only what this command sets on purpose on top
-            cfg = resume_config(ws, cfg.train.run_name, _config_path(args), args.overrides, args.preset)
+        if args.resume:
+            cfg = resumed(resume_config(ws, name, _config_path(args), args.overrides, args.preset))
+        else:
+            cfg = fresh()
         train(ws, cfg, force=args.force)
     return 0
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
-    from londinium.train.sft_run import sft_run_name
+    from londinium.train.sft_run import sft_config, sft_onto_train, sft_run_name
 
     ws, cfg = _context(args)
     s = cfg.sft
@@ -135,19 +144,21 @@ def cmd_sft(args: argparse.Namespace) -> int:
         s.tasks = []
     if not s.base:
         s.base = cfg.train.run_name
-    name = sft_run_name(cfg)
-    ws.run_dir(name)  # a bad name is refused before it names a lock
-    with ws.lock(f"train/{name}"):
-        from londinium.train.resume import resume_config
-        from londinium.train.sft_run import sft_config, sft_onto_train
-        from londinium.train.trainer import train
+    return _train_run(args, ws, sft_run_name(cfg), lambda: sft_config(ws, cfg), sft_onto_train)
 
-        if args.resume:  # the run's own config, with only what this command sets on purpose on top
-            cfg = sft_onto_train(resume_config(ws, name, _config_path(args), args.overrides, args.preset))
-        else:
-            cfg = sft_config(ws, cfg)
-        train(ws, cfg, force=args.force)
-    return 0
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from londinium.train.distill_run import distill_config, student_run_name
+
+    ws, cfg = _context(args)
+    d = cfg.distill
+    d.teacher = args.teacher or d.teacher
+    d.teacher_checkpoint = args.teacher_checkpoint or d.teacher_checkpoint
+    d.run_name = args.name or d.run_name
+    if not d.teacher and not (args.resume and d.run_name):
+        raise ConfigError("londinium distill needs a teacher: --teacher RUN (a trained run of this workspace), "
+                          "or --resume --name STUDENT to continue a student run")
+    return _train_run(args, ws, student_run_name(cfg), lambda: distill_config(cfg))
 
 
 def cmd_tasks_build(args: argparse.Namespace) -> int:
@@ -452,6 +463,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, metavar="NAME", help="name of the SFT run (default: sft.run_name, else <BASE>-sft)")
     p.add_argument("--resume", action="store_true", help="continue the SFT run from its newest valid checkpoint, with its config")
     p.set_defaults(handler=cmd_sft)
+
+    p = stages.add_parser("distill", help="a trained run as teacher -> a smaller student: knowledge distillation",
+                          description="train a student on the shards against a frozen teacher run's softened predictions "
+                                      "(alpha x CE + (1 - alpha) x T^2 x KL, [distill]) into runs/<TEACHER>-student/ "
+                                      "(docs/training.md, Distillation); the student's shape from --student-preset or --set model.*")
+    _common(p)
+    p.add_argument("--teacher", default=None, metavar="RUN", help="the teacher run (default: distill.teacher)")
+    p.add_argument("--teacher-checkpoint", default=None, metavar="C",
+                   help="the teacher's checkpoint: 'best', 'latest', 'step-N' or a directory (default: distill.teacher_checkpoint)")
+    p.add_argument("--student-preset", dest="preset", default=None, metavar="P",
+                   help="the student's preset (tiny, small, slm, regular): --preset under the name that says whose")
+    p.add_argument("--name", default=None, metavar="NAME", help="name of the student run (default: distill.run_name, else <TEACHER>-student)")
+    p.add_argument("--resume", action="store_true", help="continue the student run from its newest valid checkpoint, with its config")
+    p.set_defaults(handler=cmd_distill)
 
     tasks = stage("tasks", "corpus -> tasks with answers a program checks (fine-tuning data, task evaluation)")
     p = verb(tasks, "build", cmd_tasks_build, "cut the task set from the corpus splits into tasks/<task>/items.jsonl and its card tasks/card.md")

@@ -243,7 +243,7 @@ class TrainConfig:
     peak_tflops: float = doc(0.0, "Peak TFLOP/s per process for MFU; 0 measures a matmul on CPU or looks up known GPUs.", ge=0, hint="(0: measure)")
     budget_warn_epochs: float = doc(4.0, "Warn before training when the plan reads the train split more than this many times.", gt=0)
     threads: int = doc(0, "CPU threads per process (torch.set_num_threads); 0 keeps torch's default. Bit-exact resume needs the same value.", ge=0, le=4096, hint="(0: torch's default)")
-    objective: str = doc("next-token", "What the run trains for: 'next-token' (pre-training on the shards) or 'sft' (fine-tuning sft.base on conversations; `londinium sft` sets it).", choices=("next-token", "sft"))
+    objective: str = doc("next-token", "What the run trains for: 'next-token' (pre-training on the shards) 'sft' (fine-tuning sft.base on conversations; `londinium sft` sets it) or 'distill' (pre-training with a teacher's soft targets, [distill]; `londinium distill` sets it).", choices=("next-token", "sft", "distill"))
 
 
 @dataclass
@@ -266,6 +266,20 @@ class SftConfig:
     max_minutes: float = doc(0.0, "Time budget, planned as train.max_minutes (0: none).", ge=0, le=10**7, hint="(0: no time budget)")
     max_tokens: int = doc(0, "Token budget, planned as train.max_tokens, a step counted as train.batch_size x model.context per process (an upper bound: rows are padded to the batch's longest only; 0: none).", ge=0, le=10**15, hint="(0: no token budget)")
     eval_every: int = doc(100, "Steps between evaluations (and checkpoints).", ge=1)
+
+
+@dataclass
+class DistillConfig:
+    """`londinium distill`: a student trained on the shards against a frozen teacher run of the same
+    workspace (docs/training.md, "Distillation"): alpha x CE(labels) + (1 - alpha) x T^2 x KL. The rest of [train] applies as set."""
+
+    teacher: str = doc("", "The teacher run (--teacher); it must share the workspace's tokenizer.", pattern=f"({RUN_NAME})?", hint="(a run name)")
+    teacher_checkpoint: str = doc("best", "The teacher's checkpoint: 'best', 'latest', 'step-N' or a checkpoint directory (--teacher-checkpoint); the run records the step it resolved to.", **CHECKPOINT)
+    teacher_sha256: str = doc("", "The teacher checkpoint's weights' sha256, recorded when the run starts (empty: not yet); a resume refuses a teacher that changed.", pattern=r"([0-9a-f]{64})?")
+    run_name: str = doc("", "Name of the student run (--name); empty: '<teacher>-student'.", pattern=f"({RUN_NAME})?", hint="(a run name, or empty for '<teacher>-student')")
+    alpha: float = doc(0.5, "Weight of the cross-entropy on the labels; 1 - alpha goes to the KL to the teacher (1: no distillation).", ge=0, le=1)
+    temperature: float = doc(2.0, "Temperature T both distributions are softened by; the KL is scaled by T^2 so its gradient keeps its size.", gt=0)
+    kl: str = doc("forward", "'forward': KL(teacher || student), mass-covering (Hinton); 'reverse': KL(student || teacher), mode-seeking (MiniLLM).", choices=("forward", "reverse"))
 
 
 @dataclass
@@ -443,6 +457,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sft: SftConfig = field(default_factory=SftConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)

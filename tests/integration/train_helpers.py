@@ -134,3 +134,15 @@ def sft_cmd(ws: Workspace, base: str, name: str, steps: int, data: Path, *flags:
     if procs == 1:
         return [sys.executable, "-m", "londinium", *args]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", "-m", "londinium", *args]
+
+
+# ---- distillation ---------------------------------------------------------------------------------
+
+
+def distill_args(ws: Workspace, teacher: str, name: str, steps: int, *flags: str, extra: list[str] = ()) -> list[str]:
+    """`londinium distill` of a student of the helpers' tiny shape (less what `extra` changes)."""
+    return ["distill", "-w", str(ws.root), "--teacher", teacher, "--name", name, *sets(steps, extra), *flags]
+
+
+def distill_cmd(ws: Workspace, teacher: str, name: str, steps: int, *flags: str, extra: list[str] = ()) -> list[str]:
+    return [sys.executable, "-m", "londinium", *distill_args(ws, teacher, name, steps, *flags, extra=extra)]

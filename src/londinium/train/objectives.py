@@ -10,6 +10,8 @@
   the user's JSONL), with the loss on the assistant's tokens only and a replay share of
   pre-training windows (`train/sft_batches.py`); validated on held-out conversations (their
   assistant tokens' loss: `val_loss`) and on the val shard (`text_val_bpb`: what it forgot).
+- `Distill` ("distill"): pre-training against a frozen teacher run's soft targets, computed on the
+  fly on the same windows (`train/distill.py`); read and validated as next-token.
 
 The trainer does the rest the same way for both: steps, schedule and budget, checkpoints, bit-exact
 resume (the loader's state is its cursor), DDP, monitoring.
@@ -34,7 +36,7 @@ from londinium.train import distributed
 from londinium.train.evaluate import evaluate
 from londinium.workspace import Workspace
 
-OBJECTIVES = ("next-token", "sft")
+OBJECTIVES = ("next-token", "sft", "distill")
 
 
 @dataclass
@@ -215,6 +217,45 @@ class SFT:
         return (f"answer loss {row['val_loss']:.4f} (held-out conversations), plain text {row['text_val_bpb']:.4f} bits/byte")
 
 
+class Distill(NextToken):
+    """Pre-training with a teacher: the shards' windows, the loss on the labels and the teacher's
+    softened distribution (`distill.distill_loss`); validated as next-token, on the student alone."""
+
+    name = "distill"
+
+    def __init__(self, ws: Workspace, cfg: Config, train: Shard, val: Shard, tokenizer_sha256: str):
+        from londinium.train.distill import Teacher
+
+        super().__init__(cfg, train, val)
+        self.teacher = Teacher.open(ws, cfg, tokenizer_sha256)
+        # The run records what it was distilled from: the resolved checkpoint (a later 'best' of the
+        # teacher is another teacher) and its weights' hash; both go into its config.toml and fingerprint.
+        cfg.distill.teacher_checkpoint, cfg.distill.teacher_sha256 = self.teacher.checkpoint, self.teacher.sha256
+        self.teacher_weights = self.teacher.path / ck.MODEL_FILE
+
+    def inputs(self) -> list[Path]:
+        return [self.teacher_weights]
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"distill": dataclasses.asdict(self.cfg.distill)}
+
+    def describe_data(self) -> str:
+        d = self.cfg.distill
+        return (f"distill: teacher run '{d.teacher}' {d.teacher_checkpoint} ({self.teacher.num_params():,} parameters, frozen), "
+                f"alpha {d.alpha:g} on the labels, {d.kl} KL at temperature {d.temperature:g}")
+
+    def loss(self, model: torch.nn.Module, raw: Any, batch: Batch) -> torch.Tensor:
+        from londinium.train.distill import distill_loss
+
+        d = self.cfg.distill
+        logits, _ = model(batch.x)
+        teacher = self.teacher.logits(batch.x) if d.alpha < 1 else logits  # alpha 1: plain CE, the teacher not asked
+        loss = distill_loss(logits, teacher, batch.y, d.alpha, d.temperature, d.kl)
+        if raw.last_aux_loss is not None:  # a mixture of experts' router loss, as GPT.forward adds it
+            loss = loss + raw.config.aux_loss_weight * raw.last_aux_loss
+        return loss
+
+
 def _check_base(base: ck.Checkpoint, cfg: Config) -> None:
     """The base checkpoint's architecture must be the run's: its weights are loaded as they are."""
     from londinium.config import load_config
@@ -227,9 +268,11 @@ def _check_base(base: ck.Checkpoint, cfg: Config) -> None:
                                  "an SFT run keeps its base's [model]: drop that change (--preset, --set, --config)")
 
 
-def open_objective(ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]) -> NextToken | SFT:
+def open_objective(ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]) -> NextToken | SFT | Distill:
     """The objective `train.objective` names, with its data opened and checked."""
     if cfg.train.objective == "sft":
         return SFT(ws, cfg, train, val, log)
+    if cfg.train.objective == "distill":
+        return Distill(ws, cfg, train, val, train.meta["tokenizer_sha256"])
     return NextToken(cfg, train, val)
 

@@ -1,0 +1,110 @@
+"""Knowledge distillation: the loss, the frozen teacher, and how `londinium distill` makes its run.
+
+    loss = distill_loss(student_logits, teacher_logits, labels, alpha=0.5, temperature=2.0, kl="forward")
+    teacher = Teacher.open(ws, cfg, log)            # a trained run of this workspace, frozen, eval mode
+
+The loss is Hinton et al.'s (2015): `alpha * CE(labels) + (1 - alpha) * T^2 * KL`, both
+distributions softened by the temperature T. The T^2 keeps the soft term's gradient the same size
+whatever T is (its gradient with respect to the student's logits is (q_T - p_T) / T, and q_T - p_T
+itself shrinks as 1/T), so alpha means the same share at every temperature. Forward KL
+(teacher || student) is Hinton's, mass-covering; reverse KL (student || teacher) is MiniLLM's,
+mode-seeking. A workspace has one tokenizer, so a teacher's logits and the student's index the same
+vocabulary: no mapping between vocabularies is needed, only the check that the teacher was trained
+on this tokenizer.
+
+The student run is an ordinary run of the one trainer (`objectives.Distill` reads the shards as
+pre-training does; `distill_run.py` makes its config); its config records the teacher, the checkpoint it resolved to and that
+checkpoint's sha256, so a resumed or re-run student is compared against the same teacher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from londinium.config import Config, load_config
+from londinium.errors import ConfigError
+from londinium.workspace import Workspace
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float, temperature: float,
+                 kl: str = "forward") -> torch.Tensor:
+    """`alpha * CE(labels) + (1 - alpha) * T^2 * KL`, averaged over the positions whose label is not -1.
+
+    `student`, `teacher`: logits `[..., V]`; `labels`: `[...]`. With alpha = 1 it is exactly the
+    cross-entropy (the teacher's logits are not read), with alpha = 0 only the soft term."""
+    student, labels = student.float().reshape(-1, student.size(-1)), labels.reshape(-1)
+    ce = F.cross_entropy(student, labels, ignore_index=-1)
+    if alpha == 1:
+        return ce
+    log_q = F.log_softmax(student / temperature, dim=-1)
+    log_p = F.log_softmax(teacher.float().reshape(-1, teacher.size(-1)) / temperature, dim=-1)
+    if kl == "forward":
+        divergence = (log_p.exp() * (log_p - log_q)).sum(-1)
+    else:
+        divergence = (log_q.exp() * (log_q - log_p)).sum(-1)
+    keep = (labels != -1).float()  # a weighted mean rather than a masked copy of [positions, V]
+    return alpha * ce + (1 - alpha) * temperature ** 2 * (divergence * keep).sum() / keep.sum().clamp(min=1)
+
+
+@dataclass
+class Teacher:
+    """A trained run's checkpoint as a frozen model: eval mode (no dropout), no gradients."""
+
+    model: torch.nn.Module
+    run: str
+    checkpoint: str  # as the run records it: 'step-000600' for one of the run's own, else its directory
+    path: Path
+    sha256: str  # of its weights file, as its meta.json recorded it
+
+    @classmethod
+    def open(cls, ws: Workspace, cfg: Config, student_tokenizer_sha256: str) -> Teacher:
+        from londinium import checkpoint as ck
+        from londinium.export.run import resolve_checkpoint
+        from londinium.model.gpt import GPT
+
+        d = cfg.distill
+        if not d.teacher:
+            raise ConfigError("train.objective = 'distill' needs distill.teacher, a trained run of this workspace: "
+                              "`londinium distill --teacher RUN`")
+        ckpt = resolve_checkpoint(ws, d.teacher, d.teacher_checkpoint)
+        student = cfg.train.run_name
+        trained_with = ckpt.meta.get("tokenizer_sha256")
+        if trained_with != student_tokenizer_sha256:
+            raise ck.CheckpointError(
+                f"distill: teacher run '{d.teacher}' ({ckpt.path.name}) was trained with tokenizer sha256 {str(trained_with)[:12]}, "
+                f"student run '{student}' uses {student_tokenizer_sha256[:12]} (the workspace's): their token ids mean different "
+                "tokens; choose a teacher trained on this workspace's current tokenizer, or retrain it")
+        sha256 = ckpt.meta.get("files", {}).get(ck.MODEL_FILE, {}).get("sha256", "")
+        if d.teacher_sha256 and d.teacher_sha256 != sha256:
+            raise ck.CheckpointError(
+                f"distill: student run '{student}' was started with teacher '{d.teacher}' {d.teacher_checkpoint} of sha256 "
+                f"{d.teacher_sha256[:12]}, which is now {sha256[:12]}: the teacher changed; restore it, or start a separate "
+                "student with --name NAME (or --force)")
+        trained = load_config(ckpt.path / ck.CONFIG_FILE).model
+        if trained.vocab_size != cfg.model.vocab_size:
+            raise ConfigError(f"distill: teacher run '{d.teacher}' has model.vocab_size = {trained.vocab_size}, student run "
+                              f"'{student}' {cfg.model.vocab_size}: their logits must index the same ids; set the student's "
+                              f"model.vocab_size = {trained.vocab_size}")
+        if trained.context < cfg.model.context:
+            raise ConfigError(f"distill: teacher run '{d.teacher}' reads {trained.context} tokens (model.context), student run "
+                              f"'{student}' {cfg.model.context}: the teacher must see the student's whole window; "
+                              f"set the student's model.context <= {trained.context}")
+        model = GPT(trained)
+        ck.load_weights(model, ckpt)
+        model.eval().requires_grad_(False)
+        own = ckpt.path.parent.resolve() == ws.checkpoints_dir(d.teacher).resolve()
+        return cls(model, d.teacher, ckpt.path.name if own else str(ckpt.path), ckpt.path, sha256)
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if next(self.model.parameters()).device != x.device:  # once: onto the device the student trains on
+            self.model.to(x.device)
+        logits, _ = self.model(x)
+        return logits
+
+    def num_params(self) -> int:
+        return self.model.num_params()

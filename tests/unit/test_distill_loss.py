@@ -1,0 +1,86 @@
+"""The distillation loss (`train/distill.py`) against a hand computation, and the T^2 factor's job."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from londinium.train.distill import distill_loss
+
+STUDENT = [[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]]
+TEACHER = [[2.0, -0.5, 0.0], [0.0, 1.0, 1.5]]
+LABELS = [0, 2]
+
+
+def softmax(row: list[float], t: float) -> list[float]:
+    e = [math.exp(v / t) for v in row]
+    return [v / sum(e) for v in e]
+
+
+def by_hand(alpha: float, t: float, kl: str) -> float:
+    """alpha * mean CE + (1 - alpha) * T^2 * mean KL, written out position by position."""
+    ce = kls = 0.0
+    for s, te, y in zip(STUDENT, TEACHER, LABELS):
+        ce += -math.log(softmax(s, 1.0)[y])
+        q, p = softmax(s, t), softmax(te, t)
+        a, b = (p, q) if kl == "forward" else (q, p)
+        kls += sum(ai * math.log(ai / bi) for ai, bi in zip(a, b))
+    n = len(LABELS)
+    return alpha * ce / n + (1 - alpha) * t * t * kls / n
+
+
+def loss(alpha: float, t: float, kl: str = "forward", labels: list[int] = LABELS) -> torch.Tensor:
+    return distill_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor(labels), alpha, t, kl)
+
+
+@pytest.mark.parametrize("kl", ["forward", "reverse"])
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+@pytest.mark.parametrize("t", [1.0, 2.0])
+def test_the_loss_is_the_hand_computation(alpha, t, kl):
+    assert loss(alpha, t, kl).item() == pytest.approx(by_hand(alpha, t, kl), rel=1e-6)
+
+
+def test_the_two_directions_differ_and_agree_only_when_the_student_is_the_teacher():
+    assert loss(0.0, 2.0, "forward").item() != pytest.approx(loss(0.0, 2.0, "reverse").item(), rel=1e-3)
+    same = torch.tensor(TEACHER)
+    for kl in ("forward", "reverse"):
+        assert distill_loss(same, same, torch.tensor(LABELS), 0.0, 2.0, kl).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_alpha_one_is_exactly_the_cross_entropy_and_reads_no_teacher():
+    student = torch.tensor(STUDENT)
+    nan_teacher = torch.full_like(student, float("nan"))
+    got = distill_loss(student, nan_teacher, torch.tensor(LABELS), 1.0, 2.0)
+    assert torch.equal(got, F.cross_entropy(student, torch.tensor(LABELS)))
+
+
+def test_positions_labelled_minus_one_are_left_out_of_both_terms():
+    only_first = loss(0.5, 2.0, labels=[0, -1])
+    ce = -math.log(softmax(STUDENT[0], 1.0)[0])
+    p, q = softmax(TEACHER[0], 2.0), softmax(STUDENT[0], 2.0)
+    kl = sum(a * math.log(a / b) for a, b in zip(p, q))
+    assert only_first.item() == pytest.approx(0.5 * ce + 0.5 * 4 * kl, rel=1e-6)
+
+
+def soft_gradient_norm(t: float, scaled: bool) -> float:
+    """|d loss / d student logits| of the soft term alone (alpha 0), with or without its T^2."""
+    g = torch.Generator().manual_seed(0)
+    student = torch.randn(64, 512, generator=g, dtype=torch.float64).requires_grad_()
+    teacher = torch.randn(64, 512, generator=g, dtype=torch.float64)
+    labels = torch.zeros(64, dtype=torch.long)
+    loss = distill_loss(student, teacher, labels, 0.0, t) / (1.0 if scaled else t * t)
+    (grad,) = torch.autograd.grad(loss, student)
+    return grad.norm().item()
+
+
+def test_the_t_squared_factor_keeps_the_soft_gradient_scale_across_temperatures():
+    """Hinton et al.: the soft term's gradient shrinks as 1/T^2, so it is multiplied by T^2 to keep
+    alpha's meaning when T changes. With it the gradient's size stays within a small factor over
+    T in {1, 2, 4}; without it, it falls by about T^2."""
+    scaled = [soft_gradient_norm(t, True) for t in (1.0, 2.0, 4.0)]
+    unscaled = [soft_gradient_norm(t, False) for t in (1.0, 2.0, 4.0)]
+    assert max(scaled) / min(scaled) < 1.5
+    assert unscaled[0] / unscaled[2] > 8
