@@ -43,6 +43,7 @@ QUICK: dict[str, tuple] = {
     "speculative.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run, "--draft-run", run], "tokens/target pass"),
     "kv_dtypes.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
     "gateway_cache.py": (lambda ws, run, tmp: [], "hit/miss p50"),
+    "constrained_decode.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "overhead: constrained"),
 }
 MARKS = {
     "gguf_decode.py": [pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
