@@ -12,7 +12,7 @@ import jsonschema
 import openai
 import pytest
 from pydantic import BaseModel, Field
-from serve_helpers import free_port, serve_process, stop, trained_run, wait_healthy
+from serve_helpers import served, trained_run
 
 
 class Line(BaseModel):
@@ -24,13 +24,8 @@ class Line(BaseModel):
 
 @pytest.fixture(scope="module")
 def url(tiny_workspace):
-    port = free_port()
-    proc = serve_process(tiny_workspace, trained_run(tiny_workspace), port)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}", timeout=90)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    with served(tiny_workspace, trained_run(tiny_workspace)) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -102,6 +102,7 @@ class Grammars:
         self.tokenizer = llguidance.LLTokenizer(tokenizer.to_str(), n_vocab=vocab_size,
                                                 eos_token=eos_id)
         self.vocab_size = vocab_size
+        self._executor = llguidance.LLExecutor()
 
     def check(self, constraint: Constraint) -> str:
         """The grammar of `constraint`, or ConstraintError naming what the library refused."""
@@ -120,11 +121,16 @@ class Grammars:
 
     def mask(self, logits: torch.Tensor, rows: list[int], matchers: list[Any]) -> torch.Tensor:
         """`logits` with every token the matchers of `rows` forbid at -inf (other rows untouched)."""
-        from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask
-
-        bitmask = allocate_token_bitmask(len(rows), self.vocab_size)  # 32 tokens per int32, bit i = token 32w + i
-        for i, m in enumerate(matchers):
-            fill_next_token_bitmask(m, bitmask, i)
+        # 32 tokens per int32 word, bit i of word w = token 32w + i. Filled through llguidance's pointer API:
+        # importing llguidance.torch imports torch._dynamo (it wraps a kernel in torch.compile), seconds
+        # of CPU at the first constrained request for nothing used here.
+        bitmask = torch.full((len(rows), (self.vocab_size + 31) // 32), -1, dtype=torch.int32)
+        row_bytes = bitmask.shape[1] * 4
+        if len(matchers) == 1:
+            matchers[0].unsafe_compute_mask_ptr(bitmask.data_ptr(), row_bytes)
+        else:  # llguidance's thread pool fills the rows at once, without the GIL
+            self._executor.unsafe_compute_mask_ptr(list(zip(matchers, range(len(matchers)))), bitmask.data_ptr(),
+                                                   row_bytes, len(matchers))
         # Unpacked here rather than by llguidance.torch.apply_token_bitmask_inplace, which is wrapped in
         # torch.compile: ~9 s of compilation at the first constrained step on this CPU.
         allowed = (bitmask.unsqueeze(-1) & _BITS).ne(0).flatten(1)[:, :self.vocab_size].to(logits.device)
