@@ -87,6 +87,14 @@ def test_streaming_with_logprobs_gives_the_same_valid_text(engine):
         jsonschema.validate(json.loads(whole.text), SCHEMAS["flat, required keys, enum"])
 
 
+def test_ignore_eos_still_ends_a_constrained_sequence_at_end_of_text(engine):
+    # A grammar that may end or go on ([a-z]+), and end-of-text made all but certain wherever it is allowed.
+    params = [SamplingParams(max_tokens=20, seed=s, ignore_eos=True, logit_bias={engine.eos_id: 100},
+                             constraint=Constraint.regex("[a-z]+")) for s in range(4)]
+    for c in engine.generate(["Thou art"] * 4, params):
+        assert c.finish_reason == "stop" and c.token_ids[-1] == engine.eos_id and re.fullmatch("[a-z]+", c.text), c.text
+
+
 def test_a_grammar_cut_short_by_max_tokens_ends_with_length(engine):
     [c] = engine.generate(["To"], SamplingParams(max_tokens=3, seed=1, constraint=Constraint.json_schema(SCHEMAS["numbers"])))
     assert c.finish_reason == "length" and c.text.startswith("{")

@@ -357,7 +357,10 @@ class Engine:
         if p.samples > self.max_running:
             raise SamplingError(f"{'best_of' if p.best_of else 'n'} = {p.samples} samples exceed the engine's "
                                 f"max_running = {self.max_running} sequences decoded together")
-        stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos or self.eos_id is None else {self.eos_id})
+        # Under a grammar, end-of-text is allowed only where the value may end, so it always ends the
+        # sequence there (ignore_eos would append it to the text, past the end of the value).
+        keep_eos = (not p.ignore_eos or p.constraint is not None) and self.eos_id is not None
+        stop_ids = frozenset(p.stop_token_ids) | ({self.eos_id} if keep_eos else frozenset())
         for c in range(p.samples):
             sp = p.replace(seed=sample_seed(p.seed, c))
             request.seqs.append(_Sequence(request, c, sp, TextStream(self.token_bytes, p.stop), stop_ids,
