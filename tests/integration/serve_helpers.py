@@ -126,6 +126,18 @@ def serve_process(ws: Workspace, run: str, port: int, *extra: str, model: str = 
     return subprocess.Popen(cmd, env=env, **({"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True} | popen))
 
 
+@contextmanager
+def served(ws: Workspace, run: str, *extra: str) -> Iterator[str]:
+    """`serve_process` on a free port, healthy; yield its base URL; always stop it."""
+    port = free_port()
+    proc = serve_process(ws, run, port, *extra)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
 def stop(proc: subprocess.Popen) -> None:
     """End a server process the test started, whatever state it is in."""
     if proc.poll() is None:

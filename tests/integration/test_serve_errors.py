@@ -118,7 +118,7 @@ def test_a_prompt_too_big_to_fit_is_refused_by_its_size_before_it_is_tokenized(s
 
 
 @pytest.mark.parametrize("kwargs, param", [
-    (dict(response_format={"type": "json_object"}), "response_format"),
+    (dict(response_format={"type": "yaml"}), "response_format.type"),
     (dict(top_logprobs=2), "top_logprobs"),
     (dict(messages=[{"role": "wizard", "content": "hi"}]), "messages[0].role"),
     (dict(messages=[]), "messages"),

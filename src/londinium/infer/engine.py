@@ -42,6 +42,7 @@ from typing import Any, Iterator, Sequence, Union
 import torch
 
 from londinium.errors import LondiniumError
+from londinium.infer.constrain import advance
 from londinium.infer.decode import Decoder
 from londinium.infer.outputs import Choice, Completion, TextDelta, Timing, TokenLogprob, TopLogprob
 from londinium.infer.sampling import LogitsPipeline, SamplingError, SamplingParams, TokenChooser, make_generator, sample_seed
@@ -79,6 +80,7 @@ class _Sequence:
     finish_reason: str | None = None
     first_token_at: float = 0.0
     finished_at: float = 0.0
+    matcher: Any = None  # the grammar's state (`infer/constrain.py`) when params.constraint is set
 
 
 _keys = itertools.count()
@@ -160,6 +162,7 @@ class Engine:
         self.prefixes = PrefixCache(8 * self.context if prefix_cache_tokens is None else prefix_cache_tokens)
         self.decoder = Decoder(self.model, compile=compile)
         self.kv_dtype = kv_dtype
+        self._grammars: Any = None  # `constrain.Grammars`, built at the first constrained request
         model.new_slot_cache(1, 1, kv_dtype)  # a bad kv_dtype is refused here, not at the first step
         self.configure(max_running, max_step_tokens)
 
@@ -338,18 +341,32 @@ class Engine:
 
     # ---- the scheduler ---------------------------------------------------------------------------
 
+    @property
+    def grammars(self) -> Any:
+        """The tokenizer as the grammar library sees it (`infer/constrain.py`): built once, when a
+        constrained request first needs it, so unconstrained use never imports llguidance."""
+        if self._grammars is None:
+            from londinium.infer.constrain import Grammars
+
+            self._grammars = Grammars(self.tokenizer, self.vocab_size, self.eos_id)
+        return self._grammars
+
     def add_request(self, request: Request) -> None:
         """Queue a request (its prompt already encoded and checked, its params validated)."""
         p = request.params
         if p.samples > self.max_running:
             raise SamplingError(f"{'best_of' if p.best_of else 'n'} = {p.samples} samples exceed the engine's "
                                 f"max_running = {self.max_running} sequences decoded together")
-        stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos or self.eos_id is None else {self.eos_id})
+        # Under a grammar, end-of-text is allowed only where the value may end, so it always ends the
+        # sequence there (ignore_eos would append it to the text, past the end of the value).
+        keep_eos = (not p.ignore_eos or p.constraint is not None) and self.eos_id is not None
+        stop_ids = frozenset(p.stop_token_ids) | ({self.eos_id} if keep_eos else frozenset())
         for c in range(p.samples):
             sp = p.replace(seed=sample_seed(p.seed, c))
             request.seqs.append(_Sequence(request, c, sp, TextStream(self.token_bytes, p.stop), stop_ids,
                                           None if sp.greedy else make_generator(sp.seed, self.device),
-                                          logprobs=[] if p.logprobs is not None else None))
+                                          logprobs=[] if p.logprobs is not None else None,
+                                          matcher=None if p.constraint is None else self.grammars.matcher(p.constraint)))
         self._waiting.append(request)
 
     def cancel(self, request: Request) -> None:
@@ -420,7 +437,7 @@ class Engine:
         if self._chooser is None:
             self._chooser = TokenChooser([s.params.greedy for s in self._rows], [s.generator for s in self._rows], self.device)
             self._fast = (self._chooser.all_greedy and not len(self._pipeline)
-                          and not any(s.params.logprobs for s in self._rows))
+                          and not any(s.params.logprobs or s.matcher for s in self._rows))
         return self._fast
 
     def _cancel_requested(self, event: Any) -> set[int]:
@@ -515,11 +532,14 @@ class Engine:
         rows = self._rows
         self._greedy_only()  # builds the chooser for these rows
         pipeline = self._pipeline
-        processed = pipeline(logits.clone()) if len(pipeline) else logits
+        constrained = [b for b, s in enumerate(rows) if s.matcher is not None]
+        # The grammar's mask comes first, so top-k, top-p and min-p choose among allowed tokens only.
+        allowed = self.grammars.mask(logits, constrained, [rows[b].matcher for b in constrained]) if constrained else logits
+        processed = pipeline(allowed.clone() if allowed is logits else allowed) if len(pipeline) else allowed
         tokens = self._chooser(processed)
         pipeline.observe(tokens)
-        # Log-probabilities of the model's own distribution (log_softmax is vectorised on CPU:
-        # ~2x faster than logsumexp there), then gathers.
+        # Log-probabilities of the model's own distribution, before any mask (as vLLM reports them;
+        # log_softmax is vectorised on CPU: ~2x faster than logsumexp there), then gathers.
         logp = logits.log_softmax(dim=-1)
         chosen_lp = logp.gather(1, tokens[:, None])[:, 0].tolist()
         top_k = max((s.params.logprobs for s in rows if s.params.logprobs), default=0)
@@ -601,8 +621,10 @@ class Engine:
         if token in s.stop_ids:
             text, s.finish_reason = s.stream.finish(), "stop"
         else:
+            complete = s.matcher is not None and advance(s.matcher, token, s.params.constraint)
             text, stopped = s.stream.push(token)
-            if stopped:
+            if stopped or complete:  # complete: the grammar admits nothing more, so the text is whole
+                text += s.stream.finish()
                 s.finish_reason = "stop"
             elif len(s.ids) >= s.params.max_tokens:
                 text += s.stream.finish()

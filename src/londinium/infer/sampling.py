@@ -59,6 +59,7 @@ class SamplingParams:
     num_beams: int = 1  # > 1: beam search (deterministic; sampling controls other than penalties are off)
     length_penalty: float = 1.0  # beam search: score = sum of log-probs / length ** length_penalty
     truncate: bool = False  # drop tokens from the left of a prompt that does not fit, instead of refusing it
+    constraint: Any = None  # a `londinium.infer.constrain.Constraint` the output must match (None: free text)
 
     @classmethod
     def from_config(cls, gen: Any, **overrides: Any) -> SamplingParams:
@@ -111,6 +112,7 @@ class SamplingParams:
         need(self.num_beams == 1 or self.n <= self.num_beams, "n", f"beam search returns at most num_beams ({self.num_beams}) sequences")
         need(self.num_beams == 1 or self.best_of is None, "best_of", "does not apply to beam search (it keeps the best beams itself)")
         need(_finite(self.length_penalty), "length_penalty", "must be a finite number")
+        need(self.constraint is None or self.num_beams == 1, "constraint", "does not apply to beam search; use num_beams = 1")
         need(all(isinstance(s, str) and s for s in self.stop), "stop", "must be a list of non-empty strings")
         need(self.seed is None or (isinstance(self.seed, int) and -2**63 <= self.seed < 2**64), "seed",
              "must be an integer in [-2**63, 2**64) (what a torch generator takes) or None")

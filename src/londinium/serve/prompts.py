@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from londinium.infer.chat_template import END_OF_TURN, ChatTemplateError, tokenize_chat
+from londinium.infer.constrain import Constraint, ConstraintError
 from londinium.infer.sampling import SamplingError, SamplingParams
 from londinium.serve.errors import APIError, bad_request
 from londinium.serve.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
@@ -135,7 +136,8 @@ def completion_inputs(req: CompletionRequest, engine: Any, gen: Any) -> Prepared
         raw = list(prompt)  # type: ignore[arg-type]
     if not raw:
         raise bad_request("prompt is empty: give a string, a list of strings, or token ids", param="prompt")
-    params = _params(req, gen, engine.vocab_size, {}, max_tokens=req.max_tokens, best_of=req.best_of, logprobs=req.logprobs)
+    params = _params(req, gen, engine.vocab_size, {}, max_tokens=req.max_tokens, best_of=req.best_of, logprobs=req.logprobs,
+                     constraint=response_constraint(req.response_format, engine))
     ids_list, texts, plist = [], [], []
     for i, p in enumerate(raw):
         which = f" (prompt {i})" if len(raw) > 1 else ""
@@ -153,6 +155,33 @@ def completion_inputs(req: CompletionRequest, engine: Any, gen: Any) -> Prepared
         ids_list.append(ids)
         texts.append(text)
     return Prepared(ids_list, texts, plist, stream, include_usage)
+
+
+def response_constraint(response_format: dict[str, Any] | None, engine: Any) -> Constraint | None:
+    """The Constraint OpenAI's `response_format` asks for (None for text), compiled once here so that
+    a schema the grammar library refuses is a 400 naming the problem, before anything is queued."""
+    if not response_format:
+        return None
+    kind = response_format.get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        constraint = Constraint.json_object()
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+            raise bad_request("response_format.json_schema must be an object with a 'schema' (a JSON Schema object), "
+                              "'name' and optionally 'strict'", param="response_format.json_schema")
+        # A schema-less json_schema (OpenAI allows it) means any JSON object. `strict` is always honoured.
+        constraint = Constraint.json_schema(spec["schema"]) if spec.get("schema") else Constraint.json_object()
+    else:
+        raise bad_request(f"response_format type {kind!r} is unknown; use 'text', 'json_object' or 'json_schema'",
+                          param="response_format.type")
+    try:
+        engine.grammars.check(constraint)
+    except ConstraintError as e:
+        raise bad_request(f"response_format: {e}", param="response_format") from None
+    return constraint
 
 
 def _start(engine: Any) -> list[int]:
@@ -175,10 +204,6 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[in
 def _refuse_unsupported(req: ChatCompletionRequest) -> None:
     """The chat fields this server cannot honour: a 400 naming each, never a request half-served
     (the table in docs/serving.md says which fields are refused and which are ignored, and why)."""
-    if req.response_format and req.response_format.get("type", "text") != "text":
-        raise bad_request(f"response_format {req.response_format.get('type')!r} is not supported: this server cannot "
-                          "constrain the output to JSON; use response_format {'type': 'text'} or leave it out",
-                          param="response_format")
     if req.tools or req.functions:
         raise bad_request("tools and functions are not supported by this model", param="tools" if req.tools else "functions")
     if req.tool_choice not in (None, "none") or req.function_call not in (None, "none"):
@@ -226,7 +251,7 @@ def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     end = engine.tokenizer.token_to_id(END_OF_TURN)
     params = _params(req, gen, engine.vocab_size, {"max_tokens": limit_field, "logprobs": "top_logprobs"},
-                     max_tokens=requested, logprobs=logprobs)
+                     max_tokens=requested, logprobs=logprobs, constraint=response_constraint(req.response_format, engine))
     if end is not None:
         params = params.replace(stop_token_ids=[*params.stop_token_ids, end])
     params = _fit(ids, params, requested, engine.context, "messages")

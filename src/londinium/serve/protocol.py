@@ -59,6 +59,7 @@ class CompletionRequest(_Sampling):
     echo: Optional[bool] = False
     logprobs: Optional[int] = None
     suffix: Optional[str] = None
+    response_format: Optional[dict[str, Any]] = None  # an extension (as vLLM's): the chat endpoint's JSON modes
 
 
 class TextPart(_Request):

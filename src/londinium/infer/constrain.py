@@ -1,0 +1,147 @@
+"""Constrained decoding: a grammar per sequence that masks the logits at every step.
+
+    params = SamplingParams(max_tokens=64, constraint=Constraint.json_schema({"type": "object", ...}))
+    [c] = engine.generate(["Reply in JSON: "], params)     # c.text parses and validates
+
+A `Constraint` says what the output must be: a JSON Schema, any JSON object (`json_object`), a
+regular expression or one of a list of strings. The engine compiles it with llguidance (the grammar
+library vLLM, SGLang and llama.cpp use; chosen over xgrammar by measurement, see docs/LOG.md) into a
+matcher per sequence. Before each token the matcher gives the set of tokens that keep the output a
+prefix of something the grammar accepts; every other token's logit becomes -inf, so the sampler can
+only pick allowed ones, whatever the model (an untrained one included). End-of-text is allowed only
+where the output is complete. When the grammar admits nothing more the sequence ends with
+finish_reason "stop"; one that reaches `max_tokens` first ends with "length", and its text is then
+a valid prefix but may be incomplete (as with OpenAI and vLLM): only "stop" promises a whole value.
+
+llguidance reads the tokenizer's own `tokenizer.json` (our byte-level BPE), so it knows each
+token's bytes, and a token may span a grammar's pieces (`{"` is one token, not two).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from londinium.errors import LondiniumError
+
+KINDS = ("json_schema", "json_object", "regex", "choice")
+
+# Compact JSON: no whitespace between tokens. A grammar that allows any whitespace lets a weak model
+# spend its whole budget on spaces and newlines; OpenAI's structured outputs are compact too.
+_JSON_OPTIONS = {"whitespace_flexible": False}
+
+
+_BITS = torch.tensor([1 << i for i in range(32)], dtype=torch.int64).to(torch.int32)  # 1 << 31 wraps to int32's sign bit
+
+
+class ConstraintError(LondiniumError):
+    """A constraint cannot be compiled (a schema, regex or choice list the grammar library refuses),
+    or a sequence left its grammar; the message names the constraint and the reason."""
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What a sequence's output must match: `kind` (one of KINDS) and its `spec` (the JSON Schema as
+    a dict, the regex, or the list of choices; None for json_object)."""
+
+    kind: str
+    spec: Any = None
+
+    @classmethod
+    def json_schema(cls, schema: dict) -> Constraint:
+        return cls("json_schema", schema)
+
+    @classmethod
+    def json_object(cls) -> Constraint:
+        return cls("json_object")
+
+    @classmethod
+    def regex(cls, pattern: str) -> Constraint:
+        return cls("regex", pattern)
+
+    @classmethod
+    def choice(cls, options: Sequence[str]) -> Constraint:
+        return cls("choice", tuple(options))
+
+    def describe(self) -> str:
+        return self.kind.replace("_", " ")
+
+    def grammar(self) -> str:
+        """The llguidance grammar text for this constraint (not yet checked: see `Grammars.check`)."""
+        from llguidance import LLMatcher
+
+        if self.kind == "json_schema":
+            if not isinstance(self.spec, dict):
+                raise ConstraintError(f"json schema: expected a JSON object (a dict), got {type(self.spec).__name__}")
+            return LLMatcher.grammar_from_json_schema(self.spec, defaults=_JSON_OPTIONS)
+        if self.kind == "json_object":
+            return LLMatcher.grammar_from_json_schema({"type": "object"}, defaults=_JSON_OPTIONS)
+        if self.kind == "regex":
+            if not isinstance(self.spec, str):
+                raise ConstraintError(f"regex: expected a string, got {type(self.spec).__name__}")
+            return LLMatcher.grammar_from_regex(self.spec)
+        if self.kind == "choice":
+            if not self.spec or not all(isinstance(c, str) and c for c in self.spec):
+                raise ConstraintError("choice: expected a non-empty list of non-empty strings")
+            # Lark string literals read JSON's escapes, so json.dumps quotes any text safely.
+            return LLMatcher.grammar_from_lark("start: " + " | ".join(json.dumps(c) for c in self.spec))
+        raise ConstraintError(f"constraint kind {self.kind!r} is unknown; use one of {', '.join(KINDS)}")
+
+
+class Grammars:
+    """The engine's tokenizer as llguidance sees it; compiles constraints into matchers."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, eos_id: int | None):
+        import llguidance
+
+        self._llg = llguidance
+        # n_vocab: the model's (perhaps padded) vocabulary, so masks have one bit per logit.
+        self.tokenizer = llguidance.LLTokenizer(tokenizer.to_str(), n_vocab=vocab_size,
+                                                eos_token=eos_id)
+        self.vocab_size = vocab_size
+        self._executor = llguidance.LLExecutor()
+
+    def check(self, constraint: Constraint) -> str:
+        """The grammar of `constraint`, or ConstraintError naming what the library refused."""
+        grammar = constraint.grammar()
+        error = self._llg.LLMatcher.validate_grammar(grammar, self.tokenizer)
+        if error:
+            raise ConstraintError(f"{constraint.describe()} cannot be compiled: {error.strip()}")
+        return grammar
+
+    def matcher(self, constraint: Constraint) -> Any:
+        """A fresh matcher (one per sequence: it holds the sequence's position in the grammar)."""
+        matcher = self._llg.LLMatcher(self.tokenizer, self.check(constraint), log_level=0)
+        if matcher.is_error():
+            raise ConstraintError(f"{constraint.describe()} cannot be compiled: {matcher.get_error()}")
+        return matcher
+
+    def mask(self, logits: torch.Tensor, rows: list[int], matchers: list[Any]) -> torch.Tensor:
+        """`logits` with every token the matchers of `rows` forbid at -inf (other rows untouched)."""
+        # 32 tokens per int32 word, bit i of word w = token 32w + i. Filled through llguidance's pointer API:
+        # importing llguidance.torch imports torch._dynamo (it wraps a kernel in torch.compile), seconds
+        # of CPU at the first constrained request for nothing used here.
+        bitmask = torch.full((len(rows), (self.vocab_size + 31) // 32), -1, dtype=torch.int32)
+        row_bytes = bitmask.shape[1] * 4
+        if len(matchers) == 1:
+            matchers[0].unsafe_compute_mask_ptr(bitmask.data_ptr(), row_bytes)
+        else:  # llguidance's thread pool fills the rows at once, without the GIL
+            self._executor.unsafe_compute_mask_ptr(list(zip(matchers, range(len(matchers)))), bitmask.data_ptr(),
+                                                   row_bytes, len(matchers))
+        # Unpacked here rather than by llguidance.torch.apply_token_bitmask_inplace, which is wrapped in
+        # torch.compile: ~9 s of compilation at the first constrained step on this CPU.
+        allowed = (bitmask.unsqueeze(-1) & _BITS).ne(0).flatten(1)[:, :self.vocab_size].to(logits.device)
+        index = torch.tensor(rows, dtype=torch.long, device=logits.device)
+        constrained = logits.index_select(0, index).masked_fill_(~allowed, float("-inf"))
+        return logits.index_copy(0, index, constrained)
+
+
+def advance(matcher: Any, token: int, constraint: Constraint) -> bool:
+    """Feed the sampled `token` to a sequence's matcher; whether the grammar is now complete (admits
+    nothing more). A token the mask forbade is a bug, not bad input: it raises ConstraintError."""
+    if not matcher.consume_token(token) or matcher.is_error():
+        raise ConstraintError(f"{constraint.describe()}: token {token} left the grammar ({matcher.get_error()})")
+    return matcher.is_stopped()
