@@ -188,6 +188,7 @@ def _an_object(text: str) -> bool:
 bad_bytes = st.binary(min_size=1, max_size=8).map(lambda b: b"\xff" + b.replace(b"\n", b""))  # not UTF-8
 
 
+@pytest.mark.slow  # ~11 s: 40 drawn chunk shapes; the named cases stay in the default run
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(before=st.lists(good_chunks, max_size=3), bad=st.none() | bad_chunks | bad_bytes, after=st.lists(good_chunks, max_size=3))
 def test_any_chunk_shape_completes_the_run_with_the_reason_recorded(hostile, before, bad, after) -> None:

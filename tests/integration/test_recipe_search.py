@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "recipe_search.py"
 SMALL = ["tokenizer.vocab_size=300", "model.context=32", "model.n_embd=32", "model.n_head=2",
          "train.batch_size=4", "train.eval_batches=1", "train.threads=1"]
@@ -17,6 +19,7 @@ LLAMA_MUON_WSD = ["model.positions=rope", "model.norm=rmsnorm", "model.mlp=swigl
                   "train.optimizer=muon", "train.schedule=wsd"]
 
 
+@pytest.mark.slow  # ~30 s: two candidates calibrated, trained and evaluated
 def test_two_candidates_are_timed_trained_and_scored_on_validation_only(tiny_workspace, tmp_path):
     root = tmp_path / "search"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--base", str(tiny_workspace.root), "--root", str(root),

@@ -49,6 +49,7 @@ def assert_openai_shape(status: int, body: bytes, what: str) -> None:
         assert "Traceback" not in error["message"]
 
 
+@pytest.mark.slow  # ~15 s of generated requests; the hostile cases below stay in the default run
 def test_schemathesis_cases_never_5xx_and_errors_are_openai_shaped(served) -> None:
     schema = schemathesis.openapi.from_url(f"{served}/openapi.json", headers=AUTH)
     operations = [r.ok() for r in schema.get_all_operations()]

@@ -26,6 +26,7 @@ from londinium.checkpoint import META_FILE, load_trainer_state, verify
 STEPS, KILL_AT = 18, 10
 
 
+@pytest.mark.slow  # ~25 s: two torchrun launches (the default run stays under ~10 min; make test-slow runs it)
 def test_ddp_resume_after_sigkill_is_bit_exact(tiny_workspace):
     ws = tiny_workspace
     ref = run(train_cmd(ws, "ddp-ref", STEPS, procs=2))
