@@ -478,18 +478,38 @@ def check_resume(plan: Plan, workdir: Path) -> dict[str, Any]:
 # ---- 4. generation ---------------------------------------------------------------------------------
 
 
+def _model_pair(shape: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """Our GPT of `shape` (seeded), the `transformers` class it exports to holding its weights, and a
+    small tokenizer (it only decodes text; ids past its vocabulary decode to nothing) -- the pair
+    generate_speed.py builds for a preset, here for the plan's shape."""
+    import dataclasses
+
+    import torch
+
+    from generate_speed import TEXT
+    from peers import transformers_peer
+    from londinium.config import ModelConfig
+    from londinium.model.gpt import GPT
+    from londinium.tokenizer.train import train_bpe
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(ModelConfig(), dropout=0.0, **shape)
+    ours = GPT(cfg).eval()
+    return ours, transformers_peer(ours), train_bpe([TEXT] * 50, 1000, show_progress=False)
+
+
 def check_generation(plan: Plan, deadline: float) -> dict[str, Any]:
     import torch
 
-    from generate_speed import build, check_same_logits
+    from peers import max_logit_difference
     from londinium.device import resolve_device, resolve_precision
     from londinium.infer import Engine, SamplingParams
 
     device = resolve_device("auto")
     dtype = resolve_precision("auto", device).dtype  # bf16 on GPUs that have it, fp32 on CPUs
     shape = dict(plan.gen_model)
-    ours, peer, tok = build(shape)
-    logit_diff = check_same_logits(ours, peer)  # fp32 on the CPU, before either moves
+    ours, peer, tok = _model_pair(shape)
+    logit_diff = max_logit_difference(ours, peer)  # fp32 on the CPU, before either moves
     ours, peer = ours.to(device=device, dtype=dtype), peer.to(device=device, dtype=dtype)
     engine = Engine(ours, tok, max_running=max(plan.gen_batches))
     N, P = plan.gen_new, plan.gen_prompt
