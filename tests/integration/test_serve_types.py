@@ -70,6 +70,7 @@ COMPLETION = SAMPLING | {
     "echo": (B, st.booleans()),
     "logprobs": (I, st.integers(0, 5)),
     "suffix": (S, st.just("")),  # a suffix is refused (the model only continues text); empty is none
+    "response_format": (O, st.just({"type": "text"})),  # our extension: the chat endpoint's structured outputs
 }
 CHAT = SAMPLING | {
     "messages": (("array", O), st.just([{"role": "user", "content": "Hail"}])),
