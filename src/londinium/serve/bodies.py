@@ -55,3 +55,18 @@ class BodyLimit:
 
     def _too_large(self, size: int) -> JSONResponse:
         return APIError(413, self._message(size), code="request_too_large").response()
+
+
+def replay_body(body: bytes, receive: Callable) -> Callable:
+    """An ASGI `receive` that gives an app `body` (already read whole by a middleware) as one message,
+    then hands on to the real `receive` (the disconnect, when it comes)."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 
 from londinium.config import Config
 from londinium.errors import LondiniumError
+from londinium.serve.bodies import replay_body
 from londinium.serve.errors import APIError, bad_request
 from londinium.workspace import Workspace
 
@@ -173,7 +174,7 @@ class RagChat:
             request = None
         alias = f"{self.state.model_name}{ALIAS_SUFFIX}"
         if not (isinstance(request, dict) and request.get("model") == alias):
-            return await self.app(scope, _replay(body, receive), send)
+            return await self.app(scope, replay_body(body, receive), send)
         try:
             reply = await self._grounded(scope, request, receive)
         except APIError as e:
@@ -266,18 +267,6 @@ def _completion(model: str, text: str, citations: list[dict], refused: bool) -> 
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}, "citations": citations, "refused": refused}
 
 
-def _replay(body: bytes, receive: Callable) -> Callable:
-    sent = False
-
-    async def replay() -> dict:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
 
 async def _call(app: Any, scope: dict, body: bytes) -> tuple[int, dict]:
     """Run the inner app on `body` and collect its JSON reply."""
@@ -292,7 +281,7 @@ async def _call(app: Any, scope: dict, body: bytes) -> tuple[int, dict]:
 
     headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
     headers.append((b"content-length", str(len(body)).encode()))
-    await app({**scope, "headers": headers}, _replay(body, _never), collect)
+    await app({**scope, "headers": headers}, replay_body(body, _never), collect)
     try:
         return status, json.loads(b"".join(parts) or b"{}")
     except ValueError:
