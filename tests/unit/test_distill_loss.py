@@ -84,3 +84,46 @@ def test_the_t_squared_factor_keeps_the_soft_gradient_scale_across_temperatures(
     unscaled = [soft_gradient_norm(t, False) for t in (1.0, 2.0, 4.0)]
     assert max(scaled) / min(scaled) < 1.5
     assert unscaled[0] / unscaled[2] > 8
+
+
+# ---- against a top-k cache: k + 1 outcomes ---------------------------------------------------------
+
+def test_the_top_k_loss_is_the_hand_computation_over_k_ids_and_the_tail():
+    """k = 1 of 3 ids: the teacher's top id and "the other two", softened by T over those 2 outcomes."""
+    from londinium.train.distill import topk_distill_loss
+    from londinium.train.distill_cache import top_k_buckets
+
+    t, alpha = 2.0, 0.5
+    logprobs, ids = top_k_buckets(torch.tensor(TEACHER), 1)
+    got = topk_distill_loss(torch.tensor(STUDENT), logprobs, ids, torch.tensor(LABELS), alpha, t)
+    ce = kls = 0.0
+    for s, te, y in zip(STUDENT, TEACHER, LABELS):
+        p, q = softmax(te, 1.0), softmax(s, 1.0)
+        top = max(range(3), key=lambda i: p[i])
+        pb, qb = softmax([math.log(p[top]), math.log(1 - p[top])], t), softmax([math.log(q[top]), math.log(1 - q[top])], t)
+        kls += sum(a * math.log(a / b) for a, b in zip(pb, qb))
+        ce += -math.log(q[y])
+    assert ids.flatten().tolist() == [0, 2]
+    assert got.item() == pytest.approx(alpha * ce / 2 + (1 - alpha) * t * t * kls / 2, rel=1e-5)
+
+
+def test_with_every_id_cached_the_top_k_loss_is_the_full_loss_at_t_one():
+    from londinium.train.distill import topk_distill_loss
+    from londinium.train.distill_cache import top_k_buckets
+
+    logprobs, ids = top_k_buckets(torch.tensor(TEACHER), 3)  # no tail: its mass is floored, not NaN
+    got = topk_distill_loss(torch.tensor(STUDENT), logprobs, ids, torch.tensor(LABELS), 0.3, 1.0)
+    assert got.item() == pytest.approx(loss(0.3, 1.0).item(), rel=1e-5)
+
+
+def test_sft_weights_mask_both_terms():
+    """With SFT's per-target weights a position of weight 0 adds nothing, whatever the teacher says there."""
+    weights = torch.tensor([0.5, 0.0])
+    other_teacher = torch.tensor([TEACHER[0], [9.0, -9.0, 0.0]])
+    a = distill_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor(LABELS), 0.5, 2.0, weights=weights)
+    b = distill_loss(torch.tensor(STUDENT), other_teacher, torch.tensor(LABELS), 0.5, 2.0, weights=weights)
+    assert torch.equal(a, b)
+    ce = -math.log(softmax(STUDENT[0], 1.0)[0])
+    p, q = softmax(TEACHER[0], 2.0), softmax(STUDENT[0], 2.0)
+    kl = sum(x * math.log(x / y) for x, y in zip(p, q))
+    assert a.item() == pytest.approx(0.5 * (0.5 * ce + 0.5 * 4 * kl), rel=1e-6)
