@@ -46,6 +46,7 @@ QUICK: dict[str, tuple] = {
     "gateway_cache.py": (lambda ws, run, tmp: [], "hit/miss p50"),
     "gateway_pii.py": (lambda ws, run, tmp: [], "added latency per request"),
     "constrained_decode.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "overhead: constrained"),
+    "distill_cost.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--teacher", run, "--top-k", "8"], "top-8 cache"),
 }
 MARKS = {
     "gguf_decode.py": [pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
@@ -57,7 +58,7 @@ MARKS = {
 # Over ~10 s each on the 2-core machine even at toy sizes (importing transformers, starting real
 # servers, fresh interpreters): they run with the slow tests (`make test`), the rest every time.
 for _script in ("generate_speed.py", "eval_perplexity.py", "train_throughput.py", "trainer_overhead.py", "export_load.py", "weight_dtypes.py",
-                "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "constrained_decode.py"):
+                "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "constrained_decode.py", "distill_cost.py"):
     MARKS.setdefault(_script, []).append(pytest.mark.slow)
 
 
