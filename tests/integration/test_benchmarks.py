@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from serve_helpers import trained_run
+from train_helpers import write_conversations
 
 from helpers.prose import local_sources
 
@@ -47,6 +48,8 @@ QUICK: dict[str, tuple] = {
     "gateway_pii.py": (lambda ws, run, tmp: [], "added latency per request"),
     "constrained_decode.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "overhead: constrained"),
     "distill_cost.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--teacher", run, "--top-k", "8"], "top-8 cache"),
+    "distill_peer.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--teacher", run, "--run", run,
+                                              "--data", str(write_conversations(ws, tmp / "chats.jsonl"))], "TRL GKDTrainer"),
 }
 MARKS = {
     "gguf_decode.py": [pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
@@ -58,7 +61,8 @@ MARKS = {
 # Over ~10 s each on the 2-core machine even at toy sizes (importing transformers, starting real
 # servers, fresh interpreters): they run with the slow tests (`make test`), the rest every time.
 for _script in ("generate_speed.py", "eval_perplexity.py", "train_throughput.py", "trainer_overhead.py", "export_load.py", "weight_dtypes.py",
-                "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "constrained_decode.py", "distill_cost.py"):
+                "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "constrained_decode.py", "distill_cost.py",
+                "distill_peer.py"):
     MARKS.setdefault(_script, []).append(pytest.mark.slow)
 
 

@@ -208,6 +208,8 @@ def build_for(ws: Workspace, cfg: Any, log: Callable[[str], None]) -> TeacherCac
     from londinium.tokenizer.codec import tokenizer_sha256
     from londinium.train.distill import open_teacher
 
+    if cfg.train.threads:  # as the trainer does: the pass runs on the threads a student would
+        torch.set_num_threads(cfg.train.threads)
     sha = tokenizer_sha256(ws)
     shard = open_shard(ws, "train", sha)
     if not cfg.model.vocab_size:  # 0: the tokenizer's, as the trainer resolves it
