@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from sft_peer import _Clock, conversations, scores
+from sft_peer import _Clock, parse_fine_tuning, scores
 
 from londinium.config import load_config
 from londinium.infer.chat_template import END_OF_TURN
@@ -99,23 +99,7 @@ def main() -> int:
     p.add_argument("--teacher-checkpoint", default="latest")
     p.add_argument("--run", required=True, help="the student's base run, which both fine-tune")
     p.add_argument("--checkpoint", default="latest")
-    p.add_argument("--data", action="append", default=[], help="JSONL conversations (repeatable)")
-    p.add_argument("--tasks", action="append", default=[], help="task-set tasks, or 'default'")
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--val-share", type=float, default=0.1)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--quick", action="store_true", help="a few steps: the tests' check that the benchmark runs")
-    args = p.parse_args()
-    if args.quick:
-        args.steps, args.warmup = 4, 1
-    if not args.data and not args.tasks:
-        p.error("give --data FILE and/or --tasks NAME")
-    torch.set_num_threads(args.threads)
-    ws = Workspace(args.workspace)
-    train, val = conversations(ws, args.data, args.tasks, args.val_share)
+    args, ws, train, val = parse_fine_tuning(p)
 
     from londinium.model.load import load_run
     from londinium.tokenizer.codec import load_tokenizer
