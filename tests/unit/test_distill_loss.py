@@ -127,3 +127,32 @@ def test_sft_weights_mask_both_terms():
     p, q = softmax(TEACHER[0], 2.0), softmax(STUDENT[0], 2.0)
     kl = sum(x * math.log(x / y) for x, y in zip(p, q))
     assert a.item() == pytest.approx(0.5 * (0.5 * ce + 0.5 * 4 * kl), rel=1e-6)
+
+
+def test_the_top_k_loss_gradient_is_the_exact_tails_even_when_the_tail_is_small():
+    """The student's tail is summed id by id: in float32, with its top k holding all but ~1e-5 of its
+    mass, the loss's gradient is the float64 one's (1 - the top k's mass would be off by 0.3%)."""
+    from londinium.train.distill import _combine, topk_distill_loss
+    from londinium.train.distill_cache import top_k_buckets
+
+    g = torch.Generator().manual_seed(1)
+    student = torch.randn(32, 64, generator=g, dtype=torch.float64)
+    student[:, :4] += 16.0  # four ids hold all but ~1e-6 of the mass
+    labels = torch.randint(0, 64, (32,), generator=g)
+    teacher = torch.randn(32, 64, generator=g, dtype=torch.float64)
+    teacher[:, :4] += 12.0  # the teacher's top 4 are those ids too: the tail is the small rest
+    logprobs, ids = top_k_buckets(teacher, 4)
+
+    def by_ids(s):
+        log_q = F.log_softmax(s, -1)
+        tail = torch.logsumexp(log_q.scatter(-1, ids, float("-inf")), -1, keepdim=True)
+        bq = torch.cat([log_q.gather(-1, ids), tail], -1)
+        nll = F.nll_loss(log_q, labels, reduction="none")
+        return _combine(nll, labels, F.log_softmax(bq / 2, -1), F.log_softmax(logprobs.double() / 2, -1), 0.5, 2.0, "forward", None)
+
+    grads = []
+    for fn, s in ((lambda s: topk_distill_loss(s, logprobs, ids, labels, 0.5, 2.0), student.float()), (by_ids, student)):
+        s = s.clone().requires_grad_()
+        fn(s).backward()
+        grads.append(s.grad.double())
+    assert (grads[0] - grads[1]).abs().max() < 1e-6 * grads[1].abs().max() * 100  # float32's rounding, not 0.3%

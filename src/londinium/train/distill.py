@@ -47,7 +47,8 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Ten
     if alpha == 1:
         return cross_entropy(student, labels, weights)
     log_p = teacher.float().reshape(-1, teacher.size(-1))
-    return _combine(student, labels, F.log_softmax(student / temperature, dim=-1),
+    nll = F.cross_entropy(student, labels, ignore_index=-1, reduction="none")
+    return _combine(nll, labels, F.log_softmax(student / temperature, dim=-1),
                     F.log_softmax(log_p / temperature, dim=-1), alpha, temperature, kl, weights)
 
 
@@ -67,13 +68,15 @@ def topk_distill_loss(student: torch.Tensor, top_logprobs: torch.Tensor, top_ids
         return cross_entropy(student, labels, weights)
     k = top_ids.size(-1)
     ids = top_ids.reshape(-1, k).long()
-    log_q = F.log_softmax(student, dim=-1)
+    log_q = F.log_softmax(student, dim=-1)  # once, for both terms: the step's widest tensors are [positions, V]
+    nll = F.nll_loss(log_q, labels, ignore_index=-1, reduction="none")
     top = log_q.gather(-1, ids)
-    tail = torch.logsumexp(log_q.scatter(-1, ids, float("-inf")), dim=-1, keepdim=True)  # exact, even when the tail is tiny
+    # The rest's mass summed id by id: 1 - (the top k's) would lose it to float32 rounding when it is tiny.
+    tail = torch.logsumexp(log_q.scatter(-1, ids, float("-inf")), dim=-1, keepdim=True)
     tail = tail.clamp(min=TAIL_FLOOR)  # as the cache floors the teacher's: no tail at all (k = V) is not -inf
     buckets_q = torch.cat([top, tail], dim=-1)
     buckets_p = top_logprobs.float().reshape(-1, k + 1)
-    return _combine(student, labels, F.log_softmax(buckets_q / temperature, dim=-1),
+    return _combine(nll, labels, F.log_softmax(buckets_q / temperature, dim=-1),
                     F.log_softmax(buckets_p / temperature, dim=-1), alpha, temperature, kl, weights)
 
 
@@ -86,20 +89,21 @@ def cross_entropy(student: torch.Tensor, labels: torch.Tensor, weights: torch.Te
     return (nll * weights.reshape(-1)).sum()
 
 
-def _combine(student: torch.Tensor, labels: torch.Tensor, log_q: torch.Tensor, log_p: torch.Tensor, alpha: float,
+def _combine(nll: torch.Tensor, labels: torch.Tensor, log_q: torch.Tensor, log_p: torch.Tensor, alpha: float,
              temperature: float, kl: str, weights: torch.Tensor | None) -> torch.Tensor:
-    """alpha x CE + (1 - alpha) x T^2 x KL over the positions: the softened student `log_q` and teacher
-    `log_p` over the same outcomes, a row per position of `student` `[N, V]`."""
+    """alpha x CE + (1 - alpha) x T^2 x KL over the positions: `nll` the labels' cross-entropy per
+    position (0 where the label is -1), the softened student `log_q` and teacher `log_p` a row per
+    position over the same outcomes."""
     if kl == "forward":
         divergence = (log_p.exp() * (log_p - log_q)).sum(-1)
     else:
         divergence = (log_q.exp() * (log_q - log_p)).sum(-1)
     soft = (1 - alpha) * temperature ** 2
     if weights is not None:  # the SFT mask: weight 0 off the assistant's tokens, for both terms
-        return alpha * cross_entropy(student, labels, weights) + soft * (divergence * weights.reshape(-1)).sum()
-    ce = F.cross_entropy(student, labels, ignore_index=-1)
+        w = weights.reshape(-1)
+        return alpha * (nll * w).sum() + soft * (divergence * w).sum()
     keep = (labels != -1).float()  # a weighted mean rather than a masked copy of [positions, V]
-    return alpha * ce + soft * (divergence * keep).sum() / keep.sum().clamp(min=1)
+    return (alpha * nll.sum() + soft * (divergence * keep).sum()) / keep.sum().clamp(min=1)
 
 
 @dataclass
