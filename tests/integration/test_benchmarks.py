@@ -61,8 +61,7 @@ MARKS = {
 # Over ~10 s each on the 2-core machine even at toy sizes (importing transformers, starting real
 # servers, fresh interpreters): they run with the slow tests (`make test`), the rest every time.
 for _script in ("generate_speed.py", "eval_perplexity.py", "train_throughput.py", "trainer_overhead.py", "export_load.py", "weight_dtypes.py",
-                "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "constrained_decode.py", "distill_cost.py",
-                "distill_peer.py"):
+                "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "constrained_decode.py", "distill_peer.py"):
     MARKS.setdefault(_script, []).append(pytest.mark.slow)
 
 
