@@ -258,6 +258,7 @@ def test_export_is_a_stage_skipped_when_up_to_date_and_records_its_provenance(ws
     assert sorted(p.name for p in path.iterdir()) == before
     record = json.loads((path / "londinium.json").read_text())
     assert record["run"] == "export-trained" and record["step"] == trained.checkpoint.step
+    assert record["objective"] == {"name": "next-token"}  # a base model (an SFT run names its base: test_quickstart)
     assert record["tokenizer_sha256"] == tokenizer_sha256(ws)
     assert record["checkpoint"]["files"]["model.safetensors"]["sha256"] == trained.checkpoint.meta["files"]["model.safetensors"]["sha256"]
     assert record["corpus"]["train"]["sha256"] and record["config"]["model"]["context"] == CONTEXT
@@ -277,6 +278,7 @@ def test_model_card_has_hub_front_matter_and_the_runs_facts(exported) -> None:
     assert f"| tokens seen | {trained.checkpoint.meta['tokens_seen']:,} |" in body
     assert "No data card was found" in body  # the test workspace's corpus was written without the corpus stage
     assert "from_pretrained" in body and "## Intended use and limits" in body
+    assert "| objective | next-token prediction (pre-training) |" in body and "not trained on conversations" in body
 
 
 def test_changed_settings_re_export_over_the_stages_own_export(ws, tmp_path) -> None:
