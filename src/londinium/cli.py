@@ -390,11 +390,16 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 def minutes_help() -> str:
     """quickstart --minutes's help, with the tiny preset's steps read from the preset itself."""
-    from londinium.config import PRESETS
+    from londinium.config import PRESETS, SftConfig
+    from londinium.pipeline import SFT_SHARE
 
-    return (f"training budget in minutes: the steps are planned from the pace measured on this machine so that the whole "
-            f"schedule (warm-up, decay) fits it; without it the preset's fixed, reproducible steps "
-            f"(tiny: {PRESETS['tiny']['train']['max_steps']:,})")
+    tiny = PRESETS["tiny"]
+    sft_steps = tiny.get("sft", {}).get("max_steps", SftConfig().max_steps)
+    # argparse %-formats help strings: a percent sign is written %%
+    return (f"training budget in minutes, {100 * (1 - SFT_SHARE):.0f}%% for pre-training and {100 * SFT_SHARE:.0f}%% for fine-tuning the "
+            f"assistant: the steps are planned from the pace measured on this machine so that each whole schedule "
+            f"(warm-up, decay) fits its share; without it the preset's fixed, reproducible steps "
+            f"(tiny: {tiny['train']['max_steps']:,} pre-training, {sft_steps:,} fine-tuning)")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -617,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_gateway_parser(stages)
 
-    p = stages.add_parser("quickstart", help="run every stage on corpus.sources (default: the embedded corpus), tiny preset")
+    p = stages.add_parser("quickstart", help="run every stage on corpus.sources (default: the embedded corpus), tiny preset: "
+                          "a base model, then an assistant fine-tuned on tasks cut from the corpus")
     _common(p)
     p.add_argument("--minutes", type=float, default=None, help=minutes_help())
     p.set_defaults(handler=cmd_quickstart)
