@@ -158,7 +158,12 @@ def cmd_rl(args: argparse.Namespace) -> int:
     r.checkpoint = args.checkpoint or r.checkpoint
     r.tasks = args.task or r.tasks
     r.rewards = args.reward or r.rewards
-    return _train_run(args, ws, rl_run_name(cfg), lambda: rl_config(ws, cfg), rl_onto_train)
+    name = rl_run_name(cfg)
+    rc = _train_run(args, ws, name, lambda: rl_config(ws, cfg), rl_onto_train)
+    from londinium.rl.report import write_report
+
+    print("rl: curves and report -> {} and {}".format(*write_report(ws, name)))
+    return rc
 
 
 def cmd_distill(args: argparse.Namespace) -> int:

@@ -216,6 +216,10 @@ class Workspace:
     def loss_plot(self, name: str = "main") -> Path:
         return self.run_dir(name) / "train_loss.png"
 
+    def rl_report(self, name: str) -> tuple[Path, Path]:
+        """An RL run's curves and Markdown report (rl/report.py)."""
+        return self.run_dir(name) / "rl.png", self.run_dir(name) / "rl.md"
+
     def run_config_file(self, name: str = "main") -> Path:
         """The full config (all sections) a training run used, vocab_size resolved."""
         return self.run_dir(name) / "config.toml"

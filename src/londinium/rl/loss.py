@@ -60,7 +60,9 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: tor
         kl = torch.exp(diff) - diff - 1
         per_token = per_token + beta * kl
         stats["kl"] = float((kl.detach() * mask).sum() / mask.sum().clamp(min=1))
-    stats["clip_share"] = float(((clipped.detach() != unclipped.detach()).float() * mask).sum() / mask.sum().clamp(min=1))
+    # Tokens whose clipped term won the min (no gradient through them), as TRL's clip_ratio counts them.
+    active = ((ratio > 1 + clip_eps) & (a > 0)) | ((ratio < 1 - clip_eps) & (a < 0))
+    stats["clip_share"] = float((active.float() * mask).sum() / mask.sum().clamp(min=1))
     per_token = per_token * mask
     if loss_type == "grpo":
         loss = (per_token.sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
