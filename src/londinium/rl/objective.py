@@ -39,6 +39,31 @@ def pass_at_k(n: int, correct: int, k: int) -> float:
     return 1.0 - math.comb(n - correct, k) / math.comb(n, k)
 
 
+def task_prompts(tokenizer: Any, items: list, room: int) -> tuple[list[Prompt], int]:
+    """The items asked as chats (zero-shot: the run is fine-tuned), those of at most `room` tokens;
+    and how many were longer."""
+    from londinium.infer.chat_template import tokenize_chat
+    from londinium.tasks import instruction
+
+    prompts = [Prompt(i, tokenize_chat(tokenizer, instruction(i)).ids) for i in items]
+    kept = [p for p in prompts if len(p.ids) <= room]
+    return kept, len(prompts) - len(kept)
+
+
+@torch.no_grad()
+def held_out_pass(rollouts: Rollouts, prompts: list[Prompt], k: int, seed: int) -> dict[str, float]:
+    """pass@1 and pass@k of the policy `rollouts` samples from, k samples per prompt, seeded per prompt.
+    "Correct" is the task's checker scoring 1 (exact, choice) or at least 0.5 (chrF), whatever the reward."""
+    seeds = [seed_of(seed, EVAL_ROLLOUT, j) for j in range(len(prompts))]
+    p1 = pk = 0.0
+    for p, c in zip(prompts, rollouts.sample(prompts, k, seeds)):
+        need = 1.0 if _exact(p.item.task) else 0.5
+        correct = sum(check(p.item.task, rollouts.answer_text(ch), p.item) >= need for ch in c.choices)
+        p1 += pass_at_k(len(c.choices), correct, 1)
+        pk += pass_at_k(len(c.choices), correct, k)
+    return {"pass@1": p1 / len(prompts), f"pass@{k}": pk / len(prompts), "eval_prompts": len(prompts)}
+
+
 class GRPO:
     """Reinforcement learning with group-relative advantages, from a base run's weights."""
 
@@ -60,9 +85,9 @@ class GRPO:
         self.tokenizer = load_tokenizer(ws)
         self.rewards = rewards_for(r.tasks, r.rewards)
         room = cfg.model.context - r.max_new_tokens
-        self.train_prompts, too_long = self._prompts([i for t in r.tasks for i in task_items(ws, t, "train")], room)
+        self.train_prompts, too_long = task_prompts(self.tokenizer, [i for t in r.tasks for i in task_items(ws, t, "train")], room)
         val = [i for t in r.tasks for i in task_items(ws, t, "val")]
-        self.val_prompts, too_long_val = self._prompts(val, room)
+        self.val_prompts, too_long_val = task_prompts(self.tokenizer, val, room)
         self.val_prompts = self.val_prompts[:r.eval_prompts]
         if too_long or too_long_val:
             log(f"rl: {too_long + too_long_val:,} prompt(s) longer than model.context - rl.max_new_tokens ({room} tokens) left out")
@@ -75,14 +100,6 @@ class GRPO:
         self.task_files = [ws.task_items(t) for t in r.tasks]
         self.rollouts = Rollouts(self.train_prompts, self.rewards, r, cfg.train.seed, self.tokenizer, self.tokenizer.token_to_id(PAD))
         self.step_stats: dict[str, float] = {}
-
-    def _prompts(self, items: list, room: int) -> tuple[list[Prompt], int]:
-        from londinium.infer.chat_template import tokenize_chat
-        from londinium.tasks import instruction
-
-        prompts = [Prompt(i, tokenize_chat(self.tokenizer, instruction(i)).ids) for i in items]
-        kept = [p for p in prompts if len(p.ids) <= room]
-        return kept, len(prompts) - len(kept)
 
     # ---- what the trainer reads ------------------------------------------------------------------
 
@@ -150,21 +167,9 @@ class GRPO:
         s["rollout_share"] = round(s.get("rollout_s", 0.0) / step_s, 4) if step_s > 0 else None
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in s.items()}
 
-    @torch.no_grad()
     def validate(self, model: torch.nn.Module, precision: Any, d: Any) -> dict[str, float]:
-        r = self.cfg.rl
-        rollouts = self.rollouts
-        seeds = [seed_of(self.cfg.train.seed, EVAL_ROLLOUT, j) for j in range(len(self.val_prompts))]
-        correct, total = [], []
-        for p, c in zip(self.val_prompts, rollouts.sample(self.val_prompts, r.pass_k, seeds)):
-            # "Correct" is the task's checker scoring 1 (exact, choice) or at least 0.5 (chrF), whatever the reward.
-            ok = [check(p.item.task, rollouts.answer_text(ch), p.item) >= (1.0 if _exact(p.item.task) else 0.5) for ch in c.choices]
-            correct.append(sum(ok))
-            total.append(len(ok))
-        n = len(self.val_prompts)
-        p1 = sum(pass_at_k(t, c, 1) for t, c in zip(total, correct)) / n
-        pk = sum(pass_at_k(t, c, r.pass_k) for t, c in zip(total, correct)) / n
-        return {"val_loss": 1.0 - p1, "pass@1": p1, f"pass@{r.pass_k}": pk, "eval_prompts": n}
+        row = held_out_pass(self.rollouts, self.val_prompts, self.cfg.rl.pass_k, self.cfg.train.seed)
+        return {"val_loss": 1.0 - row["pass@1"], **row}
 
     def describe(self, row: dict[str, Any]) -> str:
         k = self.cfg.rl.pass_k
