@@ -356,6 +356,7 @@ class TasksConfig:
     choices: int = doc(4, "Choices of a multiple-choice item at most (fewer when the corpus has fewer labels).", ge=2, le=16)
     passage_words: int = doc(40, "Words of the passage a next-word, source, period or title item shows.", ge=4, le=2000)
     seed: int = doc(1337, "Seed of the task set: the same corpus and seed give the same items.", **SEED)
+    arith_digits: int = doc(3, "Digits of the arith task's numbers at most (its problems: (10^digits)^2, split 80/10/10).", ge=1, le=9)
     shots: int = doc(2, "Solved train items shown before each question when evaluating a base (not fine-tuned) model; fewer when the context is short.", ge=0, le=32)
     max_tokens: int = doc(48, "Tokens generated per answer at most; an answer without <|end|> by then fails format compliance.", ge=1)
 

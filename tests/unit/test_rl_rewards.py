@@ -65,3 +65,6 @@ def test_arith_items_are_exact_and_the_splits_share_no_problem():
     assert not (prompts[0] & prompts[1]) and not (prompts[0] & prompts[2]) and not (prompts[1] & prompts[2])
     assert cut_arith(None, TaskSpec(split="val", items=50, seed=5)) == splits["val"][:50]
     assert cut_arith(None, TaskSpec(split="val", items=50, seed=6)) != splits["val"][:50]
+    small = cut_arith(None, TaskSpec(split="test", items=100, seed=5, digits=1))  # asks for more than the split has
+    assert 0 < len(small) < 20 and all(split_of(*map(int, i.prompt.split("+")), 5) == "test" for i in small)
+    assert max(len(i.prompt) for i in small) == 3

@@ -2,6 +2,9 @@
 
     "Add; write the sum's digits reversed.\n\n357+86"  ->  "344"   (357 + 86 = 443)
 
+Numbers have up to `tasks.arith_digits` digits (3: a million problems; 2: ten thousand, learnt
+sooner by a small model).
+
 Reversed output is the format small transformers learn from scratch (Lee et al., "Teaching
 Arithmetic to Small Transformers", ICLR 2024): each digit of the answer depends only on the digits
 already written and the two operands' digits at the same place, so it is written left to right with
@@ -23,7 +26,6 @@ from typing import Any
 from londinium.tasks.cut import TaskSpec, numbered
 from londinium.tasks.items import TaskItem
 
-DIGITS = 3  # operands of 1 to 3 digits: 10^6 problems, of which a split gets its share
 _SHARE = {"train": (0, 80), "val": (80, 90), "test": (90, 100)}  # percent of all problems
 
 
@@ -38,17 +40,20 @@ def reversed_sum(a: int, b: int) -> str:
 
 
 def cut_arith(_corpus: Any, spec: TaskSpec) -> list[TaskItem]:
-    """`spec.items` distinct problems of `spec.split` (the corpus is not read)."""
+    """`spec.items` distinct problems of `spec.split` with numbers of up to `spec.digits` digits (the
+    corpus is not read); fewer when the split has fewer."""
     rng = random.Random(f"{spec.seed}:arith:{spec.split}")
-    top = 10 ** DIGITS
-    seen: set[tuple[int, int]] = set()
-    items: list[TaskItem] = []
-    # A split holds at least 10% of 10^6 problems, so this ends long before the draws run out.
-    while len(items) < spec.items and len(seen) < top * top // 20:
-        a, b = rng.randrange(top), rng.randrange(top)
-        if (a, b) in seen or split_of(a, b, spec.seed) != spec.split:
-            continue
-        seen.add((a, b))
-        items.append(TaskItem(id="", task="arith", split=spec.split, prompt=f"{a}+{b}", answer=reversed_sum(a, b),
-                              doc_id=f"arith/{a}+{b}", source="arith"))
-    return numbered(items)
+    top = 10 ** spec.digits
+    if spec.items * 20 >= top * top:  # a good share of all problems: list the split's, in a seeded order
+        pairs = [(a, b) for a in range(top) for b in range(top) if split_of(a, b, spec.seed) == spec.split]
+        rng.shuffle(pairs)
+        pairs = pairs[:spec.items]
+    else:  # a small share: draw, keeping the split's (at most 5% of the space: this ends quickly)
+        pairs, seen = [], set()
+        while len(pairs) < spec.items:
+            a, b = rng.randrange(top), rng.randrange(top)
+            if (a, b) not in seen and split_of(a, b, spec.seed) == spec.split:
+                seen.add((a, b))
+                pairs.append((a, b))
+    return numbered([TaskItem(id="", task="arith", split=spec.split, prompt=f"{a}+{b}", answer=reversed_sum(a, b),
+                              doc_id=f"arith/{a}+{b}", source="arith") for a, b in pairs])
