@@ -70,18 +70,14 @@ class GRPO:
     name = "grpo"
 
     def __init__(self, ws: Workspace, cfg: Config, log: Callable[[str], None]):
-        from londinium.export.run import resolve_checkpoint
         from londinium.rl.rewards import rewards_for
         from londinium.tasks.messages import task_items
         from londinium.tokenizer.codec import PAD, load_tokenizer
-        from londinium.train.objectives import _check_base
+        from londinium.train.objectives import base_checkpoint
 
         r = cfg.rl
-        if not r.base:
-            raise ConfigError("train.objective = 'grpo' needs rl.base, the run to train: `londinium rl --run SFT_RUN`")
         self.ws, self.cfg, self.log = ws, cfg, log
-        self.base = resolve_checkpoint(ws, r.base, r.checkpoint)
-        _check_base(self.base, cfg)
+        self.base = base_checkpoint(ws, cfg, "rl", "londinium rl --run SFT_RUN")
         self.tokenizer = load_tokenizer(ws)
         self.rewards = rewards_for(r.tasks, r.rewards)
         room = cfg.model.context - r.max_new_tokens

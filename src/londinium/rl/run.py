@@ -9,9 +9,7 @@ micro-batch a step, a metrics row every step. The architecture is the base check
 
 from __future__ import annotations
 
-import copy
-
-from londinium.config import Config, load_config
+from londinium.config import Config
 from londinium.workspace import Workspace
 
 # [rl] fields that play a [train] field's role in the RL run.
@@ -25,14 +23,9 @@ def rl_run_name(cfg: Config) -> str:
 
 def rl_config(ws: Workspace, cfg: Config) -> Config:
     """The config of the RL run `cfg.rl` describes: [rl] onto [train], the base's [model]."""
-    from londinium import checkpoint as ck
-    from londinium.export.run import resolve_checkpoint
+    from londinium.train.sft_run import on_base
 
-    cfg = copy.deepcopy(cfg)
-    r = cfg.rl
-    r.base = r.base or cfg.train.run_name
-    base = resolve_checkpoint(ws, r.base, r.checkpoint)
-    cfg.model = load_config(base.path / ck.CONFIG_FILE).model
+    cfg = on_base(ws, cfg, "rl")
     cfg.train.run_name = rl_run_name(cfg)
     return rl_onto_train(cfg)
 

@@ -122,16 +122,12 @@ class SFT:
     name = "sft"
 
     def __init__(self, ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]):
-        from londinium.export.run import resolve_checkpoint
         from londinium.tokenizer.codec import PAD, load_tokenizer
         from londinium.train import sft_data
 
         s = cfg.sft
-        if not s.base:
-            raise ConfigError("train.objective = 'sft' needs sft.base, the run to fine-tune: `londinium sft --run BASE`")
         self.cfg, self.val_shard, self.log = cfg, val, log
-        self.base = resolve_checkpoint(ws, s.base, s.checkpoint)
-        _check_base(self.base, cfg)
+        self.base = base_checkpoint(ws, cfg, "sft", "londinium sft --run BASE")
         self.replay = train if s.replay_share > 0 else None
         tokenizer = load_tokenizer(ws)
         self.pad_id = tokenizer.token_to_id(PAD)
@@ -270,6 +266,19 @@ class Distill(NextToken):
         if raw.last_aux_loss is not None:  # a mixture of experts' router loss, as GPT.forward adds it
             loss = loss + raw.config.aux_loss_weight * raw.last_aux_loss
         return loss
+
+
+def base_checkpoint(ws: Workspace, cfg: Config, section: str, command: str) -> ck.Checkpoint:
+    """The checkpoint a fine-tuning run starts from ([section]'s base and checkpoint), checked to
+    have the run's architecture."""
+    from londinium.export.run import resolve_checkpoint
+
+    s = getattr(cfg, section)
+    if not s.base:
+        raise ConfigError(f"train.objective = '{cfg.train.objective}' needs {section}.base, the run to train: `{command}`")
+    base = resolve_checkpoint(ws, s.base, s.checkpoint)
+    _check_base(base, cfg)
+    return base
 
 
 def _check_base(base: ck.Checkpoint, cfg: Config) -> None:
