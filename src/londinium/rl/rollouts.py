@@ -75,7 +75,7 @@ class Rollouts:
         from londinium.infer.engine import Engine
 
         rl = self.rl
-        running = rl.prompts_per_step * rl.group_size
+        running = max(rl.prompts_per_step * rl.group_size, rl.pass_k)  # a rollout, or one held-out prompt's k samples
         longest = max(len(p.ids) for p in self.prompts)
         self.policy, self.reference = policy, reference
         # Every prompt of a rollout prefilled in the first engine step, and every sample decoded together.
