@@ -124,7 +124,8 @@ def evaluate(model: torch.nn.Module, tokenizer, prompts: list, args: argparse.Na
     from londinium.rl.rollouts import Rollouts
     from londinium.tokenizer.codec import PAD
 
-    rl = RlConfig(group_size=args.group_size, prompts_per_step=args.prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    rl = RlConfig(group_size=args.group_size, prompts_per_step=args.prompts, max_new_tokens=args.max_new_tokens,
+                  temperature=args.temperature, pass_k=args.pass_k)
     rollouts = Rollouts(prompts, rewards_for(args.task, []), rl, seed, tokenizer, tokenizer.token_to_id(PAD))
     rollouts.attach(model.eval(), None)
     return held_out_pass(rollouts, prompts, args.pass_k, seed)
