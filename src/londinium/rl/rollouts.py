@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
-from londinium.rl.loss import group_advantages, token_logprobs, zero_std_share
+from londinium.rl.loss import answer_window, group_advantages, token_logprobs, zero_std_share
 from londinium.rl.rewards import Reward, score
 from londinium.tasks.check import END
 from londinium.tasks.items import TaskItem
@@ -171,8 +171,10 @@ class Rollouts:
         model.eval()
         try:
             device = next(model.parameters()).device
-            logits, _ = model(x.to(device))
-            return token_logprobs(logits, y.to(device), self.rl.temperature)[0].cpu()
+            keep = answer_window(y)
+            logits, _ = model(x.to(device), logits_to_keep=keep)
+            kept = token_logprobs(logits, y[:, -keep:].to(device), self.rl.temperature)[0].cpu()
+            return torch.cat([torch.zeros(y.size(0), y.size(1) - keep), kept], dim=1)  # full width, 0 before the answers
         finally:
             model.train(was)
 
