@@ -188,7 +188,7 @@ class Workspace:
         return self.root / "runs" / check_run_name(name)
 
     # What training writes in runs/<name>/ (the trackers' folders only when they are on).
-    RUN_FILES = ("config.toml", "metrics.jsonl", "train_loss.png", "summary.json")
+    RUN_FILES = ("config.toml", "metrics.jsonl", "train_loss.png", "summary.json", "rl.png", "rl.md")  # rl.*: an RL run's report
     RUN_FOLDERS = ("checkpoints", "tensorboard", "wandb")
 
     def clear_run(self, name: str) -> None:

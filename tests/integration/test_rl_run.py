@@ -83,6 +83,8 @@ def test_rl_through_the_cli_logs_each_step_and_pass_at_k_and_writes_its_report(w
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "pass@1" in md.read_text() and "frac_reward_zero_std" in md.read_text()
     assert "rewards arith: rl_test_rewards:variety" in out
+    ws.clear_run("rl-cli")  # what `--force` does: the report is the run's own, not the user's
+    assert not ws.run_dir("rl-cli").exists()
 
 
 def test_a_reward_that_raises_is_one_line_and_the_steps_done_are_kept(ws):
