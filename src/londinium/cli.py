@@ -6,6 +6,7 @@
     londinium train             shards -> runs/<name>/ checkpoints, metrics, loss plot (--resume, --run;
                                 torchrun --nproc_per_node=N -m londinium train for DDP)
     londinium tasks build       corpus -> tasks/<task>/items.jsonl: tasks with checkable answers + tasks/card.md
+    londinium rl                an SFT run + tasks -> runs/<run>-rl/: reinforcement learning (GRPO) on the tasks' rewards
     londinium model info        parameters, FLOPs per token and memory of the configured model
     londinium model memory      what generation and serving need: weights, KV cache, activations (--context,
                                 --batch, --weight-dtype, --kv-dtype)
@@ -145,6 +146,24 @@ def cmd_sft(args: argparse.Namespace) -> int:
     if not s.base:
         s.base = cfg.train.run_name
     return _train_run(args, ws, sft_run_name(cfg), lambda: sft_config(ws, cfg), sft_onto_train)
+
+
+def cmd_rl(args: argparse.Namespace) -> int:
+    from londinium.rl.run import rl_config, rl_onto_train, rl_run_name
+
+    ws, cfg = _context(args)
+    r = cfg.rl
+    r.base = args.run or r.base or cfg.train.run_name
+    r.run_name = args.name or r.run_name
+    r.checkpoint = args.checkpoint or r.checkpoint
+    r.tasks = args.task or r.tasks
+    r.rewards = args.reward or r.rewards
+    name = rl_run_name(cfg)
+    rc = _train_run(args, ws, name, lambda: rl_config(ws, cfg), rl_onto_train)
+    from londinium.rl.report import write_report
+
+    print("rl: curves and report -> {} and {}".format(*write_report(ws, name)))
+    return rc
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
@@ -468,6 +487,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, metavar="NAME", help="name of the SFT run (default: sft.run_name, else <BASE>-sft)")
     p.add_argument("--resume", action="store_true", help="continue the SFT run from its newest valid checkpoint, with its config")
     p.set_defaults(handler=cmd_sft)
+
+    p = stages.add_parser("rl", help="an SFT run + tasks with checkable answers -> reinforcement learning (GRPO)",
+                          description="train a run on the rewards of its sampled answers to task prompts: groups of samples per "
+                                      "prompt, group-relative advantages, the clipped policy loss and a KL to the base ([rl]), into "
+                                      "runs/<BASE>-rl/ with pass@k on held-out prompts (docs/rl.md)")
+    _common(p)
+    p.add_argument("--run", dest="run", default=None, metavar="BASE", help="the run to train, usually an SFT run (default: rl.base, else train.run_name)")
+    p.add_argument("--checkpoint", default=None, help="the base's checkpoint: 'best', 'latest', 'step-N' or a directory (default: rl.checkpoint)")
+    p.add_argument("--task", action="append", default=[], metavar="TASK", help="task-set task whose train items are the prompts (repeatable; default: rl.tasks)")
+    p.add_argument("--reward", action="append", default=[], metavar="SPEC",
+                   help="your reward: 'module:function' (every task) or 'TASK=module:function' (repeatable; default: each task's checker)")
+    p.add_argument("--name", default=None, metavar="NAME", help="name of the RL run (default: rl.run_name, else <BASE>-rl)")
+    p.add_argument("--resume", action="store_true", help="continue the RL run from its newest valid checkpoint, with its config")
+    p.set_defaults(handler=cmd_rl)
 
     p = stages.add_parser("distill", help="a trained run as teacher -> a smaller student: knowledge distillation",
                           description="train a student on the shards against a frozen teacher run's softened predictions "

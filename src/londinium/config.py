@@ -243,7 +243,7 @@ class TrainConfig:
     peak_tflops: float = doc(0.0, "Peak TFLOP/s per process for MFU; 0 measures a matmul on CPU or looks up known GPUs.", ge=0, hint="(0: measure)")
     budget_warn_epochs: float = doc(4.0, "Warn before training when the plan reads the train split more than this many times.", gt=0)
     threads: int = doc(0, "CPU threads per process (torch.set_num_threads); 0 keeps torch's default. Bit-exact resume needs the same value.", ge=0, le=4096, hint="(0: torch's default)")
-    objective: str = doc("next-token", "What the run trains for: 'next-token' (pre-training on the shards) 'sft' (fine-tuning sft.base on conversations; `londinium sft` sets it) or 'distill' (pre-training with a teacher's soft targets, [distill]; `londinium distill` sets it).", choices=("next-token", "sft", "distill"))
+    objective: str = doc("next-token", "What the run trains for: 'next-token' (pre-training on the shards) 'sft' (fine-tuning sft.base on conversations; `londinium sft` sets it) or 'distill' (pre-training with a teacher's soft targets, [distill]; `londinium distill` sets it) or 'grpo' (reinforcement learning of rl.base on tasks' rewards, [rl]; `londinium rl` sets it).", choices=("next-token", "sft", "distill", "grpo"))
 
 
 @dataclass
@@ -266,6 +266,34 @@ class SftConfig:
     max_minutes: float = doc(0.0, "Time budget, planned as train.max_minutes (0: none).", ge=0, le=10**7, hint="(0: no time budget)")
     max_tokens: int = doc(0, "Token budget, planned as train.max_tokens, a step counted as train.batch_size x model.context per process (an upper bound: rows are padded to the batch's longest only; 0: none).", ge=0, le=10**15, hint="(0: no token budget)")
     eval_every: int = doc(100, "Steps between evaluations (and checkpoints).", ge=1)
+
+
+@dataclass
+class RlConfig:
+    """`londinium rl`: reinforcement learning with group-relative advantages (GRPO) of a fine-tuned run on
+    tasks whose answers a program scores (docs/rl.md). Its learning rate and budget go onto the run's [train]."""
+
+    base: str = doc("", "The run whose checkpoint is trained (--run), usually an SFT run; empty: train.run_name.", **RUN_OR_EMPTY)
+    checkpoint: str = doc("best", "The base run's checkpoint: 'best', 'latest', 'step-N', or a checkpoint directory.", **CHECKPOINT)
+    run_name: str = doc("", "Name of the RL run (--name); empty: '<base>-rl'.", **RUN_OR_EMPTY)
+    tasks: list[str] = doc(["arith"], "Task-set tasks whose train items are the prompts and whose checker is the reward (--task, repeatable).", nonempty=True, pattern=r"[a-z_]+")
+    rewards: list[str] = doc([], "Your own reward functions, 'module:function' (every task) or 'TASK=module:function' (--reward); a function takes (completion, item) and returns a number.", pattern=r"([a-z_]+=)?[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+    group_size: int = doc(8, "Samples per prompt (G): the group whose mean reward is each sample's baseline.", ge=2, le=256)
+    prompts_per_step: int = doc(8, "Prompts per rollout; a rollout is prompts_per_step x group_size samples in one engine call.", ge=1, le=4096)
+    max_new_tokens: int = doc(16, "Tokens sampled per answer at most.", ge=1)
+    temperature: float = doc(1.0, "Sampling temperature of the rollouts and of pass@k (the loss's log-probabilities use the same).", gt=0)
+    top_k: int = doc(0, "Sample among the k most likely tokens only (0: off).", ge=0, hint="(0: off)")
+    beta: float = doc(0.0, "Weight of the KL penalty to the frozen base (k3 estimator); 0: no reference model is kept.", ge=0)
+    clip_eps: float = doc(0.2, "PPO clip range of the probability ratio, used when a rollout is reused (updates_per_batch > 1).", gt=0, lt=1)
+    updates_per_batch: int = doc(1, "Optimiser steps per rollout (1: on-policy, the ratio is 1 and nothing is clipped).", ge=1, le=64)
+    scale_rewards: bool = doc(True, "Divide each advantage by its group's reward standard deviation (GRPO); false: r - mean only (Dr. GRPO).")
+    loss_type: str = doc("grpo", "'grpo': each answer's tokens averaged, then the answers; 'dr_grpo': the token sum over answers x max_new_tokens (Dr. GRPO); 'token': the token sum over all answer tokens (DAPO, nanochat).", choices=("grpo", "dr_grpo", "token"))
+    learning_rate: float = doc(1e-4, "Peak learning rate of the RL run (train.learning_rate's role).", gt=0)
+    warmup_steps: int = doc(0, "Linear warm-up steps.", ge=0)
+    max_steps: int = doc(100, "Optimiser steps (train.max_steps' role).", ge=1)
+    eval_every: int = doc(20, "Steps between evaluations of pass@1 and pass@k (and checkpoints).", ge=1)
+    eval_prompts: int = doc(64, "Held-out (val) prompts each evaluation samples.", ge=1)
+    pass_k: int = doc(8, "k of pass@k: samples per held-out prompt at each evaluation.", ge=1, le=256)
 
 
 @dataclass
@@ -328,6 +356,7 @@ class TasksConfig:
     choices: int = doc(4, "Choices of a multiple-choice item at most (fewer when the corpus has fewer labels).", ge=2, le=16)
     passage_words: int = doc(40, "Words of the passage a next-word, source, period or title item shows.", ge=4, le=2000)
     seed: int = doc(1337, "Seed of the task set: the same corpus and seed give the same items.", **SEED)
+    arith_digits: int = doc(3, "Digits of the arith task's numbers at most (its problems: (10^digits)^2, split 80/10/10).", ge=1, le=9)
     shots: int = doc(2, "Solved train items shown before each question when evaluating a base (not fine-tuned) model; fewer when the context is short.", ge=0, le=32)
     max_tokens: int = doc(48, "Tokens generated per answer at most; an answer without <|end|> by then fails format compliance.", ge=1)
 
@@ -458,6 +487,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sft: SftConfig = field(default_factory=SftConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    rl: RlConfig = field(default_factory=RlConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)

@@ -46,6 +46,7 @@ QUICK: dict[str, tuple] = {
     "gateway_cache.py": (lambda ws, run, tmp: [], "hit/miss p50"),
     "gateway_pii.py": (lambda ws, run, tmp: [], "added latency per request"),
     "constrained_decode.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "overhead: constrained"),
+    "grpo_peer.py": (lambda ws, run, tmp: ["-w", str(_with_arith(ws, tmp)), "--run", run], "RL steps/minute"),
 }
 MARKS = {
     "gguf_decode.py": [pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
@@ -57,7 +58,7 @@ MARKS = {
 # Over ~10 s each on the 2-core machine even at toy sizes (importing transformers, starting real
 # servers, fresh interpreters): they run with the slow tests (`make test`), the rest every time.
 for _script in ("generate_speed.py", "eval_perplexity.py", "train_throughput.py", "trainer_overhead.py", "export_load.py", "weight_dtypes.py",
-                "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "constrained_decode.py"):
+                "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "constrained_decode.py", "grpo_peer.py"):
     MARKS.setdefault(_script, []).append(pytest.mark.slow)
 
 
@@ -65,6 +66,15 @@ def _copy(ws, tmp: Path) -> Path:
     """A copy of the workspace for a script that writes into it (an index, training runs, bench/)."""
     target = tmp / "ws"
     shutil.copytree(ws.root, target)
+    return target
+
+
+def _with_arith(ws, tmp: Path) -> Path:
+    """A copy of the workspace with the generated arithmetic task built (grpo_peer.py trains on it)."""
+    target = _copy(ws, tmp)
+    done = subprocess.run([sys.executable, "-m", "londinium", "tasks", "build", "-w", str(target), "--task", "arith",
+                           "--set", "tasks.train_items=64", "--set", "tasks.eval_items=8"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
     return target
 
 
