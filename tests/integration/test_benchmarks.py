@@ -45,6 +45,7 @@ QUICK: dict[str, tuple] = {
     "kv_dtypes.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
     "gateway_cache.py": (lambda ws, run, tmp: [], "hit/miss p50"),
     "gateway_pii.py": (lambda ws, run, tmp: [], "added latency per request"),
+    "semantic_cache.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--set", "retrieve.dim=32"], "held out at"),
     "constrained_decode.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "overhead: constrained"),
 }
 MARKS = {

@@ -18,6 +18,7 @@ from londinium.gateway.cache import Cache
 from londinium.gateway.chain import Chain, Step, resolve
 from londinium.gateway.pii import Pii  # Presidio itself is imported only when the chain names `pii`
 from londinium.gateway.router import Router
+from londinium.gateway.semantic_cache import SemanticCache
 from londinium.gateway.settings import GatewaySettings
 from londinium.gateway.steps import Auth, Limits, Route
 from londinium.gateway.store import Store
@@ -26,7 +27,8 @@ from londinium.gateway.upstream import Upstream
 
 # The built-in steps by the name gateway.chain uses: each a factory `(gateway) -> Step`.
 BUILTIN_STEPS: dict[str, Callable[[Any], Step]] = {"auth": Auth, "usage": Usage, "limits": Limits, "route": Route,
-                                                   "pii": Pii, "cache": Cache, "upstream": Upstream}
+                                                   "pii": Pii, "cache": Cache, "semantic_cache": SemanticCache,
+                                                   "upstream": Upstream}
 
 
 class Gateway:

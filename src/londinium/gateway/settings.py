@@ -6,6 +6,7 @@
     [[routes]]           a model alias clients send -> a group of backends and how to choose among them
     [cache]              the exact cache's store, bounds and who bypasses it (the `cache` step)
     [pii]                the PII guardrail's entities, actions, own recognizers and per-key actions (the `pii` step)
+    [semantic_cache]     the semantic cache's embedder, threshold, index file and bounds (the `semantic_cache` step)
 
 Fields are declared with `config.doc` (default, one-line doc, the values accepted), so a value out
 of range is the same one-line `ConfigError` as in `londinium.toml`: `gateway.toml: backends[1].input_price
@@ -101,6 +102,8 @@ class RouteSection:
     cache: bool = doc(True, "With the `cache` step in the chain: this route's answers are cached (off: every request bypasses it).")
     cache_ttl_s: float = doc(0.0, "Seconds this route's cached answers live; 0: cache.ttl_s.", ge=0, le=31_536_000, hint="(0: cache.ttl_s)")
     cache_sampled: bool = doc(False, "Cache sampled requests too (temperature > 0 without a seed): a hit then repeats one sample instead of drawing a new one.")
+    semantic_cache: bool = doc(True, "With the `semantic_cache` step in the chain: this route's answers are cached by meaning (off: bypassed).")
+    semantic_threshold: float = doc(0.0, "Cosine similarity a question needs to an earlier one for a semantic hit; 0: semantic_cache.threshold.", ge=0, le=1, hint="(0: semantic_cache.threshold)")
     pii: bool = doc(True, "With the `pii` step in the chain: this route's requests are checked for PII (off: they pass unchecked).")
     pii_actions: dict = doc({}, "Entity -> action for this route, over pii.actions: e.g. {CREDIT_CARD = 'block'}.")
 
@@ -117,6 +120,26 @@ class CacheSection:
     max_mb: float = doc(64.0, "Megabytes the in-process store keeps at most (bound Redis with its own maxmemory).", gt=0, le=1_000_000)
     max_entry_kb: float = doc(256.0, "Answers larger than this many kilobytes are not stored (either store).", gt=0, le=1_000_000)
     bypass_keys: list[str] = doc([], "Names of virtual keys whose requests never use the cache.")
+
+
+@dataclass
+class SemanticCacheSection:
+    """The semantic cache (the `semantic_cache` step): an answer reused for a question that means the same."""
+
+    embedder: str = doc("corpus", "'corpus' (the workspace's static embedder from `londinium index vectors`), 'wordllama', 'sentence-transformers' (a model folder) or 'openai' (an /v1/embeddings URL).",
+                        choices=("corpus", "wordllama", "sentence-transformers", "openai"))
+    embedder_path: str = doc("", "For 'corpus': the embedder.npz (e.g. londinium-work/vectors/embedder.npz); for 'sentence-transformers': the model folder.", path=True)
+    embedder_url: str = doc("", "For 'openai': the base URL, e.g. http://127.0.0.1:8000/v1.")
+    embedder_model: str = doc("", "For 'openai': the embedding model's name.")
+    threshold: float = doc(0.97, "Cosine similarity a question needs to an earlier one of the same scope for a hit (chosen on labelled pairs: docs/LOG.md).", gt=0, le=1)
+    multi_turn: bool = doc(False, "Also cache conversations: the last user message is compared by meaning, every earlier message must be identical (off: single-turn requests only).")
+    index_path: str = doc("", "The index file (.npz), written atomically on shutdown and every save_interval_s; empty: semantic-cache.npz beside this file.", path=True)
+    save_interval_s: float = doc(60.0, "Seconds between saves of a changed index (a save also happens on shutdown); 0: only on shutdown.", ge=0, le=86400)
+    ttl_s: float = doc(3600.0, "Seconds a cached answer lives.", gt=0, le=31_536_000)
+    max_entries: int = doc(10_000, "Answers kept at most; the least recently used goes first.", ge=1, le=10_000_000)
+    max_mb: float = doc(64.0, "Megabytes of answers kept at most.", gt=0, le=1_000_000)
+    max_entry_kb: float = doc(256.0, "Answers larger than this many kilobytes are not kept.", gt=0, le=1_000_000)
+    bypass_keys: list[str] = doc([], "Names of virtual keys whose requests never use the semantic cache.")
 
 
 PII_ACTIONS = ("mask", "block", "log", "off")
@@ -148,6 +171,7 @@ class GatewaySettings:
     routes: list[RouteSection] = field(default_factory=list)
     cache: CacheSection = field(default_factory=CacheSection)
     pii: PiiSection = field(default_factory=PiiSection)
+    semantic_cache: SemanticCacheSection = field(default_factory=SemanticCacheSection)
     source: str = "gateway.toml"  # where it was read from, for messages
 
     def backend(self, name: str) -> BackendSection:
@@ -199,15 +223,18 @@ def load_settings(path: str | Path) -> GatewaySettings:
 
 def parse_settings(data: dict[str, Any], source: str = DEFAULT_CONFIG, folder: Path | None = None) -> GatewaySettings:
     folder = folder or Path.cwd()
-    known = {"gateway", "telemetry", "backends", "routes", "cache", "pii"}
+    known = {"gateway", "telemetry", "backends", "routes", "cache", "pii", "semantic_cache"}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]], [cache], [pii]")
+            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]], [cache], [pii], [semantic_cache]")
     s = GatewaySettings(source=source)
     s.gateway = _table(GatewaySection, data.get("gateway", {}), f"{source}: gateway", folder)
     s.telemetry = _table(TelemetrySection, data.get("telemetry", {}), f"{source}: telemetry", folder)
     s.cache = _table(CacheSection, data.get("cache", {}), f"{source}: cache", folder)
     s.pii = _table(PiiSection, data.get("pii", {}), f"{source}: pii", folder)
+    s.semantic_cache = _table(SemanticCacheSection, data.get("semantic_cache", {}), f"{source}: semantic_cache", folder)
+    if not s.semantic_cache.index_path:
+        s.semantic_cache.index_path = str(folder / "semantic-cache.npz")
     for kind in ("backends", "routes"):
         if not isinstance(data.get(kind, []), list):
             raise ConfigError(f"{source}: {kind} must be an array of tables ([[{kind}]])")
