@@ -155,7 +155,7 @@ def _unmask_body(body: dict[str, Any], masking: Masking) -> dict[str, Any]:
     return body
 
 
-def _piece(choice: dict[str, Any]) -> tuple[Any, str] | None:
+def stream_text(choice: dict[str, Any]) -> tuple[Any, str] | None:
     """(holder, key) of a stream choice's text: delta.content for chat, text for completions."""
     delta = choice.get("delta")
     if isinstance(delta, dict) and isinstance(delta.get("content"), str):
@@ -177,7 +177,7 @@ async def _unmask_stream(events: AsyncIterator[dict[str, Any]], masking: Masking
                 continue
             index = choice.get("index", 0)
             unmasker = unmaskers.setdefault(index, masking.stream())
-            where = _piece(choice)
+            where = stream_text(choice)
             if where is not None:
                 holder, k = where
                 holder[k] = unmasker.feed(holder[k])

@@ -16,7 +16,9 @@ from londinium.gateway.accounting import Usage
 from londinium.gateway.backends import Backend
 from londinium.gateway.cache import Cache
 from londinium.gateway.chain import Chain, Step, resolve
-from londinium.gateway.pii import Pii  # Presidio itself is imported only when the chain names `pii`
+from londinium.gateway.output_filter import OutputFilter
+from londinium.gateway.pii import Pii
+from londinium.gateway.response_schema import ResponseSchema  # Presidio itself is imported only when the chain names `pii`
 from londinium.gateway.router import Router
 from londinium.gateway.semantic_cache import SemanticCache
 from londinium.gateway.settings import GatewaySettings
@@ -28,6 +30,7 @@ from londinium.gateway.upstream import Upstream
 # The built-in steps by the name gateway.chain uses: each a factory `(gateway) -> Step`.
 BUILTIN_STEPS: dict[str, Callable[[Any], Step]] = {"auth": Auth, "usage": Usage, "limits": Limits, "route": Route,
                                                    "pii": Pii, "cache": Cache, "semantic_cache": SemanticCache,
+                                                   "output_filter": OutputFilter, "response_schema": ResponseSchema,
                                                    "upstream": Upstream}
 
 

@@ -6,6 +6,7 @@
     [[routes]]           a model alias clients send -> a group of backends and how to choose among them
     [cache]              the exact cache's store, bounds and who bypasses it (the `cache` step)
     [pii]                the PII guardrail's entities, actions, own recognizers and per-key actions (the `pii` step)
+    [output_filter]      the output guardrail's deny-lists, regular expressions and PII in answers (the `output_filter` step)
     [semantic_cache]     the semantic cache's embedder, threshold, index file and bounds (the `semantic_cache` step)
 
 Fields are declared with `config.doc` (default, one-line doc, the values accepted), so a value out
@@ -104,6 +105,8 @@ class RouteSection:
     cache_sampled: bool = doc(False, "Cache sampled requests too (temperature > 0 without a seed): a hit then repeats one sample instead of drawing a new one.")
     semantic_cache: bool = doc(True, "With the `semantic_cache` step in the chain: this route's answers are cached by meaning (off: bypassed).")
     semantic_threshold: float = doc(0.0, "Cosine similarity a question needs to an earlier one for a semantic hit; 0: semantic_cache.threshold.", ge=0, le=1, hint="(0: semantic_cache.threshold)")
+    response_schema: bool = doc(True, "With the `response_schema` step in the chain: answers to response_format requests are checked against their JSON schema (off: passed as they are).")
+    output_filter: bool = doc(True, "With the `output_filter` step in the chain: this route's answers are scanned (off: passed as they are).")
     pii: bool = doc(True, "With the `pii` step in the chain: this route's requests are checked for PII (off: they pass unchecked).")
     pii_actions: dict = doc({}, "Entity -> action for this route, over pii.actions: e.g. {CREDIT_CARD = 'block'}.")
 
@@ -142,6 +145,20 @@ class SemanticCacheSection:
     bypass_keys: list[str] = doc([], "Names of virtual keys whose requests never use the semantic cache.")
 
 
+OUTPUT_ACTIONS = ("mask", "block")
+
+
+@dataclass
+class OutputFilterSection:
+    """The output guardrail (the `output_filter` step): what an answer must not carry to the client."""
+
+    actions: dict = doc({}, "Rule or entity -> 'mask' ([NAME] in its place) or 'block' (the answer ends before it, finish_reason 'content_filter'); an entity not in patterns or deny_lists is personal data found by Presidio (EMAIL_ADDRESS, CREDIT_CARD, ...).")
+    patterns: dict = doc({}, "Your own rules: name -> regular expression (the `regex` package's syntax), e.g. {ORDER_ID = 'ORD-[0-9]{6}'}.")
+    deny_lists: dict = doc({}, "Your own rules: name -> words matched whole and in any case, e.g. {SECRET = ['Falcon', 'Osprey']}.")
+    pii_hold_chars: int = doc(64, "Characters of a stream held back while personal data is looked for: longer than any entity it finds.", ge=1, le=4096)
+    max_hold_chars: int = doc(1024, "Longest tail a pattern's possible match may hold back in a stream; beyond it the text goes out.", ge=1, le=1_000_000)
+
+
 PII_ACTIONS = ("mask", "block", "log", "off")
 
 
@@ -172,6 +189,7 @@ class GatewaySettings:
     cache: CacheSection = field(default_factory=CacheSection)
     pii: PiiSection = field(default_factory=PiiSection)
     semantic_cache: SemanticCacheSection = field(default_factory=SemanticCacheSection)
+    output_filter: OutputFilterSection = field(default_factory=OutputFilterSection)
     source: str = "gateway.toml"  # where it was read from, for messages
 
     def backend(self, name: str) -> BackendSection:
@@ -223,16 +241,17 @@ def load_settings(path: str | Path) -> GatewaySettings:
 
 def parse_settings(data: dict[str, Any], source: str = DEFAULT_CONFIG, folder: Path | None = None) -> GatewaySettings:
     folder = folder or Path.cwd()
-    known = {"gateway", "telemetry", "backends", "routes", "cache", "pii", "semantic_cache"}
+    known = {"gateway", "telemetry", "backends", "routes", "cache", "pii", "semantic_cache", "output_filter"}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]], [cache], [pii], [semantic_cache]")
+            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]], [cache], [pii], [semantic_cache], [output_filter]")
     s = GatewaySettings(source=source)
     s.gateway = _table(GatewaySection, data.get("gateway", {}), f"{source}: gateway", folder)
     s.telemetry = _table(TelemetrySection, data.get("telemetry", {}), f"{source}: telemetry", folder)
     s.cache = _table(CacheSection, data.get("cache", {}), f"{source}: cache", folder)
     s.pii = _table(PiiSection, data.get("pii", {}), f"{source}: pii", folder)
     s.semantic_cache = _table(SemanticCacheSection, data.get("semantic_cache", {}), f"{source}: semantic_cache", folder)
+    s.output_filter = _table(OutputFilterSection, data.get("output_filter", {}), f"{source}: output_filter", folder)
     if not s.semantic_cache.index_path:
         s.semantic_cache.index_path = str(folder / "semantic-cache.npz")
     for kind in ("backends", "routes"):
@@ -277,6 +296,7 @@ def check_relations(s: GatewaySettings) -> None:
     if s.cache.store == "redis" and not s.cache.redis_url:
         raise ConfigError(f"{src}: cache.store = 'redis' needs cache.redis_url, e.g. redis://127.0.0.1:6379/0")
     check_pii_actions(s)
+    check_output_filter(s)
     s.gateway.chain = list(s.gateway.chain)
     if s.gateway.chain[-1] != "upstream":
         raise ConfigError(f"{src}: gateway.chain must end with 'upstream' (the call to a backend), not {s.gateway.chain[-1]!r}")
@@ -301,3 +321,28 @@ def check_pii_actions(s: GatewaySettings) -> None:
                                   "as they become placeholders such as <ORDER_ID_1>")
     if s.pii.patterns and not all(isinstance(v, str) for v in s.pii.patterns.values()):
         raise ConfigError(f"{s.source}: pii.patterns values must be regular expressions (strings)")
+
+
+def check_output_filter(s: GatewaySettings) -> None:
+    """[output_filter]: actions mask or block, rule names as entity names, patterns that compile, each rule with an action."""
+    import regex
+
+    f = s.output_filter
+    for name, action in f.actions.items():
+        if action not in OUTPUT_ACTIONS:
+            raise ConfigError(f"{s.source}: output_filter.actions.{name} = {action!r}: must be one of {', '.join(OUTPUT_ACTIONS)}")
+    for where, table in (("output_filter.patterns", f.patterns), ("output_filter.deny_lists", f.deny_lists)):
+        for name, value in table.items():
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
+                raise ConfigError(f"{s.source}: {where}.{name}: rule names are capitals, digits and '_' (e.g. SECRET), as they become [SECRET]")
+            if name not in f.actions:
+                raise ConfigError(f"{s.source}: {where}.{name} has no action: add {name} = 'mask' or 'block' to output_filter.actions")
+            if where.endswith("deny_lists") and (not isinstance(value, list) or not value or not all(isinstance(w, str) and w for w in value)):
+                raise ConfigError(f"{s.source}: {where}.{name} must be a list of words, e.g. ['Falcon', 'Osprey']")
+    for name, pattern in f.patterns.items():
+        try:
+            if not isinstance(pattern, str):
+                raise TypeError("not a string")
+            regex.compile(pattern)
+        except (regex.error, TypeError) as e:
+            raise ConfigError(f"{s.source}: output_filter.patterns.{name} = {pattern!r}: not a regular expression ({e})") from None
