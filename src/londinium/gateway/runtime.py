@@ -27,10 +27,11 @@ from londinium.gateway.store import Store
 from londinium.gateway.telemetry import Telemetry
 from londinium.gateway.upstream import Upstream
 
-# The built-in steps by the name gateway.chain uses: each a factory `(gateway) -> Step`.
+# The built-in steps by the name gateway.chain uses, in the order they go in a chain (docs/gateway.md):
+# each a factory `(gateway) -> Step`.
 BUILTIN_STEPS: dict[str, Callable[[Any], Step]] = {"auth": Auth, "usage": Usage, "limits": Limits, "route": Route,
-                                                   "pii": Pii, "cache": Cache, "semantic_cache": SemanticCache,
-                                                   "output_filter": OutputFilter, "response_schema": ResponseSchema,
+                                                   "pii": Pii, "output_filter": OutputFilter, "cache": Cache,
+                                                   "semantic_cache": SemanticCache, "response_schema": ResponseSchema,
                                                    "upstream": Upstream}
 
 
