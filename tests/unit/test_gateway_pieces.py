@@ -55,7 +55,7 @@ def test_an_unknown_chain_step_is_named_when_the_gateway_is_built(tmp_path) -> N
     from londinium.gateway.runtime import Gateway
 
     settings = parse_settings(config(gateway={"chain": ["auth", "guard", "upstream"], "database": str(tmp_path / "g.db")}), "gw.toml")
-    with pytest.raises(ConfigError, match="unknown step 'guard'; built-in steps: auth, usage, limits, route, pii, output_filter, cache, semantic_cache, "
+    with pytest.raises(ConfigError, match="unknown step 'guard'; built-in steps: auth, usage, limits, route, token_limits, pii, output_filter, cache, semantic_cache, "
                                              "response_schema, upstream"):
         Gateway(settings)
 

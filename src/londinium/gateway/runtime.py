@@ -25,12 +25,13 @@ from londinium.gateway.settings import GatewaySettings
 from londinium.gateway.steps import Auth, Limits, Route
 from londinium.gateway.store import Store
 from londinium.gateway.telemetry import Telemetry
+from londinium.gateway.token_limits import TokenLimits
 from londinium.gateway.upstream import Upstream
 
 # The built-in steps by the name gateway.chain uses, in the order they go in a chain (docs/gateway.md):
 # each a factory `(gateway) -> Step`.
 BUILTIN_STEPS: dict[str, Callable[[Any], Step]] = {"auth": Auth, "usage": Usage, "limits": Limits, "route": Route,
-                                                   "pii": Pii, "output_filter": OutputFilter, "cache": Cache,
+                                                   "token_limits": TokenLimits, "pii": Pii, "output_filter": OutputFilter, "cache": Cache,
                                                    "semantic_cache": SemanticCache, "response_schema": ResponseSchema,
                                                    "upstream": Upstream}
 

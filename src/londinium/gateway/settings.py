@@ -7,6 +7,7 @@
     [cache]              the exact cache's store, bounds and who bypasses it (the `cache` step)
     [pii]                the PII guardrail's entities, actions, own recognizers and per-key actions (the `pii` step)
     [output_filter]      the output guardrail's deny-lists, regular expressions and PII in answers (the `output_filter` step)
+    [token_limits]       per-key prompt and completion length limits (the `token_limits` step; routes carry their own)
     [semantic_cache]     the semantic cache's embedder, threshold, index file and bounds (the `semantic_cache` step)
 
 Fields are declared with `config.doc` (default, one-line doc, the values accepted), so a value out
@@ -105,6 +106,9 @@ class RouteSection:
     cache_sampled: bool = doc(False, "Cache sampled requests too (temperature > 0 without a seed): a hit then repeats one sample instead of drawing a new one.")
     semantic_cache: bool = doc(True, "With the `semantic_cache` step in the chain: this route's answers are cached by meaning (off: bypassed).")
     semantic_threshold: float = doc(0.0, "Cosine similarity a question needs to an earlier one for a semantic hit; 0: semantic_cache.threshold.", ge=0, le=1, hint="(0: semantic_cache.threshold)")
+    max_prompt_tokens: int = doc(0, "With the `token_limits` step: prompts longer than this many tokens get 400 (0: no limit).", ge=0, hint="(0: no limit)")
+    max_completion_tokens: int = doc(0, "With the `token_limits` step: max_tokens above this gets 400, and a request without max_tokens gets this (0: no limit).", ge=0, hint="(0: no limit)")
+    tpm: int = doc(0, "With the `token_limits` step: tokens per minute the whole route may serve, across keys; then 429 (0: no limit).", ge=0, hint="(0: no limit)")
     response_schema: bool = doc(True, "With the `response_schema` step in the chain: answers to response_format requests are checked against their JSON schema (off: passed as they are).")
     output_filter: bool = doc(True, "With the `output_filter` step in the chain: this route's answers are scanned (off: passed as they are).")
     pii: bool = doc(True, "With the `pii` step in the chain: this route's requests are checked for PII (off: they pass unchecked).")
@@ -145,6 +149,14 @@ class SemanticCacheSection:
     bypass_keys: list[str] = doc([], "Names of virtual keys whose requests never use the semantic cache.")
 
 
+@dataclass
+class TokenLimitsSection:
+    """Per-key length limits of the `token_limits` step (the routes' own are in [[routes]])."""
+
+    keys: dict = doc({}, "Virtual key name -> its limits, e.g. {partner = {max_prompt_tokens = 2000, max_completion_tokens = 256}}; the smaller of the key's and the route's applies.")
+
+
+TOKEN_LIMITS = ("max_prompt_tokens", "max_completion_tokens")
 OUTPUT_ACTIONS = ("mask", "block")
 
 
@@ -190,6 +202,7 @@ class GatewaySettings:
     pii: PiiSection = field(default_factory=PiiSection)
     semantic_cache: SemanticCacheSection = field(default_factory=SemanticCacheSection)
     output_filter: OutputFilterSection = field(default_factory=OutputFilterSection)
+    token_limits: TokenLimitsSection = field(default_factory=TokenLimitsSection)
     source: str = "gateway.toml"  # where it was read from, for messages
 
     def backend(self, name: str) -> BackendSection:
@@ -241,16 +254,17 @@ def load_settings(path: str | Path) -> GatewaySettings:
 
 def parse_settings(data: dict[str, Any], source: str = DEFAULT_CONFIG, folder: Path | None = None) -> GatewaySettings:
     folder = folder or Path.cwd()
-    known = {"gateway", "telemetry", "backends", "routes", "cache", "pii", "semantic_cache", "output_filter"}
+    known = {"gateway", "telemetry", "backends", "routes", "cache", "pii", "semantic_cache", "output_filter", "token_limits"}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]], [cache], [pii], [semantic_cache], [output_filter]")
+            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]], [cache], [pii], [semantic_cache], [output_filter], [token_limits]")
     s = GatewaySettings(source=source)
     s.gateway = _table(GatewaySection, data.get("gateway", {}), f"{source}: gateway", folder)
     s.telemetry = _table(TelemetrySection, data.get("telemetry", {}), f"{source}: telemetry", folder)
     s.cache = _table(CacheSection, data.get("cache", {}), f"{source}: cache", folder)
     s.pii = _table(PiiSection, data.get("pii", {}), f"{source}: pii", folder)
     s.semantic_cache = _table(SemanticCacheSection, data.get("semantic_cache", {}), f"{source}: semantic_cache", folder)
+    s.token_limits = _table(TokenLimitsSection, data.get("token_limits", {}), f"{source}: token_limits", folder)
     s.output_filter = _table(OutputFilterSection, data.get("output_filter", {}), f"{source}: output_filter", folder)
     if not s.semantic_cache.index_path:
         s.semantic_cache.index_path = str(folder / "semantic-cache.npz")
@@ -297,6 +311,14 @@ def check_relations(s: GatewaySettings) -> None:
         raise ConfigError(f"{src}: cache.store = 'redis' needs cache.redis_url, e.g. redis://127.0.0.1:6379/0")
     check_pii_actions(s)
     check_output_filter(s)
+    for name, limits in s.token_limits.keys.items():
+        if not isinstance(limits, dict):
+            raise ConfigError(f"{src}: token_limits.keys.{name} must be a table, e.g. {{max_prompt_tokens = 2000}}")
+        for limit, value in limits.items():
+            if limit not in TOKEN_LIMITS:
+                raise ConfigError(f"{src}: token_limits.keys.{name}.{limit}: unknown limit; known: {', '.join(TOKEN_LIMITS)}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{src}: token_limits.keys.{name}.{limit} = {value!r}: must be a whole number >= 0 (0: no limit)")
     s.gateway.chain = list(s.gateway.chain)
     if s.gateway.chain[-1] != "upstream":
         raise ConfigError(f"{src}: gateway.chain must end with 'upstream' (the call to a backend), not {s.gateway.chain[-1]!r}")
