@@ -65,6 +65,19 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def bypass_reason(ex: Exchange, route: Any, switch: str, bypass_keys: list[str]) -> str | None:
+    """Why a cache (`switch`: the route's field that turns it on) stands aside for this request, or None:
+    the route turned it off, the key is in bypass_keys, or the request samples (unless the route
+    caches sampled requests too)."""
+    if route is not None and not getattr(route, switch):
+        return "route-off"
+    if ex.key is not None and ex.key.name in bypass_keys:
+        return "key-off"
+    if not deterministic(ex.body) and not (route is not None and route.cache_sampled):
+        return "sampled"
+    return None
+
+
 def deterministic(body: dict[str, Any]) -> bool:
     """Temperature 0 (greedy), or a seed: the same request gets the same answer. No temperature means
     the API's default of 1, which samples."""
@@ -88,18 +101,8 @@ class Cache:
         # Only configured aliases become labels (an unknown one was refused by `route`, or is "-").
         self.decisions.labels(ex.model if ex.model in self.routes else "-", decision, reason).inc()
 
-    def _bypass_reason(self, ex: Exchange) -> str | None:
-        route = self.routes.get(ex.model)
-        if route is not None and not route.cache:
-            return "route-off"
-        if ex.key is not None and ex.key.name in self.cfg.bypass_keys:
-            return "key-off"
-        if not deterministic(ex.body) and not (route is not None and route.cache_sampled):
-            return "sampled"
-        return None
-
     async def __call__(self, ex: Exchange, call_next: Next) -> Reply:
-        reason = self._bypass_reason(ex)
+        reason = bypass_reason(ex, self.routes.get(ex.model), "cache", self.cfg.bypass_keys)
         key = cache_key(ex.endpoint, ex.body, ex.key.id if ex.key is not None else "") if reason is None else ""
         if reason is None:
             try:

@@ -27,7 +27,7 @@ from prometheus_client import Counter
 
 from londinium.gateway.chain import Exchange, Next, Reply
 from londinium.gateway.output_scan import Rules, Scanner
-from londinium.gateway.pii import stream_text
+from londinium.gateway.pii import text_slot
 
 
 class OutputFilter:
@@ -78,7 +78,7 @@ class OutputFilter:
         found: Tally[str] = Tally()
         blocked = False
         for choice in body.get("choices") or []:
-            where = _answer_text(choice)
+            where = text_slot(choice, "message")
             if where is None:
                 continue
             holder, k = where
@@ -128,7 +128,7 @@ class OutputFilter:
 
     @staticmethod
     def _scan_choice(choice: dict[str, Any], scanner: Scanner) -> None:
-        where = stream_text(choice)
+        where = text_slot(choice)
         out, stop = scanner.feed(where[0][where[1]]) if where is not None else ("", False)
         if not stop and choice.get("finish_reason"):
             rest, stop = scanner.flush()
@@ -140,14 +140,3 @@ class OutputFilter:
         if stop:
             choice["finish_reason"] = "content_filter"
 
-
-def _answer_text(choice: Any) -> tuple[Any, str] | None:
-    """(holder, key) of a JSON answer's choice text: message.content for chat, text for completions."""
-    if not isinstance(choice, dict):
-        return None
-    message = choice.get("message")
-    if isinstance(message, dict) and isinstance(message.get("content"), str):
-        return message, "content"
-    if isinstance(choice.get("text"), str):
-        return choice, "text"
-    return None

@@ -38,7 +38,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from londinium.gateway.cache import OUTSIDE_KEY, call_on, collect, deterministic, json_text, replay
+from londinium.gateway.cache import OUTSIDE_KEY, bypass_reason, call_on, collect, json_text, replay
 from londinium.gateway.chain import Exchange, Next, Reply
 from londinium.gateway.semantic_index import SemanticIndex, write
 from londinium.gateway.settings import SemanticCacheSection
@@ -130,22 +130,12 @@ class SemanticCache:
         ex.outcome["semantic_cache"], ex.outcome["semantic_cache_reason"] = decision, reason
         self.decisions.labels(self._model(ex), decision, reason).inc()
 
-    def _bypass_reason(self, ex: Exchange) -> str | None:
-        route = self.routes.get(ex.model)
-        if route is not None and not route.semantic_cache:
-            return "route-off"
-        if ex.key is not None and ex.key.name in self.cfg.bypass_keys:
-            return "key-off"
-        if not deterministic(ex.body) and not (route is not None and route.cache_sampled):
-            return "sampled"
-        return None
-
     def threshold(self, ex: Exchange) -> float:
         route = self.routes.get(ex.model)
         return route.semantic_threshold if route is not None and route.semantic_threshold else self.cfg.threshold
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Reply:
-        reason = self._bypass_reason(ex)
+        reason = bypass_reason(ex, self.routes.get(ex.model), "semantic_cache", self.cfg.bypass_keys)
         asked = question(ex.endpoint, ex.body, self.cfg.multi_turn) if reason is None else None
         if reason is None and asked is None:
             reason = "multi-turn" if ex.endpoint == "chat" else "no-question"

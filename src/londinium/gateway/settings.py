@@ -116,21 +116,27 @@ class RouteSection:
 
 
 @dataclass
-class CacheSection:
+class CacheBounds:
+    """How long a cache keeps answers and how many (the exact cache's and the semantic cache's own)."""
+
+    ttl_s: float = doc(3600.0, "Seconds a cached answer lives.", gt=0, le=31_536_000)
+    max_entries: int = doc(10_000, "Answers kept in this process at most; the least recently used goes first.", ge=1, le=100_000_000)
+    max_mb: float = doc(64.0, "Megabytes of answers kept in this process at most (an exact cache in Redis: bound it with Redis's own maxmemory).", gt=0, le=1_000_000)
+    max_entry_kb: float = doc(256.0, "Answers larger than this many kilobytes are not kept (in any store).", gt=0, le=1_000_000)
+    bypass_keys: list[str] = doc([], "Names of virtual keys whose requests never use this cache.")
+
+
+@dataclass
+class CacheSection(CacheBounds):
     """The exact cache (the `cache` step): where answers are kept, for how long, how many."""
 
     store: str = doc("memory", "'memory' (an LRU inside this gateway process) or 'redis' (shared by every gateway on it; needs the redis extra).", choices=("memory", "redis"))
     redis_url: str = doc("", "The Redis server for store = 'redis', e.g. redis://127.0.0.1:6379/0.", pattern=r"(rediss?|unix)://[^\s]*|", hint="(redis://, rediss:// or unix://)")
     prefix: str = doc("londinium:cache:", "Prefix of the cache's Redis keys (several gateway groups can share one Redis).", nonempty=True)
-    ttl_s: float = doc(3600.0, "Seconds a cached answer lives.", gt=0, le=31_536_000)
-    max_entries: int = doc(10_000, "Answers the in-process store keeps at most; the least recently used goes first.", ge=1, le=100_000_000)
-    max_mb: float = doc(64.0, "Megabytes the in-process store keeps at most (bound Redis with its own maxmemory).", gt=0, le=1_000_000)
-    max_entry_kb: float = doc(256.0, "Answers larger than this many kilobytes are not stored (either store).", gt=0, le=1_000_000)
-    bypass_keys: list[str] = doc([], "Names of virtual keys whose requests never use the cache.")
 
 
 @dataclass
-class SemanticCacheSection:
+class SemanticCacheSection(CacheBounds):
     """The semantic cache (the `semantic_cache` step): an answer reused for a question that means the same."""
 
     embedder: str = doc("corpus", "'corpus' (the workspace's static embedder from `londinium index vectors`), 'wordllama', 'sentence-transformers' (a model folder) or 'openai' (an /v1/embeddings URL).",
@@ -142,11 +148,6 @@ class SemanticCacheSection:
     multi_turn: bool = doc(False, "Also cache conversations: the last user message is compared by meaning, every earlier message must be identical (off: single-turn requests only).")
     index_path: str = doc("", "The index file (.npz), written atomically on shutdown and every save_interval_s; empty: semantic-cache.npz beside this file.", path=True)
     save_interval_s: float = doc(60.0, "Seconds between saves of a changed index (a save also happens on shutdown); 0: only on shutdown.", ge=0, le=86400)
-    ttl_s: float = doc(3600.0, "Seconds a cached answer lives.", gt=0, le=31_536_000)
-    max_entries: int = doc(10_000, "Answers kept at most; the least recently used goes first.", ge=1, le=10_000_000)
-    max_mb: float = doc(64.0, "Megabytes of answers kept at most.", gt=0, le=1_000_000)
-    max_entry_kb: float = doc(256.0, "Answers larger than this many kilobytes are not kept.", gt=0, le=1_000_000)
-    bypass_keys: list[str] = doc([], "Names of virtual keys whose requests never use the semantic cache.")
 
 
 @dataclass
