@@ -28,7 +28,6 @@ only reuses a byte-identical request.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import re
@@ -38,7 +37,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from londinium.gateway.cache import OUTSIDE_KEY, bypass_reason, call_on, collect, json_text, replay
+from londinium.gateway.cache import bypass_reason, cache_key, call_on, collect, json_text, replay
 from londinium.gateway.chain import Exchange, Next, Reply
 from londinium.gateway.semantic_index import SemanticIndex, write
 from londinium.gateway.settings import SemanticCacheSection
@@ -96,13 +95,6 @@ def question(endpoint: str, body: dict[str, Any], multi_turn: bool) -> tuple[str
     return content, {**body, "messages": [*earlier, {**last, "content": QUESTION}], QUESTION: numbers(content)}
 
 
-def scope_key(endpoint: str, rest: dict[str, Any], tenant: str) -> str:
-    """sha256 of everything but the question (the exact cache's canonical form: unknown fields count)."""
-    request = {k: rest[k] for k in sorted(rest) if k not in OUTSIDE_KEY}
-    canonical = json.dumps({"endpoint": endpoint, "tenant": tenant, "request": request}, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 class SemanticCache:
     name = "semantic_cache"
 
@@ -143,7 +135,7 @@ class SemanticCache:
             self._decide(ex, "bypass", reason)
             return await call_on(ex, call_next, "bypass", HEADER)
         text, rest = asked
-        scope = scope_key(ex.endpoint, rest, ex.key.id if ex.key is not None else "")
+        scope = cache_key(ex.endpoint, rest, ex.key.id if ex.key is not None else "")  # the exact cache's key of all but the question
         vector = (await asyncio.to_thread(self.embedder.embed, [text]))[0]
         found = self.index.best(scope, vector)
         if found is not None:
