@@ -18,7 +18,7 @@ from serve_helpers import trained_run
 from helpers.prose import local_sources
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-HELPERS = {"peers.py", "servers.py", "gateway_upstream.py"}  # imported or started by the scripts, not run
+HELPERS = {"peers.py", "servers.py", "gateway_upstream.py", "presidio_service.py"}  # imported or started by the scripts, not run
 HAVE_OWN_TEST = {"gpu_check.py": "test_gpu_check.py (--dry-run)", "recipe_search.py": "test_recipe_search.py",
                  "gateway_overhead.py": "test_gateway_benchmark.py (with a soak)",
                  "retrieval.py": "test_retrieval_benchmarks.py", "retrieval_peer.py": "test_retrieval_benchmarks.py",
@@ -45,6 +45,8 @@ QUICK: dict[str, tuple] = {
     "kv_dtypes.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
     "gateway_cache.py": (lambda ws, run, tmp: [], "hit/miss p50"),
     "gateway_pii.py": (lambda ws, run, tmp: [], "added latency per request"),
+    "gateway_pii_peer.py": (lambda ws, run, tmp: ["--litellm", ""], "PII recall"),
+    "semantic_cache.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--set", "retrieve.dim=32"], "held out at"),
     "constrained_decode.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "overhead: constrained"),
     "grpo_peer.py": (lambda ws, run, tmp: ["-w", str(_with_arith(ws, tmp)), "--run", run], "RL steps/minute"),
 }
@@ -54,11 +56,14 @@ MARKS = {
     "tokenizer_speed.py": [pytest.mark.network],  # GPT-2's tokenizer files come from the package index once
     "gateway_pii.py": [pytest.mark.skipif(importlib.util.find_spec("presidio_analyzer") is None,
                                           reason="needs the guardrails extra (presidio-analyzer)")],
+    "gateway_pii_peer.py": [pytest.mark.skipif(importlib.util.find_spec("presidio_analyzer") is None,
+                                               reason="needs the guardrails extra (presidio-analyzer)")],
 }
 # Over ~10 s each on the 2-core machine even at toy sizes (importing transformers, starting real
 # servers, fresh interpreters): they run with the slow tests (`make test`), the rest every time.
 for _script in ("generate_speed.py", "eval_perplexity.py", "train_throughput.py", "trainer_overhead.py", "export_load.py", "weight_dtypes.py",
-                "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "constrained_decode.py", "grpo_peer.py"):
+                "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "gateway_pii_peer.py", "constrained_decode.py",
+                "grpo_peer.py"):
     MARKS.setdefault(_script, []).append(pytest.mark.slow)
 
 
