@@ -74,10 +74,25 @@ def _function(tool: Any, i: int) -> dict[str, Any]:
     return f
 
 
+def _closed(schema: Any) -> Any:
+    """`schema` with `additionalProperties: false` on every object that names its properties and says
+    nothing of others: arguments are decoded as OpenAI's strict mode decodes them. Still valid against
+    the schema as given, but an untrained model no longer invents keys whose values never end."""
+    if isinstance(schema, list):
+        return [_closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (_closed(v) if k not in ("const", "enum", "default", "examples") else v) for k, v in schema.items()}
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {name: _closed(s) for name, s in schema["properties"].items()}
+        out.setdefault("additionalProperties", False)
+    return out
+
+
 def _call_schema(f: dict[str, Any]) -> dict[str, Any]:
     """The JSON object of one call of `f`: its name, then arguments valid against its parameters (a
     function without parameters takes none, as in OpenAI's API). Properties keep this order."""
-    parameters = f.get("parameters") or {"type": "object", "properties": {}, "additionalProperties": False}
+    parameters = _closed(f.get("parameters")) or {"type": "object", "properties": {}, "additionalProperties": False}
     return {"type": "object", "properties": {"name": {"const": f["name"]}, "arguments": parameters},
             "required": ["name", "arguments"], "additionalProperties": False,
             # compact, as the chat template renders a call (a weak model given free whitespace spends its tokens on it)
