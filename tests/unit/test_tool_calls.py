@@ -120,7 +120,6 @@ def test_streamed_fragments_add_up_to_the_calls(engine):
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"$ref": "#/nowhere"}}}]},
      "tools[0].function.parameters"),
     ({"tools": [WHAT_HOUR, WHAT_HOUR]}, "tools"),
-    ({"tools": []}, "tools"),
     ({"tools": TOOLS, "tool_choice": "sometimes"}, "tool_choice"),
     ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "fly"}}}, "tool_choice.function.name"),
     ({"tool_choice": "required"}, "tool_choice"),

@@ -221,7 +221,7 @@ def _refuse_unsupported(req: ChatCompletionRequest) -> None:
         if m.tool_calls and m.role != "assistant":
             raise bad_request(f"messages[{i}].tool_calls: only an assistant message carries tool calls",
                               param=f"messages[{i}].tool_calls")
-        if (m.role == "tool") != (m.tool_call_id is not None):
+        if (m.role == "tool") != bool(m.tool_call_id):  # an empty id is none (the SDK may send one back)
             raise bad_request(f"messages[{i}].tool_call_id: a tool message needs the id of the call it answers, "
                               "and only a tool message has one", param=f"messages[{i}].tool_call_id")
 
@@ -250,7 +250,7 @@ def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
             message["content"] = message["content"] or None
         messages.append(message)
     tools = plan.tools if plan else None
-    _refuse_if_surely_too_long([m["content"] or "" for m in messages] + [json.dumps(tools or "")], engine, "messages")
+    _refuse_if_surely_too_long([m["content"] or "" for m in messages] + ([json.dumps(tools)] if tools else []), engine, "messages")
     try:
         ids, text = encode_chat(engine.tokenizer, messages, tools)
     except ChatTemplateError as e:

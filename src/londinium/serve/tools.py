@@ -118,9 +118,7 @@ def tool_plan(req: Any, engine: Any) -> ToolPlan | None:
     if req.functions or req.function_call not in (None, "none"):
         raise bad_request("functions and function_call are deprecated and not supported: send tools and tool_choice",
                           param="functions" if req.functions else "function_call")
-    if not req.tools:
-        if req.tools is not None:
-            raise bad_request("tools is empty: give at least one function, or leave tools out", param="tools")
+    if not req.tools:  # an empty list is no tools, as leaving it out
         if req.tool_choice not in (None, "none"):
             raise bad_request("tool_choice needs tools: give the functions it may call", param="tool_choice")
         if req.parallel_tool_calls is not None:
