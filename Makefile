@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test test-slow test-all install clean-venv
+.PHONY: quickstart test test-slow test-all install clean-venv smolagents
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,10 @@ test-all: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# smolagents for tests/integration/test_smolagents.py, in an interpreter of its own: its MCP adapter
+# (mcpadapt) needs Python >= 3.12 and the 1.x `mcp` client, and londinium runs on the 2.x SDK.
+SMOLAGENTS_PYTHON ?= python3.12
+smolagents:
+	test -x .venv-smolagents/bin/python || $(SMOLAGENTS_PYTHON) -m venv .venv-smolagents
+	.venv-smolagents/bin/python -m pip install -q 'smolagents[mcp]>=1.26' 'mcpadapt>=0.1.20' 'mcp[ws]>=1.20,<2' openai
