@@ -62,6 +62,7 @@ def test_agent_cli_calls_mcp_tools_and_ends_with_an_answer(ws, url, tmp_path):
             assert rows[i + 1]["type"] == "reflection"
 
 
+@pytest.mark.slow
 def test_a_tool_error_is_answered_with_a_reflection(ws, url):
     oracle = f"{sys.executable} {Path(__file__).parent / 'failing_mcp.py'}"
     for seed in range(4):  # the untrained model picks consult_oracle or final_answer at random: seeds until it tries
@@ -82,3 +83,13 @@ def test_an_mcp_server_that_does_not_start_is_one_line(ws, url, tmp_path):
                            "--mcp", f"{sys.executable} -c 'raise SystemExit(3)'"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--mcp" in done.stderr and "did not answer" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_tool_call_measurement_runs(ws):
+    """benchmarks/tool_calls.py in its quick mode (test_benchmarks runs the others on a 128-token model,
+    too short for tool signatures)."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "tool_calls.py"
+    done = subprocess.run([sys.executable, str(script), "-w", str(ws.root), "--run", untrained_run(ws), "--quick"],
+                          capture_output=True, text=True, timeout=600, env=server_env())
+    assert done.returncode == 0 and "whole+valid" in done.stdout, done.stderr
