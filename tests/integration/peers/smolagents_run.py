@@ -1,6 +1,7 @@
 """Run by the smolagents test in smolagents' own interpreter (see test_smolagents.py): smolagents'
 ToolCallingAgent, unchanged, with `londinium mcp` over stdio as its tools and `londinium serve` as its
-model. Prints one JSON line: the final answer, the steps and every tool call the agent made.
+model. Prints one JSON line: the final answer, the tool-calling steps, how the run ended ("final_answer" or
+"max_steps") and every tool call the agent made.
 
     python smolagents_run.py BASE_URL MODEL MAX_STEPS TASK -- MCP_COMMAND...
 """
@@ -21,6 +22,9 @@ with ToolCollection.from_mcp(params, trust_remote_code=True, structured_output=F
     answer = agent.run(task)
     calls = [{"name": c.name, "arguments": c.arguments} for step in agent.memory.steps
              for c in (getattr(step, "tool_calls", None) or [])]
-    steps = sum(1 for step in agent.memory.steps if type(step).__name__ == "ActionStep")
-    print(json.dumps({"answer": str(answer), "steps": steps, "calls": calls,
+    actions = [step for step in agent.memory.steps if type(step).__name__ == "ActionStep"]
+    # At the limit smolagents adds one more step, without tools, that asks for the answer (AgentMaxStepsError).
+    out_of_steps = [step for step in actions if type(step.error).__name__ == "AgentMaxStepsError"]
+    print(json.dumps({"answer": str(answer), "steps": len(actions) - len(out_of_steps), "calls": calls,
+                      "ended": "max_steps" if out_of_steps else "final_answer",
                       "tools": {t.name: t.inputs for t in offered}}, ensure_ascii=False, default=str))
