@@ -93,3 +93,10 @@ def test_the_tool_call_measurement_runs(ws):
     done = subprocess.run([sys.executable, str(script), "-w", str(ws.root), "--run", untrained_run(ws), "--quick"],
                           capture_output=True, text=True, timeout=600, env=server_env())
     assert done.returncode == 0 and "whole+valid" in done.stdout, done.stderr
+
+
+def test_a_run_that_cannot_be_served_is_one_line(ws):
+    done = subprocess.run([sys.executable, "-m", "londinium", "agent", "Hi", "-w", str(ws.root), "--model", "no-such-run"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "--model no-such-run" in done.stderr and "train it first" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
