@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from londinium.infer.chat_template import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
@@ -195,8 +195,7 @@ class ToolCallStream:
     buffer: str = ""
     index: int = -1  # the call being streamed
     in_arguments: bool = False
-    calls: int = 0
-    _ids: list[str] = field(default_factory=list)
+    calls: int = 0  # whole calls so far
 
     def push(self, text: str) -> list[dict[str, Any]]:
         """The fragments (OpenAI's `delta.tool_calls` entries) that `text` completes."""
@@ -209,8 +208,7 @@ class ToolCallStream:
                 if not head:
                     return out
                 self.index += 1
-                self._ids.append(call_id())
-                out.append({"index": self.index, "id": self._ids[-1], "type": "function",
+                out.append({"index": self.index, "id": call_id(), "type": "function",
                             "function": {"name": json.loads(head.group(1)), "arguments": ""}})
                 self.buffer, self.in_arguments = self.buffer[head.end():], True
             end = "}" + TOOL_CALL_CLOSE  # the call object's brace, then the tag
