@@ -22,6 +22,7 @@
     londinium embed TEXT...     embeddings of texts with retrieve.embedder (--format json)
     londinium ask QUESTION      an answer from the corpus with checked citations, or a refusal (docs/rag.md)
     londinium mcp               the model and corpus as MCP tools, resources and prompts (stdio; --http)
+    londinium agent TASK        a tool-calling loop over MCP servers and a model (--model URL|RUN, --mcp, --max-steps)
     londinium bench serve       load an OpenAI-compatible server: TTFT/TPOT/ITL/E2EL, throughput, goodput -> bench/<name>/
     londinium gateway           one OpenAI endpoint in front of many backends (routing, fallback, keys, budgets,
                                 usage ledger, metrics, traces); `gateway keys|usage|train-router` (docs/gateway.md)
@@ -365,6 +366,26 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    import shlex
+
+    from londinium.agent import run_agent
+    from londinium.agent.endpoint import model_endpoint
+
+    ws, cfg = _context(args)
+    options = ["-w", str(ws.root), *(["-c", _config_path(args)] if _config_path(args) else []),
+               *(x for o in args.overrides for x in ("--set", o))]
+    mcp = args.mcp or [shlex.join([sys.executable, "-m", "londinium", "mcp", *options])]
+    api_key = os.environ.get("OPENAI_API_KEY", "unused")
+    with model_endpoint(args.model or cfg.serve.run or cfg.train.run_name, options, args.model_name, api_key) as (url, name):
+        result = run_agent(args.task, url, name, mcp, max_steps=args.max_steps, transcript=args.transcript,
+                           tools=args.tool or None, api_key=api_key, max_tokens=args.max_tokens, seed=args.seed)
+    print(result.answer)
+    print(f"({result.steps} steps, ended by {result.stopped.replace('_', ' ')}"
+          f"{'; transcript: ' + args.transcript if args.transcript else ''})", file=sys.stderr)
+    return 0
+
+
 def cmd_bench_serve(args: argparse.Namespace) -> int:
     from londinium.bench.report import compare, load_results, render_table
     from londinium.bench.serve_bench import BenchError, BenchSpec, bench_serve, parse_goodput, parse_levels
@@ -628,6 +649,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="'best', 'latest' or a checkpoint directory (default: serve.checkpoint)")
     p.add_argument("--device", default=None, help="torch device (default: serve.device, cpu)")
     p.set_defaults(handler=cmd_mcp)
+
+    p = stages.add_parser("agent", help="a tool-calling agent over MCP servers and an OpenAI-compatible model",
+                          description="thought -> tool call -> observation until final_answer or --max-steps (docs/agents.md)")
+    _common(p)
+    p.add_argument("task", help="what the agent should do or answer")
+    p.add_argument("--model", default=None, metavar="URL|RUN", help="an OpenAI-compatible base URL (http://.../v1), or a "
+                   "trained run served for the task by `londinium serve` (default: serve.run, else train.run_name)")
+    p.add_argument("--model-name", default=None, help="the model id to send (default: the URL's first model, or the run)")
+    p.add_argument("--mcp", action="append", default=[], metavar="CMD|URL", help="an MCP server: a command line spoken to "
+                   "over stdio, or a streamable-HTTP URL (repeatable; default: `londinium mcp` on this workspace)")
+    p.add_argument("--tool", action="append", default=[], metavar="NAME", help="offer only this MCP tool (repeatable; default: all)")
+    p.add_argument("--max-steps", type=int, default=8, metavar="N", help="tool-calling steps at most (default 8)")
+    p.add_argument("--max-tokens", type=int, default=None, metavar="N", help="tokens per model reply (default: the server's)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed sent with every step")
+    p.add_argument("--transcript", default=None, metavar="FILE", help="write every thought, call, observation and the answer as JSONL")
+    p.set_defaults(handler=cmd_agent)
 
     bench = stage("bench", "measure a served model (vLLM's serving-benchmark figures)")
     p = verb(bench, "serve", cmd_bench_serve, "load an OpenAI-compatible server: TTFT, TPOT, ITL, E2EL percentiles, "

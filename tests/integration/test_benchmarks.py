@@ -22,7 +22,7 @@ HELPERS = {"peers.py", "servers.py", "gateway_upstream.py", "presidio_service.py
 HAVE_OWN_TEST = {"gpu_check.py": "test_gpu_check.py (--dry-run)", "recipe_search.py": "test_recipe_search.py",
                  "gateway_overhead.py": "test_gateway_benchmark.py (with a soak)",
                  "retrieval.py": "test_retrieval_benchmarks.py", "retrieval_peer.py": "test_retrieval_benchmarks.py",
-                 "sft_peer.py": "test_sft_peer.py"}
+                 "sft_peer.py": "test_sft_peer.py", "tool_calls.py": "test_agent.py (--quick, on a long-context model)"}
 
 # script -> (extra arguments, built from the test's workspace and run; a line its output must hold)
 QUICK: dict[str, tuple] = {

@@ -201,6 +201,14 @@ def test_tokenizer_carries_special_tokens_context_and_chat_template(exported, hf
     ids = hf_tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
     ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
     assert hf_tokenizer.convert_tokens_to_ids("<|user|>") in ids  # role tokens are control ids here
+    # Tool turns too: the tools in the system turn, an assistant's calls, the tools' results.
+    tools = [{"type": "function", "function": {"name": "search_corpus", "description": "Search the corpus.",
+                                               "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "search_corpus", "arguments": '{"query":"sea"}'}}]
+    turns = [*messages, {"role": "assistant", "content": None, "tool_calls": calls},
+             {"role": "tool", "tool_call_id": "call_1", "content": "The king hath gone to the sea."}]
+    text = hf_tokenizer.apply_chat_template(turns, tools=tools, tokenize=False, add_generation_prompt=True)
+    assert text == render_chat(turns, tools=tools) and '<tool_call>\n{"name":"search_corpus"' in text
 
 
 def test_tiny_shards_are_indexed_and_load(ws, exported, tmp_path) -> None:

@@ -44,6 +44,7 @@ from londinium.serve.protocol import (AssistantMessage, ChatChoice, ChatCompleti
                                       Usage)
 from londinium.serve.reports import Provenance
 from londinium.serve.streaming import Call, events
+from londinium.serve.tools import parse_calls
 
 log = logging.getLogger("londinium.serve")
 
@@ -319,9 +320,14 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
         if prepared.stream:
             return stream(call)
         [comp] = await results(call, request)
-        choices = [ChatChoice(index=c.index, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason,
-                              logprobs=chat_logprobs(c.logprobs, state.engine.token_bytes) if c.logprobs is not None else None)
-                   for c in comp.choices]
+        choices = []
+        for c in comp.choices:
+            message, finish = AssistantMessage(content=c.text), c.finish_reason
+            calls = parse_calls(c.text) if prepared.tools and prepared.tools.calls_tools else None
+            if calls:
+                message, finish = AssistantMessage(content=None, tool_calls=calls), "tool_calls"
+            choices.append(ChatChoice(index=c.index, message=message, finish_reason=finish,
+                                      logprobs=chat_logprobs(c.logprobs, state.engine.token_bytes) if c.logprobs is not None else None))
         return ChatCompletionResponse(id=call.id, created=call.created, model=call.model, choices=choices, usage=usage(call)).model_dump()
 
     def card() -> ModelCard:
