@@ -63,6 +63,35 @@ def test_greedy_output_is_the_targets_own(tok, k: int, draft: str) -> None:
         assert out.accepted < out.drafted / 4
 
 
+def test_the_engine_drafts_for_a_sequence_left_alone_and_gives_its_greedy_tokens_and_logprobs(tok) -> None:
+    """Two prompts in one engine: together they decode a token a step; once the shorter ends, the
+    draft catches up on the other's tokens and proposes. Tokens equal the engine's without a draft,
+    log-probabilities too (to float rounding: a pass of k + 1 tokens against k + 1 one-token steps)."""
+    target = varied_model(tok)
+    prompts = [tok.encode("Shall I compare thee").ids, tok.encode("To be").ids]
+    params = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True, logprobs=2) for n in (6, 40)]
+    want = Engine(target, tok).generate(prompts, params)
+    engine = Engine(target, tok, draft=perturbed(target, 0.05), draft_tokens=3)
+    got = engine.generate(prompts, params)
+    assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    for g, w in zip(got, want):
+        for a, b in zip(g.choices[0].logprobs, w.choices[0].logprobs):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+            assert [t.token_id for t in a.top] == [t.token_id for t in b.top]
+    assert 0 < engine.counters["accepted"] < engine.counters["drafted"]
+    # Decoded alone, the long one takes fewer steps than tokens: the proposals were taken several a step.
+    assert engine.counters["steps"] < 6 + 40
+
+
+def test_a_penalty_decodes_without_the_draft(tok) -> None:
+    target = varied_model(tok)
+    engine = Engine(target, tok, draft=target)
+    params = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True, repetition_penalty=1.3)
+    [c] = engine.generate([tok.encode("To be").ids], params)
+    [want] = Engine(target, tok).generate([tok.encode("To be").ids], params)
+    assert c.token_ids == want.token_ids and engine.counters["drafted"] == 0
+
+
 def small_gpt(seed: int, sharpness: float) -> GPT:
     torch.manual_seed(seed)
     cfg = ModelConfig(n_layer=1, n_head=2, n_embd=16, context=16, vocab_size=5, positions="rope", norm="rmsnorm", mlp="swiglu")
