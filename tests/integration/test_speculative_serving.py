@@ -87,6 +87,8 @@ def test_a_server_sized_by_its_memory_budget_queues_what_does_not_fit_and_drafts
     import openai
 
     from londinium.serve.app import create_app
+    from serve_helpers import metric
+
     from londinium.serve.server import run_loader
 
     model_cfg = load_config(ws.checkpoints_dir(TARGET) / "step-000001" / "config.toml").model
@@ -104,7 +106,7 @@ def test_a_server_sized_by_its_memory_budget_queues_what_does_not_fit_and_drafts
     app = create_app(load, "tiny", cfg.serve, cfg.generate)
     with live_server(app) as url:
         state = app.state.server
-        assert state.loop.stats()["max_running"] == 3 and state.engine.speculator is not None
+        assert metric(url, "londinium_max_running_sequences") == 3 and state.engine.speculator is not None
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
 
         def complete(prompt: str) -> str:
