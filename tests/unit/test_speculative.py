@@ -101,12 +101,20 @@ def small_gpt(seed: int, sharpness: float) -> GPT:
     return model
 
 
-def two_token_law(model: GPT, prompt: list[int], temperature: float) -> torch.Tensor:
-    """The exact probability of each pair of next tokens, `[V * V]`, from full forward passes."""
+def two_token_law(model: GPT, prompt: list[int], temperature: float, top_k: int = 0) -> torch.Tensor:
+    """The exact probability of each pair of next tokens, `[V * V]`, from full forward passes
+    (sampled at `temperature` among the `top_k` most likely, 0: all)."""
     V = model.config.vocab_size
+
+    def law(ids: list[int]) -> torch.Tensor:
+        logits = model(torch.tensor([ids]))[0][0, -1] / temperature
+        if top_k:
+            logits = logits.masked_fill(logits < logits.topk(top_k).values[-1], float("-inf"))
+        return torch.softmax(logits, -1)
+
     with torch.no_grad():
-        first = torch.softmax(model(torch.tensor([prompt]))[0][0, -1] / temperature, -1)
-        second = torch.stack([torch.softmax(model(torch.tensor([[*prompt, a]]))[0][0, -1] / temperature, -1) for a in range(V)])
+        first = law(prompt)
+        second = torch.stack([law([*prompt, a]) for a in range(V)])
     return (first[:, None] * second).reshape(-1)
 
 
@@ -133,10 +141,12 @@ def test_the_rule_emits_each_token_as_the_target_would() -> None:
 
 
 @pytest.mark.slow  # 3,000 decodes with real models: ~10 s on a quiet machine
-def test_sampled_output_is_distributed_as_the_targets(tok) -> None:
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_sampled_output_is_distributed_as_the_targets(tok, top_k: int) -> None:
+    """The rounds the engine runs (`Speculator.round`), with the request's warpers on both laws."""
     target, draft = small_gpt(0, 30.0), small_gpt(1, 30.0)
     prompt, temperature, n = [1, 3], 0.9, 3000
-    p, q = two_token_law(target, prompt, temperature), two_token_law(draft, prompt, temperature)
+    p, q = two_token_law(target, prompt, temperature, top_k), two_token_law(draft, prompt, temperature, top_k)
     assert 0.5 * float((p - q).abs().sum()) > 0.3  # the draft alone would be far off: the rule must correct it
     spec = SpeculativeDecoder(target, draft, k=2)
     gen = torch.Generator().manual_seed(0)
@@ -144,7 +154,7 @@ def test_sampled_output_is_distributed_as_the_targets(tok) -> None:
     counts = torch.zeros(V * V)
     drafted = accepted = 0
     for _ in range(n):
-        out = spec.generate(prompt, 2, temperature=temperature, generator=gen)
+        out = spec.generate(prompt, 2, temperature=temperature, generator=gen, top_k=top_k)
         counts[out.token_ids[0] * V + out.token_ids[1]] += 1
         drafted, accepted = drafted + out.drafted, accepted + out.accepted
     assert 0 < accepted < drafted  # both the accept and the reject branch ran

@@ -159,8 +159,9 @@ class SpeculativeDecoder:
 
     @torch.inference_mode()
     def generate(self, prompt_ids: list[int], max_tokens: int, temperature: float = 0.0,
-                 generator: torch.Generator | None = None) -> SpeculativeOutput:
-        """Up to `max_tokens` new tokens after `prompt_ids` (no stop: the caller cuts at EOS)."""
+                 generator: torch.Generator | None = None, top_k: int = 0) -> SpeculativeOutput:
+        """Up to `max_tokens` new tokens after `prompt_ids` (no stop: the caller cuts at EOS), sampled
+        at `temperature` among the `top_k` most likely tokens (0: all)."""
         if not prompt_ids:
             raise ConfigError("speculative decoding needs a prompt of at least one token")
         if len(prompt_ids) + max_tokens > self.context:
@@ -168,7 +169,7 @@ class SpeculativeDecoder:
                               f"{self.context} of the target or draft model")
         spec = self.speculator
         spec.follow(object())
-        params = SamplingParams(temperature=temperature, top_p=1.0)
+        params = SamplingParams(temperature=temperature, top_p=1.0, top_k=top_k)
         tokens = list(prompt_ids)
         end = len(tokens) + max_tokens
         tcache = self.target.new_kv_cache(1, end + spec.k + 1)
