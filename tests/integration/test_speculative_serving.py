@@ -122,3 +122,14 @@ def test_a_server_sized_by_its_memory_budget_queues_what_does_not_fit_and_drafts
     assert stats["finished"] == len(prompts) + 1 and stats["failed"] == 0 and stats["rejected"] == 0
     assert slots == 3  # the cache grew to the budget's slots and no further: the other five waited
     assert state.engine.counters["drafted"] > 0
+
+
+def test_serve_names_a_missing_draft_and_a_budget_too_small_in_one_line(ws, capsys) -> None:
+    from serve_helpers import free_port
+
+    base = ["serve", "-w", str(ws.root), "--run", TARGET, "--checkpoint", "latest", "--port", str(free_port()), "--set", "serve.playground=false"]
+    assert main([*base, "--draft", "no-such-run"]) == 2  # checked before the port opens
+    assert "no-such-run" in capsys.readouterr().err
+    assert main([*base, "--memory-budget", "0.01"]) == 2  # the model loads, then its plan is over the budget
+    err = capsys.readouterr().err
+    assert "serve.memory_budget_mb = 0.01 MiB does not hold one sequence" in err and "Traceback" not in err
