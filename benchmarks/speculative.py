@@ -7,7 +7,7 @@ Batch-1 decode of `--new` tokens after a short prompt, EOS ignored: the target a
 engine (`Engine.generate`, what `londinium generate` runs) against the same engine with the draft
 (`Engine(draft=...)`, what `--draft` runs; `--draft-run`, `--draft-checkpoint`: another run of the
 same workspace, trained with its tokenizer) for each `--k`, at each `--temperature` (0: greedy; else
-sampled, seed 1), alternating round by round in one process; CPU time of this thread, 1 thread.
+sampled, seed 1), the target's weights in `--weight-dtype` for both, alternating round by round in one process; CPU time of this thread, 1 thread.
 Greedy tokens must be the target's own (asserted). Printed: tokens/s (median), the ratio against
 the engine alone (median of the rounds' ratios), the share of proposals accepted, and the tokens
 each target pass yielded (the first token, from the prompt's pass, not counted).
@@ -24,6 +24,7 @@ import torch
 
 from londinium.infer import Engine, SamplingParams
 from londinium.model.load import load_run
+from londinium.model.quantize import quantize_weights
 from londinium.workspace import Workspace
 
 PROMPT = "Thus saith the Lord, "
@@ -40,6 +41,7 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--temperature", type=float, nargs="+", default=[0.0], help="0: greedy; else sampled (seed 1)")
+    ap.add_argument("--weight-dtype", default="float32", help="the target's linear layers (generate.weight_dtype), alone and with the draft")
     ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
     if args.quick:
@@ -47,6 +49,7 @@ def main() -> None:
     torch.set_num_threads(1)
     ws = Workspace(Path(args.workspace))
     target, draft = load_run(ws, args.run, args.checkpoint), load_run(ws, args.draft_run, args.draft_checkpoint)
+    quantize_weights(target.model, args.weight_dtype)
     engines = {"target alone": Engine.from_trained(target)}
     engines.update({f"draft, k={k}": Engine(target.model, target.tokenizer, draft=draft.model, draft_tokens=k) for k in args.k})
     print(f"target {target.describe()}; draft {draft.describe()}")

@@ -83,6 +83,20 @@ def test_the_engine_drafts_for_a_sequence_left_alone_and_gives_its_greedy_tokens
     assert engine.counters["steps"] < 6 + 40
 
 
+@pytest.mark.parametrize("weight_dtype", ["float16", "int8"])
+def test_a_packed_target_with_a_draft_gives_its_own_greedy_tokens(tok, weight_dtype: str) -> None:
+    """Packed weights (model/quantize.py) scale each row on its own, so the target's pass over k + 1
+    tokens gives each the logits its one-token step gives: greedy output is the packed model's own."""
+    from londinium.model.quantize import quantize_weights
+
+    target = quantize_weights(varied_model(tok), weight_dtype)
+    prompt, params = tok.encode("Shall I compare thee").ids, SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    [want] = Engine(target, tok).generate([prompt], params)
+    engine = Engine(target, tok, draft=perturbed(varied_model(tok), 0.05))
+    [got] = engine.generate([prompt], params)
+    assert got.token_ids == want.token_ids and 0 < engine.counters["accepted"] < engine.counters["drafted"]
+
+
 def test_a_penalty_decodes_without_the_draft(tok) -> None:
     target = varied_model(tok)
     engine = Engine(target, tok, draft=target)
