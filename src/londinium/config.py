@@ -356,7 +356,7 @@ class GenerateConfig:
     kv_dtype: str = doc("float32", "Keys and values of the running sequences' KV cache: 'float32', or 'int8' (keys per channel, values per token, the newest positions float32: ~3x less memory; docs/generation.md).", choices=KV_DTYPES)
     draft_run: str = doc("", "Speculative decoding: a run of the same workspace (same tokenizer) whose smaller model proposes tokens that this one checks in one pass, while one sequence runs; empty: off (docs/generation.md).", pattern=f"({RUN_NAME})?", hint="(a run name, or empty: off)")
     draft_checkpoint: str = doc("best", "The draft run's checkpoint: 'best', 'latest', or a checkpoint directory.", **CHECKPOINT)
-    draft_tokens: int = doc(4, "Tokens the draft proposes a round (k).", ge=1, le=64)
+    draft_tokens: int = doc(2, "Tokens the draft proposes a round (k); 2 never lost to the target alone in the measurements (docs/LOG.md), 3-4 gain more when the draft agrees often (greedy).", ge=1, le=64)
 
 
 @dataclass

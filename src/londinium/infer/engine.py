@@ -135,7 +135,7 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, max_running: int = 32, max_step_tokens: int = 512,
                  prefix_cache_tokens: int | None = None, compile: bool = False, kv_dtype: str = "float32",
-                 draft: torch.nn.Module | None = None, draft_tokens: int = 4):
+                 draft: torch.nn.Module | None = None, draft_tokens: int = 2):
         from londinium.tokenizer.codec import EOT
 
         self.model = model.eval()

@@ -81,7 +81,7 @@ class Speculator:
     """A draft model proposing `k` tokens a round for one sequence at a time (the one it follows:
     its cache is kept between rounds, and rebuilt when another sequence comes)."""
 
-    def __init__(self, draft: torch.nn.Module, target_config: Any, k: int = 4):
+    def __init__(self, draft: torch.nn.Module, target_config: Any, k: int = 2):
         t, d = target_config, draft.config
         if t.vocab_size != d.vocab_size:
             raise ConfigError(f"the draft model's vocabulary ({d.vocab_size:,}) is not the target's ({t.vocab_size:,}): "
