@@ -263,6 +263,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             setattr(cfg.serve, flag, getattr(args, flag))
     if args.weight_dtype is not None:
         cfg.generate.weight_dtype = args.weight_dtype  # the server generates as [generate] says
+    if args.draft is not None:
+        cfg.generate.draft_run = args.draft
+    if args.memory_budget is not None:
+        cfg.serve.memory_budget_mb = args.memory_budget
     return serve(ws, cfg, run=args.run or "", export=args.export or "")
 
 
@@ -590,6 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device: cpu, cuda, auto (default: serve.device)")
     p.add_argument("--weight-dtype", default=None, choices=WEIGHT_DTYPES,
                    help="the linear layers' weights: float32, float16 or int8 (CPU; default: generate.weight_dtype)")
+    p.add_argument("--draft", default=None, metavar="RUN",
+                   help="speculative decoding while one request runs: a smaller run of this workspace proposes tokens (default: generate.draft_run)")
+    p.add_argument("--memory-budget", type=float, default=None, metavar="MIB",
+                   help="size serve.max_running from this many MiB (`londinium model memory`; default: serve.memory_budget_mb, 0: off)")
     p.set_defaults(handler=cmd_serve)
     p = stages.add_parser("export", help="a checkpoint -> a transformers directory or a GGUF file",
                           description="export a trained checkpoint as a Hugging Face transformers directory (weights, config, "

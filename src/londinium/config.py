@@ -383,6 +383,9 @@ class GenerateConfig:
     weight_dtype: str = doc("float32", "Weights of the linear layers while generating and serving: 'float32', 'float16' or 'int8' (CPU only; fewer bytes per weight, see docs/generation.md).", choices=WEIGHT_DTYPES)
     compile: bool = doc(False, "Compile the decode step with torch.compile (needs a C++ compiler; each new batch shape costs seconds to a minute the first time).")
     kv_dtype: str = doc("float32", "Keys and values of the running sequences' KV cache: 'float32', or 'int8' (keys per channel, values per token, the newest positions float32: ~3x less memory; docs/generation.md).", choices=KV_DTYPES)
+    draft_run: str = doc("", "Speculative decoding: a run of the same workspace (same tokenizer) whose smaller model proposes tokens that this one checks in one pass, while one sequence runs; empty: off (docs/generation.md).", pattern=f"({RUN_NAME})?", hint="(a run name, or empty: off)")
+    draft_checkpoint: str = doc("best", "The draft run's checkpoint: 'best', 'latest', or a checkpoint directory.", **CHECKPOINT)
+    draft_tokens: int = doc(2, "Tokens the draft proposes a round (k); 2 never lost to the target alone in the measurements (docs/LOG.md), 3-4 gain more when the draft agrees often (greedy).", ge=1, le=64)
 
 
 @dataclass
@@ -410,6 +413,7 @@ class ServeConfig:
     api_key: str = doc("", "Bearer key every route but /health requires; empty: no key ($LONDINIUM_API_KEY also sets it).")
     device: str = doc("cpu", "Torch device: 'cpu', 'cuda', or 'auto'.", **DEVICE)
     max_running: int = doc(16, "Sequences decoded together at most (one KV-cache slot each).", ge=1)
+    memory_budget_mb: float = doc(0.0, "Size max_running from this many MiB for the model (weights, a full context of KV cache per sequence, one step's activations, the prefix cache; `londinium model memory`); 0: max_running as set.", ge=0, le=1e9, hint="(0: max_running as set)")
     max_step_tokens: int = doc(512, "Tokens one engine step may process (decode tokens plus prefill chunks): the prefill budget.", ge=1)
     max_waiting: int = doc(64, "Requests waiting for a slot at most; beyond it the server answers 429 with Retry-After.", ge=1)
     log_prompts: bool = doc(False, "Write prompt text into the request log (off: ids, timings and token counts only).")

@@ -28,8 +28,10 @@ def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[E
     device, setting = (args.device, "--device") if args.device else (cfg.generate.device, "generate.device")
     if args.weight_dtype:
         cfg.generate.weight_dtype = args.weight_dtype
+    if args.draft:
+        cfg.generate.draft_run = args.draft
     trained = load_run(ws, run=run, checkpoint=which, device=device, device_setting=setting)
-    return Engine.from_trained(trained, cfg.generate), trained.config
+    return Engine.from_trained(trained, cfg.generate, ws), trained.config
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
