@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test test-slow test-all install clean-venv
+.PHONY: quickstart test test-slow test-all install clean-venv smolagents
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,12 @@ test-all: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# smolagents for tests/integration/test_smolagents.py, in an interpreter of its own: its MCP adapter
+# (mcpadapt) needs Python >= 3.12 and the 1.x `mcp` client, and londinium runs on the 2.x SDK.
+# The first of python3.13, python3.12 that runs; or say which: make smolagents SMOLAGENTS_PYTHON=/path/to/python3.12
+SMOLAGENTS_PYTHON ?= $(shell for p in python3.13 python3.12; do $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && echo $$p && break; done)
+smolagents:
+	@test -n "$(SMOLAGENTS_PYTHON)" || { echo "make smolagents: no Python >= 3.12 found; give one: make smolagents SMOLAGENTS_PYTHON=/path/to/python3.12" >&2; exit 2; }
+	test -x .venv-smolagents/bin/python || $(SMOLAGENTS_PYTHON) -m venv .venv-smolagents
+	.venv-smolagents/bin/python -m pip install -q 'smolagents[mcp]>=1.26' 'mcpadapt>=0.1.20' 'mcp[ws]>=1.20,<2' openai

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from servers import free_port, start, stop  # noqa: E402
+from servers import free_port, start, start_litellm, stop  # noqa: E402
 
 HERE = Path(__file__).parent
 BODY = {"model": "m", "prompt": "one two three four", "max_tokens": 16}
@@ -60,19 +59,9 @@ def start_all(work: Path, litellm: str | None) -> tuple[dict[str, str], list, st
     procs.append(gateway)
     targets = {"direct": upstream, "gateway": f"http://127.0.0.1:{gw_port}/v1"}
     if litellm:
-        ll_port = free_port()
-        (work / "litellm.yaml").write_text(
-            "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/up\n"
-            f"      api_base: {upstream}\n      api_key: unused\ngeneral_settings:\n  master_key: sk-bench\n")
-        env_before = dict(os.environ)
-        os.environ.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False", LITELLM_LOG="ERROR")
-        try:
-            procs.append(start([litellm, "--config", str(work / "litellm.yaml"), "--port", str(ll_port), "--num_workers", "1"],
-                               f"http://127.0.0.1:{ll_port}", work / "litellm.log", 1, timeout=300, ready="/health/liveliness"))
-        finally:
-            os.environ.clear()
-            os.environ.update(env_before)
-        targets["litellm"] = f"http://127.0.0.1:{ll_port}/v1"
+        proc, targets["litellm"] = start_litellm(litellm, "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/up\n"
+                                                 f"      api_base: {upstream}\n      api_key: unused\ngeneral_settings:\n  master_key: sk-bench\n", work)
+        procs.append(proc)
     return targets, procs, secret, gateway
 
 

@@ -2,7 +2,10 @@
 gateway adds in front of it is what the benchmark sees. Every answer is `--tokens` words, one word
 per stream chunk, with exact usage (a word is a token; the prompt's words likewise).
 
-    python benchmarks/gateway_upstream.py --port 9000 [--tokens 16]
+    python benchmarks/gateway_upstream.py --port 9000 [--tokens 16] [--record received.jsonl]
+
+With --record, the text of every request it receives is appended to that file, one JSON string a line,
+before it answers (benchmarks/gateway_pii_peer.py reads what a guardrail let through).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
-def build(tokens: int) -> Starlette:
+def build(tokens: int, record: str = "") -> Starlette:
     words = [f"w{i} " for i in range(tokens)]
 
     async def models(request: Request) -> Response:
@@ -27,6 +30,9 @@ def build(tokens: int) -> Starlette:
         body = json.loads(await request.body())
         chat = request.url.path.endswith("/chat/completions")
         prompt = " ".join(m.get("content", "") for m in body.get("messages", [])) if chat else str(body.get("prompt", ""))
+        if record:
+            with open(record, "a", encoding="utf-8") as f:
+                f.write(json.dumps(prompt) + "\n")
         n = min(tokens, int(body.get("max_tokens") or tokens))
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": n, "total_tokens": len(prompt.split()) + n}
         head = {"id": "up-1", "created": 0, "model": body.get("model", "up")}
@@ -57,5 +63,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--record", default="", help="append each request's text to this file")
     args = ap.parse_args()
-    uvicorn.run(build(args.tokens), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(build(args.tokens, args.record), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

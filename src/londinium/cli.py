@@ -6,6 +6,7 @@
     londinium train             shards -> runs/<name>/ checkpoints, metrics, loss plot (--resume, --run;
                                 torchrun --nproc_per_node=N -m londinium train for DDP)
     londinium tasks build       corpus -> tasks/<task>/items.jsonl: tasks with checkable answers + tasks/card.md
+    londinium rl                an SFT run + tasks -> runs/<run>-rl/: reinforcement learning (GRPO) on the tasks' rewards
     londinium model info        parameters, FLOPs per token and memory of the configured model
     londinium model memory      what generation and serving need: weights, KV cache, activations (--context,
                                 --batch, --weight-dtype, --kv-dtype)
@@ -21,6 +22,7 @@
     londinium embed TEXT...     embeddings of texts with retrieve.embedder (--format json)
     londinium ask QUESTION      an answer from the corpus with checked citations, or a refusal (docs/rag.md)
     londinium mcp               the model and corpus as MCP tools, resources and prompts (stdio; --http)
+    londinium agent TASK        a tool-calling loop over MCP servers and a model (--model URL|RUN, --mcp, --max-steps)
     londinium bench serve       load an OpenAI-compatible server: TTFT/TPOT/ITL/E2EL, throughput, goodput -> bench/<name>/
     londinium gateway           one OpenAI endpoint in front of many backends (routing, fallback, keys, budgets,
                                 usage ledger, metrics, traces); `gateway keys|usage|train-router` (docs/gateway.md)
@@ -147,6 +149,24 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return _train_run(args, ws, sft_run_name(cfg), lambda: sft_config(ws, cfg), sft_onto_train)
 
 
+def cmd_rl(args: argparse.Namespace) -> int:
+    from londinium.rl.run import rl_config, rl_onto_train, rl_run_name
+
+    ws, cfg = _context(args)
+    r = cfg.rl
+    r.base = args.run or r.base or cfg.train.run_name
+    r.run_name = args.name or r.run_name
+    r.checkpoint = args.checkpoint or r.checkpoint
+    r.tasks = args.task or r.tasks
+    r.rewards = args.reward or r.rewards
+    name = rl_run_name(cfg)
+    rc = _train_run(args, ws, name, lambda: rl_config(ws, cfg), rl_onto_train)
+    from londinium.rl.report import write_report
+
+    print("rl: curves and report -> {} and {}".format(*write_report(ws, name)))
+    return rc
+
+
 def cmd_distill(args: argparse.Namespace) -> int:
     from londinium.train.distill_run import distill_config, student_run_name
 
@@ -253,6 +273,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             setattr(cfg.serve, flag, getattr(args, flag))
     if args.weight_dtype is not None:
         cfg.generate.weight_dtype = args.weight_dtype  # the server generates as [generate] says
+    if args.draft is not None:
+        cfg.generate.draft_run = args.draft
+    if args.memory_budget is not None:
+        cfg.serve.memory_budget_mb = args.memory_budget
     return serve(ws, cfg, run=args.run or "", export=args.export or "")
 
 
@@ -356,6 +380,26 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    import shlex
+
+    from londinium.agent import run_agent
+    from londinium.agent.endpoint import model_endpoint
+
+    ws, cfg = _context(args)
+    options = ["-w", str(ws.root), *(["-c", _config_path(args)] if _config_path(args) else []),
+               *(x for o in args.overrides for x in ("--set", o))]
+    mcp = args.mcp or [shlex.join([sys.executable, "-m", "londinium", "mcp", *options])]
+    api_key = os.environ.get("OPENAI_API_KEY", "unused")
+    with model_endpoint(args.model or cfg.serve.run or cfg.train.run_name, options, args.model_name, api_key) as (url, name):
+        result = run_agent(args.task, url, name, mcp, max_steps=args.max_steps, transcript=args.transcript,
+                           tools=args.tool or None, api_key=api_key, max_tokens=args.max_tokens, seed=args.seed)
+    print(result.answer)
+    print(f"({result.steps} steps, ended by {result.stopped.replace('_', ' ')}"
+          f"{'; transcript: ' + args.transcript if args.transcript else ''})", file=sys.stderr)
+    return 0
+
+
 def cmd_bench_serve(args: argparse.Namespace) -> int:
     from londinium.bench.report import compare, load_results, render_table
     from londinium.bench.serve_bench import BenchError, BenchSpec, bench_serve, parse_goodput, parse_levels
@@ -400,11 +444,16 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 def minutes_help() -> str:
     """quickstart --minutes's help, with the tiny preset's steps read from the preset itself."""
-    from londinium.config import PRESETS
+    from londinium.config import PRESETS, SftConfig
+    from londinium.pipeline import SFT_SHARE
 
-    return (f"training budget in minutes: the steps are planned from the pace measured on this machine so that the whole "
-            f"schedule (warm-up, decay) fits it; without it the preset's fixed, reproducible steps "
-            f"(tiny: {PRESETS['tiny']['train']['max_steps']:,})")
+    tiny = PRESETS["tiny"]
+    sft_steps = tiny.get("sft", {}).get("max_steps", SftConfig().max_steps)
+    # argparse %-formats help strings: a percent sign is written %%
+    return (f"training budget in minutes, {100 * (1 - SFT_SHARE):.0f}%% for pre-training and {100 * SFT_SHARE:.0f}%% for fine-tuning the "
+            f"assistant: the steps are planned from the pace measured on this machine so that each whole schedule "
+            f"(warm-up, decay) fits its share; without it the preset's fixed, reproducible steps "
+            f"(tiny: {tiny['train']['max_steps']:,} pre-training, {sft_steps:,} fine-tuning)")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -473,6 +522,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, metavar="NAME", help="name of the SFT run (default: sft.run_name, else <BASE>-sft)")
     p.add_argument("--resume", action="store_true", help="continue the SFT run from its newest valid checkpoint, with its config")
     p.set_defaults(handler=cmd_sft)
+
+    p = stages.add_parser("rl", help="an SFT run + tasks with checkable answers -> reinforcement learning (GRPO)",
+                          description="train a run on the rewards of its sampled answers to task prompts: groups of samples per "
+                                      "prompt, group-relative advantages, the clipped policy loss and a KL to the base ([rl]), into "
+                                      "runs/<BASE>-rl/ with pass@k on held-out prompts (docs/rl.md)")
+    _common(p)
+    p.add_argument("--run", dest="run", default=None, metavar="BASE", help="the run to train, usually an SFT run (default: rl.base, else train.run_name)")
+    p.add_argument("--checkpoint", default=None, help="the base's checkpoint: 'best', 'latest', 'step-N' or a directory (default: rl.checkpoint)")
+    p.add_argument("--task", action="append", default=[], metavar="TASK", help="task-set task whose train items are the prompts (repeatable; default: rl.tasks)")
+    p.add_argument("--reward", action="append", default=[], metavar="SPEC",
+                   help="your reward: 'module:function' (every task) or 'TASK=module:function' (repeatable; default: each task's checker)")
+    p.add_argument("--name", default=None, metavar="NAME", help="name of the RL run (default: rl.run_name, else <BASE>-rl)")
+    p.add_argument("--resume", action="store_true", help="continue the RL run from its newest valid checkpoint, with its config")
+    p.set_defaults(handler=cmd_rl)
 
     p = stages.add_parser("distill", help="a trained run as teacher -> a smaller student: knowledge distillation",
                           description="train a student on the shards against a frozen teacher run's softened predictions "
@@ -547,6 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device: cpu, cuda, auto (default: serve.device)")
     p.add_argument("--weight-dtype", default=None, choices=WEIGHT_DTYPES,
                    help="the linear layers' weights: float32, float16 or int8 (CPU; default: generate.weight_dtype)")
+    p.add_argument("--draft", default=None, metavar="RUN",
+                   help="speculative decoding while one request runs: a smaller run of this workspace proposes tokens (default: generate.draft_run)")
+    p.add_argument("--memory-budget", type=float, default=None, metavar="MIB",
+                   help="size serve.max_running from this many MiB (`londinium model memory`; default: serve.memory_budget_mb, 0: off)")
     p.set_defaults(handler=cmd_serve)
     p = stages.add_parser("export", help="a checkpoint -> a transformers directory or a GGUF file",
                           description="export a trained checkpoint as a Hugging Face transformers directory (weights, config, "
@@ -607,6 +674,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: serve.device, cpu)")
     p.set_defaults(handler=cmd_mcp)
 
+    p = stages.add_parser("agent", help="a tool-calling agent over MCP servers and an OpenAI-compatible model",
+                          description="thought -> tool call -> observation until final_answer or --max-steps (docs/agents.md)")
+    _common(p)
+    p.add_argument("task", help="what the agent should do or answer")
+    p.add_argument("--model", default=None, metavar="URL|RUN", help="an OpenAI-compatible base URL (http://.../v1), or a "
+                   "trained run served for the task by `londinium serve` (default: serve.run, else train.run_name)")
+    p.add_argument("--model-name", default=None, help="the model id to send (default: the URL's first model, or the run)")
+    p.add_argument("--mcp", action="append", default=[], metavar="CMD|URL", help="an MCP server: a command line spoken to "
+                   "over stdio, or a streamable-HTTP URL (repeatable; default: `londinium mcp` on this workspace)")
+    p.add_argument("--tool", action="append", default=[], metavar="NAME", help="offer only this MCP tool (repeatable; default: all)")
+    p.add_argument("--max-steps", type=int, default=8, metavar="N", help="tool-calling steps at most (default 8)")
+    p.add_argument("--max-tokens", type=int, default=None, metavar="N", help="tokens per model reply (default: the server's)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed sent with every step")
+    p.add_argument("--transcript", default=None, metavar="FILE", help="write every thought, call, observation and the answer as JSONL")
+    p.set_defaults(handler=cmd_agent)
+
     bench = stage("bench", "measure a served model (vLLM's serving-benchmark figures)")
     p = verb(bench, "serve", cmd_bench_serve, "load an OpenAI-compatible server: TTFT, TPOT, ITL, E2EL percentiles, "
              "throughput and goodput per concurrency, into bench/<name>/ (docs/serving.md)")
@@ -633,7 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_gateway_parser(stages)
 
-    p = stages.add_parser("quickstart", help="run every stage on corpus.sources (default: the embedded corpus), tiny preset")
+    p = stages.add_parser("quickstart", help="run every stage on corpus.sources (default: the embedded corpus), tiny preset: "
+                          "a base model, then an assistant fine-tuned on tasks cut from the corpus")
     _common(p)
     p.add_argument("--minutes", type=float, default=None, help=minutes_help())
     p.set_defaults(handler=cmd_quickstart)

@@ -243,7 +243,7 @@ class TrainConfig:
     peak_tflops: float = doc(0.0, "Peak TFLOP/s per process for MFU; 0 measures a matmul on CPU or looks up known GPUs.", ge=0, hint="(0: measure)")
     budget_warn_epochs: float = doc(4.0, "Warn before training when the plan reads the train split more than this many times.", gt=0)
     threads: int = doc(0, "CPU threads per process (torch.set_num_threads); 0 keeps torch's default. Bit-exact resume needs the same value.", ge=0, le=4096, hint="(0: torch's default)")
-    objective: str = doc("next-token", "What the run trains for: 'next-token' (pre-training on the shards) 'sft' (fine-tuning sft.base on conversations; `londinium sft` sets it) or 'distill' (pre-training with a teacher's soft targets, [distill]; `londinium distill` sets it).", choices=("next-token", "sft", "distill"))
+    objective: str = doc("next-token", "What the run trains for: 'next-token' (pre-training on the shards) 'sft' (fine-tuning sft.base on conversations; `londinium sft` sets it) or 'distill' (pre-training with a teacher's soft targets, [distill]; `londinium distill` sets it) or 'grpo' (reinforcement learning of rl.base on tasks' rewards, [rl]; `londinium rl` sets it).", choices=("next-token", "sft", "distill", "grpo"))
 
 
 @dataclass
@@ -258,14 +258,42 @@ class SftConfig:
     data: list[str] = doc([], "Your own conversations: JSONL files of {\"messages\": [...]} or {\"prompt\", \"completion\"} (--data, repeatable).", path=True)
     val_share: float = doc(0.05, "Share of the conversations of sft.data held out for validation (at least one), by content hash.", ge=0, lt=1)
     val_conversations: int = doc(500, "Held-out conversations each evaluation scores at most.", ge=1)
-    replay_share: float = doc(0.1, "Share of the loss given to pre-training text (replay, against forgetting), read in round(batch_size x share) rows of each batch, at least one (0: none).", ge=0, lt=1)
-    learning_rate: float = doc(1e-3, "Peak learning rate of the SFT run (train.learning_rate's role).", gt=0)
+    replay_share: float = doc(0.75, "Share of the loss given to pre-training text (replay, against forgetting), read in round(batch_size x share) rows of each batch, at least one (0: none). 0.75 with lr 5e-4 forgot least for the format it taught (docs/LOG.md, 2026-12-06).", ge=0, lt=1)
+    learning_rate: float = doc(5e-4, "Peak learning rate of the SFT run (train.learning_rate's role).", gt=0)
     schedule: str = doc("cosine", "Learning-rate decay after warm-up, as train.schedule.", choices=("cosine", "wsd"))
     warmup_steps: int = doc(20, "Linear warm-up steps.", ge=0)
     max_steps: int = doc(600, "Optimiser steps (train.max_steps' role).", ge=1)
     max_minutes: float = doc(0.0, "Time budget, planned as train.max_minutes (0: none).", ge=0, le=10**7, hint="(0: no time budget)")
     max_tokens: int = doc(0, "Token budget, planned as train.max_tokens, a step counted as train.batch_size x model.context per process (an upper bound: rows are padded to the batch's longest only; 0: none).", ge=0, le=10**15, hint="(0: no token budget)")
     eval_every: int = doc(100, "Steps between evaluations (and checkpoints).", ge=1)
+
+
+@dataclass
+class RlConfig:
+    """`londinium rl`: reinforcement learning with group-relative advantages (GRPO) of a fine-tuned run on
+    tasks whose answers a program scores (docs/rl.md). Its learning rate and budget go onto the run's [train]."""
+
+    base: str = doc("", "The run whose checkpoint is trained (--run), usually an SFT run; empty: train.run_name.", **RUN_OR_EMPTY)
+    checkpoint: str = doc("best", "The base run's checkpoint: 'best', 'latest', 'step-N', or a checkpoint directory.", **CHECKPOINT)
+    run_name: str = doc("", "Name of the RL run (--name); empty: '<base>-rl'.", **RUN_OR_EMPTY)
+    tasks: list[str] = doc(["arith"], "Task-set tasks whose train items are the prompts and whose checker is the reward (--task, repeatable).", nonempty=True, pattern=r"[a-z_]+")
+    rewards: list[str] = doc([], "Your own reward functions, 'module:function' (every task) or 'TASK=module:function' (--reward); a function takes (completion, item) and returns a number.", pattern=r"([a-z_]+=)?[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+    group_size: int = doc(8, "Samples per prompt (G): the group whose mean reward is each sample's baseline.", ge=2, le=256)
+    prompts_per_step: int = doc(8, "Prompts per rollout; a rollout is prompts_per_step x group_size samples in one engine call.", ge=1, le=4096)
+    max_new_tokens: int = doc(16, "Tokens sampled per answer at most.", ge=1)
+    temperature: float = doc(1.0, "Sampling temperature of the rollouts and of pass@k (the loss's log-probabilities use the same).", gt=0)
+    top_k: int = doc(0, "Sample among the k most likely tokens only (0: off).", ge=0, hint="(0: off)")
+    beta: float = doc(0.0, "Weight of the KL penalty to the frozen base (k3 estimator); 0: no reference model is kept.", ge=0)
+    clip_eps: float = doc(0.2, "PPO clip range of the probability ratio, used when a rollout is reused (updates_per_batch > 1).", gt=0, lt=1)
+    updates_per_batch: int = doc(1, "Optimiser steps per rollout (1: on-policy, the ratio is 1 and nothing is clipped).", ge=1, le=64)
+    scale_rewards: bool = doc(True, "Divide each advantage by its group's reward standard deviation (GRPO); false: r - mean only (Dr. GRPO).")
+    loss_type: str = doc("grpo", "'grpo': each answer's tokens averaged, then the answers; 'dr_grpo': the token sum over answers x max_new_tokens (Dr. GRPO); 'token': the token sum over all answer tokens (DAPO, nanochat).", choices=("grpo", "dr_grpo", "token"))
+    learning_rate: float = doc(1e-4, "Peak learning rate of the RL run (train.learning_rate's role).", gt=0)
+    warmup_steps: int = doc(0, "Linear warm-up steps.", ge=0)
+    max_steps: int = doc(100, "Optimiser steps (train.max_steps' role).", ge=1)
+    eval_every: int = doc(20, "Steps between evaluations of pass@1 and pass@k (and checkpoints).", ge=1)
+    eval_prompts: int = doc(64, "Held-out (val) prompts each evaluation samples.", ge=1)
+    pass_k: int = doc(8, "k of pass@k: samples per held-out prompt at each evaluation.", ge=1, le=256)
 
 
 @dataclass
@@ -330,6 +358,7 @@ class TasksConfig:
     choices: int = doc(4, "Choices of a multiple-choice item at most (fewer when the corpus has fewer labels).", ge=2, le=16)
     passage_words: int = doc(40, "Words of the passage a next-word, source, period or title item shows.", ge=4, le=2000)
     seed: int = doc(1337, "Seed of the task set: the same corpus and seed give the same items.", **SEED)
+    arith_digits: int = doc(3, "Digits of the arith task's numbers at most (its problems: (10^digits)^2, split 80/10/10).", ge=1, le=9)
     shots: int = doc(2, "Solved train items shown before each question when evaluating a base (not fine-tuned) model; fewer when the context is short.", ge=0, le=32)
     max_tokens: int = doc(48, "Tokens generated per answer at most; an answer without <|end|> by then fails format compliance.", ge=1)
 
@@ -356,6 +385,9 @@ class GenerateConfig:
     weight_dtype: str = doc("float32", "Weights of the linear layers while generating and serving: 'float32', 'float16' or 'int8' (CPU only; fewer bytes per weight, see docs/generation.md).", choices=WEIGHT_DTYPES)
     compile: bool = doc(False, "Compile the decode step with torch.compile (needs a C++ compiler; each new batch shape costs seconds to a minute the first time).")
     kv_dtype: str = doc("float32", "Keys and values of the running sequences' KV cache: 'float32', or 'int8' (keys per channel, values per token, the newest positions float32: ~3x less memory; docs/generation.md).", choices=KV_DTYPES)
+    draft_run: str = doc("", "Speculative decoding: a run of the same workspace (same tokenizer) whose smaller model proposes tokens that this one checks in one pass, while one sequence runs; empty: off (docs/generation.md).", pattern=f"({RUN_NAME})?", hint="(a run name, or empty: off)")
+    draft_checkpoint: str = doc("best", "The draft run's checkpoint: 'best', 'latest', or a checkpoint directory.", **CHECKPOINT)
+    draft_tokens: int = doc(2, "Tokens the draft proposes a round (k); 2 never lost to the target alone in the measurements (docs/LOG.md), 3-4 gain more when the draft agrees often (greedy).", ge=1, le=64)
 
 
 @dataclass
@@ -383,6 +415,7 @@ class ServeConfig:
     api_key: str = doc("", "Bearer key every route but /health requires; empty: no key ($LONDINIUM_API_KEY also sets it).")
     device: str = doc("cpu", "Torch device: 'cpu', 'cuda', or 'auto'.", **DEVICE)
     max_running: int = doc(16, "Sequences decoded together at most (one KV-cache slot each).", ge=1)
+    memory_budget_mb: float = doc(0.0, "Size max_running from this many MiB for the model (weights, a full context of KV cache per sequence, one step's activations, the prefix cache; `londinium model memory`); 0: max_running as set.", ge=0, le=1e9, hint="(0: max_running as set)")
     max_step_tokens: int = doc(512, "Tokens one engine step may process (decode tokens plus prefill chunks): the prefill budget.", ge=1)
     max_waiting: int = doc(64, "Requests waiting for a slot at most; beyond it the server answers 429 with Retry-After.", ge=1)
     log_prompts: bool = doc(False, "Write prompt text into the request log (off: ids, timings and token counts only).")
@@ -460,6 +493,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sft: SftConfig = field(default_factory=SftConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    rl: RlConfig = field(default_factory=RlConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
@@ -502,6 +536,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "positions": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False},
         "train": {"max_steps": 4800, "batch_size": 8, "learning_rate": 2e-3, "warmup_steps": 440,
                   "schedule": "wsd", "eval_every": 600},
+        # quickstart's assistant (docs/LOG.md 2026-12-06, "quickstart ends with an assistant"): on the
+        # 4,800-step base, replay is what limits forgetting, and more of it lets a higher rate teach
+        # the format: lr 5e-4 with 6 of 8 rows replayed pre-training text forgot +0.025 bits per byte
+        # in 600 steps with 94% of answers in format (lr 1e-3 with 10% replay: +0.17 in 300 steps;
+        # lr 2e-4 with half replayed: +0.024 but 87%). 600 steps of ~110-token rows are ~6% of
+        # pre-training's compute.
+        "sft": {"max_steps": 600, "learning_rate": 5e-4, "replay_share": 0.75, "eval_every": 200},  # lr, replay: the defaults
+        # 100 held-out items a task and split: the assistant's task table in about a minute (± ~5 points)
+        "tasks": {"eval_items": 100},
     },
     "small": {
         "tokenizer": {"vocab_size": 8192},

@@ -188,7 +188,7 @@ class Workspace:
         return self.root / "runs" / check_run_name(name)
 
     # What training writes in runs/<name>/ (the trackers' folders only when they are on).
-    RUN_FILES = ("config.toml", "metrics.jsonl", "train_loss.png", "summary.json")
+    RUN_FILES = ("config.toml", "metrics.jsonl", "train_loss.png", "summary.json", "rl.png", "rl.md")  # rl.*: an RL run's report
     RUN_FOLDERS = ("checkpoints", "tensorboard", "wandb")
 
     def clear_run(self, name: str) -> None:
@@ -215,6 +215,10 @@ class Workspace:
 
     def loss_plot(self, name: str = "main") -> Path:
         return self.run_dir(name) / "train_loss.png"
+
+    def rl_report(self, name: str) -> tuple[Path, Path]:
+        """An RL run's curves and Markdown report (rl/report.py)."""
+        return self.run_dir(name) / "rl.png", self.run_dir(name) / "rl.md"
 
     def run_config_file(self, name: str = "main") -> Path:
         """The full config (all sections) a training run used, vocab_size resolved."""

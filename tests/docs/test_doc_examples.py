@@ -72,6 +72,15 @@ max_steps = 4
 eval_every = 4
 warmup_steps = 1
 
+[rl]
+max_steps = 2
+eval_every = 2
+group_size = 2
+prompts_per_step = 2
+max_new_tokens = 6
+eval_prompts = 2
+pass_k = 2
+
 [eval]
 max_docs = 4
 prompts = 1

@@ -12,6 +12,10 @@ from helpers.prose import prose
 
 from londinium.cli import main as cli_main
 
+# The whole pipeline, twice over (a base model and its fine-tuned assistant): ~25 s on a quiet
+# machine, minutes on a loaded one.
+pytestmark = pytest.mark.timeout(900)
+
 def _registry(tmp_path: Path) -> Path:
     texts = tmp_path / "texts"
     texts.mkdir()
@@ -29,6 +33,8 @@ SETTINGS = [
     "train.peak_tflops=0.1",
     "model.context=64", "eval.max_docs=4", "eval.prompts=2", "eval.prompt_chars=80", "eval.reference_words=8",
     "eval.max_new_tokens=8", "eval.temperatures=[0.0, 1.0]", "corpus.val_fraction=0.1", "corpus.test_fraction=0.1",
+    "tasks.train_items=40", "tasks.eval_items=6", "tasks.max_tokens=8", "tasks.passage_words=6",
+    "sft.max_steps=4", "sft.eval_every=2", "sft.warmup_steps=1", "sft.val_conversations=12",
 ]
 
 
@@ -69,14 +75,31 @@ def test_quickstart_builds_every_artifact_and_the_report_agrees_with_results(qui
     assert "cloze:" in out and "chance" in out and "samples" in out
     assert "a cloze item asks which of a few words of the corpus comes next" in out  # what the figure means
     assert str(ws_root / "corpus/report.md") in out and str(ws_root / "eval/main/report.md") in out
-    # ... and ends with an export that transformers loads and generates from, as the printed lines say.
-    [export] = (ws_root / "exports").glob("main-step-*/")
+    # Then the base is fine-tuned on the task set into an assistant, whose report card has the task table...
+    assert (ws_root / "tasks/card.md").is_file() and (ws_root / "runs/main-sft/metrics.jsonl").is_file()
+    answers = json.loads((ws_root / "eval/main-sft/results.json").read_text(encoding="utf-8"))
+    tasks = answers["tasks"]["tasks"]
+    assert answers["tasks"]["shots"] == 0 and {"next_word", "title"} <= set(tasks)  # generic tasks: any corpus
+    assert all(tasks[t]["splits"]["test"]["summary"]["n"] > 0 for t in ("next_word", "title"))
+    assert "## Tasks" in (ws_root / "eval/main-sft/report.md").read_text(encoding="utf-8")
+    sft_bpb = answers["perplexity"]["val"]["total"]["bits_per_byte"]
+    assert f"val: {sft_bpb:.3f} bits per byte on plain text ({sft_bpb - val_bpb:+.3f} against the base model)" in out
+    assert "held-out test tasks, zero-shot (baseline): " in out and "answers in the trained format" in out
+    assert "londinium chat --run main-sft" in out
+    # ... and it ends with the assistant's export, which transformers loads and answers through its chat template.
+    [export] = (ws_root / "exports").glob("main-sft-step-*/")
     assert str(export) in out and "AutoModelForCausalLM.from_pretrained(" in out
+    record = json.loads((export / "londinium.json").read_text(encoding="utf-8"))
+    assert record["objective"]["name"] == "sft" and record["objective"]["base"]["run"] == "main"
+    assert record["objective"]["base"]["step"] == 12 and record["objective"]["tasks"] == ["default"]
+    assert "supervised fine-tuning of `main` step 12" in (export / "README.md").read_text(encoding="utf-8")
     import transformers
 
     tok, model = transformers.AutoTokenizer.from_pretrained(export), transformers.AutoModelForCausalLM.from_pretrained(export)
-    ids = tok("Thou art", return_tensors="pt").input_ids
-    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
+    ids = tok.apply_chat_template([{"role": "user", "content": "Thou art"}], add_generation_prompt=True, return_tensors="pt",
+                                  return_dict=True)
+    assert tok.decode(ids["input_ids"][0]).rstrip().endswith("<|assistant|>")  # the template's prompt, not the bare text
+    assert model.generate(**ids, max_new_tokens=4, do_sample=False).shape[1] <= ids["input_ids"].shape[1] + 4
 
 
 def test_quickstart_again_skips_every_finished_stage(quick, capsys):
@@ -92,17 +115,19 @@ def test_quickstart_again_skips_every_finished_stage(quick, capsys):
 
 
 def test_minutes_are_a_time_budget_for_any_preset_and_bad_values_are_refused():
-    """--minutes sets train.max_minutes and nothing else: the trainer plans the steps from the pace
-    it measures (tests/integration/test_train_budget.py); the preset's steps stay as they are."""
+    """--minutes sets train.max_minutes and sft.max_minutes, split by SFT_SHARE, and nothing else: the
+    trainer plans the steps from the pace it measures (tests/integration/test_train_budget.py); the
+    preset's steps stay as they are."""
     from londinium.config import load_config
     from londinium.errors import ConfigError
-    from londinium.pipeline import set_training_budget
+    from londinium.pipeline import SFT_SHARE, set_training_budget
 
     for preset in ("tiny", "small"):
         cfg, before = load_config(preset=preset), load_config(preset=preset)
         set_training_budget(cfg, 30)
-        assert cfg.train.max_minutes == 30
-        cfg.train.max_minutes = before.train.max_minutes
+        assert cfg.train.max_minutes + cfg.sft.max_minutes == pytest.approx(30)
+        assert cfg.sft.max_minutes == pytest.approx(30 * SFT_SHARE) and 0 < SFT_SHARE < 0.5
+        cfg.train.max_minutes, cfg.sft.max_minutes = before.train.max_minutes, before.sft.max_minutes
         assert cfg == before
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="--minutes"):

@@ -19,11 +19,11 @@ from train_helpers import write_conversations
 from helpers.prose import local_sources
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-HELPERS = {"peers.py", "servers.py", "gateway_upstream.py"}  # imported or started by the scripts, not run
+HELPERS = {"peers.py", "servers.py", "gateway_upstream.py", "presidio_service.py"}  # imported or started by the scripts, not run
 HAVE_OWN_TEST = {"gpu_check.py": "test_gpu_check.py (--dry-run)", "recipe_search.py": "test_recipe_search.py",
                  "gateway_overhead.py": "test_gateway_benchmark.py (with a soak)",
                  "retrieval.py": "test_retrieval_benchmarks.py", "retrieval_peer.py": "test_retrieval_benchmarks.py",
-                 "sft_peer.py": "test_sft_peer.py"}
+                 "sft_peer.py": "test_sft_peer.py", "tool_calls.py": "test_agent.py (--quick, on a long-context model)"}
 
 # script -> (extra arguments, built from the test's workspace and run; a line its output must hold)
 QUICK: dict[str, tuple] = {
@@ -46,10 +46,13 @@ QUICK: dict[str, tuple] = {
     "kv_dtypes.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
     "gateway_cache.py": (lambda ws, run, tmp: [], "hit/miss p50"),
     "gateway_pii.py": (lambda ws, run, tmp: [], "added latency per request"),
+    "gateway_pii_peer.py": (lambda ws, run, tmp: ["--litellm", ""], "PII recall"),
+    "semantic_cache.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--set", "retrieve.dim=32"], "held out at"),
     "constrained_decode.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "overhead: constrained"),
     "distill_cost.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--teacher", run, "--top-k", "8"], "top-8 cache"),
     "distill_peer.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--teacher", run, "--run", run,
                                               "--data", str(write_conversations(ws, tmp / "chats.jsonl"))], "TRL GKDTrainer"),
+    "grpo_peer.py": (lambda ws, run, tmp: ["-w", str(_with_arith(ws, tmp)), "--run", run], "RL steps/minute"),
 }
 MARKS = {
     "gguf_decode.py": [pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
@@ -57,11 +60,14 @@ MARKS = {
     "tokenizer_speed.py": [pytest.mark.network],  # GPT-2's tokenizer files come from the package index once
     "gateway_pii.py": [pytest.mark.skipif(importlib.util.find_spec("presidio_analyzer") is None,
                                           reason="needs the guardrails extra (presidio-analyzer)")],
+    "gateway_pii_peer.py": [pytest.mark.skipif(importlib.util.find_spec("presidio_analyzer") is None,
+                                               reason="needs the guardrails extra (presidio-analyzer)")],
 }
 # Over ~10 s each on the 2-core machine even at toy sizes (importing transformers, starting real
 # servers, fresh interpreters): they run with the slow tests (`make test`), the rest every time.
 for _script in ("generate_speed.py", "eval_perplexity.py", "train_throughput.py", "trainer_overhead.py", "export_load.py", "weight_dtypes.py",
-                "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "constrained_decode.py", "distill_peer.py"):
+                "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "gateway_pii_peer.py", "constrained_decode.py",
+                "grpo_peer.py", "distill_peer.py"):
     MARKS.setdefault(_script, []).append(pytest.mark.slow)
 
 
@@ -69,6 +75,15 @@ def _copy(ws, tmp: Path) -> Path:
     """A copy of the workspace for a script that writes into it (an index, training runs, bench/)."""
     target = tmp / "ws"
     shutil.copytree(ws.root, target)
+    return target
+
+
+def _with_arith(ws, tmp: Path) -> Path:
+    """A copy of the workspace with the generated arithmetic task built (grpo_peer.py trains on it)."""
+    target = _copy(ws, tmp)
+    done = subprocess.run([sys.executable, "-m", "londinium", "tasks", "build", "-w", str(target), "--task", "arith",
+                           "--set", "tasks.train_items=64", "--set", "tasks.eval_items=8"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
     return target
 
 

@@ -201,6 +201,14 @@ def test_tokenizer_carries_special_tokens_context_and_chat_template(exported, hf
     ids = hf_tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
     ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
     assert hf_tokenizer.convert_tokens_to_ids("<|user|>") in ids  # role tokens are control ids here
+    # Tool turns too: the tools in the system turn, an assistant's calls, the tools' results.
+    tools = [{"type": "function", "function": {"name": "search_corpus", "description": "Search the corpus.",
+                                               "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "search_corpus", "arguments": '{"query":"sea"}'}}]
+    turns = [*messages, {"role": "assistant", "content": None, "tool_calls": calls},
+             {"role": "tool", "tool_call_id": "call_1", "content": "The king hath gone to the sea."}]
+    text = hf_tokenizer.apply_chat_template(turns, tools=tools, tokenize=False, add_generation_prompt=True)
+    assert text == render_chat(turns, tools=tools) and '<tool_call>\n{"name":"search_corpus"' in text
 
 
 def test_tiny_shards_are_indexed_and_load(ws, exported, tmp_path) -> None:
@@ -258,6 +266,7 @@ def test_export_is_a_stage_skipped_when_up_to_date_and_records_its_provenance(ws
     assert sorted(p.name for p in path.iterdir()) == before
     record = json.loads((path / "londinium.json").read_text())
     assert record["run"] == "export-trained" and record["step"] == trained.checkpoint.step
+    assert record["objective"] == {"name": "next-token"}  # a base model (an SFT run names its base: test_quickstart)
     assert record["tokenizer_sha256"] == tokenizer_sha256(ws)
     assert record["checkpoint"]["files"]["model.safetensors"]["sha256"] == trained.checkpoint.meta["files"]["model.safetensors"]["sha256"]
     assert record["corpus"]["train"]["sha256"] and record["config"]["model"]["context"] == CONTEXT
@@ -277,6 +286,7 @@ def test_model_card_has_hub_front_matter_and_the_runs_facts(exported) -> None:
     assert f"| tokens seen | {trained.checkpoint.meta['tokens_seen']:,} |" in body
     assert "No data card was found" in body  # the test workspace's corpus was written without the corpus stage
     assert "from_pretrained" in body and "## Intended use and limits" in body
+    assert "| objective | next-token prediction (pre-training) |" in body and "not trained on conversations" in body
 
 
 def test_changed_settings_re_export_over_the_stages_own_export(ws, tmp_path) -> None:

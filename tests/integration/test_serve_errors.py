@@ -123,14 +123,16 @@ def test_a_prompt_too_big_to_fit_is_refused_by_its_size_before_it_is_tokenized(s
     (dict(messages=[{"role": "wizard", "content": "hi"}]), "messages[0].role"),
     (dict(messages=[]), "messages"),
     (dict(max_completion_tokens=0), "max_completion_tokens"),
-    (dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), "tools"),
+    (dict(tools=[{"type": "function", "function": {"name": "f g", "parameters": {}}}]), "tools[0].function.name"),
+    (dict(tool_choice="required"), "tool_choice"),  # no tools to call
     # Fields this server does not implement are refused, never half-honoured (docs/serving.md's table).
     (dict(parallel_tool_calls=False), "parallel_tool_calls"),
     (dict(store=True), "store"),
     (dict(service_tier="priority"), "service_tier"),
     (dict(stream=True, stream_options={"continuous_usage_stats": True}), "stream_options.continuous_usage_stats"),
-    (dict(messages=[{"role": "assistant", "content": None, "tool_calls": [
+    (dict(messages=[{"role": "user", "content": "Hail", "tool_calls": [
         {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]), "messages[0].tool_calls"),
+    (dict(messages=[{"role": "tool", "content": "42"}]), "messages[0].tool_call_id"),
     (dict(messages=[{"role": "assistant", "content": None, "refusal": "I cannot"}]), "messages[0].refusal"),
     (dict(messages=[{"role": "user", "content": "Hail", "audio": {"id": "a"}}]), "messages[0].audio"),
 ])

@@ -81,7 +81,7 @@ CHAT = SAMPLING | {
     "response_format": (O, st.just({"type": "text"})),
     "tools": (("array", O), st.just([])),
     "tool_choice": (("any", [S, O]), st.just("none")),
-    "parallel_tool_calls": (B, st.nothing()),  # refused whatever its value: there are no tools
+    "parallel_tool_calls": (B, st.nothing()),  # refused whatever its value without tools (test_serve_tools has them)
     "functions": (("array", O), st.just([])),
     "function_call": (("any", [S, O]), st.just("none")),
     "store": (B, st.just(False)),

@@ -73,5 +73,5 @@ def test_quickstart_help_quotes_the_tiny_presets_steps_and_the_budget_it_plans(c
     with pytest.raises(SystemExit):
         main(["quickstart", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert f"(tiny: {PRESETS['tiny']['train']['max_steps']:,})" in out
+    assert f"(tiny: {PRESETS['tiny']['train']['max_steps']:,} pre-training, {PRESETS['tiny']['sft']['max_steps']:,} fine-tuning)" in out
     assert "planned from the pace measured on this machine" in out and "1,100" not in out

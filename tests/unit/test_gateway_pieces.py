@@ -39,7 +39,7 @@ def config(**over) -> dict:
     ({"routes": [{"alias": "m", "backends": ["a"], "strategy": "fastest"}]}, "routes[0].strategy = 'fastest': must be one of"),
     ({"routes": []}, "no [[routes]]"),
     ({"routes": [{"alias": "m", "backends": ["a"], "classes": {"x": ["a"]}}]}, "has classes but no classifier"),
-    ({"semantic_cache": {}}, "unknown table [semantic_cache]"),
+    ({"guardrails": {}}, "unknown table [guardrails]"),
     ({"cache": {"store": "redis"}}, "cache.store = 'redis' needs cache.redis_url"),
     ({"cache": {"ttl_s": 0}}, "cache.ttl_s = 0.0: must be"),
     ({"cache": {"redis_url": "http://x"}}, "cache.redis_url = 'http://x': must match"),
@@ -55,7 +55,8 @@ def test_an_unknown_chain_step_is_named_when_the_gateway_is_built(tmp_path) -> N
     from londinium.gateway.runtime import Gateway
 
     settings = parse_settings(config(gateway={"chain": ["auth", "guard", "upstream"], "database": str(tmp_path / "g.db")}), "gw.toml")
-    with pytest.raises(ConfigError, match="unknown step 'guard'; built-in steps: auth, usage, limits, route, pii, cache, upstream"):
+    with pytest.raises(ConfigError, match="unknown step 'guard'; built-in steps: auth, usage, limits, route, token_limits, pii, output_filter, cache, semantic_cache, "
+                                             "response_schema, upstream"):
         Gateway(settings)
 
 

@@ -132,3 +132,31 @@ def test_model_memory_refuses_a_context_the_model_does_not_have(tmp_path, capsys
 
     assert main(["model", "memory", "--preset", "tiny", "-w", str(tmp_path), "--context", "100000"]) == 2
     assert "--context 100000: give 1 .. 256 tokens (model.context)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weight_dtype, kv_dtype", [("float32", "float32"), ("int8", "int8")])
+def test_a_memory_budget_gives_the_most_sequences_whose_plan_fits(weight_dtype: str, kv_dtype: str) -> None:
+    """What `serve.memory_budget_mb` sizes max_running to (`infer.scheduler.running_for_budget`, from
+    the engine's own weights, KV dtype and draft), held to the plan: n fit, n + 1 do not."""
+    from engine_fixtures import make_model, make_tokenizer
+
+    from londinium.errors import ConfigError
+    from londinium.infer import Engine
+    from londinium.infer.scheduler import running_for_budget
+    from londinium.model.memory import draft_bytes, max_sequences
+
+    tok = make_tokenizer()
+    model, draft = make_model(tok, "rope"), make_model(tok, "rope", seed=1)
+    quantize_weights(model, weight_dtype)
+    drafts = [None] if kv_dtype == "int8" else [None, draft]  # the int8 cache takes no draft
+    for d in drafts:
+        engine = Engine(model, tok, kv_dtype=kv_dtype, draft=d)
+        extra = draft_bytes(d.config) if d is not None else 0
+        plan = lambda n: memory_plan(model.config, n, weight_dtype=weight_dtype, kv_dtype=kv_dtype, step_tokens=256).total + extra  # noqa: E731
+        for budget in (plan(1), plan(5) + 100, plan(12) - 1):
+            n = running_for_budget(engine, budget / 2**20, 256)
+            assert plan(n) <= budget < plan(n + 1)
+            assert n == max_sequences(model.config, budget, extra_bytes=extra, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+                                      step_tokens=256)
+        with pytest.raises(ConfigError, match="does not hold one sequence"):
+            running_for_budget(engine, (plan(1) - 1) / 2**20, 256)

@@ -63,6 +63,49 @@ def test_greedy_output_is_the_targets_own(tok, k: int, draft: str) -> None:
         assert out.accepted < out.drafted / 4
 
 
+def test_the_engine_drafts_for_a_sequence_left_alone_and_gives_its_greedy_tokens_and_logprobs(tok) -> None:
+    """Two prompts in one engine: together they decode a token a step; once the shorter ends, the
+    draft catches up on the other's tokens and proposes. Tokens equal the engine's without a draft,
+    log-probabilities too (to float rounding: a pass of k + 1 tokens against k + 1 one-token steps)."""
+    target = varied_model(tok)
+    prompts = [tok.encode("Shall I compare thee").ids, tok.encode("To be").ids]
+    params = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True, logprobs=2) for n in (6, 40)]
+    want = Engine(target, tok).generate(prompts, params)
+    engine = Engine(target, tok, draft=perturbed(target, 0.05), draft_tokens=3)
+    got = engine.generate(prompts, params)
+    assert [c.token_ids for c in got] == [c.token_ids for c in want]
+    for g, w in zip(got, want):
+        for a, b in zip(g.choices[0].logprobs, w.choices[0].logprobs):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+            assert [t.token_id for t in a.top] == [t.token_id for t in b.top]
+    assert 0 < engine.counters["accepted"] < engine.counters["drafted"]
+    # Decoded alone, the long one takes fewer steps than tokens: the proposals were taken several a step.
+    assert engine.counters["steps"] < 6 + 40
+
+
+@pytest.mark.parametrize("weight_dtype", ["float16", "int8"])
+def test_a_packed_target_with_a_draft_gives_its_own_greedy_tokens(tok, weight_dtype: str) -> None:
+    """Packed weights (model/quantize.py) scale each row on its own, so the target's pass over k + 1
+    tokens gives each the logits its one-token step gives: greedy output is the packed model's own."""
+    from londinium.model.quantize import quantize_weights
+
+    target = quantize_weights(varied_model(tok), weight_dtype)
+    prompt, params = tok.encode("Shall I compare thee").ids, SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    [want] = Engine(target, tok).generate([prompt], params)
+    engine = Engine(target, tok, draft=perturbed(varied_model(tok), 0.05))
+    [got] = engine.generate([prompt], params)
+    assert got.token_ids == want.token_ids and 0 < engine.counters["accepted"] < engine.counters["drafted"]
+
+
+def test_a_penalty_decodes_without_the_draft(tok) -> None:
+    target = varied_model(tok)
+    engine = Engine(target, tok, draft=target)
+    params = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True, repetition_penalty=1.3)
+    [c] = engine.generate([tok.encode("To be").ids], params)
+    [want] = Engine(target, tok).generate([tok.encode("To be").ids], params)
+    assert c.token_ids == want.token_ids and engine.counters["drafted"] == 0
+
+
 def small_gpt(seed: int, sharpness: float) -> GPT:
     torch.manual_seed(seed)
     cfg = ModelConfig(n_layer=1, n_head=2, n_embd=16, context=16, vocab_size=5, positions="rope", norm="rmsnorm", mlp="swiglu")
@@ -72,12 +115,20 @@ def small_gpt(seed: int, sharpness: float) -> GPT:
     return model
 
 
-def two_token_law(model: GPT, prompt: list[int], temperature: float) -> torch.Tensor:
-    """The exact probability of each pair of next tokens, `[V * V]`, from full forward passes."""
+def two_token_law(model: GPT, prompt: list[int], temperature: float, top_k: int = 0) -> torch.Tensor:
+    """The exact probability of each pair of next tokens, `[V * V]`, from full forward passes
+    (sampled at `temperature` among the `top_k` most likely, 0: all)."""
     V = model.config.vocab_size
+
+    def law(ids: list[int]) -> torch.Tensor:
+        logits = model(torch.tensor([ids]))[0][0, -1] / temperature
+        if top_k:
+            logits = logits.masked_fill(logits < logits.topk(top_k).values[-1], float("-inf"))
+        return torch.softmax(logits, -1)
+
     with torch.no_grad():
-        first = torch.softmax(model(torch.tensor([prompt]))[0][0, -1] / temperature, -1)
-        second = torch.stack([torch.softmax(model(torch.tensor([[*prompt, a]]))[0][0, -1] / temperature, -1) for a in range(V)])
+        first = law(prompt)
+        second = torch.stack([law([*prompt, a]) for a in range(V)])
     return (first[:, None] * second).reshape(-1)
 
 
@@ -104,10 +155,12 @@ def test_the_rule_emits_each_token_as_the_target_would() -> None:
 
 
 @pytest.mark.slow  # 3,000 decodes with real models: ~10 s on a quiet machine
-def test_sampled_output_is_distributed_as_the_targets(tok) -> None:
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_sampled_output_is_distributed_as_the_targets(tok, top_k: int) -> None:
+    """The rounds the engine runs (`Speculator.round`), with the request's warpers on both laws."""
     target, draft = small_gpt(0, 30.0), small_gpt(1, 30.0)
     prompt, temperature, n = [1, 3], 0.9, 3000
-    p, q = two_token_law(target, prompt, temperature), two_token_law(draft, prompt, temperature)
+    p, q = two_token_law(target, prompt, temperature, top_k), two_token_law(draft, prompt, temperature, top_k)
     assert 0.5 * float((p - q).abs().sum()) > 0.3  # the draft alone would be far off: the rule must correct it
     spec = SpeculativeDecoder(target, draft, k=2)
     gen = torch.Generator().manual_seed(0)
@@ -115,7 +168,7 @@ def test_sampled_output_is_distributed_as_the_targets(tok) -> None:
     counts = torch.zeros(V * V)
     drafted = accepted = 0
     for _ in range(n):
-        out = spec.generate(prompt, 2, temperature=temperature, generator=gen)
+        out = spec.generate(prompt, 2, temperature=temperature, generator=gen, top_k=top_k)
         counts[out.token_ids[0] * V + out.token_ids[1]] += 1
         drafted, accepted = drafted + out.drafted, accepted + out.accepted
     assert 0 < accepted < drafted  # both the accept and the reject branch ran

@@ -26,7 +26,7 @@ def _cut(name: str, split: str) -> list[TaskItem]:
     return TASKS[name].cut(CORPUS, TaskSpec(split=split, items=40, passage_words=20))
 
 
-@pytest.mark.parametrize("name", list(TASKS))
+@pytest.mark.parametrize("name", [n for n in TASKS if n != "arith"])  # arith is generated, not cut
 def test_items_of_a_split_come_from_its_documents_and_point_into_them(name):
     train_groups = {d["group"] for d in CORPUS["train"]}
     for split in ("train", "val", "test"):

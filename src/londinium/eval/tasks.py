@@ -32,7 +32,7 @@ def shots_for(run_cfg: Any, asked: int | None, default: int) -> int:
     fine-tuned run and `default` (tasks.shots) for a base model."""
     if asked is not None:
         return asked
-    return 0 if getattr(run_cfg.train, "objective", "next-token") == "sft" else default
+    return 0 if getattr(run_cfg.train, "objective", "next-token") in ("sft", "grpo") else default
 
 
 def prompt_ids(tokenizer: Any, item: TaskItem, train: Sequence[TaskItem], shots: int, room: int) -> tuple[list[int], int]:

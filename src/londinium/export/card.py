@@ -69,8 +69,37 @@ def evaluation(ws: Workspace, trained: Any) -> dict[str, Any] | None:
     return results
 
 
+def objective(ws: Workspace, trained: Any) -> dict[str, Any]:
+    """What the run was trained for: next-token pre-training, SFT from a base run (which checkpoint, on
+    which tasks and files) or distillation from a teacher; what a reader of an export asks first."""
+    cfg = trained.config
+    out: dict[str, Any] = {"name": cfg.train.objective}
+    if cfg.train.objective == "sft":
+        out["base"] = _checkpoint_of(ws, cfg.sft.base, cfg.sft.checkpoint)
+        out["tasks"], out["data"] = list(cfg.sft.tasks), [Path(p).name for p in cfg.sft.data]
+        out["replay_share"] = cfg.sft.replay_share
+    elif cfg.train.objective == "distill":
+        out["teacher"] = _checkpoint_of(ws, cfg.distill.teacher, cfg.distill.teacher_checkpoint)
+        out.update(alpha=cfg.distill.alpha, temperature=cfg.distill.temperature, kl=cfg.distill.kl)
+    return out
+
+
+def _checkpoint_of(ws: Workspace, run: str, checkpoint: str) -> dict[str, Any]:
+    """A base or teacher checkpoint as the record names it: run, the checkpoint asked for and, while it
+    is still in the workspace, the step it is now ('best' can move if that run trains on)."""
+    from londinium.errors import LondiniumError
+    from londinium.export.run import resolve_checkpoint
+
+    out: dict[str, Any] = {"run": run, "checkpoint": checkpoint}
+    try:
+        out["step"] = resolve_checkpoint(ws, run, checkpoint).step
+    except LondiniumError:
+        out["step"] = None  # deleted since: the record still names it
+    return out
+
+
 def provenance(ws: Workspace, trained: Any, export: dict[str, Any]) -> dict[str, Any]:
-    """londinium.json: which run, step, config, checkpoint, tokenizer and corpus the export came from."""
+    """londinium.json: which run, step, objective, config, checkpoint, tokenizer and corpus the export came from."""
     from londinium import __version__
 
     ckpt = trained.checkpoint
@@ -80,6 +109,7 @@ def provenance(ws: Workspace, trained: Any, export: dict[str, Any]) -> dict[str,
         "export": export,
         "run": trained.run,
         "step": ckpt.step,
+        "objective": objective(ws, trained),
         "parameters": trained.num_params,
         "checkpoint": {"path": str(ckpt.path), "saved_at": ckpt.meta.get("saved_at"),
                        "tokens_seen": ckpt.meta.get("tokens_seen"), "files": ckpt.meta.get("files", {})},
@@ -146,7 +176,8 @@ def render_card(ws: Workspace, trained: Any, architecture: str, dtype: str, out_
     if moe:
         lines.append(f"| experts | {m.n_experts}, {m.top_k} per token |")
     lines += [f"| tied embeddings | {'yes' if m.tie_embeddings else 'no'} |", ""]
-    lines += ["## Training", "", "| | |", "|---|---|",
+    goal = objective(ws, trained)
+    lines += ["## Training", "", "| | |", "|---|---|", f"| objective | {_describe_objective(goal)} |",
               f"| steps | {train['steps']:,} |",
               f"| tokens seen | {_fmt_int(train['tokens_seen'])} |",
               f"| training time | {_fmt_duration(train['seconds'])} |"]
@@ -174,14 +205,27 @@ def render_card(ws: Workspace, trained: Any, architecture: str, dtype: str, out_
            "prejudices of its sources and their time." if profile.style else
            "Generating and scoring text like that of its corpus. It is a small base model: it continues text, it does "
            "not follow instructions or know facts, and it reproduces the wording, errors and biases of its sources.")
+    if goal["name"] == "sft":
+        use = (f"A small assistant: a base model of its corpus fine-tuned to answer, through its chat template, the kind of "
+               f"question it was fine-tuned on ({', '.join(goal['tasks'] + goal['data']) or 'its conversations'}). It "
+               "answers in the trained format; it does not follow other instructions reliably or know facts beyond its "
+               "corpus, and it reproduces the wording, errors and biases of its sources.")
+        chat = "It was fine-tuned on conversations in its chat template (the answers only carried the loss)."
+        example = ["```python", load_snippet(out_dir),
+                   f"messages = [{{\"role\": \"user\", \"content\": {json.dumps(prompt, ensure_ascii=False)}}}]",
+                   "ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", return_dict=True)",
+                   "out = model.generate(**ids, max_new_tokens=40)",
+                   "print(tok.decode(out[0, ids[\"input_ids\"].shape[1]:], skip_special_tokens=True))", "```", ""]
+    else:
+        chat = "The chat template's role tokens are reserved in the vocabulary but the model was not trained on conversations."
+        example = ["```python", load_snippet(out_dir),
+                   f"ids = tok({json.dumps(prompt, ensure_ascii=False)}, return_tensors=\"pt\").input_ids",
+                   "print(tok.decode(model.generate(ids, max_new_tokens=40)[0]))", "```", ""]
     lines += ["## Intended use and limits", "",
-              f"{use} Passages it has seen in training may come back verbatim. "
-              "The chat template's role tokens are reserved in the vocabulary but the model was not trained on "
-              "conversations. Inputs longer than the context are not supported.", ""]
+              f"{use} Passages it has seen in training may come back verbatim. {chat} "
+              "Inputs longer than the context are not supported.", ""]
     lines += ["## How to load", "", f"From the directory `{out_dir}` (or the Hub repository it was uploaded to):", "",
-              "```python", load_snippet(out_dir),
-              f"ids = tok({json.dumps(prompt, ensure_ascii=False)}, return_tensors=\"pt\").input_ids",
-              "print(tok.decode(model.generate(ids, max_new_tokens=40)[0]))", "```", "",
+              *example,
               "The tokenizer maps control-token text such as `<|endoftext|>` in a prompt to the control token, "
               "as `transformers` does by default; londinium's own encoder keeps such text as text. Pass "
               "`split_special_tokens=True` to the tokenizer to get londinium's ids.", "",
@@ -207,7 +251,32 @@ def _evaluation_lines(results: dict[str, Any]) -> list[str]:
     if overall.get("n"):
         lines += ["", f"{probes.get('title') or 'Log-likelihood probes'} ({probes.get('name', '')}): {overall['accuracy']:.0%} "
                       f"correct of {overall['n']} (chance {overall['chance']:.0%})."]
+    tasks = results.get("tasks", {})
+    if tasks.get("tasks"):
+        how = f"{tasks['shots']}-shot" if tasks.get("shots") else "zero-shot"
+        lines += ["", f"Tasks cut from the corpus's held-out documents, asked through the chat template ({how}, greedy); "
+                      "score and baseline as the task's metric says (accuracy, exact match or chrF 0-100), *format* the "
+                      "share of answers that ended the turn in time (± one standard error):", "",
+                  "| task | split | items | score | baseline | format |", "|---|---|---:|---:|---:|---:|"]
+        for name, block in tasks["tasks"].items():
+            for split, b in block["splits"].items():
+                t = b["summary"]
+                if t.get("n"):
+                    lines.append(f"| {name} | {split} | {t['n']} | {100 * t['score']:.1f} ± {100 * t['score_se']:.1f} | "
+                                 f"{100 * t['baseline']:.1f} ({block['baseline']}) | {t['format']:.0%} |")
     return lines + [""]
+
+
+def _describe_objective(goal: dict[str, Any]) -> str:
+    if goal["name"] == "sft":
+        b = goal["base"]
+        step = f" step {b['step']}" if b.get("step") is not None else f" ({b['checkpoint']})"
+        what = ", ".join(goal["tasks"] + goal["data"]) or "conversations"
+        return f"supervised fine-tuning of `{b['run']}`{step} on {what} ({goal['replay_share']:.0%} replay of pre-training text)"
+    if goal["name"] == "distill":
+        t = goal["teacher"]
+        return f"next-token prediction distilled from `{t['run']}` (alpha {goal['alpha']:g}, T {goal['temperature']:g}, {goal['kl']} KL)"
+    return "next-token prediction (pre-training)"
 
 
 def load_snippet(path: str | Path) -> str:

@@ -96,7 +96,7 @@ class Usage:
 
     async def record(self, ex: Exchange, texts: list[str]) -> None:
         backend, usage = ex.backend, ex.usage
-        if ex.outcome.get("cache") == "hit":  # no backend ran: the tokens were counted on the miss that filled the entry
+        if "hit" in (ex.outcome.get("cache"), ex.outcome.get("semantic_cache")):  # no backend ran: the tokens were counted on the miss that filled the entry
             usage, ex.usage_source = {"prompt_tokens": 0, "completion_tokens": 0}, "cache"
         elif usage is not None:
             ex.usage_source = "upstream"

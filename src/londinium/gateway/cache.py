@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from prometheus_client import Counter
 
@@ -65,6 +65,19 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def bypass_reason(ex: Exchange, route: Any, switch: str, bypass_keys: list[str]) -> str | None:
+    """Why a cache (`switch`: the route's field that turns it on) stands aside for this request, or None:
+    the route turned it off, the key is in bypass_keys, or the request samples (unless the route
+    caches sampled requests too)."""
+    if route is not None and not getattr(route, switch):
+        return "route-off"
+    if ex.key is not None and ex.key.name in bypass_keys:
+        return "key-off"
+    if not deterministic(ex.body) and not (route is not None and route.cache_sampled):
+        return "sampled"
+    return None
+
+
 def deterministic(body: dict[str, Any]) -> bool:
     """Temperature 0 (greedy), or a seed: the same request gets the same answer. No temperature means
     the API's default of 1, which samples."""
@@ -88,18 +101,8 @@ class Cache:
         # Only configured aliases become labels (an unknown one was refused by `route`, or is "-").
         self.decisions.labels(ex.model if ex.model in self.routes else "-", decision, reason).inc()
 
-    def _bypass_reason(self, ex: Exchange) -> str | None:
-        route = self.routes.get(ex.model)
-        if route is not None and not route.cache:
-            return "route-off"
-        if ex.key is not None and ex.key.name in self.cfg.bypass_keys:
-            return "key-off"
-        if not deterministic(ex.body) and not (route is not None and route.cache_sampled):
-            return "sampled"
-        return None
-
     async def __call__(self, ex: Exchange, call_next: Next) -> Reply:
-        reason = self._bypass_reason(ex)
+        reason = bypass_reason(ex, self.routes.get(ex.model), "cache", self.cfg.bypass_keys)
         key = cache_key(ex.endpoint, ex.body, ex.key.id if ex.key is not None else "") if reason is None else ""
         if reason is None:
             try:
@@ -109,48 +112,33 @@ class Cache:
                 reason, found = "store-unavailable", None
             if found is not None:
                 self._decide(ex, "hit", "found")
-                return _replay(json.loads(found))
+                return replay(json.loads(found))
         if reason is not None:
             self._decide(ex, "bypass", reason)
-            return await _call(ex, call_next, "bypass")
+            return await call_on(ex, call_next, "bypass")
         ex.outcome["cache"] = "miss"  # the reason (stored or why not) once the answer is complete
         try:
-            reply = await _call(ex, call_next, "miss")
+            reply = await call_on(ex, call_next, "miss")
         except BaseException:
             self._decide(ex, "miss", "not-ok")
             raise
         if reply.events is not None:
-            reply.events = self._collect(ex, key, reply.events)
+            reply.events = collect(reply.events, self.max_entry, lambda entry: self._kept(ex, key, entry),
+                                   lambda: self._decide(ex, "miss", "not-ok"))
         elif reply.status == 200 and reply.body is not None:
             await self._put(ex, key, {"body": reply.body})
         else:
             self._decide(ex, "miss", "not-ok")
         return reply
 
-    async def _collect(self, ex: Exchange, key: str, events: AsyncIterator[dict]) -> AsyncIterator[dict]:
-        """Pass the chunks on as they come and keep them; store them once the stream ended well. Each is
-        kept as JSON text when it passes, so a step outside this one that rewrites chunks in place
-        cannot change what was stored."""
-        kept: list[str] | None = []
-        size = 0
-        try:
-            async for chunk in events:
-                if kept is not None:
-                    kept.append(_json(chunk))
-                    size += len(kept[-1])
-                    if size > self.max_entry:  # too large to keep: stop collecting
-                        kept = None
-                yield chunk
-        except BaseException:  # an error event, or the client went away: nothing to keep
-            self._decide(ex, "miss", "not-ok")
-            raise
-        if kept is None:
+    async def _kept(self, ex: Exchange, key: str, entry: str | None) -> None:
+        if entry is None:
             self._decide(ex, "miss", "too-large")
         else:
-            await self._put(ex, key, '{"chunks":[' + ",".join(kept) + "]}")
+            await self._put(ex, key, entry)
 
     async def _put(self, ex: Exchange, key: str, entry: dict[str, Any] | str) -> None:
-        value = (entry if isinstance(entry, str) else _json(entry)).encode("utf-8", "surrogatepass")
+        value = (entry if isinstance(entry, str) else json_text(entry)).encode("utf-8", "surrogatepass")
         if len(value) > self.max_entry:
             self._decide(ex, "miss", "too-large")
             return
@@ -168,25 +156,49 @@ class Cache:
         await self.store.close()
 
 
-def _json(obj: Any) -> str:
+async def collect(events: AsyncIterator[dict], max_bytes: int, kept: Callable[[str | None], Awaitable[None]],
+                  failed: Callable[[], None]) -> AsyncIterator[dict]:
+    """Pass a stream's chunks on as they come and keep them; once it ended well, `kept` gets the entry
+    (`{"chunks": [...]}` as JSON text), or None when it grew past max_bytes; `failed()` when it broke
+    (an error event, or the client went away). Each chunk is kept as JSON text when it passes, so a
+    step outside the cache that rewrites chunks in place cannot change what was stored."""
+    chunks: list[str] | None = []
+    size = 0
+    try:
+        async for chunk in events:
+            if chunks is not None:
+                chunks.append(json_text(chunk))
+                size += len(chunks[-1])
+                if size > max_bytes:  # too large to keep: stop collecting
+                    chunks = None
+            yield chunk
+    except BaseException:
+        failed()
+        raise
+    await kept(None if chunks is None else '{"chunks":[' + ",".join(chunks) + "]}")
+
+
+def json_text(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-async def _call(ex: Exchange, call_next: Next, decision: str) -> Reply:
+async def call_on(ex: Exchange, call_next: Next, decision: str, header: str = HEADER) -> Reply:
     """The rest of the chain, its answer (an error too) carrying the decision's header."""
     try:
         reply = await call_next(ex)
     except APIError as e:
-        e.headers = {**(e.headers or {}), HEADER: decision}
+        e.headers = {**(e.headers or {}), header: decision}
         raise
-    reply.headers[HEADER] = decision
+    reply.headers[header] = decision
     return reply
 
 
-def _replay(entry: dict[str, Any]) -> Reply:
+def replay(entry: dict[str, Any], headers: dict[str, str] | None = None) -> Reply:
+    """A stored answer as a reply: a stream's chunks as a stream again, else the body."""
+    headers = headers or {HEADER: "hit"}
     if "chunks" in entry:
-        return Reply(200, events=_events(entry["chunks"]), headers={HEADER: "hit"})
-    return Reply(200, body=entry["body"], headers={HEADER: "hit"})
+        return Reply(200, events=_events(entry["chunks"]), headers=headers)
+    return Reply(200, body=entry["body"], headers=headers)
 
 
 async def _events(chunks: list[dict]) -> AsyncIterator[dict]:

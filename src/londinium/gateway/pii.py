@@ -155,11 +155,14 @@ def _unmask_body(body: dict[str, Any], masking: Masking) -> dict[str, Any]:
     return body
 
 
-def _piece(choice: dict[str, Any]) -> tuple[Any, str] | None:
-    """(holder, key) of a stream choice's text: delta.content for chat, text for completions."""
-    delta = choice.get("delta")
-    if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-        return delta, "content"
+def text_slot(choice: Any, part: str = "delta") -> tuple[Any, str] | None:
+    """(holder, key) of a choice's text: `part`.content for chat ("delta" in a stream's chunk, "message"
+    in a JSON answer), text for completions."""
+    if not isinstance(choice, dict):
+        return None
+    inner = choice.get(part)
+    if isinstance(inner, dict) and isinstance(inner.get("content"), str):
+        return inner, "content"
     if isinstance(choice.get("text"), str):
         return choice, "text"
     return None
@@ -177,7 +180,7 @@ async def _unmask_stream(events: AsyncIterator[dict[str, Any]], masking: Masking
                 continue
             index = choice.get("index", 0)
             unmasker = unmaskers.setdefault(index, masking.stream())
-            where = _piece(choice)
+            where = text_slot(choice)
             if where is not None:
                 holder, k = where
                 holder[k] = unmasker.feed(holder[k])

@@ -16,17 +16,24 @@ from londinium.gateway.accounting import Usage
 from londinium.gateway.backends import Backend
 from londinium.gateway.cache import Cache
 from londinium.gateway.chain import Chain, Step, resolve
-from londinium.gateway.pii import Pii  # Presidio itself is imported only when the chain names `pii`
+from londinium.gateway.output_filter import OutputFilter
+from londinium.gateway.pii import Pii
+from londinium.gateway.response_schema import ResponseSchema  # Presidio itself is imported only when the chain names `pii`
 from londinium.gateway.router import Router
+from londinium.gateway.semantic_cache import SemanticCache
 from londinium.gateway.settings import GatewaySettings
 from londinium.gateway.steps import Auth, Limits, Route
 from londinium.gateway.store import Store
 from londinium.gateway.telemetry import Telemetry
+from londinium.gateway.token_limits import TokenLimits
 from londinium.gateway.upstream import Upstream
 
-# The built-in steps by the name gateway.chain uses: each a factory `(gateway) -> Step`.
+# The built-in steps by the name gateway.chain uses, in the order they go in a chain (docs/gateway.md):
+# each a factory `(gateway) -> Step`.
 BUILTIN_STEPS: dict[str, Callable[[Any], Step]] = {"auth": Auth, "usage": Usage, "limits": Limits, "route": Route,
-                                                   "pii": Pii, "cache": Cache, "upstream": Upstream}
+                                                   "token_limits": TokenLimits, "pii": Pii, "output_filter": OutputFilter, "cache": Cache,
+                                                   "semantic_cache": SemanticCache, "response_schema": ResponseSchema,
+                                                   "upstream": Upstream}
 
 
 class Gateway:

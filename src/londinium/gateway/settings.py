@@ -6,6 +6,9 @@
     [[routes]]           a model alias clients send -> a group of backends and how to choose among them
     [cache]              the exact cache's store, bounds and who bypasses it (the `cache` step)
     [pii]                the PII guardrail's entities, actions, own recognizers and per-key actions (the `pii` step)
+    [output_filter]      the output guardrail's deny-lists, regular expressions and PII in answers (the `output_filter` step)
+    [token_limits]       per-key prompt and completion length limits (the `token_limits` step; routes carry their own)
+    [semantic_cache]     the semantic cache's embedder, threshold, index file and bounds (the `semantic_cache` step)
 
 Fields are declared with `config.doc` (default, one-line doc, the values accepted), so a value out
 of range is the same one-line `ConfigError` as in `londinium.toml`: `gateway.toml: backends[1].input_price
@@ -101,22 +104,72 @@ class RouteSection:
     cache: bool = doc(True, "With the `cache` step in the chain: this route's answers are cached (off: every request bypasses it).")
     cache_ttl_s: float = doc(0.0, "Seconds this route's cached answers live; 0: cache.ttl_s.", ge=0, le=31_536_000, hint="(0: cache.ttl_s)")
     cache_sampled: bool = doc(False, "Cache sampled requests too (temperature > 0 without a seed): a hit then repeats one sample instead of drawing a new one.")
+    semantic_cache: bool = doc(True, "With the `semantic_cache` step in the chain: this route's answers are cached by meaning (off: bypassed).")
+    semantic_threshold: float = doc(0.0, "Cosine similarity a question needs to an earlier one for a semantic hit; 0: semantic_cache.threshold.", ge=0, le=1, hint="(0: semantic_cache.threshold)")
+    max_prompt_tokens: int = doc(0, "With the `token_limits` step: prompts longer than this many tokens get 400 (0: no limit).", ge=0, hint="(0: no limit)")
+    max_completion_tokens: int = doc(0, "With the `token_limits` step: max_tokens above this gets 400, and a request without max_tokens gets this (0: no limit).", ge=0, hint="(0: no limit)")
+    tpm: int = doc(0, "With the `token_limits` step: tokens per minute the whole route may serve, across keys; then 429 (0: no limit).", ge=0, hint="(0: no limit)")
+    response_schema: bool = doc(True, "With the `response_schema` step in the chain: answers to response_format requests are checked against their JSON schema (off: passed as they are).")
+    output_filter: bool = doc(True, "With the `output_filter` step in the chain: this route's answers are scanned (off: passed as they are).")
     pii: bool = doc(True, "With the `pii` step in the chain: this route's requests are checked for PII (off: they pass unchecked).")
     pii_actions: dict = doc({}, "Entity -> action for this route, over pii.actions: e.g. {CREDIT_CARD = 'block'}.")
 
 
 @dataclass
-class CacheSection:
+class CacheBounds:
+    """How long a cache keeps answers and how many (the exact cache's and the semantic cache's own)."""
+
+    ttl_s: float = doc(3600.0, "Seconds a cached answer lives.", gt=0, le=31_536_000)
+    max_entries: int = doc(10_000, "Answers kept in this process at most; the least recently used goes first.", ge=1, le=100_000_000)
+    max_mb: float = doc(64.0, "Megabytes of answers kept in this process at most (an exact cache in Redis: bound it with Redis's own maxmemory).", gt=0, le=1_000_000)
+    max_entry_kb: float = doc(256.0, "Answers larger than this many kilobytes are not kept (in any store).", gt=0, le=1_000_000)
+    bypass_keys: list[str] = doc([], "Names of virtual keys whose requests never use this cache.")
+
+
+@dataclass
+class CacheSection(CacheBounds):
     """The exact cache (the `cache` step): where answers are kept, for how long, how many."""
 
     store: str = doc("memory", "'memory' (an LRU inside this gateway process) or 'redis' (shared by every gateway on it; needs the redis extra).", choices=("memory", "redis"))
     redis_url: str = doc("", "The Redis server for store = 'redis', e.g. redis://127.0.0.1:6379/0.", pattern=r"(rediss?|unix)://[^\s]*|", hint="(redis://, rediss:// or unix://)")
     prefix: str = doc("londinium:cache:", "Prefix of the cache's Redis keys (several gateway groups can share one Redis).", nonempty=True)
-    ttl_s: float = doc(3600.0, "Seconds a cached answer lives.", gt=0, le=31_536_000)
-    max_entries: int = doc(10_000, "Answers the in-process store keeps at most; the least recently used goes first.", ge=1, le=100_000_000)
-    max_mb: float = doc(64.0, "Megabytes the in-process store keeps at most (bound Redis with its own maxmemory).", gt=0, le=1_000_000)
-    max_entry_kb: float = doc(256.0, "Answers larger than this many kilobytes are not stored (either store).", gt=0, le=1_000_000)
-    bypass_keys: list[str] = doc([], "Names of virtual keys whose requests never use the cache.")
+
+
+@dataclass
+class SemanticCacheSection(CacheBounds):
+    """The semantic cache (the `semantic_cache` step): an answer reused for a question that means the same."""
+
+    embedder: str = doc("corpus", "'corpus' (the workspace's static embedder from `londinium index vectors`), 'wordllama', 'sentence-transformers' (a model folder) or 'openai' (an /v1/embeddings URL).",
+                        choices=("corpus", "wordllama", "sentence-transformers", "openai"))
+    embedder_path: str = doc("", "For 'corpus': the embedder.npz (e.g. londinium-work/vectors/embedder.npz); for 'sentence-transformers': the model folder.", path=True)
+    embedder_url: str = doc("", "For 'openai': the base URL, e.g. http://127.0.0.1:8000/v1.")
+    embedder_model: str = doc("", "For 'openai': the embedding model's name.")
+    threshold: float = doc(0.97, "Cosine similarity a question needs to an earlier one of the same scope for a hit (chosen on labelled pairs: docs/LOG.md).", gt=0, le=1)
+    multi_turn: bool = doc(False, "Also cache conversations: the last user message is compared by meaning, every earlier message must be identical (off: single-turn requests only).")
+    index_path: str = doc("", "The index file (.npz), written atomically on shutdown and every save_interval_s; empty: semantic-cache.npz beside this file.", path=True)
+    save_interval_s: float = doc(60.0, "Seconds between saves of a changed index (a save also happens on shutdown); 0: only on shutdown.", ge=0, le=86400)
+
+
+@dataclass
+class TokenLimitsSection:
+    """Per-key length limits of the `token_limits` step (the routes' own are in [[routes]])."""
+
+    keys: dict = doc({}, "Virtual key name -> its limits, e.g. {partner = {max_prompt_tokens = 2000, max_completion_tokens = 256}}; the smaller of the key's and the route's applies.")
+
+
+TOKEN_LIMITS = ("max_prompt_tokens", "max_completion_tokens")
+OUTPUT_ACTIONS = ("mask", "block")
+
+
+@dataclass
+class OutputFilterSection:
+    """The output guardrail (the `output_filter` step): what an answer must not carry to the client."""
+
+    actions: dict = doc({}, "Rule or entity -> 'mask' ([NAME] in its place) or 'block' (the answer ends before it, finish_reason 'content_filter'); an entity not in patterns or deny_lists is personal data found by Presidio (EMAIL_ADDRESS, CREDIT_CARD, ...).")
+    patterns: dict = doc({}, "Your own rules: name -> regular expression (the `regex` package's syntax), e.g. {ORDER_ID = 'ORD-[0-9]{6}'}.")
+    deny_lists: dict = doc({}, "Your own rules: name -> words matched whole and in any case, e.g. {SECRET = ['Falcon', 'Osprey']}.")
+    pii_hold_chars: int = doc(64, "Characters of a stream held back while personal data is looked for: longer than any entity it finds.", ge=1, le=4096)
+    max_hold_chars: int = doc(1024, "Longest tail a pattern's possible match may hold back in a stream; beyond it the text goes out.", ge=1, le=1_000_000)
 
 
 PII_ACTIONS = ("mask", "block", "log", "off")
@@ -148,6 +201,9 @@ class GatewaySettings:
     routes: list[RouteSection] = field(default_factory=list)
     cache: CacheSection = field(default_factory=CacheSection)
     pii: PiiSection = field(default_factory=PiiSection)
+    semantic_cache: SemanticCacheSection = field(default_factory=SemanticCacheSection)
+    output_filter: OutputFilterSection = field(default_factory=OutputFilterSection)
+    token_limits: TokenLimitsSection = field(default_factory=TokenLimitsSection)
     source: str = "gateway.toml"  # where it was read from, for messages
 
     def backend(self, name: str) -> BackendSection:
@@ -199,15 +255,20 @@ def load_settings(path: str | Path) -> GatewaySettings:
 
 def parse_settings(data: dict[str, Any], source: str = DEFAULT_CONFIG, folder: Path | None = None) -> GatewaySettings:
     folder = folder or Path.cwd()
-    known = {"gateway", "telemetry", "backends", "routes", "cache", "pii"}
+    known = {"gateway", "telemetry", "backends", "routes", "cache", "pii", "semantic_cache", "output_filter", "token_limits"}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]], [cache], [pii]")
+            raise ConfigError(f"{source}: unknown table [{key}]; known: [gateway], [telemetry], [[backends]], [[routes]], [cache], [pii], [semantic_cache], [output_filter], [token_limits]")
     s = GatewaySettings(source=source)
     s.gateway = _table(GatewaySection, data.get("gateway", {}), f"{source}: gateway", folder)
     s.telemetry = _table(TelemetrySection, data.get("telemetry", {}), f"{source}: telemetry", folder)
     s.cache = _table(CacheSection, data.get("cache", {}), f"{source}: cache", folder)
     s.pii = _table(PiiSection, data.get("pii", {}), f"{source}: pii", folder)
+    s.semantic_cache = _table(SemanticCacheSection, data.get("semantic_cache", {}), f"{source}: semantic_cache", folder)
+    s.token_limits = _table(TokenLimitsSection, data.get("token_limits", {}), f"{source}: token_limits", folder)
+    s.output_filter = _table(OutputFilterSection, data.get("output_filter", {}), f"{source}: output_filter", folder)
+    if not s.semantic_cache.index_path:
+        s.semantic_cache.index_path = str(folder / "semantic-cache.npz")
     for kind in ("backends", "routes"):
         if not isinstance(data.get(kind, []), list):
             raise ConfigError(f"{source}: {kind} must be an array of tables ([[{kind}]])")
@@ -250,6 +311,15 @@ def check_relations(s: GatewaySettings) -> None:
     if s.cache.store == "redis" and not s.cache.redis_url:
         raise ConfigError(f"{src}: cache.store = 'redis' needs cache.redis_url, e.g. redis://127.0.0.1:6379/0")
     check_pii_actions(s)
+    check_output_filter(s)
+    for name, limits in s.token_limits.keys.items():
+        if not isinstance(limits, dict):
+            raise ConfigError(f"{src}: token_limits.keys.{name} must be a table, e.g. {{max_prompt_tokens = 2000}}")
+        for limit, value in limits.items():
+            if limit not in TOKEN_LIMITS:
+                raise ConfigError(f"{src}: token_limits.keys.{name}.{limit}: unknown limit; known: {', '.join(TOKEN_LIMITS)}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{src}: token_limits.keys.{name}.{limit} = {value!r}: must be a whole number >= 0 (0: no limit)")
     s.gateway.chain = list(s.gateway.chain)
     if s.gateway.chain[-1] != "upstream":
         raise ConfigError(f"{src}: gateway.chain must end with 'upstream' (the call to a backend), not {s.gateway.chain[-1]!r}")
@@ -274,3 +344,28 @@ def check_pii_actions(s: GatewaySettings) -> None:
                                   "as they become placeholders such as <ORDER_ID_1>")
     if s.pii.patterns and not all(isinstance(v, str) for v in s.pii.patterns.values()):
         raise ConfigError(f"{s.source}: pii.patterns values must be regular expressions (strings)")
+
+
+def check_output_filter(s: GatewaySettings) -> None:
+    """[output_filter]: actions mask or block, rule names as entity names, patterns that compile, each rule with an action."""
+    import regex
+
+    f = s.output_filter
+    for name, action in f.actions.items():
+        if action not in OUTPUT_ACTIONS:
+            raise ConfigError(f"{s.source}: output_filter.actions.{name} = {action!r}: must be one of {', '.join(OUTPUT_ACTIONS)}")
+    for where, table in (("output_filter.patterns", f.patterns), ("output_filter.deny_lists", f.deny_lists)):
+        for name, value in table.items():
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
+                raise ConfigError(f"{s.source}: {where}.{name}: rule names are capitals, digits and '_' (e.g. SECRET), as they become [SECRET]")
+            if name not in f.actions:
+                raise ConfigError(f"{s.source}: {where}.{name} has no action: add {name} = 'mask' or 'block' to output_filter.actions")
+            if where.endswith("deny_lists") and (not isinstance(value, list) or not value or not all(isinstance(w, str) and w for w in value)):
+                raise ConfigError(f"{s.source}: {where}.{name} must be a list of words, e.g. ['Falcon', 'Osprey']")
+    for name, pattern in f.patterns.items():
+        try:
+            if not isinstance(pattern, str):
+                raise TypeError("not a string")
+            regex.compile(pattern)
+        except (regex.error, TypeError) as e:
+            raise ConfigError(f"{s.source}: output_filter.patterns.{name} = {pattern!r}: not a regular expression ({e})") from None

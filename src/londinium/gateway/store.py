@@ -252,6 +252,17 @@ class Store:
                 return wait, kind
         return 0.0, ""
 
+    def debit(self, key_id: str, kind: str, capacity: float, tokens: float, now: float | None = None) -> None:
+        """Take the tokens a request was served from a tokens-per-minute bucket (it may go negative:
+        then nothing is admitted until it has refilled past zero)."""
+        with self._cursor(transaction=True) as cur:
+            self._debit(cur, key_id, kind, capacity, tokens, time.time() if now is None else now)
+
+    def _debit(self, cur: Any, key_id: str, kind: str, capacity: float, tokens: float, now: float) -> None:
+        refill = (capacity, now, capacity / 60.0)
+        cur.execute(f"UPDATE buckets SET level = {self._REFILLED} - ?, updated = GREATEST(updated, ?) "
+                    "WHERE key_id = ? AND kind = ?", (*refill, tokens, now, key_id, kind))
+
     # ---- the ledger ------------------------------------------------------------------------------
 
     def record(self, row: LedgerRow, key: Key | None) -> None:
@@ -270,9 +281,7 @@ class Store:
             if key is not None and row.cost:
                 cur.execute("UPDATE keys SET spend = spend + ? WHERE id = ?", (row.cost, key.id))
             if key is not None and key.tpm and tokens:
-                refill = (key.tpm, row.time, key.tpm / 60.0)
-                cur.execute(f"UPDATE buckets SET level = {self._REFILLED} - ?, updated = GREATEST(updated, ?) "
-                            "WHERE key_id = ? AND kind = 'tpm'", (*refill, tokens, row.time, key.id))
+                self._debit(cur, key.id, "tpm", key.tpm, tokens, row.time)
 
     def ledger(self, key_id: str | None = None) -> list[dict[str, Any]]:
         """Every ledger row (of one key), oldest first."""

@@ -143,6 +143,8 @@ class Telemetry:
             span.set_attribute("http.response.status_code", ex.status or 0)
             if ex.reason:
                 span.set_attribute("londinium.gateway.route_reason", ex.reason)
+            for step_decision, value in ex.outcome.items():  # the steps' decisions (cache, pii, ...): names and counts, never a value
+                span.set_attribute(f"londinium.gateway.{step_decision}", value)
             if (ex.status or 0) >= 400:
                 span.set_attribute("error.type", str(ex.status))
                 span.set_status(Status(StatusCode.ERROR, (ex.error or "")[:200]))

@@ -27,6 +27,7 @@ template with the markers taken out, which renders the same text.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -35,16 +36,46 @@ from typing import Any, Mapping, Sequence
 
 from londinium.errors import LondiniumError
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 END_OF_TURN = "<|end|>"
+# Tool turns. The vocabulary reserves no token for them (it never changes after `tokenizer train`), so they
+# are plain-text tags inside the existing turns, the Hermes/Qwen2.5 convention that vLLM's `hermes` tool
+# parser reads: the tools' signatures in the system turn, each call the assistant makes as
+# `<tool_call>\n{"name":...,"arguments":{...}}\n</tool_call>`, each result as a user turn holding
+# `<tool_response>\n...\n</tool_response>`. The server's tool-call grammar writes exactly this text.
+TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>\n", "\n</tool_call>"
+TOOLS_PREAMBLE = "You can call these functions; their signatures are JSON Schema:\n<tools>"
+TOOLS_HOWTO = ("\n</tools>\nTo call one, write <tool_call>\n{\"name\":<name>,\"arguments\":<object>}\n</tool_call>; "
+               "its result comes back in <tool_response>.")
 
 CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
-    "{{ raise_exception('unknown role ' ~ message['role'] ~ ': use system, user or assistant') }}"
+    "{% if tools %}"
+    "{{ '<|system|>\\n' }}"
+    "{% if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] ~ '\\n\\n' }}{% endif %}"
+    "{{ '" + TOOLS_PREAMBLE.replace("\n", "\\n") + "' }}"
+    "{% for tool in tools %}{{ '\\n' ~ (tool | tojson) }}{% endfor %}"
+    "{{ '" + TOOLS_HOWTO.replace("\n", "\\n").replace("\"", "\\\"") + "<|end|>\\n' }}"
     "{% endif %}"
-    "{% if message['role'] == 'assistant' %}"
-    "{{ '<|assistant|>\\n' }}{% generation %}{{ message['content'] ~ '<|end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{% for message in messages %}"
+    "{% if message['role'] not in ['system', 'user', 'assistant', 'tool'] %}"
+    "{{ raise_exception('unknown role ' ~ message['role'] ~ ': use system, user, assistant or tool') }}"
+    "{% endif %}"
+    "{% if message['role'] == 'system' and loop.first and tools %}"  # already in the tools turn above
+    "{% elif message['role'] == 'assistant' %}"
+    "{{ '<|assistant|>\\n' }}{% generation %}"
+    "{% if message['content'] %}{{ message['content'] }}{% endif %}"
+    "{% if message['tool_calls'] %}"
+    "{% for call in message['tool_calls'] %}"
+    "{% if message['content'] or not loop.first %}{{ '\\n' }}{% endif %}"
+    "{% set arguments = call['function']['arguments'] %}"
+    "{{ '<tool_call>\\n{\"name\":' ~ (call['function']['name'] | tojson) ~ ',\"arguments\":' }}"
+    "{{ arguments if arguments is string else (arguments | tojson) }}"
+    "{{ '}\\n</tool_call>' }}"
+    "{% endfor %}"
+    "{% endif %}"
+    "{{ '<|end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{% elif message['role'] == 'tool' %}"
+    "{{ '<|user|>\\n<tool_response>\\n' ~ message['content'] ~ '\\n</tool_response><|end|>\\n' }}"
     "{% else %}"
     "{{ '<|' ~ message['role'] ~ '|>\\n' ~ message['content'] ~ '<|end|>\\n' }}"
     "{% endif %}"
@@ -95,24 +126,47 @@ def _compiled(template: str) -> Any:
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_generation_extension()])
     env.globals["raise_exception"] = _raise
+    env.filters["tojson"] = _tojson
     return env.from_string(template)
 
 
-def _check(messages: Sequence[Mapping[str, Any]]) -> None:
+def _tojson(value: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
+            sort_keys: bool = False) -> str:
+    """transformers' `tojson` (Jinja's own escapes <, > and & for HTML, which would change the text)."""
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _check(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None) -> None:
     if not messages:
         raise ChatTemplateError("messages is empty: give at least one message")
     for i, m in enumerate(messages):
-        if not isinstance(m, Mapping) or not isinstance(m.get("content"), str):
-            raise ChatTemplateError(f"messages[{i}]: expected an object with a string 'content'")
+        if not isinstance(m, Mapping):
+            raise ChatTemplateError(f"messages[{i}]: expected an object with a role and a string 'content'")
         if m.get("role") not in ROLES:
-            raise ChatTemplateError(f"messages[{i}]: unknown role {m.get('role')!r}: use system, user or assistant")
+            raise ChatTemplateError(f"messages[{i}]: unknown role {m.get('role')!r}: use system, user, assistant or tool")
+        calls = m.get("tool_calls")
+        # An assistant turn that only calls tools has no content (OpenAI sends null).
+        if not isinstance(m.get("content"), str) and not (m["role"] == "assistant" and calls and m.get("content") is None):
+            raise ChatTemplateError(f"messages[{i}]: expected an object with a string 'content'")
+        if calls is not None and (m["role"] != "assistant" or not isinstance(calls, list)):
+            raise ChatTemplateError(f"messages[{i}].tool_calls: only an assistant message has tool_calls, a list")
+        for k, call in enumerate(calls or []):
+            f = call.get("function") if isinstance(call, Mapping) else None
+            if not isinstance(f, Mapping) or not isinstance(f.get("name"), str) or \
+                    not isinstance(f.get("arguments"), (str, Mapping)):
+                raise ChatTemplateError(f"messages[{i}].tool_calls[{k}]: expected {{'function': {{'name': str, "
+                                        "'arguments': a JSON string or an object}}}")
+    if tools is not None and (not isinstance(tools, Sequence) or not all(isinstance(t, Mapping) for t in tools)):
+        raise ChatTemplateError("tools: expected a list of objects (OpenAI's function tools)")
 
 
 def render_chat(messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
-                template: str = CHAT_TEMPLATE) -> str:
-    """The prompt text for `messages` (`[{"role": ..., "content": ...}, ...]`)."""
-    _check(messages)
-    return _compiled(template).render(messages=list(messages), add_generation_prompt=add_generation_prompt)
+                template: str = CHAT_TEMPLATE, tools: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """The prompt text for `messages` (`[{"role": ..., "content": ...}, ...]`), with the `tools`
+    (OpenAI's `[{"type": "function", "function": {...}}]`) described in the system turn when given."""
+    _check(messages, tools)
+    return _compiled(template).render(messages=list(messages), add_generation_prompt=add_generation_prompt,
+                                      tools=list(tools) if tools else None)
 
 
 @dataclass(frozen=True)
@@ -125,27 +179,44 @@ class ChatTokens:
     assistant_mask: list[int]
 
 
-def tokenize_chat(tokenizer: Any, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> ChatTokens:
-    """The chat template applied to `messages`, as token ids with the assistant mask.
+def tokenize_chat(tokenizer: Any, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+                  tools: Sequence[Mapping[str, Any]] | None = None) -> ChatTokens:
+    """The chat template applied to `messages` (and `tools`), as token ids with the assistant mask.
 
-    The template's role markers become control tokens, the messages' content stays plain text: a
-    user who types "<|end|>" must not end a turn. So each content is rendered as a unique marker and
-    encoded on its own, without special tokens. The assistant mask is what the template's
-    `{% generation %}` blocks hold, as `transformers` computes it."""
+    The template's role markers become control tokens, what a message carries stays plain text: a
+    user (or a tool's result, or a call's arguments) that holds "<|end|>" must not end a turn. So each
+    content and each call's arguments is rendered as a unique marker and encoded on its own, without
+    special tokens. The assistant mask is what the template's `{% generation %}` blocks hold, as
+    `transformers` computes it. The tools' signatures are rendered as transformers renders them."""
     from londinium.tokenizer.codec import encode
 
-    _check(messages)
+    _check(messages, tools)
     marker = f"\ue000{uuid.uuid4().hex}"
-    shown = [{"role": m["role"], "content": f"{marker}{i}{_CONTENT_END}"} for i, m in enumerate(messages)]
-    rendered = _compiled(CHAT_TEMPLATE).render(messages=shown, add_generation_prompt=add_generation_prompt, **{_TRACK: True})
+    plain: list[str] = []
+
+    def mark(text: Any) -> Any:
+        if not isinstance(text, str) or not text:  # kept as is: the template tests it for emptiness
+            return text
+        plain.append(text)
+        return f"{marker}{len(plain) - 1}{_CONTENT_END}"
+
+    shown = []
+    for m in messages:
+        one = {"role": m["role"], "content": mark(m["content"])}
+        if m.get("tool_calls"):
+            one["tool_calls"] = [{"function": {"name": c["function"]["name"], "arguments": mark(c["function"]["arguments"])}}
+                                 for c in m["tool_calls"]]
+        shown.append(one)
+    rendered = _compiled(CHAT_TEMPLATE).render(messages=shown, add_generation_prompt=add_generation_prompt,
+                                               tools=list(tools) if tools else None, **{_TRACK: True})
     ids: list[int] = []
     mask: list[int] = []
     for g, chunk in enumerate(re.split(f"[{_GEN_OPEN}{_GEN_CLOSE}]", rendered)):
         for k, part in enumerate(re.split(re.escape(marker) + f"(\\d+){_CONTENT_END}", chunk)):
-            if k % 2:  # the index of a message, whose content goes in here as plain text
-                piece = encode(tokenizer, messages[int(part)]["content"])
+            if k % 2:  # the index of a plain text, which goes in here without control tokens
+                piece = encode(tokenizer, plain[int(part)])
             else:
                 piece = encode(tokenizer, part, allow_special=True) if part else []
             ids += piece
             mask += [g % 2] * len(piece)  # odd chunks lie inside a generation block
-    return ChatTokens(ids, render_chat(messages, add_generation_prompt), mask)
+    return ChatTokens(ids, render_chat(messages, add_generation_prompt, tools=tools), mask)

@@ -28,8 +28,10 @@ def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[E
     device, setting = (args.device, "--device") if args.device else (cfg.generate.device, "generate.device")
     if args.weight_dtype:
         cfg.generate.weight_dtype = args.weight_dtype
+    if args.draft:
+        cfg.generate.draft_run = args.draft
     trained = load_run(ws, run=run, checkpoint=which, device=device, device_setting=setting)
-    return Engine.from_trained(trained, cfg.generate), trained.config
+    return Engine.from_trained(trained, cfg.generate, ws), trained.config
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -108,7 +110,7 @@ def chat_command(ws: Workspace, cfg: Config, args: argparse.Namespace) -> int:
 
     params = sampling_params(cfg, args).validate()
     engine, trained_with = load_engine(ws, cfg, args)
-    assistant = trained_with.train.objective == "sft"
+    assistant = trained_with.train.objective in ("sft", "grpo")  # fine-tuned to take turns (an RL run starts from an SFT run)
     session = ChatSession(engine, params, window=cfg.generate.chat_window, assistant=assistant)
     how = ("A fine-tuned assistant: it answers through the chat template" if assistant
            else "A base model continues your text")

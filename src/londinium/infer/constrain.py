@@ -4,7 +4,7 @@
     [c] = engine.generate(["Reply in JSON: "], params)     # c.text parses and validates
 
 A `Constraint` says what the output must be: a JSON Schema, any JSON object (`json_object`), a
-regular expression or one of a list of strings. The engine compiles it with llguidance (the grammar
+regular expression, one of a list of strings, or a grammar in llguidance's Lark syntax. The engine compiles it with llguidance (the grammar
 library vLLM, SGLang and llama.cpp use; chosen over xgrammar by measurement, see docs/LOG.md) into a
 matcher per sequence. Before each token the matcher gives the set of tokens that keep the output a
 prefix of something the grammar accepts; every other token's logit becomes -inf, so the sampler can
@@ -27,7 +27,7 @@ import torch
 
 from londinium.errors import LondiniumError
 
-KINDS = ("json_schema", "json_object", "regex", "choice")
+KINDS = ("json_schema", "json_object", "regex", "choice", "lark")
 
 # Compact JSON: no whitespace between tokens. A grammar that allows any whitespace lets a weak model
 # spend its whole budget on spaces and newlines; OpenAI's structured outputs are compact too.
@@ -66,6 +66,12 @@ class Constraint:
     def choice(cls, options: Sequence[str]) -> Constraint:
         return cls("choice", tuple(options))
 
+    @classmethod
+    def lark(cls, grammar: str) -> Constraint:
+        """A grammar in llguidance's Lark syntax (JSON Schemas inline as `%json {...}`, special tokens
+        as `<|end|>`): the server's tool-call grammar (`serve/tools.py`)."""
+        return cls("lark", grammar)
+
     def describe(self) -> str:
         return self.kind.replace("_", " ")
 
@@ -88,6 +94,10 @@ class Constraint:
                 raise ConstraintError("choice: expected a non-empty list of non-empty strings")
             # Lark string literals read JSON's escapes, so json.dumps quotes any text safely.
             return LLMatcher.grammar_from_lark("start: " + " | ".join(json.dumps(c) for c in self.spec))
+        if self.kind == "lark":
+            if not isinstance(self.spec, str):
+                raise ConstraintError(f"lark: expected the grammar as a string, got {type(self.spec).__name__}")
+            return self.spec
         raise ConstraintError(f"constraint kind {self.kind!r} is unknown; use one of {', '.join(KINDS)}")
 
 

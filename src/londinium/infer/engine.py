@@ -129,10 +129,13 @@ class Engine:
     the model's weights do not change under the engine: after changing them, `prefixes.clear()`.
     `compile` runs the decode step through `torch.compile` (see `londinium.infer.decode`);
     `kv_dtype="int8"` holds the running sequences' keys and values in int8 (`londinium.model.kv_int8`).
+    `draft` (a GPT over the same tokenizer) proposes `draft_tokens` tokens a step that the model checks
+    in one pass (`infer/speculative.py`), while one sequence runs alone; with others it waits.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, max_running: int = 32, max_step_tokens: int = 512,
-                 prefix_cache_tokens: int | None = None, compile: bool = False, kv_dtype: str = "float32"):
+                 prefix_cache_tokens: int | None = None, compile: bool = False, kv_dtype: str = "float32",
+                 draft: torch.nn.Module | None = None, draft_tokens: int = 2):
         from londinium.tokenizer.codec import EOT
 
         self.model = model.eval()
@@ -164,6 +167,15 @@ class Engine:
         self.kv_dtype = kv_dtype
         self._grammars: Any = None  # `constrain.Grammars`, built at the first constrained request
         model.new_slot_cache(1, 1, kv_dtype)  # a bad kv_dtype is refused here, not at the first step
+        self.speculator = None
+        if draft is not None:
+            from londinium.errors import ConfigError
+            from londinium.infer.speculative import Speculator
+
+            if kv_dtype != "float32":
+                raise ConfigError(f"speculative decoding (a draft model) needs the float32 KV cache, not kv_dtype = {kv_dtype!r}: "
+                                  "the target checks several proposals at once, which the int8 cache does not take")
+            self.speculator = Speculator(draft, model.config, draft_tokens)
         self.configure(max_running, max_step_tokens)
 
     def configure(self, max_running: int, max_step_tokens: int) -> None:
@@ -198,23 +210,34 @@ class Engine:
         return dropped
 
     @classmethod
-    def with_settings(cls, model: torch.nn.Module, tokenizer: Any, gen: Any = None, **kwargs: Any) -> Engine:
+    def with_settings(cls, model: torch.nn.Module, tokenizer: Any, gen: Any = None, workspace: Any = None,
+                      **kwargs: Any) -> Engine:
         """The engine the `[generate]` section `gen` (a `GenerateConfig`) describes: the linear
         layers' weights packed as `gen.weight_dtype` (in place, `model/quantize.py`), the decode
-        step compiled if `gen.compile`, the KV cache in `gen.kv_dtype`. None: the model as it is,
-        eager, float32."""
+        step compiled if `gen.compile`, the KV cache in `gen.kv_dtype`, the draft model of
+        `gen.draft_run` (a run of `workspace`). None: the model as it is, eager, float32."""
         if gen is not None:
             from londinium.model.quantize import quantize_weights
 
             quantize_weights(model, gen.weight_dtype)
             kwargs.setdefault("compile", gen.compile)
             kwargs.setdefault("kv_dtype", gen.kv_dtype)
+            if gen.draft_run:
+                from londinium.errors import ConfigError
+                from londinium.infer.speculative import load_draft
+
+                if workspace is None:
+                    raise ConfigError(f"generate.draft_run = {gen.draft_run!r}: a draft is a run of a workspace, and this "
+                                      "model was not loaded from one; leave generate.draft_run empty")
+                kwargs.setdefault("draft", load_draft(workspace, gen, tokenizer, next(model.parameters()).device))
+                kwargs.setdefault("draft_tokens", gen.draft_tokens)
         return cls(model, tokenizer, **kwargs)
 
     @classmethod
-    def from_trained(cls, trained: Any, gen: Any = None, **kwargs: Any) -> Engine:
-        """The engine for a model loaded by `londinium.model.load.load_run` (and `gen`: see `with_settings`)."""
-        engine = cls.with_settings(trained.model, trained.tokenizer, gen, **kwargs)
+    def from_trained(cls, trained: Any, gen: Any = None, workspace: Any = None, **kwargs: Any) -> Engine:
+        """The engine for a model loaded by `londinium.model.load.load_run` (and `gen`, `workspace`:
+        see `with_settings`)."""
+        engine = cls.with_settings(trained.model, trained.tokenizer, gen, workspace, **kwargs)
         engine.loaded_from = trained.describe()
         return engine
 
@@ -225,7 +248,7 @@ class Engine:
         tokenizer, which must be the one the run was trained with (see `load_run`)."""
         from londinium.model.load import load_run
 
-        return cls.from_trained(load_run(ws, run=run, checkpoint=checkpoint, device=device), gen, **kwargs)
+        return cls.from_trained(load_run(ws, run=run, checkpoint=checkpoint, device=device), gen, ws, **kwargs)
 
     # ---- prompts ---------------------------------------------------------------------------------
 
@@ -415,6 +438,8 @@ class Engine:
         joining = self._prefill_step(event) if self._waiting or self._prefilling else []
         B = len(self._rows)
         logits = None
+        if B == 1 and not joining and not self._prefilling and self.speculator is not None and self._speculate(event):
+            return list(events.values())
         if B:
             if not joining and self._greedy_only():
                 tokens, logprobs = self.decoder.greedy(self._tokens, self._slots)
@@ -431,6 +456,34 @@ class Engine:
         self.counters["steps"] += 1
         self._sample(logits, event)
         return list(events.values())
+
+    def _speculate(self, event: Any) -> bool:
+        """One round of the draft's proposals for the one running sequence, checked by the model in
+        one pass; False (nothing done) when its sampling rules out a draft or no proposal fits."""
+        from londinium.infer.speculative import speculable
+
+        s, slots, spec = self._rows[0], self._slots, self.speculator
+        assert slots is not None and spec is not None
+        tokens = [*s.request.prompt_ids, *s.ids]
+        # The target stores the last token and k proposals; the draft all but the last proposal.
+        k = min(spec.k, s.params.max_tokens - len(s.ids) - 1, slots.max_len - len(tokens), spec.room(len(tokens)) + 1)
+        if k < 1 or not speculable(s.params):
+            return False
+        spec.follow(s)
+        length = slots.lengths[0]
+        r = spec.round(self.model, slots.row_cache(0), tokens, s.params, s.generator, k)
+        slots.truncate(0, length + len(r.emitted))
+        self.counters["steps"] += 1
+        self.counters["drafted"] += k
+        self.counters["accepted"] += len(r.emitted) - 1
+        logp = r.logits.log_softmax(dim=-1)
+        top = logp.topk(s.params.logprobs, dim=-1) if s.params.logprobs else None
+        for i, token in enumerate(r.emitted):
+            self._emit(torch.tensor([token], device=self.device), [float(logp[i, token])],
+                       (top.values[i:i + 1].tolist(), top.indices[i:i + 1].tolist()) if top else None, event)
+            if not self._rows:  # it finished (a stop, its length): the rest of the round is dropped
+                break
+        return True
 
     def _greedy_only(self) -> bool:
         """Whether the running rows can take the fast path: all greedy, no processor, no alternatives."""

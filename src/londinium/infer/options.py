@@ -39,6 +39,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="torch device: cpu, cuda, auto (default: generate.device)")
     g.add_argument("--weight-dtype", default=None, choices=WEIGHT_DTYPES,
                    help="the linear layers' weights: float32, float16 or int8 (CPU; default: generate.weight_dtype)")
+    g.add_argument("--draft", default=None, metavar="RUN",
+                   help="speculative decoding: a smaller run of this workspace proposes tokens (default: generate.draft_run)")
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:

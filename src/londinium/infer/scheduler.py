@@ -51,6 +51,24 @@ class EngineStopped(LondiniumError):
 _DONE = object()  # end of a handle's events
 
 
+def running_for_budget(engine: Engine, budget_mb: float, max_step_tokens: int) -> int:
+    """`max_running` for a memory budget: the most sequences whose memory plan (`model/memory.py`:
+    the weights as the engine holds them, a full context of KV cache per slot in its dtype, one
+    step's activations, the prefix cache, and a draft model's weights and cache) fits `budget_mb` MiB."""
+    from londinium.model.memory import draft_bytes, max_sequences, memory_plan
+
+    cfg = engine.model.config
+    plan = dict(weight_dtype=getattr(engine.model, "weight_dtype", "float32"), kv_dtype=engine.kv_dtype,
+                step_tokens=max_step_tokens)
+    extra = draft_bytes(engine.speculator.draft.config) if engine.speculator is not None else 0
+    n = max_sequences(cfg, int(budget_mb * 2**20), extra_bytes=extra, **plan)
+    if n < 1:
+        need = (memory_plan(cfg, 1, **plan).total + extra) / 2**20  # type: ignore[arg-type]
+        raise ConfigError(f"serve.memory_budget_mb = {budget_mb:g} MiB does not hold one sequence of this model: it needs "
+                          f"{need:.1f} MiB for one (see `londinium model memory`); raise the budget or set it to 0")
+    return n
+
+
 def _wake_all(handles: Sequence[RequestHandle]) -> None:
     """Wake the asyncio consumers of `handles`: one `call_soon_threadsafe` per event loop, however
     many handles (each call writes to the loop's self-pipe and costs both threads the GIL)."""

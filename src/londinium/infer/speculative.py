@@ -10,38 +10,35 @@ theorem; `tests/unit/test_speculative.py` checks it by counting on a small vocab
 temperature 0 a proposal is accepted when it is the target's argmax and a rejection emits that
 argmax, so the output is the target's greedy output, token for token.
 
-Both models keep a `KVCache` of every token but the last emitted one; a rejection rolls a cache
-back by setting its length (the keys past it are overwritten later). The draft, which never saw
-the last proposal when all k are accepted, catches up at the start of the next round.
+p and q are the laws the engine samples from: the logits after the request's temperature, top-k,
+top-p and min-p (the same warpers on both models). Processors that depend on the tokens before
+(repetition, frequency and presence penalties, no-repeat n-grams), logit biases and grammars are
+not speculated: such a sequence decodes one token a step as without a draft (`speculable`).
 
-It is one sequence at a time, with temperature only (no top-k/p, penalties or stop strings): the
-engine's batched scheduler is a separate path. Whether it is faster depends on the cost of a draft
-step against a target step and on how often they agree; `benchmarks/speculative.py` measures both.
+Both models keep a cache of every token but the last emitted one; a rejection rolls a cache back
+by setting its length (the keys past it are overwritten later). The draft, which never saw the
+last proposal when all k are accepted, catches up at the start of the next round.
+
+`Speculator` is what the engine runs when one sequence is running (`Engine(draft=...)`,
+`generate.draft_run`); `SpeculativeDecoder` is the same round on its own, for one prompt.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from londinium.errors import ConfigError
+from londinium.infer.sampling import SamplingParams, build_pipeline
+from londinium.model.cache import KVCache
 
 
-@dataclass
-class SpeculativeOutput:
-    token_ids: list[int]
-    drafted: int  # proposals the draft made
-    accepted: int  # of them, accepted by the target
-    target_passes: int  # forward passes of the target after the prompt
-
-    @property
-    def acceptance(self) -> float:
-        return self.accepted / self.drafted if self.drafted else 0.0
-
-
-def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    return torch.softmax(logits.float() / temperature, dim=-1)
+def speculable(p: SamplingParams) -> bool:
+    """Whether a draft may propose this sequence's tokens: sampling warpers only (see the module docstring)."""
+    return (p.repetition_penalty == 1.0 and not p.frequency_penalty and not p.presence_penalty
+            and not p.no_repeat_ngram_size and not p.logit_bias and p.constraint is None)
 
 
 def verify(p: torch.Tensor, q: torch.Tensor, proposals: list[int], generator: torch.Generator | None = None) -> list[int]:
@@ -71,65 +68,136 @@ def verify_greedy(logits: torch.Tensor, proposals: list[int]) -> list[int]:
     return [*proposals, best[len(proposals)]]
 
 
-class SpeculativeDecoder:
-    """`target` (a GPT) decoded with proposals from `draft` (a GPT over the same tokenizer), `k` a round."""
+@dataclass
+class Round:
+    """What one round emitted, and the target's raw logits `[len(emitted), V]` at each emitted token
+    (for log-probabilities: those of the model's own distribution, as the engine reports them)."""
 
-    def __init__(self, target: torch.nn.Module, draft: torch.nn.Module, k: int = 4):
-        t, d = target.config, draft.config
+    emitted: list[int]
+    logits: torch.Tensor
+
+
+class Speculator:
+    """A draft model proposing `k` tokens a round for one sequence at a time (the one it follows:
+    its cache is kept between rounds, and rebuilt when another sequence comes)."""
+
+    def __init__(self, draft: torch.nn.Module, target_config: Any, k: int = 2):
+        t, d = target_config, draft.config
         if t.vocab_size != d.vocab_size:
             raise ConfigError(f"the draft model's vocabulary ({d.vocab_size:,}) is not the target's ({t.vocab_size:,}): "
                               "a draft must be trained with the same tokenizer")
         if k < 1:
-            raise ConfigError(f"speculative decoding needs k >= 1 proposals a round, not {k}")
-        self.target, self.draft, self.k = target.eval(), draft.eval(), k
-        self.context = min(t.context, d.context)
+            raise ConfigError(f"speculative decoding needs k >= 1 proposals a round (generate.draft_tokens), not {k}")
+        self.draft, self.k = draft.eval(), k
+        self.cache: KVCache = draft.new_kv_cache(1)
+        self.following: object = None
+        self.rounds = self.drafted = self.accepted = 0
+
+    def follow(self, key: object) -> None:
+        """From now on the rounds continue sequence `key` (a new one: the draft starts from its prompt)."""
+        if key is not self.following:
+            self.following, self.cache.length = key, 0
+
+    def room(self, tokens: int) -> int:
+        """Proposals the draft can make after `tokens` tokens within its context."""
+        return self.draft.config.context - tokens
+
+    @torch.inference_mode()
+    def round(self, target: torch.nn.Module, tcache: KVCache, tokens: list[int], params: SamplingParams,
+              generator: torch.Generator | None, k: int) -> Round:
+        """One round after `tokens` (every token of the sequence; the target's cache `tcache` holds
+        all but the last, as does the draft's or a prefix of them): k proposals, one target pass.
+        The draft's cache is rolled back to the tokens kept; the target's is the caller's to roll
+        back (to len(tokens) - 1 + len(emitted): the last emitted token is not in it)."""
+        greedy = params.greedy
+        V, device = self.draft.config.vocab_size, tcache.k[0].device
+        # The warpers hold a parameter per row: one row for a draft step, k + 1 for the target's pass.
+        warp_one, warp = (None, None) if greedy else (build_pipeline([params], [[]], V, device),
+                                                      build_pipeline([params] * (k + 1), [[]] * (k + 1), V, device))
+        dcache = self.cache
+        feed = tokens[dcache.length:]  # catch up: the prompt the first time, then 1 or 2 tokens
+        proposals, q = [], []
+        for _ in range(k):
+            logits = self.draft(torch.tensor([feed], device=device), kv_cache=dcache, logits_to_keep=1)[0][0, -1:].float()
+            if greedy:
+                x = int(logits.argmax())
+            else:
+                q.append(torch.softmax(warp_one(logits), dim=-1)[0])
+                x = int(torch.multinomial(q[-1], 1, generator=generator))
+            proposals.append(x)
+            feed = [x]
+        logits = target(torch.tensor([[tokens[-1], *proposals]], device=device), kv_cache=tcache,
+                        logits_to_keep=k + 1)[0][0].float()
+        if greedy:
+            emitted = verify_greedy(logits, proposals)
+        else:
+            emitted = verify(torch.softmax(warp(logits), dim=-1), torch.stack(q), proposals, generator)
+        self.rounds, self.drafted, self.accepted = self.rounds + 1, self.drafted + k, self.accepted + len(emitted) - 1
+        dcache.length = min(dcache.length, len(tokens) + len(emitted) - 1)
+        return Round(emitted, logits[:len(emitted)])
+
+
+@dataclass
+class SpeculativeOutput:
+    token_ids: list[int]
+    drafted: int  # proposals the draft made
+    accepted: int  # of them, accepted by the target
+    target_passes: int  # forward passes of the target after the prompt
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+
+class SpeculativeDecoder:
+    """`target` (a GPT) decoded with proposals from `draft` (a GPT over the same tokenizer), `k` a
+    round, for one prompt at a time (the engine runs the same rounds: `Engine(draft=...)`)."""
+
+    def __init__(self, target: torch.nn.Module, draft: torch.nn.Module, k: int = 4):
+        self.target, self.speculator = target.eval(), Speculator(draft, target.config, k)
+        self.context = min(target.config.context, draft.config.context)
 
     @torch.inference_mode()
     def generate(self, prompt_ids: list[int], max_tokens: int, temperature: float = 0.0,
-                 generator: torch.Generator | None = None) -> SpeculativeOutput:
-        """Up to `max_tokens` new tokens after `prompt_ids` (no stop: the caller cuts at EOS)."""
+                 generator: torch.Generator | None = None, top_k: int = 0) -> SpeculativeOutput:
+        """Up to `max_tokens` new tokens after `prompt_ids` (no stop: the caller cuts at EOS), sampled
+        at `temperature` among the `top_k` most likely tokens (0: all)."""
         if not prompt_ids:
             raise ConfigError("speculative decoding needs a prompt of at least one token")
         if len(prompt_ids) + max_tokens > self.context:
             raise ConfigError(f"prompt ({len(prompt_ids)} tokens) + max_tokens {max_tokens} exceed the context "
                               f"{self.context} of the target or draft model")
-        greedy = temperature <= 0
+        spec = self.speculator
+        spec.follow(object())
+        params = SamplingParams(temperature=temperature, top_p=1.0, top_k=top_k)
         tokens = list(prompt_ids)
         end = len(tokens) + max_tokens
-        # One cache each (the draft may be the target itself: a test of the accept path).
-        tcache, dcache = (m.new_kv_cache(1, end + self.k + 1) for m in (self.target, self.draft))
+        tcache = self.target.new_kv_cache(1, end + spec.k + 1)
         if len(tokens) > 1:
             self.target(torch.tensor([tokens[:-1]]), kv_cache=tcache, logits_to_keep=1)
-            self.draft(torch.tensor([tokens[:-1]]), kv_cache=dcache, logits_to_keep=1)
         out = SpeculativeOutput([], 0, 0, 0)
-
         while len(tokens) < end:
-            k = min(self.k, end - len(tokens))
-            # The draft catches up (1 or 2 tokens: it may not have seen the last proposal) and proposes k.
-            feed = tokens[dcache.length:]
-            proposals, q = [], []
-            for _ in range(k):
-                logits = self.draft(torch.tensor([feed]), kv_cache=dcache, logits_to_keep=1)[0][0, -1]
-                if greedy:
-                    x = int(logits.argmax())
-                else:
-                    q.append(_probs(logits, temperature))
-                    x = int(torch.multinomial(q[-1], 1, generator=generator))
-                proposals.append(x)
-                feed = [x]
-            # The target scores the last token and every proposal in one pass.
-            logits = self.target(torch.tensor([[tokens[-1], *proposals]]), kv_cache=tcache, logits_to_keep=k + 1)[0][0]
+            before = spec.drafted, spec.accepted
+            emitted = spec.round(self.target, tcache, tokens, params, generator, min(spec.k, end - len(tokens))).emitted
             out.target_passes += 1
-            out.drafted += k
-            if greedy:
-                emitted = verify_greedy(logits, proposals)
-            else:
-                emitted = verify(_probs(logits, temperature), torch.stack(q), proposals, generator)
-            out.accepted += len(emitted) - 1
+            out.drafted += spec.drafted - before[0]
+            out.accepted += spec.accepted - before[1]
             emitted = emitted[:end - len(tokens)]
             tokens += emitted
             out.token_ids += emitted
-            # Every token but the last emitted one is in the caches; what follows it is rolled back.
-            tcache.length = min(tcache.length, len(tokens) - 1)
-            dcache.length = min(dcache.length, len(tokens) - 1)
+            tcache.length = len(tokens) - 1  # every token but the last emitted one is in the cache
         return out
+
+
+def load_draft(ws: Any, gen: Any, tokenizer: Any, device: str | torch.device = "cpu") -> torch.nn.Module | None:
+    """The draft model `gen.draft_run` names in workspace `ws` (None when it is empty), checked to
+    share `tokenizer`, the served model's."""
+    if not gen.draft_run:
+        return None
+    from londinium.model.load import load_run
+
+    trained = load_run(ws, run=gen.draft_run, checkpoint=gen.draft_checkpoint, device=device, device_setting="generate.device")
+    if trained.tokenizer.to_str() != tokenizer.to_str():
+        raise ConfigError(f"generate.draft_run = {gen.draft_run!r} was trained with another tokenizer than the model it would "
+                          "draft for: a draft must share the target's tokenizer (train it in the same workspace)")
+    return trained.model

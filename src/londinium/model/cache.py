@@ -157,6 +157,22 @@ class SlotCache:
         self._positions = None
         return b
 
+    def row_cache(self, row: int) -> KVCache:
+        """Slot `row` as a one-sequence `KVCache` over the same buffers (views), at its length: a
+        forward pass of several tokens through it writes their keys and values into the slot (the
+        target's check of a draft's proposals, `infer/speculative.py`). The slot's length is not
+        moved: the caller says how many of those tokens it keeps (`truncate`)."""
+        view = KVCache.__new__(KVCache)
+        view.k = [k[row:row + 1] for k in self.k]
+        view.v = [v[row:row + 1] for v in self.v]
+        view.max_len, view.length, view.pad = self.max_len, self.lengths[row], None
+        return view
+
+    def truncate(self, row: int, length: int) -> None:
+        """Slot `row` holds `length` tokens from now on (keys written past it are overwritten later)."""
+        self.lengths[row] = length
+        self._positions = None
+
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows, in this order, as rows 0 .. len(rows)-1 (sequences left: their slots
         are free). Each kept row that moves costs one copy of its keys/values; `compaction` below picks

@@ -126,13 +126,29 @@ def memory_plan(cfg: ModelConfig, sequences: int = 1, context: int | None = None
                       sequences=sequences, context=context, step_tokens=step_tokens)
 
 
-def max_sequences(cfg: ModelConfig, budget_bytes: int, context: int | None = None, **kwargs: object) -> int:
-    """The most sequences whose plan fits `budget_bytes` (0: not even one)."""
-    one = memory_plan(cfg, 1, context, **kwargs)
-    if one.total > budget_bytes:
+def max_sequences(cfg: ModelConfig, budget_bytes: int, context: int | None = None, extra_bytes: int = 0,
+                  **kwargs: object) -> int:
+    """The most sequences whose plan (`memory_plan(cfg, n, context, **kwargs)`), with `extra_bytes`
+    beside it (a draft model, say), fits `budget_bytes`; 0: not even one."""
+
+    def fits(n: int) -> bool:
+        return memory_plan(cfg, n, context, **kwargs).total + extra_bytes <= budget_bytes  # type: ignore[arg-type]
+
+    if not fits(1):
         return 0
-    fixed = one.total - one.kv_cache
-    return max(1, (budget_bytes - fixed) // max(1, one.kv_cache))
+    fit, over = 1, 2  # the plan grows with n (slots, and a decode step's activations): double, then bisect
+    while fits(over):
+        fit, over = over, 2 * over
+    while over - fit > 1:
+        mid = (fit + over) // 2
+        fit, over = (mid, over) if fits(mid) else (fit, mid)
+    return fit
+
+
+def draft_bytes(cfg: ModelConfig) -> int:
+    """What a draft model adds (speculative decoding, `infer/speculative.py`): its float32 weights and
+    the cache of the one sequence it follows, at its full context."""
+    return sum(weight_bytes(cfg).values()) + kv_cache_bytes(cfg, 1, cfg.context)
 
 
 def _size(n: float) -> str:

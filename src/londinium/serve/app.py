@@ -44,6 +44,7 @@ from londinium.serve.protocol import (AssistantMessage, ChatChoice, ChatCompleti
                                       Usage)
 from londinium.serve.reports import Provenance
 from londinium.serve.streaming import Call, events
+from londinium.serve.tools import parse_calls
 
 log = logging.getLogger("londinium.serve")
 
@@ -57,6 +58,7 @@ class ServerState:
         self.on_load_error = on_load_error
         self.engine: Any = None
         self.loop: Any = None
+        self.pool: ThreadPoolExecutor | None = None  # threads that wait for non-streamed results
         self.load_error: BaseException | None = None
         self.draining = False
         self.created = int(time.time())
@@ -69,10 +71,17 @@ class ServerState:
 
     def start(self) -> None:
         """Load the model and start the engine loop (on a background thread)."""
-        from londinium.infer.scheduler import EngineLoop
+        from londinium.infer.scheduler import EngineLoop, running_for_budget
 
         try:
             engine = self.load()
+            if self.cfg.memory_budget_mb:
+                self.cfg.max_running = running_for_budget(engine, self.cfg.memory_budget_mb, self.cfg.max_step_tokens)
+                log.info("londinium serve: max_running = %d from serve.memory_budget_mb = %g", self.cfg.max_running,
+                         self.cfg.memory_budget_mb)
+            # Sized now, since a memory budget sizes max_running only once the model is known.
+            self.pool = ThreadPoolExecutor(max_workers=self.cfg.max_running + self.cfg.max_waiting + 4,
+                                           thread_name_prefix="londinium-wait")
             loop = EngineLoop(engine, max_running=self.cfg.max_running, max_step_tokens=self.cfg.max_step_tokens,
                               max_waiting=self.cfg.max_waiting, stream_interval=self.cfg.stream_interval)
             loop.start()
@@ -174,7 +183,6 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
     cfg = serve or ServeConfig()
     gen = generate or GenerateConfig()
     state = ServerState(load, model_name, cfg, on_load_error)
-    pool = ThreadPoolExecutor(max_workers=cfg.max_running + cfg.max_waiting + 4, thread_name_prefix="londinium-wait")
     request_log = request_log or RequestLog(cfg.request_log or None, cfg.log_prompts)
 
     @asynccontextmanager
@@ -182,7 +190,8 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
         threading.Thread(target=state.start, name="londinium-load", daemon=True).start()
         yield
         await asyncio.to_thread(state.drain, cfg.shutdown_timeout_s)
-        pool.shutdown(wait=False, cancel_futures=True)
+        if state.pool is not None:
+            state.pool.shutdown(wait=False, cancel_futures=True)
         request_log.close()
 
     app = FastAPI(title="londinium", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -239,7 +248,7 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
     async def results(call: Call, request: Request) -> list[Any]:
         """Every prompt's Completion, cancelling the request if the client goes away meanwhile."""
         loop = asyncio.get_running_loop()
-        waits = [loop.run_in_executor(pool, h.result) for h in call.handles]
+        waits = [loop.run_in_executor(state.pool, h.result) for h in call.handles]
 
         async def watch() -> None:
             while True:
@@ -319,9 +328,14 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
         if prepared.stream:
             return stream(call)
         [comp] = await results(call, request)
-        choices = [ChatChoice(index=c.index, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason,
-                              logprobs=chat_logprobs(c.logprobs, state.engine.token_bytes) if c.logprobs is not None else None)
-                   for c in comp.choices]
+        choices = []
+        for c in comp.choices:
+            message, finish = AssistantMessage(content=c.text), c.finish_reason
+            calls = parse_calls(c.text) if prepared.tools and prepared.tools.calls_tools else None
+            if calls:
+                message, finish = AssistantMessage(content=None, tool_calls=calls), "tool_calls"
+            choices.append(ChatChoice(index=c.index, message=message, finish_reason=finish,
+                                      logprobs=chat_logprobs(c.logprobs, state.engine.token_bytes) if c.logprobs is not None else None))
         return ChatCompletionResponse(id=call.id, created=call.created, model=call.model, choices=choices, usage=usage(call)).model_dump()
 
     def card() -> ModelCard:

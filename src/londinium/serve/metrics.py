@@ -6,6 +6,8 @@ Metrics (text format at GET /metrics, one registry per app so two servers in one
                                                         client dropped counts as 499, one that failed
                                                         after its 200 as the status of its error event
     londinium_waiting_requests / _running_sequences     the engine's queue depth and busy KV-cache slots
+    londinium_max_running_sequences                     the slots at most (serve.max_running, or what
+                                                        serve.memory_budget_mb sized it to)
     londinium_time_to_first_token_seconds               arrival to first token (queueing included)
     londinium_time_per_output_token_seconds             decode time per token after the first
     londinium_e2e_request_latency_seconds               arrival to last byte
@@ -63,6 +65,8 @@ class Metrics:
         self.running = Gauge("londinium_running_sequences", "Sequences being decoded (busy KV-cache slots).", registry=r)
         self.waiting.set_function(lambda: float(stats().get("waiting", 0)))
         self.running.set_function(lambda: float(stats().get("running", 0)))
+        self.max_running = Gauge("londinium_max_running_sequences", "KV-cache slots at most (serve.max_running).", registry=r)
+        self.max_running.set_function(lambda: float(stats().get("max_running", 0)))
 
     def observe(self, record: dict[str, Any]) -> None:
         """Count one finished request (the same record the request log writes)."""

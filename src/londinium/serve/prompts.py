@@ -12,6 +12,7 @@ Context errors follow vLLM: a prompt that fills the context is refused with `par
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from londinium.infer.constrain import Constraint, ConstraintError
 from londinium.infer.sampling import SamplingError, SamplingParams
 from londinium.serve.errors import APIError, bad_request
 from londinium.serve.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
+from londinium.serve.tools import ToolPlan, tool_plan
 from londinium.tokenizer.codec import decode, encode
 
 
@@ -33,6 +35,7 @@ class Prepared:
     params: list[SamplingParams]
     stream: bool
     include_usage: bool
+    tools: ToolPlan | None = None  # a chat request's tools (`serve/tools.py`): how its replies are read
 
 
 def _common_checks(req: _Sampling) -> tuple[bool, bool]:
@@ -194,39 +197,40 @@ def _start(engine: Any) -> list[int]:
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system message
 
 
-def encode_chat(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], str]:
+def encode_chat(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> tuple[list[int], str]:
     """Token ids and text of the chat template applied to `messages` (`chat_template.tokenize_chat`:
     role markers are control tokens, the content stays plain text)."""
-    chat = tokenize_chat(tokenizer, messages)
+    chat = tokenize_chat(tokenizer, messages, tools=tools)
     return chat.ids, chat.text
 
 
 def _refuse_unsupported(req: ChatCompletionRequest) -> None:
     """The chat fields this server cannot honour: a 400 naming each, never a request half-served
     (the table in docs/serving.md says which fields are refused and which are ignored, and why)."""
-    if req.tools or req.functions:
-        raise bad_request("tools and functions are not supported by this model", param="tools" if req.tools else "functions")
-    if req.tool_choice not in (None, "none") or req.function_call not in (None, "none"):
-        raise bad_request("tool_choice is not supported by this model", param="tool_choice")
-    if req.parallel_tool_calls is not None:
-        raise bad_request("parallel_tool_calls applies to tools, which this model does not support; leave it out",
-                          param="parallel_tool_calls")
     if req.store:
         raise bad_request("store: this server does not store completions; leave it out or send false", param="store")
     if req.service_tier not in (None, "auto", "default"):
         raise bad_request(f"service_tier {req.service_tier!r} is not offered: this server has one tier ('default')",
                           param="service_tier")
     for i, m in enumerate(req.messages):
-        for field in ("tool_calls", "function_call", "tool_call_id", "refusal"):
+        for field in ("function_call", "refusal"):
             if getattr(m, field):
-                raise bad_request(f"messages[{i}].{field}: tool calls and refusals in the history are not supported "
-                                  "by this model's chat template; send the text as content", param=f"messages[{i}].{field}")
+                raise bad_request(f"messages[{i}].{field}: function calls (deprecated) and refusals in the history are "
+                                  "not supported by this model's chat template; send the text as content",
+                                  param=f"messages[{i}].{field}")
+        if m.tool_calls and m.role != "assistant":
+            raise bad_request(f"messages[{i}].tool_calls: only an assistant message carries tool calls",
+                              param=f"messages[{i}].tool_calls")
+        if (m.role == "tool") != bool(m.tool_call_id):  # an empty id is none (the SDK may send one back)
+            raise bad_request(f"messages[{i}].tool_call_id: a tool message needs the id of the call it answers, "
+                              "and only a tool message has one", param=f"messages[{i}].tool_call_id")
 
 
 def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
     """POST /v1/chat/completions: the messages through the chat template, `<|end|>` a stop token."""
     stream, include_usage = _common_checks(req)
     _refuse_unsupported(req)
+    plan = tool_plan(req, engine)
     if req.top_logprobs is not None and not req.logprobs:
         raise bad_request("top_logprobs needs logprobs = true", param="top_logprobs")
     if not req.messages:
@@ -234,16 +238,21 @@ def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
     messages = []
     for i, m in enumerate(req.messages):
         role = ROLE_ALIASES.get(m.role, m.role)
-        if role not in ("system", "user", "assistant"):
-            raise bad_request(f"messages[{i}].role: unknown role {m.role!r}; use system, developer, user or assistant",
-                              param=f"messages[{i}].role")
+        if role not in ("system", "user", "assistant", "tool"):
+            raise bad_request(f"messages[{i}].role: unknown role {m.role!r}; use system, developer, user, assistant "
+                              "or tool", param=f"messages[{i}].role")
         if m.content is None and role != "assistant":  # only a reply may be empty (the SDK sends ones back so)
             raise bad_request(f"messages[{i}].content: a {m.role} message needs content, a string or a list of text "
                               "parts, not null", param=f"messages[{i}].content")
-        messages.append({"role": role, "content": _text(m.text(), f"messages[{i}].content")})
-    _refuse_if_surely_too_long([m["content"] for m in messages], engine, "messages")  # the template only adds
+        message: dict[str, Any] = {"role": role, "content": _text(m.text(), f"messages[{i}].content")}
+        if m.tool_calls:  # checked by the chat template (a 400 naming the call below)
+            message["tool_calls"] = m.tool_calls
+            message["content"] = message["content"] or None
+        messages.append(message)
+    tools = plan.tools if plan else None
+    _refuse_if_surely_too_long([m["content"] or "" for m in messages] + ([json.dumps(tools)] if tools else []), engine, "messages")
     try:
-        ids, text = encode_chat(engine.tokenizer, messages)
+        ids, text = encode_chat(engine.tokenizer, messages, tools)
     except ChatTemplateError as e:
         raise bad_request(str(e), param="messages") from None
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
@@ -251,8 +260,9 @@ def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     end = engine.tokenizer.token_to_id(END_OF_TURN)
     params = _params(req, gen, engine.vocab_size, {"max_tokens": limit_field, "logprobs": "top_logprobs"},
-                     max_tokens=requested, logprobs=logprobs, constraint=response_constraint(req.response_format, engine))
+                     max_tokens=requested, logprobs=logprobs,
+                     constraint=plan.constraint if plan and plan.constraint else response_constraint(req.response_format, engine))
     if end is not None:
         params = params.replace(stop_token_ids=[*params.stop_token_ids, end])
     params = _fit(ids, params, requested, engine.context, "messages")
-    return Prepared([ids], [text], [params], stream, include_usage)
+    return Prepared([ids], [text], [params], stream, include_usage, plan)

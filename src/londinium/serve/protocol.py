@@ -2,7 +2,7 @@
 
 Requests refuse unknown fields, as OpenAI does ("Unrecognized request argument supplied"), so a
 misspelt parameter is an error, not silently ignored. Fields OpenAI defines that this server cannot
-honour (tools, a JSON response format, a suffix, stored completions) are declared, so the error can
+honour (deprecated functions, a suffix, stored completions) are declared, so the error can
 say why they fail (`prompts.py` refuses them); the few it accepts and ignores are listed in
 docs/serving.md with the reason. Types are strict, as OpenAI checks them: `"2"` is not an integer,
 `"yes"` not a boolean, `2.0` or `true` not a token id; an integer is still a number (pydantic's
@@ -151,10 +151,22 @@ class ChatLogprobs(BaseModel):
     refusal: Optional[list[ChatTokenLogprob]] = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # a JSON object, as text (OpenAI's shape)
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: Optional[str] = None
     refusal: Optional[str] = None
+    tool_calls: Optional[list[ToolCall]] = None
 
 
 class ChatChoice(BaseModel):

@@ -34,10 +34,12 @@ def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str, 
     there) is checked now, so a wrong name fails before the port opens."""
     from londinium.checkpoint import find_checkpoint
 
-    s = cfg.serve
+    s, gen = cfg.serve, cfg.generate
+    if gen.draft_run:  # the draft is loaded with the model; that it exists is checked now
+        find_checkpoint(ws.checkpoints_dir(gen.draft_run), gen.draft_checkpoint, gen.draft_run)
     if s.export:
         directory = Path(s.export).expanduser()
-        return (*export_loader(directory, s.device, cfg.generate), Provenance.of_export(ws, directory))
+        return (*export_loader(directory, s.device, cfg.generate, ws), Provenance.of_export(ws, directory))
     if not ws.tokenizer_file.is_file():
         raise LondiniumError(f"no tokenizer at {ws.tokenizer_file}: run `londinium tokenizer train` (or quickstart) first")
     ckpt = find_checkpoint(ws.checkpoints_dir(run), s.checkpoint, run)
@@ -47,12 +49,12 @@ def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str, 
         from londinium.model.load import load_run
 
         return Engine.from_trained(load_run(ws, run=run, checkpoint=str(ckpt.path), device=s.device,
-                                            device_setting="serve.device"), cfg.generate)
+                                            device_setting="serve.device"), cfg.generate, ws)
 
     return load, run, Provenance.of_checkpoint(ws, run, ckpt)
 
 
-def export_loader(directory: Path, device: str, gen: Any = None) -> tuple[Callable[[], Any], str]:
+def export_loader(directory: Path, device: str, gen: Any = None, ws: Any = None) -> tuple[Callable[[], Any], str]:
     """The loader for a `londinium export` directory (transformers layout, read back into our GPT).
     The directory is checked whole now, before the port opens (`model.hf_check`: config against the
     weights' headers, paths, recorded hashes, finite weights), so a broken or hostile export is one
@@ -68,7 +70,7 @@ def export_loader(directory: Path, device: str, gen: Any = None) -> tuple[Callab
 
         model, tokenizer = load_export(checked, resolve_device(device, setting="serve.device"))
         described = f"export {directory} ({model.num_params():,} parameters)"  # before any packing of the weights
-        engine = Engine.with_settings(model, tokenizer, gen)
+        engine = Engine.with_settings(model, tokenizer, gen, ws)  # a draft (generate.draft_run) comes from `ws`
         engine.loaded_from = described
         return engine
 

@@ -23,6 +23,7 @@ from londinium.serve.convert import chat_logprobs, completion_logprobs
 from londinium.serve.errors import APIError
 from londinium.serve.prompts import Prepared
 from londinium.serve.sse import DONE, sse
+from londinium.serve.tools import ToolCallStream
 
 
 @dataclass
@@ -149,6 +150,10 @@ async def events(call: Call, error_of: Any) -> AsyncIterator[str]:
     finish: dict[int, str] = {}
     offsets: dict[int, int] = {}
     record = call.record
+    # Tool calls (`serve/tools.py`): per choice, its calls as they stream, or that it is writing text.
+    tools = call.prepared.tools if call.prepared.tools and call.prepared.tools.calls_tools else None
+    tool_streams: dict[int, ToolCallStream] = {}
+    free_text: set[int] = set()
     try:
         try:
             async for p, d in merged(call.handles):
@@ -161,7 +166,26 @@ async def events(call: Call, error_of: Any) -> AsyncIterator[str]:
                                    code="shutting_down")
                 first = index not in started
                 started.add(index)
-                if call.kind == "chat":
+                if call.kind == "chat" and tools is not None and index not in free_text:
+                    calls = tool_streams.get(index)
+                    if calls is None and (tools.choice != "auto" or d.text.startswith("<")):
+                        calls = tool_streams[index] = ToolCallStream()  # the grammar allows "<" only as a call
+                    elif calls is None and d.text:
+                        free_text.add(index)
+                if call.kind == "chat" and index in tool_streams:
+                    calls = tool_streams[index]
+                    fragments = calls.push(d.text)
+                    if first or fragments or d.logprobs:
+                        delta = {"role": "assistant", "content": None} if first else {}
+                        if fragments:
+                            delta["tool_calls"] = fragments
+                        lp = chat_logprobs(d.logprobs, call.token_bytes).model_dump() if d.logprobs else None
+                        yield chunk_event(call, {"index": index, "delta": delta, "logprobs": lp, "finish_reason": None})
+                    if d.finish_reason:
+                        whole = d.finish_reason == "stop" and calls.calls and not calls.in_arguments and not calls.buffer
+                        finish[index] = "tool_calls" if whole else d.finish_reason
+                        yield chunk_event(call, {"index": index, "delta": {}, "logprobs": None, "finish_reason": finish[index]})
+                elif call.kind == "chat":
                     if first or d.text or d.logprobs:
                         delta = {"role": "assistant", "content": d.text} if first else {"content": d.text}
                         lp = chat_logprobs(d.logprobs, call.token_bytes).model_dump() if d.logprobs else None

@@ -100,7 +100,8 @@ def build_tasks(ws: Workspace, cfg: Any, force: bool = False, log: Callable[[str
             for split in SPLITS:
                 n = cfg.train_items if split == "train" else cfg.eval_items
                 if n:
-                    spec = TaskSpec(split=split, items=n, choices=cfg.choices, passage_words=cfg.passage_words, seed=cfg.seed)
+                    spec = TaskSpec(split=split, items=n, choices=cfg.choices, passage_words=cfg.passage_words, seed=cfg.seed,
+                                    digits=cfg.arith_digits)
                     items += cutters[name].cut(load(), spec)
             write_items(ws.task_items(name), items)
             write_json(ws.task_card(name), task_card(name, items))

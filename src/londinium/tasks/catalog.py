@@ -8,7 +8,7 @@ given back: for modernize the Folio line itself, for next_line the line before).
 
 Generic tasks fit any corpus; a profile's `tasks` part adds its own (period-london: the KJV, the
 plays' speakers, the Folio's spelling, Milton's verse). The default mix is the generic tasks plus
-the profile's.
+the profile's. `arith` is generated rather than cut (`tasks/arith.py`): it is built only when named.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from londinium.errors import ConfigError
-from londinium.tasks import generic, modernize, period
+from londinium.tasks import arith, generic, modernize, period
 from londinium.tasks.cut import TaskSpec
 from londinium.tasks.generic import Corpus
 from londinium.tasks.items import TaskItem
@@ -43,6 +43,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("speaker", period.cut_speaker, "choice", "majority", "who speaks a speech of a play"),
     Task("modernize", modernize.cut_modernize, "chrf", "copy", "a First Folio line -> the same line in modern spelling"),
     Task("next_verse_line", period.cut_next_verse_line, "chrf", "copy", "the next line of Milton's verse"),
+    Task("arith", arith.cut_arith, "exact", "majority", "a+b -> the sum's digits reversed (generated, not cut from the corpus)"),
 )}
 GENERIC = ("next_word", "next_line", "source", "period", "title")
 

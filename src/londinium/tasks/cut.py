@@ -31,6 +31,7 @@ class TaskSpec:
     choices: int = 4
     passage_words: int = 40
     seed: int = 1337
+    digits: int = 3  # the arith task's numbers have up to this many digits
 
 
 def rng_for(spec: TaskSpec, task: str, doc: dict) -> random.Random:

@@ -68,8 +68,12 @@ def ask_next_verse_line(item: TaskItem) -> str:
     return _write("Write the next line of the poem.", item)
 
 
+def ask_arith(item: TaskItem) -> str:
+    return _write("Add; write the sum's digits reversed.", item)
+
+
 ASK: dict[str, Callable[[TaskItem], str]] = {
     "next_word": ask_next_word, "next_line": ask_next_line, "source": ask_source, "period": ask_period,
     "title": ask_title, "kjv_verse": ask_kjv_verse, "kjv_reference": ask_kjv_reference, "speaker": ask_speaker,
-    "modernize": ask_modernize, "next_verse_line": ask_next_verse_line,
+    "modernize": ask_modernize, "next_verse_line": ask_next_verse_line, "arith": ask_arith,
 }

@@ -14,6 +14,8 @@
   fly on the same windows (`train/distill.py`) or read from its top-k cache with the cached windows
   (`train/distill_cache.py`); validated as next-token. `DistillSFT` (distill.sft): SFT's data, base
   and validation with the teacher's soft targets, both terms under SFT's mask.
+- `GRPO` ("grpo", `rl/objective.py`): reinforcement learning of a base run on tasks' rewards; its
+  loader samples rollouts from the model being trained (`attach`), its validation is pass@k.
 
 The trainer does the rest the same way for both: steps, schedule and budget, checkpoints, bit-exact
 resume (the loader's state is its cursor), DDP, monitoring.
@@ -33,12 +35,17 @@ import torch.nn.functional as F
 from londinium import checkpoint as ck
 from londinium.config import Config
 from londinium.data.loader import Shard, TokenLoader
-from londinium.errors import ConfigError
+from londinium.errors import ConfigError, LondiniumError
 from londinium.train import distributed
 from londinium.train.evaluate import evaluate
 from londinium.workspace import Workspace
 
-OBJECTIVES = ("next-token", "sft", "distill")
+OBJECTIVES = ("next-token", "sft", "distill", "grpo")
+
+
+class StepRefused(LondiniumError):
+    """Raised by a loader before a step changed anything (a reward function failed): the trainer saves
+    the steps done and stops with this message (see `rl/rewards.py`)."""
 
 
 @dataclass
@@ -92,6 +99,13 @@ class NextToken:
         tc = self.cfg.train
         return _Windows(TokenLoader(self.train, self.cfg.model.context, tc.batch_size, tc.seed, rank, world_size))
 
+    def attach(self, raw: torch.nn.Module) -> None:
+        """The model being trained, once built (an objective whose loader samples from it keeps it)."""
+
+    def step_metrics(self, step_s: float) -> dict[str, Any]:
+        """Figures of the last step for its metrics row, besides the trainer's own (none here)."""
+        return {}
+
     def loss(self, model: torch.nn.Module, raw: Any, batch: Batch) -> torch.Tensor:
         _, loss = model(batch.x, batch.y)
         return loss
@@ -111,16 +125,12 @@ class SFT:
     name = "sft"
 
     def __init__(self, ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]):
-        from londinium.export.run import resolve_checkpoint
         from londinium.tokenizer.codec import PAD, load_tokenizer
         from londinium.train import sft_data
 
         s = cfg.sft
-        if not s.base:
-            raise ConfigError("train.objective = 'sft' needs sft.base, the run to fine-tune: `londinium sft --run BASE`")
         self.cfg, self.val_shard, self.log = cfg, val, log
-        self.base = resolve_checkpoint(ws, s.base, s.checkpoint)
-        _check_base(self.base, cfg)
+        self.base = base_checkpoint(ws, cfg, "sft", "londinium sft --run BASE")
         self.replay = train if s.replay_share > 0 else None
         tokenizer = load_tokenizer(ws)
         self.pad_id = tokenizer.token_to_id(PAD)
@@ -173,6 +183,8 @@ class SFT:
 
         tc, s = self.cfg.train, self.cfg.sft
         return ChatLoader(self.train_examples, self.replay, tc.batch_size, s.replay_share, tc.seed, self.pad_id, rank, world_size)
+
+    attach, step_metrics = NextToken.attach, NextToken.step_metrics
 
     def describe_data(self) -> str:
         from londinium.train.sft_batches import replay_rows
@@ -308,6 +320,19 @@ def _with_aux(loss: torch.Tensor, raw: Any) -> torch.Tensor:
     return loss
 
 
+def base_checkpoint(ws: Workspace, cfg: Config, section: str, command: str) -> ck.Checkpoint:
+    """The checkpoint a fine-tuning run starts from ([section]'s base and checkpoint), checked to
+    have the run's architecture."""
+    from londinium.export.run import resolve_checkpoint
+
+    s = getattr(cfg, section)
+    if not s.base:
+        raise ConfigError(f"train.objective = '{cfg.train.objective}' needs {section}.base, the run to train: `{command}`")
+    base = resolve_checkpoint(ws, s.base, s.checkpoint)
+    _check_base(base, cfg)
+    return base
+
+
 def _check_base(base: ck.Checkpoint, cfg: Config) -> None:
     """The base checkpoint's architecture must be the run's: its weights are loaded as they are."""
     from londinium.config import load_config
@@ -320,8 +345,12 @@ def _check_base(base: ck.Checkpoint, cfg: Config) -> None:
                                  "an SFT run keeps its base's [model]: drop that change (--preset, --set, --config)")
 
 
-def open_objective(ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]) -> NextToken | SFT | Distill:
+def open_objective(ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]) -> Any:
     """The objective `train.objective` names, with its data opened and checked."""
+    if cfg.train.objective == "grpo":
+        from londinium.rl.objective import GRPO
+
+        return GRPO(ws, cfg, log)
     if cfg.train.objective == "sft":
         return SFT(ws, cfg, train, val, log)
     if cfg.train.objective == "distill":

@@ -26,16 +26,23 @@ def sft_run_name(cfg: Config) -> str:
 
 def sft_config(ws: Workspace, cfg: Config) -> Config:
     """The config of the SFT run `cfg.sft` describes: [sft] onto [train], the base's [model]."""
+    cfg = on_base(ws, cfg, "sft")
+    cfg.train.run_name = sft_run_name(cfg)
+    return sft_onto_train(cfg)
+
+
+def on_base(ws: Workspace, cfg: Config, section: str) -> Config:
+    """A copy of `cfg` for a run that starts from the base checkpoint its [section] names (`base`,
+    else train.run_name; `checkpoint`), with that checkpoint's [model]: SFT and RL runs."""
     from londinium import checkpoint as ck
     from londinium.export.run import resolve_checkpoint
 
     cfg = copy.deepcopy(cfg)
-    s = cfg.sft
+    s = getattr(cfg, section)
     s.base = s.base or cfg.train.run_name
     base = resolve_checkpoint(ws, s.base, s.checkpoint)
     cfg.model = load_config(base.path / ck.CONFIG_FILE).model
-    cfg.train.run_name = sft_run_name(cfg)
-    return sft_onto_train(cfg)
+    return cfg
 
 
 def sft_onto_train(cfg: Config) -> Config:

@@ -44,7 +44,7 @@ from londinium import checkpoint as ck
 from londinium.train import distributed, pacing
 from londinium.train.budget import DataBudget, budget_report
 from londinium.device import configure_backends, resolve_device, resolve_precision
-from londinium.train.objectives import open_objective
+from londinium.train.objectives import StepRefused, open_objective
 from londinium.train.monitor import MetricsLog, Progress, Trackers, peak_flops, plot_losses, pyplot
 from londinium.train.optim import build_optimizers
 from londinium.train.memory import check_memory
@@ -203,6 +203,7 @@ class _Run:
         self.scaler = torch.amp.GradScaler(device.type) if self.precision.needs_scaler else None
         self.batches = plan_batches(tc, self.cfg.model.context, self.d.world_size)
         self.loader = self.objective.make_loader(self.d.rank, self.d.world_size)
+        self.objective.attach(self.raw)
         # A val split too small for one window per process fails now, not after the first interval.
         next(iter_eval_batches(self.val_shard, self.cfg.model.context, 1, max_batches=1, rank=self.d.rank, world_size=self.d.world_size))
         self.step, self.tokens_seen, self.elapsed_before = 0, 0, 0.0
@@ -522,7 +523,11 @@ class _Run:
                 model.train()
                 while self.step < self.plan.steps:
                     t0 = time.perf_counter()
-                    loss_sum, grad_norm, lr = self._one_step(model)
+                    try:
+                        loss_sum, grad_norm, lr = self._one_step(model)
+                    except StepRefused:  # nothing of this step happened yet: keep the steps done
+                        self._save()
+                        raise
                     if slow:
                         time.sleep(slow)
                     self._watch(loss_sum)
@@ -539,7 +544,7 @@ class _Run:
                     if loss is not None:
                         tok_s = self._count_tokens() / window_t  # the tokens really processed (no padding)
                         mfu = tok_s * flops_per_token / peak if peak else None
-                        self._log_row(loss, lr, grad_norm, tok_s, mfu)
+                        self._log_row(loss, lr, grad_norm, tok_s, mfu, window_t)
                         window_t = 0.0
                         if pacing.revisable(self.plan, tc):
                             self._revise_plan(progress)
@@ -582,7 +587,7 @@ class _Run:
     def _is_eval_step(self) -> bool:
         return self.step % self.tc.eval_every == 0 or self.step == self.plan.steps
 
-    def _log_row(self, loss: float, lr: float, grad_norm: torch.Tensor | None, tok_s: float, mfu: float | None) -> None:
+    def _log_row(self, loss: float, lr: float, grad_norm: torch.Tensor | None, tok_s: float, mfu: float | None, window_s: float) -> None:
         if not self.d.is_main:
             return
         row: dict[str, Any] = {"type": "train", "step": self.step, "loss": loss, "lr": lr,
@@ -592,6 +597,7 @@ class _Run:
         util = self.raw.moe_utilization()
         if util is not None:
             row["moe_utilization"] = util
+        row.update(self.objective.step_metrics(window_s))
         self.metrics.append(row)
         self.trackers.log(row)
 

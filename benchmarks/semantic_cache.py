@@ -1,0 +1,301 @@
+"""The semantic cache's similarity threshold, chosen on labelled pairs of questions, and what it costs.
+
+    python benchmarks/semantic_cache.py -w londinium-work [--pairs 800] [--seed 0] [--out bench/semantic-cache]
+    python benchmarks/semantic_cache.py -w WS --quick      # the short run tests/integration/test_benchmarks.py does
+
+Builds the workspace's corpus embedder if it is missing (`londinium index vectors`: the `semantic_cache`
+step's default embedder), then generates labelled pairs of single-turn questions from the held-out
+(val and test) documents, in the manner of the corpus's tasks (next line, source, modernise, explain a
+line; summarise a chapter or a work):
+
+- **paraphrase** (should hit): the same question about the same line or work, asked with another
+  template of that task, with surface noise (case, quotes, trailing words) on one side;
+- **near-misses** (must not hit; each answer differs): the same template about the most similar
+  other line of the held-out text (most shared words); the same line asked by another task (its next
+  line vs its source); the same line with one word swapped for another corpus word; the same template
+  about a neighbouring chapter or another work ("Summarise Genesis 30" vs "Genesis 31").
+
+The pairs are split in two halves by line (no line or title is in both): the threshold is chosen on
+the tune half (the lowest whose wrong-hit rate, near-misses at or above it, is at most --target; a
+lower threshold only adds hits, so the lowest such is the one with most recall), and the held-out
+half reports its wrong-hit rate and paraphrase recall. Writes the full threshold curve of both halves
+(`curve.png` and `curve.md`) and the pairs (`pairs.jsonl`) to --out, and prints the figures; it also
+times the step's lookup (embed + search) over an index of --entries entries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+TEMPLATES = {
+    "next_line": ["What line follows \"{x}\"?", "Which line comes after \"{x}\"?", "Give me the next line after: {x}",
+                  "How does it go on after \"{x}\"?"],
+    "source": ["Which work is the line \"{x}\" from?", "Where does the line \"{x}\" come from?",
+               "Name the text that contains \"{x}\".", "\"{x}\": what is the source of this line?"],
+    "modernise": ["Put \"{x}\" into modern English.", "Rewrite this in present-day English: {x}",
+                  "How would we say \"{x}\" today?"],
+    "explain": ["What does \"{x}\" mean?", "Explain the line \"{x}\".", "What is meant by \"{x}\"?"],
+}
+TITLE_TEMPLATES = ["Summarise {x}.", "Give me a short summary of {x}.", "What happens in {x}?", "Tell me briefly what {x} is about."]
+NOISE = [lambda s: s.lower(), lambda s: s.replace("\"", ""), lambda s: s + " Please.", lambda s: "Quick question: " + s,
+         lambda s: s.rstrip("?.") + "?"]
+WORD = re.compile(r"[A-Za-z']+")
+
+
+def held_out_docs(ws) -> list[dict]:
+    from londinium.files import read_jsonl
+
+    return [d for split in ("val", "test") for d in read_jsonl(ws.corpus_split(split))]
+
+
+def candidate_lines(docs: list[dict]) -> list[str]:
+    """Lines (or sentences) that read as a question's subject: 30-90 characters, 6+ words, not a heading in capitals."""
+    seen, out = set(), []
+    for d in docs:
+        for line in re.split(r"\n|(?<=[.;!?])\s+", d["text"]):
+            line = line.strip().rstrip(",;:")
+            if 30 <= len(line) <= 90 and len(WORD.findall(line)) >= 6 and not line.isupper() and line not in seen:
+                seen.add(line)
+                out.append(line)
+    return out
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in WORD.findall(text)}
+
+
+def _nearest(line: str, pool: list[str], words: list[set[str]], rng: random.Random) -> str:
+    """The other line of a sample of the pool sharing most words with `line` (Jaccard)."""
+    mine = _words(line)
+    best, score = line, -1.0
+    for i in rng.sample(range(len(pool)), min(400, len(pool))):
+        if pool[i] == line:
+            continue
+        j = len(mine & words[i]) / max(1, len(mine | words[i]))
+        if j > score:
+            best, score = pool[i], j
+    return best
+
+
+def _swap_word(line: str, vocabulary: list[str], rng: random.Random) -> str:
+    """`line` with one word of 4+ letters replaced by another corpus word: a different line, minimally."""
+    spots = [m for m in WORD.finditer(line) if len(m.group()) >= 4]
+    m = rng.choice(spots)
+    other = rng.choice([w for w in rng.sample(vocabulary, 20) if w.lower() != m.group().lower()] or ["mercy"])
+    return line[:m.start()] + other + line[m.end():]
+
+
+def _other_title(title: str, titles: list[str], rng: random.Random) -> str:
+    """A neighbouring chapter ("Genesis 30" -> "Genesis 31") when the title ends in a number, else another work."""
+    m = re.fullmatch(r"(.*\D)(\d+)", title)
+    if m:
+        n = int(m.group(2))
+        return f"{m.group(1)}{n + 1 if n == 1 or rng.random() < 0.5 else n - 1}"
+    return rng.choice([t for t in titles if t != title])
+
+
+def make_pairs(docs: list[dict], n: int, rng: random.Random) -> list[dict]:
+    """n labelled pairs, half paraphrases, half near-misses of four kinds (module docstring); each
+    carries the `group` (its line or title) the tune/held-out split keeps on one side."""
+    pool = candidate_lines(docs)
+    words = [_words(x) for x in pool]
+    vocabulary = sorted({w for x in pool for w in WORD.findall(x) if len(w) >= 4})
+    titles = sorted({d["title"] for d in docs if d.get("title")})
+    if len(pool) < 20:
+        raise SystemExit(f"too few held-out lines ({len(pool)}) to make pairs: use a bigger corpus")
+    # Titles (chapters, works) only where the documents have several.
+    kinds = ["paraphrase"] * 4 + ["other-line", "other-task", "one-word", "other-title"] if len(titles) >= 2 else \
+        ["paraphrase"] * 3 + ["other-line", "other-task", "one-word"]
+    pairs = []
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        titled = kind == "other-title" or (kind == "paraphrase" and len(titles) >= 2 and rng.random() < 0.25)
+        if titled:
+            x = rng.choice(titles)
+            a, b = rng.sample(TITLE_TEMPLATES, 2)
+            q1 = a.format(x=x)
+            q2 = b.format(x=x) if kind == "paraphrase" else a.format(x=_other_title(x, titles, rng))
+        else:
+            x = rng.choice(pool)
+            task = rng.choice(list(TEMPLATES))
+            a, b = rng.sample(TEMPLATES[task], 2)
+            q1 = a.format(x=x)
+            if kind == "paraphrase":
+                q2 = b.format(x=x)
+            elif kind == "other-line":
+                q2 = a.format(x=_nearest(x, pool, words, rng))
+            elif kind == "one-word":
+                q2 = a.format(x=_swap_word(x, vocabulary, rng))
+            else:
+                q2 = rng.choice(TEMPLATES[rng.choice([t for t in TEMPLATES if t != task])]).format(x=x)
+        if kind == "paraphrase" or rng.random() < 0.5:  # near-misses get the same noise, so it tells nothing
+            q2 = rng.choice(NOISE)(q2)
+        pairs.append({"a": q1, "b": q2, "same": kind == "paraphrase", "kind": kind, "group": x})
+    return pairs
+
+
+def split_pairs(pairs: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
+    """Tune and held-out halves, by group: a line or title is on one side only."""
+    groups = sorted({p["group"] for p in pairs})
+    random.Random(seed).shuffle(groups)
+    tune_groups = set(groups[: len(groups) // 2])
+    return [p for p in pairs if p["group"] in tune_groups], [p for p in pairs if p["group"] not in tune_groups]
+
+
+def curve(sims: np.ndarray, same: np.ndarray, thresholds: np.ndarray) -> list[dict]:
+    """Per threshold: paraphrase recall (paraphrases at or above it) and wrong-hit rate (near-misses at or above it)."""
+    rows = []
+    for t in thresholds:
+        hit = sims >= t
+        rows.append({"threshold": float(t), "recall": float(hit[same].mean()), "wrong": float(hit[~same].mean()),
+                     "wrong_n": int(hit[~same].sum()), "hits_wrong_share": float(hit[~same].sum() / max(1, hit.sum()))})
+    return rows
+
+
+def choose(rows: list[dict], target: float) -> dict:
+    """The lowest threshold whose wrong-hit rate is at most target (the most recall under that bound)."""
+    ok = [r for r in rows if r["wrong"] <= target]
+    return min(ok, key=lambda r: r["threshold"]) if ok else rows[-1]
+
+
+def similarities(embedder, pairs: list[dict]) -> np.ndarray:
+    from londinium.gateway.semantic_cache import numbers
+
+    a = embedder.embed([p["a"] for p in pairs])  # the step embeds the user message as it came
+    b = embedder.embed([p["b"] for p in pairs])
+    same_scope = np.array([numbers(p["a"]) == numbers(p["b"]) for p in pairs])  # the step's scope holds the numbers
+    return np.where(same_scope, (a * b).sum(1), -1.0)
+
+
+def plot(rows_tune: list[dict], rows_held: list[dict], held: list[dict], chosen: float, embedder: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from londinium.files import atomic_write
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for rows, style, name in ((rows_tune, "--", "tune"), (rows_held, "-", "held out")):
+        t = [r["threshold"] for r in rows]
+        ax.plot(t, [r["recall"] for r in rows], style, color="tab:blue", label=f"paraphrase recall ({name})")
+        ax.plot(t, [r["wrong"] for r in rows], style, color="tab:red", label=f"wrong-hit rate ({name})")
+    t = np.array([r["threshold"] for r in rows_held])
+    for kind in sorted({p["kind"] for p in held} - {"paraphrase"}):  # which near-misses the embedder cannot tell apart
+        sims = np.array([p["similarity"] for p in held if p["kind"] == kind])
+        ax.plot(t, [(sims >= x).mean() for x in t], ":", lw=1, label=f"wrong hits, {kind} (held out)")
+    ax.axvline(chosen, color="grey", lw=0.8)
+    ax.axhline(0.01, color="tab:red", lw=0.5, ls=":")
+    ax.axhline(0.5, color="tab:blue", lw=0.5, ls=":")
+    ax.set_xlabel("cosine similarity threshold")
+    ax.set_ylabel("share of pairs at or above it")
+    ax.set_title(f"semantic cache threshold curve, embedder {embedder}", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_write(path, "wb", encoding=None) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def lookup_time(embedder, entries: int, rng: random.Random, pool: list[str]) -> dict:
+    """Median and p95 of the step's lookup (embed the question, search an index of `entries` rows)."""
+    from londinium.gateway.semantic_index import SemanticIndex
+
+    index = SemanticIndex(embedder.dim, max_entries=entries)
+    texts = [f"{rng.choice(list(TEMPLATES['next_line']))}".format(x=rng.choice(pool)) for _ in range(entries)]
+    vectors = embedder.embed(texts)
+    for i, v in enumerate(vectors):
+        index.add("scope", v, b"{}", ttl_s=3600)
+    times = []
+    for text in texts[:200]:
+        start = time.perf_counter()
+        index.best("scope", embedder.embed([text])[0])
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return {"entries": entries, "p50_ms": 1000 * times[len(times) // 2], "p95_ms": 1000 * times[int(0.95 * (len(times) - 1))]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-w", "--workspace", required=True, help="a workspace with a built corpus")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="[retrieve] settings of the embedder (e.g. retrieve.embedder=wordllama)")
+    ap.add_argument("--pairs", type=int, default=800, help="labelled pairs (the issue asks for at least 500)")
+    ap.add_argument("--target", type=float, default=0.01, help="wrong-hit rate the threshold may allow on the tune half")
+    ap.add_argument("--entries", type=int, default=10_000, help="index size the lookup is timed at")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="", help="folder for curve.png, curve.md and pairs.jsonl (default: WS/bench/semantic-cache)")
+    ap.add_argument("--quick", action="store_true", help="80 pairs, a 500-entry index: for the tests")
+    args = ap.parse_args()
+
+    from londinium.config import load_config
+    from londinium.files import write_jsonl, write_text
+    from londinium.retrieve.embedders import open_embedder
+    from londinium.retrieve.vectors import build_vectors
+    from londinium.workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    cfg = load_config(overrides=args.overrides)
+    if cfg.retrieve.embedder == "corpus":
+        build_vectors(ws, cfg)
+    embedder = open_embedder(ws, cfg)
+    n = 80 if args.quick else args.pairs
+    rng = random.Random(args.seed)
+    docs = held_out_docs(ws)
+    pairs = make_pairs(docs, n, rng)
+    tune, held = split_pairs(pairs, args.seed)
+    # Finer steps at the top, where an embedder that cannot tell near-misses apart ends up.
+    thresholds = np.round(np.concatenate([np.arange(0.50, 0.9951, 0.005), [0.998, 0.999, 0.9995, 0.9999, 1.0]]), 4)
+    rows = {}
+    for name, part in (("tune", tune), ("held", held)):
+        sims = similarities(embedder, part)
+        for p, s in zip(part, sims):
+            p["similarity"] = round(float(s), 4)
+        rows[name] = curve(sims, np.array([p["same"] for p in part]), thresholds)
+    chosen = choose(rows["tune"], args.target)
+    at = next(r for r in rows["held"] if r["threshold"] == chosen["threshold"])
+    out = Path(args.out or ws.root / "bench" / "semantic-cache")
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "pairs.jsonl", [{**p, "half": "tune" if p in tune else "held"} for p in pairs])
+    plot(rows["tune"], rows["held"], held, chosen["threshold"], embedder.name, out / "curve.png")
+    table = ["| threshold | recall (tune) | wrong hits (tune) | recall (held out) | wrong hits (held out) |", "|---|---|---|---|---|"]
+    table += [f"| {t['threshold']:.4f} | {t['recall']:.3f} | {t['wrong']:.3f} | {h['recall']:.3f} | {h['wrong']:.3f} |"
+              for t, h in zip(rows["tune"], rows["held"]) if round(t["threshold"] * 100, 3) % 1 == 0 or t["threshold"] > 0.99 or t is chosen]
+    kinds = sorted({p["kind"] for p in pairs})
+    by_kind = {k: float(np.mean([p["similarity"] >= chosen["threshold"] for p in held if p["kind"] == k] or [float("nan")])) for k in kinds}
+    summary = (f"{len(pairs)} labelled pairs ({sum(p['same'] for p in pairs)} paraphrases), embedder {embedder.name}, seed {args.seed}: "
+               f"{len(tune)} tune, {len(held)} held out (split by line/title)\n"
+               f"threshold {chosen['threshold']:.4f} (tune: recall {chosen['recall']:.3f}, wrong hits {chosen['wrong']:.3f}, target <= {args.target})\n"
+               f"held out at {chosen['threshold']:.4f}: paraphrase recall {at['recall']:.3f}, wrong-hit rate {at['wrong']:.3f} "
+               f"({at['wrong_n']} near-misses hit); goal <= 0.01 at >= 0.50: {'met' if at['wrong'] <= 0.01 and at['recall'] >= 0.5 else 'NOT met'}\n"
+               "held-out share at or above it, by kind: " + ", ".join(f"{k} {v:.3f}" for k, v in by_kind.items()))
+    # The issue's own example of a near-miss (another verse or play) alone: what the embedder does without the hardest kinds.
+    easy = {"paraphrase", "other-line", "other-title"}
+    sub = {name: [p for p in part if p["kind"] in easy] for name, part in (("tune", tune), ("held", held))}
+    rows_sub = {name: curve(np.array([p["similarity"] for p in part]), np.array([p["same"] for p in part]), thresholds) for name, part in sub.items()}
+    chosen_sub = choose(rows_sub["tune"], args.target)
+    at_sub = next(r for r in rows_sub["held"] if r["threshold"] == chosen_sub["threshold"])
+    summary += (f"\nnear-misses of another line or title only: threshold {chosen_sub['threshold']:.4f}, held out: paraphrase recall "
+                f"{at_sub['recall']:.3f}, wrong-hit rate {at_sub['wrong']:.3f}")
+    write_text(out / "curve.md", f"# Semantic cache: threshold curve\n\n```\n{summary}\n```\n\n" + "\n".join(table) + "\n")
+    lookup = lookup_time(embedder, 500 if args.quick else args.entries, rng, candidate_lines(docs))
+    print(summary)
+    print(f"lookup (embed + search of {lookup['entries']:,} entries): p50 {lookup['p50_ms']:.2f} ms, p95 {lookup['p95_ms']:.2f} ms")
+    print(f"curve: {out / 'curve.png'}, {out / 'curve.md'}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

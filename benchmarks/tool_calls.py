@@ -1,0 +1,104 @@
+"""How often a model's tool calls are whole and valid under the server's tool-call grammar.
+
+    python benchmarks/tool_calls.py -w WORKSPACE --run RUN [--samples 64] [--max-tokens 200] [--quick]
+
+Each tool_choice (required, a named function, auto) is sampled `--samples` times (seeds 0..N-1,
+temperature 1) through the engine with the grammar `/v1/chat/completions` builds, for two tool sets:
+"bounded" (enums, integer ranges, short strings) and "search" (londinium mcp's search_corpus as it is
+published: a free-text query). Per row: the share of replies that are whole calls, all valid against
+their schemas; the share cut off by max_tokens (a valid prefix); invalid calls (always 0: the grammar
+forbids them); text replies (auto only). The peer is no grammar at all: the same model with the tools
+in its prompt, whose share of parseable, valid calls is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+BOUNDED = [
+    {"type": "function", "function": {"name": "find_verse", "description": "Find a verse.", "parameters": {
+        "type": "object", "required": ["book", "chapter"],
+        "properties": {"book": {"enum": ["Genesis", "Psalms", "John"]}, "chapter": {"type": "integer", "minimum": 1, "maximum": 150},
+                       "words": {"type": "array", "maxItems": 2, "items": {"type": "string", "maxLength": 8}}}}}},
+    {"type": "function", "function": {"name": "what_hour", "description": "The hour.", "parameters": {"type": "object", "properties": {}}}},
+]
+SEARCH = [{"type": "function", "function": {"name": "search_corpus", "description": "Search the training corpus (BM25).", "parameters": {
+    "type": "object", "required": ["query"],
+    "properties": {"query": {"type": "string", "description": "Words to find."}, "k": {"type": "integer", "default": 10}}}}}]
+
+
+def main() -> None:
+    import jsonschema
+    import torch
+
+    from londinium.config import load_config
+    from londinium.infer import SamplingParams
+    from londinium.infer.chat_template import tokenize_chat
+    from londinium.infer.engine import Engine
+    from londinium.model.load import load_run
+    from londinium.serve.protocol import ChatCompletionRequest
+    from londinium.serve.tools import parse_calls, tool_plan
+    from londinium.workspace import Workspace
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-w", "--workspace", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=200)
+    ap.add_argument("--quick", action="store_true", help="8 samples, 80 tokens: the test suite's check that it runs")
+    a = ap.parse_args()
+    samples, max_tokens = (8, 80) if a.quick else (a.samples, a.max_tokens)
+    torch.set_num_threads(1)
+    ws = Workspace(a.workspace)
+    engine = Engine.from_trained(load_run(ws, run=a.run, device="cpu"), load_config().generate)
+    end = engine.tokenizer.token_to_id("<|end|>")
+    messages = [{"role": "user", "content": "Where is it written that the king went to the sea?"}]
+    print(f"run {a.run}: {samples} samples per row, max_tokens {max_tokens}, temperature 1")
+    print(f"{'tools':8} {'tool_choice':12} {'whole+valid':>11} {'cut off':>8} {'invalid':>8} {'text':>6} {'no grammar: valid':>18}")
+    for label, tools in (("bounded", BOUNDED), ("search", SEARCH)):
+        schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+        ids = tokenize_chat(engine.tokenizer, messages, tools=tools).ids
+        first = tools[0]["function"]["name"]
+        for choice in ("required", {"type": "function", "function": {"name": first}}, "auto"):
+            req = ChatCompletionRequest(model="m", messages=messages, tools=tools, tool_choice=choice, parallel_tool_calls=False)
+            plan = tool_plan(req, engine)
+            counts = {"valid": 0, "cut": 0, "invalid": 0, "text": 0, "free_valid": 0}
+            for constraint, free in ((plan.constraint, False), (None, True)):
+                params = [SamplingParams(max_tokens=max_tokens, temperature=1.0, seed=s, constraint=constraint, stop_token_ids=[end])
+                          for s in range(samples)]
+                for c in engine.generate([ids] * samples, params):
+                    calls = parse_calls(c.text)
+                    ok = bool(calls) and all(_valid(call, schemas, jsonschema) for call in calls)
+                    if free:
+                        counts["free_valid"] += ok
+                    elif ok:
+                        counts["valid"] += 1
+                    elif calls:
+                        counts["invalid"] += 1
+                    elif c.finish_reason == "length" and c.text.startswith("<"):
+                        counts["cut"] += 1
+                    elif c.text.startswith("<") or choice != "auto":
+                        counts["cut" if c.finish_reason == "length" else "invalid"] += 1
+                    else:
+                        counts["text"] += 1
+            name = choice if isinstance(choice, str) else "named"
+            print(f"{label:8} {name:12} {counts['valid'] / samples:>11.0%} {counts['cut'] / samples:>8.0%} "
+                  f"{counts['invalid']:>8} {counts['text'] / samples:>6.0%} {counts['free_valid'] / samples:>18.0%}")
+            assert counts["invalid"] == 0, "the grammar let an invalid call through"
+
+
+def _valid(call: dict, schemas: dict, jsonschema) -> bool:
+    try:
+        jsonschema.validate(json.loads(call["function"]["arguments"]), schemas[call["function"]["name"]])
+    except (jsonschema.ValidationError, KeyError, json.JSONDecodeError):
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The arithmetic of GRPO: group-relative advantages and the clipped policy loss with a KL penalty.
+
+    adv = group_advantages(rewards, group_size, scale=True)          # [B]: (r - group mean) / (group std + eps)
+    loss, stats = policy_loss(logp, old_logp, ref_logp, adv, mask, clip_eps=0.2, beta=0.04, loss_type="grpo",
+                              max_new_tokens=16)
+
+Shao et al. 2024 (DeepSeekMath) as TRL's GRPOTrainer computes it: the group's standard deviation is
+torch's (unbiased); the ratio exp(logp - old_logp) is clipped to [1 - eps, 1 + eps] and the smaller
+of the clipped and unclipped objectives taken (PPO); the KL to the reference is the k3 estimator
+exp(ref - logp) - (ref - logp) - 1 (Schulman's, unbiased and never negative), per token. On-policy
+(old_logp is logp detached) the ratio is 1 and its gradient is the plain policy gradient A x grad logp.
+
+How token losses become one number (`loss_type`):
+- "grpo": each answer's tokens averaged, then the answers (the paper's; long answers weigh less per token);
+- "dr_grpo": the sum over every answer token / (answers x max_new_tokens), a constant (Liu et al. 2025,
+  "Understanding R1-Zero-Like Training": no length bias); with scale=False this is their Dr. GRPO;
+- "token": the sum / the answer tokens of the batch (DAPO's and nanochat's token-level mean).
+"""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-4  # TRL's: a group whose rewards are all equal gets advantage 0, not 0 / 0
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True) -> torch.Tensor:
+    """Each sample's reward minus its group's mean (groups are consecutive runs of `group_size`),
+    divided by the group's standard deviation + EPS when `scale`."""
+    groups = rewards.float().view(-1, group_size)
+    adv = groups - groups.mean(dim=1, keepdim=True)
+    if scale:
+        adv = adv / (groups.std(dim=1, keepdim=True) + EPS)
+    return adv.view(-1)
+
+
+def zero_std_share(rewards: torch.Tensor, group_size: int) -> float:
+    """Share of groups whose rewards are all equal: they give no learning signal (TRL's frac_reward_zero_std)."""
+    groups = rewards.float().view(-1, group_size)
+    return float((groups.max(dim=1).values == groups.min(dim=1).values).float().mean())
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch.Tensor | None, advantages: torch.Tensor,
+                mask: torch.Tensor, clip_eps: float, beta: float, loss_type: str, max_new_tokens: int
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of a batch of answers ([B, T] per-token log-probabilities of the sampled tokens under
+    the policy, `mask` 1 on answer tokens) and what it measured: KL (when beta > 0) and the share of
+    clipped tokens. `old_logp` None: on-policy (the ratio is exp(logp - logp.detach()) = 1)."""
+    mask = mask.float()
+    old = logp.detach() if old_logp is None else old_logp
+    ratio = torch.exp(logp - old)
+    a = advantages.unsqueeze(1)
+    unclipped, clipped = ratio * a, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * a
+    per_token = -torch.min(unclipped, clipped)
+    stats: dict[str, float] = {}
+    if beta > 0:
+        if ref_logp is None:
+            raise ValueError("beta > 0 needs the reference log-probabilities")
+        diff = ref_logp - logp
+        kl = torch.exp(diff) - diff - 1
+        per_token = per_token + beta * kl
+        stats["kl"] = float((kl.detach() * mask).sum() / mask.sum().clamp(min=1))
+    # Tokens whose clipped term won the min (no gradient through them), as TRL's clip_ratio counts them.
+    active = ((ratio > 1 + clip_eps) & (a > 0)) | ((ratio < 1 - clip_eps) & (a < 0))
+    stats["clip_share"] = float((active.float() * mask).sum() / mask.sum().clamp(min=1))
+    per_token = per_token * mask
+    if loss_type == "grpo":
+        loss = (per_token.sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+    elif loss_type == "dr_grpo":
+        loss = per_token.sum() / (mask.size(0) * max_new_tokens)
+    elif loss_type == "token":
+        loss = per_token.sum() / mask.sum().clamp(min=1)
+    else:
+        raise ValueError(f"unknown loss_type {loss_type!r}: 'grpo', 'dr_grpo' or 'token'")
+    return loss, stats
+
+
+def answer_window(y: torch.Tensor) -> int:
+    """How many last positions of a batch hold every answer token (targets != -1): the output head
+    and the log-softmax run on those only (the prompt is most of each row)."""
+    first = int((y != -1).int().argmax(dim=1).min())
+    return y.size(1) - first
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B, T] log-probabilities of `targets` under softmax(logits / temperature), [B, T] entropies):
+    the distribution the rollout sampled from (before top-k), as TRL scores it. Targets of -1 read 0."""
+    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
+    picked = logp_all.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(dim=-1)
+    return picked, entropy
