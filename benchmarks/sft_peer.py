@@ -133,11 +133,9 @@ def scores(forward, generate, tokenizer, val: list, max_tokens: int, context: in
     return nll / max(1, n), exact / max(1, len(val))
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workspace", "-w", required=True)
-    p.add_argument("--run", required=True, help="the base run both fine-tune")
-    p.add_argument("--checkpoint", default="latest")
+def parse_fine_tuning(p: argparse.ArgumentParser) -> tuple[argparse.Namespace, Workspace, list, list]:
+    """The data and settings both sides of a fine-tuning peer share (distill_peer.py too), parsed:
+    (the arguments, the workspace, the train and held-out conversations)."""
     p.add_argument("--data", action="append", default=[], help="JSONL conversations (repeatable)")
     p.add_argument("--tasks", action="append", default=[], help="task-set tasks, or 'default'")
     p.add_argument("--steps", type=int, default=60)
@@ -146,7 +144,6 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--val-share", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--max-tokens", type=int, default=32, help="greedy answer length for the exact-match score")
     p.add_argument("--quick", action="store_true", help="a few steps: the tests' check that the benchmark runs")
     args = p.parse_args()
     if args.quick:
@@ -156,6 +153,16 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     ws = Workspace(args.workspace)
     train, val = conversations(ws, args.data, args.tasks, args.val_share)
+    return args, ws, train, val
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workspace", "-w", required=True)
+    p.add_argument("--run", required=True, help="the base run both fine-tune")
+    p.add_argument("--checkpoint", default="latest")
+    p.add_argument("--max-tokens", type=int, default=32, help="greedy answer length for the exact-match score")
+    args, ws, train, val = parse_fine_tuning(p)
 
     from londinium.infer.engine import Engine
     from londinium.infer.sampling import SamplingParams

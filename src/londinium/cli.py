@@ -175,10 +175,20 @@ def cmd_distill(args: argparse.Namespace) -> int:
     d.teacher = args.teacher or d.teacher
     d.teacher_checkpoint = args.teacher_checkpoint or d.teacher_checkpoint
     d.run_name = args.name or d.run_name
+    d.top_k = d.top_k if args.top_k is None else args.top_k
+    if args.sft:
+        d.sft, cfg.sft.base = True, args.sft
     if not d.teacher and not (args.resume and d.run_name):
         raise ConfigError("londinium distill needs a teacher: --teacher RUN (a trained run of this workspace), "
                           "or --resume --name STUDENT to continue a student run")
-    return _train_run(args, ws, student_run_name(cfg), lambda: distill_config(cfg))
+    if args.cache_only:
+        from londinium.train.distill_cache import build_for
+
+        if not d.top_k:
+            raise ConfigError("--cache-only writes the teacher's top-k cache: give --top-k K")
+        print(build_for(ws, distill_config(ws, cfg), print).path)
+        return 0
+    return _train_run(args, ws, student_run_name(cfg), lambda: distill_config(ws, cfg))
 
 
 def cmd_tasks_build(args: argparse.Namespace) -> int:
@@ -538,6 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-preset", dest="preset", default=None, metavar="P",
                    help="the student's preset (tiny, small, slm, regular): --preset under the name that says whose")
     p.add_argument("--name", default=None, metavar="NAME", help="name of the student run (default: distill.run_name, else <TEACHER>-student)")
+    p.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help="read the teacher from its top-K cache (one teacher pass over the train shard, written once, reused; "
+                        "default: distill.top_k, 0: on the fly)")
+    p.add_argument("--cache-only", action="store_true", help="only write the teacher's top-K cache (needs --top-k), train no student")
+    p.add_argument("--sft", default=None, metavar="BASE",
+                   help="distil on the SFT data ([sft]): the student fine-tunes BASE on the conversations, loss on the answers")
     p.add_argument("--resume", action="store_true", help="continue the student run from its newest valid checkpoint, with its config")
     p.set_defaults(handler=cmd_distill)
 

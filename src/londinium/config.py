@@ -308,6 +308,8 @@ class DistillConfig:
     alpha: float = doc(0.5, "Weight of the cross-entropy on the labels; 1 - alpha goes to the KL to the teacher (1: no distillation).", ge=0, le=1)
     temperature: float = doc(2.0, "Temperature T both distributions are softened by; the KL is scaled by T^2 so its gradient keeps its size.", gt=0)
     kl: str = doc("forward", "'forward': KL(teacher || student), mass-covering (Hinton); 'reverse': KL(student || teacher), mode-seeking (MiniLLM).", choices=("forward", "reverse"))
+    top_k: int = doc(0, "Read the teacher from a top-k cache (--top-k): its k most likely ids a token and the rest's mass, from one teacher pass over the train shard that the first student writes and later ones reuse; the soft loss runs over those k + 1 outcomes (0: the teacher on the fly, every id).", ge=0)
+    sft: bool = doc(False, "Distil on the SFT data instead of the shards (--sft BASE): the student fine-tunes sft.base on [sft]'s conversations, both terms on the assistant's tokens only.")
 
 
 @dataclass

@@ -280,6 +280,11 @@ class Workspace:
         cards = sorted(p / "README.md" for p in self.exports_dir.glob(f"{run}-step-*") if (p / "README.md").is_file())
         return cards[-1] if cards else None
 
+    # distillation
+    def distill_cache_dir(self, name: str) -> Path:
+        """A teacher's top-k cache (`train/distill_cache.py`): distill/<teacher>-top<k>-<key>/."""
+        return self.root / "distill" / name
+
     # serving benchmarks
     def bench_dir(self, name: str = "serve") -> Path:
         return self.root / "bench" / check_run_name(name)
@@ -352,7 +357,8 @@ class Workspace:
                 self.tokenizer_dir: "the tokenizer stage's outputs", self.shards_dir: "the token shards",
                 self.root / "runs": "the training runs (every checkpoint)", self.eval_dir: "the evaluation reports",
                 self.index_dir: "the search index", self.vectors_dir: "the vector index",
-                self.root / "tasks": "the tasks cut from the corpus", self.locks_dir: "the stage locks"}
+                self.root / "tasks": "the tasks cut from the corpus", self.locks_dir: "the stage locks",
+                self.root / "distill": "the teachers' top-k caches"}
 
     def output_folders(self) -> dict[Path, str]:
         """Folders that hold user-named outputs: one may lie inside them, but not be or contain them."""

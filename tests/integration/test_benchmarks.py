@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from serve_helpers import trained_run
+from train_helpers import write_conversations
 
 from helpers.prose import local_sources
 
@@ -48,6 +49,9 @@ QUICK: dict[str, tuple] = {
     "gateway_pii_peer.py": (lambda ws, run, tmp: ["--litellm", ""], "PII recall"),
     "semantic_cache.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--set", "retrieve.dim=32"], "held out at"),
     "constrained_decode.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "overhead: constrained"),
+    "distill_cost.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--teacher", run, "--top-k", "8"], "top-8 cache"),
+    "distill_peer.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--teacher", run, "--run", run,
+                                              "--data", str(write_conversations(ws, tmp / "chats.jsonl"))], "TRL GKDTrainer"),
     "grpo_peer.py": (lambda ws, run, tmp: ["-w", str(_with_arith(ws, tmp)), "--run", run], "RL steps/minute"),
 }
 MARKS = {
@@ -63,7 +67,7 @@ MARKS = {
 # servers, fresh interpreters): they run with the slow tests (`make test`), the rest every time.
 for _script in ("generate_speed.py", "eval_perplexity.py", "train_throughput.py", "trainer_overhead.py", "export_load.py", "weight_dtypes.py",
                 "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "gateway_pii_peer.py", "constrained_decode.py",
-                "grpo_peer.py"):
+                "grpo_peer.py", "distill_peer.py"):
     MARKS.setdefault(_script, []).append(pytest.mark.slow)
 
 

@@ -76,3 +76,128 @@ def test_distill_without_a_teacher_or_with_an_unknown_one_is_one_line(teacher):
     assert rc == 2 and "--teacher RUN" in err and len(err.strip().splitlines()) == 1
     rc, _, err = cli_in_process(["distill", "-w", str(ws.root), "--teacher", "nosuch"])
     assert rc == 2 and "unknown run 'nosuch'" in err and len(err.strip().splitlines()) == 1
+
+
+# ---- the top-k teacher cache ------------------------------------------------------------------------
+
+TOP_K = 8
+
+
+def cache_dirs(ws) -> list:
+    return sorted(p.name for p in (ws.root / "distill").iterdir()) if (ws.root / "distill").is_dir() else []
+
+
+def test_the_cache_holds_the_teachers_top_k_and_its_loss_is_the_on_the_fly_loss_restricted_to_it(teacher):
+    """One teacher pass writes, per position of every train window, the top-k log-probabilities, ids
+    and the tail's mass; the cached loss equals the full distributions' KL coarsened by hand to those
+    k ids and "the rest", with the teacher computed on the fly on the same windows."""
+    import torch
+
+    from londinium import checkpoint as ck
+    from londinium.config import load_config
+    from londinium.data.loader import open_shard
+    from londinium.export.run import resolve_checkpoint
+    from londinium.model.gpt import GPT
+    from londinium.train.distill import topk_distill_loss
+    from londinium.train.distill_cache import CachedWindows, _open
+
+    ws = teacher
+    rc, out, err = cli_in_process(distill_args(ws, "teacher", "unused", STEPS, "--teacher-checkpoint", "latest",
+                                               "--top-k", str(TOP_K), "--cache-only"))
+    assert rc == 0, err
+    assert "building the top-8 cache" in out and not ws.run_dir("unused").exists()
+    (name,) = cache_dirs(ws)
+    path = ws.distill_cache_dir(name)
+    cache = _open(path, name.rsplit("-", 1)[1])
+    shard = open_shard(ws, "train")
+    assert cache.windows == (len(shard) - 1) // 32 and cache.meta["teacher_checkpoint"] == "step-000012"
+
+    loader = CachedWindows(cache, shard, batch_size=4, seed=7)
+    batch = loader.next_batch()
+    logprobs, ids = batch.teacher
+    assert logprobs.shape == (4, 32, TOP_K + 1) and ids.shape == (4, 32, TOP_K)
+    ckpt = resolve_checkpoint(ws, "teacher", "latest")
+    model = GPT(load_config(ckpt.path / ck.CONFIG_FILE).model)
+    ck.load_weights(model, ckpt)
+    with torch.no_grad():
+        p = torch.softmax(model.eval()(batch.x)[0].double(), dim=-1)  # the full teacher, on the fly
+    top_p = p.gather(-1, ids)
+    assert torch.allclose(logprobs[..., :TOP_K].double().exp(), top_p, atol=2e-3)  # float16 on disk
+    assert torch.allclose(logprobs[..., TOP_K].double().exp(), 1 - top_p.sum(-1), atol=2e-3)
+    assert (top_p.min(-1).values >= (p.topk(TOP_K + 1).values[..., -1] - 1e-4)).all()  # they are the top k
+
+    student = torch.randn(4, 32, p.size(-1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t, alpha = 2.0, 0.5
+    q = torch.softmax(student, dim=-1)
+    def soften(mass):  # k + 1 outcomes' probabilities -> softened by T over those outcomes
+        s = mass ** (1 / t)
+        return s / s.sum(-1, keepdim=True)
+    pb = soften(torch.cat([top_p, 1 - top_p.sum(-1, keepdim=True)], -1))
+    qb = soften(torch.cat([q.gather(-1, ids), 1 - q.gather(-1, ids).sum(-1, keepdim=True)], -1))
+    kl = (pb * (pb / qb).log()).sum(-1).mean()
+    ce = -(q.gather(-1, batch.y[..., None]).log()).mean()
+    by_hand = alpha * ce + (1 - alpha) * t * t * kl
+    got = topk_distill_loss(student, logprobs, ids, batch.y, alpha, t)
+    assert got.item() == pytest.approx(by_hand.item(), rel=2e-3)
+
+    again = CachedWindows(cache, shard, batch_size=4, seed=7)  # a resumed loader reads the same next batch
+    again.load_state_dict(loader.state_dict())
+    a, b = loader.next_batch(), again.next_batch()
+    assert torch.equal(a.x, b.x) and torch.equal(a.teacher[1], b.teacher[1])
+
+
+def test_a_student_reads_the_cache_and_another_teacher_gets_its_own(teacher):
+    ws = teacher
+    cached = ["model.n_layer=1", "model.n_embd=32"]
+    rc, out, err = cli_in_process(distill_args(ws, "teacher", "cached-student", STEPS, "--teacher-checkpoint", "latest",
+                                               "--top-k", str(TOP_K), extra=cached))
+    assert rc == 0, err
+    assert "teacher top-8 cache teacher-top8-" in out
+    train_rows, val_rows = logged(ws, "cached-student")
+    assert len(train_rows) == STEPS and train_rows[-1][1] < train_rows[0][1] and [s for s, _ in val_rows] == [6, 12]
+    before = cache_dirs(ws)
+    assert len(before) == 1  # the student read the cache the first test (or it) wrote: one teacher pass
+    rc, out, err = cli_in_process(distill_args(ws, "teacher", "unused", STEPS, "--teacher-checkpoint", "step-6",
+                                               "--top-k", str(TOP_K), "--cache-only"))
+    assert rc == 0, err
+    assert "building" in out and len(cache_dirs(ws)) == 2  # other weights: another key, never the stale cache
+
+    (ws.distill_cache_dir(before[0]) / "meta.json").write_text("{", encoding="utf-8")
+    rc, _, err = cli_in_process(distill_args(ws, "teacher", "cached-2", STEPS, "--teacher-checkpoint", "latest",
+                                             "--top-k", str(TOP_K), extra=cached))
+    assert rc == 2 and "unreadable" in err and "delete that folder" in err and len(err.strip().splitlines()) == 1
+    shutil.rmtree(ws.distill_cache_dir(before[0]))
+
+
+# ---- SFT distillation -------------------------------------------------------------------------------
+
+def test_an_sft_teacher_distils_into_an_sft_student_on_the_answers(teacher, tmp_path):
+    """`--sft BASE`: the student fine-tunes BASE on the conversations against an SFT teacher. With
+    alpha = 1 it is `londinium sft` bit for bit (the same loader, mask and loss); with alpha 0.5 it
+    trains and validates as an SFT run (the answers' loss) and records its teacher."""
+    from train_helpers import SFT_TINY, SFT_TRAIN, sft_args, write_conversations
+
+    ws, steps = teacher, 6
+    data = write_conversations(ws, tmp_path / "chat.jsonl")
+    rc, _, err = cli_in_process(sft_args(ws, "teacher", "teacher-sft", steps, data))
+    assert rc == 0, err
+    sft_sets = [*SFT_TRAIN, *SFT_TINY, f"sft.max_steps={steps}"]  # as sft_args sets them
+
+    def student(name: str, alpha: float) -> tuple[int, str, str]:
+        args = ["distill", "-w", str(ws.root), "--teacher", "teacher-sft", "--sft", "teacher", "--name", name]
+        for s in [*sft_sets, f"sft.data=[{json.dumps(str(data))}]", "sft.tasks=[]", f"distill.alpha={alpha}"]:
+            args += ["--set", s]
+        return cli_in_process(args)
+
+    rc, _, err = student("sft-alpha-one", 1.0)
+    assert rc == 0, err
+    assert_same_weights(final_weights(ws, "sft-alpha-one"), final_weights(ws, "teacher-sft"))
+    assert logged(ws, "sft-alpha-one") == logged(ws, "teacher-sft")
+    rc, out, err = student("sft-student", 0.5)
+    assert rc == 0, err
+    assert "sft: base run 'teacher'" in out and "teacher run 'teacher-sft'" in out
+    recorded = tomllib.loads(ws.run_config_file("sft-student").read_text(encoding="utf-8"))
+    assert recorded["train"]["objective"] == "distill" and recorded["distill"]["sft"] is True
+    assert recorded["sft"]["base"] == "teacher"
+    assert final_weights(ws, "sft-student").keys() == final_weights(ws, "teacher-sft").keys()
+    assert logged(ws, "sft-student")[1] != logged(ws, "teacher-sft")[1]  # the teacher's targets changed the path

@@ -170,17 +170,20 @@ def test_an_sft_run_resumes_after_sigkill_bit_exactly(reference, tiny_workspace,
     assert rows[-1][1] < rows[0][1]  # the answers' loss fell
 
 
-def test_a_distill_run_resumes_after_sigkill_bit_exactly(reference, tiny_workspace):
+@pytest.mark.parametrize("cache", [[], ["--top-k", "8"]], ids=["teacher-on-the-fly", "top-k-cache"])
+def test_a_distill_run_resumes_after_sigkill_bit_exactly(reference, tiny_workspace, cache):
     """Distillation is an objective of the same trainer: a student (one layer) against the frozen
-    reference run resumes as any run does, and `distill --resume --name` continues it with its teacher."""
-    ws, student = tiny_workspace, ["model.n_layer=1", "distill.alpha=0.5", "distill.temperature=2"]
-    rc, out, err = cli_in_process(distill_args(ws, "ref", "student-ref", STEPS, "--teacher-checkpoint", "latest", extra=student))
+    reference run resumes as any run does, and `distill --resume --name` continues it with its teacher
+    (and, with --top-k, the same cached windows in the same order)."""
+    ws, student, tag = tiny_workspace, ["model.n_layer=1", "distill.alpha=0.5", "distill.temperature=2"], "-".join(cache)
+    ref, killed = f"student-ref{tag}", f"student-killed{tag}"
+    rc, out, err = cli_in_process(distill_args(ws, "ref", ref, STEPS, "--teacher-checkpoint", "latest", *cache, extra=student))
     assert rc == 0, err
     assert "teacher run 'ref' step-000024" in out
-    died = run(distill_cmd(ws, "ref", "student-killed", STEPS, "--teacher-checkpoint", "latest", extra=student), kill_at=KILL_AT)
+    died = run(distill_cmd(ws, "ref", killed, STEPS, "--teacher-checkpoint", "latest", *cache, extra=student), kill_at=KILL_AT)
     assert died.returncode == -9, (died.returncode, died.stderr[-2000:])
-    rc, out, err = cli_in_process(["distill", "--resume", "--name", "student-killed", "-w", str(ws.root)])
+    rc, out, err = cli_in_process(["distill", "--resume", "--name", killed, "-w", str(ws.root)])
     assert rc == 0, err
     assert "resuming from step 12" in out
-    assert_same_weights(final_weights(ws, "student-killed"), final_weights(ws, "student-ref"))
-    assert logged(ws, "student-killed") == logged(ws, "student-ref")
+    assert_same_weights(final_weights(ws, killed), final_weights(ws, ref))
+    assert logged(ws, killed) == logged(ws, ref)

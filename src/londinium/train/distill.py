@@ -13,7 +13,8 @@ vocabulary: no mapping between vocabularies is needed, only the check that the t
 on this tokenizer.
 
 The student run is an ordinary run of the one trainer (`objectives.Distill` reads the shards as
-pre-training does; `distill_run.py` makes its config); its config records the teacher, the checkpoint it resolved to and that
+pre-training does, or a top-k cache of the teacher (`distill_cache.py`, `topk_distill_loss` here);
+`objectives.DistillSFT` reads SFT's conversations; `distill_run.py` makes its config); its config records the teacher, the checkpoint it resolved to and that
 checkpoint's sha256, so a resumed or re-run student is compared against the same teacher.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,24 +32,78 @@ from londinium.errors import ConfigError
 from londinium.workspace import Workspace
 
 
+# The log-mass below which a tail counts as none: e^-80 keeps 0 x log 0 (k = V) out of the KL.
+TAIL_FLOOR = -80.0
+
+
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float, temperature: float,
-                 kl: str = "forward") -> torch.Tensor:
-    """`alpha * CE(labels) + (1 - alpha) * T^2 * KL`, averaged over the positions whose label is not -1.
+                 kl: str = "forward", weights: torch.Tensor | None = None) -> torch.Tensor:
+    """`alpha * CE(labels) + (1 - alpha) * T^2 * KL`, averaged over the positions whose label is not -1
+    (or, with `weights`, each position's term times its weight, summed: the SFT objective's mask).
 
     `student`, `teacher`: logits `[..., V]`; `labels`: `[...]`. With alpha = 1 it is exactly the
     cross-entropy (the teacher's logits are not read), with alpha = 0 only the soft term."""
     student, labels = student.float().reshape(-1, student.size(-1)), labels.reshape(-1)
-    ce = F.cross_entropy(student, labels, ignore_index=-1)
     if alpha == 1:
-        return ce
-    log_q = F.log_softmax(student / temperature, dim=-1)
-    log_p = F.log_softmax(teacher.float().reshape(-1, teacher.size(-1)) / temperature, dim=-1)
+        return cross_entropy(student, labels, weights)
+    log_p = teacher.float().reshape(-1, teacher.size(-1))
+    nll = F.cross_entropy(student, labels, ignore_index=-1, reduction="none")
+    return _combine(nll, labels, F.log_softmax(student / temperature, dim=-1),
+                    F.log_softmax(log_p / temperature, dim=-1), alpha, temperature, kl, weights)
+
+
+def topk_distill_loss(student: torch.Tensor, top_logprobs: torch.Tensor, top_ids: torch.Tensor, labels: torch.Tensor,
+                      alpha: float, temperature: float, kl: str = "forward", weights: torch.Tensor | None = None) -> torch.Tensor:
+    """`distill_loss` against a teacher known only by its top-k (a `distill_cache`): the soft term is the
+    KL between two distributions over k + 1 outcomes, the teacher's k most likely ids and "any other id".
+
+    `top_logprobs` `[..., k + 1]`: the teacher's log-probabilities (at T = 1) of its top-k ids `top_ids`
+    `[..., k]`, then the log of the mass of every other id (the tail). The student's k + 1 outcomes are
+    its own log-probabilities of the same ids and of the rest. Both are softened by T over these k + 1
+    outcomes (`bucket / T`, renormalised), so at T = 1 the term is exactly the full KL of the two
+    distributions coarsened to those outcomes; at T > 1 the tail is softened as one outcome, not id by
+    id (the teacher's ids beyond k are not known)."""
+    student, labels = student.float().reshape(-1, student.size(-1)), labels.reshape(-1)
+    if alpha == 1:
+        return cross_entropy(student, labels, weights)
+    k = top_ids.size(-1)
+    ids = top_ids.reshape(-1, k).long()
+    log_q = F.log_softmax(student, dim=-1)  # once, for both terms: the step's widest tensors are [positions, V]
+    nll = F.nll_loss(log_q, labels, ignore_index=-1, reduction="none")
+    top = log_q.gather(-1, ids)
+    # The rest's mass summed id by id: 1 - (the top k's) would lose it to float32 rounding when it is tiny.
+    tail = torch.logsumexp(log_q.scatter(-1, ids, float("-inf")), dim=-1, keepdim=True)
+    tail = tail.clamp(min=TAIL_FLOOR)  # as the cache floors the teacher's: no tail at all (k = V) is not -inf
+    buckets_q = torch.cat([top, tail], dim=-1)
+    buckets_p = top_logprobs.float().reshape(-1, k + 1)
+    return _combine(nll, labels, F.log_softmax(buckets_q / temperature, dim=-1),
+                    F.log_softmax(buckets_p / temperature, dim=-1), alpha, temperature, kl, weights)
+
+
+def cross_entropy(student: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The labels' cross-entropy of logits `[N, V]`: the mean over labels not -1, or with `weights`
+    (the SFT objective's per-target shares) the weighted sum, as `objectives.SFT` computes it."""
+    if weights is None:
+        return F.cross_entropy(student, labels, ignore_index=-1)
+    nll = F.cross_entropy(student, labels, ignore_index=-1, reduction="none")
+    return (nll * weights.reshape(-1)).sum()
+
+
+def _combine(nll: torch.Tensor, labels: torch.Tensor, log_q: torch.Tensor, log_p: torch.Tensor, alpha: float,
+             temperature: float, kl: str, weights: torch.Tensor | None) -> torch.Tensor:
+    """alpha x CE + (1 - alpha) x T^2 x KL over the positions: `nll` the labels' cross-entropy per
+    position (0 where the label is -1), the softened student `log_q` and teacher `log_p` a row per
+    position over the same outcomes."""
     if kl == "forward":
         divergence = (log_p.exp() * (log_p - log_q)).sum(-1)
     else:
         divergence = (log_q.exp() * (log_q - log_p)).sum(-1)
+    soft = (1 - alpha) * temperature ** 2
+    if weights is not None:  # the SFT mask: weight 0 off the assistant's tokens, for both terms
+        w = weights.reshape(-1)
+        return alpha * (nll * w).sum() + soft * (divergence * w).sum()
     keep = (labels != -1).float()  # a weighted mean rather than a masked copy of [positions, V]
-    return alpha * ce + (1 - alpha) * temperature ** 2 * (divergence * keep).sum() / keep.sum().clamp(min=1)
+    return (alpha * nll.sum() + soft * (divergence * keep).sum()) / keep.sum().clamp(min=1)
 
 
 @dataclass
@@ -108,3 +164,17 @@ class Teacher:
 
     def num_params(self) -> int:
         return self.model.num_params()
+
+    def describe(self, d: Any) -> str:
+        """The banner's line: which teacher, and the loss `d` ([distill]) puts on it."""
+        return (f"distill: teacher run '{self.run}' {self.checkpoint} ({self.num_params():,} parameters, frozen), "
+                f"alpha {d.alpha:g} on the labels, {d.kl} KL at temperature {d.temperature:g}")
+
+
+def open_teacher(ws: Workspace, cfg: Config, tokenizer_sha256: str) -> Teacher:
+    """The student run's teacher, opened and checked; the run records what it is distilled from: the
+    resolved checkpoint (a later 'best' of the teacher is another teacher) and its weights' hash, both
+    into its config.toml and fingerprint."""
+    teacher = Teacher.open(ws, cfg, tokenizer_sha256)
+    cfg.distill.teacher_checkpoint, cfg.distill.teacher_sha256 = teacher.checkpoint, teacher.sha256
+    return teacher

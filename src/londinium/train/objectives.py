@@ -11,7 +11,9 @@
   pre-training windows (`train/sft_batches.py`); validated on held-out conversations (their
   assistant tokens' loss: `val_loss`) and on the val shard (`text_val_bpb`: what it forgot).
 - `Distill` ("distill"): pre-training against a frozen teacher run's soft targets, computed on the
-  fly on the same windows (`train/distill.py`); read and validated as next-token.
+  fly on the same windows (`train/distill.py`) or read from its top-k cache with the cached windows
+  (`train/distill_cache.py`); validated as next-token. `DistillSFT` (distill.sft): SFT's data, base
+  and validation with the teacher's soft targets, both terms under SFT's mask.
 - `GRPO` ("grpo", `rl/objective.py`): reinforcement learning of a base run on tasks' rewards; its
   loader samples rollouts from the model being trained (`attach`), its validation is pass@k.
 
@@ -52,6 +54,7 @@ class Batch:
     y: torch.Tensor
     weights: torch.Tensor | None  # per-target share of the loss; None: the mean over targets
     tokens: int  # positions processed (not padding)
+    teacher: tuple[torch.Tensor, torch.Tensor] | None = None  # a cached teacher's top-k (log-probabilities, ids)
 
 
 class _Windows:
@@ -230,42 +233,91 @@ class SFT:
 
 
 class Distill(NextToken):
-    """Pre-training with a teacher: the shards' windows, the loss on the labels and the teacher's
-    softened distribution (`distill.distill_loss`); validated as next-token, on the student alone."""
+    """Pre-training with a teacher: the shards' windows (or the cached ones), the loss on the labels and
+    the teacher's softened distribution (`distill.distill_loss`); validated as next-token, on the student alone."""
 
     name = "distill"
 
-    def __init__(self, ws: Workspace, cfg: Config, train: Shard, val: Shard, tokenizer_sha256: str):
-        from londinium.train.distill import Teacher
+    def __init__(self, ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]):
+        from londinium.train.distill import open_teacher
+        from londinium.train.distill_cache import teacher_cache
 
         super().__init__(cfg, train, val)
-        self.teacher = Teacher.open(ws, cfg, tokenizer_sha256)
-        # The run records what it was distilled from: the resolved checkpoint (a later 'best' of the
-        # teacher is another teacher) and its weights' hash; both go into its config.toml and fingerprint.
-        cfg.distill.teacher_checkpoint, cfg.distill.teacher_sha256 = self.teacher.checkpoint, self.teacher.sha256
-        self.teacher_weights = self.teacher.path / ck.MODEL_FILE
+        self.teacher = open_teacher(ws, cfg, train.meta["tokenizer_sha256"])
+        self.cache = None
+        if cfg.distill.top_k:  # under torchrun each rank opens it: only a single process builds one
+            self.cache = teacher_cache(ws, self.teacher, train, cfg.model.context, cfg.distill.top_k, log,
+                                       build=not distributed.launched_by_torchrun())
 
     def inputs(self) -> list[Path]:
-        return [self.teacher_weights]
+        return [self.teacher.path / ck.MODEL_FILE]
 
     def fingerprint(self) -> dict[str, Any]:
         return {"distill": dataclasses.asdict(self.cfg.distill)}
 
     def describe_data(self) -> str:
+        source = (f"top-{self.cfg.distill.top_k} cache {self.cache.path.name} ({self.cache.windows:,} windows)"
+                  if self.cache is not None else "on the fly")
+        return f"{self.teacher.describe(self.cfg.distill)}, teacher {source}"
+
+    def make_loader(self, rank: int, world_size: int) -> Any:
+        if self.cache is None:
+            return super().make_loader(rank, world_size)
+        from londinium.train.distill_cache import CachedWindows
+
+        return CachedWindows(self.cache, self.train, self.cfg.train.batch_size, self.cfg.train.seed, rank, world_size)
+
+    def loss(self, model: torch.nn.Module, raw: Any, batch: Batch) -> torch.Tensor:
+        from londinium.train.distill import distill_loss, topk_distill_loss
+
         d = self.cfg.distill
-        return (f"distill: teacher run '{d.teacher}' {d.teacher_checkpoint} ({self.teacher.num_params():,} parameters, frozen), "
-                f"alpha {d.alpha:g} on the labels, {d.kl} KL at temperature {d.temperature:g}")
+        logits, _ = model(batch.x)
+        if batch.teacher is not None:
+            logprobs, ids = (t.to(logits.device) for t in batch.teacher)
+            loss = topk_distill_loss(logits, logprobs, ids, batch.y, d.alpha, d.temperature, d.kl)
+        else:
+            teacher = self.teacher.logits(batch.x) if d.alpha < 1 else logits  # alpha 1: plain CE, the teacher not asked
+            loss = distill_loss(logits, teacher, batch.y, d.alpha, d.temperature, d.kl)
+        return _with_aux(loss, raw)
+
+
+class DistillSFT(SFT):
+    """SFT with a teacher (distill.sft): an SFT teacher's soft targets on the conversations, the student
+    fine-tuned from sft.base; SFT's weights (the assistant's tokens, the replay share) weigh both terms."""
+
+    name = "distill"
+
+    def __init__(self, ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]):
+        from londinium.train.distill import open_teacher
+
+        if cfg.distill.top_k:
+            raise ConfigError("distill.top_k caches the teacher over the shards' windows, not conversations: "
+                              "with --sft (distill.sft) set distill.top_k = 0 (the teacher on the fly)")
+        super().__init__(ws, cfg, train, val, log)
+        self.teacher = open_teacher(ws, cfg, train.meta["tokenizer_sha256"])
+
+    def inputs(self) -> list[Path]:
+        return [*super().inputs(), self.teacher.path / ck.MODEL_FILE]
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "distill": dataclasses.asdict(self.cfg.distill)}
+
+    def describe_data(self) -> str:
+        return f"{super().describe_data()}\n{self.teacher.describe(self.cfg.distill)}, teacher on the fly"
 
     def loss(self, model: torch.nn.Module, raw: Any, batch: Batch) -> torch.Tensor:
         from londinium.train.distill import distill_loss
 
         d = self.cfg.distill
         logits, _ = model(batch.x)
-        teacher = self.teacher.logits(batch.x) if d.alpha < 1 else logits  # alpha 1: plain CE, the teacher not asked
-        loss = distill_loss(logits, teacher, batch.y, d.alpha, d.temperature, d.kl)
-        if raw.last_aux_loss is not None:  # a mixture of experts' router loss, as GPT.forward adds it
-            loss = loss + raw.config.aux_loss_weight * raw.last_aux_loss
-        return loss
+        teacher = self.teacher.logits(batch.x) if d.alpha < 1 else logits
+        return _with_aux(distill_loss(logits, teacher, batch.y, d.alpha, d.temperature, d.kl, weights=batch.weights), raw)
+
+
+def _with_aux(loss: torch.Tensor, raw: Any) -> torch.Tensor:
+    if raw.last_aux_loss is not None:  # a mixture of experts' router loss, as GPT.forward adds it
+        loss = loss + raw.config.aux_loss_weight * raw.last_aux_loss
+    return loss
 
 
 def base_checkpoint(ws: Workspace, cfg: Config, section: str, command: str) -> ck.Checkpoint:
@@ -302,6 +354,6 @@ def open_objective(ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Ca
     if cfg.train.objective == "sft":
         return SFT(ws, cfg, train, val, log)
     if cfg.train.objective == "distill":
-        return Distill(ws, cfg, train, val, train.meta["tokenizer_sha256"])
+        return (DistillSFT if cfg.distill.sft else Distill)(ws, cfg, train, val, log)
     return NextToken(cfg, train, val)
 
