@@ -279,3 +279,25 @@ def test_logits_to_keep_gives_the_last_positions_logits_only_and_the_same_values
     assert last.shape == (2, 1, 101) and three.shape == (2, 3, 101)
     torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(three, full[:, -3:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_keep_gives_the_marked_positions_logits_in_row_order_and_the_same_gradients(name: str) -> None:
+    """What SFT and SFT distillation use: the head on the answers' positions only, the same loss and
+    the same gradients as the head over every position with the others weighted 0."""
+    torch.manual_seed(0)
+    model = GPT(VARIANTS[name])
+    idx, y = torch.randint(0, 101, (3, 20)), torch.randint(0, 101, (3, 20))
+    keep = torch.rand(3, 20) < 0.3
+    weights = keep.float() / keep.sum()
+    full = model(idx)[0]
+    nll = torch.nn.functional.cross_entropy(full.view(-1, 101), y.view(-1), reduction="none")
+    (nll * weights.view(-1)).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    kept = model(idx, keep=keep)[0]
+    assert kept.shape == (int(keep.sum()), 101)
+    torch.testing.assert_close(kept, full[keep], rtol=1e-5, atol=1e-5)
+    (torch.nn.functional.cross_entropy(kept, y[keep], reduction="none") * weights[keep]).sum().backward()
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)

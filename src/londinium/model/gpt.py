@@ -233,7 +233,8 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                kv_cache: KVCache | None = None, logits_to_keep: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                kv_cache: KVCache | None = None, logits_to_keep: int = 0,
+                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits `[B, T, V]` for every position of `idx` `[B, T]`, and the loss when `targets` is
         given: mean cross-entropy over targets != -1, plus aux_loss_weight x the router loss (MoE).
 
@@ -243,6 +244,9 @@ class GPT(nn.Module):
         `logits_to_keep` > 0 (without targets) computes the logits of the last that many positions
         only, `[B, logits_to_keep, V]`: what generation needs, without the output head's cost over the
         whole prompt (transformers' name).
+        `keep`, a boolean `[B, T]` mask (without targets), computes the logits of the positions it
+        marks only, `[N, V]` in row order: a fine-tuning loss needs the answers' positions, and the
+        output head and its softmax over the vocabulary are most of a small model's work.
         """
         B, T = idx.shape
         if kv_cache is None:
@@ -270,6 +274,8 @@ class GPT(nn.Module):
             kv_cache.advance(T)
         if logits_to_keep and targets is None:
             x = x[:, -logits_to_keep:]
+        if keep is not None and targets is None:
+            x = x[keep]
         logits = self.lm_head(self.transformer.ln_f(x))
 
         self.last_aux_loss = None

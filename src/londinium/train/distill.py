@@ -156,10 +156,11 @@ class Teacher:
         return cls(model, d.teacher, ckpt.path.name if own else str(ckpt.path), ckpt.path, sha256)
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits `[B, T, V]`, or `[N, V]` at the positions `keep` marks (`GPT.forward`)."""
         if next(self.model.parameters()).device != x.device:  # once: onto the device the student trains on
             self.model.to(x.device)
-        logits, _ = self.model(x)
+        logits, _ = self.model(x, keep=keep)
         return logits
 
     def num_params(self) -> int:

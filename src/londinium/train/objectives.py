@@ -197,12 +197,10 @@ class SFT:
                 f"({mix}), {len(self.val_examples):,} held out{replay}")
 
     def loss(self, model: torch.nn.Module, raw: Any, batch: Batch) -> torch.Tensor:
-        logits, _ = model(batch.x)
-        nll = F.cross_entropy(logits.float().view(-1, logits.size(-1)), batch.y.view(-1), ignore_index=-1, reduction="none")
-        loss = (nll * batch.weights.view(-1)).sum()
-        if raw.last_aux_loss is not None:  # a mixture of experts' router loss, as GPT.forward adds it
-            loss = loss + raw.config.aux_loss_weight * raw.last_aux_loss
-        return loss
+        keep = batch.weights > 0  # the trained positions: the head and softmax run on those only
+        logits, _ = model(batch.x, keep=keep)
+        nll = F.cross_entropy(logits.float(), batch.y[keep], reduction="none")
+        return _with_aux((nll * batch.weights[keep]).sum(), raw)
 
     @torch.no_grad()
     def validate(self, model: torch.nn.Module, precision: Any, d: distributed.Dist) -> dict[str, float]:
@@ -309,9 +307,10 @@ class DistillSFT(SFT):
         from londinium.train.distill import distill_loss
 
         d = self.cfg.distill
-        logits, _ = model(batch.x)
-        teacher = self.teacher.logits(batch.x) if d.alpha < 1 else logits
-        return _with_aux(distill_loss(logits, teacher, batch.y, d.alpha, d.temperature, d.kl, weights=batch.weights), raw)
+        keep = batch.weights > 0  # as SFT: both models' heads and the soft loss on the trained positions only
+        logits, _ = model(batch.x, keep=keep)
+        teacher = self.teacher.logits(batch.x, keep) if d.alpha < 1 else logits
+        return _with_aux(distill_loss(logits, teacher, batch.y[keep], d.alpha, d.temperature, d.kl, weights=batch.weights[keep]), raw)
 
 
 def _with_aux(loss: torch.Tensor, raw: Any) -> torch.Tensor:
