@@ -38,8 +38,9 @@ clean-venv:
 
 # smolagents for tests/integration/test_smolagents.py, in an interpreter of its own: its MCP adapter
 # (mcpadapt) needs Python >= 3.12 and the 1.x `mcp` client, and londinium runs on the 2.x SDK.
-# The first of python3.13, python3.12 that runs; or say which: make smolagents SMOLAGENTS_PYTHON=/path/to/python3.12
-SMOLAGENTS_PYTHON ?= $(shell for p in python3.13 python3.12; do $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && echo $$p && break; done)
+# The first of python3.13, python3.12, or a pyenv-installed 3.12+ (pyenv's shims refuse a version
+# that is installed but not selected) that runs; or say which: make smolagents SMOLAGENTS_PYTHON=/path/to/python3.12
+SMOLAGENTS_PYTHON ?= $(shell for p in python3.13 python3.12 $$(pyenv root 2>/dev/null)/versions/3.1[2-9]*/bin/python3; do $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && echo $$p && break; done)
 smolagents:
 	@test -n "$(SMOLAGENTS_PYTHON)" || { echo "make smolagents: no Python >= 3.12 found; give one: make smolagents SMOLAGENTS_PYTHON=/path/to/python3.12" >&2; exit 2; }
 	test -x .venv-smolagents/bin/python || $(SMOLAGENTS_PYTHON) -m venv .venv-smolagents
