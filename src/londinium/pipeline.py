@@ -54,8 +54,7 @@ def fine_tune(ws: Workspace, cfg: Config, force: bool = False) -> str:
     from londinium.train.trainer import train
 
     build_tasks(ws, cfg.tasks, force=force)
-    cfg.sft.base = cfg.sft.base or cfg.train.run_name
-    sft = sft_config(ws, cfg)
+    sft = sft_config(ws, cfg)  # its base: sft.base, else train.run_name (sft_run.on_base)
     sft.train.resume = True  # as pre-training: an interrupted quickstart continues where it stopped
     with ws.lock(f"train/{sft.train.run_name}"):
         train(ws, sft, force=force)

@@ -71,7 +71,8 @@ def evaluation(ws: Workspace, trained: Any) -> dict[str, Any] | None:
 
 def objective(ws: Workspace, trained: Any) -> dict[str, Any]:
     """What the run was trained for: next-token pre-training, SFT from a base run (which checkpoint, on
-    which tasks and files) or distillation from a teacher; what a reader of an export asks first."""
+    which tasks and files) or distillation from a teacher; what a reader of an export asks first. Computed once per export:
+    resolving a base or teacher checkpoint verifies its files."""
     cfg = trained.config
     out: dict[str, Any] = {"name": cfg.train.objective}
     if cfg.train.objective == "sft":
@@ -98,8 +99,9 @@ def _checkpoint_of(ws: Workspace, run: str, checkpoint: str) -> dict[str, Any]:
     return out
 
 
-def provenance(ws: Workspace, trained: Any, export: dict[str, Any]) -> dict[str, Any]:
-    """londinium.json: which run, step, objective, config, checkpoint, tokenizer and corpus the export came from."""
+def provenance(ws: Workspace, trained: Any, export: dict[str, Any], goal: dict[str, Any]) -> dict[str, Any]:
+    """londinium.json: which run, step, objective (`objective()`), config, checkpoint, tokenizer and corpus
+    the export came from."""
     from londinium import __version__
 
     ckpt = trained.checkpoint
@@ -109,7 +111,7 @@ def provenance(ws: Workspace, trained: Any, export: dict[str, Any]) -> dict[str,
         "export": export,
         "run": trained.run,
         "step": ckpt.step,
-        "objective": objective(ws, trained),
+        "objective": goal,
         "parameters": trained.num_params,
         "checkpoint": {"path": str(ckpt.path), "saved_at": ckpt.meta.get("saved_at"),
                        "tokens_seen": ckpt.meta.get("tokens_seen"), "files": ckpt.meta.get("files", {})},
@@ -139,7 +141,7 @@ def _fmt_duration(seconds: Any) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
-def render_card(ws: Workspace, trained: Any, architecture: str, dtype: str, out_dir: str = ".") -> str:
+def render_card(ws: Workspace, trained: Any, architecture: str, dtype: str, goal: dict[str, Any], out_dir: str = ".") -> str:
     """README.md of a Hugging Face export: YAML front matter the Hub reads, then the card. `out_dir`
     is the name the loading example uses (the export's directory name; on the Hub, the repo id)."""
     m = trained.config.model
@@ -176,7 +178,6 @@ def render_card(ws: Workspace, trained: Any, architecture: str, dtype: str, out_
     if moe:
         lines.append(f"| experts | {m.n_experts}, {m.top_k} per token |")
     lines += [f"| tied embeddings | {'yes' if m.tie_embeddings else 'no'} |", ""]
-    goal = objective(ws, trained)
     lines += ["## Training", "", "| | |", "|---|---|", f"| objective | {_describe_objective(goal)} |",
               f"| steps | {train['steps']:,} |",
               f"| tokens seen | {_fmt_int(train['tokens_seen'])} |",

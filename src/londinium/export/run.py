@@ -144,17 +144,18 @@ def export_run(ws: Workspace, cfg: Config, run: str | None = None, checkpoint: s
 
 
 def _write_hf_export(ws: Workspace, cfg: Config, trained: Any, e: ExportConfig, target: Path) -> list[Path]:
-    from londinium.export.card import provenance, render_card
+    from londinium.export.card import objective, provenance, render_card
     from londinium.export.hf import write_hf
 
+    goal = objective(ws, trained)  # once: card and record say the same, and a base's files are verified once
     with _staging_dir(target) as tmp:
         written = write_hf(tmp, trained, e.dtype, cfg.generate, e.max_shard_mb)
         architecture = written["layout"].architecture
-        (tmp / CARD_FILE).write_text(render_card(ws, trained, architecture, e.dtype, target.name), encoding="utf-8")
+        (tmp / CARD_FILE).write_text(render_card(ws, trained, architecture, e.dtype, goal, target.name), encoding="utf-8")
         files = sorted(p.name for p in tmp.iterdir())
         record = provenance(ws, trained, {**dataclasses.asdict(e), "architecture": architecture,
                                           "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
-                                                    for n in files}})
+                                                    for n in files}}, goal)
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return sorted(target / n for n in [*files, RECORD_FILE])
 
