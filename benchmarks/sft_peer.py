@@ -119,10 +119,14 @@ def run_trl(ws: Workspace, args: argparse.Namespace, train: list, out: Path) -> 
 @torch.no_grad()
 def scores(forward, generate, tokenizer, val: list, max_tokens: int, context: int) -> tuple[float, float]:
     """(mean NLL of the answers' tokens, share of greedy answers equal to the reference); an answer
-    is generated up to `max_tokens` or the end of the context, whichever comes first."""
-    nll, n, exact = 0.0, 0, 0
+    is generated up to `max_tokens` or the end of the context, whichever comes first. A conversation
+    longer than the context is left out, as `londinium sft` leaves it out (the task set has a few)."""
+    nll, n, exact, scored = 0.0, 0, 0, 0
     for c in val:
         chat = tokenize_chat(tokenizer, list(c.messages), add_generation_prompt=False)
+        if len(chat.ids) > context + 1:
+            continue
+        scored += 1
         ids = torch.tensor([chat.ids])
         logits = forward(ids[:, :-1]).float()
         mask = torch.tensor(chat.assistant_mask[1:], dtype=torch.bool)
@@ -130,7 +134,7 @@ def scores(forward, generate, tokenizer, val: list, max_tokens: int, context: in
         nll, n = nll + float(losses[mask].sum()), n + int(mask.sum())
         prompt = tokenize_chat(tokenizer, list(c.messages[:-1])).ids
         exact += generate(prompt, min(max_tokens, context - len(prompt))).strip() == c.messages[-1]["content"].strip()
-    return nll / max(1, n), exact / max(1, len(val))
+    return nll / max(1, n), exact / max(1, scored)
 
 
 def parse_fine_tuning(p: argparse.ArgumentParser) -> tuple[argparse.Namespace, Workspace, list, list]:
