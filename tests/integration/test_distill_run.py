@@ -5,8 +5,10 @@ is in test_train_resume.py.)"""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import sys
 import tomllib
 
 import pytest
@@ -171,7 +173,7 @@ def test_a_student_reads_the_cache_and_another_teacher_gets_its_own(teacher):
 
 # ---- SFT distillation -------------------------------------------------------------------------------
 
-def test_an_sft_teacher_distils_into_an_sft_student_on_the_answers(teacher, tmp_path):
+def test_an_sft_teacher_distils_into_an_sft_student_on_the_answers(teacher, tmp_path, monkeypatch):
     """`--sft BASE`: the student fine-tunes BASE on the conversations against an SFT teacher. With
     alpha = 1 it is `londinium sft` bit for bit (the same loader, mask and loss); with alpha 0.5 it
     trains and validates as an SFT run (the answers' loss) and records its teacher."""
@@ -202,6 +204,12 @@ def test_an_sft_teacher_distils_into_an_sft_student_on_the_answers(teacher, tmp_
     assert final_weights(ws, "sft-student").keys() == final_weights(ws, "teacher-sft").keys()
     assert logged(ws, "sft-student")[1] != logged(ws, "teacher-sft")[1]  # the teacher's targets changed the path
     check_replay_rows_are_distilled_too(ws, "sft-student")
+    # The student is an assistant: `londinium chat` answers through the template, as for an SFT run.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Thou art\n"))
+    rc, out, err = cli_in_process(["chat", "-w", str(ws.root), "--run", "sft-student", "--checkpoint", "latest", "--greedy",
+                                   "--max-tokens", "4"])
+    assert rc == 0, err
+    assert "fine-tuned assistant" in out.splitlines()[0]
 
 
 def check_replay_rows_are_distilled_too(ws, student: str) -> None:
