@@ -114,19 +114,14 @@ def main() -> int:
         teacher_dir = export(ws, args.teacher, args.teacher_checkpoint, Path(tmp) / "teacher-hf")
         rounds = []
         for r in range(args.rounds):
-            sides = {}
-
-            def ours() -> None:
-                sides["ours"] = (os.getloadavg()[0], run_ours(ws, args, "distill-peer-ours"))
-
-            def trl() -> None:
+            sides: dict[str, tuple[float, float]] = {}  # side -> (load average before it, real tokens/s)
+            for side in (("ours", "trl") if r % 2 == 0 else ("trl", "ours")):  # alternate which goes first
                 load = os.getloadavg()[0]
-                tok_s, student, teacher = run_trl(args, train, student_dir, teacher_dir, Path(tmp) / f"round-{r}")
-                sides["trl"] = (load, tok_s)
-                sides["models"] = (student, teacher)
-
-            for side in ((ours, trl) if r % 2 == 0 else (trl, ours)):
-                side()
+                if side == "ours":
+                    sides["ours"] = (load, run_ours(ws, args, "distill-peer-ours"))
+                else:
+                    tok_s, trl_student, trl_teacher = run_trl(args, train, student_dir, teacher_dir, Path(tmp) / f"round-{r}")
+                    sides["trl"] = (load, tok_s)
             rounds.append(sides)
             print(f"  round {r + 1}: londinium {sides['ours'][1]:8,.0f} tok/s (load {sides['ours'][0]:.1f})   "
                   f"TRL GKDTrainer {sides['trl'][1]:8,.0f} tok/s (load {sides['trl'][0]:.1f})   "
@@ -135,7 +130,6 @@ def main() -> int:
         trl_tok_s = statistics.median(s["trl"][1] for s in rounds)
         ratio = statistics.median(s["ours"][1] / s["trl"][1] for s in rounds)
         loads = [s[side][0] for s in rounds for side in ("ours", "trl")]
-        trl_student, trl_teacher = rounds[-1]["models"]
         ours_model = load_run(ws, run="distill-peer-ours", checkpoint="latest").model
         base = load_run(ws, run=args.run, checkpoint=args.checkpoint).model
         context = ours_model.config.context
