@@ -137,6 +137,43 @@ def test_mask_then_unmask_gives_back_exactly_the_text_on_generated_texts(chain) 
     check()
 
 
+def one_presidio_pass(detector, text: str, entities: list[str] | None = None) -> list[tuple[str, int, int]]:
+    """Every recognizer of `entities` on the text at once (what the step did before phones were looked
+    for last), overlaps resolved as `Detector.find` resolves them."""
+    found = detector.analyzer.analyze(text=text, language="en", entities=entities or detector.entities, score_threshold=detector.threshold)
+    kept: list = []
+    for r in sorted(found, key=lambda r: (-(r.end - r.start), -r.score, r.start)):
+        if all(r.end <= k.start or r.start >= k.end for k in kept):
+            kept.append(r)
+    return sorted((r.entity_type, r.start, r.end) for r in kept)
+
+
+def test_phones_are_looked_for_in_what_the_other_recognizers_left(chain) -> None:
+    _, _, gw = chain()
+    detector = gw.chain.steps[1].detector
+    apart = lambda a, b: a[2] <= b[1] or a[1] >= b[2]  # noqa: E731
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(texts())
+    def check(text: str) -> None:
+        found = sorted((s.entity, s.start, s.end) for s in detector.find(text))
+        phones, others = [f for f in found if f[0] == "PHONE_NUMBER"], [f for f in found if f[0] != "PHONE_NUMBER"]
+        assert others == one_presidio_pass(detector, text, [e for e in detector.entities if e != "PHONE_NUMBER"])
+        assert all(apart(p, o) for p in phones for o in others)
+        for before in one_presidio_pass(detector, text):  # a phone one pass found is kept unless another finding covers it
+            assert before in found or before[0] == "PHONE_NUMBER" and not all(apart(before, o) for o in others)
+
+    check()
+    # One pass missed this phone: phonenumbers read it and the card's digits as one candidate, which is no number.
+    text = f" {PHONE}  {CARD} "
+    assert [s.entity for s in detector.find(text)] == ["PHONE_NUMBER", "CREDIT_CARD"]
+    assert [e for e, _, _ in one_presidio_pass(detector, text)] == ["CREDIT_CARD"]
+    # And took a card with a digit before it for a phone number.
+    text = " 0 3400 000000 00009 "
+    assert [s.entity for s in detector.find(text)] == ["CREDIT_CARD"]
+    assert [e for e, _, _ in one_presidio_pass(detector, text)] == ["PHONE_NUMBER"]
+
+
 def test_the_upstream_sees_placeholders_only_and_the_client_the_values(chain) -> None:
     c, echo, _ = chain()
     text = f"Write to {EMAIL} or {EMAIL}, ring {PHONE}, card {CARD}, host {IP}."
