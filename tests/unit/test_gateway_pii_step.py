@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -255,3 +256,58 @@ def test_a_bad_pii_table_is_one_config_error_naming_the_field(tmp_path, pii, mes
             "routes": [{"alias": "m", "backends": ["a"]}], "pii": pii}
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
         Gateway(parse_settings(data, "gw.toml"))
+
+
+class ToolEcho:
+    """Stands where `upstream` would: calls a tool with the arguments of the request's earlier tool call,
+    as JSON or as a stream whose argument fragments are 3 characters long (a placeholder always split)."""
+
+    name = "upstream"
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+
+    async def __call__(self, ex: Exchange, call_next) -> Reply:
+        self.bodies.append(copy.deepcopy(ex.body))
+        arguments = ex.body["messages"][1]["tool_calls"][0]["function"]["arguments"]
+        call = {"id": "call_2", "type": "function", "function": {"name": "send", "arguments": arguments}}
+        if not ex.stream:
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            return Reply(200, body={"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]})
+        return Reply(200, events=self._events(arguments))
+
+    async def _events(self, arguments: str):
+        yield {"id": "s", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_2", "type": "function",
+                                                                          "function": {"name": "send", "arguments": ""}}]}, "finish_reason": None}]}
+        for i in range(0, len(arguments), 3):
+            yield {"id": "s", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": arguments[i:i + 3]}}]},
+                                           "finish_reason": None}]}
+        yield {"id": "s", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+
+
+def test_tool_call_arguments_are_masked_on_the_way_in_and_unmasked_on_the_way_out(chain) -> None:
+    _, _, gw = chain()
+    route, step = gw.chain.steps[0], gw.chain.steps[1]
+    echo = ToolEcho()
+    tool_chain = Chain([route, step, echo])
+    arguments = json.dumps({"to": EMAIL, "phone": PHONE})
+    messages = [{"role": "user", "content": f"Write to {EMAIL}."},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+                                                                       "function": {"name": "send", "arguments": arguments}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": f"sent to {EMAIL} from {IP}"}]
+    for stream in (False, True):
+        ex = Exchange("chat", {"model": "m", "messages": messages, "stream": stream})
+        reply = asyncio.run(tool_chain(ex))
+        seen = json.dumps(echo.bodies[-1])
+        assert EMAIL not in seen and PHONE not in seen and IP not in seen and "<EMAIL_ADDRESS_1>" in seen
+        assert json.loads(echo.bodies[-1]["messages"][1]["tool_calls"][0]["function"]["arguments"]) == \
+            {"to": "<EMAIL_ADDRESS_1>", "phone": "<PHONE_NUMBER_1>"}  # still JSON: a placeholder needs no escaping
+        if not stream:
+            got = reply.body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+        else:
+            async def read():
+                return [c async for c in reply.events]
+            chunks = asyncio.run(read())
+            got = "".join(t["function"].get("arguments", "") for c in chunks for t in c["choices"][0]["delta"].get("tool_calls", []))
+            assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+        assert got == arguments and ex.outcome["pii"] == "masked"
