@@ -35,7 +35,7 @@ from londinium.gateway.pii_mask import Masking, StreamUnmasker
 from londinium.serve.errors import APIError
 
 
-def _arguments(calls: Any) -> list[tuple[Any, str]]:
+def arguments(calls: Any) -> list[tuple[Any, str]]:
     """(function, "arguments") of each tool call of a message or a stream's delta whose arguments are text."""
     if not isinstance(calls, list):
         return []
@@ -57,7 +57,7 @@ def _text_slots(body: dict[str, Any], endpoint: str) -> list[tuple[Any, Any]]:
                 slots.append((message, "content"))
             elif isinstance(content, list):
                 slots += [(part, "text") for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
-            slots += _arguments(message.get("tool_calls"))
+            slots += arguments(message.get("tool_calls"))
     else:
         prompt = body.get("prompt")
         if isinstance(prompt, str):
@@ -160,7 +160,7 @@ def _unmask_body(body: dict[str, Any], masking: Masking) -> dict[str, Any]:
         message = choice.get("message")
         if isinstance(message, dict) and isinstance(message.get("content"), str):
             message["content"] = masking.unmask(message["content"])
-        for function, k in _arguments(message.get("tool_calls") if isinstance(message, dict) else None):
+        for function, k in arguments(message.get("tool_calls") if isinstance(message, dict) else None):
             function[k] = masking.unmask(function[k])  # the model may pass a placeholder on to a tool
         if isinstance(choice.get("text"), str):
             choice["text"] = masking.unmask(choice["text"])
@@ -201,8 +201,8 @@ async def _unmask_stream(events: AsyncIterator[dict[str, Any]], masking: Masking
             delta = choice.get("delta")
             for call in (delta.get("tool_calls") if isinstance(delta, dict) else None) or []:
                 if isinstance(call, dict) and isinstance(call.get("function"), dict) and isinstance(call["function"].get("arguments"), str):
-                    arguments = calls.setdefault(index, {}).setdefault(call.get("index", 0), masking.stream())
-                    call["function"]["arguments"] = arguments.feed(call["function"]["arguments"])
+                    unmasker_of_call = calls.setdefault(index, {}).setdefault(call.get("index", 0), masking.stream())
+                    call["function"]["arguments"] = unmasker_of_call.feed(call["function"]["arguments"])
             if choice.get("finish_reason"):
                 if unmasker.held:
                     rest = unmasker.flush()
