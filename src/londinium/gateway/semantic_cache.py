@@ -21,7 +21,9 @@ only reuses a byte-identical request.
   unless the route sets `cache_sampled`, 200 answers, streams that ran to their end (replayed as
   streams); TTL, entry and byte bounds, least recently used first (`semantic_index.py`).
 - **The index** is kept on disk (`index_path`, an .npz written atomically every `save_interval_s`
-  when it changed, and on shutdown) and read back at start-up.
+  when it changed, and on shutdown) and read back at start-up; with `redis_url` it is shared by every
+  gateway on that Redis instead (`semantic_share.py`: a stream of entries each gateway reads into its
+  own index before a lookup), and the stream is its memory.
 - **Every decision** is the `x-londinium-semantic-cache` header (`hit`, `miss`, `bypass`), the
   ledger's and request log's `outcome` (`semantic_cache`, `semantic_cache_reason`, and on a hit or a
   near one `semantic_similarity`), `londinium_gateway_semantic_cache_total{model, decision, reason}`
@@ -45,6 +47,7 @@ from londinium.gateway.cache import bypass_reason, cache_key, call_on, collect, 
 from londinium.gateway.chain import Exchange, Next, Reply
 from londinium.gateway.particulars import agree, load_word_list, particulars
 from londinium.gateway.semantic_index import SemanticIndex, write
+from londinium.gateway.semantic_share import SemanticFeed
 from londinium.gateway.settings import SemanticCacheSection
 
 log = logging.getLogger("londinium.gateway")
@@ -111,9 +114,15 @@ class SemanticCache:
         self.cfg = cfg = s.semantic_cache
         self.routes = {r.alias: r for r in s.routes}
         self.embedder = open_embedder(cfg, f"{s.source}: semantic_cache")
-        self.index, note = SemanticIndex.load(cfg.index_path, self.embedder.name, self.embedder.dim, cfg.max_entries,
-                                              int(cfg.max_mb * 1024 * 1024))
-        log.info("gateway: semantic cache index %s: %s", cfg.index_path, note)
+        self.feed: SemanticFeed | None = None
+        if cfg.redis_url:
+            self.feed = SemanticFeed(cfg.redis_url, cfg.redis_key, self.embedder.name, self.embedder.dim, cfg.max_entries)
+            self.index = SemanticIndex(self.embedder.dim, cfg.max_entries, int(cfg.max_mb * 1024 * 1024))
+            log.info("gateway: semantic cache index shared through Redis stream %s", cfg.redis_key)
+        else:
+            self.index, note = SemanticIndex.load(cfg.index_path, self.embedder.name, self.embedder.dim, cfg.max_entries,
+                                                  int(cfg.max_mb * 1024 * 1024))
+            log.info("gateway: semantic cache index %s: %s", cfg.index_path, note)
         self.max_entry = int(cfg.max_entry_kb * 1024)
         load_word_list(cfg.rare_zipf)
         self.changed, self.saved_at = False, time.monotonic()
@@ -146,6 +155,8 @@ class SemanticCache:
         text, rest = asked
         scope = cache_key(ex.endpoint, rest, ex.key.id if ex.key is not None else "")  # the exact cache's key of all but the question
         vector = (await asyncio.to_thread(self.embedder.embed, [text]))[0]
+        if self.feed is not None:
+            await self.feed.catch_up(self.index)  # what the other gateways stored meanwhile
         found = self.index.nearest(scope, vector, CANDIDATES)
         if found:
             self.similarity.labels(self._model(ex)).observe(found[0][0])
@@ -181,9 +192,13 @@ class SemanticCache:
             self._decide(ex, "miss", "too-large")
             return
         route = self.routes.get(ex.model)
-        self.index.add(scope, vector, value, route.cache_ttl_s if route is not None and route.cache_ttl_s else self.cfg.ttl_s, question=text)
-        self.changed = True
+        ttl_s = route.cache_ttl_s if route is not None and route.cache_ttl_s else self.cfg.ttl_s
+        self.index.add(scope, vector, value, ttl_s, question=text)
         self._decide(ex, "miss", "stored")
+        if self.feed is not None:
+            await self.feed.publish(scope, vector, value, text, ttl_s)
+            return
+        self.changed = True
         interval = self.cfg.save_interval_s
         if interval and time.monotonic() - self.saved_at >= interval and (self.saving is None or self.saving.done()):
             self.saving = asyncio.get_running_loop().create_task(self.save())
@@ -203,3 +218,5 @@ class SemanticCache:
         if self.saving is not None:
             await self.saving
         await self.save()
+        if self.feed is not None:
+            await self.feed.close()
