@@ -39,9 +39,7 @@ QUICK: dict[str, tuple] = {
     "tokenizer_speed.py": (lambda ws, run, tmp: ["-w", str(ws.root)], "GPT-2 in tiktoken"),
     "trainer_overhead.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp))], "ratio londinium / bare"),
     "serve_throughput.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "londinium / transformers serve"),
-    # --baseline: this checkout's own source as the "other" tree, so the option's path runs too.
-    "serve_peers.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--run", run, "--baseline", str(BENCH.parent / "src")],
-                       "| londinium-base |"),
+    "serve_peers.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--run", run], "londinium / peer"),
     "weight_dtypes.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
     "decode_floor.py": (lambda ws, run, tmp: [], "engine, empty model"),
     "speculative.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run, "--draft-run", run], "tokens/target pass"),
