@@ -37,7 +37,9 @@ def fused_step(model: Any) -> FusedStep | None:
 
 
 class FusedStep:
-    """`GPT.decode` at batch 1 over row 0 of a float32 SlotCache (see the module docstring)."""
+    """`GPT.decode` at batch 1 over row 0 of a float32 SlotCache (see the module docstring). It holds
+    the model's modules as they are when it is made: weights changed in place are seen, modules
+    replaced afterwards (`quantize_weights` on a model an engine already runs) are not."""
 
     def __init__(self, model: Any):
         cfg = model.config
