@@ -59,3 +59,12 @@ def test_sft_trains_the_call_and_the_answer_and_only_reads_the_result(tmp_path, 
         assert trained == (f'<tool_call>\n{{"name":"search_corpus","arguments":{call["tool_calls"][0]["function"]["arguments"]}}}'
                            f'\n</tool_call><|end|>{answer["content"]}<|end|>')
         assert result["content"] in read and "search_corpus" in read
+
+
+def test_default_and_a_named_task_train_together(tiny_workspace):
+    from londinium.tasks.messages import default_tasks
+    from londinium.train.sft_data import task_names
+
+    mix = list(default_tasks(tiny_workspace))
+    assert task_names(tiny_workspace, ["default", "tool_search", mix[0]]) == [*mix, "tool_search"]
+    assert task_names(tiny_workspace, ["tool_search"]) == ["tool_search"] and task_names(tiny_workspace, []) == []

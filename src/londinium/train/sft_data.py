@@ -186,8 +186,8 @@ def _check_turns(messages: list[dict[str, str]], where: str, field: str) -> None
 
 
 def task_conversations(ws: Workspace, split: str, tasks: Sequence[str]) -> list[Conversation]:
-    """The task set's conversations of `split` (`londinium tasks build` makes them): the default
-    mix for ["default"], none for [], else the named tasks."""
+    """The task set's conversations of `split` (`londinium tasks build` makes them): the named
+    tasks, "default" standing for the default mix (["default", "tool_search"]: the mix and one more)."""
     if not tasks:
         return []
     try:
@@ -195,19 +195,24 @@ def task_conversations(ws: Workspace, split: str, tasks: Sequence[str]) -> list[
     except ImportError:
         raise DataError("this londinium has no task set to train on (londinium.tasks.conversations); "
                         "train on your own data with --data FILE and no --tasks") from None
-    chosen = None if list(tasks) == ["default"] else list(tasks)
     return [Conversation(tuple(_message(m, f"task item {row['id']}", f"messages[{i}]") for i, m in enumerate(row["messages"])),
                          f"task item {row['id']}", row["task"], tuple(row.get("tools") or ()))
-            for row in conversations(ws, split, chosen)]
+            for row in conversations(ws, split, task_names(ws, tasks))]
 
 
 def task_files(ws: Workspace, tasks: Sequence[str]) -> list[Path]:
     """The item files of the tasks trained on: a rebuilt task set makes the run out of date."""
-    if not tasks:
-        return []
+    return [ws.task_items(name) for name in task_names(ws, tasks)]
+
+
+def task_names(ws: Workspace, tasks: Sequence[str]) -> list[str]:
+    """`tasks` with "default" replaced by the corpus's default mix, each name once, in order."""
     from londinium.tasks.messages import default_tasks
 
-    return [ws.task_items(name) for name in (default_tasks(ws) if list(tasks) == ["default"] else tasks)]
+    names: list[str] = []
+    for name in tasks:
+        names += [n for n in (default_tasks(ws) if name == "default" else [name]) if n not in names]
+    return names
 
 
 def held_out(conversations: Sequence[Conversation], share: float) -> tuple[list[Conversation], list[Conversation]]:
