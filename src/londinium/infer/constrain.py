@@ -146,11 +146,13 @@ class Grammars:
         for i, matcher in enumerate(matchers):
             matcher.unsafe_compute_mask_ptr(bitmask.ctypes.data + i * row_bytes, row_bytes)
         # Little-endian bytes of the words, in order: byte j holds tokens 8j .. 8j+7, bit k token 8j+k.
-        bias = torch.from_numpy(_BYTE_BIAS[bitmask.view(np.uint8)].reshape(len(rows), -1)[:, :self.vocab_size])
-        bias = bias.to(logits.device)
-        if len(rows) == logits.shape[0]:  # every row constrained (rows are in order): one add
-            return logits + bias
-        return logits.index_add(0, torch.tensor(rows, dtype=torch.long, device=logits.device), bias)
+        # np.take into a new array: a third of the CPU of fancy indexing (24 against 65 us at batch 16).
+        bias = np.empty((len(rows), bitmask.shape[1] * 4, 8), dtype=np.float32)
+        np.take(_BYTE_BIAS, bitmask.view(np.uint8), axis=0, out=bias)
+        added = torch.from_numpy(bias.reshape(len(rows), -1)[:, :self.vocab_size]).to(logits.device)
+        if len(rows) == logits.shape[0]:  # every row constrained (rows are in order): one add, into the bias
+            return added.add_(logits) if added.is_contiguous() else added + logits
+        return logits.index_add(0, torch.tensor(rows, dtype=torch.long, device=logits.device), added)
 
 
 def advance(matcher: Any, token: int, constraint: Constraint) -> bool:
