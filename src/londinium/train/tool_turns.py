@@ -28,12 +28,7 @@ def check_tools(value: Any, where: str, error: Error) -> tuple[dict[str, Any], .
     if not isinstance(value, list):
         raise error(f"{where}: field 'tools' must be a list of function tools")
     for i, tool in enumerate(value):
-        f = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(f, dict) or tool.get("type", "function") != "function":
-            raise error(f"{where}: field 'tools[{i}]' must be {{\"type\": \"function\", \"function\": {{\"name\": ..., "
-                        "\"parameters\": ...}}}}")
-        if not isinstance(f.get("name"), str) or not f["name"]:
-            raise error(f"{where}: field 'tools[{i}].function.name' must be a non-empty string")
+        f = _function(tool, where, f"tools[{i}]", "parameters", error)
         if not isinstance(f.get("parameters", {}), dict):
             raise error(f"{where}: field 'tools[{i}].function.parameters' must be a JSON Schema object")
     return tuple(value)
@@ -47,12 +42,7 @@ def check_calls(value: Any, where: str, field: str, error: Error) -> list[dict[s
     calls = []
     for k, call in enumerate(value):
         at = f"{field}[{k}]"
-        f = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(f, dict) or call.get("type", "function") != "function":
-            raise error(f"{where}: field '{at}' must be {{\"type\": \"function\", \"function\": {{\"name\": ..., "
-                        "\"arguments\": ...}}}}")
-        if not isinstance(f.get("name"), str) or not f["name"]:
-            raise error(f"{where}: field '{at}.function.name' must be a non-empty string")
+        f = _function(call, where, at, "arguments", error)
         arguments = f.get("arguments")
         if isinstance(arguments, str):
             try:
@@ -68,6 +58,16 @@ def check_calls(value: Any, where: str, field: str, error: Error) -> list[dict[s
             raise error(f"{where}: field '{at}.id' must be a string")
         calls.append({"id": call.get("id", ""), "type": "function", "function": {"name": f["name"], "arguments": arguments}})
     return calls
+
+
+def _function(entry: Any, where: str, at: str, body: str, error: Error) -> dict[str, Any]:
+    """The `function` of a tool or call entry ({"type": "function", "function": {"name", body}}), named."""
+    f = entry.get("function") if isinstance(entry, dict) else None
+    if not isinstance(f, dict) or entry.get("type", "function") != "function":
+        raise error(f"{where}: field '{at}' must be {{\"type\": \"function\", \"function\": {{\"name\": ..., \"{body}\": ...}}}}")
+    if not isinstance(f.get("name"), str) or not f["name"]:
+        raise error(f"{where}: field '{at}.function.name' must be a non-empty string")
+    return f
 
 
 def check_order(messages: list[dict[str, Any]], tools: tuple[dict[str, Any], ...], where: str, field: str,
