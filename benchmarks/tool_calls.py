@@ -159,8 +159,9 @@ def held_out(a: argparse.Namespace) -> None:
                 counts["cites"] += bool(hits) and hits[0].title.casefold() in answer.casefold()
                 counts["right"] += item.answer.removesuffix(f" ({item.source})").casefold() in answer.casefold()
             n = len(items)
+            room = f"  ({counts['no room']} calls' results left no room to answer)" if counts["no room"] else ""
             print(f"{choice:12} {counts['call'] / n:>21.0%} {counts['found'] / n:>20.0%} {counts['cites'] / n:>20.0%} "
-                  f"{counts['right'] / n:>13.0%}" + (f"  ({counts['no room']} calls' results left no room to answer)" if counts["no room"] else ""))
+                  f"{counts['right'] / n:>13.0%}{room}")
     finally:
         stop(proc)
 
