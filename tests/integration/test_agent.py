@@ -95,6 +95,22 @@ def test_the_tool_call_measurement_runs(ws):
     assert done.returncode == 0 and "whole+valid" in done.stdout, done.stderr
 
 
+@pytest.mark.slow
+def test_the_held_out_tool_task_measurement_runs(ws, tmp_path):
+    """benchmarks/tool_calls.py --task tool_search, quick, through a real server: the tiny corpus has no
+    titles or short lines, so the items are cut from its test documents given both."""
+    from londinium.tasks.cut import TaskSpec
+    from londinium.tasks.items import write_items
+    from londinium.tasks.tool_search import cut_tool_search
+
+    docs = [{**d, "title": f"Work {k}", "text": d["text"].replace(". ", ".\n")} for k, d in enumerate(read_jsonl(ws.corpus_split("test")))]
+    write_items(ws.task_items("tool_search"), cut_tool_search({"test": docs}, TaskSpec(split="test", items=4)))
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "tool_calls.py"
+    done = subprocess.run([sys.executable, str(script), "-w", str(ws.root), "--run", untrained_run(ws), "--task", "tool_search",
+                           "--quick", "--max-tokens", "40"], capture_output=True, text=True, timeout=600, env=server_env())
+    assert done.returncode == 0 and "answer cites result" in done.stdout and "\nrequired " in done.stdout, done.stderr[-3000:]
+
+
 def test_a_run_that_cannot_be_served_is_one_line(ws):
     done = subprocess.run([sys.executable, "-m", "londinium", "agent", "Hi", "-w", str(ws.root), "--model", "no-such-run"],
                           capture_output=True, text=True, timeout=300)

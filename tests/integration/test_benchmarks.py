@@ -54,10 +54,13 @@ QUICK: dict[str, tuple] = {
                                               "--data", str(write_conversations(ws, tmp / "chats.jsonl")), "--rounds", "2"],
                          "TRL GKDTrainer"),  # two rounds: TRL goes first in the second
     "grpo_peer.py": (lambda ws, run, tmp: ["-w", str(_with_arith(ws, tmp)), "--run", run], "RL steps/minute"),
+    "json_schema_peer.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "londinium / llama.cpp"),
 }
 MARKS = {
     "gguf_decode.py": [pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                           reason="needs the llama extra (llama-cpp-python)")],
+    "json_schema_peer.py": [pytest.mark.skipif(importlib.util.find_spec("starlette_context") is None,
+                                               reason="needs the llama-server extra (llama-cpp-python[server])")],
     "tokenizer_speed.py": [pytest.mark.network],  # GPT-2's tokenizer files come from the package index once
     "gateway_pii.py": [pytest.mark.skipif(importlib.util.find_spec("presidio_analyzer") is None,
                                           reason="needs the guardrails extra (presidio-analyzer)")],
@@ -68,7 +71,7 @@ MARKS = {
 # servers, fresh interpreters): they run with the slow tests (`make test`), the rest every time.
 for _script in ("generate_speed.py", "eval_perplexity.py", "train_throughput.py", "trainer_overhead.py", "export_load.py", "weight_dtypes.py",
                 "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "gateway_pii_peer.py", "constrained_decode.py",
-                "grpo_peer.py", "distill_peer.py"):
+                "grpo_peer.py", "distill_peer.py", "json_schema_peer.py"):
     MARKS.setdefault(_script, []).append(pytest.mark.slow)
 
 

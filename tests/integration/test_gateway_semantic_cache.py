@@ -52,3 +52,30 @@ def test_a_served_gateway_answers_a_reworded_question_from_the_semantic_cache(tm
     assert {s.name for s in spans} >= {"gateway.cache", "gateway.semantic_cache"}  # each step is a span of its own
     assert not any("lord" in str(v).lower() for a in served for v in a.values())  # no question text in a span
     assert (tmp_path / "semantic-cache.npz").is_file()  # saved on shutdown, beside the config
+
+
+def test_two_gateways_share_semantic_hits_through_a_real_redis(tmp_path) -> None:
+    from gateway_helpers import redis_server
+
+    rng = random.Random(0)
+    train_static([" ".join(rng.choice(WORDS) for _ in range(10)) for _ in range(300)], dim=32).save(tmp_path / "embedder.npz")
+    upstream = Upstream(words=3)
+    chain = ["auth", "usage", "limits", "route", "semantic_cache", "upstream"]
+    with redis_server() as redis_url, upstream_server(upstream) as base:
+        configs = []
+        for name in ("a", "b"):
+            cfg = write_config(tmp_path / f"{name}.toml", [{"name": "fake", "base_url": base, "model": "fake"}],
+                               [{"alias": "m", "backends": ["fake"]}], chain=chain)
+            cfg.write_text(cfg.read_text() + "\n" + tomli_w.dumps({"semantic_cache": {"embedder_path": "embedder.npz", "redis_url": redis_url}}))
+            configs.append(cfg)
+        with gateway_server(configs[0]) as (url_a, gw_a), gateway_server(configs[1]) as (url_b, _):
+            _, secret = gw_a.store.create_key("shared")  # one database beside both configs: the same key, the same tenant
+            ask = lambda url, q: openai.OpenAI(base_url=url + "/v1", api_key=secret, max_retries=0, timeout=30).chat.completions \
+                .with_raw_response.create(model="m", messages=[{"role": "user", "content": q}], temperature=0)  # noqa: E731
+            first = ask(url_a, 'What line follows "Thus saith the Lord"?')
+            again = ask(url_b, "what line follows thus saith the lord")  # the other gateway: a hit on what gateway a stored
+            other = ask(url_b, 'What line follows "Thus saith the King"?')  # the same words but one of the quote: not a hit
+            assert [r.headers["x-londinium-semantic-cache"] for r in (first, again, other)] == ["miss", "hit", "miss"]
+            assert again.parse().choices[0].message.content == first.parse().choices[0].message.content and upstream.calls == 2
+            assert ask(url_a, "what line follows: thus saith the king").headers["x-londinium-semantic-cache"] == "hit"  # b's, in a
+    assert not (tmp_path / "semantic-cache.npz").exists()  # with Redis the stream is the cache's memory, not a file

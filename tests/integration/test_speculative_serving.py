@@ -117,7 +117,7 @@ def test_a_server_sized_by_its_memory_budget_queues_what_does_not_fit_and_drafts
             got = list(pool.map(complete, prompts))
         one = complete(prompts[0])  # alone on the server: the draft proposes
         stats = state.loop.stats()
-        slots = state.engine._slots.slots
+        slots = state.engine.batch.slots.slots
     assert got == want and one == want[0]
     assert stats["finished"] == len(prompts) + 1 and stats["failed"] == 0 and stats["rejected"] == 0
     assert slots == 3  # the cache grew to the budget's slots and no further: the other five waited

@@ -95,7 +95,7 @@ def test_a_request_decoded_while_others_join_and_leave_at_random_steps_equals_it
     assert_same(result, alone)
     while engine.has_work():
         engine.step()
-    assert engine._slots.rows == 0
+    assert engine.batch.slots.rows == 0
 
 
 def test_chunked_prefill_equals_prefill_in_one_pass(tok) -> None:
@@ -134,7 +134,7 @@ def test_cancellation_frees_the_slot_within_one_step(tok) -> None:
     events = {ev.request.key: ev for ev in engine.step()}
     assert events[a.key].completion.finish_reason == "cancelled"
     assert len(events[a.key].completion.token_ids) == 3
-    assert engine.has_room(1) and [s.request for s in engine._rows] == [b]
+    assert engine.has_room(1) and [s.request for s in engine.batch.rows] == [b]
     assert len(events[b.key].deltas) == 1  # b decoded in that same step
 
 
@@ -266,7 +266,7 @@ def test_slots_are_allocated_as_sequences_need_them_and_rows_survive_the_growth(
     engine = Engine(make_model(tok), tok, max_running=16, max_step_tokens=64)
     p = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
     [one] = engine.generate(["Thou"], p)
-    assert engine._slots.slots == 4  # one sequence ran: no room for 16 contexts was taken
+    assert engine.batch.slots.slots == 4  # one sequence ran: no room for 16 contexts was taken
     first = Request(encode(tok, "Thou"), p)
     engine.add_request(first)
     engine.step()
@@ -276,7 +276,7 @@ def test_slots_are_allocated_as_sequences_need_them_and_rows_survive_the_growth(
     done = {}
     while engine.has_work():
         done.update({ev.request.key: ev.completion for ev in engine.step() if ev.completion})
-    assert engine._slots.slots == 10 and done[first.key].token_ids == one.token_ids  # 10 ran together
+    assert engine.batch.slots.slots == 10 and done[first.key].token_ids == one.token_ids  # 10 ran together
 
 
 # ---- the compiled decode step ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 
 import pytest
 
@@ -102,6 +103,58 @@ def test_the_clients_own_masked_value_comes_back_and_a_route_may_switch_the_filt
     assert text == LEAK and "output_filter" not in outcome
     metrics = gateway.telemetry.metrics.registry.get_sample_value
     assert metrics("londinium_gateway_output_findings_total", {"model": "m", "rule": "CREDIT_CARD", "action": "block"}) >= 1
+
+
+class Calling:
+    """Answers with one tool call whose arguments are `arguments`, as JSON or as a stream of `size`-character fragments."""
+
+    name = "upstream"
+
+    def __init__(self, arguments: str, size: int = 0):
+        self.arguments, self.size = arguments, size
+
+    async def __call__(self, ex: Exchange, call_next) -> Reply:
+        call = {"id": "call_1", "type": "function", "function": {"name": "send", "arguments": self.arguments}}
+        if not ex.stream:
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            return Reply(200, body={"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]})
+        return Reply(200, events=self._events())
+
+    async def _events(self):
+        yield {"id": "s", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                                                          "function": {"name": "send", "arguments": ""}}]}, "finish_reason": None}]}
+        for i in range(0, len(self.arguments), self.size):
+            yield {"id": "s", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": self.arguments[i:i + self.size]}}]},
+                                           "finish_reason": None}]}
+        yield {"id": "s", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+
+
+def call_arguments(gw: Gateway, upstream, stream: bool) -> tuple[str, str, dict]:
+    route, pii, out, _ = gw.chain.steps
+    ex = Exchange("chat", {"model": "m", "messages": [{"role": "user", "content": "Send it"}], "stream": stream})
+    reply = asyncio.run(Chain([route, pii, out, upstream])(ex))
+    if not stream:
+        choice = reply.body["choices"][0]
+        return choice["message"]["tool_calls"][0]["function"]["arguments"], choice["finish_reason"], ex.outcome
+
+    async def read():
+        return [c async for c in reply.events]
+
+    chunks = [c for c in asyncio.run(read()) if c["choices"]]
+    got = "".join(t["function"].get("arguments", "") for c in chunks for t in c["choices"][0]["delta"].get("tool_calls", []))
+    return got, [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]][-1], ex.outcome
+
+
+@needs_presidio
+@pytest.mark.parametrize("size", [0, 1, 7])
+def test_tool_call_arguments_are_masked_and_cut_at_a_blocked_finding_as_text_is(gateway, size) -> None:
+    leak = '{"to": "anne.hart@example.com", "order": "ORD-123456", "note": "Falcon"}'
+    for stream in ([False] if size == 0 else [True]):
+        got, finish, outcome = call_arguments(gateway, Calling(leak, size), stream)
+        assert json.loads(got) == {"to": "[EMAIL_ADDRESS]", "order": "[ORDER]", "note": "[SECRET]"} and finish == "tool_calls"
+        assert outcome["output_filter"] == "masked" and outcome["output_found"] == "EMAIL_ADDRESS=1,ORDER=1,SECRET=1"
+        got, finish, outcome = call_arguments(gateway, Calling('{"card": "4111 1111 1111 1111", "n": 1}', size), stream)
+        assert got == '{"card": "' and finish == "content_filter" and outcome["output_filter"] == "blocked"
 
 
 def test_a_stream_holds_back_only_what_a_match_could_still_need() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -137,6 +138,43 @@ def test_mask_then_unmask_gives_back_exactly_the_text_on_generated_texts(chain) 
     check()
 
 
+def one_presidio_pass(detector, text: str, entities: list[str] | None = None) -> list[tuple[str, int, int]]:
+    """Every recognizer of `entities` on the text at once (what the step did before phones were looked
+    for last), overlaps resolved as `Detector.find` resolves them."""
+    found = detector.analyzer.analyze(text=text, language="en", entities=entities or detector.entities, score_threshold=detector.threshold)
+    kept: list = []
+    for r in sorted(found, key=lambda r: (-(r.end - r.start), -r.score, r.start)):
+        if all(r.end <= k.start or r.start >= k.end for k in kept):
+            kept.append(r)
+    return sorted((r.entity_type, r.start, r.end) for r in kept)
+
+
+def test_phones_are_looked_for_in_what_the_other_recognizers_left(chain) -> None:
+    _, _, gw = chain()
+    detector = gw.chain.steps[1].detector
+    apart = lambda a, b: a[2] <= b[1] or a[1] >= b[2]  # noqa: E731
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(texts())
+    def check(text: str) -> None:
+        found = sorted((s.entity, s.start, s.end) for s in detector.find(text))
+        phones, others = [f for f in found if f[0] == "PHONE_NUMBER"], [f for f in found if f[0] != "PHONE_NUMBER"]
+        assert others == one_presidio_pass(detector, text, [e for e in detector.entities if e != "PHONE_NUMBER"])
+        assert all(apart(p, o) for p in phones for o in others)
+        for before in one_presidio_pass(detector, text):  # a phone one pass found is kept unless another finding covers it
+            assert before in found or before[0] == "PHONE_NUMBER" and not all(apart(before, o) for o in others)
+
+    check()
+    # One pass missed this phone: phonenumbers read it and the card's digits as one candidate, which is no number.
+    text = f" {PHONE}  {CARD} "
+    assert [s.entity for s in detector.find(text)] == ["PHONE_NUMBER", "CREDIT_CARD"]
+    assert [e for e, _, _ in one_presidio_pass(detector, text)] == ["CREDIT_CARD"]
+    # And took a card with a digit before it for a phone number.
+    text = " 0 3400 000000 00009 "
+    assert [s.entity for s in detector.find(text)] == ["CREDIT_CARD"]
+    assert [e for e, _, _ in one_presidio_pass(detector, text)] == ["PHONE_NUMBER"]
+
+
 def test_the_upstream_sees_placeholders_only_and_the_client_the_values(chain) -> None:
     c, echo, _ = chain()
     text = f"Write to {EMAIL} or {EMAIL}, ring {PHONE}, card {CARD}, host {IP}."
@@ -218,3 +256,58 @@ def test_a_bad_pii_table_is_one_config_error_naming_the_field(tmp_path, pii, mes
             "routes": [{"alias": "m", "backends": ["a"]}], "pii": pii}
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
         Gateway(parse_settings(data, "gw.toml"))
+
+
+class ToolEcho:
+    """Stands where `upstream` would: calls a tool with the arguments of the request's earlier tool call,
+    as JSON or as a stream whose argument fragments are 3 characters long (a placeholder always split)."""
+
+    name = "upstream"
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+
+    async def __call__(self, ex: Exchange, call_next) -> Reply:
+        self.bodies.append(copy.deepcopy(ex.body))
+        arguments = ex.body["messages"][1]["tool_calls"][0]["function"]["arguments"]
+        call = {"id": "call_2", "type": "function", "function": {"name": "send", "arguments": arguments}}
+        if not ex.stream:
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            return Reply(200, body={"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]})
+        return Reply(200, events=self._events(arguments))
+
+    async def _events(self, arguments: str):
+        yield {"id": "s", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_2", "type": "function",
+                                                                          "function": {"name": "send", "arguments": ""}}]}, "finish_reason": None}]}
+        for i in range(0, len(arguments), 3):
+            yield {"id": "s", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": arguments[i:i + 3]}}]},
+                                           "finish_reason": None}]}
+        yield {"id": "s", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+
+
+def test_tool_call_arguments_are_masked_on_the_way_in_and_unmasked_on_the_way_out(chain) -> None:
+    _, _, gw = chain()
+    route, step = gw.chain.steps[0], gw.chain.steps[1]
+    echo = ToolEcho()
+    tool_chain = Chain([route, step, echo])
+    arguments = json.dumps({"to": EMAIL, "phone": PHONE})
+    messages = [{"role": "user", "content": f"Write to {EMAIL}."},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+                                                                       "function": {"name": "send", "arguments": arguments}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": f"sent to {EMAIL} from {IP}"}]
+    for stream in (False, True):
+        ex = Exchange("chat", {"model": "m", "messages": messages, "stream": stream})
+        reply = asyncio.run(tool_chain(ex))
+        seen = json.dumps(echo.bodies[-1])
+        assert EMAIL not in seen and PHONE not in seen and IP not in seen and "<EMAIL_ADDRESS_1>" in seen
+        assert json.loads(echo.bodies[-1]["messages"][1]["tool_calls"][0]["function"]["arguments"]) == \
+            {"to": "<EMAIL_ADDRESS_1>", "phone": "<PHONE_NUMBER_1>"}  # still JSON: a placeholder needs no escaping
+        if not stream:
+            got = reply.body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+        else:
+            async def read():
+                return [c async for c in reply.events]
+            chunks = asyncio.run(read())
+            got = "".join(t["function"].get("arguments", "") for c in chunks for t in c["choices"][0]["delta"].get("tool_calls", []))
+            assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+        assert got == arguments and ex.outcome["pii"] == "masked"

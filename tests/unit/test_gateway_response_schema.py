@@ -32,14 +32,17 @@ class Scripted:
         self.requests.append(copy.deepcopy(ex.body))
         text = self.texts.pop(0)
         usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        chat = ex.endpoint == "chat"
         if not ex.stream:
-            return Reply(200, body={"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}], "usage": usage})
-        return Reply(200, events=self._events(text, usage))
+            answer = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+            return Reply(200, body={"choices": [{"index": 0, **answer, "finish_reason": "stop"}], "usage": usage})
+        return Reply(200, events=self._events(text, usage, chat))
 
-    async def _events(self, text: str, usage: dict):
+    async def _events(self, text: str, usage: dict, chat: bool):
         for i in range(0, len(text), 4):
-            yield {"id": "s", "choices": [{"index": 0, "delta": {"content": text[i:i + 4]}, "finish_reason": None}]}
-        yield {"id": "s", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            piece = {"delta": {"content": text[i:i + 4]}} if chat else {"text": text[i:i + 4]}
+            yield {"id": "s", "choices": [{"index": 0, **piece, "finish_reason": None}]}
+        yield {"id": "s", "choices": [{"index": 0, **({"delta": {}} if chat else {"text": ""}), "finish_reason": "stop"}]}
         yield {"id": "s", "choices": [], "usage": usage}
 
 
@@ -54,18 +57,19 @@ def gateway(tmp_path_factory):
     asyncio.run(gw.close())
 
 
-def run(gw: Gateway, upstream: Scripted, body: dict) -> tuple[str, dict, Exchange]:
+def run(gw: Gateway, upstream: Scripted, body: dict, endpoint: str = "chat") -> tuple[str, dict, Exchange]:
     route, step, _ = gw.chain.steps
-    ex = Exchange("chat", copy.deepcopy(body))
+    ex = Exchange(endpoint, copy.deepcopy(body))
     reply = asyncio.run(Chain([route, step, upstream])(ex))
+    text_of = (lambda c, part: c[part].get("content", "")) if endpoint == "chat" else (lambda c, part: c["text"])  # noqa: E731
     if reply.events is None:
-        return reply.body["choices"][0]["message"]["content"], reply.body["usage"], ex
+        return text_of(reply.body["choices"][0], "message"), reply.body["usage"], ex
 
     async def read():
         return [c async for c in reply.events]
 
     chunks = asyncio.run(read())
-    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    text = "".join(text_of(c["choices"][0], "delta") for c in chunks if c["choices"])
     return text, chunks[-1]["usage"], ex
 
 
@@ -108,3 +112,17 @@ def test_json_object_requests_need_an_object_and_other_requests_and_routes_pass_
     with pytest.raises(APIError, match="not a valid JSON Schema") as e:
         run(gateway, Scripted(GOOD), {**ASK, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 7}}}})
     assert e.value.status == 400
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_completion_is_checked_and_repaired_with_the_complaint_appended_to_its_prompt(gateway, stream) -> None:
+    body = {"model": "m", "prompt": "The flood, as JSON: ", "response_format": ASK["response_format"], "stream": stream}
+    upstream = Scripted(BAD, GOOD)
+    text, usage, ex = run(gateway, upstream, body, endpoint="completion")
+    assert text == GOOD and ex.outcome["response_schema"] == "repaired" and usage["completion_tokens"] == 10
+    retry = upstream.requests[1]["prompt"]
+    assert retry.startswith("The flood, as JSON: " + BAD) and "$.chapter" in retry and ex.body["prompt"] == body["prompt"]
+    listed = Scripted(BAD)  # several prompts: no one text to append the complaint to
+    with pytest.raises(APIError, match="not repaired") as e:
+        run(gateway, listed, {**body, "prompt": ["a", "b"]}, endpoint="completion")
+    assert e.value.status == 502 and len(listed.requests) == 1

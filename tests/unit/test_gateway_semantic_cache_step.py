@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import random
 
 import numpy as np
@@ -17,7 +18,7 @@ from londinium.errors import ConfigError
 from londinium.gateway.chain import Chain, Exchange
 from londinium.gateway.runtime import Gateway
 from londinium.gateway.semantic_cache import HEADER, SemanticCache
-from londinium.gateway.semantic_index import SemanticIndex
+from londinium.gateway.semantic_index import SemanticIndex, write
 from londinium.gateway.settings import parse_settings
 from londinium.retrieve.static import train_static
 from londinium.serve.errors import APIError
@@ -94,6 +95,20 @@ def test_a_hit_never_crosses_tenant_model_settings_system_prompt_or_numbers(make
     assert ask(chain, chat(ASK.lower()), key=Key(1, "a"))[:2] == ("hit", "answer-1")
 
 
+def test_a_question_as_close_as_a_hit_but_about_another_line_or_name_misses(make) -> None:
+    # "ghosts", "Falstaff" and "Hal" are not in the test embedder's vocabulary: to it these questions are ASK
+    # word for word (similarity 1.0), the wrong hit every embedder makes on a one-word change of a quoted line.
+    _, step, canned, chain = make()
+    ask(chain, chat(ASK))
+    decision, text, outcome = ask(chain, chat('What line follows "Thus saith the Lord of ghosts"?'))
+    assert (decision, text) == ("miss", "answer-2") and float(outcome["semantic_similarity"]) >= step.cfg.threshold
+    assert outcome["semantic_particulars"] == "differ"
+    assert ask(chain, chat("what line follows: thus saith the lord of hosts"))[:2] == ("hit", "answer-1")  # unquoted, same line
+    ask(chain, chat("Who speaks to Falstaff?"))
+    assert ask(chain, chat("Who speaks to Hal?"))[:2] == ("miss", "answer-4")  # a name outside quotes is a particular
+    assert ask(chain, chat("who speaks to falstaff"))[:2] == ("hit", "answer-3")
+
+
 def test_sampled_multi_turn_and_switched_off_requests_bypass_it(make) -> None:
     _, _, canned, chain = make(bypass_keys=["internal"])
     turns = [{"role": "user", "content": "Who art thou"}, {"role": "assistant", "content": "A king"}, {"role": "user", "content": ASK}]
@@ -155,17 +170,19 @@ def test_the_index_drops_expired_entries_then_the_least_recently_used() -> None:
     now = [1000.0]
     index = SemanticIndex(dim=2, max_entries=2, max_bytes=10, clock=lambda: now[0])
     a, b, c = np.array([1, 0], np.float32), np.array([0, 1], np.float32), np.array([0.6, 0.8], np.float32)
-    index.add("s", a, b"aa", ttl_s=10)
-    index.add("s", b, b"bb", ttl_s=100)
-    assert index.best("s", a) == (1.0, b"aa") and index.best("t", a) is None
+    index.add("s", a, b"aa", ttl_s=10, question="qa")
+    index.add("s", b, b"bb", ttl_s=100, question="qb")
+    found = index.nearest("s", a)
+    assert [(sim, index.values[row], index.questions[row]) for sim, row in found] == [(1.0, b"aa", "qa"), (0.0, b"bb", "qb")]
+    assert index.nearest("t", a) == []
     now[0] += 20  # a expired
-    assert index.best("s", a)[1] == b"bb"
-    index.add("s", c, b"cc", ttl_s=100)  # the expired one makes room
-    assert len(index) == 2
+    assert [index.values[row] for _, row in index.nearest("s", a)] == [b"bb"]
+    index.add("s", c, b"cc", ttl_s=100, question="qc")  # the expired one makes room
+    assert len(index) == 2 and sorted(index.questions) == ["qb", "qc"]
     now[0] += 1
-    index.best("s", b)  # b used: c is now the least recently used
+    index.touch(index.nearest("s", b, k=1)[0][1])  # b used: c is now the least recently used
     index.add("s", a, b"dddd", ttl_s=100)
-    assert sorted(index.values) == [b"bb", b"dddd"]
+    assert sorted(index.values) == [b"bb", b"dddd"] and sorted(index.questions) == ["", "qb"]
     index.add("s", c, b"x" * 11, ttl_s=100)  # over max_bytes alone: not kept
     assert len(index) == 2 and index.bytes == 6
 
@@ -176,3 +193,17 @@ def test_a_missing_corpus_embedder_is_one_line_naming_the_setting(tmp_path) -> N
             "semantic_cache": {"embedder_path": "nowhere/embedder.npz"}}
     with pytest.raises(ConfigError, match=r"semantic_cache.embedder_path = .*nowhere/embedder.npz.*londinium index vectors"):
         Gateway(parse_settings(data, str(tmp_path / "gw.toml"), tmp_path))
+
+
+def test_an_index_of_an_older_format_is_ignored_not_refused(tmp_path) -> None:
+    index = SemanticIndex(dim=2)
+    index.add("s", np.array([1, 0], np.float32), b"aa", ttl_s=100, question="q")
+    snapshot = index.snapshot("corpus")
+    meta = json.loads(snapshot["meta"].tobytes())
+    snapshot["meta"] = np.frombuffer(json.dumps({**meta, "format": 1}).encode(), np.uint8)
+    write(tmp_path / "old.npz", snapshot)
+    loaded, note = SemanticIndex.load(tmp_path / "old.npz", "corpus", 2, 10, 1000)
+    assert len(loaded) == 0 and note.startswith("ignored: written in format 1")
+    index.save(tmp_path / "new.npz", "corpus")
+    loaded, note = SemanticIndex.load(tmp_path / "new.npz", "corpus", 2, 10, 1000)
+    assert note == "1 entries" and loaded.questions == ["q"]

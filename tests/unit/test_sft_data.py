@@ -34,7 +34,7 @@ def test_messages_and_prompt_completion_read_the_same(tmp_path):
     ([1, 2], "not a JSON object"),
     ({"text": "hello"}, "no \"messages\""),
     ({"messages": []}, "field 'messages' must be a non-empty list"),
-    ({"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "y"}]}, "field 'messages[0].role'"),
+    ({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}, "field 'messages[0].role'"),
     ({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "y"}]}, "field 'messages[0].content'"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}, {"role": "assistant", "content": "y"}]},
      "field 'messages[0].content[0]'"),
@@ -52,6 +52,55 @@ def test_a_bad_line_is_named_by_file_line_and_field(tmp_path, row, field):
     with pytest.raises(DataError) as e:
         read_conversations(path)
     assert str(e.value).startswith(f"{path}: line 2: ") and field in str(e.value)
+
+
+SEARCH = {"type": "function", "function": {"name": "search", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+
+
+def _tool_line(call: dict | None = None, result: dict | None = None, **row) -> dict:
+    call = {"id": "c1", "type": "function", "function": {"name": "search", "arguments": '{"q":"mercy"}'}, **(call or {})}
+    return {"tools": [SEARCH], **row, "messages": [
+        {"role": "user", "content": "Where is mercy?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "Portia: The quality of mercy", **(result or {})},
+        {"role": "assistant", "content": "In Portia's speech."}]}
+
+
+@pytest.mark.parametrize("row, field", [
+    (_tool_line(tools="search"), "field 'tools' must be a list"),
+    (_tool_line(tools=[{"type": "function", "function": {"description": "x"}}]), "field 'tools[0].function.name'"),
+    (_tool_line(call={"function": {"name": "search", "arguments": "{q: 1"}}), "field 'messages[1].tool_calls[0].function.arguments' is not valid JSON"),
+    (_tool_line(call={"function": {"name": "search", "arguments": "[1]"}}), "field 'messages[1].tool_calls[0].function.arguments' must be a JSON object"),
+    (_tool_line(call={"function": {"name": "fetch", "arguments": "{}"}}), "field 'messages[1].tool_calls[0].function.name' is 'fetch', which 'tools' does not offer"),
+    (_tool_line(result={"tool_call_id": "c9"}), "field 'messages[2].tool_call_id' is 'c9'"),
+    (_tool_line(result={"name": "search"}), "field 'messages[2].name' is not supported in a tool message"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "r"}, {"role": "assistant", "content": "y"}]},
+     "field 'messages[1]' is a tool result with no assistant tool call before it"),
+    ({"messages": [{"role": "user", "content": "x", "tool_calls": []}, {"role": "assistant", "content": "y"}]},
+     "field 'messages[0].tool_calls' is not supported in a user message"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": []}]},
+     "field 'messages[1].tool_calls' must be a non-empty list"),
+])
+def test_a_bad_tool_turn_is_named_by_line_and_field(tmp_path, row, field):
+    path = _write(tmp_path, _tool_line(), row)
+    with pytest.raises(DataError) as e:
+        read_conversations(path)
+    assert str(e.value).startswith(f"{path}: line 2: ") and field in str(e.value), str(e.value)
+
+
+def test_tool_calls_are_trained_on_and_tool_results_are_not(tmp_path, tiny_workspace):
+    from londinium.infer.chat_template import render_chat
+    from londinium.tokenizer.codec import load_tokenizer
+
+    as_object = _tool_line(call={"function": {"name": "search", "arguments": {"q": "mercy"}}})
+    [c, same] = read_conversations(_write(tmp_path, _tool_line(), as_object))
+    assert c.tools == (SEARCH,) and c.messages == same.messages  # an object's arguments are written as compact JSON
+    tokenizer = load_tokenizer(tiny_workspace)
+    [e], _ = tokenize([c], tokenizer, 1024)
+    assert tokenizer.decode(e.ids.tolist(), skip_special_tokens=False) == render_chat(list(c.messages), False, tools=[SEARCH])
+    trained = tokenizer.decode(e.ids[e.mask].tolist(), skip_special_tokens=False)
+    read = tokenizer.decode(e.ids[~e.mask].tolist(), skip_special_tokens=False)
+    assert trained == '<tool_call>\n{"name":"search","arguments":{"q":"mercy"}}\n</tool_call><|end|>In Portia\'s speech.<|end|>'
+    assert "quality of mercy" in read and '"search"' in read  # the result and the tool's signature: read only
 
 
 def test_an_empty_or_missing_file_is_refused(tmp_path):

@@ -41,9 +41,10 @@ def prompt_ids(tokenizer: Any, item: TaskItem, train: Sequence[TaskItem], shots:
     """(token ids, shots used) of the chat asking `item` after up to `shots` solved train items
     (the first of the same task, in file order, so every item sees the same examples), as many as fit in `room` tokens."""
     from londinium.serve.prompts import encode_chat
+    from londinium.tasks.messages import tools_for
 
     for k in range(shots, -1, -1):
-        ids, _ = encode_chat(tokenizer, instruction(item, train[:k]))
+        ids, _ = encode_chat(tokenizer, instruction(item, train[:k]), tools=tools_for(item.task))
         if len(ids) <= room or k == 0:
             return ids, k
     raise AssertionError("unreachable")

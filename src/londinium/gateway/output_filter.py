@@ -1,10 +1,12 @@
-"""The `output_filter` step: the output guardrail. Every answer's text (a chat message's content, a
-completion's text; streams chunk by chunk) is scanned for deny-listed words, the operator's regular
+"""The `output_filter` step: the output guardrail. Every answer's text (a chat message's content and its
+tool calls' arguments, a completion's text; streams chunk by chunk) is scanned for deny-listed words, the operator's regular
 expressions and personal data the model may have memorised (Presidio, as the `pii` step), and each
 finding gets its rule's action (gateway/output_scan.py):
 
 - **mask**: the finding becomes `[NAME]` (`[EMAIL_ADDRESS]`, `[SECRET]`);
-- **block**: the text ends before it, and the choice's `finish_reason` is "content_filter".
+- **block**: the text ends before it, and the choice's `finish_reason` is "content_filter". In a tool
+  call's arguments too: the arguments end before the finding (no longer valid JSON), and the choice's
+  `finish_reason` says not to run the call; nothing of the choice follows.
 
 A stream holds back only what a match could still need (output_scan.py), so it stays a stream. Put the
 step inside `pii` (after it in the chain): it then sees the backend's text before `pii` unmasks the
@@ -27,7 +29,7 @@ from prometheus_client import Counter
 
 from londinium.gateway.chain import Exchange, Next, Reply
 from londinium.gateway.output_scan import Rules, Scanner
-from londinium.gateway.pii import text_slot
+from londinium.gateway.pii import arguments, text_slot
 
 
 class OutputFilter:
@@ -79,16 +81,18 @@ class OutputFilter:
         blocked = False
         for choice in body.get("choices") or []:
             where = text_slot(choice, "message")
-            if where is None:
-                continue
-            holder, k = where
-            scanner = Scanner(self.rules)
-            head, stop = scanner.feed(holder[k])
-            tail, stop = (("", stop) if stop else scanner.flush())
-            holder[k] = head + tail
-            if stop:
-                choice["finish_reason"], blocked = "content_filter", True
-            found += scanner.found
+            message = choice.get("message") if isinstance(choice, dict) else None
+            slots = [*([where] if where is not None else []),
+                     *arguments(message.get("tool_calls") if isinstance(message, dict) else None)]
+            for holder, k in slots:
+                scanner = Scanner(self.rules)
+                head, stop = scanner.feed(holder[k])
+                tail, stop = (("", stop) if stop else scanner.flush())
+                holder[k] = head + tail
+                found += scanner.found
+                if stop:
+                    choice["finish_reason"], blocked = "content_filter", True
+                    break
         self._decide(ex, found, blocked)
         return body
 
@@ -97,6 +101,7 @@ class OutputFilter:
         or in one last chunk if the stream ends first; a blocked choice sends nothing after the chunk
         that ended it with "content_filter"."""
         scanners: dict[int, Scanner] = {}
+        calls: dict[int, dict[int, Scanner]] = {}  # choice index -> tool call index -> its arguments' scanner
         last: dict[str, Any] | None = None
         try:
             async for chunk in events:
@@ -105,10 +110,13 @@ class OutputFilter:
                 for choice in chunk.get("choices") or []:
                     index = choice.get("index", 0) if isinstance(choice, dict) else 0
                     scanner = scanners.setdefault(index, Scanner(self.rules))
-                    if scanner.blocked:
+                    mine = calls.setdefault(index, {})
+                    if scanner.blocked or any(s.blocked for s in mine.values()):
                         continue
                     if isinstance(choice, dict):
                         self._scan_choice(choice, scanner)
+                        if not scanner.blocked:
+                            self._scan_calls(choice, mine, self.rules)
                     choices.append(choice)
                 if chunk.get("choices") and not choices and chunk.get("usage") is None:
                     continue  # only blocked choices' text was in it
@@ -117,14 +125,47 @@ class OutputFilter:
                 last = chunk
                 yield chunk
             for index, scanner in scanners.items():
-                if scanner.held and not scanner.blocked and last is not None:
-                    rest, stop = scanner.flush()
-                    piece = {"delta": {"content": rest}} if ex.endpoint == "chat" else {"text": rest}
-                    yield {**{k: v for k, v in last.items() if k not in ("choices", "usage")},
-                           "choices": [{"index": index, **piece, "finish_reason": "content_filter" if stop else None}]}
+                mine = calls.get(index, {})
+                if last is None or scanner.blocked or any(s.blocked for s in mine.values()) or not (scanner.held or any(s.held for s in mine.values())):
+                    continue
+                rest, stop = scanner.flush()
+                piece = {"delta": {"content": rest}} if ex.endpoint == "chat" else {"text": rest}
+                if not stop and mine:
+                    held, stop = self._flush_calls(mine)
+                    piece["delta"]["tool_calls"] = held
+                yield {**{k: v for k, v in last.items() if k not in ("choices", "usage")},
+                       "choices": [{"index": index, **piece, "finish_reason": "content_filter" if stop else None}]}
         finally:
-            found = sum((s.found for s in scanners.values()), Tally())
-            self._decide(ex, found, any(s.blocked for s in scanners.values()))
+            every = [*scanners.values(), *(s for mine in calls.values() for s in mine.values())]
+            self._decide(ex, sum((s.found for s in every), Tally()), any(s.blocked for s in every))
+
+    @staticmethod
+    def _scan_calls(choice: dict[str, Any], scanners: dict[int, Scanner], rules: Rules) -> None:
+        """A chunk's tool-call argument fragments scanned, each call's on its own; what they hold goes out
+        with the choice's finish_reason; a block ends the choice with "content_filter"."""
+        delta = choice.get("delta")
+        stop = False
+        for call in (delta.get("tool_calls") if isinstance(delta, dict) else None) or []:
+            for holder, k in arguments([call]):
+                scanner = scanners.setdefault(call.get("index", 0), Scanner(rules))
+                holder[k], stop = scanner.feed(holder[k]) if not stop else ("", True)
+        if not stop and choice.get("finish_reason") and any(s.held for s in scanners.values()):
+            held, stop = OutputFilter._flush_calls(scanners)
+            choice.setdefault("delta", {}).setdefault("tool_calls", []).extend(held)
+        if stop:
+            choice["finish_reason"] = "content_filter"
+
+    @staticmethod
+    def _flush_calls(scanners: dict[int, Scanner]) -> tuple[list[dict[str, Any]], bool]:
+        """The held tails of the calls' arguments as a delta's tool_calls, and whether one was blocked."""
+        held = []
+        for i, scanner in sorted(scanners.items()):
+            if scanner.held:
+                rest, stop = scanner.flush()
+                held.append({"index": i, "function": {"arguments": rest}})
+                if stop:
+                    return held, True
+        return held, False
 
     @staticmethod
     def _scan_choice(choice: dict[str, Any], scanner: Scanner) -> None:

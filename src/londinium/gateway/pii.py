@@ -1,5 +1,5 @@
-"""The `pii` step: the input guardrail for personal data. Each request's text (chat messages' content,
-a completion's prompt) goes through Presidio (gateway/pii_detect.py); what it finds gets its entity's
+"""The `pii` step: the input guardrail for personal data. Each request's text (chat messages' content
+and earlier tool calls' arguments, a completion's prompt) goes through Presidio (gateway/pii_detect.py); what it finds gets its entity's
 action:
 
 - **mask**: the value becomes a placeholder (`<EMAIL_ADDRESS_1>`, the same value the same placeholder
@@ -35,9 +35,18 @@ from londinium.gateway.pii_mask import Masking, StreamUnmasker
 from londinium.serve.errors import APIError
 
 
+def arguments(calls: Any) -> list[tuple[Any, str]]:
+    """(function, "arguments") of each tool call of a message or a stream's delta whose arguments are text."""
+    if not isinstance(calls, list):
+        return []
+    functions = [c.get("function") for c in calls if isinstance(c, dict)]
+    return [(f, "arguments") for f in functions if isinstance(f, dict) and isinstance(f.get("arguments"), str)]
+
+
 def _text_slots(body: dict[str, Any], endpoint: str) -> list[tuple[Any, Any]]:
     """(container, key) of every client text the backend reads: message contents (and their text
-    parts) for chat, the prompt (or each prompt of a list) for completions."""
+    parts) and the arguments of earlier tool calls for chat, the prompt (or each prompt of a list)
+    for completions."""
     slots: list[tuple[Any, Any]] = []
     if endpoint == "chat":
         for message in body.get("messages") or []:
@@ -48,6 +57,7 @@ def _text_slots(body: dict[str, Any], endpoint: str) -> list[tuple[Any, Any]]:
                 slots.append((message, "content"))
             elif isinstance(content, list):
                 slots += [(part, "text") for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
+            slots += arguments(message.get("tool_calls"))
     else:
         prompt = body.get("prompt")
         if isinstance(prompt, str):
@@ -150,6 +160,8 @@ def _unmask_body(body: dict[str, Any], masking: Masking) -> dict[str, Any]:
         message = choice.get("message")
         if isinstance(message, dict) and isinstance(message.get("content"), str):
             message["content"] = masking.unmask(message["content"])
+        for function, k in arguments(message.get("tool_calls") if isinstance(message, dict) else None):
+            function[k] = masking.unmask(function[k])  # the model may pass a placeholder on to a tool
         if isinstance(choice.get("text"), str):
             choice["text"] = masking.unmask(choice["text"])
     return body
@@ -169,9 +181,11 @@ def text_slot(choice: Any, part: str = "delta") -> tuple[Any, str] | None:
 
 
 async def _unmask_stream(events: AsyncIterator[dict[str, Any]], masking: Masking, chat: bool) -> AsyncIterator[dict[str, Any]]:
-    """Each choice's text unmasked as it passes, holding back only a possible placeholder's start; a
-    choice's held text goes out with its finish_reason, or in one last chunk if the stream ends first."""
+    """Each choice's text, and each of its tool calls' arguments, unmasked as they pass, holding back only
+    a possible placeholder's start; what a choice holds goes out with its finish_reason, or in one last
+    chunk if the stream ends first."""
     unmaskers: dict[int, StreamUnmasker] = {}
+    calls: dict[int, dict[int, StreamUnmasker]] = {}  # choice index -> tool call index -> its arguments' unmasker
     last: dict[str, Any] | None = None
     async for chunk in events:
         chunk = copy.deepcopy(chunk)  # chunks may be shared (a cached stream's are); never rewrite them in place
@@ -184,15 +198,32 @@ async def _unmask_stream(events: AsyncIterator[dict[str, Any]], masking: Masking
             if where is not None:
                 holder, k = where
                 holder[k] = unmasker.feed(holder[k])
-            if choice.get("finish_reason") and unmasker.held:
-                rest = unmasker.flush()
-                if where is not None:
-                    where[0][where[1]] += rest
-                else:
-                    choice.setdefault("delta", {})["content"] = rest
+            delta = choice.get("delta")
+            for call in (delta.get("tool_calls") if isinstance(delta, dict) else None) or []:
+                if isinstance(call, dict) and isinstance(call.get("function"), dict) and isinstance(call["function"].get("arguments"), str):
+                    unmasker_of_call = calls.setdefault(index, {}).setdefault(call.get("index", 0), masking.stream())
+                    call["function"]["arguments"] = unmasker_of_call.feed(call["function"]["arguments"])
+            if choice.get("finish_reason"):
+                if unmasker.held:
+                    rest = unmasker.flush()
+                    if where is not None:
+                        where[0][where[1]] += rest
+                    else:
+                        choice.setdefault("delta", {})["content"] = rest
+                held = _held_arguments(calls.pop(index, {}))
+                if held:
+                    choice.setdefault("delta", {}).setdefault("tool_calls", []).extend(held)
         last = chunk
         yield chunk
-    for index, unmasker in unmaskers.items():
-        if unmasker.held and last is not None:
-            choice = {"index": index, "delta": {"content": unmasker.flush()}} if chat else {"index": index, "text": unmasker.flush()}
-            yield {**{k: v for k, v in last.items() if k not in ("choices", "usage")}, "choices": [{**choice, "finish_reason": None}]}
+    for index in sorted(set(unmaskers) | set(calls)):
+        unmasker, held = unmaskers.get(index), _held_arguments(calls.get(index, {}))
+        if last is None or not ((unmasker is not None and unmasker.held) or held):
+            continue
+        rest = unmasker.flush() if unmasker is not None else ""
+        choice = {"index": index, "delta": {"content": rest, **({"tool_calls": held} if held else {})}} if chat else {"index": index, "text": rest}
+        yield {**{k: v for k, v in last.items() if k not in ("choices", "usage")}, "choices": [{**choice, "finish_reason": None}]}
+
+
+def _held_arguments(calls: dict[int, StreamUnmasker]) -> list[dict[str, Any]]:
+    """The arguments' fragments still held back, as a delta's tool_calls (each by its index)."""
+    return [{"index": i, "function": {"arguments": u.flush()}} for i, u in sorted(calls.items()) if u.held]

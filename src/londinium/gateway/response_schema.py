@@ -1,15 +1,16 @@
 """The `response_schema` step: an answer to a `response_format` request is checked against what it
 asked for before the client sees it, repaired by one retry, else refused with a 502.
 
-- **What is checked**: chat requests with `response_format` `{"type": "json_schema", "json_schema":
-  {"schema": ...}}` (every choice's content must parse as JSON and validate against the schema, with
+- **What is checked**: chat and completion requests with `response_format` `{"type": "json_schema",
+  "json_schema": {"schema": ...}}` (every choice's content, or text, must parse as JSON and validate against the schema, with
   the reference `jsonschema` validator; a schema-less json_schema means any JSON object) or
   `{"type": "json_object"}` (a JSON object). A backend that decodes under the schema (londinium serve,
   vLLM) passes at once; one that only tries (a hosted API without strict mode, a small model told in
   the prompt) is caught here.
 - **Repair**: one retry, the request with the invalid answer and the validator's first complaint
-  appended (an assistant turn, then a user turn asking for JSON that matches); its answer replaces the
-  first. Both calls' tokens are in the answer's `usage` and the ledger. Still invalid: 502
+  appended (an assistant turn, then a user turn asking for JSON that matches; for a completion, the
+  answer and the complaint appended to its prompt); its answer replaces the first. A completion with a
+  list of prompts or token ids is checked but not repaired (there is no one text to append to). Both calls' tokens are in the answer's `usage` and the ledger. Still invalid: 502
   `invalid_response_schema`, naming where the answer broke the schema (the answer itself is not quoted).
 - **Streams** asking for a schema are read to their end before the first chunk goes out (a JSON
   value can only be checked whole, and a client that validates it has to wait for the end anyway),
@@ -38,9 +39,9 @@ ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 
 def requested_schema(ex: Exchange) -> dict[str, Any] | None:
-    """The JSON Schema a chat request's response_format asks its answer to match; None when it asks none."""
+    """The JSON Schema a request's response_format asks its answer to match; None when it asks none."""
     fmt = ex.body.get("response_format")
-    if ex.endpoint != "chat" or not isinstance(fmt, dict):
+    if not isinstance(fmt, dict):
         return None
     if fmt.get("type") == "json_object":
         return ANY_OBJECT
@@ -95,10 +96,12 @@ class ResponseSchema:
                 self._decide(ex, "valid")
             return first.reply
         asked = ex.body
-        ex.body = copy.deepcopy(asked)
-        ex.body["messages"] = [*asked.get("messages", []), {"role": "assistant", "content": first.texts[0] if first.texts else ""},
-                               {"role": "user", "content": f"That answer does not match the JSON schema of response_format: {found}. "
-                                                           "Answer again with only JSON that matches the schema."}]
+        ex.body = _repair_request(ex.endpoint, asked, first.texts[0] if first.texts else "", found)
+        if ex.body is None:  # nothing to append the complaint to
+            ex.body = asked
+            self._decide(ex, "invalid")
+            raise APIError(502, f"the backend's answer does not match the response_format's JSON schema: {found} (a list of "
+                                "prompts is not repaired)", param="response_format", code="invalid_response_schema")
         try:
             again = await _whole(await call_next(ex))
         finally:
@@ -112,6 +115,20 @@ class ResponseSchema:
             ex.usage = usage  # both calls are paid for, though the client gets an error
         raise APIError(502, f"the backend's answer does not match the response_format's JSON schema after one repair "
                             f"attempt: {found or 'the repair attempt failed'}", param="response_format", code="invalid_response_schema")
+
+
+def _repair_request(endpoint: str, asked: dict[str, Any], answer: str, found: str) -> dict[str, Any] | None:
+    """The request again with the invalid answer and the complaint appended; None for a completion whose
+    prompt is not one string."""
+    complaint = f"That answer does not match the JSON schema of response_format: {found}. Answer again with only JSON that matches the schema."
+    body = copy.deepcopy(asked)
+    if endpoint == "chat":
+        body["messages"] = [*asked.get("messages", []), {"role": "assistant", "content": answer}, {"role": "user", "content": complaint}]
+        return body
+    if not isinstance(asked.get("prompt"), str):
+        return None
+    body["prompt"] = f"{asked['prompt']}{answer}\n\n{complaint}\n"
+    return body
 
 
 @dataclass
@@ -145,15 +162,23 @@ async def _whole(reply: Reply) -> Whole:
     """The reply with a stream read to its end (then replayable), and each choice's text in index order."""
     if reply.events is None:
         choices = (reply.body or {}).get("choices") or []
-        return Whole(reply, [str(((c.get("message") or {}).get("content")) or "") for c in choices if isinstance(c, dict)])
+        return Whole(reply, [_text(c, "message") for c in choices if isinstance(c, dict)])
     chunks = [chunk async for chunk in reply.events]
     texts: dict[int, str] = {}
     for chunk in chunks:
         for c in chunk.get("choices") or []:
-            if isinstance(c, dict) and isinstance(c.get("delta"), dict):
-                texts[c.get("index", 0)] = texts.get(c.get("index", 0), "") + str(c["delta"].get("content") or "")
+            if isinstance(c, dict):
+                texts[c.get("index", 0)] = texts.get(c.get("index", 0), "") + _text(c, "delta")
     reply.events = _replay(chunks)
     return Whole(reply, [texts[i] for i in sorted(texts)], chunks)
+
+
+def _text(choice: dict[str, Any], part: str) -> str:
+    """A choice's text: its message's (a stream chunk's delta's) content for chat, its text for completions."""
+    inner = choice.get(part)
+    if isinstance(inner, dict):
+        return str(inner.get("content") or "")
+    return str(choice.get("text") or "")
 
 
 async def _replay(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:

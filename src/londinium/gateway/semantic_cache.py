@@ -5,7 +5,11 @@ only reuses a byte-identical request.
 - **What is compared**: the question, the text of the last user message (a completion's prompt),
   embedded by one of the RAG embedders (`retrieve/embedders.py`; the default is the workspace's
   corpus embedder, local and instant); a hit needs a cosine similarity of at least the threshold
-  (`semantic_cache.threshold`, or the route's `semantic_threshold`) to a live entry of the same scope.
+  (`semantic_cache.threshold`, or the route's `semantic_threshold`) to a live entry of the same scope,
+  **and** the two questions' particulars must agree (`particulars.py`: quoted spans, names, rare words),
+  since every embedder here puts "What line follows "X"?" closer to the same question about X with one
+  word changed than to "Which line comes after "X"?". The closest `CANDIDATES` entries above the
+  threshold are tried in order; the first whose particulars agree is the hit.
 - **The scope** must match exactly: the endpoint, the tenant (the virtual key's id), the whole
   request but the question (model alias, system prompt, every sampling parameter, tools,
   response_format, stream, ...), so a hit never crosses tenants, models or settings, and the
@@ -17,7 +21,9 @@ only reuses a byte-identical request.
   unless the route sets `cache_sampled`, 200 answers, streams that ran to their end (replayed as
   streams); TTL, entry and byte bounds, least recently used first (`semantic_index.py`).
 - **The index** is kept on disk (`index_path`, an .npz written atomically every `save_interval_s`
-  when it changed, and on shutdown) and read back at start-up.
+  when it changed, and on shutdown) and read back at start-up; with `redis_url` it is shared by every
+  gateway on that Redis instead (`semantic_share.py`: a stream of entries each gateway reads into its
+  own index before a lookup), and the stream is its memory.
 - **Every decision** is the `x-londinium-semantic-cache` header (`hit`, `miss`, `bypass`), the
   ledger's and request log's `outcome` (`semantic_cache`, `semantic_cache_reason`, and on a hit or a
   near one `semantic_similarity`), `londinium_gateway_semantic_cache_total{model, decision, reason}`
@@ -39,7 +45,9 @@ from prometheus_client import Counter, Histogram
 
 from londinium.gateway.cache import bypass_reason, cache_key, call_on, collect, json_text, replay
 from londinium.gateway.chain import Exchange, Next, Reply
+from londinium.gateway.particulars import agree, load_word_list, particulars
 from londinium.gateway.semantic_index import SemanticIndex, write
+from londinium.gateway.semantic_share import SemanticFeed
 from londinium.gateway.settings import SemanticCacheSection
 
 log = logging.getLogger("londinium.gateway")
@@ -48,6 +56,9 @@ QUESTION = "\x00question"  # stands for the question in the scope's JSON
 # Numbers in a question ("Genesis 30", "verse 16", "3:16", "1,200") are part of its scope: the
 # embedders fold them away or barely move for them, yet a different number asks something else.
 NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+# Entries above the threshold whose particulars are checked, closest first: a near-miss that differs in a
+# particular can be closest, with the paraphrase that should hit behind it.
+CANDIDATES = 8
 
 
 def numbers(text: str) -> list[str]:
@@ -103,10 +114,17 @@ class SemanticCache:
         self.cfg = cfg = s.semantic_cache
         self.routes = {r.alias: r for r in s.routes}
         self.embedder = open_embedder(cfg, f"{s.source}: semantic_cache")
-        self.index, note = SemanticIndex.load(cfg.index_path, self.embedder.name, self.embedder.dim, cfg.max_entries,
-                                              int(cfg.max_mb * 1024 * 1024))
-        log.info("gateway: semantic cache index %s: %s", cfg.index_path, note)
+        self.feed: SemanticFeed | None = None
+        if cfg.redis_url:
+            self.feed = SemanticFeed(cfg.redis_url, cfg.redis_key, self.embedder.name, self.embedder.dim, cfg.max_entries)
+            self.index = SemanticIndex(self.embedder.dim, cfg.max_entries, int(cfg.max_mb * 1024 * 1024))
+            log.info("gateway: semantic cache index shared through Redis stream %s", cfg.redis_key)
+        else:
+            self.index, note = SemanticIndex.load(cfg.index_path, self.embedder.name, self.embedder.dim, cfg.max_entries,
+                                                  int(cfg.max_mb * 1024 * 1024))
+            log.info("gateway: semantic cache index %s: %s", cfg.index_path, note)
         self.max_entry = int(cfg.max_entry_kb * 1024)
+        load_word_list(cfg.rare_zipf)
         self.changed, self.saved_at = False, time.monotonic()
         self.saving: asyncio.Task | None = None
         registry = gateway.telemetry.metrics.registry
@@ -137,14 +155,22 @@ class SemanticCache:
         text, rest = asked
         scope = cache_key(ex.endpoint, rest, ex.key.id if ex.key is not None else "")  # the exact cache's key of all but the question
         vector = (await asyncio.to_thread(self.embedder.embed, [text]))[0]
-        found = self.index.best(scope, vector)
-        if found is not None:
-            similarity, value = found
-            self.similarity.labels(self._model(ex)).observe(similarity)
-            ex.outcome["semantic_similarity"] = f"{similarity:.4f}"
-            if similarity >= self.threshold(ex):
-                self._decide(ex, "hit", "similar")
-                return replay(json.loads(value), {HEADER: "hit"})
+        if self.feed is not None:
+            await self.feed.catch_up(self.index)  # what the other gateways stored meanwhile
+        found = self.index.nearest(scope, vector, CANDIDATES)
+        if found:
+            self.similarity.labels(self._model(ex)).observe(found[0][0])
+            ex.outcome["semantic_similarity"] = f"{found[0][0]:.4f}"
+            mine = particulars(text, self.cfg.rare_zipf)
+            for similarity, row in found:
+                if similarity < self.threshold(ex):
+                    break
+                if agree(mine, particulars(self.index.questions[row], self.cfg.rare_zipf)):
+                    self.index.touch(row)
+                    ex.outcome["semantic_similarity"] = f"{similarity:.4f}"
+                    self._decide(ex, "hit", "similar")
+                    return replay(json.loads(self.index.values[row]), {HEADER: "hit"})
+                ex.outcome["semantic_particulars"] = "differ"  # as close as a hit, but about something else
         ex.outcome["semantic_cache"] = "miss"  # the reason (stored or why not) once the answer is complete
         try:
             reply = await call_on(ex, call_next, "miss", HEADER)
@@ -152,23 +178,27 @@ class SemanticCache:
             self._decide(ex, "miss", "not-ok")
             raise
         if reply.events is not None:
-            reply.events = collect(reply.events, self.max_entry, lambda entry: self._kept(ex, scope, vector, entry),
+            reply.events = collect(reply.events, self.max_entry, lambda entry: self._kept(ex, scope, vector, text, entry),
                                    lambda: self._decide(ex, "miss", "not-ok"))
         elif reply.status == 200 and reply.body is not None:
-            await self._kept(ex, scope, vector, json_text({"body": reply.body}))
+            await self._kept(ex, scope, vector, text, json_text({"body": reply.body}))
         else:
             self._decide(ex, "miss", "not-ok")
         return reply
 
-    async def _kept(self, ex: Exchange, scope: str, vector: Any, entry: str | None) -> None:
+    async def _kept(self, ex: Exchange, scope: str, vector: Any, text: str, entry: str | None) -> None:
         value = entry.encode("utf-8", "surrogatepass") if entry is not None else b""
         if entry is None or len(value) > self.max_entry:
             self._decide(ex, "miss", "too-large")
             return
         route = self.routes.get(ex.model)
-        self.index.add(scope, vector, value, route.cache_ttl_s if route is not None and route.cache_ttl_s else self.cfg.ttl_s)
-        self.changed = True
+        ttl_s = route.cache_ttl_s if route is not None and route.cache_ttl_s else self.cfg.ttl_s
+        self.index.add(scope, vector, value, ttl_s, question=text)
         self._decide(ex, "miss", "stored")
+        if self.feed is not None:
+            await self.feed.publish(scope, vector, value, text, ttl_s)
+            return
+        self.changed = True
         interval = self.cfg.save_interval_s
         if interval and time.monotonic() - self.saved_at >= interval and (self.saving is None or self.saving.done()):
             self.saving = asyncio.get_running_loop().create_task(self.save())
@@ -188,3 +218,5 @@ class SemanticCache:
         if self.saving is not None:
             await self.saving
         await self.save()
+        if self.feed is not None:
+            await self.feed.close()

@@ -1,10 +1,16 @@
-"""The semantic cache's vector index: unit vectors of questions, each with its scope and its answer,
-searched exactly, bounded by TTL, entries and bytes, and kept on disk in one `.npz` file.
+"""The semantic cache's vector index: unit vectors of questions, each with its scope, the question's
+text and its answer, searched exactly, bounded by TTL, entries and bytes, and kept on disk in one `.npz`
+file.
 
     index = SemanticIndex(dim=256, max_entries=10_000, max_bytes=64 << 20)
-    index.add(scope, vector, answer_bytes, ttl_s=3600)
-    index.best(scope, vector)        # (similarity, answer) of the closest live entry of that scope, or None
+    index.add(scope, vector, answer_bytes, ttl_s=3600, question="What line follows ...?")
+    index.nearest(scope, vector, k=8)  # [(similarity, row), ...] of that scope's closest live entries
+    index.questions[row], index.values[row]; index.touch(row)   # a hit keeps its entry recent
     index.save(path, embedder="corpus"); SemanticIndex.load(path, ...)
+
+The question's text is kept so that a candidate's particulars (its quoted spans, names, rare words:
+`particulars.py`) can be checked against the new question's: the step runs after `pii`, so the text is
+the masked one.
 
 Search is one matrix-vector product over every row, the rows of other scopes and expired ones masked
 out: at the default bound (10,000 entries of 256 float32 dimensions, 10 MB) that is about a
@@ -12,8 +18,8 @@ millisecond on one core (benchmarks/semantic_cache.py times it), so an approxima
 usearch) would add a dependency and lose exactness for nothing at this scale. The least recently used
 entry goes first when a bound is reached, after the expired ones.
 
-The file holds the vectors, each row's scope, expiry (wall clock, so it survives a restart) and
-answer, and the embedder's name: an index written with another embedder is not loaded (its vectors
+The file holds the vectors, each row's scope, question, expiry (wall clock, so it survives a restart)
+and answer, and the embedder's name: an index written with another embedder is not loaded (its vectors
 mean nothing to this one). It is written atomically (`londinium.files`) and loaded without pickle.
 """
 
@@ -29,7 +35,7 @@ import numpy as np
 from londinium.errors import ConfigError
 from londinium.files import atomic_write
 
-FORMAT = 1
+FORMAT = 2  # 2 added each entry's question
 
 
 class SemanticIndex:
@@ -40,6 +46,7 @@ class SemanticIndex:
         self.expires = np.zeros(len(self.vectors), np.float64)
         self.used = np.zeros(len(self.vectors), np.float64)  # last hit or add, for LRU eviction
         self.values: list[bytes] = []
+        self.questions: list[str] = []
         self.scopes: dict[str, int] = {}
         self.bytes = 0
 
@@ -49,21 +56,24 @@ class SemanticIndex:
     def _scope(self, scope: str) -> int:
         return self.scopes.setdefault(scope, len(self.scopes))
 
-    def best(self, scope: str, vector: np.ndarray) -> tuple[float, bytes] | None:
-        """The closest live entry of `scope`: (cosine similarity, answer), or None when it has none."""
+    def nearest(self, scope: str, vector: np.ndarray, k: int = 8) -> list[tuple[float, int]]:
+        """The `k` closest live entries of `scope`, closest first: (cosine similarity, row). The rows are
+        valid until the next `add`."""
         n = len(self.values)
         sid = self.scopes.get(scope)
         if n == 0 or sid is None:
-            return None
+            return []
         sims = self.vectors[:n] @ vector.astype(np.float32)
         sims[(self.scope_ids[:n] != sid) | (self.expires[:n] <= self.clock())] = -np.inf
-        i = int(np.argmax(sims))
-        if not np.isfinite(sims[i]):
-            return None
-        self.used[i] = self.clock()
-        return float(sims[i]), self.values[i]
+        top = np.argpartition(-sims, k - 1)[:k] if n > k else np.arange(n)
+        top = top[np.argsort(-sims[top], kind="stable")]
+        return [(float(sims[i]), int(i)) for i in top if np.isfinite(sims[i])]
 
-    def add(self, scope: str, vector: np.ndarray, value: bytes, ttl_s: float) -> None:
+    def touch(self, row: int) -> None:
+        """Mark an entry used (a hit): the least recently used goes first when a bound is reached."""
+        self.used[row] = self.clock()
+
+    def add(self, scope: str, vector: np.ndarray, value: bytes, ttl_s: float, question: str = "") -> None:
         if len(value) > self.max_bytes:
             return
         now = self.clock()
@@ -75,6 +85,7 @@ class SemanticIndex:
             self._grow()
         self.vectors[i], self.scope_ids[i], self.expires[i], self.used[i] = vector, self._scope(scope), now + ttl_s, now
         self.values.append(value)
+        self.questions.append(question)
         self.bytes += len(value)
 
     def _grow(self) -> None:
@@ -93,8 +104,9 @@ class SemanticIndex:
             if i != last:
                 for arr in (self.vectors, self.scope_ids, self.expires, self.used):
                     arr[i] = arr[last]
-                self.values[i] = self.values[last]
+                self.values[i], self.questions[i] = self.values[last], self.questions[last]
             self.values.pop()
+            self.questions.pop()
 
     def snapshot(self, embedder: str) -> dict[str, np.ndarray]:
         """The live entries as the arrays `write` puts in the file: copies, so the index may change
@@ -103,7 +115,8 @@ class SemanticIndex:
         live = np.flatnonzero(self.expires[:n] > self.clock())
         names = sorted(self.scopes, key=self.scopes.__getitem__)
         meta = {"format": FORMAT, "embedder": embedder, "dim": self.dim,
-                "scopes": [names[self.scope_ids[i]] for i in live], "sizes": [len(self.values[i]) for i in live]}
+                "scopes": [names[self.scope_ids[i]] for i in live],
+                "questions": [self.questions[i] for i in live], "sizes": [len(self.values[i]) for i in live]}
         return {"vectors": self.vectors[live], "expires": self.expires[live],
                 "answers": np.frombuffer(b"".join(self.values[i] for i in live), np.uint8),
                 "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
@@ -124,8 +137,10 @@ class SemanticIndex:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(z["meta"].tobytes())
                 vectors, expires, blob = z["vectors"], z["expires"], z["answers"].tobytes()
-            scopes, sizes = meta["scopes"], meta["sizes"]
-            if meta.get("format") != FORMAT or len(scopes) != len(vectors) or sum(sizes) != len(blob):
+            if meta.get("format") != FORMAT:  # an older cache is only a cache: start afresh, keep the file until the next save
+                return index, f"ignored: written in format {meta.get('format')}, this gateway writes {FORMAT}"
+            scopes, sizes, questions = meta["scopes"], meta["sizes"], meta["questions"]
+            if not len(scopes) == len(questions) == len(vectors) or sum(sizes) != len(blob):
                 raise ValueError("its parts do not agree")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"semantic_cache.index_path {path}: not a semantic cache index ({e}); "
@@ -133,10 +148,10 @@ class SemanticIndex:
         if meta.get("embedder") != embedder or meta.get("dim") != dim:
             return index, f"ignored: written with embedder {meta.get('embedder')} ({meta.get('dim')} dimensions)"
         offset, now = 0, clock()
-        for vector, expiry, scope, size in zip(vectors, expires, scopes, sizes):
+        for vector, expiry, scope, size, asked in zip(vectors, expires, scopes, sizes, questions):
             value, offset = blob[offset:offset + size], offset + size
             if expiry > now:
-                index.add(scope, vector, value, ttl_s=float(expiry) - now)
+                index.add(scope, vector, value, ttl_s=float(expiry) - now, question=asked)
         return index, f"{len(index)} entries"
 
 

@@ -145,8 +145,11 @@ class SemanticCacheSection(CacheBounds):
     embedder_url: str = doc("", "For 'openai': the base URL, e.g. http://127.0.0.1:8000/v1.")
     embedder_model: str = doc("", "For 'openai': the embedding model's name.")
     threshold: float = doc(0.97, "Cosine similarity a question needs to an earlier one of the same scope for a hit (chosen on labelled pairs: docs/LOG.md).", gt=0, le=1)
+    rare_zipf: float = doc(4.0, "A hit also needs the questions' particulars to agree (quoted spans, names, words rarer than this on wordfreq's Zipf scale: 4 is once per 100,000 English words); 0: quoted spans and names only (chosen on labelled pairs: docs/LOG.md).", ge=0, le=8)
     multi_turn: bool = doc(False, "Also cache conversations: the last user message is compared by meaning, every earlier message must be identical (off: single-turn requests only).")
     index_path: str = doc("", "The index file (.npz), written atomically on shutdown and every save_interval_s; empty: semantic-cache.npz beside this file.", path=True)
+    redis_url: str = doc("", "Share the index with every gateway on this Redis (a stream of entries, e.g. redis://127.0.0.1:6379/0; needs the redis extra); then the stream, not index_path, is the cache's memory. Empty: this gateway only.", pattern=r"(rediss?|unix)://[^\s]*|", hint="(redis://, rediss:// or unix://)")
+    redis_key: str = doc("londinium:semantic-cache", "The Redis stream's key (several gateway groups can share one Redis).", nonempty=True)
     save_interval_s: float = doc(60.0, "Seconds between saves of a changed index (a save also happens on shutdown); 0: only on shutdown.", ge=0, le=86400)
 
 

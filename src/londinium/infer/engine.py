@@ -23,6 +23,11 @@ Continuous batching (vLLM's and Orca's iteration-level scheduling). Requests wai
 4. finished sequences leave at once: the last rows move into the holes, so the rows in use stay
    0 .. B-1 and a step reads views of the cache, never a gather.
 
+The engine schedules; each part of a step has its module: `requests` (a request, its running
+sequences, how a sequence takes its token, the completion), `prefill` (the queue, admission and
+chunked prefill), `batch` (the running rows: joining, choosing tokens, eviction), `decode` (the
+forward pass of a step) and `speculative` (a draft's rounds).
+
 `generate`, `stream`, evaluation and the chat REPL all run on this one loop, as does the server
 (`londinium.infer.scheduler.EngineLoop` drives `step()` on a background thread). Each sequence keeps
 its own sampling parameters, processor state and random generator while others join and leave, so a
@@ -34,89 +39,24 @@ length of the output.
 from __future__ import annotations
 
 import collections
-import itertools
+import functools
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Iterator, Sequence
 
 import torch
 
 from londinium.errors import LondiniumError
-from londinium.infer.constrain import advance
+from londinium.infer.batch import RunningBatch
 from londinium.infer.decode import Decoder
-from londinium.infer.outputs import Choice, Completion, TextDelta, Timing, TokenLogprob, TopLogprob
-from londinium.infer.sampling import LogitsPipeline, SamplingError, SamplingParams, TokenChooser, make_generator, sample_seed
+from londinium.infer.outputs import Completion, TextDelta, Timing
+from londinium.infer.prefill import Prefill
+from londinium.infer.requests import (EngineRequestError, Prompt, PromptError, Request, RunningSequence, StepEvent, advance,
+                                      cancelled_completion, completion_of)
+from londinium.infer.sampling import SamplingError, SamplingParams, make_generator, sample_seed
 from londinium.infer.text import TextStream, token_bytes_table
-from londinium.model.cache import KVCache, PrefixCache, SlotCache, compaction
+from londinium.model.cache import PrefixCache
 
-Prompt = Union[str, Sequence[int]]
-
-
-class PromptError(LondiniumError):
-    """A prompt cannot be generated from: too long for the model's context, or invalid token ids."""
-
-
-class EngineRequestError(LondiniumError):
-    """The engine failed on one request; the others go on. `request_id` names it, `__cause__` is why."""
-
-    def __init__(self, request_id: str, message: str):
-        super().__init__(f"request {request_id} failed in the engine: {message}")
-        self.request_id = request_id
-
-
-@dataclass(eq=False)
-class _Sequence:
-    """One sequence being decoded: a sample of a request."""
-
-    request: Request
-    choice: int
-    params: SamplingParams
-    stream: TextStream
-    stop_ids: frozenset[int]
-    generator: torch.Generator | None
-    ids: list[int] = field(default_factory=list)
-    logprobs: list[TokenLogprob] | None = None
-    cumulative: float = 0.0
-    finish_reason: str | None = None
-    first_token_at: float = 0.0
-    finished_at: float = 0.0
-    matcher: Any = None  # the grammar's state (`infer/constrain.py`) when params.constraint is set
-
-
-_keys = itertools.count()
-
-
-@dataclass(eq=False)
-class Request:
-    """A prompt and its sampling parameters, as the scheduler tracks it from queue to completion.
-
-    `index` labels its deltas (the prompt's position in a `stream_batch` call); `id` names it in errors."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    prompt: str = ""
-    index: int = 0
-    id: str = ""
-    submitted_at: float = field(default_factory=time.perf_counter)
-    key: int = field(default_factory=lambda: next(_keys))
-    cancelled: bool = False
-    seqs: list[_Sequence] = field(default_factory=list)
-    admitted_at: float = 0.0
-    prefill: KVCache | None = None  # the prompt's own cache while it is prefilled
-    done: bool = False
-
-    def __post_init__(self) -> None:
-        self.id = self.id or f"request {self.key}"
-
-
-@dataclass
-class StepEvent:
-    """What one step did for one request: its new deltas, and its completion or error once it ended."""
-
-    request: Request
-    deltas: list[TextDelta] = field(default_factory=list)
-    completion: Completion | None = None
-    error: BaseException | None = None
+__all__ = ["Engine", "EngineRequestError", "Prompt", "PromptError", "Request", "StepEvent"]
 
 
 class Engine:
@@ -152,17 +92,14 @@ class Engine:
         self.eos_id: int | None = tokenizer.token_to_id(EOT)
         self.device = next(model.parameters()).device
         self.loaded_from = "a model in memory"  # what from_workspace loaded, for messages
-        self._waiting: collections.deque[Request] = collections.deque()
-        self._prefilling: list[Request] = []
-        self._rows: list[_Sequence] = []  # the running sequences, in slot order
-        self._tokens = torch.zeros(0, dtype=torch.long, device=self.device)  # each row's next input token
-        self._slots: SlotCache | None = None
-        self._pipeline = LogitsPipeline([], [], self.vocab_size, self.device)
-        self._chooser: TokenChooser | None = None
         self.counters = collections.Counter()
         self._cancels = False  # some request was cancelled since the last step looked
         self.serving = False  # an EngineLoop's thread owns the engine (see londinium.infer.scheduler)
         self.prefixes = PrefixCache(8 * self.context if prefix_cache_tokens is None else prefix_cache_tokens)
+        self.queue = Prefill(self.model, self.prefixes, self.counters, self.device)  # waiting and prefilling requests
+        self.batch = RunningBatch(self.model, max_running, kv_dtype, self.vocab_size, self.device)  # the running sequences
+        # How a sequence takes its token: an attribute, so a test can make one request fail there.
+        self._advance = functools.partial(advance, self.token_text)
         self.decoder = Decoder(self.model, compile=compile)
         self.kv_dtype = kv_dtype
         self._grammars: Any = None  # `constrain.Grammars`, built at the first constrained request
@@ -190,23 +127,18 @@ class Engine:
             raise ConfigError(
                 f"max_step_tokens = {max_step_tokens} must exceed max_running = {max_running}: a step decodes one "
                 "token per running sequence and needs room left for prefill")
-        if self._slots is not None and self._slots.slots > max_running:
-            self._slots = None  # allocated again at the next step
+        self.batch.resize(max_running)
         self.max_running, self.max_step_tokens = max_running, max_step_tokens
 
     def abort(self) -> list[Request]:
         """Drop every request (after a failure that is no one request's, e.g. in the batched forward
         pass): the scheduler starts empty; returns the requests dropped, for the caller to fail."""
-        dropped = list(dict.fromkeys([*self._waiting, *self._prefilling, *(s.request for s in self._rows)]))
+        q = self.queue
+        dropped = list(dict.fromkeys([*q.waiting, *q.prefilling, *(s.request for s in self.batch.rows)]))
         for r in dropped:
             r.done, r.prefill = True, None
-        self._waiting.clear()
-        self._prefilling.clear()
-        self._rows = []
-        self._tokens = self._tokens[:0]
-        self._slots = None
-        self._pipeline = LogitsPipeline([], [], self.vocab_size, self.device)
-        self._chooser = None
+        q.clear()
+        self.batch.clear()
         return dropped
 
     @classmethod
@@ -386,11 +318,11 @@ class Engine:
         stop_ids = frozenset(p.stop_token_ids) | ({self.eos_id} if keep_eos else frozenset())
         for c in range(p.samples):
             sp = p.replace(seed=sample_seed(p.seed, c))
-            request.seqs.append(_Sequence(request, c, sp, TextStream(self.token_bytes, p.stop), stop_ids,
+            request.seqs.append(RunningSequence(request, c, sp, TextStream(self.token_bytes, p.stop), stop_ids,
                                           None if sp.greedy else make_generator(sp.seed, self.device),
                                           logprobs=[] if p.logprobs is not None else None,
                                           matcher=None if p.constraint is None else self.grammars.matcher(p.constraint)))
-        self._waiting.append(request)
+        self.queue.waiting.append(request)
 
     def cancel(self, request: Request) -> None:
         """Cancel a request: at the next step its sequences end with finish_reason 'cancelled'."""
@@ -398,31 +330,28 @@ class Engine:
         self._cancels = True
 
     def has_work(self) -> bool:
-        return bool(self._waiting or self._prefilling or self._rows)
+        return bool(self.queue or self.batch.rows)
 
     def has_room(self, samples: int) -> bool:
         """Whether a request of `samples` sequences would find free slots (counting those queued)."""
         return self._claimed() + samples <= self.max_running
 
     def _claimed(self) -> int:
-        return len(self._rows) + sum(r.params.samples for r in itertools.chain(self._prefilling, self._waiting))
+        return len(self.batch) + self.queue.admitted_samples() + sum(r.params.samples for r in self.queue.waiting)
 
     def scheduler_stats(self) -> dict:
         """Sequences running (prefilling included), requests queued here, and the counters: steps,
         prompt_tokens (admitted), prefill_tokens (computed), prefix_hit_tokens (copied), generation_tokens."""
-        return {"running": len(self._rows) + sum(r.params.samples for r in self._prefilling),
-                "waiting": len(self._waiting), **self.counters}
+        return {"running": len(self.batch) + self.queue.admitted_samples(), "waiting": len(self.queue.waiting), **self.counters}
 
     def cancelled_completion(self, prompt_ids: list[int], params: SamplingParams) -> Completion:
         """The completion of a request cancelled before it ran: every choice empty, 'cancelled'."""
-        choices = [Choice(i, "", [], "cancelled", 0.0, [] if params.logprobs is not None else None) for i in range(params.n)]
-        return Completion("", prompt_ids, choices, Timing(len(prompt_ids), 0, 0.0, 0.0))
+        return cancelled_completion(prompt_ids, params)
 
     @torch.inference_mode()
     def step(self) -> list[StepEvent]:
         """One iteration of the scheduler (see the module docstring); the events of the requests it touched."""
-        if self._slots is None:
-            self._slots = self.model.new_slot_cache(min(self.max_running, 4), kv_dtype=self.kv_dtype)
+        batch, slots = self.batch, self.batch.cache()
         events: dict[int, StepEvent] = {}
 
         def event(r: Request) -> StepEvent:
@@ -434,27 +363,30 @@ class Engine:
             self._cancels = False
             leaving = self._cancel_requested(event)
             if leaving:
-                self._evict(leaving)
-        joining = self._prefill_step(event) if self._waiting or self._prefilling else []
-        B = len(self._rows)
+                self.batch.evict(leaving)
+        joining = []
+        if self.queue:
+            joining = self.queue.step(self.max_step_tokens - len(batch), self.max_running - len(batch) - self.queue.admitted_samples(),
+                                      lambda r, e: self._fail(r, e, event))
+        B = len(batch)
         logits = None
-        if B == 1 and not joining and not self._prefilling and self.speculator is not None and self._speculate(event):
+        if B == 1 and not joining and not self.queue.prefilling and self.speculator is not None and self._speculate(event):
             return list(events.values())
         if B:
-            if not joining and self._greedy_only():
-                tokens, logprobs = self.decoder.greedy(self._tokens, self._slots)
-                self._slots.advance()
+            if not joining and batch.greedy_only():
+                tokens, logprobs = self.decoder.greedy(batch.tokens, slots)
+                slots.advance()
                 self.counters["steps"] += 1
                 self._emit(tokens, logprobs.tolist(), None, event)
                 return list(events.values())
-            logits = self.decoder.logits(self._tokens, self._slots)
-            self._slots.advance()
+            logits = self.decoder.logits(batch.tokens, slots)
+            slots.advance()
         if joining:
-            logits = self._join(joining, logits)
+            logits = batch.join(joining, logits)
         if logits is None:
             return list(events.values())
         self.counters["steps"] += 1
-        self._sample(logits, event)
+        self._emit(*batch.choose(logits, lambda: self.grammars), event)
         return list(events.values())
 
     def _speculate(self, event: Any) -> bool:
@@ -462,7 +394,7 @@ class Engine:
         one pass; False (nothing done) when its sampling rules out a draft or no proposal fits."""
         from londinium.infer.speculative import speculable
 
-        s, slots, spec = self._rows[0], self._slots, self.speculator
+        s, slots, spec = self.batch.rows[0], self.batch.slots, self.speculator
         assert slots is not None and spec is not None
         tokens = [*s.request.prompt_ids, *s.ids]
         # The target stores the last token and k proposals; the draft all but the last proposal.
@@ -481,21 +413,13 @@ class Engine:
         for i, token in enumerate(r.emitted):
             self._emit(torch.tensor([token], device=self.device), [float(logp[i, token])],
                        (top.values[i:i + 1].tolist(), top.indices[i:i + 1].tolist()) if top else None, event)
-            if not self._rows:  # it finished (a stop, its length): the rest of the round is dropped
+            if not self.batch.rows:  # it finished (a stop, its length): the rest of the round is dropped
                 break
         return True
 
-    def _greedy_only(self) -> bool:
-        """Whether the running rows can take the fast path: all greedy, no processor, no alternatives."""
-        if self._chooser is None:
-            self._chooser = TokenChooser([s.params.greedy for s in self._rows], [s.generator for s in self._rows], self.device)
-            self._fast = (self._chooser.all_greedy and not len(self._pipeline)
-                          and not any(s.params.logprobs or s.matcher for s in self._rows))
-        return self._fast
-
     def _cancel_requested(self, event: Any) -> set[int]:
         now = time.perf_counter()
-        for queue in (self._waiting, self._prefilling):
+        for queue in (self.queue.waiting, self.queue.prefilling):
             for r in [r for r in queue if r.cancelled]:
                 queue.remove(r)
                 r.prefill = None
@@ -504,107 +428,18 @@ class Engine:
                     event(r).deltas.append(TextDelta(r.index, s.choice, "", [], None, "cancelled"))
                 self._complete(r, event)
         leaving = set()
-        for b, s in enumerate(self._rows):
+        for b, s in enumerate(self.batch.rows):
             if s.request.cancelled and s.finish_reason is None:
                 s.finish_reason, s.finished_at = "cancelled", now
                 event(s.request).deltas.append(TextDelta(s.request.index, s.choice, "", [], None, "cancelled"))
                 leaving.add(b)
-        for r in {self._rows[b].request for b in leaving}:
+        for r in {self.batch.rows[b].request for b in leaving}:
             self._complete(r, event)
         return leaving
 
-    def _prefill_step(self, event: Any) -> list[tuple[Request, torch.Tensor]]:
-        """Admit waiting requests while slots are free, and prefill within the step's token budget;
-        the requests whose prompt is now fully cached, with the logits of its last token."""
-        budget = self.max_step_tokens - len(self._rows)
-        free = self.max_running - len(self._rows) - sum(r.params.samples for r in self._prefilling)
-        while self._waiting and self._waiting[0].params.samples <= free:
-            r = self._waiting.popleft()
-            r.admitted_at = time.perf_counter()
-            self.counters["prompt_tokens"] += len(r.prompt_ids)
-            free -= r.params.samples
-            self._prefilling.append(r)
-        joining = []
-        for r in list(self._prefilling):
-            if budget <= 0:
-                break
-            try:
-                n, logits = self._prefill_chunk(r, budget)
-            except Exception as e:  # noqa: BLE001 - one request's failure must not stop the others
-                self._prefilling.remove(r)
-                self._fail(r, e, event)
-                continue
-            budget -= n
-            if logits is not None:
-                self._prefilling.remove(r)
-                joining.append((r, logits))
-        return joining
-
-    def _prefill_chunk(self, r: Request, budget: int) -> tuple[int, torch.Tensor | None]:
-        """Prefill up to `budget` more prompt tokens of `r`; the tokens used, and the last token's
-        logits once the whole prompt is cached."""
-        if r.prefill is None:
-            r.prefill = self.model.new_kv_cache(1, len(r.prompt_ids))
-            known, n = self.prefixes.lookup(r.prompt_ids)
-            if known is not None:
-                for layer in range(len(known.k)):
-                    r.prefill.k[layer][:, :, :n] = known.k[layer][:, :, :n]
-                    r.prefill.v[layer][:, :, :n] = known.v[layer][:, :, :n]
-                r.prefill.length = n
-                self.counters["prefix_hit_tokens"] += n
-        start = r.prefill.length
-        n = min(budget, len(r.prompt_ids) - start)
-        chunk = torch.tensor([r.prompt_ids[start:start + n]], dtype=torch.long, device=self.device)
-        logits = self.model(chunk, kv_cache=r.prefill, logits_to_keep=1)[0][:, -1].float()
-        self.counters["prefill_tokens"] += n  # computed; prompt_tokens - prefill_tokens came from the prefix cache
-        if r.prefill.length < len(r.prompt_ids):
-            return n, None
-        self.prefixes.insert(r.prompt_ids, r.prefill)
-        return n, logits
-
-    def _join(self, joining: list[tuple[Request, torch.Tensor]], logits: torch.Tensor | None) -> torch.Tensor:
-        """Prefilled requests join the running rows: each sample gets a slot with a copy of the prompt's cache."""
-        assert self._slots is not None
-        needed = len(self._rows) + sum(len(r.seqs) for r, _ in joining)
-        if needed > self._slots.slots:
-            # Slots are allocated as sequences need them (a slot holds a full context of keys and
-            # values: ~75 MB for the slm preset), doubling up to max_running.
-            self._slots = self._slots.grown(min(self.max_running, max(needed, 2 * self._slots.slots)))
-        parts = [] if logits is None else [logits]
-        for r, last in joining:
-            for s in r.seqs:
-                self._slots.append(r.prefill)  # type: ignore[arg-type]
-                self._rows.append(s)
-            r.prefill = None
-            self._pipeline.add_rows([s.params for s in r.seqs], [r.prompt_ids] * len(r.seqs))
-            parts.append(last.expand(len(r.seqs), -1))
-        self._chooser = None
-        return torch.cat(parts)
-
-    def _sample(self, logits: torch.Tensor, event: Any) -> None:
-        rows = self._rows
-        self._greedy_only()  # builds the chooser for these rows
-        pipeline = self._pipeline
-        constrained = [b for b, s in enumerate(rows) if s.matcher is not None]
-        # The grammar's mask comes first, so top-k, top-p and min-p choose among allowed tokens only.
-        allowed = self.grammars.mask(logits, constrained, [rows[b].matcher for b in constrained]) if constrained else logits
-        processed = pipeline(allowed.clone() if allowed is logits else allowed) if len(pipeline) else allowed
-        tokens = self._chooser(processed)
-        pipeline.observe(tokens)
-        # Log-probabilities of the model's own distribution, before any mask (as vLLM reports them;
-        # log_softmax is vectorised on CPU: ~2x faster than logsumexp there), then gathers.
-        logp = logits.log_softmax(dim=-1)
-        chosen_lp = logp.gather(1, tokens[:, None])[:, 0].tolist()
-        top_k = max((s.params.logprobs for s in rows if s.params.logprobs), default=0)
-        top = None
-        if top_k:
-            values, indices = logp.topk(top_k, dim=-1)
-            top = (values.tolist(), indices.tolist())
-        self._emit(tokens, chosen_lp, top, event)
-
     def _emit(self, tokens: torch.Tensor, chosen_lp: list[float], top: tuple[list, list] | None, event: Any) -> None:
         """Each row takes its token: deltas, finished sequences leave, the next step's input is set."""
-        rows = self._rows
+        rows = self.batch.rows
         toks = tokens.tolist()
         now = time.perf_counter()
         leaving: set[int] = set()
@@ -627,24 +462,14 @@ class Engine:
                 if all(q.finish_reason is not None for q in r.seqs):
                     ended.append(r)
         self.counters["generation_tokens"] += len(toks)
-        self._tokens = tokens
+        self.batch.tokens = tokens
         for r, e in failed.items():
             leaving.update(b for b, s in enumerate(rows) if s.request is r)
             self._fail(r, e, event)
         for r in ended:
             self._complete(r, event)
         if leaving:
-            self._evict(leaving)
-
-    def _evict(self, leaving: set[int]) -> None:
-        """Finished, failed or cancelled rows leave; the survivors stay at rows 0 .. B-1."""
-        assert self._slots is not None
-        order = compaction(len(self._rows), leaving)
-        self._slots.keep(order)
-        self._pipeline.keep_rows(order)
-        self._rows = [self._rows[i] for i in order]
-        self._tokens = self._tokens[torch.tensor(order, dtype=torch.long, device=self.device)] if order else self._tokens[:0]
-        self._chooser = None
+            self.batch.evict(leaving)
 
     def _fail(self, r: Request, error: BaseException, event: Any) -> None:
         r.done = True
@@ -656,53 +481,10 @@ class Engine:
 
     def _complete(self, r: Request, event: Any) -> None:
         r.done = True
-        event(r).completion = self._completion(r)
+        event(r).completion = completion_of(r)
 
     def token_text(self, token_id: int) -> str:
         return self.token_bytes[token_id].decode("utf-8", errors="replace")
-
-    def _advance(self, s: _Sequence, token: int, logprob: float, top_values: list[float] | None,
-                 top_ids: list[int] | None, now: float) -> TextDelta:
-        s.ids.append(token)
-        s.cumulative += logprob
-        entry = None
-        if s.logprobs is not None:
-            k = s.params.logprobs or 0
-            alternatives = [TopLogprob(i, self.token_text(i), v) for v, i in zip((top_values or [])[:k], (top_ids or [])[:k])]
-            entry = TokenLogprob(token, self.token_text(token), logprob, alternatives)
-            s.logprobs.append(entry)
-        if token in s.stop_ids:
-            text, s.finish_reason = s.stream.finish(), "stop"
-        else:
-            complete = s.matcher is not None and advance(s.matcher, token, s.params.constraint)
-            text, stopped = s.stream.push(token)
-            if stopped or complete:  # complete: the grammar admits nothing more, so the text is whole
-                text += s.stream.finish()
-                s.finish_reason = "stop"
-            elif len(s.ids) >= s.params.max_tokens:
-                text += s.stream.finish()
-                s.finish_reason = "length"
-        if s.finish_reason is not None:
-            s.finished_at = now
-        return TextDelta(s.request.index, s.choice, text, [token], [entry] if entry else None, s.finish_reason)
-
-    def _completion(self, r: Request) -> Completion:
-        params, seqs = r.params, r.seqs
-        choices = [Choice(s.choice, s.stream.text, s.ids, s.finish_reason or "length", s.cumulative, s.logprobs)
-                   for s in sorted(seqs, key=lambda s: s.choice)]
-        if params.best_of is not None and params.best_of > params.n:
-            # best_of: the n samples the model finds most likely per token (mean, so length does not decide).
-            choices = sorted(choices, key=lambda c: c.mean_logprob, reverse=True)[:params.n]
-            for i, c in enumerate(choices):
-                c.index = i
-        started = [s.first_token_at for s in seqs if s.ids]
-        first = min(started) if started else 0.0
-        admitted = r.admitted_at or r.submitted_at
-        prefill_s = (first - admitted) if started else 0.0
-        timing = Timing(len(r.prompt_ids), sum(len(s.ids) for s in seqs), prefill_s,
-                        (max(s.finished_at for s in seqs) - first) if started else 0.0,
-                        queue_s=admitted - r.submitted_at)
-        return Completion(r.prompt, r.prompt_ids, choices, timing)
 
 
 def _prompt_text(prompt: Prompt) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from londinium.config import GenerateConfig, IndexConfig, ServeConfig
 from londinium.errors import LondiniumError
@@ -43,6 +43,7 @@ from londinium.serve.protocol import (AssistantMessage, ChatChoice, ChatCompleti
                                       CompletionChoice, CompletionRequest, CompletionResponse, ModelCard, ModelList,
                                       Usage)
 from londinium.serve.reports import Provenance
+from londinium.serve.sse import EventStream
 from londinium.serve.streaming import Call, events
 from londinium.serve.tools import parse_calls
 
@@ -291,9 +292,8 @@ def create_app(load: Callable[[], Any], model_name: str, serve: ServeConfig | No
         handles = submit(call_id, prepared)
         return Call(call_id, kind, state.model_name, prepared, handles, state.engine.token_bytes, record, echo=echo)
 
-    def stream(call: Call) -> StreamingResponse:
-        return StreamingResponse(events(call, engine_error), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    def stream(call: Call) -> EventStream:
+        return EventStream(events(call, engine_error))
 
     def usage(call: Call) -> Usage:
         p, c = call.prompt_tokens, call.record["completion_tokens"]

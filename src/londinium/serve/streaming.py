@@ -154,9 +154,12 @@ async def events(call: Call, error_of: Any) -> AsyncIterator[str]:
     tools = call.prepared.tools if call.prepared.tools and call.prepared.tools.calls_tools else None
     tool_streams: dict[int, ToolCallStream] = {}
     free_text: set[int] = set()
+    choices = len(call.handles) * call.n
+    last: list[str] = []  # the events of the delta that ended the last choice: sent with the end of the stream
     try:
         try:
             async for p, d in merged(call.handles):
+                out: list[str] = []  # this delta's events, written to the socket as one
                 index = p * call.n + d.choice
                 completion_tokens += len(d.token_ids)
                 if record.get("ttft_s") is None and d.token_ids:
@@ -180,19 +183,19 @@ async def events(call: Call, error_of: Any) -> AsyncIterator[str]:
                         if fragments:
                             delta["tool_calls"] = fragments
                         lp = chat_logprobs(d.logprobs, call.token_bytes).model_dump() if d.logprobs else None
-                        yield chunk_event(call, {"index": index, "delta": delta, "logprobs": lp, "finish_reason": None})
+                        out.append(chunk_event(call, {"index": index, "delta": delta, "logprobs": lp, "finish_reason": None}))
                     if d.finish_reason:
                         whole = d.finish_reason == "stop" and calls.calls and not calls.in_arguments and not calls.buffer
                         finish[index] = "tool_calls" if whole else d.finish_reason
-                        yield chunk_event(call, {"index": index, "delta": {}, "logprobs": None, "finish_reason": finish[index]})
+                        out.append(chunk_event(call, {"index": index, "delta": {}, "logprobs": None, "finish_reason": finish[index]}))
                 elif call.kind == "chat":
                     if first or d.text or d.logprobs:
                         delta = {"role": "assistant", "content": d.text} if first else {"content": d.text}
                         lp = chat_logprobs(d.logprobs, call.token_bytes).model_dump() if d.logprobs else None
-                        yield chunk_event(call, {"index": index, "delta": delta, "logprobs": lp, "finish_reason": None})
+                        out.append(chunk_event(call, {"index": index, "delta": delta, "logprobs": lp, "finish_reason": None}))
                     if d.finish_reason:
                         finish[index] = d.finish_reason
-                        yield chunk_event(call, {"index": index, "delta": {}, "logprobs": None, "finish_reason": d.finish_reason})
+                        out.append(chunk_event(call, {"index": index, "delta": {}, "logprobs": None, "finish_reason": d.finish_reason}))
                 else:
                     text = (call.prepared.texts[p] if call.echo and first else "") + d.text
                     lp = None
@@ -200,17 +203,21 @@ async def events(call: Call, error_of: Any) -> AsyncIterator[str]:
                         lp = completion_logprobs(d.logprobs, offsets.get(index, 0)).model_dump()
                     offsets[index] = offsets.get(index, 0) + len(text)
                     if first or text or lp or d.finish_reason:
-                        yield chunk_event(call, {"index": index, "text": text, "logprobs": lp, "finish_reason": d.finish_reason})
+                        out.append(chunk_event(call, {"index": index, "text": text, "logprobs": lp, "finish_reason": d.finish_reason}))
                     if d.finish_reason:
                         finish[index] = d.finish_reason
+                if len(finish) == choices:
+                    last = out  # nothing follows but the end: one write for both (each write is a syscall and h11's framing)
+                elif out:
+                    yield "".join(out)
             if call.prepared.include_usage:
-                yield sse({**_chunk(call, []), "usage": _usage(call.prompt_tokens, completion_tokens)})
+                last.append(sse({**_chunk(call, []), "usage": _usage(call.prompt_tokens, completion_tokens)}))
             record["status"] = 200
         except Exception as e:  # after the 200 an error can only be an event
             err = e if isinstance(e, APIError) else error_of(e)
             record["status"], record["error"] = err.status, err.message
-            yield sse(err.body())
-        yield DONE
+            last.append(sse(err.body()))
+        yield "".join(last) + DONE
     except (asyncio.CancelledError, GeneratorExit):
         record["status"], record["error"] = 499, "client disconnected"
         raise

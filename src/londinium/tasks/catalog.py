@@ -8,7 +8,8 @@ given back: for modernize the Folio line itself, for next_line the line before).
 
 Generic tasks fit any corpus; a profile's `tasks` part adds its own (period-london: the KJV, the
 plays' speakers, the Folio's spelling, Milton's verse). The default mix is the generic tasks plus
-the profile's. `arith` is generated rather than cut (`tasks/arith.py`): it is built only when named.
+the profile's. `arith` is generated rather than cut (`tasks/arith.py`): it is built only when named, as is
+`tool_search` (`tasks/tool_search.py`), whose conversations call a tool and do not fit the tiny preset's context.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from londinium.errors import ConfigError
-from londinium.tasks import arith, generic, modernize, period
+from londinium.tasks import arith, generic, modernize, period, tool_search
 from londinium.tasks.cut import TaskSpec
 from londinium.tasks.generic import Corpus
 from londinium.tasks.items import TaskItem
@@ -44,6 +45,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("modernize", modernize.cut_modernize, "chrf", "copy", "a First Folio line -> the same line in modern spelling"),
     Task("next_verse_line", period.cut_next_verse_line, "chrf", "copy", "the next line of Milton's verse"),
     Task("arith", arith.cut_arith, "exact", "majority", "a+b -> the sum's digits reversed (generated, not cut from the corpus)"),
+    Task("tool_search", tool_search.cut_tool_search, "exact", "majority",
+         "where words come from: call search_corpus, cite the result (tool use; built only when named)"),
 )}
 GENERIC = ("next_word", "next_line", "source", "period", "title")
 

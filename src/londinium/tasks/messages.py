@@ -7,6 +7,10 @@
 The last message is the assistant's answer, what `check` scores. `instruction(item, shots)` is
 the same conversation without that answer (for evaluation by generation), with `shots` solved
 items of the train split first, as earlier turns (few-shot prompting of a base model).
+
+A tool task's conversation (`tool_search`) holds the assistant's tool call and the tool's result
+before the answer (OpenAI's `tool_calls` and `role: "tool"`), and its rows carry the `tools` offered
+(`tools_for`), which the chat template renders in the system turn.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from londinium.tasks.items import TaskError, TaskItem, read_items
 from londinium.tasks.prompts import ASK
 from londinium.workspace import Workspace
 
-Message = dict[str, str]
+Message = dict[str, Any]
+TOOL_TASKS = ("tool_search",)
 
 
 def instruction(item: TaskItem, shots: Sequence[TaskItem] = ()) -> list[Message]:
@@ -26,12 +31,25 @@ def instruction(item: TaskItem, shots: Sequence[TaskItem] = ()) -> list[Message]
     out: list[Message] = []
     for shot in shots:
         out += messages(shot)
-    return out + [{"role": "user", "content": ASK[item.task](item)}]
+    return out + (messages(item)[:-1] if item.task in TOOL_TASKS else [{"role": "user", "content": ASK[item.task](item)}])
 
 
 def messages(item: TaskItem) -> list[Message]:
     """The item asked and answered."""
+    if item.task in TOOL_TASKS:
+        from londinium.tasks import tool_search
+
+        return tool_search.messages(item)
     return [{"role": "user", "content": ASK[item.task](item)}, {"role": "assistant", "content": item.answer.strip()}]
+
+
+def tools_for(task: str) -> list[dict[str, Any]] | None:
+    """The tools a task's conversations offer (OpenAI's function tools), None for a task without."""
+    if task not in TOOL_TASKS:
+        return None
+    from londinium.tasks.tool_search import TOOL
+
+    return [TOOL]
 
 
 def default_tasks(ws: Workspace) -> tuple[str, ...]:
@@ -52,9 +70,10 @@ def task_items(ws: Workspace, name: str, split: str | None = None) -> list[TaskI
 
 def conversations(ws: Workspace, split: str, tasks: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
     """The task set's conversations of `split`, task by task in the order given (None: the
-    corpus's default mix), items in file order: {"id", "task", "messages"}."""
+    corpus's default mix), items in file order: {"id", "task", "messages"}, and "tools" for a tool task."""
     if split not in ("train", "val", "test"):
         raise TaskError(f"task split {split!r} is not one of train, val, test")
     for name in default_tasks(ws) if tasks is None else tasks:
         for item in task_items(ws, name, split):
-            yield {"id": item.id, "task": item.task, "messages": messages(item)}
+            row = {"id": item.id, "task": item.task, "messages": messages(item)}
+            yield row | ({"tools": tools_for(name)} if name in TOOL_TASKS else {})

@@ -72,8 +72,15 @@ def ask_arith(item: TaskItem) -> str:
     return _write("Add; write the sum's digits reversed.", item)
 
 
+def ask_tool_search(item: TaskItem) -> str:
+    from londinium.tasks.tool_search import question
+
+    return question(item.prompt.split("\n\n", 1)[0])
+
+
 ASK: dict[str, Callable[[TaskItem], str]] = {
     "next_word": ask_next_word, "next_line": ask_next_line, "source": ask_source, "period": ask_period,
     "title": ask_title, "kjv_verse": ask_kjv_verse, "kjv_reference": ask_kjv_reference, "speaker": ask_speaker,
     "modernize": ask_modernize, "next_verse_line": ask_next_verse_line, "arith": ask_arith,
+    "tool_search": ask_tool_search,
 }

@@ -11,9 +11,10 @@ fine-tuning files, TRL's datasets):
                   {"role": "assistant", "content": "..."}]}
     {"prompt": "...", "completion": "..."}          (or each a list of messages: TRL's conversational form)
 
-Roles are system (first only), user and assistant (OpenAI's "developer" is read as system); a
+Roles are system (first only), user, assistant and tool (OpenAI's "developer" is read as system); a
 content is a string or a list of `{"type": "text", "text": ...}` parts; the last message is the
-assistant's. Other top-level fields (an id, a source) are ignored; anything else wrong is a
+assistant's. Tool use is OpenAI's too (`train/tool_turns.py`): a line's `tools`, an assistant's
+`tool_calls` (trained on, like its text) and `role: "tool"` results (read, not trained on). Other top-level fields (an id, a source) are ignored; anything else wrong is a
 `DataError` naming the file, the line and the field. A conversation longer than the model's context
 is an error too (it would be cut, and the answer lost): it names the line and both lengths.
 """
@@ -30,10 +31,12 @@ import numpy as np
 
 from londinium.errors import LondiniumError
 from londinium.files import require_file
+from londinium.train.tool_turns import check_calls, check_order, check_tools
 from londinium.workspace import Workspace
 
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system message
-MESSAGE_KEYS = ("role", "content")
+MESSAGE_KEYS = {"system": ("role", "content"), "user": ("role", "content"),
+                "assistant": ("role", "content", "tool_calls"), "tool": ("role", "content", "tool_call_id")}
 
 
 class DataError(LondiniumError):
@@ -42,13 +45,15 @@ class DataError(LondiniumError):
 
 @dataclass(frozen=True)
 class Conversation:
-    messages: tuple[dict[str, str], ...]  # {"role", "content"}, the last one the assistant's
+    messages: tuple[dict[str, Any], ...]  # {"role", "content"} (+ tool_calls, tool_call_id), the last the assistant's
     where: str  # "FILE: line N" or "task ITEM-ID": what an error names
     task: str = "data"  # the task it was cut for, or "data" for the user's own
+    tools: tuple[dict[str, Any], ...] = ()  # the functions offered (OpenAI's tools), rendered in the system turn
 
     def digest(self) -> str:
-        """sha256 of the messages: what decides a user conversation's split, and names the data."""
-        return hashlib.sha256(json.dumps(self.messages, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+        """sha256 of the messages (and tools): what decides a user conversation's split, and names the data."""
+        shown: Any = self.messages if not self.tools else {"messages": self.messages, "tools": self.tools}
+        return hashlib.sha256(json.dumps(shown, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -84,15 +89,16 @@ def read_conversations(path: str | Path) -> list[Conversation]:
                 row = json.loads(line)
             except ValueError as e:
                 raise DataError(f"{where}: not valid JSON ({e.msg}); each line holds one conversation") from None
-            out.append(Conversation(tuple(parse_row(row, where)), where))
+            messages, tools = parse_row(row, where)
+            out.append(Conversation(tuple(messages), where, tools=tools))
     if not out:
         raise DataError(f"{path}: holds no conversations; each line is one JSON object with \"messages\" "
                         "or \"prompt\" and \"completion\"")
     return out
 
 
-def parse_row(row: Any, where: str) -> list[dict[str, str]]:
-    """The messages of one line in either format, checked field by field."""
+def parse_row(row: Any, where: str) -> tuple[list[dict[str, Any]], tuple[dict[str, Any], ...]]:
+    """(messages, tools) of one line in either format, checked field by field."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: not a JSON object; expected {{\"messages\": [...]}} or {{\"prompt\": ..., \"completion\": ...}}")
     has_messages, has_pair = "messages" in row, "prompt" in row or "completion" in row
@@ -112,11 +118,14 @@ def parse_row(row: Any, where: str) -> list[dict[str, str]]:
     else:
         raise DataError(f"{where}: no \"messages\" and no \"prompt\"/\"completion\" field; "
                         f"found {', '.join(sorted(row)) or 'an empty object'}")
-    _check_turns(messages, where, "messages" if has_messages else "prompt")
-    return messages
+    field = "messages" if has_messages else "prompt"
+    _check_turns(messages, where, field)
+    tools = check_tools(row.get("tools"), where, DataError)
+    check_order(messages, tools, where, field, DataError)
+    return messages, tools
 
 
-def _side(value: Any, where: str, field: str, role: str) -> list[dict[str, str]]:
+def _side(value: Any, where: str, field: str, role: str) -> list[dict[str, Any]]:
     if isinstance(value, str):
         if not value.strip():
             raise DataError(f"{where}: field '{field}' is empty")
@@ -124,22 +133,31 @@ def _side(value: Any, where: str, field: str, role: str) -> list[dict[str, str]]
     return _messages(value, where, field)
 
 
-def _messages(value: Any, where: str, field: str) -> list[dict[str, str]]:
+def _messages(value: Any, where: str, field: str) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise DataError(f"{where}: field '{field}' must be a non-empty list of messages")
     return [_message(m, where, f"{field}[{i}]") for i, m in enumerate(value)]
 
 
-def _message(m: Any, where: str, field: str) -> dict[str, str]:
+def _message(m: Any, where: str, field: str) -> dict[str, Any]:
     if not isinstance(m, dict):
         raise DataError(f"{where}: field '{field}' must be an object with 'role' and 'content'")
-    unknown = sorted(set(m) - set(MESSAGE_KEYS))
-    if unknown:
-        raise DataError(f"{where}: field '{field}.{unknown[0]}' is not supported (tool calls, names and weights are not "
-                        f"part of this chat template); keep 'role' and 'content' only")
     role = ROLE_ALIASES.get(m.get("role"), m.get("role"))
-    if role not in ("system", "user", "assistant"):
-        raise DataError(f"{where}: field '{field}.role' is {m.get('role')!r}; use system, user or assistant")
+    if role not in MESSAGE_KEYS:
+        raise DataError(f"{where}: field '{field}.role' is {m.get('role')!r}; use system, user, assistant or tool")
+    unknown = sorted(set(m) - set(MESSAGE_KEYS[role]))
+    if unknown:
+        raise DataError(f"{where}: field '{field}.{unknown[0]}' is not supported in a {role} message (names and weights are "
+                        f"not part of this chat template); keep {', '.join(repr(k) for k in MESSAGE_KEYS[role])}")
+    out: dict[str, Any] = {"role": role}
+    if role == "assistant" and m.get("tool_calls") is not None:
+        out["tool_calls"] = check_calls(m["tool_calls"], where, f"{field}.tool_calls", DataError)
+        if m.get("content") is None:  # a turn that only calls tools has no text (OpenAI sends null)
+            return {**out, "content": None}
+    if role == "tool":
+        if not isinstance(m.get("tool_call_id", ""), str):
+            raise DataError(f"{where}: field '{field}.tool_call_id' must be a string (the id of the call it answers)")
+        out["tool_call_id"] = m.get("tool_call_id", "")
     content = m.get("content")
     if isinstance(content, list):  # OpenAI's content parts: text only
         for j, part in enumerate(content):
@@ -150,9 +168,9 @@ def _message(m: Any, where: str, field: str) -> dict[str, str]:
         content = "".join(part["text"] for part in content)
     if not isinstance(content, str):
         raise DataError(f"{where}: field '{field}.content' must be a string, got {type(content).__name__}")
-    if role == "assistant" and not content.strip():
+    if role == "assistant" and not content.strip() and "tool_calls" not in out:
         raise DataError(f"{where}: field '{field}.content' is an empty answer; give the assistant's text")
-    return {"role": role, "content": content}
+    return {**out, "content": content}
 
 
 def _check_turns(messages: list[dict[str, str]], where: str, field: str) -> None:
@@ -168,8 +186,8 @@ def _check_turns(messages: list[dict[str, str]], where: str, field: str) -> None
 
 
 def task_conversations(ws: Workspace, split: str, tasks: Sequence[str]) -> list[Conversation]:
-    """The task set's conversations of `split` (`londinium tasks build` makes them): the default
-    mix for ["default"], none for [], else the named tasks."""
+    """The task set's conversations of `split` (`londinium tasks build` makes them): the named
+    tasks, "default" standing for the default mix (["default", "tool_search"]: the mix and one more)."""
     if not tasks:
         return []
     try:
@@ -177,19 +195,24 @@ def task_conversations(ws: Workspace, split: str, tasks: Sequence[str]) -> list[
     except ImportError:
         raise DataError("this londinium has no task set to train on (londinium.tasks.conversations); "
                         "train on your own data with --data FILE and no --tasks") from None
-    chosen = None if list(tasks) == ["default"] else list(tasks)
     return [Conversation(tuple(_message(m, f"task item {row['id']}", f"messages[{i}]") for i, m in enumerate(row["messages"])),
-                         f"task item {row['id']}", row["task"])
-            for row in conversations(ws, split, chosen)]
+                         f"task item {row['id']}", row["task"], tuple(row.get("tools") or ()))
+            for row in conversations(ws, split, task_names(ws, tasks))]
 
 
 def task_files(ws: Workspace, tasks: Sequence[str]) -> list[Path]:
     """The item files of the tasks trained on: a rebuilt task set makes the run out of date."""
-    if not tasks:
-        return []
+    return [ws.task_items(name) for name in task_names(ws, tasks)]
+
+
+def task_names(ws: Workspace, tasks: Sequence[str]) -> list[str]:
+    """`tasks` with "default" replaced by the corpus's default mix, each name once, in order."""
     from londinium.tasks.messages import default_tasks
 
-    return [ws.task_items(name) for name in (default_tasks(ws) if list(tasks) == ["default"] else tasks)]
+    names: list[str] = []
+    for name in tasks:
+        names += [n for n in (default_tasks(ws) if name == "default" else [name]) if n not in names]
+    return names
 
 
 def held_out(conversations: Sequence[Conversation], share: float) -> tuple[list[Conversation], list[Conversation]]:
@@ -215,7 +238,7 @@ def tokenize(conversations: Iterable[Conversation], tokenizer: Any, context: int
 
     examples, too_long = [], []
     for c in conversations:
-        chat = tokenize_chat(tokenizer, list(c.messages), add_generation_prompt=False)
+        chat = tokenize_chat(tokenizer, list(c.messages), add_generation_prompt=False, tools=c.tools or None)
         if len(chat.ids) > context + 1:
             too_long.append(c)
             continue
@@ -226,7 +249,7 @@ def tokenize(conversations: Iterable[Conversation], tokenizer: Any, context: int
 def too_long_error(c: Conversation, tokenizer: Any, context: int) -> DataError:
     from londinium.infer.chat_template import tokenize_chat
 
-    n = len(tokenize_chat(tokenizer, list(c.messages), add_generation_prompt=False).ids)
+    n = len(tokenize_chat(tokenizer, list(c.messages), add_generation_prompt=False, tools=c.tools or None).ids)
     return DataError(f"{c.where}: the conversation is {n:,} tokens through the chat template; the model reads at most "
                      f"{context + 1:,} (model.context + 1): shorten it or split it into several lines")
 

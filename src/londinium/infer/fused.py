@@ -1,0 +1,80 @@
+"""The batch-1 decode step of a Llama-style model written out op by op, for the engine's eager path.
+
+At batch 1 a small model's decode step is dispatch, not arithmetic: the tiny preset's 2 x 128 step
+is ~120 ATen calls through nn.Module's `__call__`, dropout layers that do nothing in eval mode,
+views, transposes and the slot cache's indexed writes, and ~1.4 MFLOP of work. `FusedStep` runs the
+same arithmetic on the same weights with the bookkeeping left out: functions instead of modules, one
+rotary rotation for q and k together, the new key and value copied into a narrowed view of row 0 of
+the slot cache, attention over the row's keys so far. The logits are those of `GPT.decode`, bit for
+bit (the same kernels on the same values in the same order; `tests/unit/test_fused_step.py`), so a
+sequence decodes the same whether it runs alone (here) or with others (`GPT.decode`).
+
+It covers the Llama-style layout of the tiny preset: rotary positions, RMSNorm, SwiGLU (with or
+without biases), as many key/value heads as query heads, dense MLPs, float32 `nn.Linear` weights and the float32 slot cache. For
+anything else (`fused_step` returns None), and at batch > 1, the engine calls `GPT.decode`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from londinium.model.cache import SlotCache
+
+
+def fused_step(model: Any) -> FusedStep | None:
+    """A FusedStep for `model` if its layout is the one written out here; None otherwise."""
+    cfg = model.config
+    plain = (cfg.positions == "rope" and cfg.norm == "rmsnorm" and cfg.mlp == "swiglu" and not cfg.n_experts
+             and cfg.n_kv_head in (0, cfg.n_head))
+    linears = [m for b in model.transformer.h for m in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)]
+    if not plain or not all(type(m) is nn.Linear for m in [*linears, model.lm_head]):
+        return None  # another layout, or weights packed by model/quantize.py
+    return FusedStep(model)
+
+
+class FusedStep:
+    """`GPT.decode` at batch 1 over row 0 of a float32 SlotCache (see the module docstring). It holds
+    the model's modules as they are when it is made: weights changed in place are seen, modules
+    replaced afterwards (`quantize_weights` on a model an engine already runs) are not."""
+
+    def __init__(self, model: Any):
+        cfg = model.config
+        self.model = model
+        self.width, self.heads, self.eps = cfg.n_embd, cfg.n_head, cfg.norm_eps
+        self.head_dim = cfg.n_embd // cfg.n_head
+        # The parameters and modules themselves (not copies): weights changed in place (training, RL) are seen.
+        self.blocks = [(b.ln_1.weight, b.attn.c_attn, b.attn.c_proj, b.ln_2.weight, b.mlp.c_fc, b.mlp.c_proj)
+                       for b in model.transformer.h]
+        self.wte, self.ln_f, self.head = model.transformer.wte.weight, model.transformer.ln_f.weight, model.lm_head.weight
+        self.cos, self.sin = model.rope_cos[:, 0], model.rope_sin[:, 0]  # [context, head_dim/2]
+
+    def applies(self, slots: Any) -> bool:
+        """Whether this step can run the decode step of `slots` now: one row, the float32 cache, eval mode
+        (in training mode GPT.decode would apply dropout)."""
+        return slots.rows == 1 and type(slots) is SlotCache and not self.model.training
+
+    def __call__(self, tokens: torch.Tensor, slots: SlotCache) -> torch.Tensor:
+        """Logits `[1, V]` of row 0's next token `tokens` `[1]` at its position; its key and value are
+        written (the caller advances the cache, as after GPT.decode)."""
+        C, H, D, eps = self.width, self.heads, self.head_dim, self.eps
+        pos = slots.lengths[0]
+        keys, values = slots.buffers()
+        x = F.embedding(tokens, self.wte).view(1, 1, C)
+        cos, sin = self.cos[pos], self.sin[pos]
+        for layer, (ln_1, c_attn, c_proj, ln_2, c_fc, down) in enumerate(self.blocks):
+            q, k, v = F.linear(F.rms_norm(x, (C,), ln_1, eps), c_attn.weight, c_attn.bias).view(1, 3, H, D).unbind(1)
+            qk = torch.stack((q, k))  # rotated together, in the "rotate_half" layout of `apply_rope`
+            re, im = qk.chunk(2, dim=-1)
+            qk = torch.cat((re * cos - im * sin, im * cos + re * sin), dim=-1)
+            keys[layer][0, :, pos].copy_(qk[1, 0])
+            values[layer][0, :, pos].copy_(v[0])
+            y = F.scaled_dot_product_attention(qk[0].view(1, H, 1, D), keys[layer][:1, :, :pos + 1],
+                                               values[layer][:1, :, :pos + 1])
+            x = x + F.linear(y.view(1, 1, C), c_proj.weight, c_proj.bias)
+            gate, up = F.linear(F.rms_norm(x, (C,), ln_2, eps), c_fc.weight, c_fc.bias).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, down.weight, down.bias)
+        return F.linear(F.rms_norm(x, (C,), self.ln_f, eps), self.head)[:, 0]

@@ -1,0 +1,81 @@
+"""The engine's batch-1 decode step written out op by op (`infer/fused.py`) gives GPT.decode's
+logits and cache writes bit for bit, and is used only where its layout applies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from engine_fixtures import make_model, make_tokenizer
+
+from londinium.config import ModelConfig
+from londinium.infer.engine import Engine
+from londinium.infer.fused import fused_step
+from londinium.infer.sampling import SamplingParams
+from londinium.model.gpt import GPT
+from londinium.model.quantize import quantize_weights
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tokenizer()
+
+
+def llama(tok, bias: bool, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(n_layer=2, n_head=4, n_embd=32, context=64, vocab_size=tok.get_vocab_size(), positions="rope",
+                      norm="rmsnorm", mlp="swiglu", bias=bias)
+    return GPT(cfg).eval()
+
+
+def prefilled(model: GPT, ids: list[int]):
+    slots = model.new_slot_cache(2)
+    kv = model.new_kv_cache(1, len(ids))
+    model(torch.tensor([ids]), kv_cache=kv)
+    slots.append(kv)
+    return slots
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@torch.inference_mode()
+def test_fused_step_gives_the_logits_and_cache_of_gpt_decode_bit_for_bit(tok, bias) -> None:
+    model = llama(tok, bias)
+    step = fused_step(model)
+    assert step is not None
+    ids = list(range(3, 20))
+    a, b = prefilled(model, ids), prefilled(model, ids)
+    for token in (5, 9, 2, 11):  # several steps, each after the last one's key and value
+        t = torch.tensor([token])
+        want = model.decode(t, a.positions(), a.view_type(a.buffers(), a.positions(), a.lengths[0] + 1, False))
+        got = step(t, b)
+        assert torch.equal(got, want)
+        a.advance()
+        b.advance()
+    for layer in range(model.config.n_layer):
+        assert torch.equal(a.k[layer], b.k[layer]) and torch.equal(a.v[layer], b.v[layer])
+
+
+def test_fused_step_is_used_only_where_its_layout_applies(tok) -> None:
+    assert fused_step(make_model(tok, positions="learned")) is None  # GPT-2 style
+    assert fused_step(make_model(tok, positions="rope", n_kv_head=2)) is None  # grouped-query attention
+    assert fused_step(quantize_weights(llama(tok, False), "int8")) is None  # packed weights
+    model = llama(tok, False)
+    step = fused_step(model)
+    assert step.applies(model.new_slot_cache(2)) is False  # no row yet
+    assert step.applies(prefilled(model, [3, 4])) is True
+    assert step.applies(model.new_slot_cache(2, kv_dtype="int8")) is False
+    model.train()
+    assert step.applies(prefilled(model, [3, 4])) is False  # GPT.decode would apply dropout
+    assert Engine(llama(tok, False), tok, compile=False).decoder.fused is not None
+
+
+def test_a_sequence_decodes_the_same_with_the_fused_step_as_without(tok) -> None:
+    engine = Engine(llama(tok, False), tok)
+    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, logprobs=2)
+    fused = engine.generate(["Thou art", "To be"], params)  # together: GPT.decode; then each alone: fused
+    alone = [engine.generate([p], params)[0] for p in ("Thou art", "To be")]
+    engine.decoder.fused = None
+    plain = [engine.generate([p], params)[0] for p in ("Thou art", "To be")]
+    for f, a, p in zip(fused, alone, plain):
+        assert f.token_ids == a.token_ids == p.token_ids
+        assert [lp.logprob for lp in a.choices[0].logprobs] == [lp.logprob for lp in p.choices[0].logprobs]
+        assert [lp.logprob for lp in f.choices[0].logprobs] == pytest.approx([lp.logprob for lp in a.choices[0].logprobs], abs=1e-5)
