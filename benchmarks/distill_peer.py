@@ -15,7 +15,9 @@ peak learning rate, warm-up, cosine decay, AdamW betas, weight decay, clipping a
 
 Printed: real (unpadded) tokens per second of each and the ratio (issue 24's goal: ours >= 2x on
 CPU); then, at equal steps, the held-out conversations' answer loss of both students, scored by the
-same code (`sft_peer.scores`), and of the teacher and the student's base for scale.
+same code (`sft_peer.scores`), and of the teacher and the student's base for scale. On a shared
+machine one pair of runs says little: `--rounds R` runs R pairs, alternating which side goes first,
+records the 1-minute load average before each run, and takes the median of the pairs' ratios.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import contextlib
 import io
 import json
 import math
+import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -67,14 +71,13 @@ def export(ws: Workspace, run: str, checkpoint: str, out: Path) -> Path:
     return export_run(ws, load_config(), run=run, checkpoint=checkpoint, out=out, log=lambda m: None)
 
 
-def run_trl(ws: Workspace, args: argparse.Namespace, train: list, out: Path) -> tuple[float, object, object]:
+def run_trl(args: argparse.Namespace, train: list, student_dir: Path, teacher_dir: Path,
+            out: Path) -> tuple[float, object, object]:
     """TRL's GKDTrainer (lmbda 0, beta 0) on our exports; (real tokens per second, the student, the teacher)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-    student_dir = export(ws, args.run, args.checkpoint, out / "student-hf")
-    teacher_dir = export(ws, args.teacher, args.teacher_checkpoint, out / "teacher-hf")
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     student = AutoModelForCausalLM.from_pretrained(student_dir)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
@@ -99,6 +102,7 @@ def main() -> int:
     p.add_argument("--teacher-checkpoint", default="latest")
     p.add_argument("--run", required=True, help="the student's base run, which both fine-tune")
     p.add_argument("--checkpoint", default="latest")
+    p.add_argument("--rounds", type=int, default=1, help="pairs of runs, alternating which goes first (median ratio)")
     args, ws, train, val = parse_fine_tuning(p)
 
     from londinium.model.load import load_run
@@ -106,8 +110,26 @@ def main() -> int:
 
     tokenizer = load_tokenizer(ws)
     with tempfile.TemporaryDirectory() as tmp:
-        ours_tok_s = run_ours(ws, args, "distill-peer-ours")
-        trl_tok_s, trl_student, trl_teacher = run_trl(ws, args, train, Path(tmp))
+        student_dir = export(ws, args.run, args.checkpoint, Path(tmp) / "student-hf")
+        teacher_dir = export(ws, args.teacher, args.teacher_checkpoint, Path(tmp) / "teacher-hf")
+        rounds = []
+        for r in range(args.rounds):
+            sides: dict[str, tuple[float, float]] = {}  # side -> (load average before it, real tokens/s)
+            for side in (("ours", "trl") if r % 2 == 0 else ("trl", "ours")):  # alternate which goes first
+                load = os.getloadavg()[0]
+                if side == "ours":
+                    sides["ours"] = (load, run_ours(ws, args, "distill-peer-ours"))
+                else:
+                    tok_s, trl_student, trl_teacher = run_trl(args, train, student_dir, teacher_dir, Path(tmp) / f"round-{r}")
+                    sides["trl"] = (load, tok_s)
+            rounds.append(sides)
+            print(f"  round {r + 1}: londinium {sides['ours'][1]:8,.0f} tok/s (load {sides['ours'][0]:.1f})   "
+                  f"TRL GKDTrainer {sides['trl'][1]:8,.0f} tok/s (load {sides['trl'][0]:.1f})   "
+                  f"ratio {sides['ours'][1] / sides['trl'][1]:.2f}x", flush=True)
+        ours_tok_s = statistics.median(s["ours"][1] for s in rounds)
+        trl_tok_s = statistics.median(s["trl"][1] for s in rounds)
+        ratio = statistics.median(s["ours"][1] / s["trl"][1] for s in rounds)
+        loads = [s[side][0] for s in rounds for side in ("ours", "trl")]
         ours_model = load_run(ws, run="distill-peer-ours", checkpoint="latest").model
         base = load_run(ws, run=args.run, checkpoint=args.checkpoint).model
         context = ours_model.config.context
@@ -122,10 +144,13 @@ def main() -> int:
 
     print(f"distill peer: {len(train)} train / {len(val)} held-out conversations, {args.steps} steps of batch {args.batch_size}, "
           f"{args.threads} thread(s); alpha 0, T 1, forward KL (GKD lmbda 0, beta 0)")
-    print(f"  tokens/s (real)    londinium {ours_tok_s:10,.0f}   TRL GKDTrainer {trl_tok_s:10,.0f}   ratio {ours_tok_s / trl_tok_s:.2f}x")
+    print(f"  tokens/s (real)    londinium {ours_tok_s:10,.0f}   TRL GKDTrainer {trl_tok_s:10,.0f}   ratio {ratio:.2f}x "
+          f"(median of {len(rounds)} round(s), load {min(loads):.1f}-{max(loads):.1f})")
     print(f"  answer loss        londinium {ours:10.4f}   TRL GKDTrainer {theirs:10.4f}   (held out; lower is better)")
     print(f"  for scale          teacher   {teacher:10.4f}   student's base {before:10.4f}")
-    print(json.dumps({"ours_tok_s": ours_tok_s, "trl_tok_s": trl_tok_s, "ratio": ours_tok_s / trl_tok_s, "ours_answer_loss": ours,
+    print(json.dumps({"ours_tok_s": ours_tok_s, "trl_tok_s": trl_tok_s, "ratio": ratio, "ours_answer_loss": ours,
+                      "rounds": [{"ours_tok_s": s["ours"][1], "ours_load": s["ours"][0], "trl_tok_s": s["trl"][1],
+                                  "trl_load": s["trl"][0]} for s in rounds],
                       "trl_answer_loss": theirs, "teacher_answer_loss": teacher, "base_answer_loss": before,
                       "finite": all(math.isfinite(v) for v in (ours_tok_s, trl_tok_s, ours, theirs))}))
     return 0

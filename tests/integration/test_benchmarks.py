@@ -51,7 +51,8 @@ QUICK: dict[str, tuple] = {
     "constrained_decode.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "overhead: constrained"),
     "distill_cost.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--teacher", run, "--top-k", "8"], "top-8 cache"),
     "distill_peer.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp)), "--teacher", run, "--run", run,
-                                              "--data", str(write_conversations(ws, tmp / "chats.jsonl"))], "TRL GKDTrainer"),
+                                              "--data", str(write_conversations(ws, tmp / "chats.jsonl")), "--rounds", "2"],
+                         "TRL GKDTrainer"),  # two rounds: TRL goes first in the second
     "grpo_peer.py": (lambda ws, run, tmp: ["-w", str(_with_arith(ws, tmp)), "--run", run], "RL steps/minute"),
     "json_schema_peer.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "londinium / llama.cpp"),
 }

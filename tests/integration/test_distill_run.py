@@ -5,8 +5,10 @@ is in test_train_resume.py.)"""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import sys
 import tomllib
 
 import pytest
@@ -171,7 +173,7 @@ def test_a_student_reads_the_cache_and_another_teacher_gets_its_own(teacher):
 
 # ---- SFT distillation -------------------------------------------------------------------------------
 
-def test_an_sft_teacher_distils_into_an_sft_student_on_the_answers(teacher, tmp_path):
+def test_an_sft_teacher_distils_into_an_sft_student_on_the_answers(teacher, tmp_path, monkeypatch):
     """`--sft BASE`: the student fine-tunes BASE on the conversations against an SFT teacher. With
     alpha = 1 it is `londinium sft` bit for bit (the same loader, mask and loss); with alpha 0.5 it
     trains and validates as an SFT run (the answers' loss) and records its teacher."""
@@ -201,3 +203,46 @@ def test_an_sft_teacher_distils_into_an_sft_student_on_the_answers(teacher, tmp_
     assert recorded["sft"]["base"] == "teacher"
     assert final_weights(ws, "sft-student").keys() == final_weights(ws, "teacher-sft").keys()
     assert logged(ws, "sft-student")[1] != logged(ws, "teacher-sft")[1]  # the teacher's targets changed the path
+    check_replay_rows_are_distilled_too(ws, "sft-student")
+    # The student is an assistant: `londinium chat` answers through the template, as for an SFT run.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Thou art\n"))
+    rc, out, err = cli_in_process(["chat", "-w", str(ws.root), "--run", "sft-student", "--checkpoint", "latest", "--greedy",
+                                   "--max-tokens", "4"])
+    assert rc == 0, err
+    assert "fine-tuned assistant" in out.splitlines()[0]
+
+
+def check_replay_rows_are_distilled_too(ws, student: str) -> None:
+    """The student's loss on a batch with replay rows: both terms on every trained position, the
+    replay rows' included (labels alone there were measured worse on the answers: docs/LOG.md)."""
+    import torch
+    import torch.nn.functional as F
+
+    from londinium.config import load_config
+    from londinium.data.loader import open_shard
+    from londinium.model.load import load_run
+    from londinium.tokenizer import tokenizer_sha256
+    from londinium.train.distill import distill_loss
+    from londinium.train.objectives import open_objective
+    from londinium.train.sft_batches import replay_rows
+
+    cfg = load_config(ws.run_config_file(student))
+    sha = tokenizer_sha256(ws)
+    objective = open_objective(ws, cfg, open_shard(ws, "train", sha), open_shard(ws, "val", sha), lambda m: None)
+    model = load_run(ws, run=student, checkpoint="latest").model
+    batch = objective.make_loader(0, 1).next_batch()
+    chats = cfg.train.batch_size - replay_rows(cfg.train.batch_size, cfg.sft.replay_share)
+    assert 0 < chats < cfg.train.batch_size  # SFT_TINY's replay share gives the batch replay rows
+    d, keep, w = cfg.distill, batch.weights > 0, batch.weights
+    with torch.no_grad():
+        got = objective.loss(model, model, batch)
+        student_logits, teacher_logits = model(batch.x)[0], objective.teacher.model(batch.x)[0]
+        want = distill_loss(student_logits[keep], teacher_logits[keep], batch.y[keep], d.alpha, d.temperature, d.kl,
+                            weights=w[keep])
+        on_chats, on_replay = keep.clone(), keep.clone()
+        on_chats[chats:], on_replay[:chats] = False, False
+        labels_on_replay = (F.cross_entropy(student_logits[on_replay], batch.y[on_replay], reduction="none") * w[on_replay]).sum() \
+            + distill_loss(student_logits[on_chats], teacher_logits[on_chats], batch.y[on_chats], d.alpha, d.temperature, d.kl,
+                           weights=w[on_chats])
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    assert got.item() != pytest.approx(labels_on_replay.item(), rel=1e-3)

@@ -96,6 +96,10 @@ def test_compare_refuses_runs_scored_on_different_task_sets(period, capsys):
 def test_a_fine_tuned_run_is_asked_zero_shot_unless_told():
     sft, base = (SimpleNamespace(train=SimpleNamespace(objective=o)) for o in ("sft", "next-token"))
     assert (shots_for(sft, None, 3), shots_for(base, None, 3), shots_for(sft, 2, 3)) == (0, 3, 2)
+    # A student distilled on conversations (`distill --sft`) is an assistant too; one distilled on text is not.
+    sft_student, text_student = (SimpleNamespace(train=SimpleNamespace(objective="distill"), distill=SimpleNamespace(sft=s))
+                                 for s in (True, False))
+    assert (shots_for(sft_student, None, 3), shots_for(text_student, None, 3)) == (0, 3)
 
 
 def test_the_stage_on_a_corpus_without_a_profile_cuts_the_generic_tasks_only(tmp_path, capsys):

@@ -5,7 +5,7 @@ through the chat template, encoded as the server encodes it (`serve.prompts.enco
 markers are control tokens, content is text), and answered greedily by the engine, all items of a
 task and split in one batch, stopping at `<|end|>`. A base model has never seen the template in
 use, so it is shown `shots` solved train items first (few-shot; fewer when the context is short); a
-fine-tuned run (its [train] objective is "sft") is asked zero-shot. Per task and split:
+fine-tuned run (SFT, SFT distillation or RL: `sft_run.takes_turns`) is asked zero-shot. Per task and split:
 
 - the score: accuracy (choice), exact match or chrF (0-1) as the task's metric says (`tasks.check`),
   with its standard error clustered by document;
@@ -32,7 +32,9 @@ def shots_for(run_cfg: Any, asked: int | None, default: int) -> int:
     fine-tuned run and `default` (tasks.shots) for a base model."""
     if asked is not None:
         return asked
-    return 0 if getattr(run_cfg.train, "objective", "next-token") in ("sft", "grpo") else default
+    from londinium.train.sft_run import takes_turns
+
+    return 0 if takes_turns(run_cfg) else default
 
 
 def prompt_ids(tokenizer: Any, item: TaskItem, train: Sequence[TaskItem], shots: int, room: int) -> tuple[list[int], int]:

@@ -110,7 +110,9 @@ def chat_command(ws: Workspace, cfg: Config, args: argparse.Namespace) -> int:
 
     params = sampling_params(cfg, args).validate()
     engine, trained_with = load_engine(ws, cfg, args)
-    assistant = trained_with.train.objective in ("sft", "grpo")  # fine-tuned to take turns (an RL run starts from an SFT run)
+    from londinium.train.sft_run import takes_turns
+
+    assistant = takes_turns(trained_with)
     session = ChatSession(engine, params, window=cfg.generate.chat_window, assistant=assistant)
     how = ("A fine-tuned assistant: it answers through the chat template" if assistant
            else "A base model continues your text")

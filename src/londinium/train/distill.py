@@ -46,10 +46,19 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Ten
     student, labels = student.float().reshape(-1, student.size(-1)), labels.reshape(-1)
     if alpha == 1:
         return cross_entropy(student, labels, weights)
-    log_p = teacher.float().reshape(-1, teacher.size(-1))
-    nll = F.cross_entropy(student, labels, ignore_index=-1, reduction="none")
-    return _combine(nll, labels, F.log_softmax(student / temperature, dim=-1),
-                    F.log_softmax(log_p / temperature, dim=-1), alpha, temperature, kl, weights)
+    teacher = teacher.float().reshape(-1, teacher.size(-1))
+    # The widest tensors of a step are [positions, V]: no division at T = 1, one log-softmax of the
+    # student for both terms there, and no label term at alpha = 0 (GKD's setting).
+    log_q = F.log_softmax(_soften(student, temperature), dim=-1)
+    nll = None
+    if alpha > 0:
+        nll = (F.nll_loss(log_q, labels, ignore_index=-1, reduction="none") if temperature == 1
+               else F.cross_entropy(student, labels, ignore_index=-1, reduction="none"))
+    return _combine(nll, labels, log_q, F.log_softmax(_soften(teacher, temperature), dim=-1), alpha, temperature, kl, weights)
+
+
+def _soften(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return logits if temperature == 1 else logits / temperature
 
 
 def topk_distill_loss(student: torch.Tensor, top_logprobs: torch.Tensor, top_ids: torch.Tensor, labels: torch.Tensor,
@@ -89,11 +98,11 @@ def cross_entropy(student: torch.Tensor, labels: torch.Tensor, weights: torch.Te
     return (nll * weights.reshape(-1)).sum()
 
 
-def _combine(nll: torch.Tensor, labels: torch.Tensor, log_q: torch.Tensor, log_p: torch.Tensor, alpha: float,
+def _combine(nll: torch.Tensor | None, labels: torch.Tensor, log_q: torch.Tensor, log_p: torch.Tensor, alpha: float,
              temperature: float, kl: str, weights: torch.Tensor | None) -> torch.Tensor:
     """alpha x CE + (1 - alpha) x T^2 x KL over the positions: `nll` the labels' cross-entropy per
-    position (0 where the label is -1), the softened student `log_q` and teacher `log_p` a row per
-    position over the same outcomes."""
+    position (0 where the label is -1; None at alpha = 0), the softened student `log_q` and teacher
+    `log_p` a row per position over the same outcomes."""
     if kl == "forward":
         divergence = (log_p.exp() * (log_p - log_q)).sum(-1)
     else:
@@ -101,9 +110,11 @@ def _combine(nll: torch.Tensor, labels: torch.Tensor, log_q: torch.Tensor, log_p
     soft = (1 - alpha) * temperature ** 2
     if weights is not None:  # the SFT mask: weight 0 off the assistant's tokens, for both terms
         w = weights.reshape(-1)
-        return alpha * (nll * w).sum() + soft * (divergence * w).sum()
+        hard = alpha * (nll * w).sum() if nll is not None else 0.0
+        return hard + soft * (divergence * w).sum()
     keep = (labels != -1).float()  # a weighted mean rather than a masked copy of [positions, V]
-    return (alpha * nll.sum() + soft * (divergence * keep).sum()) / keep.sum().clamp(min=1)
+    hard = alpha * nll.sum() if nll is not None else 0.0
+    return (hard + soft * (divergence * keep).sum()) / keep.sum().clamp(min=1)
 
 
 @dataclass
@@ -155,7 +166,7 @@ class Teacher:
         own = ckpt.path.parent.resolve() == ws.checkpoints_dir(d.teacher).resolve()
         return cls(model, d.teacher, ckpt.path.name if own else str(ckpt.path), ckpt.path, sha256)
 
-    @torch.no_grad()
+    @torch.inference_mode()  # lighter than no_grad (no version counters): the result is only read
     def logits(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Logits `[B, T, V]`, or `[N, V]` at the positions `keep` marks (`GPT.forward`)."""
         if next(self.model.parameters()).device != x.device:  # once: onto the device the student trains on

@@ -19,6 +19,13 @@ from londinium.workspace import Workspace
 ONTO_TRAIN = ("learning_rate", "schedule", "warmup_steps", "max_steps", "max_minutes", "max_tokens", "eval_every")
 
 
+def takes_turns(cfg: Config) -> bool:
+    """Whether a run was fine-tuned to answer through the chat template: an SFT run, an SFT-distilled
+    one (`londinium distill --sft`) or an RL run (which starts from an SFT run)."""
+    objective = cfg.train.objective
+    return objective in ("sft", "grpo") or (objective == "distill" and cfg.distill.sft)
+
+
 def sft_run_name(cfg: Config) -> str:
     """The SFT run's name: sft.run_name, else '<base>-sft'."""
     return cfg.sft.run_name or f"{cfg.sft.base}-sft"
