@@ -24,8 +24,9 @@ import torch
 from londinium import checkpoint as ck
 from londinium.config import Config
 from londinium.errors import ConfigError
-from londinium.rl.loss import answer_window, policy_loss, token_logprobs
+from londinium.rl.loss import policy_loss
 from londinium.rl.rollouts import Prompt, Rollouts, seed_of
+from londinium.rl.shared_prompt import answer_logprobs
 from londinium.tasks import check
 from londinium.workspace import Workspace
 
@@ -140,18 +141,14 @@ class GRPO:
         r = self.cfg.rl
         # The policy that sampled had no dropout (the engine runs in eval mode): the gradient is taken
         # for that same policy, so the forward pass runs in eval mode too (gradients flow all the same).
-        keep = answer_window(batch.y)  # the head and log-softmax on the answers' positions only
         was = raw.training
         raw.eval()
         try:
-            logits, _ = model(batch.x, logits_to_keep=keep)
+            logp, entropy, mask = answer_logprobs(model, raw, batch.x, batch.y, r.group_size, r.temperature, self.rollouts.pad_id)
         finally:
             raw.train(was)
-        y = batch.y[:, -keep:]
-        mask = y != -1
-        logp, entropy = token_logprobs(logits, y, r.temperature)
         device = logp.device
-        loss, stats = policy_loss(logp, _kept(batch.old_logp, keep, device), _kept(batch.ref_logp, keep, device),
+        loss, stats = policy_loss(logp, _on(batch.old_logp, device), _on(batch.ref_logp, device),
                                   batch.advantages.to(device), mask, r.clip_eps, r.beta, r.loss_type, r.max_new_tokens)
         stats["entropy"] = float((entropy.detach() * mask).sum() / mask.sum().clamp(min=1))
         self.step_stats = {**batch.stats, **stats}
@@ -180,5 +177,5 @@ def _exact(task: str) -> bool:
     return task_named(task).metric != "chrf"
 
 
-def _kept(t: torch.Tensor | None, keep: int, device: torch.device) -> torch.Tensor | None:
-    return None if t is None else t[:, -keep:].to(device)
+def _on(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if t is None else t.to(device)

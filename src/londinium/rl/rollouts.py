@@ -27,8 +27,9 @@ from typing import Any, Sequence
 
 import torch
 
-from londinium.rl.loss import answer_window, group_advantages, token_logprobs, zero_std_share
+from londinium.rl.loss import group_advantages, zero_std_share
 from londinium.rl.rewards import Reward, score
+from londinium.rl.shared_prompt import answer_form, answer_logprobs
 from londinium.tasks.check import END
 from londinium.tasks.items import TaskItem
 from londinium.train.objectives import Batch
@@ -46,8 +47,8 @@ class RolloutBatch(Batch):
     what the policy loss reads besides."""
 
     advantages: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
-    old_logp: torch.Tensor | None = None  # [B, T] at sampling time; None: on-policy
-    ref_logp: torch.Tensor | None = None  # [B, T] under the frozen reference; None: beta = 0
+    old_logp: torch.Tensor | None = None  # [B, A] answer tokens' at sampling time; None: on-policy
+    ref_logp: torch.Tensor | None = None  # [B, A] under the frozen reference; None: beta = 0
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -167,14 +168,11 @@ class Rollouts:
 
     @torch.no_grad()
     def _logprobs(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """[B, A] log-probabilities of the answers (answer form, as the loss reads them) under `model`."""
         was = model.training
         model.eval()
         try:
-            device = next(model.parameters()).device
-            keep = answer_window(y)
-            logits, _ = model(x.to(device), logits_to_keep=keep)
-            kept = token_logprobs(logits, y[:, -keep:].to(device), self.rl.temperature)[0].cpu()
-            return torch.cat([torch.zeros(y.size(0), y.size(1) - keep), kept], dim=1)  # full width, 0 before the answers
+            return answer_logprobs(model, model, x, y, self.rl.group_size, self.rl.temperature, self.pad_id)[0].cpu()
         finally:
             model.train(was)
 
@@ -191,5 +189,8 @@ class Rollouts:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rollouts, self.uses_left = int(state["rollouts"]), int(state["uses_left"])
         c = state.get("current")
+        if c is not None:  # checkpoints before the answer form held whole-row log-probabilities: the same values
+            old, ref = (answer_form(c[k], c["y"]) for k in ("old_logp", "ref_logp"))
+            c = {**c, "old_logp": old, "ref_logp": ref}
         self.current = None if c is None else RolloutBatch(c["x"], c["y"], None, int(c["tokens"]), advantages=c["advantages"],
                                                            old_logp=c["old_logp"], ref_logp=c["ref_logp"], stats=dict(c["stats"]))
