@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="the base's checkpoint: 'best', 'latest', 'step-N' or a directory (default: rl.checkpoint)")
     p.add_argument("--task", action="append", default=[], metavar="TASK", help="task-set task whose train items are the prompts (repeatable; default: rl.tasks)")
     p.add_argument("--reward", action="append", default=[], metavar="SPEC",
-                   help="your reward: 'module:function' (every task) or 'TASK=module:function' (repeatable; default: each task's checker)")
+                   help="your reward: 'module:function' (every task) or 'TASK=module:function', optionally '@WEIGHT'; repeated, they are summed (default: each task's checker)")
     p.add_argument("--name", default=None, metavar="NAME", help="name of the RL run (default: rl.run_name, else <BASE>-rl)")
     p.add_argument("--resume", action="store_true", help="continue the RL run from its newest valid checkpoint, with its config")
     p.set_defaults(handler=cmd_rl)

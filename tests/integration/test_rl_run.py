@@ -64,7 +64,7 @@ def ws(tiny_workspace, tmp_path_factory):
 
 
 def test_rl_through_the_cli_logs_each_step_and_pass_at_k_and_writes_its_report(ws):
-    rc, out, err = cli_in_process(rl_args(ws, "rl-cli", 4, 2, "rl.rewards=['rl_test_rewards:variety']"))
+    rc, out, err = cli_in_process(rl_args(ws, "rl-cli", 4, 2, "rl.rewards=['rl_test_rewards:variety', 'ended_turn@0.5']"))
     assert rc == 0, err
     saved = tomllib.loads(ws.run_config_file("rl-cli").read_text())
     assert saved["train"]["objective"] == "grpo" and saved["rl"]["base"] == BASE and saved["model"]["context"] == 64
@@ -82,7 +82,7 @@ def test_rl_through_the_cli_logs_each_step_and_pass_at_k_and_writes_its_report(w
     png, md = ws.rl_report("rl-cli")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "pass@1" in md.read_text() and "frac_reward_zero_std" in md.read_text()
-    assert "rewards arith: rl_test_rewards:variety" in out
+    assert "rewards arith: rl_test_rewards:variety + 0.5 x ended_turn" in out  # summed, with its weight
     ws.clear_run("rl-cli")  # what `--force` does: the report is the run's own, not the user's
     assert not ws.run_dir("rl-cli").exists()
 

@@ -113,7 +113,7 @@ class GRPO:
 
     def describe_data(self) -> str:
         r = self.cfg.rl
-        rewards = ", ".join(f"{t}: {name}" for t, (name, _) in self.rewards.items())
+        rewards = ", ".join(f"{t}: {reward.name}" for t, reward in self.rewards.items())
         return (f"rl: base run '{r.base}' {self.base.path.name}; {len(self.train_prompts):,} train prompts, "
                 f"{len(self.val_prompts):,} held out; {r.prompts_per_step} prompts x {r.group_size} samples a rollout, "
                 f"{r.updates_per_batch} update(s) each; rewards {rewards}; beta {r.beta:g}, loss {r.loss_type}"

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 
 from londinium.rl.loss import group_advantages, zero_std_share
-from londinium.rl.rewards import Reward, score
+from londinium.rl.rewards import TaskReward, score
 from londinium.rl.shared_prompt import answer_form, answer_logprobs
 from londinium.tasks.check import END
 from londinium.tasks.items import TaskItem
@@ -58,7 +58,7 @@ def seed_of(seed: int, rollout: int, prompt: int) -> int:
 
 
 class Rollouts:
-    def __init__(self, prompts: Sequence[Prompt], rewards: dict[str, tuple[str, Reward]], rl: Any, seed: int,
+    def __init__(self, prompts: Sequence[Prompt], rewards: dict[str, TaskReward], rl: Any, seed: int,
                  tokenizer: Any, pad_id: int):
         from londinium.infer.chat_template import END_OF_TURN
 
@@ -136,8 +136,8 @@ class Rollouts:
         rollout_s = time.perf_counter() - t0
         rewards = []
         for p, c in zip(prompts, completions):
-            name, fn = self.rewards[p.item.task]
-            rewards += [score(name, fn, self.answer_text(choice), p.item) for choice in c.choices]  # may refuse the step
+            reward = self.rewards[p.item.task]
+            rewards += [score(reward, self.answer_text(choice), p.item) for choice in c.choices]  # may refuse the step
         r = torch.tensor(rewards, dtype=torch.float32)
         seqs = [(p.ids, choice.token_ids) for p, c in zip(prompts, completions) for choice in c.choices]
         x, y = self._tensors(seqs)
