@@ -52,17 +52,24 @@ def task_prompts(tokenizer: Any, items: list, room: int) -> tuple[list[Prompt], 
 
 
 @torch.no_grad()
-def held_out_pass(rollouts: Rollouts, prompts: list[Prompt], k: int, seed: int) -> dict[str, float]:
+def held_out_pass(rollouts: Rollouts, prompts: list[Prompt], k: int, seed: int, d: Any = None) -> dict[str, float]:
     """pass@1 and pass@k of the policy `rollouts` samples from, k samples per prompt, seeded per prompt.
-    "Correct" is the task's checker scoring 1 (exact, choice) or at least 0.5 (chrF), whatever the reward."""
-    seeds = [seed_of(seed, EVAL_ROLLOUT, j) for j in range(len(prompts))]
-    p1 = pk = 0.0
-    for p, c in zip(prompts, rollouts.sample(prompts, k, seeds)):
+    "Correct" is the task's checker scoring 1 (exact, choice) or at least 0.5 (chrF), whatever the reward.
+    Under DDP (`d`) each process samples every world_size-th prompt and the sums are all-reduced."""
+    from londinium.train import distributed
+
+    rank, world = (d.rank, d.world_size) if d is not None else (0, 1)
+    mine = list(range(rank, len(prompts), world))
+    sums = torch.zeros(2, dtype=torch.float64)
+    share = [prompts[j] for j in mine]
+    for p, c in zip(share, rollouts.sample(share, k, [seed_of(seed, EVAL_ROLLOUT, j) for j in mine])):
         need = 1.0 if _exact(p.item.task) else 0.5
         correct = sum(check(p.item.task, rollouts.answer_text(ch), p.item) >= need for ch in c.choices)
-        p1 += pass_at_k(len(c.choices), correct, 1)
-        pk += pass_at_k(len(c.choices), correct, k)
-    return {"pass@1": p1 / len(prompts), f"pass@{k}": pk / len(prompts), "eval_prompts": len(prompts)}
+        sums += torch.tensor([pass_at_k(len(c.choices), correct, 1), pass_at_k(len(c.choices), correct, k)], dtype=torch.float64)
+    if d is not None and d.enabled:
+        device = next(rollouts.policy.parameters()).device  # gloo reduces CPU tensors, nccl the GPU's
+        sums = distributed.all_reduce(sums.to(device), d).cpu()
+    return {"pass@1": float(sums[0]) / len(prompts), f"pass@{k}": float(sums[1]) / len(prompts), "eval_prompts": len(prompts)}
 
 
 class GRPO:
@@ -120,8 +127,13 @@ class GRPO:
                 f"{', std-scaled' if r.scale_rewards else ''}")
 
     def make_loader(self, rank: int, world_size: int) -> Rollouts:
-        if world_size > 1:
-            raise ConfigError("londinium rl runs on one process: rollouts are not yet split across ranks; run it without torchrun")
+        """Under DDP each process samples and scores its share of a rollout's prompts, whole groups, so
+        advantages are computed where the group is; the trainer's DDP all-reduces the gradients."""
+        r = self.cfg.rl
+        if r.prompts_per_step % world_size:
+            raise ConfigError(f"rl.prompts_per_step = {r.prompts_per_step} does not split across {world_size} processes: "
+                              f"make it a multiple of {world_size}")
+        self.rollouts.rank, self.rollouts.world_size = rank, world_size
         return self.rollouts
 
     def attach(self, raw: torch.nn.Module) -> None:
@@ -163,7 +175,7 @@ class GRPO:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in s.items()}
 
     def validate(self, model: torch.nn.Module, precision: Any, d: Any) -> dict[str, float]:
-        row = held_out_pass(self.rollouts, self.val_prompts, self.cfg.rl.pass_k, self.cfg.train.seed)
+        row = held_out_pass(self.rollouts, self.val_prompts, self.cfg.rl.pass_k, self.cfg.train.seed, d)
         return {"val_loss": 1.0 - row["pass@1"], **row}
 
     def describe(self, row: dict[str, Any]) -> str:

@@ -12,6 +12,10 @@ cache is cleared before each rollout, since it holds keys of older weights. A ro
 `updates_per_batch` steps (then its log-probabilities at sampling time, `old_logp`, feed the clipped
 ratio).
 
+Under DDP each process samples every world_size-th prompt of a rollout (whole groups, so the
+advantages are computed where the group is), seeded by the prompt's place in the whole rollout: any
+number of processes samples the same answers as one.
+
 Resume is bit-exact without saving a random generator: prompt order is a shuffle seeded by (seed,
 epoch) and each prompt's samples come from a seed made of (seed, rollout, prompt), so the state is the
 count of rollouts done, plus the rollout being reused when a checkpoint falls between its updates.
@@ -71,6 +75,7 @@ class Rollouts:
         self.policy: torch.nn.Module | None = None
         self.reference: torch.nn.Module | None = None
         self.engine: Any = None
+        self.rank, self.world_size = 0, 1  # under DDP this process samples every world_size-th prompt of a rollout
 
     def attach(self, policy: torch.nn.Module, reference: torch.nn.Module | None) -> None:
         from londinium.infer.engine import Engine
@@ -130,9 +135,12 @@ class Rollouts:
             self.current.stats = {**self.current.stats, "rollout_s": 0.0, "reused": 1.0}
             return self.current
         rl, G = self.rl, self.rl.group_size
-        prompts = self.next_prompts()
+        mine = range(self.rank, rl.prompts_per_step, self.world_size)  # whole groups: advantages stay on this process
+        everyone = self.next_prompts()
+        prompts = [everyone[j] for j in mine]
         t0 = time.perf_counter()
-        completions = self.sample(prompts, G, [seed_of(self.seed, self.rollouts, j) for j in range(len(prompts))])
+        # Seeds by the prompt's place in the whole rollout: any number of processes samples the same answers.
+        completions = self.sample(prompts, G, [seed_of(self.seed, self.rollouts, j) for j in mine])
         rollout_s = time.perf_counter() - t0
         rewards = []
         for p, c in zip(prompts, completions):
