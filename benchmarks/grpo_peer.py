@@ -12,7 +12,8 @@ through its engine, one batched call a step), TRL through `GRPOTrainer` on our H
 checkpoint (rollouts through transformers' `generate`).
 
 Printed: RL steps per minute of each, from the end of the first step to the end of the last (the
-first step's one-off costs left out), and the ratio; then held-out pass@1 and pass@k of the SFT model
+first step's one-off costs left out), and the ratio; with `--rounds N` the two alternate N times
+(each run's load average printed) and the ratio is of the medians; then held-out pass@1 and pass@k of the SFT model
 and of both trained models, scored by the same code (londinium's engine, `rl.objective.held_out_pass`,
 the same seeds): TRL's weights are mapped back into our GPT (`model.from_hf`) for that.
 """
@@ -24,6 +25,8 @@ import contextlib
 import io
 import json
 import math
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -146,6 +149,7 @@ def main() -> int:
     p.add_argument("--eval-prompts", type=int, default=64)
     p.add_argument("--pass-k", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=1, help="alternate londinium and TRL this many times (ratio of the medians)")
     p.add_argument("--quick", action="store_true", help="a few steps of a small rollout: the tests' check that the benchmark runs")
     args = p.parse_args()
     args.task = args.task or ["arith"]
@@ -168,10 +172,21 @@ def main() -> int:
     val = val[:args.eval_prompts]
     before = evaluate(sft.model, sft.tokenizer, val, args, seed)
 
-    ours_steps_min = run_ours(ws, args, "rl-peer-ours")
-    ours = evaluate(load_run(ws, run="rl-peer-ours", checkpoint="latest").model, sft.tokenizer, val, args, seed)
+    # Alternating rounds (ours, then TRL, then ours...) so a change in the machine's load hits both alike;
+    # the ratio is of the medians. pass@k is scored on the last round's models.
+    rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        trl_steps_min, trl_weights = run_trl(ws, args, [q.item for q in train], Path(tmp))
+        for r in range(args.rounds):
+            load_ours = os.getloadavg()[0]
+            ours_steps_min = run_ours(ws, args, "rl-peer-ours")
+            load_trl = os.getloadavg()[0]
+            trl_steps_min, trl_weights = run_trl(ws, args, [q.item for q in train], Path(tmp) / f"round-{r}")
+            rounds.append({"ours": ours_steps_min, "trl": trl_steps_min, "load_ours": load_ours, "load_trl": load_trl})
+            print(f"  round {r + 1}: londinium {ours_steps_min:.1f} (load {load_ours:.1f}), TRL {trl_steps_min:.1f} "
+                  f"(load {load_trl:.1f}) steps/minute: {ours_steps_min / trl_steps_min:.2f}x", flush=True)
+    ours_steps_min = statistics.median(r["ours"] for r in rounds)
+    trl_steps_min = statistics.median(r["trl"] for r in rounds)
+    ours = evaluate(load_run(ws, run="rl-peer-ours", checkpoint="latest").model, sft.tokenizer, val, args, seed)
     cfg = sft.model.config
     trl_model = GPT(cfg)
     trl_model.load_state_dict(from_hf_state_dict(cfg, trl_weights, "TRL's trained model"))
@@ -180,11 +195,12 @@ def main() -> int:
     k = f"pass@{args.pass_k}"
     print(f"grpo peer: task(s) {', '.join(args.task)}, {args.steps} steps of {args.prompts} prompts x {args.group_size} samples, "
           f"answers <= {args.max_new_tokens} tokens, {args.threads} thread(s); held out: {len(val)} val prompts x {args.pass_k} samples")
-    print(f"  RL steps/minute   londinium {ours_steps_min:8.1f}   TRL GRPOTrainer {trl_steps_min:8.1f}   ratio {ours_steps_min / trl_steps_min:.2f}x")
+    print(f"  RL steps/minute   londinium {ours_steps_min:8.1f}   TRL GRPOTrainer {trl_steps_min:8.1f}   ratio {ours_steps_min / trl_steps_min:.2f}x"
+          f"{f' (medians of {len(rounds)} alternating rounds)' if len(rounds) > 1 else ''}")
     print(f"  pass@1            SFT {before['pass@1']:.3f}   londinium {ours['pass@1']:.3f}   TRL GRPOTrainer {theirs['pass@1']:.3f}")
     print(f"  {k:<17} SFT {before[k]:.3f}   londinium {ours[k]:.3f}   TRL GRPOTrainer {theirs[k]:.3f}")
     print(json.dumps({"ours_steps_per_min": ours_steps_min, "trl_steps_per_min": trl_steps_min, "ratio": ours_steps_min / trl_steps_min,
-                      "sft": before, "ours": ours, "trl": theirs,
+                      "rounds": rounds, "sft": before, "ours": ours, "trl": theirs,
                       "finite": all(math.isfinite(v) for v in (ours_steps_min, trl_steps_min))}))
     return 0
 

@@ -526,13 +526,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = stages.add_parser("rl", help="an SFT run + tasks with checkable answers -> reinforcement learning (GRPO)",
                           description="train a run on the rewards of its sampled answers to task prompts: groups of samples per "
                                       "prompt, group-relative advantages, the clipped policy loss and a KL to the base ([rl]), into "
-                                      "runs/<BASE>-rl/ with pass@k on held-out prompts (docs/rl.md)")
+                                      "runs/<BASE>-rl/ with pass@k on held-out prompts (docs/rl.md); under torchrun for DDP")
     _common(p)
-    p.add_argument("--run", dest="run", default=None, metavar="BASE", help="the run to train, usually an SFT run (default: rl.base, else train.run_name)")
+    p.add_argument("--run", "--run-name", dest="run", default=None, metavar="BASE",
+                   help="the run to train, usually an SFT run (default: rl.base, else train.run_name); write --run-name under torchrun")
     p.add_argument("--checkpoint", default=None, help="the base's checkpoint: 'best', 'latest', 'step-N' or a directory (default: rl.checkpoint)")
     p.add_argument("--task", action="append", default=[], metavar="TASK", help="task-set task whose train items are the prompts (repeatable; default: rl.tasks)")
     p.add_argument("--reward", action="append", default=[], metavar="SPEC",
-                   help="your reward: 'module:function' (every task) or 'TASK=module:function' (repeatable; default: each task's checker)")
+                   help="your reward: 'module:function' (every task) or 'TASK=module:function', optionally '@WEIGHT'; repeated, they are summed (default: each task's checker)")
     p.add_argument("--name", default=None, metavar="NAME", help="name of the RL run (default: rl.run_name, else <BASE>-rl)")
     p.add_argument("--resume", action="store_true", help="continue the RL run from its newest valid checkpoint, with its config")
     p.set_defaults(handler=cmd_rl)

@@ -277,7 +277,7 @@ class RlConfig:
     checkpoint: str = doc("best", "The base run's checkpoint: 'best', 'latest', 'step-N', or a checkpoint directory.", **CHECKPOINT)
     run_name: str = doc("", "Name of the RL run (--name); empty: '<base>-rl'.", **RUN_OR_EMPTY)
     tasks: list[str] = doc(["arith"], "Task-set tasks whose train items are the prompts and whose checker is the reward (--task, repeatable).", nonempty=True, pattern=r"[a-z_]+")
-    rewards: list[str] = doc([], "Your own reward functions, 'module:function' (every task) or 'TASK=module:function' (--reward); a function takes (completion, item) and returns a number.", pattern=r"([a-z_]+=)?[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+    rewards: list[str] = doc([], "Your own reward functions, 'module:function' or a registered name (every task) or 'TASK=module:function' (--reward), each with an optional '@WEIGHT'; several are summed; a function takes (completion, item) and returns a number.", pattern=r"([a-z_]+=)?([A-Za-z_][\w.]*:)?[A-Za-z_]\w*(@[-+.\w]+)?")
     group_size: int = doc(8, "Samples per prompt (G): the group whose mean reward is each sample's baseline.", ge=2, le=256)
     prompts_per_step: int = doc(8, "Prompts per rollout; a rollout is prompts_per_step x group_size samples in one engine call.", ge=1, le=4096)
     max_new_tokens: int = doc(16, "Tokens sampled per answer at most.", ge=1)

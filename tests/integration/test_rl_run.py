@@ -1,7 +1,8 @@
 """`londinium rl` end to end on a copy of the tiny workspace: a base run trained by GRPO on the
 generated arithmetic task through the real CLI, its per-step RL metrics, pass@k evaluations, curves
-and report; a reward function that raises (one line, the steps done kept, --resume goes on); and
-bit-exact resume after SIGKILL with a rollout reused across updates and a KL reference."""
+and report; a reward function that raises (one line, the steps done kept, --resume goes on);
+bit-exact resume after SIGKILL with a rollout reused across updates and a KL reference; and two
+processes under torchrun training as one does."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import tomllib
 
 import pytest
+import torch
 from train_helpers import assert_same_weights, checkpoint_steps, cli_in_process, final_weights, run, train_args
 
 from londinium.train.monitor import read_metrics
@@ -64,7 +66,7 @@ def ws(tiny_workspace, tmp_path_factory):
 
 
 def test_rl_through_the_cli_logs_each_step_and_pass_at_k_and_writes_its_report(ws):
-    rc, out, err = cli_in_process(rl_args(ws, "rl-cli", 4, 2, "rl.rewards=['rl_test_rewards:variety']"))
+    rc, out, err = cli_in_process(rl_args(ws, "rl-cli", 4, 2, "rl.rewards=['rl_test_rewards:variety', 'ended_turn@0.5']"))
     assert rc == 0, err
     saved = tomllib.loads(ws.run_config_file("rl-cli").read_text())
     assert saved["train"]["objective"] == "grpo" and saved["rl"]["base"] == BASE and saved["model"]["context"] == 64
@@ -82,7 +84,7 @@ def test_rl_through_the_cli_logs_each_step_and_pass_at_k_and_writes_its_report(w
     png, md = ws.rl_report("rl-cli")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "pass@1" in md.read_text() and "frac_reward_zero_std" in md.read_text()
-    assert "rewards arith: rl_test_rewards:variety" in out
+    assert "rewards arith: rl_test_rewards:variety + 0.5 x ended_turn" in out  # summed, with its weight
     ws.clear_run("rl-cli")  # what `--force` does: the report is the run's own, not the user's
     assert not ws.run_dir("rl-cli").exists()
 
@@ -123,3 +125,30 @@ def test_resume_after_sigkill_is_bit_exact_with_a_reused_rollout_and_a_reference
     assert logged("rl-killed") == logged("rl-ref")
     assert [r[-1] for r in logged("rl-ref")] == [0.0, 1.0] * 3  # every rollout served two steps
     assert any(r[1] != 0 for r in logged("rl-ref"))
+
+
+@pytest.mark.slow  # ~1 min: two torchrun processes beside a one-process run (the default run stays under ~10 min)
+def test_under_torchrun_each_process_samples_its_groups_and_they_train_like_one_process(ws, monkeypatch):
+    # Two prompts a rollout, one per process; its samples are seeded by the prompt's place in the whole
+    # rollout, so both runs sample the same answers, and DDP's all-reduced gradient is the one process's
+    # (the 'grpo' loss averages answers, and the processes hold equal shares) up to float rounding.
+    extra = ("rl.updates_per_batch=2", "rl.beta=0.05", "rl.rewards=['rl_test_rewards:variety']")
+    rc, _, err = cli_in_process(rl_args(ws, "rl-one", 4, 2, *extra))
+    assert rc == 0, err
+    monkeypatch.setenv("PYTHONPATH", str(ws.root.parent / "mods"))  # the reward module, for the subprocesses
+    args = rl_args(ws, "rl-ddp", 4, 2, *extra)
+    args[args.index("--run")] = "--run-name"  # torchrun's own parser takes --run as its --run-path
+    two = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "londinium", *args])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("max steps reached") == 1  # rank 0 speaks
+    one, ddp = final_weights(ws, "rl-one"), final_weights(ws, "rl-ddp")
+    assert one.keys() == ddp.keys()
+    for name in one:
+        torch.testing.assert_close(ddp[name], one[name], atol=1e-5, rtol=0)
+    rows = {n: read_metrics(ws.metrics_file(n)) for n in ("rl-one", "rl-ddp")}
+    # The processes split the rollout (not each the whole of it): the tokens trained, summed over them, are one process's.
+    tokens = [[r["tokens"] for r in rows[n] if r["type"] == "train"] for n in rows]
+    assert tokens[0] == tokens[1] and len(tokens[0]) == 4
+    # pass@k over all held-out prompts, split between the processes and summed: the same draws, the same figures.
+    evals = [[(r["step"], r["eval_prompts"], r["pass@1"], r["pass@4"]) for r in rows[n] if r["type"] == "eval"] for n in rows]
+    assert evals[0] == evals[1] and [e[:2] for e in evals[0]] == [(2, 4), (4, 4)]

@@ -1,4 +1,5 @@
-"""Rewards per task (the checker by default, a user's 'module:function'), their errors as one line,
+"""Rewards per task (the checker by default, a user's 'module:function', several summed with weights),
+their errors as one line,
 and the generated arithmetic task: exact answers, disjoint splits, the same items from the same seed."""
 
 from __future__ import annotations
@@ -6,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from londinium.errors import ConfigError
-from londinium.rl.rewards import RewardError, ended_turn, load_reward, rewards_for, score, task_checker
+from londinium.rl.rewards import RewardError, TaskReward, ended_turn, load_reward, rewards_for, score, task_checker
 from londinium.tasks.arith import cut_arith, reversed_sum, split_of
 from londinium.tasks.cut import TaskSpec
 from londinium.tasks.items import TaskItem
@@ -17,14 +18,24 @@ ITEM = TaskItem(id="arith-train-00001", task="arith", split="train", prompt="357
 def test_the_default_reward_is_the_tasks_checker_and_ended_turn_checks_the_format():
     assert task_checker("344<|end|>", ITEM) == 1.0 and task_checker("343", ITEM) == 0.0
     assert ended_turn("344<|end|>", ITEM) == 1.0 and ended_turn("344", ITEM) == 0.0
-    assert rewards_for(["arith"], []) == {"arith": ("task_checker", task_checker)}
+    assert rewards_for(["arith"], []) == {"arith": TaskReward((("task_checker", 1.0, task_checker),))}
 
 
 def test_a_users_reward_replaces_every_tasks_or_one_tasks():
     named = rewards_for(["arith", "speaker"], ["arith=ended_turn"])
-    assert named["arith"][0] == "ended_turn" and named["speaker"][0] == "task_checker"
+    assert named["arith"].name == "ended_turn" and named["speaker"].name == "task_checker"
     everyone = rewards_for(["arith", "speaker"], ["londinium.rl.rewards:ended_turn"])
-    assert {fn for _, fn in everyone.values()} == {ended_turn}
+    assert {fn for r in everyone.values() for _, _, fn in r.parts} == {ended_turn}
+
+
+def test_repeated_rewards_are_summed_with_their_weights():
+    rewards = rewards_for(["arith", "speaker"], ["task_checker", "arith=ended_turn@0.25", "speaker=ended_turn@-1e-1"])
+    arith, speaker = rewards["arith"], rewards["speaker"]
+    assert arith.name == "task_checker + 0.25 x ended_turn" and speaker.name == "task_checker + -0.1 x ended_turn"
+    assert score(arith, "344<|end|>", ITEM) == 1.25 and score(arith, "344", ITEM) == 1.0
+    assert score(arith, "343<|end|>", ITEM) == 0.25 and score(speaker, "343<|end|>", ITEM) == pytest.approx(-0.1)
+    with pytest.raises(ConfigError, match="weight after '@' must be a finite number"):
+        rewards_for(["arith"], ["ended_turn@lots"])
 
 
 @pytest.mark.parametrize("spec, says", [
@@ -43,14 +54,14 @@ def test_a_reward_that_raises_or_returns_no_number_is_one_line_naming_it_the_tas
     def broken(completion, item):
         raise KeyError("table")
 
-    with pytest.raises(RewardError) as e:
-        score("mine:broken", broken, "344", ITEM)
+    with pytest.raises(RewardError) as e:  # the part that raised is named, not only the sum
+        score(TaskReward((("task_checker", 1.0, task_checker), ("mine:broken", 0.5, broken))), "344", ITEM)
     message = str(e.value)
     assert "\n" not in message and "mine:broken raised KeyError" in message and "task arith, item arith-train-00001" in message
     for bad in (float("nan"), "1", None):
         with pytest.raises(RewardError, match="must be a finite number"):
-            score("mine:bad", lambda c, i, v=bad: v, "344", ITEM)
-    assert score("mine:bool", lambda c, i: True, "344", ITEM) == 1.0
+            score(TaskReward((("mine:bad", 1.0, lambda c, i, v=bad: v),)), "344", ITEM)
+    assert score(TaskReward((("mine:bool", 1.0, lambda c, i: True),)), "344", ITEM) == 1.0
 
 
 def test_arith_items_are_exact_and_the_splits_share_no_problem():

@@ -75,13 +75,6 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: tor
     return loss, stats
 
 
-def answer_window(y: torch.Tensor) -> int:
-    """How many last positions of a batch hold every answer token (targets != -1): the output head
-    and the log-softmax run on those only (the prompt is most of each row)."""
-    first = int((y != -1).int().argmax(dim=1).min())
-    return y.size(1) - first
-
-
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """([B, T] log-probabilities of `targets` under softmax(logits / temperature), [B, T] entropies):
     the distribution the rollout sampled from (before top-k), as TRL scores it. Targets of -1 read 0."""

@@ -24,8 +24,9 @@ import torch
 from londinium import checkpoint as ck
 from londinium.config import Config
 from londinium.errors import ConfigError
-from londinium.rl.loss import answer_window, policy_loss, token_logprobs
+from londinium.rl.loss import policy_loss
 from londinium.rl.rollouts import Prompt, Rollouts, seed_of
+from londinium.rl.shared_prompt import answer_logprobs
 from londinium.tasks import check
 from londinium.workspace import Workspace
 
@@ -51,17 +52,24 @@ def task_prompts(tokenizer: Any, items: list, room: int) -> tuple[list[Prompt], 
 
 
 @torch.no_grad()
-def held_out_pass(rollouts: Rollouts, prompts: list[Prompt], k: int, seed: int) -> dict[str, float]:
+def held_out_pass(rollouts: Rollouts, prompts: list[Prompt], k: int, seed: int, d: Any = None) -> dict[str, float]:
     """pass@1 and pass@k of the policy `rollouts` samples from, k samples per prompt, seeded per prompt.
-    "Correct" is the task's checker scoring 1 (exact, choice) or at least 0.5 (chrF), whatever the reward."""
-    seeds = [seed_of(seed, EVAL_ROLLOUT, j) for j in range(len(prompts))]
-    p1 = pk = 0.0
-    for p, c in zip(prompts, rollouts.sample(prompts, k, seeds)):
+    "Correct" is the task's checker scoring 1 (exact, choice) or at least 0.5 (chrF), whatever the reward.
+    Under DDP (`d`) each process samples every world_size-th prompt and the sums are all-reduced."""
+    from londinium.train import distributed
+
+    rank, world = (d.rank, d.world_size) if d is not None else (0, 1)
+    mine = list(range(rank, len(prompts), world))
+    sums = torch.zeros(2, dtype=torch.float64)
+    share = [prompts[j] for j in mine]
+    for p, c in zip(share, rollouts.sample(share, k, [seed_of(seed, EVAL_ROLLOUT, j) for j in mine])):
         need = 1.0 if _exact(p.item.task) else 0.5
         correct = sum(check(p.item.task, rollouts.answer_text(ch), p.item) >= need for ch in c.choices)
-        p1 += pass_at_k(len(c.choices), correct, 1)
-        pk += pass_at_k(len(c.choices), correct, k)
-    return {"pass@1": p1 / len(prompts), f"pass@{k}": pk / len(prompts), "eval_prompts": len(prompts)}
+        sums += torch.tensor([pass_at_k(len(c.choices), correct, 1), pass_at_k(len(c.choices), correct, k)], dtype=torch.float64)
+    if d is not None and d.enabled:
+        device = next(rollouts.policy.parameters()).device  # gloo reduces CPU tensors, nccl the GPU's
+        sums = distributed.all_reduce(sums.to(device), d).cpu()
+    return {"pass@1": float(sums[0]) / len(prompts), f"pass@{k}": float(sums[1]) / len(prompts), "eval_prompts": len(prompts)}
 
 
 class GRPO:
@@ -112,15 +120,20 @@ class GRPO:
 
     def describe_data(self) -> str:
         r = self.cfg.rl
-        rewards = ", ".join(f"{t}: {name}" for t, (name, _) in self.rewards.items())
+        rewards = ", ".join(f"{t}: {reward.name}" for t, reward in self.rewards.items())
         return (f"rl: base run '{r.base}' {self.base.path.name}; {len(self.train_prompts):,} train prompts, "
                 f"{len(self.val_prompts):,} held out; {r.prompts_per_step} prompts x {r.group_size} samples a rollout, "
                 f"{r.updates_per_batch} update(s) each; rewards {rewards}; beta {r.beta:g}, loss {r.loss_type}"
                 f"{', std-scaled' if r.scale_rewards else ''}")
 
     def make_loader(self, rank: int, world_size: int) -> Rollouts:
-        if world_size > 1:
-            raise ConfigError("londinium rl runs on one process: rollouts are not yet split across ranks; run it without torchrun")
+        """Under DDP each process samples and scores its share of a rollout's prompts, whole groups, so
+        advantages are computed where the group is; the trainer's DDP all-reduces the gradients."""
+        r = self.cfg.rl
+        if r.prompts_per_step % world_size:
+            raise ConfigError(f"rl.prompts_per_step = {r.prompts_per_step} does not split across {world_size} processes: "
+                              f"make it a multiple of {world_size}")
+        self.rollouts.rank, self.rollouts.world_size = rank, world_size
         return self.rollouts
 
     def attach(self, raw: torch.nn.Module) -> None:
@@ -140,18 +153,14 @@ class GRPO:
         r = self.cfg.rl
         # The policy that sampled had no dropout (the engine runs in eval mode): the gradient is taken
         # for that same policy, so the forward pass runs in eval mode too (gradients flow all the same).
-        keep = answer_window(batch.y)  # the head and log-softmax on the answers' positions only
         was = raw.training
         raw.eval()
         try:
-            logits, _ = model(batch.x, logits_to_keep=keep)
+            logp, entropy, mask = answer_logprobs(model, raw, batch.x, batch.y, r.group_size, r.temperature, self.rollouts.pad_id)
         finally:
             raw.train(was)
-        y = batch.y[:, -keep:]
-        mask = y != -1
-        logp, entropy = token_logprobs(logits, y, r.temperature)
         device = logp.device
-        loss, stats = policy_loss(logp, _kept(batch.old_logp, keep, device), _kept(batch.ref_logp, keep, device),
+        loss, stats = policy_loss(logp, _on(batch.old_logp, device), _on(batch.ref_logp, device),
                                   batch.advantages.to(device), mask, r.clip_eps, r.beta, r.loss_type, r.max_new_tokens)
         stats["entropy"] = float((entropy.detach() * mask).sum() / mask.sum().clamp(min=1))
         self.step_stats = {**batch.stats, **stats}
@@ -166,7 +175,7 @@ class GRPO:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in s.items()}
 
     def validate(self, model: torch.nn.Module, precision: Any, d: Any) -> dict[str, float]:
-        row = held_out_pass(self.rollouts, self.val_prompts, self.cfg.rl.pass_k, self.cfg.train.seed)
+        row = held_out_pass(self.rollouts, self.val_prompts, self.cfg.rl.pass_k, self.cfg.train.seed, d)
         return {"val_loss": 1.0 - row["pass@1"], **row}
 
     def describe(self, row: dict[str, Any]) -> str:
@@ -180,5 +189,5 @@ def _exact(task: str) -> bool:
     return task_named(task).metric != "chrf"
 
 
-def _kept(t: torch.Tensor | None, keep: int, device: torch.device) -> torch.Tensor | None:
-    return None if t is None else t[:, -keep:].to(device)
+def _on(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if t is None else t.to(device)

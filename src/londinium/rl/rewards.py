@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from londinium.errors import ConfigError
@@ -66,21 +67,52 @@ def load_reward(spec: str) -> Reward:
     return fn
 
 
-def rewards_for(tasks: Sequence[str], specs: Sequence[str]) -> dict[str, tuple[str, Reward]]:
-    """task -> (the reward's name, the reward): the task's checker unless a spec replaces it."""
-    out: dict[str, tuple[str, Reward]] = {t: ("task_checker", task_checker) for t in tasks}
+@dataclass(frozen=True)
+class TaskReward:
+    """A task's reward: the weighted sum of its parts, each (name, weight, function)."""
+
+    parts: tuple[tuple[str, float, Reward], ...]
+
+    @property
+    def name(self) -> str:
+        return " + ".join(name if weight == 1 else f"{weight:g} x {name}" for name, weight, _ in self.parts)
+
+
+def parse_spec(spec: str) -> tuple[str | None, str, float]:
+    """'[TASK=]SPEC[@WEIGHT]' -> (task or None for every task, SPEC, weight: 1 unless given)."""
+    task, sep, rest = spec.partition("=")
+    target, at, weight = rest.rpartition("@") if sep else spec.rpartition("@")
+    if not at:
+        target, weight = (rest if sep else spec), "1"
+    try:
+        w = float(weight)
+    except ValueError:
+        w = math.nan
+    if not math.isfinite(w):
+        raise ConfigError(f"--reward {spec!r}: the weight after '@' must be a finite number, e.g. 'ended_turn@0.1'")
+    return (task if sep else None), target, w
+
+
+def rewards_for(tasks: Sequence[str], specs: Sequence[str]) -> dict[str, TaskReward]:
+    """task -> its reward: the task's checker when no spec names it; else the weighted sum of the specs
+    given for every task and for it (`--reward` repeated adds a part)."""
+    parts: dict[str, list[tuple[str, float, Reward]]] = {t: [] for t in tasks}
     for spec in specs:
-        task, sep, target = spec.partition("=")
-        if sep and task not in out:
+        task, target, weight = parse_spec(spec)
+        if task is not None and task not in parts:
             raise ConfigError(f"--reward {spec!r}: task {task!r} is not one of this run's tasks ({', '.join(tasks)})")
-        fn = load_reward(target if sep else spec)
-        for t in ([task] if sep else tasks):
-            out[t] = (target if sep else spec, fn)
-    return out
+        fn = load_reward(target)
+        for t in ([task] if task is not None else tasks):
+            parts[t].append((target, weight, fn))
+    return {t: TaskReward(tuple(p) if p else (("task_checker", 1.0, task_checker),)) for t, p in parts.items()}
 
 
-def score(name: str, fn: Reward, completion: str, item: TaskItem) -> float:
-    """`fn(completion, item)` as a float, or a RewardError naming what failed."""
+def score(reward: TaskReward, completion: str, item: TaskItem) -> float:
+    """The reward of `completion`: its parts' weighted sum, or a RewardError naming the part that failed."""
+    return sum(weight * _score_part(name, fn, completion, item) for name, weight, fn in reward.parts)
+
+
+def _score_part(name: str, fn: Reward, completion: str, item: TaskItem) -> float:
     try:
         value: Any = fn(completion, item)
     except Exception as e:

@@ -12,6 +12,10 @@ cache is cleared before each rollout, since it holds keys of older weights. A ro
 `updates_per_batch` steps (then its log-probabilities at sampling time, `old_logp`, feed the clipped
 ratio).
 
+Under DDP each process samples every world_size-th prompt of a rollout (whole groups, so the
+advantages are computed where the group is), seeded by the prompt's place in the whole rollout: any
+number of processes samples the same answers as one.
+
 Resume is bit-exact without saving a random generator: prompt order is a shuffle seeded by (seed,
 epoch) and each prompt's samples come from a seed made of (seed, rollout, prompt), so the state is the
 count of rollouts done, plus the rollout being reused when a checkpoint falls between its updates.
@@ -27,8 +31,9 @@ from typing import Any, Sequence
 
 import torch
 
-from londinium.rl.loss import answer_window, group_advantages, token_logprobs, zero_std_share
-from londinium.rl.rewards import Reward, score
+from londinium.rl.loss import group_advantages, zero_std_share
+from londinium.rl.rewards import TaskReward, score
+from londinium.rl.shared_prompt import answer_form, answer_logprobs
 from londinium.tasks.check import END
 from londinium.tasks.items import TaskItem
 from londinium.train.objectives import Batch
@@ -46,8 +51,8 @@ class RolloutBatch(Batch):
     what the policy loss reads besides."""
 
     advantages: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
-    old_logp: torch.Tensor | None = None  # [B, T] at sampling time; None: on-policy
-    ref_logp: torch.Tensor | None = None  # [B, T] under the frozen reference; None: beta = 0
+    old_logp: torch.Tensor | None = None  # [B, A] answer tokens' at sampling time; None: on-policy
+    ref_logp: torch.Tensor | None = None  # [B, A] under the frozen reference; None: beta = 0
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -57,7 +62,7 @@ def seed_of(seed: int, rollout: int, prompt: int) -> int:
 
 
 class Rollouts:
-    def __init__(self, prompts: Sequence[Prompt], rewards: dict[str, tuple[str, Reward]], rl: Any, seed: int,
+    def __init__(self, prompts: Sequence[Prompt], rewards: dict[str, TaskReward], rl: Any, seed: int,
                  tokenizer: Any, pad_id: int):
         from londinium.infer.chat_template import END_OF_TURN
 
@@ -70,6 +75,7 @@ class Rollouts:
         self.policy: torch.nn.Module | None = None
         self.reference: torch.nn.Module | None = None
         self.engine: Any = None
+        self.rank, self.world_size = 0, 1  # under DDP this process samples every world_size-th prompt of a rollout
 
     def attach(self, policy: torch.nn.Module, reference: torch.nn.Module | None) -> None:
         from londinium.infer.engine import Engine
@@ -129,14 +135,17 @@ class Rollouts:
             self.current.stats = {**self.current.stats, "rollout_s": 0.0, "reused": 1.0}
             return self.current
         rl, G = self.rl, self.rl.group_size
-        prompts = self.next_prompts()
+        mine = range(self.rank, rl.prompts_per_step, self.world_size)  # whole groups: advantages stay on this process
+        everyone = self.next_prompts()
+        prompts = [everyone[j] for j in mine]
         t0 = time.perf_counter()
-        completions = self.sample(prompts, G, [seed_of(self.seed, self.rollouts, j) for j in range(len(prompts))])
+        # Seeds by the prompt's place in the whole rollout: any number of processes samples the same answers.
+        completions = self.sample(prompts, G, [seed_of(self.seed, self.rollouts, j) for j in mine])
         rollout_s = time.perf_counter() - t0
         rewards = []
         for p, c in zip(prompts, completions):
-            name, fn = self.rewards[p.item.task]
-            rewards += [score(name, fn, self.answer_text(choice), p.item) for choice in c.choices]  # may refuse the step
+            reward = self.rewards[p.item.task]
+            rewards += [score(reward, self.answer_text(choice), p.item) for choice in c.choices]  # may refuse the step
         r = torch.tensor(rewards, dtype=torch.float32)
         seqs = [(p.ids, choice.token_ids) for p, c in zip(prompts, completions) for choice in c.choices]
         x, y = self._tensors(seqs)
@@ -167,14 +176,11 @@ class Rollouts:
 
     @torch.no_grad()
     def _logprobs(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """[B, A] log-probabilities of the answers (answer form, as the loss reads them) under `model`."""
         was = model.training
         model.eval()
         try:
-            device = next(model.parameters()).device
-            keep = answer_window(y)
-            logits, _ = model(x.to(device), logits_to_keep=keep)
-            kept = token_logprobs(logits, y[:, -keep:].to(device), self.rl.temperature)[0].cpu()
-            return torch.cat([torch.zeros(y.size(0), y.size(1) - keep), kept], dim=1)  # full width, 0 before the answers
+            return answer_logprobs(model, model, x, y, self.rl.group_size, self.rl.temperature, self.pad_id)[0].cpu()
         finally:
             model.train(was)
 
@@ -191,5 +197,8 @@ class Rollouts:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rollouts, self.uses_left = int(state["rollouts"]), int(state["uses_left"])
         c = state.get("current")
+        if c is not None:  # checkpoints before the answer form held whole-row log-probabilities: the same values
+            old, ref = (answer_form(c[k], c["y"]) for k in ("old_logp", "ref_logp"))
+            c = {**c, "old_logp": old, "ref_logp": ref}
         self.current = None if c is None else RolloutBatch(c["x"], c["y"], None, int(c["tokens"]), advantages=c["advantages"],
                                                            old_logp=c["old_logp"], ref_logp=c["ref_logp"], stats=dict(c["stats"]))
