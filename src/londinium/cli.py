@@ -131,6 +131,18 @@ def _train_run(args: argparse.Namespace, ws: Workspace, name: str, fresh: Callab
     return 0
 
 
+def _from_base(p: argparse.ArgumentParser, section: str, what: str, kind: str) -> None:
+    """The options of a run made from another run (sft, rl): the base, its checkpoint, the new run's
+    name and --resume, each defaulting to `section`'s setting."""
+    p.add_argument("--run", "--run-name", dest="run", default=None, metavar="BASE",
+                   help=f"the run to {what} (default: {section}.base, else train.run_name); write --run-name under torchrun")
+    p.add_argument("--checkpoint", default=None,
+                   help=f"the base's checkpoint: 'best', 'latest', 'step-N' or a directory (default: {section}.checkpoint)")
+    p.add_argument("--name", default=None, metavar="NAME",
+                   help=f"name of the {kind} run (default: {section}.run_name, else <BASE>-{section})")
+    p.add_argument("--resume", action="store_true", help=f"continue the {kind} run from its newest valid checkpoint, with its config")
+
+
 def cmd_sft(args: argparse.Namespace) -> int:
     from londinium.train.sft_run import sft_config, sft_onto_train, sft_run_name
 
@@ -511,16 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
                           description="fine-tune a trained run on conversations (the task set, your JSONL) with the loss on the "
                                       "assistant's answers only, into runs/<BASE>-sft/ (docs/sft.md); under torchrun for DDP")
     _common(p)
-    p.add_argument("--run", "--run-name", dest="run", default=None, metavar="BASE",
-                   help="the run to fine-tune (default: sft.base, else train.run_name); write --run-name under torchrun")
-    p.add_argument("--checkpoint", default=None, help="the base's checkpoint: 'best', 'latest', 'step-N' or a directory (default: sft.checkpoint)")
+    _from_base(p, "sft", "fine-tune", "SFT")
     p.add_argument("--tasks", action="append", default=[], metavar="TASK",
                    help="task-set task to train on, or 'default' (the default mix) or 'none' (repeatable; default: sft.tasks, "
                         "none when --data is given alone)")
     p.add_argument("--data", action="append", default=[], metavar="FILE",
                    help='JSONL of {"messages": [...]} or {"prompt", "completion"} (repeatable)')
-    p.add_argument("--name", default=None, metavar="NAME", help="name of the SFT run (default: sft.run_name, else <BASE>-sft)")
-    p.add_argument("--resume", action="store_true", help="continue the SFT run from its newest valid checkpoint, with its config")
     p.set_defaults(handler=cmd_sft)
 
     p = stages.add_parser("rl", help="an SFT run + tasks with checkable answers -> reinforcement learning (GRPO)",
@@ -528,14 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "prompt, group-relative advantages, the clipped policy loss and a KL to the base ([rl]), into "
                                       "runs/<BASE>-rl/ with pass@k on held-out prompts (docs/rl.md); under torchrun for DDP")
     _common(p)
-    p.add_argument("--run", "--run-name", dest="run", default=None, metavar="BASE",
-                   help="the run to train, usually an SFT run (default: rl.base, else train.run_name); write --run-name under torchrun")
-    p.add_argument("--checkpoint", default=None, help="the base's checkpoint: 'best', 'latest', 'step-N' or a directory (default: rl.checkpoint)")
+    _from_base(p, "rl", "train, usually an SFT run", "RL")
     p.add_argument("--task", action="append", default=[], metavar="TASK", help="task-set task whose train items are the prompts (repeatable; default: rl.tasks)")
     p.add_argument("--reward", action="append", default=[], metavar="SPEC",
                    help="your reward: 'module:function' (every task) or 'TASK=module:function', optionally '@WEIGHT'; repeated, they are summed (default: each task's checker)")
-    p.add_argument("--name", default=None, metavar="NAME", help="name of the RL run (default: rl.run_name, else <BASE>-rl)")
-    p.add_argument("--resume", action="store_true", help="continue the RL run from its newest valid checkpoint, with its config")
     p.set_defaults(handler=cmd_rl)
 
     p = stages.add_parser("distill", help="a trained run as teacher -> a smaller student: knowledge distillation",
