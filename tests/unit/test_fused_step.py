@@ -57,6 +57,10 @@ def test_fused_step_gives_the_logits_and_cache_of_gpt_decode_bit_for_bit(tok, bi
 def test_fused_step_is_used_only_where_its_layout_applies(tok) -> None:
     assert fused_step(make_model(tok, positions="learned")) is None  # GPT-2 style
     assert fused_step(make_model(tok, positions="rope", n_kv_head=2)) is None  # grouped-query attention
+    torch.manual_seed(0)
+    experts = ModelConfig(n_layer=2, n_head=4, n_embd=32, context=64, vocab_size=tok.get_vocab_size(), positions="rope",
+                          norm="rmsnorm", mlp="swiglu", n_experts=4, top_k=2)
+    assert fused_step(GPT(experts).eval()) is None  # a mixture of experts (it has no dense MLP to write out)
     assert fused_step(quantize_weights(llama(tok, False), "int8")) is None  # packed weights
     model = llama(tok, False)
     step = fused_step(model)

@@ -30,9 +30,11 @@ def fused_step(model: Any) -> FusedStep | None:
     cfg = model.config
     plain = (cfg.positions == "rope" and cfg.norm == "rmsnorm" and cfg.mlp == "swiglu" and not cfg.n_experts
              and cfg.n_kv_head in (0, cfg.n_head))
+    if not plain:
+        return None  # another layout (a mixture of experts has no b.mlp.c_fc to look at)
     linears = [m for b in model.transformer.h for m in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)]
-    if not plain or not all(type(m) is nn.Linear for m in [*linears, model.lm_head]):
-        return None  # another layout, or weights packed by model/quantize.py
+    if not all(type(m) is nn.Linear for m in [*linears, model.lm_head]):
+        return None  # weights packed by model/quantize.py
     return FusedStep(model)
 
 
