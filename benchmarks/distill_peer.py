@@ -23,8 +23,6 @@ records the 1-minute load average before each run, and takes the median of the p
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import os
@@ -34,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from sft_peer import _Clock, parse_fine_tuning, scores
+from sft_peer import _Clock, parse_fine_tuning, scores, train_quietly
 
 from londinium.config import load_config
 from londinium.infer.chat_template import END_OF_TURN
@@ -43,9 +41,6 @@ from londinium.workspace import Workspace
 
 def run_ours(ws: Workspace, args: argparse.Namespace, name: str) -> float:
     """`londinium distill --sft` in this process (alpha 0, T 1, forward KL); real tokens per second."""
-    from londinium.cli import main
-    from londinium.train.monitor import read_metrics
-
     argv = ["distill", "-w", str(ws.root), "--teacher", args.teacher, "--teacher-checkpoint", args.teacher_checkpoint,
             "--sft", args.run, "--name", name, "--force"]
     for s in (f"sft.checkpoint={args.checkpoint}", f"sft.data={json.dumps([str(Path(d).resolve()) for d in args.data])}",
@@ -55,14 +50,8 @@ def run_ours(ws: Workspace, args: argparse.Namespace, name: str) -> float:
               "distill.kl=forward", f"train.batch_size={args.batch_size}", "train.batch_tokens=0", f"train.threads={args.threads}",
               "train.log_every=1"):
         argv += ["--set", s]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(argv)
-    if rc != 0:
-        sys.exit(f"londinium distill failed ({rc}):\n{out.getvalue()[-2000:]}")
-    rows = [r for r in read_metrics(ws.metrics_file(name)) if r["type"] == "train"]
-    tokens = rows[-1]["tokens"] - rows[0]["tokens"]  # after the first step, as TRL's clock below
-    return tokens / (rows[-1]["elapsed_s"] - rows[0]["elapsed_s"])
+    rows = train_quietly(ws, argv, name)  # after the first step, as TRL's clock below
+    return (rows[-1]["tokens"] - rows[0]["tokens"]) / (rows[-1]["elapsed_s"] - rows[0]["elapsed_s"])
 
 
 def export(ws: Workspace, run: str, checkpoint: str, out: Path) -> Path:

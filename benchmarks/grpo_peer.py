@@ -21,8 +21,6 @@ the same seeds): TRL's weights are mapped back into our GPT (`model.from_hf`) fo
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import os
@@ -33,6 +31,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from sft_peer import train_quietly
 
 from londinium.config import RlConfig, load_config
 from londinium.workspace import Workspace
@@ -48,19 +48,11 @@ def settings(args: argparse.Namespace) -> list[str]:
 
 def run_ours(ws: Workspace, args: argparse.Namespace, name: str) -> float:
     """`londinium rl` in this process; steps per minute after the first step."""
-    from londinium.cli import main
-    from londinium.train.monitor import read_metrics
-
     argv = ["rl", "-w", str(ws.root), "--run", args.run, "--checkpoint", args.checkpoint, "--name", name, "--force"]
     argv += [a for t in args.task for a in ("--task", t)]
     for s in settings(args):
         argv += ["--set", s]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(argv)
-    if rc != 0:
-        sys.exit(f"londinium rl failed ({rc}):\n{out.getvalue()[-2000:]}")
-    rows = [r for r in read_metrics(ws.metrics_file(name)) if r["type"] == "train"]
+    rows = train_quietly(ws, argv, name)
     return 60 * (rows[-1]["step"] - rows[0]["step"]) / (rows[-1]["elapsed_s"] - rows[0]["elapsed_s"])
 
 

@@ -45,26 +45,31 @@ def conversations(ws: Workspace, data: list[str], tasks: list[str], val_share: f
     return train + task_conversations(ws, "train", tasks), val + task_conversations(ws, "val", tasks)
 
 
-def run_ours(ws: Workspace, args: argparse.Namespace, name: str) -> float:
-    """`londinium sft` in this process; real tokens per second over its steps."""
+def train_quietly(ws: Workspace, argv: list[str], name: str) -> list[dict]:
+    """Run `londinium ARGV` (a training stage) in this process with its output held back (shown only
+    if it fails) and return run `name`'s per-step train rows: the peer benchmarks' side of a pair."""
     from londinium.cli import main
     from londinium.train.monitor import read_metrics
 
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(argv)
+    if rc != 0:
+        sys.exit(f"londinium {argv[0]} failed ({rc}):\n{out.getvalue()[-2000:]}")
+    return [r for r in read_metrics(ws.metrics_file(name)) if r["type"] == "train"]
+
+
+def run_ours(ws: Workspace, args: argparse.Namespace, name: str) -> float:
+    """`londinium sft` in this process; real tokens per second over its steps."""
     argv = ["sft", "-w", str(ws.root), "--run", args.run, "--checkpoint", args.checkpoint, "--name", name, "--force"]
     argv += [a for f in args.data for a in ("--data", f)] + [a for t in args.tasks for a in ("--tasks", t)]
     for s in (f"sft.max_steps={args.steps}", f"sft.eval_every={args.steps}", "sft.replay_share=0", f"sft.val_share={args.val_share}",
               f"sft.learning_rate={args.lr}", f"sft.warmup_steps={args.warmup}", "sft.schedule=cosine",
               f"train.batch_size={args.batch_size}", "train.batch_tokens=0", f"train.threads={args.threads}", "train.log_every=1"):
         argv += ["--set", s]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(argv)
-    if rc != 0:
-        sys.exit(f"londinium sft failed ({rc}):\n{out.getvalue()[-2000:]}")
-    rows = [r for r in read_metrics(ws.metrics_file(name)) if r["type"] == "train"]
+    rows = train_quietly(ws, argv, name)
     # Steps after the first (its one-off allocations), as TRL's figure below also leaves out its first.
-    tokens = rows[-1]["tokens"] - rows[0]["tokens"]
-    return tokens / (rows[-1]["elapsed_s"] - rows[0]["elapsed_s"])
+    return (rows[-1]["tokens"] - rows[0]["tokens"]) / (rows[-1]["elapsed_s"] - rows[0]["elapsed_s"])
 
 
 class _Clock:
