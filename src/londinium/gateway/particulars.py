@@ -61,6 +61,7 @@ class Particulars:
         return all(" " + " ".join(span) + " " in text for span in self.spans if span)
 
 
+@lru_cache(maxsize=4096)  # a lookup compares against up to 8 stored questions: each is parsed once, not per lookup
 def particulars(text: str, rare_zipf: float) -> Particulars:
     """The particulars of a question (module docstring); `rare_zipf` 0 leaves rare words out (names still count)."""
     spans, outside, last = [], [], 0
