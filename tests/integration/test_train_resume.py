@@ -153,7 +153,8 @@ def test_the_tiny_recipe_and_muon_resume_after_sigkill_bit_exactly(tiny_workspac
 
 def test_an_sft_run_resumes_after_sigkill_bit_exactly(reference, tiny_workspace, tmp_path):
     """Supervised fine-tuning is an objective of the same trainer: its conversation loader (with
-    replay rows) resumes from its cursor, and `londinium train --resume` continues it as trained."""
+    replay rows) resumes from its cursor, and the command the refusal names (`londinium sft --resume
+    --name`) continues it as trained."""
     ws = tiny_workspace
     data = write_conversations(ws, tmp_path / "chats.jsonl")
     rc, out, err = cli_in_process(sft_args(ws, "ref", "sft-ref", STEPS, data))
@@ -161,7 +162,10 @@ def test_an_sft_run_resumes_after_sigkill_bit_exactly(reference, tiny_workspace,
     assert "base run 'ref' step-000024" in out and "replay: 2 of 8 rows" in out
     died = run(sft_cmd(ws, "ref", "sft-killed", STEPS, data), kill_at=KILL_AT)
     assert died.returncode == -9, (died.returncode, died.stderr[-2000:])
-    rc, out, err = cli_in_process(["train", "--resume", "--run", "sft-killed", "-w", str(ws.root)])
+    rc, _, err = cli_in_process(sft_args(ws, "ref", "sft-killed", STEPS, data))  # again, without --resume: refused
+    hint = f"londinium sft --resume --name sft-killed -w {ws.root}"
+    assert rc == 2 and f"`{hint}`" in err, err  # the stage that made the run, not `train`
+    rc, out, err = cli_in_process(hint.split()[1:])
     assert rc == 0, err
     assert "resuming from step 12" in out
     assert_same_weights(final_weights(ws, "sft-killed"), final_weights(ws, "sft-ref"))

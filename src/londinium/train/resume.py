@@ -1,7 +1,7 @@
 """How `--resume` continues a run: the config it was trained with, and the command that says so.
 
     resume_config(ws, run)      # the run's own config, with only explicit changes on top
-    resume_command(ws, run)     # `londinium train --resume --run NAME [-w DIR]`, printed in hints
+    resume_command(ws, run)     # `londinium train --resume --run NAME [-w DIR]` (or sft/distill/rl --name), printed in hints
 """
 
 from __future__ import annotations
@@ -34,9 +34,13 @@ def workspace_flag(ws: Workspace) -> str:
     return "" if ws.root == Path(DEFAULT_WORKSPACE).resolve() else f" -w {shlex.quote(str(ws.root))}"
 
 
-def resume_command(ws: Workspace, run: str, world_size: int = 1) -> str:
-    """The command that continues run `run` in `ws` as it was trained (see `resume_config`)."""
+def resume_command(ws: Workspace, run: str, world_size: int = 1, stage: str = "train") -> str:
+    """The command that continues run `run` in `ws` as it was trained (see `resume_config`): `stage` is
+    the command that made it (train, or sft / distill / rl, which name their own run with --name)."""
     where = workspace_flag(ws)
+    launcher = f"torchrun --nproc_per_node={world_size} -m londinium" if world_size > 1 else "londinium"
+    if stage != "train":
+        return f"{launcher} {stage} --resume --name {run}{where}"
     if world_size > 1:  # torchrun's own parser takes `--run` for its --run-path
-        return f"torchrun --nproc_per_node={world_size} -m londinium train --resume --run-name {run}{where}"
-    return f"londinium train --resume --run {run}{where}"
+        return f"{launcher} train --resume --run-name {run}{where}"
+    return f"{launcher} train --resume --run {run}{where}"
