@@ -20,9 +20,13 @@ spans, names, words rarer than `rare_zipf`: gateway/particulars.py), as in the s
 in two halves by line (no line or title is in both): the threshold and `rare_zipf` are chosen on the tune
 half (per `rare_zipf`, the lowest threshold whose wrong-hit rate is at most --target, a lower one only
 adding hits; then the `rare_zipf` with the most recall), and the held-out half reports its wrong-hit
-rate and paraphrase recall; the embedding alone (no particulars) is reported beside it. Writes the full threshold curve of both halves
-(`curve.png` and `curve.md`) and the pairs (`pairs.jsonl`) to --out, and prints the figures; it also
-times the step's lookup (embed + search) over an index of --entries entries.
+rate and paraphrase recall; the embedding alone (no particulars) is reported beside it. Then the frames
+(`semantic_cache.frame_threshold`: each question without the particulars and passage the two share,
+gateway/particulars.py `frames`): the tune half chooses the pair (threshold, frame_threshold) with the most
+recall at most --target wrong (ties: the higher thresholds), and the held-out half reports it. Writes
+the full threshold curves of both halves (`curve.png`: the question's similarity, and the frames' at the
+chosen threshold; `curve.md`) and the pairs (`pairs.jsonl`) to --out, and prints the figures; it also
+times the step's lookup (embed + search, and with the frames compared) over an index of --entries entries.
 """
 
 from __future__ import annotations
@@ -182,6 +186,28 @@ def similarities(embedder, pairs: list[dict]) -> np.ndarray:
     return np.where(same_scope, (a * b).sum(1), -1.0)
 
 
+def frame_similarities(embedder, pairs: list[dict], rare_zipf: float) -> np.ndarray:
+    """Cosine similarity of each pair's frames (`particulars.frames`), as the step compares them."""
+    from londinium.gateway.particulars import frames
+
+    both = [frames(p["a"], p["b"], rare_zipf) for p in pairs]
+    a, b = embedder.embed([f[0] for f in both]), embedder.embed([f[1] for f in both])
+    return np.where([x == y for x, y in both], 1.0, (a * b).sum(1))  # equal frames: the step does not embed them
+
+
+def choose_with_frames(sims: np.ndarray, frame_sims: np.ndarray, ok: np.ndarray, same: np.ndarray, thresholds: np.ndarray,
+                       frame_thresholds: np.ndarray, target: float) -> tuple[float, float]:
+    """(threshold, frame_threshold) with the most recall at most `target` wrong hits on these pairs; ties: the higher ones."""
+    best = (-1.0, 0.0, 0.0)
+    for t in thresholds:
+        near = ok & (sims >= t)
+        for f in frame_thresholds:
+            hit = near & (frame_sims >= f)
+            if hit[~same].mean() <= target:
+                best = max(best, (float(hit[same].mean()), float(t), float(f)))
+    return best[1], best[2]
+
+
 def agreeing(pairs: list[dict], rare_zipf: float | None) -> np.ndarray:
     """Whether each pair's particulars agree at `rare_zipf` (None: not checked, the embedding alone)."""
     from londinium.gateway.particulars import agree, particulars
@@ -195,8 +221,26 @@ def zipf_name(rare_zipf: float | None) -> str:
     return "off" if rare_zipf is None else f"rare_zipf {rare_zipf:g}"
 
 
+def _panel(ax, rows_tune: list[dict], rows_held: list[dict], held: list[dict], key: str, chosen: float, xlabel: str, title: str) -> None:
+    for rows, style, name in ((rows_tune, "--", "tune"), (rows_held, "-", "held out")):
+        t = [r["threshold"] for r in rows]
+        ax.plot(t, [r["recall"] for r in rows], style, color="tab:blue", label=f"paraphrase recall ({name})")
+        ax.plot(t, [r["wrong"] for r in rows], style, color="tab:red", label=f"wrong-hit rate ({name})")
+    t = np.array([r["threshold"] for r in rows_held])
+    for kind in sorted({p["kind"] for p in held} - {"paraphrase"}):  # which near-misses still hit
+        sims = np.array([p[key] for p in held if p["kind"] == kind])
+        ax.plot(t, [(sims >= x).mean() for x in t], ":", lw=1, label=f"wrong hits, {kind} (held out)")
+    ax.axvline(chosen, color="grey", lw=0.8)
+    ax.axhline(0.01, color="tab:red", lw=0.5, ls=":")
+    ax.axhline(0.5, color="tab:blue", lw=0.5, ls=":")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("share of pairs at or above it")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+
+
 def plot(rows_tune: list[dict], rows_held: list[dict], held: list[dict], chosen: float, embedder: str, rare_zipf: float | None,
-         path: Path) -> None:
+         framed: tuple[list[dict], list[dict], float, float], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,32 +248,22 @@ def plot(rows_tune: list[dict], rows_held: list[dict], held: list[dict], chosen:
 
     from londinium.files import atomic_write
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for rows, style, name in ((rows_tune, "--", "tune"), (rows_held, "-", "held out")):
-        t = [r["threshold"] for r in rows]
-        ax.plot(t, [r["recall"] for r in rows], style, color="tab:blue", label=f"paraphrase recall ({name})")
-        ax.plot(t, [r["wrong"] for r in rows], style, color="tab:red", label=f"wrong-hit rate ({name})")
-    t = np.array([r["threshold"] for r in rows_held])
-    for kind in sorted({p["kind"] for p in held} - {"paraphrase"}):  # which near-misses still hit
-        sims = np.array([p["score"] for p in held if p["kind"] == kind])
-        ax.plot(t, [(sims >= x).mean() for x in t], ":", lw=1, label=f"wrong hits, {kind} (held out)")
-    ax.axvline(chosen, color="grey", lw=0.8)
-    ax.axhline(0.01, color="tab:red", lw=0.5, ls=":")
-    ax.axhline(0.5, color="tab:blue", lw=0.5, ls=":")
-    ax.set_xlabel("cosine similarity threshold")
-    ax.set_ylabel("share of pairs at or above it")
-    ax.set_title(f"semantic cache threshold curve, embedder {embedder}, particulars {zipf_name(rare_zipf)}", fontsize=9)
-    ax.legend(fontsize=7)
+    fig, (ax, fx) = plt.subplots(1, 2, figsize=(13, 4.6))
+    _panel(ax, rows_tune, rows_held, held, "score", chosen, "cosine similarity threshold (the questions)",
+           f"embedder {embedder}, particulars {zipf_name(rare_zipf)}, no frames")
+    frame_tune, frame_held, threshold, frame_threshold = framed
+    _panel(fx, frame_tune, frame_held, held, "frame_score", frame_threshold, "frame_threshold (the frames' similarity)",
+           f"and the frames, at threshold {threshold:.3f}")
     fig.tight_layout()
     with atomic_write(path, "wb", encoding=None) as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
 
-def lookup_time(embedder, entries: int, rng: random.Random, pool: list[str]) -> dict:
+def lookup_time(embedder, entries: int, rng: random.Random, pool: list[str], with_frames: bool = False) -> dict:
     """Median and p95 of the step's lookup (embed the question, search an index of `entries` rows, check the
-    particulars of the closest candidates)."""
-    from londinium.gateway.particulars import agree, particulars
+    particulars of the closest candidates and, `with_frames`, embed the frames of the first that agrees)."""
+    from londinium.gateway.particulars import agree, frames, particulars
     from londinium.gateway.semantic_cache import CANDIDATES
     from londinium.gateway.semantic_index import SemanticIndex
 
@@ -244,6 +278,8 @@ def lookup_time(embedder, entries: int, rng: random.Random, pool: list[str]) -> 
         mine = particulars(text, 4.0)
         for _, row in index.nearest("scope", embedder.embed([text])[0], CANDIDATES):
             if agree(mine, particulars(index.questions[row], 4.0)):
+                if with_frames:  # the step's worst case: frames that differ, embedded
+                    embedder.embed(list(frames(text, index.questions[row], 4.0)))
                 break
         times.append(time.perf_counter() - start)
     times.sort()
@@ -300,10 +336,24 @@ def main() -> None:
     for name, part in (("tune", tune), ("held", held)):
         for p, s, ok in zip(part, sims[name], agreeing(part, rare_zipf)):
             p["similarity"], p["agree"], p["score"] = round(float(s), 4), bool(ok), round(float(s) if ok else -1.0, 4)
+    # The frames, at the chosen particulars: the tune half chooses both thresholds together.
+    frame_thresholds = np.round(np.arange(0.0, 1.0001, 0.01), 2)
+    frame_sims = {name: frame_similarities(embedder, part, rare_zipf) for name, part in (("tune", tune), ("held", held))}
+    agreed = {name: agreeing(part, rare_zipf) for name, part in (("tune", tune), ("held", held))}
+    threshold, frame_threshold = choose_with_frames(sims["tune"], frame_sims["tune"], agreed["tune"], same["tune"], thresholds,
+                                                    frame_thresholds, args.target)
+    frame_rows, framed = {}, {}
+    for name, part in (("tune", tune), ("held", held)):
+        score = np.where(agreed[name] & (sims[name] >= threshold), frame_sims[name], -1.0)
+        frame_rows[name] = curve(score, same[name], frame_thresholds)
+        framed[name] = next(r for r in frame_rows[name] if r["threshold"] == frame_threshold)
+        for p, f, x in zip(part, frame_sims[name], score):
+            p["frame_similarity"], p["frame_score"] = round(float(f), 4), round(float(x), 4)
     out = Path(args.out or ws.root / "bench" / "semantic-cache")
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "pairs.jsonl", [{**p, "half": "tune" if p in tune else "held"} for p in pairs])
-    plot(rows["tune"], rows["held"], held, chosen["threshold"], embedder.name, rare_zipf, out / "curve.png")
+    plot(rows["tune"], rows["held"], held, chosen["threshold"], embedder.name, rare_zipf,
+         (frame_rows["tune"], frame_rows["held"], threshold, frame_threshold), out / "curve.png")
     table = ["| threshold | recall (tune) | wrong hits (tune) | recall (held out) | wrong hits (held out) |", "|---|---|---|---|---|"]
     table += [f"| {t['threshold']:.4f} | {t['recall']:.3f} | {t['wrong']:.3f} | {h['recall']:.3f} | {h['wrong']:.3f} |"
               for t, h in zip(rows["tune"], rows["held"]) if round(t["threshold"] * 100, 3) % 1 == 0 or t["threshold"] > 0.99 or t is chosen]
@@ -325,10 +375,23 @@ def main() -> None:
     _, c, h = run(rare_zipf, kept)
     summary += (f"\nwithout the other-task near-misses: threshold {c['threshold']:.4f}, held out: paraphrase recall "
                 f"{h['recall']:.3f}, wrong-hit rate {h['wrong']:.3f}")
+    t, h = framed["tune"], framed["held"]
+    by_kind = {k: float(np.mean([p["frame_score"] >= frame_threshold for p in held if p["kind"] == k] or [float("nan")])) for k in kinds}
+    summary += (f"\nwith frames, chosen on the tune half: threshold {threshold:.4f}, frame_threshold {frame_threshold:.2f} "
+                f"(tune: recall {t['recall']:.3f}, wrong hits {t['wrong']:.3f})\n"
+                f"held out with frames: paraphrase recall {h['recall']:.3f}, wrong-hit rate {h['wrong']:.3f} ({h['wrong_n']} near-misses hit); "
+                f"goal <= 0.01 at >= 0.50: {'met' if h['wrong'] <= 0.01 and h['recall'] >= 0.5 else 'NOT met'}\n"
+                "held-out share with frames, by kind: " + ", ".join(f"{k} {v:.3f}" for k, v in by_kind.items()))
+    table += ["", f"With frames, at threshold {threshold:.4f}:", "",
+              "| frame_threshold | recall (tune) | wrong hits (tune) | recall (held out) | wrong hits (held out) |", "|---|---|---|---|---|"]
+    table += [f"| {t['threshold']:.2f} | {t['recall']:.3f} | {t['wrong']:.3f} | {h['recall']:.3f} | {h['wrong']:.3f} |"
+              for t, h in zip(frame_rows["tune"], frame_rows["held"]) if round(t["threshold"] * 100) % 5 == 0 or t["threshold"] == frame_threshold]
     write_text(out / "curve.md", f"# Semantic cache: threshold curve\n\n```\n{summary}\n```\n\n" + "\n".join(table) + "\n")
-    lookup = lookup_time(embedder, 500 if args.quick else args.entries, rng, candidate_lines(docs))
+    entries, lines = 500 if args.quick else args.entries, candidate_lines(docs)
+    lookup, framed_lookup = lookup_time(embedder, entries, rng, lines), lookup_time(embedder, entries, rng, lines, with_frames=True)
     print(summary)
-    print(f"lookup (embed + search of {lookup['entries']:,} entries): p50 {lookup['p50_ms']:.2f} ms, p95 {lookup['p95_ms']:.2f} ms")
+    print(f"lookup (embed + search of {lookup['entries']:,} entries): p50 {lookup['p50_ms']:.2f} ms, p95 {lookup['p95_ms']:.2f} ms; "
+          f"with the frames of a hit embedded: p50 {framed_lookup['p50_ms']:.2f} ms, p95 {framed_lookup['p95_ms']:.2f} ms")
     print(f"curve: {out / 'curve.png'}, {out / 'curve.md'}")
     sys.stdout.flush()
 

@@ -109,6 +109,24 @@ def test_a_question_as_close_as_a_hit_but_about_another_line_or_name_misses(make
     assert ask(chain, chat("who speaks to falstaff"))[:2] == ("hit", "answer-3")
 
 
+def test_with_frames_the_same_line_asked_as_another_task_misses_and_a_rewording_hits(make) -> None:
+    # Thresholds for the small test embedder (its similarities run lower than a real one's): both questions
+    # about the line pass the whole-question threshold; only their frames tell them apart.
+    explain = 'Explain "Thus saith the Lord of hosts".'
+    _, _, canned, chain = make(threshold=0.45, save_interval_s=0)  # its index stays its own
+    ask(chain, chat(ASK))
+    assert ask(chain, chat(explain))[:2] == ("hit", "answer-1")  # without frames: the wrong hit
+
+    _, step, canned, chain = make(threshold=0.45, frame_threshold=0.55)
+    ask(chain, chat(ASK))
+    decision, text, outcome = ask(chain, chat(explain))
+    assert (decision, text) == ("miss", "answer-2") and outcome["semantic_frame"] == "differ"
+    assert float(outcome["semantic_similarity"]) >= 0.45 and "semantic_particulars" not in outcome  # close, same line
+    decision, text, outcome = ask(chain, chat('What line comes after "Thus saith the Lord of hosts"?'))
+    assert (decision, text) == ("hit", "answer-1") and float(outcome["semantic_frame_similarity"]) >= 0.55
+    assert ask(chain, chat("what line follows: thus saith the lord of hosts"))[:2] == ("hit", "answer-1")  # equal frames
+
+
 def test_sampled_multi_turn_and_switched_off_requests_bypass_it(make) -> None:
     _, _, canned, chain = make(bypass_keys=["internal"])
     turns = [{"role": "user", "content": "Who art thou"}, {"role": "assistant", "content": "A king"}, {"role": "user", "content": ASK}]

@@ -15,12 +15,20 @@ answer:
   ("Genesis", "Macbeth"), must occur in the other question too;
 - **numbers** are the scope's already (`semantic_cache.numbers`), compared exactly.
 
+Equal particulars are not enough: "What line follows "X"?" and "Which work is "X" from?" share every one,
+and the quoted line dominates both embeddings, so they score like a paraphrase. `frames` gives what is left
+of each question once what the two share (their particulars and any run of `SHARED_RUN` or more words, i.e.
+the passage, quoted or not) stands as one placeholder: "what line follows this text" against "which work
+is this text from". The step compares the frames' embeddings too (`semantic_cache.frame_threshold`): the
+same thing asked about the same particulars.
+
 Nothing here is tuned to one corpus: the rarity comes from a general word list, not from the labelled
 pairs, and the Zipf bound is chosen on the benchmark's tune half (benchmarks/semantic_cache.py).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,6 +36,12 @@ from functools import lru_cache
 QUOTED = re.compile(r"\"([^\"]+)\"|“([^”]+)”")  # double quotes only: a single one is usually an apostrophe
 WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")  # letters, with inner apostrophes ("o'er", "heav'n")
 SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*)$")  # what precedes a word that is capitalised anyway
+# Shared runs this long are the passage the questions are about, not wording they happen to share: two
+# wordings of one question share a word or two ("what", "line"), a quoted line shares its whole length.
+SHARED_RUN = 3
+# What stands for the shared passage in a frame: words an encoder reads as a sentence's object. Chosen
+# among "…", "X", "it", "something" and this on the benchmark's tune half (docs/LOG.md).
+PLACEHOLDER = "this text"
 
 
 def words(text: str) -> list[str]:
@@ -94,3 +108,27 @@ def _rarity(word: str) -> float:
 def agree(a: Particulars, b: Particulars) -> bool:
     """Whether two questions are about the same particulars: each one's occur in the other."""
     return a.found_in(b) and b.found_in(a)
+
+
+def frames(a: str, b: str, rare_zipf: float) -> tuple[str, str]:
+    """Each question's frame against the other (module docstring): its words, lower-cased, with the
+    particulars of either and every run of `SHARED_RUN`+ words the two share replaced by `PLACEHOLDER`."""
+    wa, wb = words(a), words(b)
+    names = particulars(a, rare_zipf).names | particulars(b, rare_zipf).names
+    shared_a, shared_b = set(), set()
+    for i, j, n in difflib.SequenceMatcher(None, wa, wb, autojunk=False).get_matching_blocks():
+        if n >= SHARED_RUN:
+            shared_a.update(range(i, i + n))
+            shared_b.update(range(j, j + n))
+    return _frame(wa, shared_a, names), _frame(wb, shared_b, names)
+
+
+def _frame(ws: list[str], shared: set[int], names: frozenset[str]) -> str:
+    out: list[str] = []
+    for i, w in enumerate(ws):
+        if i in shared or w in names:
+            if not out or out[-1] != PLACEHOLDER:  # a passage with a name inside it is still one placeholder
+                out.append(PLACEHOLDER)
+        else:
+            out.append(w)
+    return " ".join(out)

@@ -8,8 +8,10 @@ only reuses a byte-identical request.
   (`semantic_cache.threshold`, or the route's `semantic_threshold`) to a live entry of the same scope,
   **and** the two questions' particulars must agree (`particulars.py`: quoted spans, names, rare words),
   since every embedder here puts "What line follows "X"?" closer to the same question about X with one
-  word changed than to "Which line comes after "X"?". The closest `CANDIDATES` entries above the
-  threshold are tried in order; the first whose particulars agree is the hit.
+  word changed than to "Which line comes after "X"?". With `frame_threshold`, the two questions'
+  frames (each without what they share: "what line follows this text" against "which work is this
+  text from") must be that similar too: the same thing asked about the same particulars. The closest
+  `CANDIDATES` entries above the threshold are tried in order; the first that passes is the hit.
 - **The scope** must match exactly: the endpoint, the tenant (the virtual key's id), the whole
   request but the question (model alias, system prompt, every sampling parameter, tools,
   response_format, stream, ...), so a hit never crosses tenants, models or settings, and the
@@ -45,7 +47,7 @@ from prometheus_client import Counter, Histogram
 
 from londinium.gateway.cache import bypass_reason, cache_key, call_on, collect, json_text, replay
 from londinium.gateway.chain import Exchange, Next, Reply
-from londinium.gateway.particulars import agree, load_word_list, particulars
+from londinium.gateway.particulars import agree, frames, load_word_list, particulars
 from londinium.gateway.semantic_index import SemanticIndex, write
 from londinium.gateway.semantic_share import SemanticFeed
 from londinium.gateway.settings import SemanticCacheSection
@@ -162,15 +164,18 @@ class SemanticCache:
             self.similarity.labels(self._model(ex)).observe(found[0][0])
             ex.outcome["semantic_similarity"] = f"{found[0][0]:.4f}"
             mine = particulars(text, self.cfg.rare_zipf)
-            for similarity, row in found:
-                if similarity < self.threshold(ex):
-                    break
-                if agree(mine, particulars(self.index.questions[row], self.cfg.rare_zipf)):
-                    self.index.touch(row)
+            # Taken now: comparing frames awaits an embedding, and an entry stored meanwhile may move rows.
+            close = [(similarity, row, self.index.questions[row], self.index.values[row])
+                     for similarity, row in found if similarity >= self.threshold(ex)]
+            for similarity, row, stored, value in close:
+                if not agree(mine, particulars(stored, self.cfg.rare_zipf)):
+                    ex.outcome["semantic_particulars"] = "differ"  # as close as a hit, but about something else
+                elif await self._same_frame(text, stored, ex):
+                    if row < len(self.index) and self.index.questions[row] is stored:
+                        self.index.touch(row)
                     ex.outcome["semantic_similarity"] = f"{similarity:.4f}"
                     self._decide(ex, "hit", "similar")
-                    return replay(json.loads(self.index.values[row]), {HEADER: "hit"})
-                ex.outcome["semantic_particulars"] = "differ"  # as close as a hit, but about something else
+                    return replay(json.loads(value), {HEADER: "hit"})
         ex.outcome["semantic_cache"] = "miss"  # the reason (stored or why not) once the answer is complete
         try:
             reply = await call_on(ex, call_next, "miss", HEADER)
@@ -185,6 +190,22 @@ class SemanticCache:
         else:
             self._decide(ex, "miss", "not-ok")
         return reply
+
+    async def _same_frame(self, text: str, stored: str, ex: Exchange) -> bool:
+        """Whether the two questions ask the same thing of what they share (`particulars.frames`): their
+        frames' similarity reaches frame_threshold. Embedded here, per pair, as a frame depends on both."""
+        if not self.cfg.frame_threshold:
+            return True
+        mine, theirs = frames(text, stored, self.cfg.rare_zipf)
+        if mine == theirs:  # worded alike once the shared part is out ("this text" alone): nothing to embed
+            return True
+        a, b = await asyncio.to_thread(self.embedder.embed, [mine, theirs])
+        similarity = float(a @ b)
+        ex.outcome["semantic_frame_similarity"] = f"{similarity:.4f}"
+        if similarity < self.cfg.frame_threshold:
+            ex.outcome["semantic_frame"] = "differ"  # the same particulars, asked as another question
+            return False
+        return True
 
     async def _kept(self, ex: Exchange, scope: str, vector: Any, text: str, entry: str | None) -> None:
         value = entry.encode("utf-8", "surrogatepass") if entry is not None else b""
