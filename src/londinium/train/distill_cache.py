@@ -37,6 +37,7 @@ from londinium.data.loader import Shard, _windows, iter_eval_batches
 from londinium.errors import ConfigError, LondiniumError
 from londinium.files import create_temporary_dir, disk_full_guard, ensure_dir, fsync_dir, replace_dir, sha256_bytes, sha256_file, write_json
 from londinium.train.distill import TAIL_FLOOR
+from londinium.progress import progress
 from londinium.workspace import Workspace
 
 META, LOGPROBS, IDS = "meta.json", "logprobs.bin", "ids.bin"
@@ -124,12 +125,14 @@ def _fill(folder: Path, teacher: Any, shard: Shard, context: int, k: int, window
     logprobs = np.memmap(folder / LOGPROBS, dtype=np.float16, mode="w+", shape=(rows, k + 1))
     ids = np.memmap(folder / IDS, dtype=_id_dtype(vocab), mode="w+", shape=(rows, k))
     row = 0
-    for x, _ in iter_eval_batches(shard, context, PASS_WINDOWS):  # every window, in order
-        top, top_ids = top_k_buckets(teacher.logits(x), k)
-        n = top.size(0) * top.size(1)
-        logprobs[row:row + n] = top.reshape(n, k + 1).numpy().astype(np.float16)
-        ids[row:row + n] = top_ids.reshape(n, k).numpy().astype(ids.dtype)
-        row += n
+    with progress(total=rows, desc="teacher pass", unit="tok", unit_scale=True) as bar:  # minutes on a CPU
+        for x, _ in iter_eval_batches(shard, context, PASS_WINDOWS):  # every window, in order
+            top, top_ids = top_k_buckets(teacher.logits(x), k)
+            n = top.size(0) * top.size(1)
+            logprobs[row:row + n] = top.reshape(n, k + 1).numpy().astype(np.float16)
+            ids[row:row + n] = top_ids.reshape(n, k).numpy().astype(ids.dtype)
+            row += n
+            bar.update(n)
     assert row == rows, (row, rows)
     logprobs.flush()
     ids.flush()
