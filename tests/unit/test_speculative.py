@@ -187,3 +187,23 @@ def test_a_draft_with_another_vocabulary_or_a_long_request_is_refused(tok) -> No
         SpeculativeDecoder(target, small_gpt(0, 1.0))
     with pytest.raises(ConfigError, match="exceed the context"):
         SpeculativeDecoder(target, make_model(tok, "rope", seed=1)).generate([1, 2, 3], 64)
+
+
+def test_a_draft_the_fused_step_covers_steps_through_it_and_the_output_is_still_the_targets(tok) -> None:
+    target = varied_model(tok)
+    draft = make_model(tok, "rope", seed=3)  # as many key/value heads as query heads: infer/fused.py's layout
+    spec = SpeculativeDecoder(target, draft, k=3)
+    assert spec.speculator.fused is not None
+    with torch.inference_mode():  # its step over a KVCache: GPT.forward's logits and keys, to rounding
+        ids = tok.encode("Shall I compare thee").ids
+        a, b = draft.new_kv_cache(1), draft.new_kv_cache(1)
+        draft(torch.tensor([ids]), kv_cache=a)
+        draft(torch.tensor([ids]), kv_cache=b)
+        want = draft(torch.tensor([[7]]), kv_cache=a, logits_to_keep=1)[0][0, -1:]
+        got = spec.speculator.fused.draft_step(torch.tensor([7]), b)
+        assert b.length == a.length and torch.allclose(got, want, atol=1e-5)
+        assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.k + a.v, b.k + b.v))
+    prompt = tok.encode("Shall I compare thee").ids
+    [alone] = Engine(target, tok).generate([prompt], SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True))
+    out = spec.generate(alone.prompt_token_ids, 40)
+    assert out.token_ids == alone.token_ids and out.drafted > 0

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from londinium.model.cache import SlotCache
+from londinium.model.cache import KVCache, SlotCache
 
 
 def fused_step(model: Any) -> FusedStep | None:
@@ -70,9 +70,19 @@ class FusedStep:
         are written (the caller advances the cache, as after GPT.decode)."""
         if slots.rows > 1:
             return self._rows(tokens, slots)
+        return self._one(tokens, *slots.buffers(), slots.lengths[0])
+
+    def draft_step(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits `[1, V]` of one token `tokens` `[1]` after the `cache.length` tokens of a float32
+        one-sequence KVCache (a draft model's, `infer/speculative.py`); its key and value are written
+        and the cache advanced. The same ops as at batch 1 above; a draft's proposals need no more
+        than its own law, so this path is not held to GPT.forward's bits (it agrees to rounding)."""
+        logits = self._one(tokens, cache.k, cache.v, cache.length)
+        cache.length += 1
+        return logits
+
+    def _one(self, tokens: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor], pos: int) -> torch.Tensor:
         C, H, D, eps = self.width, self.heads, self.head_dim, self.eps
-        pos = slots.lengths[0]
-        keys, values = slots.buffers()
         x = F.embedding(tokens, self.wte).view(1, 1, C)
         cos, sin = self.cos[pos], self.sin[pos]
         for layer, (ln_1, c_attn, c_proj, ln_2, c_fc, down) in enumerate(self.blocks):
