@@ -95,7 +95,16 @@ class Speculator:
         # than a pass through the modules on the tiny preset); None for layouts it does not cover.
         self.fused = fused_step(self.draft) if type(self.cache) is KVCache else None
         self.following: object = None
+        self._target: Any = None  # the target model whose fused step `_target_step` is (see _fused_target)
+        self._target_step: Any = None
         self.rounds = self.drafted = self.accepted = 0
+
+    def _fused_target(self, target: torch.nn.Module) -> Any:
+        """The target's fused step (`infer/fused.py`) for its check of k + 1 tokens, made once per
+        target; None where its layout is not covered or it is training."""
+        if self._target is not target:
+            self._target, self._target_step = target, fused_step(target)
+        return None if target.training else self._target_step
 
     def follow(self, key: object) -> None:
         """From now on the rounds continue sequence `key` (a new one: the draft starts from its prompt)."""
@@ -133,8 +142,12 @@ class Speculator:
                 x = int(torch.multinomial(q[-1], 1, generator=generator))
             proposals.append(x)
             feed = [x]
-        logits = target(torch.tensor([[tokens[-1], *proposals]], device=device), kv_cache=tcache,
-                        logits_to_keep=k + 1)[0][0].float()
+        check = [tokens[-1], *proposals]
+        fused = self._fused_target(target) if type(tcache) is KVCache else None
+        if fused is not None:
+            logits = fused.check(torch.tensor(check, device=device), tcache).float()
+        else:
+            logits = target(torch.tensor([check], device=device), kv_cache=tcache, logits_to_keep=k + 1)[0][0].float()
         if greedy:
             emitted = verify_greedy(logits, proposals)
         else:
