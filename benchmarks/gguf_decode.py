@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/gguf_decode.py -w londinium-work [--run main] [--new 128] [--rounds 3] [--threads 2]
     .venv/bin/python benchmarks/gguf_decode.py -w londinium-work --threads 1 --compile --weight-dtypes float32 int8
+    .venv/bin/python benchmarks/gguf_decode.py -w londinium-work --preset small --weight-dtypes float32 int8
 
 Needs the `llama` extra (llama-cpp-python). The run's checkpoint is written as GGUF in float32,
 float16 and q8_0 (to a temporary directory); for each, the script prints the file size, the time
@@ -11,7 +12,12 @@ torch on the same number of threads as llama.cpp; `--compile` adds the engine wi
 compiled, `--weight-dtypes float32 int8` the engine on packed weights (generate.weight_dtype). Both decode the same prompt to the same number
 of new tokens, prefill included; implementations alternate within each round so load from other
 processes hits all alike, and each figure is the median of the rounds. On a shared machine read the
-ratios, not the absolute numbers.
+ratios, not the absolute numbers. The last lines are issue 30's ratios: londinium float32 over
+llama.cpp float32, and (with int8 asked for) londinium int8 over llama.cpp q8_0.
+
+`--preset P` times that preset's shape instead of the run's (random weights, the run's tokenizer and
+vocabulary): speed does not depend on training, so `--preset small` gives the `small` row of the
+goals from a fresh clone, where only the quickstart's tiny run exists. Greedy tokens still compare.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: CPU time of this thread (steadier on a loaded machine; needs --threads 1, where "
                          "llama.cpp and torch both compute on the calling thread)")
+    ap.add_argument("--preset", help="time this preset's shape with random weights (the run's tokenizer) instead of the run")
     ap.add_argument("--quick", action="store_true", help="toy sizes, one round (seconds): that the script runs, not its figures")
     args = ap.parse_args()
     if args.quick:
@@ -79,6 +86,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     trained = load_run(Workspace(Path(args.workspace)), args.run, args.checkpoint)
+    if args.preset:
+        trained = preset_shape(trained, args.preset)
     cfg = trained.config.model
     engine = Engine.from_trained(trained)
     ours = {}  # our engines: float32 eager first (the reference for equal tokens), then what was asked
@@ -138,6 +147,23 @@ def main() -> None:
         print(f"{name:<28} {sizes[d] / 2**20:>9.2f} {write_s[d]:>8.2f} {1000 * statistics.median(loads[d]):>8.0f} "
               f"{same(name):>19} {rate[name]:>8.0f} {paired[name]:>11.2f}x")
     print(f"\nparameters {trained.num_params:,}; float32 bytes per parameter {sizes['float32'] / trained.num_params:.2f}")
+    pairs = [("londinium", "llama.cpp float32")] + [(n, "llama.cpp q8_0") for n in ours if n.startswith("londinium int8")]
+    for a, b in pairs:  # issue 30's goals: >= 1x in each (the median of the rounds' own ratios)
+        ratio = statistics.median(y / x for x, y in zip(times[a], times[b]))
+        print(f"{a} / {b}: {ratio:.2f}x tokens/s")
+
+
+def preset_shape(trained, preset: str):
+    """`trained` with a freshly initialised model of `preset`'s shape (same tokenizer and vocabulary)."""
+    import dataclasses
+
+    from londinium.config import load_config
+    from londinium.model.gpt import GPT
+
+    model_cfg = dataclasses.replace(load_config(preset=preset).model, vocab_size=trained.config.model.vocab_size, dropout=0.0)
+    torch.manual_seed(0)
+    return dataclasses.replace(trained, model=GPT(model_cfg).eval(), config=dataclasses.replace(trained.config, model=model_cfg),
+                               run=f"{preset} (random weights)")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ QUICK: dict[str, tuple] = {
     "train_throughput.py": (lambda ws, run, tmp: [], "ratio londinium / transformers"),
     "corpus_build.py": (lambda ws, run, tmp: ["--registry", str(local_sources(tmp))], "build / read-only ratio"),
     "export_load.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "export / save_pretrained"),
-    "gguf_decode.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "same greedy tokens"),
+    "gguf_decode.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run, "--preset", "tiny"], "londinium int8 / llama.cpp q8_0"),
     "search_index.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp))], "index p50"),
     "tokenizer_speed.py": (lambda ws, run, tmp: ["-w", str(ws.root)], "GPT-2 in tiktoken"),
     "trainer_overhead.py": (lambda ws, run, tmp: ["-w", str(_copy(ws, tmp))], "ratio londinium / bare"),

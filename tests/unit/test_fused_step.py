@@ -1,5 +1,6 @@
-"""The engine's batch-1 decode step written out op by op (`infer/fused.py`) gives GPT.decode's
-logits and cache writes bit for bit, and is used only where its layout applies."""
+"""The engine's decode step written out op by op (`infer/fused.py`) gives GPT.decode's logits and
+cache writes bit for bit, alone and for rows of different lengths, and is used only where its
+layout applies."""
 
 from __future__ import annotations
 
@@ -27,26 +28,29 @@ def llama(tok, bias: bool, seed: int = 0) -> GPT:
     return GPT(cfg).eval()
 
 
-def prefilled(model: GPT, ids: list[int]):
-    slots = model.new_slot_cache(2)
-    kv = model.new_kv_cache(1, len(ids))
-    model(torch.tensor([ids]), kv_cache=kv)
-    slots.append(kv)
+def prefilled(model: GPT, *prompts: list[int]):
+    slots = model.new_slot_cache(max(2, len(prompts)))
+    for ids in prompts:
+        kv = model.new_kv_cache(1, len(ids))
+        model(torch.tensor([ids]), kv_cache=kv)
+        slots.append(kv)
     return slots
 
 
-@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("bias, lengths", [(False, [17]), (True, [17]), (False, [17, 4, 9]), (True, [6, 6])])
 @torch.inference_mode()
-def test_fused_step_gives_the_logits_and_cache_of_gpt_decode_bit_for_bit(tok, bias) -> None:
+def test_fused_step_gives_the_logits_and_cache_of_gpt_decode_bit_for_bit(tok, bias, lengths) -> None:
     model = llama(tok, bias)
     step = fused_step(model)
     assert step is not None
-    ids = list(range(3, 20))
-    a, b = prefilled(model, ids), prefilled(model, ids)
+    prompts = [list(range(3 + i, 3 + i + n)) for i, n in enumerate(lengths)]
+    a, b = prefilled(model, *prompts), prefilled(model, *prompts)
     for token in (5, 9, 2, 11):  # several steps, each after the last one's key and value
-        t = torch.tensor([token])
-        want = model.decode(t, a.positions(), a.view_type(a.buffers(), a.positions(), a.lengths[0] + 1, False))
+        t = torch.tensor([token + i for i in range(len(lengths))])
+        masked = min(a.lengths) != max(a.lengths)
+        want = model.decode(t, a.positions(), a.view_type(a.buffers(), a.positions(), max(a.lengths) + 1, masked))
         got = step(t, b)
+        assert got.shape == (len(lengths), model.config.vocab_size)
         assert torch.equal(got, want)
         a.advance()
         b.advance()
@@ -75,11 +79,14 @@ def test_fused_step_is_used_only_where_its_layout_applies(tok) -> None:
 def test_a_sequence_decodes_the_same_with_the_fused_step_as_without(tok) -> None:
     engine = Engine(llama(tok, False), tok)
     params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, logprobs=2)
-    fused = engine.generate(["Thou art", "To be"], params)  # together: GPT.decode; then each alone: fused
-    alone = [engine.generate([p], params)[0] for p in ("Thou art", "To be")]
-    engine.decoder.fused = None
-    plain = [engine.generate([p], params)[0] for p in ("Thou art", "To be")]
-    for f, a, p in zip(fused, alone, plain):
-        assert f.token_ids == a.token_ids == p.token_ids
-        assert [lp.logprob for lp in a.choices[0].logprobs] == [lp.logprob for lp in p.choices[0].logprobs]
+    prompts = ("Thou art", "To be")
+    fused = engine.generate(list(prompts), params)  # together, then each alone: the fused step
+    alone = [engine.generate([p], params)[0] for p in prompts]
+    engine.decoder.fused = None  # GPT.decode
+    plain = engine.generate(list(prompts), params)
+    plain_alone = [engine.generate([p], params)[0] for p in prompts]
+    for f, a, p, pa in zip(fused, alone, plain, plain_alone):
+        assert f.token_ids == a.token_ids == p.token_ids == pa.token_ids
+        assert [lp.logprob for lp in a.choices[0].logprobs] == [lp.logprob for lp in pa.choices[0].logprobs]
+        assert [lp.logprob for lp in f.choices[0].logprobs] == [lp.logprob for lp in p.choices[0].logprobs]
         assert [lp.logprob for lp in f.choices[0].logprobs] == pytest.approx([lp.logprob for lp in a.choices[0].logprobs], abs=1e-5)

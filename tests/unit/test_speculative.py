@@ -13,6 +13,7 @@ from scipy.stats import chisquare
 from londinium.config import ModelConfig
 from londinium.errors import ConfigError
 from londinium.infer import Engine, SamplingParams
+from londinium.infer.fused import fused_step
 from londinium.infer.speculative import SpeculativeDecoder, verify
 from londinium.model.gpt import GPT
 
@@ -24,9 +25,9 @@ def tok():
     return make_tokenizer()
 
 
-def varied_model(tok, seed: int = 0) -> GPT:
+def varied_model(tok, seed: int = 0, n_kv_head: int = 2) -> GPT:
     """A random GPT whose greedy output varies (the fixtures' models, weights tied, repeat one token)."""
-    model = make_model(tok, "rope", n_kv_head=2, seed=seed)
+    model = make_model(tok, "rope", n_kv_head=n_kv_head, seed=seed)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -187,3 +188,29 @@ def test_a_draft_with_another_vocabulary_or_a_long_request_is_refused(tok) -> No
         SpeculativeDecoder(target, small_gpt(0, 1.0))
     with pytest.raises(ConfigError, match="exceed the context"):
         SpeculativeDecoder(target, make_model(tok, "rope", seed=1)).generate([1, 2, 3], 64)
+
+
+def test_models_the_fused_step_covers_draft_and_check_through_it_and_the_output_is_still_the_targets(tok) -> None:
+    target = varied_model(tok, n_kv_head=0)  # as many key/value heads as query heads: infer/fused.py's layout
+    draft = make_model(tok, "rope", seed=3)
+    spec = SpeculativeDecoder(target, draft, k=3)
+    assert spec.speculator.fused is not None and spec.speculator._fused_target(target) is not None
+    with torch.inference_mode():  # its step over a KVCache: GPT.forward's logits and keys, to rounding
+        ids = tok.encode("Shall I compare thee").ids
+        a, b = draft.new_kv_cache(1), draft.new_kv_cache(1)
+        draft(torch.tensor([ids]), kv_cache=a)
+        draft(torch.tensor([ids]), kv_cache=b)
+        want = draft(torch.tensor([[7]]), kv_cache=a, logits_to_keep=1)[0][0, -1:]
+        got = spec.speculator.fused.draft_step(torch.tensor([7]), b)
+        assert b.length == a.length and torch.allclose(got, want, atol=1e-5)
+        assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.k + a.v, b.k + b.v))
+        # The target's check of k + 1 tokens: GPT.forward's logits of every position and its keys.
+        want = draft(torch.tensor([[7, 9, 2]]), kv_cache=a, logits_to_keep=3)[0][0]
+        got = fused_step(draft).check(torch.tensor([7, 9, 2]), b)
+        assert b.length == a.length and torch.allclose(got, want, atol=1e-5)
+        assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.k + a.v, b.k + b.v))
+    prompt = tok.encode("Shall I compare thee").ids
+    [alone] = Engine(target, tok).generate([prompt], SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True))
+    assert len(set(alone.token_ids)) > 10
+    out = spec.generate(alone.prompt_token_ids, 40)
+    assert out.token_ids == alone.token_ids and out.drafted > 0
