@@ -284,8 +284,6 @@ class RlConfig:
     temperature: float = doc(1.0, "Sampling temperature of the rollouts and of pass@k (the loss's log-probabilities use the same).", gt=0)
     top_k: int = doc(0, "Sample among the k most likely tokens only (0: off).", ge=0, hint="(0: off)")
     beta: float = doc(0.0, "Weight of the KL penalty to the frozen base (k3 estimator); 0: no reference model is kept.", ge=0)
-    positive_weight: float = doc(1.0, "Weight of the advantages above 0 (the answers that beat their group); below 1 the run learns mostly from pushing wrong answers down, which keeps pass@k (W-REINFORCE, Zhu et al. 2025, used 0.1).", ge=0, le=1)
-    entropy_coef: float = doc(0.0, "Weight of an entropy bonus: minus this times the policy's entropy on each answer token joins the loss, against collapse onto one answer (A3C, PPO); 0: off.", ge=0)
     clip_eps: float = doc(0.2, "PPO clip range of the probability ratio, used when a rollout is reused (updates_per_batch > 1).", gt=0, lt=1)
     updates_per_batch: int = doc(1, "Optimiser steps per rollout (1: on-policy, the ratio is 1 and nothing is clipped).", ge=1, le=64)
     scale_rewards: bool = doc(True, "Divide each advantage by its group's reward standard deviation (GRPO); false: r - mean only (Dr. GRPO).")

@@ -24,16 +24,13 @@ import torch
 EPS = 1e-4  # TRL's: a group whose rewards are all equal gets advantage 0, not 0 / 0
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True, positive_weight: float = 1.0) -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True) -> torch.Tensor:
     """Each sample's reward minus its group's mean (groups are consecutive runs of `group_size`),
-    divided by the group's standard deviation + EPS when `scale`; the advantages above 0 times
-    `positive_weight` (below 1: learn more from the wrong answers than the right ones, W-REINFORCE)."""
+    divided by the group's standard deviation + EPS when `scale`."""
     groups = rewards.float().view(-1, group_size)
     adv = groups - groups.mean(dim=1, keepdim=True)
     if scale:
         adv = adv / (groups.std(dim=1, keepdim=True) + EPS)
-    if positive_weight != 1.0:
-        adv = torch.where(adv > 0, adv * positive_weight, adv)
     return adv.view(-1)
 
 
@@ -44,13 +41,11 @@ def zero_std_share(rewards: torch.Tensor, group_size: int) -> float:
 
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch.Tensor | None, advantages: torch.Tensor,
-                mask: torch.Tensor, clip_eps: float, beta: float, loss_type: str, max_new_tokens: int,
-                entropy: torch.Tensor | None = None, entropy_coef: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+                mask: torch.Tensor, clip_eps: float, beta: float, loss_type: str, max_new_tokens: int
+                ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of a batch of answers ([B, T] per-token log-probabilities of the sampled tokens under
     the policy, `mask` 1 on answer tokens) and what it measured: KL (when beta > 0) and the share of
-    clipped tokens. `old_logp` None: on-policy (the ratio is exp(logp - logp.detach()) = 1).
-    `entropy_coef` > 0 subtracts that times each answer token's policy entropy (`entropy`, [B, T], with
-    its gradient): the entropy bonus of A3C and PPO, against the policy collapsing onto one answer."""
+    clipped tokens. `old_logp` None: on-policy (the ratio is exp(logp - logp.detach()) = 1)."""
     mask = mask.float()
     old = logp.detach() if old_logp is None else old_logp
     ratio = torch.exp(logp - old)
@@ -65,10 +60,6 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: tor
         kl = torch.exp(diff) - diff - 1
         per_token = per_token + beta * kl
         stats["kl"] = float((kl.detach() * mask).sum() / mask.sum().clamp(min=1))
-    if entropy_coef > 0:
-        if entropy is None:
-            raise ValueError("entropy_coef > 0 needs the policy's entropies")
-        per_token = per_token - entropy_coef * entropy
     # Tokens whose clipped term won the min (no gradient through them), as TRL's clip_ratio counts them.
     active = ((ratio > 1 + clip_eps) & (a > 0)) | ((ratio < 1 - clip_eps) & (a < 0))
     stats["clip_share"] = float((active.float() * mask).sum() / mask.sum().clamp(min=1))

@@ -161,8 +161,7 @@ class GRPO:
             raw.train(was)
         device = logp.device
         loss, stats = policy_loss(logp, _on(batch.old_logp, device), _on(batch.ref_logp, device),
-                                  batch.advantages.to(device), mask, r.clip_eps, r.beta, r.loss_type, r.max_new_tokens,
-                                  entropy, r.entropy_coef)
+                                  batch.advantages.to(device), mask, r.clip_eps, r.beta, r.loss_type, r.max_new_tokens)
         stats["entropy"] = float((entropy.detach() * mask).sum() / mask.sum().clamp(min=1))
         self.step_stats = {**batch.stats, **stats}
         if raw.last_aux_loss is not None:  # a mixture of experts' router loss, as GPT.forward adds it

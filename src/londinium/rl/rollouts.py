@@ -149,8 +149,7 @@ class Rollouts:
         r = torch.tensor(rewards, dtype=torch.float32)
         seqs = [(p.ids, choice.token_ids) for p, c in zip(prompts, completions) for choice in c.choices]
         x, y = self._tensors(seqs)
-        advantages = group_advantages(r, G, rl.scale_rewards, rl.positive_weight)
-        batch = RolloutBatch(x, y, None, int((x != self.pad_id).sum()), advantages=advantages)
+        batch = RolloutBatch(x, y, None, int((x != self.pad_id).sum()), advantages=group_advantages(r, G, rl.scale_rewards))
         if rl.updates_per_batch > 1:
             batch.old_logp = self._logprobs(self.policy, x, y)
         if rl.beta > 0:
