@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from helpers.tool_transcripts import SEARCH, reflecting_line
+
 from londinium.train.sft_batches import ChatLoader, iter_chat_batches, pad_rows, replay_rows
 from londinium.train.sft_data import DataError, held_out, read_conversations, tokenize
 
@@ -54,7 +56,6 @@ def test_a_bad_line_is_named_by_file_line_and_field(tmp_path, row, field):
     assert str(e.value).startswith(f"{path}: line 2: ") and field in str(e.value)
 
 
-SEARCH = {"type": "function", "function": {"name": "search", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
 
 
 def _tool_line(call: dict | None = None, result: dict | None = None, **row) -> dict:
@@ -85,6 +86,51 @@ def test_a_bad_tool_turn_is_named_by_line_and_field(tmp_path, row, field):
     with pytest.raises(DataError) as e:
         read_conversations(path)
     assert str(e.value).startswith(f"{path}: line 2: ") and field in str(e.value), str(e.value)
+
+
+def _without(line: dict, index: int) -> dict:
+    return {**line, "messages": [m for i, m in enumerate(line["messages"]) if i != index]}
+
+
+def _with(line: dict, index: int, **fields) -> dict:
+    return {**line, "messages": [{**m, **fields} if i == index else m for i, m in enumerate(line["messages"])]}
+
+
+@pytest.mark.parametrize("row, field", [
+    (_without(reflecting_line(), 2), "field 'messages[1].tool_calls[0]' (id 'c1') has no tool result before 'messages[2]'"),
+    (_without(reflecting_line(), 7), "field 'messages[5].tool_calls[0]' (id 'c3') has no tool result before 'messages[7]'"),
+    (_with(reflecting_line(), 7, tool_call_id="c4"), "field 'messages[7].tool_call_id' is 'c4', a call already answered"),
+    (_with(reflecting_line(), 4, tool_call_id="c1"), "field 'messages[4].tool_call_id' is 'c1', which no call of the assistant turn before it has ('c2')"),
+    ({**reflecting_line(), "messages": [*reflecting_line()["messages"][:5], {"role": "tool", "content": "again"},
+                                         *reflecting_line()["messages"][5:]]},
+     "field 'messages[5]' is one tool result more than the calls of 'messages[3]' has"),
+])
+def test_a_bad_turn_in_a_several_call_transcript_is_named_by_line_and_field(tmp_path, row, field):
+    path = _write(tmp_path, reflecting_line(), row)
+    with pytest.raises(DataError) as e:
+        read_conversations(path)
+    assert str(e.value).startswith(f"{path}: line 2: ") and field in str(e.value), str(e.value)
+
+
+def test_a_transcript_of_several_calls_and_an_error_trains_every_assistant_turn(tmp_path, tiny_workspace):
+    from londinium.infer.chat_template import render_chat
+    from londinium.tokenizer.codec import load_tokenizer
+
+    line = reflecting_line()
+    no_ids = {**line, "messages": [{k: v for k, v in m.items() if k != "tool_call_id"} for m in line["messages"]]}
+    ends_calling = {**line, "messages": line["messages"][:4]}  # a line may end with the assistant's call
+    [c, _, last] = read_conversations(_write(tmp_path, line, no_ids, ends_calling))
+    assert last.messages[-1]["tool_calls"][0]["id"] == "c2"
+    tokenizer = load_tokenizer(tiny_workspace)
+    [e], _ = tokenize([c], tokenizer, 2048)
+    assert tokenizer.decode(e.ids.tolist(), skip_special_tokens=False) == render_chat(list(c.messages), False, tools=[SEARCH])
+    trained = tokenizer.decode(e.ids[e.mask].tolist(), skip_special_tokens=False)
+    read = tokenizer.decode(e.ids[~e.mask].tolist(), skip_special_tokens=False)
+    call = '<tool_call>\n{{"name":"search","arguments":{{"q":"{}"}}}}\n</tool_call>'.format
+    assert trained == (f"{call('')}<|end|>The query was empty; I search for the word.\n{call('mercy')}<|end|>"
+                       f"{call('Portia')}\n{call('strained')}<|end|>In Portia's speech.<|end|>")
+    for result in ("Error: the query is empty", "quality of mercy", "is not strain'd", "Enter PORTIA"):
+        assert result in read and result not in trained  # the error and the results are read, not learnt
 
 
 def test_tool_calls_are_trained_on_and_tool_results_are_not(tmp_path, tiny_workspace):
