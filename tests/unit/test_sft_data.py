@@ -56,14 +56,20 @@ def test_a_bad_line_is_named_by_file_line_and_field(tmp_path, row, field):
     assert str(e.value).startswith(f"{path}: line 2: ") and field in str(e.value)
 
 
-
-
 def _tool_line(call: dict | None = None, result: dict | None = None, **row) -> dict:
     call = {"id": "c1", "type": "function", "function": {"name": "search", "arguments": '{"q":"mercy"}'}, **(call or {})}
     return {"tools": [SEARCH], **row, "messages": [
         {"role": "user", "content": "Where is mercy?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "c1", "content": "Portia: The quality of mercy", **(result or {})},
         {"role": "assistant", "content": "In Portia's speech."}]}
+
+
+def _without(line: dict, index: int) -> dict:
+    return {**line, "messages": [m for i, m in enumerate(line["messages"]) if i != index]}
+
+
+def _with(line: dict, index: int, **fields) -> dict:
+    return {**line, "messages": [{**m, **fields} if i == index else m for i, m in enumerate(line["messages"])]}
 
 
 @pytest.mark.parametrize("row, field", [
@@ -80,33 +86,17 @@ def _tool_line(call: dict | None = None, result: dict | None = None, **row) -> d
      "field 'messages[0].tool_calls' is not supported in a user message"),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": []}]},
      "field 'messages[1].tool_calls' must be a non-empty list"),
-])
-def test_a_bad_tool_turn_is_named_by_line_and_field(tmp_path, row, field):
-    path = _write(tmp_path, _tool_line(), row)
-    with pytest.raises(DataError) as e:
-        read_conversations(path)
-    assert str(e.value).startswith(f"{path}: line 2: ") and field in str(e.value), str(e.value)
-
-
-def _without(line: dict, index: int) -> dict:
-    return {**line, "messages": [m for i, m in enumerate(line["messages"]) if i != index]}
-
-
-def _with(line: dict, index: int, **fields) -> dict:
-    return {**line, "messages": [{**m, **fields} if i == index else m for i, m in enumerate(line["messages"])]}
-
-
-@pytest.mark.parametrize("row, field", [
+    # transcripts of several calls: a failed one, the reflection, another, two at once
     (_without(reflecting_line(), 2), "field 'messages[1].tool_calls[0]' (id 'c1') has no tool result before 'messages[2]'"),
     (_without(reflecting_line(), 7), "field 'messages[5].tool_calls[0]' (id 'c3') has no tool result before 'messages[7]'"),
     (_with(reflecting_line(), 7, tool_call_id="c4"), "field 'messages[7].tool_call_id' is 'c4', a call already answered"),
     (_with(reflecting_line(), 4, tool_call_id="c1"), "field 'messages[4].tool_call_id' is 'c1', which no call of the assistant turn before it has ('c2')"),
     ({**reflecting_line(), "messages": [*reflecting_line()["messages"][:5], {"role": "tool", "content": "again"},
                                          *reflecting_line()["messages"][5:]]},
-     "field 'messages[5]' is one tool result more than the calls of 'messages[3]' has"),
+     "field 'messages[5]' is a tool result too many: every call of 'messages[3]' is answered"),
 ])
-def test_a_bad_turn_in_a_several_call_transcript_is_named_by_line_and_field(tmp_path, row, field):
-    path = _write(tmp_path, reflecting_line(), row)
+def test_a_bad_tool_turn_is_named_by_line_and_field(tmp_path, row, field):
+    path = _write(tmp_path, _tool_line(), row)
     with pytest.raises(DataError) as e:
         read_conversations(path)
     assert str(e.value).startswith(f"{path}: line 2: ") and field in str(e.value), str(e.value)

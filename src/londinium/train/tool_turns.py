@@ -113,7 +113,7 @@ def check_order(messages: list[dict[str, Any]], tools: tuple[dict[str, Any], ...
         elif pending:
             done = pending[0]
         else:
-            raise error(f"{where}: field '{at}' is one tool result more than the calls of '{turn}' has; give each "
-                        "call one tool message")
+            raise error(f"{where}: field '{at}' is a tool result too many: every call of '{turn}' is answered; give "
+                        "each call one tool message")
         pending.remove(done)
         answered.append(done[1])
