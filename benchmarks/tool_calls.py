@@ -17,8 +17,9 @@ the task's `search_corpus` tool offered (tool_choice auto, then required; greedy
 run against the corpus's search index (top hit, a snippet as long as the task's), its result sent
 back as a tool message, and the model's next reply taken as its answer. Per tool_choice: the share of
 questions answered by a whole, valid call of search_corpus (right tool); whose query finds the
-question's document first; whose answer cites the result it got (names its title); and whose answer
-names the question's work.
+question's document first; whose answer cites the result it got (names its title); both (the issue's
+measure: a usable query, and an answer citing the passage it found); and whose answer names the
+question's work.
 """
 
 from __future__ import annotations
@@ -131,9 +132,9 @@ def held_out(a: argparse.Namespace) -> None:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
         print(f"run {a.run}: {len(items)} held-out {a.task} items (test split), greedy, max_tokens {a.max_tokens}")
         print(f"{'tool_choice':12} {'called search_corpus':>21} {'query finds its doc':>20} {'answer cites result':>20} "
-              f"{'answer right':>13}")
+              f"{'both (the issue)':>17} {'answer right':>13}")
         for choice in ("auto", "required"):
-            counts = {"call": 0, "found": 0, "cites": 0, "right": 0, "no room": 0}
+            counts = {"call": 0, "found": 0, "cites": 0, "both": 0, "right": 0, "no room": 0}
             for item in items:
                 asked = [{"role": "user", "content": tool_search.question(item.prompt.split("\n\n", 1)[0])}]
                 first = client.chat.completions.create(model=a.run, messages=asked, tools=[tool_search.TOOL], tool_choice=choice,
@@ -156,12 +157,15 @@ def held_out(a: argparse.Namespace) -> None:
                 except openai.BadRequestError:  # the exchange does not fit the model's context: no answer
                     counts["no room"] += 1
                     continue
-                counts["cites"] += bool(hits) and hits[0].title.casefold() in answer.casefold()
+                cites = bool(hits) and hits[0].title.casefold() in answer.casefold()
+                counts["cites"] += cites
+                # What the issue asks: a usable query (it found the question's document) and an answer citing that passage.
+                counts["both"] += cites and hits[0].id == item.doc_id
                 counts["right"] += item.answer.removesuffix(f" ({item.source})").casefold() in answer.casefold()
             n = len(items)
             room = f"  ({counts['no room']} calls' results left no room to answer)" if counts["no room"] else ""
             print(f"{choice:12} {counts['call'] / n:>21.0%} {counts['found'] / n:>20.0%} {counts['cites'] / n:>20.0%} "
-                  f"{counts['right'] / n:>13.0%}{room}")
+                  f"{counts['both'] / n:>17.0%} {counts['right'] / n:>13.0%}{room}")
     finally:
         stop(proc)
 

@@ -108,7 +108,7 @@ def test_the_held_out_tool_task_measurement_runs(ws, tmp_path):
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "tool_calls.py"
     done = subprocess.run([sys.executable, str(script), "-w", str(ws.root), "--run", untrained_run(ws), "--task", "tool_search",
                            "--quick", "--max-tokens", "40"], capture_output=True, text=True, timeout=600, env=server_env())
-    assert done.returncode == 0 and "answer cites result" in done.stdout and "\nrequired " in done.stdout, done.stderr[-3000:]
+    assert done.returncode == 0 and "both (the issue)" in done.stdout and "\nrequired " in done.stdout, done.stderr[-3000:]
 
 
 def test_a_run_that_cannot_be_served_is_one_line(ws):

@@ -78,3 +78,17 @@ def test_a_bad_response_format_is_a_400_naming_it(url, response_format, says):
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"].startswith("response_format") and says in error["message"], error
+
+
+def test_stop_strings_cannot_cut_a_schema_in_half(client):
+    # smolagents' CodeAgent sends "Observation:" and "</code>" as stop strings beside its schema; here the
+    # schema's only value holds both, so a stop string applied to the reply would leave half a JSON object.
+    schema = {"type": "object", "additionalProperties": False, "required": ["code"],
+              "properties": {"code": {"enum": ["x = 1\nObservation: </code>"]}}}
+    for create in (client.chat.completions.create, client.completions.create):
+        kind = {"messages": [{"role": "user", "content": "Act."}]} if create == client.chat.completions.create else {"prompt": "Act."}
+        reply = create(model="tiny", max_tokens=60, seed=0, stop=["Observation:", "</code>"],
+                       extra_body={"response_format": {"type": "json_schema", "json_schema": {"name": "act", "schema": schema}}}, **kind)
+        choice = reply.choices[0]
+        text = choice.message.content if hasattr(choice, "message") else choice.text
+        assert choice.finish_reason == "stop" and json.loads(text) == {"code": "x = 1\nObservation: </code>"}, text

@@ -1,5 +1,6 @@
 """smolagents, unchanged: `ToolCallingAgent(tools=ToolCollection.from_mcp(<londinium mcp over stdio>),
-model=OpenAIServerModel(api_base=<londinium serve>))` runs to a final answer within its step limit.
+model=OpenAIServerModel(api_base=<londinium serve>))` runs to a final answer within its step limit, and
+`CodeAgent(..., use_structured_outputs_internally=True)` gets its replies as the JSON its schema asks for.
 
 smolagents' MCP adapter (mcpadapt) needs Python >= 3.12 and the 1.x `mcp` client, while londinium runs
 on the 2.x SDK, so smolagents lives in an interpreter of its own: `make smolagents` builds
@@ -38,17 +39,38 @@ def smolagents_python() -> str:
     pytest.skip(reason)
 
 
-def test_smolagents_tool_calling_agent_reaches_a_final_answer(tiny_workspace, tmp_path_factory):
+def _run_agent(tiny_workspace, tmp_path_factory, *flags: str) -> dict:
     python = smolagents_python()
     ws = mcp_workspace(tiny_workspace, tmp_path_factory)
     with served(ws, untrained_run(ws)) as base:
         done = subprocess.run([python, str(Path(__file__).parent / "peers" / "smolagents_run.py"), base + "/v1", "tiny", "4",
-                               "Who hath gone to the sea?", "--", sys.executable, *server_args(ws)],
+                               "Who hath gone to the sea?", *flags, "--", sys.executable, *server_args(ws)],
                               capture_output=True, text=True, timeout=600, env=server_env())
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_smolagents_tool_calling_agent_reaches_a_final_answer(tiny_workspace, tmp_path_factory):
+    result = _run_agent(tiny_workspace, tmp_path_factory)
     assert isinstance(result["answer"], str) and 1 <= result["steps"] <= 4, result
     # final_answer is a tool call; at the limit smolagents asks once more, without tools, for the answer
     assert result["ended"] == "max_steps" or result["calls"][-1]["name"] == "final_answer", result
     for call in result["calls"]:
         assert call["name"] in {*result["tools"], "final_answer"}, call
+
+
+def test_smolagents_code_agent_gets_json_replies_under_its_schema(tiny_workspace, tmp_path_factory):
+    # CodeAgent(use_structured_outputs_internally=True) asks for {"thought", "code"} by response_format, with
+    # stop strings beside it: each reply is that object, or its prefix when max_tokens cut a free string.
+    result = _run_agent(tiny_workspace, tmp_path_factory, "--code")
+    assert isinstance(result["answer"], str) and 1 <= result["steps"] <= 4, result
+    replies = [r for r in result["replies"] if r["error"] != "AgentMaxStepsError"]
+    assert replies, result
+    for reply in replies:
+        assert reply["text"].startswith('{"thought":"'), reply  # the schema's object, never free text
+        try:
+            parsed = json.loads(reply["text"])
+        except ValueError:  # cut by max_tokens: smolagents reports a parsing error and goes on
+            assert reply["error"] == "AgentParsingError" and reply["code"] is None, reply
+            continue
+        assert set(parsed) == {"thought", "code"} and reply["code"] is not None, reply  # the code was read from it

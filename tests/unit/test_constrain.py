@@ -11,10 +11,11 @@ import re
 
 import jsonschema
 import pytest
+import torch
 from engine_fixtures import make_model, make_tokenizer
 
 from londinium.infer import Engine, SamplingParams
-from londinium.infer.constrain import Constraint, ConstraintError
+from londinium.infer.constrain import Constraint, ConstraintError, advance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -105,3 +106,22 @@ def test_a_schema_the_library_refuses_is_a_clear_error(engine):
         engine.generate(["To"], SamplingParams(max_tokens=4, constraint=Constraint.json_schema({"$ref": "#/nowhere"})))
     with pytest.raises(ConstraintError, match="regex cannot be compiled"):
         engine.generate(["To"], SamplingParams(max_tokens=4, constraint=Constraint.regex("[a-")))
+
+
+def test_matchers_of_one_grammar_start_at_its_beginning_and_move_alone(engine):
+    # Matchers are copies of one compiled grammar: advancing one must not move another, old or new.
+    grammars, constraint = engine.grammars, Constraint.json_schema(SCHEMAS["numbers"])
+    first, second = grammars.matcher(constraint), grammars.matcher(constraint)
+    allowed = lambda m: torch.isfinite(grammars.mask(torch.zeros(1, engine.vocab_size), [0], [m])[0]).nonzero()[:, 0].tolist()
+    at_start = allowed(first)
+    assert at_start and all(engine.token_text(t).startswith("{") for t in at_start)
+    advance(first, at_start[0], constraint)
+    assert allowed(first) != at_start
+    assert allowed(second) == at_start and allowed(grammars.matcher(constraint)) == at_start
+
+
+def test_a_refused_grammar_is_refused_again(engine):
+    # The compiled grammars are kept, refusals too: the second request gets the same clear error.
+    for _ in range(2):
+        with pytest.raises(ConstraintError, match="regex cannot be compiled"):
+            engine.grammars.matcher(Constraint.regex("(unclosed"))

@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from helpers.tool_transcripts import SEARCH, reflecting_line
+
 from londinium.train.sft_batches import ChatLoader, iter_chat_batches, pad_rows, replay_rows
 from londinium.train.sft_data import DataError, held_out, read_conversations, tokenize
 
@@ -54,15 +56,20 @@ def test_a_bad_line_is_named_by_file_line_and_field(tmp_path, row, field):
     assert str(e.value).startswith(f"{path}: line 2: ") and field in str(e.value)
 
 
-SEARCH = {"type": "function", "function": {"name": "search", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
-
-
 def _tool_line(call: dict | None = None, result: dict | None = None, **row) -> dict:
     call = {"id": "c1", "type": "function", "function": {"name": "search", "arguments": '{"q":"mercy"}'}, **(call or {})}
     return {"tools": [SEARCH], **row, "messages": [
         {"role": "user", "content": "Where is mercy?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "c1", "content": "Portia: The quality of mercy", **(result or {})},
         {"role": "assistant", "content": "In Portia's speech."}]}
+
+
+def _without(line: dict, index: int) -> dict:
+    return {**line, "messages": [m for i, m in enumerate(line["messages"]) if i != index]}
+
+
+def _with(line: dict, index: int, **fields) -> dict:
+    return {**line, "messages": [{**m, **fields} if i == index else m for i, m in enumerate(line["messages"])]}
 
 
 @pytest.mark.parametrize("row, field", [
@@ -79,12 +86,41 @@ def _tool_line(call: dict | None = None, result: dict | None = None, **row) -> d
      "field 'messages[0].tool_calls' is not supported in a user message"),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": []}]},
      "field 'messages[1].tool_calls' must be a non-empty list"),
+    # transcripts of several calls: a failed one, the reflection, another, two at once
+    (_without(reflecting_line(), 2), "field 'messages[1].tool_calls[0]' (id 'c1') has no tool result before 'messages[2]'"),
+    (_without(reflecting_line(), 7), "field 'messages[5].tool_calls[0]' (id 'c3') has no tool result before 'messages[7]'"),
+    (_with(reflecting_line(), 7, tool_call_id="c4"), "field 'messages[7].tool_call_id' is 'c4', a call already answered"),
+    (_with(reflecting_line(), 4, tool_call_id="c1"), "field 'messages[4].tool_call_id' is 'c1', which no call of the assistant turn before it has ('c2')"),
+    ({**reflecting_line(), "messages": [*reflecting_line()["messages"][:5], {"role": "tool", "content": "again"},
+                                         *reflecting_line()["messages"][5:]]},
+     "field 'messages[5]' is a tool result too many: every call of 'messages[3]' is answered"),
 ])
 def test_a_bad_tool_turn_is_named_by_line_and_field(tmp_path, row, field):
     path = _write(tmp_path, _tool_line(), row)
     with pytest.raises(DataError) as e:
         read_conversations(path)
     assert str(e.value).startswith(f"{path}: line 2: ") and field in str(e.value), str(e.value)
+
+
+def test_a_transcript_of_several_calls_and_an_error_trains_every_assistant_turn(tmp_path, tiny_workspace):
+    from londinium.infer.chat_template import render_chat
+    from londinium.tokenizer.codec import load_tokenizer
+
+    line = reflecting_line()
+    no_ids = {**line, "messages": [{k: v for k, v in m.items() if k != "tool_call_id"} for m in line["messages"]]}
+    ends_calling = {**line, "messages": line["messages"][:4]}  # a line may end with the assistant's call
+    [c, _, last] = read_conversations(_write(tmp_path, line, no_ids, ends_calling))
+    assert last.messages[-1]["tool_calls"][0]["id"] == "c2"
+    tokenizer = load_tokenizer(tiny_workspace)
+    [e], _ = tokenize([c], tokenizer, 2048)
+    assert tokenizer.decode(e.ids.tolist(), skip_special_tokens=False) == render_chat(list(c.messages), False, tools=[SEARCH])
+    trained = tokenizer.decode(e.ids[e.mask].tolist(), skip_special_tokens=False)
+    read = tokenizer.decode(e.ids[~e.mask].tolist(), skip_special_tokens=False)
+    call = '<tool_call>\n{{"name":"search","arguments":{{"q":"{}"}}}}\n</tool_call>'.format
+    assert trained == (f"{call('')}<|end|>The query was empty; I search for the word.\n{call('mercy')}<|end|>"
+                       f"{call('Portia')}\n{call('strained')}<|end|>In Portia's speech.<|end|>")
+    for result in ("Error: the query is empty", "quality of mercy", "is not strain'd", "Enter PORTIA"):
+        assert result in read and result not in trained  # the error and the results are read, not learnt
 
 
 def test_tool_calls_are_trained_on_and_tool_results_are_not(tmp_path, tiny_workspace):

@@ -19,6 +19,7 @@ token's bytes, and a token may span a grammar's pieces (`{"` is one token, not t
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -117,47 +118,64 @@ class Grammars:
         self.tokenizer = llguidance.LLTokenizer(tokenizer.to_str(), n_vocab=vocab_size,
                                                 eos_token=eos_id)
         self.vocab_size = vocab_size
+        # Compiling a grammar into a matcher costs ~0.25 ms for a small schema (more for a server's tool
+        # grammar), paid by every sequence; copying a compiled, unused one costs ~1 us. The same grammar
+        # comes again and again (an agent's tools at every step, an application's schema on every request).
+        self._compiled = functools.lru_cache(maxsize=256)(self._compile)
+        self._bitmask = functools.cache(self._new_bitmask)  # rows -> a buffer reused at every step
 
     def check(self, constraint: Constraint) -> str:
         """The grammar of `constraint`, or ConstraintError naming what the library refused."""
         grammar = constraint.grammar()
-        error = self._llg.LLMatcher.validate_grammar(grammar, self.tokenizer)
+        error = self._compiled(grammar)[1]
         if error:
-            raise ConstraintError(f"{constraint.describe()} cannot be compiled: {error.strip()}")
+            raise ConstraintError(f"{constraint.describe()} cannot be compiled: {error}")
         return grammar
 
     def matcher(self, constraint: Constraint) -> Any:
         """A fresh matcher (one per sequence: it holds the sequence's position in the grammar)."""
-        matcher = self._llg.LLMatcher(self.tokenizer, self.check(constraint), log_level=0)
-        if matcher.is_error():
-            raise ConstraintError(f"{constraint.describe()} cannot be compiled: {matcher.get_error()}")
-        return matcher
+        return self._compiled(self.check(constraint))[0].deep_copy()  # the cached one stays at the start
+
+    def _compile(self, grammar: str) -> tuple[Any, str]:
+        """An unused matcher of `grammar`, or the library's reason for refusing it (kept too: a
+        refused grammar sent again is refused at once)."""
+        error = self._llg.LLMatcher.validate_grammar(grammar, self.tokenizer)
+        if error:
+            return None, error.strip()
+        matcher = self._llg.LLMatcher(self.tokenizer, grammar, log_level=0)
+        return (None, matcher.get_error()) if matcher.is_error() else (matcher, "")
 
     def mask(self, logits: torch.Tensor, rows: list[int], matchers: list[Any]) -> torch.Tensor:
         """`logits` with every token the matchers of `rows` forbid at -inf (other rows untouched)."""
         # 32 tokens per int32 word, bit i of word w = token 32w + i. Filled through llguidance's pointer API:
         # importing llguidance.torch imports torch._dynamo (it wraps a kernel in torch.compile), seconds
         # of CPU at the first constrained request for nothing used here.
-        bitmask = np.full((len(rows), (self.vocab_size + 31) // 32), -1, dtype=np.int32)
+        bitmask, address = self._bitmask(len(rows))
         row_bytes = bitmask.shape[1] * 4
         # One row after another on this thread. llguidance's thread pool (LLExecutor) fills them at once,
         # but handing 16 rows of ~15 us each to its threads cost 7-24 ms a step on this 2-core machine
         # under load, against 0.2-0.5 ms here (docs/LOG.md, "constrained overhead at batch 16").
         for i, matcher in enumerate(matchers):
-            matcher.unsafe_compute_mask_ptr(bitmask.ctypes.data + i * row_bytes, row_bytes)
+            matcher.unsafe_compute_mask_ptr(address + i * row_bytes, row_bytes)
         # Little-endian bytes of the words, in order: byte j holds tokens 8j .. 8j+7, bit k token 8j+k.
         # np.take into a new array: a third of the CPU of fancy indexing (24 against 65 us at batch 16).
-        bias = np.empty((len(rows), bitmask.shape[1] * 4, 8), dtype=np.float32)
-        np.take(_BYTE_BIAS, bitmask.view(np.uint8), axis=0, out=bias)
-        added = torch.from_numpy(bias.reshape(len(rows), -1)[:, :self.vocab_size]).to(logits.device)
+        bias = np.take(_BYTE_BIAS, bitmask.view(np.uint8), axis=0).reshape(len(rows), -1)
+        added = torch.from_numpy(bias if bias.shape[1] == self.vocab_size else bias[:, :self.vocab_size]).to(logits.device)
         if len(rows) == logits.shape[0]:  # every row constrained (rows are in order): one add, into the bias
             return added.add_(logits) if added.is_contiguous() else added + logits
         return logits.index_add(0, torch.tensor(rows, dtype=torch.long, device=logits.device), added)
+
+    def _new_bitmask(self, rows: int) -> tuple[np.ndarray, int]:
+        """A bitmask buffer for `rows` rows and its address, reused: each step overwrites every word it
+        reads, and a fresh array (np.full, and `.ctypes` for its address) was a third of the mask's
+        CPU at batch 1."""
+        bitmask = np.empty((rows, (self.vocab_size + 31) // 32), dtype=np.int32)
+        return bitmask, bitmask.ctypes.data
 
 
 def advance(matcher: Any, token: int, constraint: Constraint) -> bool:
     """Feed the sampled `token` to a sequence's matcher; whether the grammar is now complete (admits
     nothing more). A token the mask forbade is a bug, not bad input: it raises ConstraintError."""
-    if not matcher.consume_token(token) or matcher.is_error():
+    if not matcher.consume_token(token):  # False when the token is refused (the matcher is then in error)
         raise ConstraintError(f"{constraint.describe()}: token {token} left the grammar ({matcher.get_error()})")
     return matcher.is_stopped()

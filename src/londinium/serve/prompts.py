@@ -139,8 +139,10 @@ def completion_inputs(req: CompletionRequest, engine: Any, gen: Any) -> Prepared
         raw = list(prompt)  # type: ignore[arg-type]
     if not raw:
         raise bad_request("prompt is empty: give a string, a list of strings, or token ids", param="prompt")
+    constraint = response_constraint(req.response_format, engine)
     params = _params(req, gen, engine.vocab_size, {}, max_tokens=req.max_tokens, best_of=req.best_of, logprobs=req.logprobs,
-                     constraint=response_constraint(req.response_format, engine))
+                     constraint=constraint)
+    params = _schema_ends_the_reply(params) if constraint else params
     ids_list, texts, plist = [], [], []
     for i, p in enumerate(raw):
         which = f" (prompt {i})" if len(raw) > 1 else ""
@@ -185,6 +187,13 @@ def response_constraint(response_format: dict[str, Any] | None, engine: Any) -> 
     except ConstraintError as e:
         raise bad_request(f"response_format: {e}", param="response_format") from None
     return constraint
+
+
+def _schema_ends_the_reply(params: SamplingParams) -> SamplingParams:
+    """Under `response_format`, the grammar decides where the reply ends and stop strings do not apply:
+    one matched inside a JSON string would end the reply "stop" with half a value. (smolagents' CodeAgent
+    sends its stop strings, "Observation:" and "</code>", with its structured-output schema.)"""
+    return params.replace(stop=[]) if params.stop else params
 
 
 def _start(engine: Any) -> list[int]:
@@ -259,9 +268,10 @@ def chat_inputs(req: ChatCompletionRequest, engine: Any, gen: Any) -> Prepared:
     limit_field = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     end = engine.tokenizer.token_to_id(END_OF_TURN)
+    schema = None if plan and plan.constraint else response_constraint(req.response_format, engine)
     params = _params(req, gen, engine.vocab_size, {"max_tokens": limit_field, "logprobs": "top_logprobs"},
-                     max_tokens=requested, logprobs=logprobs,
-                     constraint=plan.constraint if plan and plan.constraint else response_constraint(req.response_format, engine))
+                     max_tokens=requested, logprobs=logprobs, constraint=plan.constraint if plan and plan.constraint else schema)
+    params = _schema_ends_the_reply(params) if schema else params
     if end is not None:
         params = params.replace(stop_token_ids=[*params.stop_token_ids, end])
     params = _fit(ids, params, requested, engine.context, "messages")

@@ -72,25 +72,48 @@ def _function(entry: Any, where: str, at: str, body: str, error: Error) -> dict[
 
 def check_order(messages: list[dict[str, Any]], tools: tuple[dict[str, Any], ...], where: str, field: str,
                 error: Error) -> None:
-    """Each tool message answers a call of the assistant turn before it (by `tool_call_id` when both
-    have ids), and each call names one of the line's `tools` when it gives them."""
+    """Tool turns as the chat API takes them, so a transcript of several calls (an error, the reflection
+    after it, another call) trains like one of a single call: each call names one of the line's `tools`
+    when it gives them; each tool message answers one call of the assistant turn before it (by
+    `tool_call_id` when both have ids, else in the calls' order), and each call is answered once before
+    the conversation goes on. Only the last turn's calls may stand unanswered: a line that ends by calling."""
     offered = {t["function"]["name"] for t in tools}
-    open_ids: list[str] | None = None  # ids of the last assistant turn's calls; None: no call to answer
+    pending: list[tuple[str, str]] = []  # (field, id) of the last assistant turn's calls not yet answered
+    answered: list[str] = []  # ids of that turn's calls already answered
+    turn = None  # field of the assistant turn whose calls the tool messages answer; None: no call to answer
     for i, m in enumerate(messages):
-        if m["role"] == "assistant":
+        at = f"{field}[{i}]"
+        if m["role"] != "tool":
+            if pending:
+                call, call_id = pending[0]
+                raise error(f"{where}: field '{call}'{f' (id {call_id!r})' if call_id else ''} has no tool result before "
+                            f"'{at}'; answer each call with a tool message after its turn")
             calls = m.get("tool_calls") or []
             for k, call in enumerate(calls):
                 name = call["function"]["name"]
                 if tools and name not in offered:
-                    raise error(f"{where}: field '{field}[{i}].tool_calls[{k}].function.name' is {name!r}, which 'tools' "
+                    raise error(f"{where}: field '{at}.tool_calls[{k}].function.name' is {name!r}, which 'tools' "
                                 f"does not offer ({', '.join(sorted(offered))})")
-            open_ids = [c["id"] for c in calls] if calls else None
-        elif m["role"] == "tool":
-            if open_ids is None:
-                raise error(f"{where}: field '{field}[{i}]' is a tool result with no assistant tool call before it")
-            wanted = m.get("tool_call_id", "")
-            if wanted and any(open_ids) and wanted not in open_ids:
-                raise error(f"{where}: field '{field}[{i}].tool_call_id' is {wanted!r}, which no call of the assistant "
-                            f"turn before it has ({', '.join(repr(c) for c in open_ids)})")
+            pending = [(f"{at}.tool_calls[{k}]", c["id"]) for k, c in enumerate(calls)]
+            answered, turn = [], at if calls else None
+            continue
+        if turn is None:
+            raise error(f"{where}: field '{at}' is a tool result with no assistant tool call before it")
+        wanted = m.get("tool_call_id", "")
+        ids = [call_id for _, call_id in pending] + answered
+        if wanted and any(ids):  # matched by id; without ids on both sides, in the calls' order
+            if wanted in answered:
+                raise error(f"{where}: field '{at}.tool_call_id' is {wanted!r}, a call already answered; give each "
+                            "call one tool message")
+            match = [p for p in pending if p[1] == wanted]
+            if not match:
+                raise error(f"{where}: field '{at}.tool_call_id' is {wanted!r}, which no call of the assistant "
+                            f"turn before it has ({', '.join(repr(c) for c in ids)})")
+            done = match[0]
+        elif pending:
+            done = pending[0]
         else:
-            open_ids = None
+            raise error(f"{where}: field '{at}' is a tool result too many: every call of '{turn}' is answered; give "
+                        "each call one tool message")
+        pending.remove(done)
+        answered.append(done[1])
