@@ -101,17 +101,18 @@ class FusedStep:
         cos, sin = self.cos[pos:end].view(T, 1, D // 2), self.sin[pos:end].view(T, 1, D // 2)
         for layer, (ln_1, c_attn, c_proj, ln_2, c_fc, down) in enumerate(self.blocks):
             q, k, v = F.linear(F.rms_norm(x, (C,), ln_1, eps), c_attn.weight, c_attn.bias).view(1, T, 3, H, D).unbind(2)
-            re, im = torch.stack((q, k)).chunk(2, dim=-1)
-            qk = torch.cat((re * cos - im * sin, im * cos + re * sin), dim=-1)  # [2, 1, T, H, D]
+            qk = _rotate(torch.stack((q, k)), cos, sin)  # [2, 1, T, H, D]
             keys[layer][0, :, pos:end].copy_(qk[1, 0].transpose(0, 1))
             values[layer][0, :, pos:end].copy_(v[0].transpose(0, 1))
             y = F.scaled_dot_product_attention(qk[0].transpose(1, 2), keys[layer][:1, :, :end], values[layer][:1, :, :end],
                                                attn_mask=mask)
             x = x + F.linear(y.transpose(1, 2).reshape(1, T, C), c_proj.weight, c_proj.bias)
-            gate, up = F.linear(F.rms_norm(x, (C,), ln_2, eps), c_fc.weight, c_fc.bias).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, down.weight, down.bias)
+            x = x + _mlp(x, ln_2, c_fc, down, eps)
         cache.length = end
-        return F.linear(F.rms_norm(x, (C,), self.ln_f, eps), self.head)[0]
+        return self._logits(x)[0]
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.rms_norm(x, (self.width,), self.ln_f, self.eps), self.head)
 
     def _one(self, tokens: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor], pos: int) -> torch.Tensor:
         C, H, D, eps = self.width, self.heads, self.head_dim, self.eps
@@ -119,17 +120,14 @@ class FusedStep:
         cos, sin = self.cos[pos], self.sin[pos]
         for layer, (ln_1, c_attn, c_proj, ln_2, c_fc, down) in enumerate(self.blocks):
             q, k, v = F.linear(F.rms_norm(x, (C,), ln_1, eps), c_attn.weight, c_attn.bias).view(1, 3, H, D).unbind(1)
-            qk = torch.stack((q, k))  # rotated together, in the "rotate_half" layout of `apply_rope`
-            re, im = qk.chunk(2, dim=-1)
-            qk = torch.cat((re * cos - im * sin, im * cos + re * sin), dim=-1)
+            qk = _rotate(torch.stack((q, k)), cos, sin)  # q and k together, as `apply_rope` does
             keys[layer][0, :, pos].copy_(qk[1, 0])
             values[layer][0, :, pos].copy_(v[0])
             y = F.scaled_dot_product_attention(qk[0].view(1, H, 1, D), keys[layer][:1, :, :pos + 1],
                                                values[layer][:1, :, :pos + 1])
             x = x + F.linear(y.view(1, 1, C), c_proj.weight, c_proj.bias)
-            gate, up = F.linear(F.rms_norm(x, (C,), ln_2, eps), c_fc.weight, c_fc.bias).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, down.weight, down.bias)
-        return F.linear(F.rms_norm(x, (C,), self.ln_f, eps), self.head)[:, 0]
+            x = x + _mlp(x, ln_2, c_fc, down, eps)
+        return self._logits(x)[:, 0]
 
     def _rows(self, tokens: torch.Tensor, slots: SlotCache) -> torch.Tensor:
         """B > 1 rows, each at its own position: GPT.decode's ops (and StepKV's writes and mask) without
@@ -146,13 +144,24 @@ class FusedStep:
         cos, sin = self.cos[positions].view(B, 1, 1, D // 2), self.sin[positions].view(B, 1, 1, D // 2)
         for layer, (ln_1, c_attn, c_proj, ln_2, c_fc, down) in enumerate(self.blocks):
             q, k, v = F.linear(F.rms_norm(x, (C,), ln_1, eps), c_attn.weight, c_attn.bias).view(B, 1, 3, H, D).unbind(2)
-            re, im = torch.stack((q, k)).chunk(2, dim=-1)
-            qk = torch.cat((re * cos - im * sin, im * cos + re * sin), dim=-1)  # [2, B, 1, H, D]
+            qk = _rotate(torch.stack((q, k)), cos, sin)  # [2, B, 1, H, D]
             keys[layer][rows, :, positions] = qk[1, :, 0]
             values[layer][rows, :, positions] = v[:, 0]
             y = F.scaled_dot_product_attention(qk[0].transpose(1, 2), keys[layer][:B, :, :span], values[layer][:B, :, :span],
                                                attn_mask=mask)
             x = x + F.linear(y.transpose(1, 2).reshape(B, 1, C), c_proj.weight, c_proj.bias)
-            gate, up = F.linear(F.rms_norm(x, (C,), ln_2, eps), c_fc.weight, c_fc.bias).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, down.weight, down.bias)
-        return F.linear(F.rms_norm(x, (C,), self.ln_f, eps), self.head)[:, 0]
+            x = x + _mlp(x, ln_2, c_fc, down, eps)
+        return self._logits(x)[:, 0]
+
+
+def _rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """q and k stacked `[2, ..., D]`, rotated by their positions' cos and sin in the "rotate_half" layout
+    of `model.gpt.apply_rope` (the same ops, so the same bits)."""
+    re, im = qk.chunk(2, dim=-1)
+    return torch.cat((re * cos - im * sin, im * cos + re * sin), dim=-1)
+
+
+def _mlp(x: torch.Tensor, ln_2: torch.Tensor, c_fc: nn.Linear, down: nn.Linear, eps: float) -> torch.Tensor:
+    """The SwiGLU MLP of a block on its RMSNorm'd input (what the block adds to `x`)."""
+    gate, up = F.linear(F.rms_norm(x, (x.shape[-1],), ln_2, eps), c_fc.weight, c_fc.bias).chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, down.weight, down.bias)
