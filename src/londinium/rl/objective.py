@@ -76,7 +76,6 @@ class GRPO:
     """Reinforcement learning with group-relative advantages, from a base run's weights."""
 
     name = "grpo"
-    stage = "rl"
 
     def __init__(self, ws: Workspace, cfg: Config, log: Callable[[str], None]):
         from londinium.rl.rewards import rewards_for

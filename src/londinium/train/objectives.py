@@ -78,7 +78,6 @@ class NextToken:
     """Pre-training: predict every next token of the corpus."""
 
     name = "next-token"
-    stage = "train"  # the command that makes (and resumes) such a run
     base: ck.Checkpoint | None = None  # trained from random weights
 
     def __init__(self, cfg: Config, train: Shard, val: Shard):
@@ -124,7 +123,6 @@ class SFT:
     """Supervised fine-tuning: the assistant's tokens of conversations, from a base run's weights."""
 
     name = "sft"
-    stage = "sft"
 
     def __init__(self, ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]):
         from londinium.tokenizer.codec import PAD, load_tokenizer
@@ -237,7 +235,6 @@ class Distill(NextToken):
     the teacher's softened distribution (`distill.distill_loss`); validated as next-token, on the student alone."""
 
     name = "distill"
-    stage = "distill"
 
     def __init__(self, ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]):
         from londinium.train.distill import open_teacher
@@ -287,7 +284,6 @@ class DistillSFT(SFT):
     fine-tuned from sft.base; SFT's weights (the assistant's tokens, the replay share) weigh both terms."""
 
     name = "distill"
-    stage = "distill"
 
     def __init__(self, ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]):
         from londinium.train.distill import open_teacher

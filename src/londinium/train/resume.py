@@ -11,6 +11,7 @@ from pathlib import Path
 
 from londinium import checkpoint as ck
 from londinium.config import Config, load_config
+from londinium.files import loads_toml, tomllib
 from londinium.workspace import DEFAULT_WORKSPACE, Workspace
 
 
@@ -34,13 +35,27 @@ def workspace_flag(ws: Workspace) -> str:
     return "" if ws.root == Path(DEFAULT_WORKSPACE).resolve() else f" -w {shlex.quote(str(ws.root))}"
 
 
-def resume_command(ws: Workspace, run: str, world_size: int = 1, stage: str = "train") -> str:
-    """The command that continues run `run` in `ws` as it was trained (see `resume_config`): `stage` is
-    the command that made it (train, or sft / distill / rl, which name their own run with --name)."""
+# The command that makes a run of each objective; all of them continue a run with --resume --name.
+STAGE_OF_OBJECTIVE = {"sft": "sft", "distill": "distill", "grpo": "rl"}
+
+
+def resume_command(ws: Workspace, run: str, world_size: int = 1) -> str:
+    """The command that continues run `run` in `ws` as it was trained (see `resume_config`): the one that
+    made it, as its saved config says (`train`, or `sft` / `distill` / `rl`, which name their run with
+    --name); `train` where nothing says otherwise (it continues any run as trained, too)."""
     where = workspace_flag(ws)
     launcher = f"torchrun --nproc_per_node={world_size} -m londinium" if world_size > 1 else "londinium"
+    stage = STAGE_OF_OBJECTIVE.get(_saved_objective(ws, run), "train")
     if stage != "train":
         return f"{launcher} {stage} --resume --name {run}{where}"
     if world_size > 1:  # torchrun's own parser takes `--run` for its --run-path
         return f"{launcher} train --resume --run-name {run}{where}"
     return f"{launcher} train --resume --run {run}{where}"
+
+
+def _saved_objective(ws: Workspace, run: str) -> str:
+    """`train.objective` of the config run `run` was trained with, or "" when it has none that reads."""
+    try:
+        return str(loads_toml(ws.run_config_file(run).read_text(encoding="utf-8")).get("train", {}).get("objective", ""))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return ""

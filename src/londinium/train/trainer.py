@@ -182,7 +182,7 @@ class _Run:
         if not self.tc.resume:
             return {"action": "error", "message": (
                 f"run '{self.run_name}' already has checkpoints (newest: step {existing[-1].step}) in {self.ckpt_dir}; "
-                f"continue it with `{resume_command(self.ws, self.run_name, self.d.world_size, self.objective.stage)}`, "
+                f"continue it with `{resume_command(self.ws, self.run_name, self.d.world_size)}`, "
                 f"pass --force to delete it and start over, or --run NAME for a separate run")}
         found = ck.latest_valid(self.ckpt_dir, log=self.log)
         if found is None:
@@ -231,7 +231,7 @@ class _Run:
             # on purpose (--preset, --config, --set): a checkpoint's weights fit only its own shape.
             raise ck.CheckpointError(f"checkpoint {ckpt.path} was trained with another architecture ({'; '.join(diff)}); "
                                      f"a resumed run keeps its [model]: drop that change (--preset, --set, --config or ./londinium.toml) "
-                                     f"(`{resume_command(self.ws, self.run_name, self.d.world_size, self.objective.stage)}` continues it as trained), "
+                                     f"(`{resume_command(self.ws, self.run_name, self.d.world_size)}` continues it as trained), "
                                      f"or start a separate run with --run NAME")
         if ckpt.meta.get("tokenizer_sha256") != self.tokenizer_sha256:
             raise ck.CheckpointError(f"checkpoint {ckpt.path} was trained with another tokenizer (sha256 {ckpt.meta.get('tokenizer_sha256')}); "
@@ -555,7 +555,7 @@ class _Run:
                         self._save()
                         progress.close()
                         self.log(f"train: interrupted at step {self.step}; checkpoint saved in {self.ckpt_dir}. "
-                                 f"Continue with `{resume_command(self.ws, self.run_name, d.world_size, self.objective.stage)}`")
+                                 f"Continue with `{resume_command(self.ws, self.run_name, d.world_size)}`")
                         raise KeyboardInterrupt
                     if code == 1 or self._is_eval_step():
                         t0 = time.perf_counter()
@@ -570,7 +570,7 @@ class _Run:
             progress.close()
             self.trackers.close()
         warning = pacing.shortfall_warning(self.plan, tc, self.step, self.session_step_s / max(1, self.session_steps),
-                                           resume_command(self.ws, self.run_name, d.world_size, self.objective.stage))
+                                           resume_command(self.ws, self.run_name, d.world_size))
         if warning:
             stopped = "max_minutes"
         if d.is_main:
