@@ -51,6 +51,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-w", "--workspace", default="londinium-work")
     ap.add_argument("--run", default="main")
+    ap.add_argument("--checkpoint", default="best", help="'best', 'latest' or a checkpoint directory")
     ap.add_argument("--contexts", type=int, nargs="+", default=[512, 1024, 2048, 4096], help="served contexts N")
     ap.add_argument("--windows", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096], help="window lengths W")
     ap.add_argument("--tokens", type=int, default=65536, help="validation tokens scored per window length (at most)")
@@ -61,7 +62,7 @@ def main() -> int:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     ws = Workspace(a.workspace)
-    trained = load_run(ws, a.run, "best")
+    trained = load_run(ws, a.run, a.checkpoint)
     model, trained_ctx = trained.model, trained.model.config.context
     if model.config.positions != "rope":
         sys.exit(f"run {a.run} has learned positions: it cannot serve past {trained_ctx}")

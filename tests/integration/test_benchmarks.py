@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from serve_helpers import trained_run
+from serve_helpers import rope_run, trained_run
 from train_helpers import write_conversations
 
 from helpers.prose import local_sources
@@ -55,6 +55,7 @@ QUICK: dict[str, tuple] = {
                          "TRL GKDTrainer"),  # two rounds: TRL goes first in the second
     "grpo_peer.py": (lambda ws, run, tmp: ["-w", str(_with_arith(ws, tmp)), "--run", run], "RL steps/minute"),
     "json_schema_peer.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "londinium / llama.cpp"),
+    "rope_context.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", rope_run(ws), "--checkpoint", "latest"], "| ntk |"),
 }
 MARKS = {
     "gguf_decode.py": [pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
