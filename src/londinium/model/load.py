@@ -84,8 +84,8 @@ def serve_context(model: Any, context: int, scaling: str = "ntk") -> str | None:
     if context <= trained:
         return None
     head_dim = model.config.n_embd // model.config.n_head
-    how = {"none": "extrapolated", "linear": f"interpolated (every position / {context / trained:g})",
-           "ntk": f"NTK-scaled (rotary base x {(context / trained) ** (head_dim / (head_dim - 2)):.4g})"}
+    how = {"none": "extrapolated", "linear": f"every position / {context / trained:g}",
+           "ntk": f"rotary base x {(context / trained) ** (head_dim / (head_dim - 2)):.4g}"}
     return (f"serving a context of {context} tokens, past the {trained} this model was trained at: positions "
             f"{trained}-{context - 1} were never trained (rope_scaling {scaling}: {how[scaling]}); expect its text to "
             f"worsen as a prompt grows past {trained} tokens")
