@@ -59,3 +59,27 @@ def test_generate_takes_the_same_context_option(tiny_workspace) -> None:
     rc, out, err = cli_in_process([*args, "--context", "192"])
     assert rc == 0, err
     assert "past the 64 this model was trained at" in err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_an_export_served_past_its_context_gives_the_runs_logits(tiny_workspace, tmp_path) -> None:
+    """`serve --export DIR --context N` and `serve --run RUN --context N` load the same model: the
+    export keeps the trained context, and the serve-time tables are built the same way on both."""
+    import torch
+
+    from londinium.config import Config, ServeConfig
+    from londinium.export.run import export_run
+    from londinium.model.load import load_run
+    from londinium.serve.server import _serve_context, export_loader
+
+    run = rope_run(tiny_workspace)
+    out = tmp_path / "rope-hf"
+    export_run(tiny_workspace, Config(), run=run, checkpoint="latest", fmt="hf", out=out, log=lambda m: None)
+    s = ServeConfig(context=200)
+    engine = export_loader(out, "cpu", None, None, s)[0]()
+    trained = load_run(tiny_workspace, run=run, checkpoint="latest")
+    _serve_context(trained.model, s)
+    assert engine.context == trained.model.config.context == 200
+    x = torch.randint(0, trained.tokenizer.get_vocab_size(), (1, 180))
+    with torch.no_grad():
+        torch.testing.assert_close(engine.model(x)[0], trained.model(x)[0], atol=1e-5, rtol=0)
