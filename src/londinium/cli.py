@@ -280,7 +280,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from londinium.serve.server import serve
 
     ws, cfg = _context(args)
-    for flag in ("checkpoint", "host", "port", "api_key", "model_name", "device"):
+    for flag in ("checkpoint", "host", "port", "api_key", "model_name", "device", "context"):
         if getattr(args, flag) is not None:
             setattr(cfg.serve, flag, getattr(args, flag))
     if args.weight_dtype is not None:
@@ -403,7 +403,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
                *(x for o in args.overrides for x in ("--set", o))]
     mcp = args.mcp or [shlex.join([sys.executable, "-m", "londinium", "mcp", *options])]
     api_key = os.environ.get("OPENAI_API_KEY", "unused")
-    with model_endpoint(args.model or cfg.serve.run or cfg.train.run_name, options, args.model_name, api_key) as (url, name):
+    served = [*options, *(["--context", str(args.context)] if args.context is not None else [])]
+    with model_endpoint(args.model or cfg.serve.run or cfg.train.run_name, served, args.model_name, api_key) as (url, name):
         result = run_agent(args.task, url, name, mcp, max_steps=args.max_steps, transcript=args.transcript,
                            tools=args.tool or None, api_key=api_key, max_tokens=args.max_tokens, seed=args.seed)
     print(result.answer)
@@ -613,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, metavar="KEY", help="require 'Authorization: Bearer KEY' (default: serve.api_key or $LONDINIUM_API_KEY)")
     p.add_argument("--model-name", default=None, metavar="NAME", help="model id clients send (default: serve.model_name, else the run name)")
     p.add_argument("--device", default=None, help="torch device: cpu, cuda, auto (default: serve.device)")
+    p.add_argument("--context", type=int, default=None, metavar="N",
+                   help="serve N tokens of context, past the trained one for rotary models, with a warning "
+                        "(default: serve.context, 0: as trained; serve.rope_scaling maps the new positions)")
     p.add_argument("--weight-dtype", default=None, choices=WEIGHT_DTYPES,
                    help="the linear layers' weights: float32, float16 or int8 (CPU; default: generate.weight_dtype)")
     p.add_argument("--draft", default=None, metavar="RUN",
@@ -689,6 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mcp", action="append", default=[], metavar="CMD|URL", help="an MCP server: a command line spoken to "
                    "over stdio, or a streamable-HTTP URL (repeatable; default: `londinium mcp` on this workspace)")
     p.add_argument("--tool", action="append", default=[], metavar="NAME", help="offer only this MCP tool (repeatable; default: all)")
+    p.add_argument("--context", type=int, default=None, metavar="N", help="a run is served with N tokens of context "
+                   "(`londinium serve --context`; default: serve.context)")
     p.add_argument("--max-steps", type=int, default=8, metavar="N", help="tool-calling steps at most (default 8)")
     p.add_argument("--max-tokens", type=int, default=None, metavar="N", help="tokens per model reply (default: the server's)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed sent with every step")

@@ -414,6 +414,8 @@ class ServeConfig:
     port: int = doc(8000, "TCP port.", ge=1, le=65535)
     api_key: str = doc("", "Bearer key every route but /health requires; empty: no key ($LONDINIUM_API_KEY also sets it).")
     device: str = doc("cpu", "Torch device: 'cpu', 'cuda', or 'auto'.", **DEVICE)
+    context: int = doc(0, "Tokens of context served (KV cache per sequence, prompt plus reply); 0: the context the model was trained at. Above it (rotary positions only) the positions were never trained, and a warning says so (docs/serving.md, \"Context\").", ge=0, le=1_048_576)
+    rope_scaling: str = doc("ntk", "How rotary positions past the trained context are mapped (transformers' rope_scaling): 'ntk' (raise the rotary base), 'linear' (position interpolation) or 'none' (extrapolate); chosen by bits per byte in docs/LOG.md.", choices=("none", "linear", "ntk"))
     max_running: int = doc(16, "Sequences decoded together at most (one KV-cache slot each).", ge=1)
     memory_budget_mb: float = doc(0.0, "Size max_running from this many MiB for the model (weights, a full context of KV cache per sequence, one step's activations, the prefix cache; `londinium model memory`); 0: max_running as set.", ge=0, le=1e9, hint="(0: max_running as set)")
     max_step_tokens: int = doc(512, "Tokens one engine step may process (decode tokens plus prefill chunks): the prefill budget.", ge=1)

@@ -37,3 +37,20 @@ def mcp_command(ws: Workspace) -> str:
     import shlex
 
     return shlex.join([sys.executable, *server_args(ws)])
+
+
+QUICKSTART_SHAPED = "quickstart-shaped"
+
+
+def quickstart_shaped_run(ws: Workspace, steps: int = 30) -> str:
+    """The quickstart's model in shape (the tiny preset: 2 x 128, rotary positions, a 256-token context),
+    trained a few steps on the workspace: what `make quickstart` leaves, short of its hour of training.
+    Served past its context with `londinium serve --context N`, as a user does after the quickstart."""
+    from tests.integration.train_helpers import cli_in_process
+
+    if not ws.checkpoints_dir(QUICKSTART_SHAPED).is_dir():
+        rc, _, err = cli_in_process(["train", "-w", str(ws.root), "--run", QUICKSTART_SHAPED, "--preset", "tiny",
+                                     *(x for s in (f"train.max_steps={steps}", "train.warmup_steps=3", f"train.eval_every={steps}",
+                                                   "train.eval_batches=2", "train.threads=1") for x in ("--set", s))])
+        assert rc == 0, err
+    return QUICKSTART_SHAPED

@@ -54,6 +54,29 @@ def slow_run(ws: Workspace) -> str:
     return SLOW_RUN
 
 
+ROPE_RUN = "rope-64"
+
+
+def rope_run(ws: Workspace) -> str:
+    """An untrained rotary model with a 64-token context, saved as a checkpoint (plumbing under test,
+    not prose)."""
+    import torch
+
+    from londinium.checkpoint import save_checkpoint
+    from londinium.config import Config, ModelConfig, to_toml
+    from londinium.model.gpt import GPT
+    from londinium.tokenizer.codec import load_tokenizer, tokenizer_sha256
+
+    if not ws.checkpoints_dir(ROPE_RUN).is_dir():
+        cfg = Config()
+        cfg.model = ModelConfig(n_layer=1, n_head=2, n_embd=32, context=64, positions="rope", norm="rmsnorm", mlp="swiglu",
+                                bias=False, vocab_size=load_tokenizer(ws).get_vocab_size())
+        torch.manual_seed(0)
+        save_checkpoint(ws.checkpoints_dir(ROPE_RUN), 1, GPT(cfg.model), {"step": 1}, to_toml(cfg),
+                        {"run": ROPE_RUN, "tokenizer_sha256": tokenizer_sha256(ws)})
+    return ROPE_RUN
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from serve_helpers import trained_run
+from serve_helpers import rope_run, trained_run
 from train_helpers import write_conversations
 
 from helpers.prose import local_sources
@@ -55,6 +55,8 @@ QUICK: dict[str, tuple] = {
                          "TRL GKDTrainer"),  # two rounds: TRL goes first in the second
     "grpo_peer.py": (lambda ws, run, tmp: ["-w", str(_with_arith(ws, tmp)), "--run", run], "RL steps/minute"),
     "json_schema_peer.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run], "londinium / llama.cpp"),
+    "constrained_forced.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", run, "--checkpoint", "latest"], "model passes with fast-forward"),
+    "rope_context.py": (lambda ws, run, tmp: ["-w", str(ws.root), "--run", rope_run(ws), "--checkpoint", "latest"], "| ntk |"),
 }
 MARKS = {
     "gguf_decode.py": [pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
@@ -71,7 +73,7 @@ MARKS = {
 # servers, fresh interpreters): they run with the slow tests (`make test`), the rest every time.
 for _script in ("generate_speed.py", "eval_perplexity.py", "train_throughput.py", "trainer_overhead.py", "export_load.py", "weight_dtypes.py",
                 "serve_throughput.py", "serve_peers.py", "gateway_pii.py", "gateway_pii_peer.py", "constrained_decode.py",
-                "grpo_peer.py", "distill_peer.py", "json_schema_peer.py"):
+                "grpo_peer.py", "distill_peer.py", "json_schema_peer.py", "constrained_forced.py"):
     MARKS.setdefault(_script, []).append(pytest.mark.slow)
 
 

@@ -21,7 +21,7 @@ from londinium.workspace import Workspace
 
 def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[Engine, Config]:
     """The engine for the chosen run and checkpoint, and the config the run was trained with."""
-    from londinium.model.load import load_run
+    from londinium.model.load import load_run, serve_context
 
     run = args.run or cfg.generate.run or cfg.train.run_name
     which = args.checkpoint or cfg.generate.checkpoint
@@ -31,6 +31,10 @@ def load_engine(ws: Workspace, cfg: Config, args: argparse.Namespace) -> tuple[E
     if args.draft:
         cfg.generate.draft_run = args.draft
     trained = load_run(ws, run=run, checkpoint=which, device=device, device_setting=setting)
+    if args.context is not None:
+        warning = serve_context(trained.model, args.context, cfg.serve.rope_scaling)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     return Engine.from_trained(trained, cfg.generate, ws), trained.config
 
 

@@ -41,6 +41,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="the linear layers' weights: float32, float16 or int8 (CPU; default: generate.weight_dtype)")
     g.add_argument("--draft", default=None, metavar="RUN",
                    help="speculative decoding: a smaller run of this workspace proposes tokens (default: generate.draft_run)")
+    g.add_argument("--context", type=int, default=None, metavar="N",
+                   help="N tokens of context, past the trained one for rotary models, with a warning "
+                        "(as `londinium serve --context`; default: as trained)")
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ are proved by tests that compare logits with the real `transformers` classes.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -67,13 +68,40 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
     return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
 
 
-def rope_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+ROPE_SCALINGS = ("none", "linear", "ntk")
+
+
+def rope_tables(cfg: ModelConfig, context: int = 0, scaling: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of every position and frequency, `[context, 1, head_dim/2]` (the 1 broadcasts over
-    heads), computed in fp32 exactly as `transformers` computes Llama's, so exports give the same logits."""
+    heads), computed in fp32 exactly as `transformers` computes Llama's, so exports give the same logits.
+
+    `context` above `cfg.context` serves positions the model never trained on (`GPT.extend_context`);
+    `scaling` maps them into the trained range as `transformers`' `rope_scaling` does for a factor
+    of context / cfg.context: "linear" divides every position by it (position interpolation),
+    "ntk" raises the base by factor^(d/(d-2)) (NTK-aware; `dynamic` at the full context), "none"
+    extrapolates. docs/LOG.md, "Serving past the trained context", measured which loses least."""
+    if scaling not in ROPE_SCALINGS:
+        raise ConfigError(f"rope scaling {scaling!r}: choose one of {', '.join(ROPE_SCALINGS)}")
     head_dim = cfg.n_embd // cfg.n_head
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-    freqs = torch.outer(torch.arange(cfg.context, dtype=torch.int64).float(), inv_freq)
+    context = context or cfg.context
+    factor = max(1.0, context / cfg.context)
+    theta = cfg.rope_theta * factor ** (head_dim / (head_dim - 2)) if scaling == "ntk" else cfg.rope_theta
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    if scaling == "linear":
+        inv_freq = inv_freq / factor
+    freqs = torch.outer(torch.arange(context, dtype=torch.int64).float(), inv_freq)
     return freqs.cos()[:, None, :], freqs.sin()[:, None, :]
+
+
+def check_context(cfg: ModelConfig, context: int, setting: str = "serve.context") -> None:
+    """Raise ConfigError when a model of `cfg` cannot run at `context` positions: learned positions
+    end at their table, so only rotary ones go past the trained context."""
+    if context < 1:
+        raise ConfigError(f"{setting} = {context}: give a number of tokens (at least 1), or 0 for the trained context")
+    if context > cfg.context and cfg.positions != "rope":
+        raise ConfigError(
+            f"{setting} = {context}: this model has learned positions, whose table ends at its trained context of "
+            f"{cfg.context}; serve it at {cfg.context} or less (only rotary positions go further)")
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -213,6 +241,7 @@ class GPT(nn.Module):
             # Not persistent: derived from the config, so checkpoints and exports do not carry them.
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        self.trained_context, self.rope_scaling = cfg.context, "none"  # until extend_context
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             # Weight tying (Press & Wolf 2017): one matrix reads and writes tokens; saves V x C params.
@@ -224,6 +253,20 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    def extend_context(self, context: int, scaling: str = "none") -> None:
+        """Run at `context` positions instead of the trained context (llama.cpp's `--ctx-size`, vLLM's
+        `max_model_len`): rotary tables rebuilt for them, and `config.context`, which sizes the
+        engine's KV cache and prompt limit, set to it. Past the trained context the positions were
+        never trained (`rope_tables` on `scaling`). Call it before an engine is built on the model:
+        engines copy the tables."""
+        trained = replace(self.config, context=self.trained_context)
+        check_context(trained, context)
+        if trained.positions == "rope":
+            cos, sin = rope_tables(trained, context, scaling)
+            self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
+        self.rope_scaling = scaling if context > trained.context else "none"
+        self.config = replace(self.config, context=context)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

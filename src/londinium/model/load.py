@@ -71,3 +71,21 @@ def load_run(ws: Workspace, run: str = "main", checkpoint: str = "best", device:
     load_weights(model, ckpt, dev)
     model.to(dev).eval()
     return TrainedModel(model, load_tokenizer(ws), cfg, ckpt, run, dev, tok_sha)
+
+
+def serve_context(model: Any, context: int, scaling: str = "ntk") -> str | None:
+    """Give `model` (a GPT, before an engine is built on it) `context` positions, 0 leaving it as
+    trained; returns the warning to show when they go past what it was trained at, else None.
+    A model with learned positions refuses with one line (ConfigError naming serve.context)."""
+    if not context or context == model.config.context:
+        return None
+    model.extend_context(context, scaling)
+    trained = model.trained_context
+    if context <= trained:
+        return None
+    head_dim = model.config.n_embd // model.config.n_head
+    how = {"none": "extrapolated", "linear": f"every position / {context / trained:g}",
+           "ntk": f"rotary base x {(context / trained) ** (head_dim / (head_dim - 2)):.4g}"}
+    return (f"serving a context of {context} tokens, past the {trained} this model was trained at: positions "
+            f"{trained}-{context - 1} were never trained (rope_scaling {scaling}: {how[scaling]}); expect its text to "
+            f"worsen as a prompt grows past {trained} tokens")

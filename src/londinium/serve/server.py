@@ -39,22 +39,38 @@ def run_loader(ws: Any, cfg: Config, run: str) -> tuple[Callable[[], Any], str, 
         find_checkpoint(ws.checkpoints_dir(gen.draft_run), gen.draft_checkpoint, gen.draft_run)
     if s.export:
         directory = Path(s.export).expanduser()
-        return (*export_loader(directory, s.device, cfg.generate, ws), Provenance.of_export(ws, directory))
+        return (*export_loader(directory, s.device, cfg.generate, ws, s), Provenance.of_export(ws, directory))
     if not ws.tokenizer_file.is_file():
         raise LondiniumError(f"no tokenizer at {ws.tokenizer_file}: run `londinium tokenizer train` (or quickstart) first")
     ckpt = find_checkpoint(ws.checkpoints_dir(run), s.checkpoint, run)
+    if s.context:  # a context the model cannot have (learned positions) fails before the port opens
+        from londinium.checkpoint import CONFIG_FILE
+        from londinium.config import load_config
+        from londinium.model.gpt import check_context
+
+        check_context(load_config(ckpt.path / CONFIG_FILE).model, s.context)
 
     def load() -> Any:
         from londinium.infer.engine import Engine
         from londinium.model.load import load_run
 
-        return Engine.from_trained(load_run(ws, run=run, checkpoint=str(ckpt.path), device=s.device,
-                                            device_setting="serve.device"), cfg.generate, ws)
+        trained = load_run(ws, run=run, checkpoint=str(ckpt.path), device=s.device, device_setting="serve.device")
+        _serve_context(trained.model, s)
+        return Engine.from_trained(trained, cfg.generate, ws)
 
     return load, run, Provenance.of_checkpoint(ws, run, ckpt)
 
 
-def export_loader(directory: Path, device: str, gen: Any = None, ws: Any = None) -> tuple[Callable[[], Any], str]:
+def _serve_context(model: Any, s: Any) -> None:
+    """The model at serve.context positions, with the warning when they go past its training."""
+    from londinium.model.load import serve_context
+
+    warning = serve_context(model, s.context, s.rope_scaling)
+    if warning:
+        print(f"londinium serve: warning: {warning}", file=sys.stderr)
+
+
+def export_loader(directory: Path, device: str, gen: Any = None, ws: Any = None, s: Any = None) -> tuple[Callable[[], Any], str]:
     """The loader for a `londinium export` directory (transformers layout, read back into our GPT).
     The directory is checked whole now, before the port opens (`model.hf_check`: config against the
     weights' headers, paths, recorded hashes, finite weights), so a broken or hostile export is one
@@ -62,6 +78,10 @@ def export_loader(directory: Path, device: str, gen: Any = None, ws: Any = None)
     from londinium.model.hf_check import check_export
 
     checked = check_export(directory, say=lambda m: print(f"londinium serve: warning: {m}", file=sys.stderr))
+    if s is not None and s.context:
+        from londinium.model.gpt import check_context
+
+        check_context(checked.config, s.context)
 
     def load() -> Any:
         from londinium.device import resolve_device
@@ -69,6 +89,8 @@ def export_loader(directory: Path, device: str, gen: Any = None, ws: Any = None)
         from londinium.model.from_hf import load_export
 
         model, tokenizer = load_export(checked, resolve_device(device, setting="serve.device"))
+        if s is not None:
+            _serve_context(model, s)
         described = f"export {directory} ({model.num_params():,} parameters)"  # before any packing of the weights
         engine = Engine.with_settings(model, tokenizer, gen, ws)  # a draft (generate.draft_run) comes from `ws`
         engine.loaded_from = described
