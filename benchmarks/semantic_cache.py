@@ -212,7 +212,7 @@ def main() -> None:
 
     from londinium.config import load_config
     from londinium.files import write_jsonl, write_text
-    from londinium.gateway.cache_pairs import WORDINGS, candidate_lines, make_pairs
+    from londinium.gateway.cache_pairs import PAIRS, candidate_lines, make_pairs
     from londinium.retrieve.embedders import open_embedder
     from londinium.retrieve.vectors import build_vectors
     from londinium.workspace import Workspace
@@ -225,7 +225,7 @@ def main() -> None:
     n = 80 if args.quick else args.pairs
     rng = random.Random(args.seed)
     docs = held_out_docs(ws)
-    pairs = make_pairs(docs, n, rng, WORDINGS[args.wordings])
+    pairs = make_pairs(docs, n, rng, PAIRS[args.wordings])
     tune, held = split_pairs(pairs, args.seed)
     # Finer steps at the top, where an embedder that cannot tell near-misses apart ends up.
     thresholds = np.round(np.concatenate([np.arange(0.30, 0.9951, 0.005), [0.998, 0.999, 0.9995, 0.9999, 1.0]]), 4)

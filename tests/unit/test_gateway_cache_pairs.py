@@ -8,7 +8,9 @@ import random
 
 import pytest
 
-from londinium.gateway.cache_pairs import ALL, HELD_OUT, NOISE, TRAINING, Wordings, make_pairs, make_triplets
+from londinium.gateway.cache_pairs import ALL, EXTRA, HELD_OUT, NOISE, PAIRS, TUNING, Wordings, make_pairs, make_triplets
+
+TRAINING = TUNING["training"]
 
 
 def _docs() -> list[dict]:
@@ -29,7 +31,9 @@ def _wordings_of(text: str, subject: str, templates: set[str]) -> set[str]:
 
 def test_held_out_wordings_are_never_trained_on():
     assert _templates(HELD_OUT).isdisjoint(_templates(TRAINING))
-    assert _templates(HELD_OUT) | _templates(TRAINING) == _templates(ALL)
+    assert _templates(HELD_OUT) | _templates(TRAINING) == _templates(ALL) | _templates(EXTRA)
+    assert _templates(EXTRA).isdisjoint(_templates(ALL))  # training-only wordings: no benchmark pair is asked in them
+    assert _templates(TUNING["all"]) == _templates(ALL) | _templates(EXTRA) and PAIRS["held-out"] is HELD_OUT
     with pytest.raises(ValueError, match="two templates"):
         Wordings({"a": ["x {x}"], "b": ["y {x}", "z {x}"]}, ["t {x}", "u {x}"])
 

@@ -1,8 +1,8 @@
 """Labelled pairs of single-turn questions for the semantic cache: paraphrases that should hit and
 near-misses that must not, generated from a corpus's documents in the manner of its tasks.
 
-    pairs = make_pairs(docs, 800, random.Random(0))                  # what benchmarks/semantic_cache.py measures on
-    triplets = make_triplets(docs, 2000, random.Random(0), TRAINING)  # what `gateway tune-embedder` trains on
+    pairs = make_pairs(docs, 800, random.Random(0))                       # what benchmarks/semantic_cache.py measures on
+    triplets = make_triplets(docs, 2000, random.Random(0), TUNING["all"])  # what `gateway tune-embedder` trains on
 
 - **paraphrase**: the same question about the same line or work, asked with another wording of that
   task, with surface noise (case, quotes, trailing words) on one side;
@@ -10,9 +10,9 @@ near-misses that must not, generated from a corpus's documents in the manner of 
   shared words); the same line asked by another task; the line with one word swapped for another
   corpus word; a neighbouring chapter or another work ("Summarise Genesis 30" vs "Genesis 31").
 
-The wordings are shared by every split, so `HELD_OUT` names some that fine-tuning never sees
-(`TRAINING` is the rest): pairs made with only those say whether a tuned encoder learnt what is asked
-or memorised how it was worded.
+The wordings are shared by every split, so `HELD_OUT` names some that fine-tuning can leave out
+(`TUNING["training"]`): pairs made with only those say whether a tuned encoder learnt what is asked or
+memorised how it was worded. Training also sees `EXTRA` wordings that no pair uses.
 """
 
 from __future__ import annotations
@@ -52,8 +52,30 @@ ALL = Wordings(
 )
 # The last two wordings of each task with four, and of the titles: never seen by a tuned encoder.
 HELD_OUT = Wordings({t: w[2:] for t, w in ALL.tasks.items() if len(w) >= 4}, ALL.titles[2:])
-TRAINING = Wordings({t: w[:2] if len(w) >= 4 else w for t, w in ALL.tasks.items()}, ALL.titles[:2])
-WORDINGS = {"all": ALL, "held-out": HELD_OUT, "training": TRAINING}
+# More ways of asking, for training only (no pair of the benchmark uses them): a tuned encoder learns the
+# wordings it is shown, so the more it sees, the more unseen ones it gets right (docs/LOG.md: trained with
+# these and without HELD_OUT, it kept 0.99 of the paraphrases worded only in HELD_OUT's ways, 0.23 without).
+EXTRA = Wordings(
+    tasks={
+        "next_line": ["What comes next after \"{x}\"?", "Continue the line \"{x}\".", "After \"{x}\", what is the following line?",
+                      "Which line is next: {x}"],
+        "source": ["From which work is \"{x}\" taken?", "In what text does \"{x}\" appear?",
+                   "Identify the work that has the line \"{x}\".", "Who wrote \"{x}\", and in which work?"],
+        "modernise": ["Translate \"{x}\" into the English of today.", "Say \"{x}\" in plain modern words."],
+        "explain": ["Help me understand \"{x}\".", "Paraphrase the meaning of \"{x}\"."],
+    },
+    titles=["Sum up {x}.", "Outline {x} for me.", "Give the gist of {x}."],
+)
+
+
+def _joined(first: Wordings, more: Wordings) -> Wordings:
+    return Wordings({t: w + more.tasks.get(t, []) for t, w in first.tasks.items()}, first.titles + more.titles)
+
+
+# What the benchmark's pairs are asked in, and what `gateway tune-embedder --wordings` trains on.
+PAIRS = {"all": ALL, "held-out": HELD_OUT}
+TUNING = {"all": _joined(ALL, EXTRA),
+          "training": _joined(Wordings({t: w[:2] if len(w) >= 4 else w for t, w in ALL.tasks.items()}, ALL.titles[:2]), EXTRA)}
 
 NOISE: list[Callable[[str], str]] = [lambda s: s.lower(), lambda s: s.replace("\"", ""), lambda s: s + " Please.",
                                      lambda s: "Quick question: " + s, lambda s: s.rstrip("?.") + "?"]
@@ -156,7 +178,7 @@ def make_pairs(docs: list[dict], n: int, rng: random.Random, wordings: Wordings 
     return pairs
 
 
-def make_triplets(docs: list[dict], n: int, rng: random.Random, wordings: Wordings = TRAINING) -> list[dict]:
+def make_triplets(docs: list[dict], n: int, rng: random.Random, wordings: Wordings) -> list[dict]:
     """n training rows {anchor, positive, negative, kind}: a question, a paraphrase of it (with noise) and a
     near-miss of it (the kinds in turn, "other-task" twice as often: the one the particulars cannot catch)."""
     material = _Material(docs, "the training documents")

@@ -49,7 +49,7 @@ def tune_embedder(ws: Workspace, base: str, out: Path, *, triplets: int = 2000, 
     """Train `base` (a sentence-transformers folder) on `triplets` rows from the train split; write it to `out`
     with its card; return the card."""
     from londinium.files import create_temporary_dir, read_jsonl, replace_dir, share_as_umask, write_json
-    from londinium.gateway.cache_pairs import HELD_OUT, WORDINGS, make_triplets
+    from londinium.gateway.cache_pairs import HELD_OUT, TUNING, make_triplets
     from londinium.outputs import absolute, check_target
     from londinium.retrieve.embedders import EmbedderError
 
@@ -75,7 +75,7 @@ def tune_embedder(ws: Workspace, base: str, out: Path, *, triplets: int = 2000, 
     except ImportError as e:
         raise EmbedderError(f"tuning an encoder needs sentence-transformers and datasets ({e}): pip install 'londinium[embeddings]'") from None
 
-    rows = make_triplets(list(read_jsonl(train_split)), triplets, random.Random(seed), WORDINGS[wordings])
+    rows = make_triplets(list(read_jsonl(train_split)), triplets, random.Random(seed), TUNING[wordings])
     torch.set_num_threads(threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a folder on disk: never the hub
     model = SentenceTransformer(base, device="cpu")
@@ -99,6 +99,7 @@ def tune_embedder(ws: Workspace, base: str, out: Path, *, triplets: int = 2000, 
         model.save(str(tmp))
         card = {"base": str(base), "workspace_split": str(train_split), "triplets": len(rows),
                 "kinds": dict(Counter(r["kind"] for r in rows)), "wordings": wordings,
+                "wordings_seen": sum(map(len, TUNING[wordings].tasks.values())) + len(TUNING[wordings].titles),
                 "held_out_wordings": [] if wordings == "all" else [*[w for ws_ in HELD_OUT.tasks.values() for w in ws_], *HELD_OUT.titles],
                 "loss": "MultipleNegativesRankingLoss (in-batch and one hard negative a row)", "epochs": epochs, "batch": batch,
                 "learning_rate": learning_rate, "warmup": "10% of the steps", "seed": seed, "threads": threads,
