@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 def _tune(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "londinium", "gateway", "tune-embedder", *args],
-                          capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def test_tuned_encoder_is_a_folder_the_semantic_cache_loads(tiny_workspace, tmp_path):
@@ -35,6 +36,7 @@ def test_tuned_encoder_is_a_folder_the_semantic_cache_loads(tiny_workspace, tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     assert "tuned on 16 triplets from the train split" in done.stdout
     card = json.loads((out / CARD).read_text())
+    assert card["train_split"] == str(tiny_workspace.corpus_split("train")) and len(card["train_split_sha256"]) == 64
     assert card["triplets"] == 16 and card["steps"] == 2 and card["epochs"] == 1 and card["wordings"] == "training"
     assert set(card["held_out_wordings"]) == {*(w for ws in HELD_OUT.tasks.values() for w in ws), *HELD_OUT.titles}
     assert math.isfinite(card["loss_first"]) and math.isfinite(card["loss_last"])

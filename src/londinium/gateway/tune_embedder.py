@@ -16,10 +16,10 @@ The folder written is a sentence-transformers model (what `retrieve.embedder_pat
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,7 +48,7 @@ def tune_embedder(ws: Workspace, base: str, out: Path, *, triplets: int = 2000, 
                   learning_rate: float = 5e-5, wordings: str = "all", seed: int = 0, threads: int = 1) -> dict[str, Any]:
     """Train `base` (a sentence-transformers folder) on `triplets` rows from the train split; write it to `out`
     with its card; return the card."""
-    from londinium.files import create_temporary_dir, read_jsonl, replace_dir, share_as_umask, write_json
+    from londinium.files import create_temporary_dir, read_jsonl, replace_dir, sha256_file, share_as_umask, write_json
     from londinium.gateway.cache_pairs import HELD_OUT, TUNING, make_triplets
     from londinium.outputs import absolute, check_target
     from londinium.retrieve.embedders import EmbedderError
@@ -68,6 +68,7 @@ def tune_embedder(ws: Workspace, base: str, out: Path, *, triplets: int = 2000, 
                           keep={**ws.stage_outputs(), absolute(base): "the encoder being tuned"}, within=ws.output_folders())
     try:
         import datasets
+        import sentence_transformers
         import torch
         from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
         from sentence_transformers.base.sampler import BatchSamplers
@@ -92,12 +93,9 @@ def tune_embedder(ws: Workspace, base: str, out: Path, *, triplets: int = 2000, 
         trainer.train()
         seconds = time.time() - start
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-        with contextlib.suppress(FileNotFoundError):
-            import shutil
-
-            shutil.rmtree(tmp / "trainer")
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)  # the trainer's scratch: not part of the model
         model.save(str(tmp))
-        card = {"base": str(base), "workspace_split": str(train_split), "triplets": len(rows),
+        card = {"base": str(base), "train_split": str(train_split), "train_split_sha256": sha256_file(train_split), "triplets": len(rows),
                 "kinds": dict(Counter(r["kind"] for r in rows)), "wordings": wordings,
                 "wordings_seen": sum(map(len, TUNING[wordings].tasks.values())) + len(TUNING[wordings].titles),
                 "held_out_wordings": [] if wordings == "all" else [*[w for ws_ in HELD_OUT.tasks.values() for w in ws_], *HELD_OUT.titles],
@@ -105,13 +103,11 @@ def tune_embedder(ws: Workspace, base: str, out: Path, *, triplets: int = 2000, 
                 "learning_rate": learning_rate, "warmup": "10% of the steps", "seed": seed, "threads": threads,
                 "steps": trainer.state.global_step, "loss_first": losses[0] if losses else None,
                 "loss_last": losses[-1] if losses else None, "seconds": round(seconds, 1),
-                "sentence_transformers": __import__("sentence_transformers").__version__}
+                "sentence_transformers": sentence_transformers.__version__}
         write_json(tmp / CARD, card)
         share_as_umask(tmp)
         replace_dir(tmp, target)
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return card
