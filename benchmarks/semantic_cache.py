@@ -2,11 +2,13 @@
 
     python benchmarks/semantic_cache.py -w londinium-work [--pairs 800] [--seed 0] [--out bench/semantic-cache]
     python benchmarks/semantic_cache.py -w WS --quick      # the short run tests/integration/test_benchmarks.py does
+    python benchmarks/semantic_cache.py -w WS --set retrieve.embedder=sentence-transformers \
+        --set retrieve.embedder_path=TUNED [--wordings held-out]    # an encoder from `londinium gateway tune-embedder`
 
 Builds the workspace's corpus embedder if it is missing (`londinium index vectors`: the `semantic_cache`
 step's default embedder), then generates labelled pairs of single-turn questions from the held-out
 (val and test) documents, in the manner of the corpus's tasks (next line, source, modernise, explain a
-line; summarise a chapter or a work):
+line; summarise a chapter or a work; gateway/cache_pairs.py):
 
 - **paraphrase** (should hit): the same question about the same line or work, asked with another
   template of that task, with surface noise (case, quotes, trailing words) on one side;
@@ -27,6 +29,11 @@ recall at most --target wrong (ties: the higher thresholds), and the held-out ha
 the full threshold curves of both halves (`curve.png`: the question's similarity, and the frames' at the
 chosen threshold; `curve.md`) and the pairs (`pairs.jsonl`) to --out, and prints the figures; it also
 times the step's lookup (embed + search, and with the frames compared) over an index of --entries entries.
+
+`--wordings held-out` makes the pairs with only the question templates that `gateway tune-embedder
+--wordings training` leaves out of fine-tuning: whether a tuned encoder learnt what is asked or the
+wordings it was shown (the templates are otherwise shared by the train split it is tuned on and the
+held-out documents the pairs come from).
 """
 
 from __future__ import annotations
@@ -35,7 +42,6 @@ import argparse
 import json
 import os
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -45,19 +51,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-TEMPLATES = {
-    "next_line": ["What line follows \"{x}\"?", "Which line comes after \"{x}\"?", "Give me the next line after: {x}",
-                  "How does it go on after \"{x}\"?"],
-    "source": ["Which work is the line \"{x}\" from?", "Where does the line \"{x}\" come from?",
-               "Name the text that contains \"{x}\".", "\"{x}\": what is the source of this line?"],
-    "modernise": ["Put \"{x}\" into modern English.", "Rewrite this in present-day English: {x}",
-                  "How would we say \"{x}\" today?"],
-    "explain": ["What does \"{x}\" mean?", "Explain the line \"{x}\".", "What is meant by \"{x}\"?"],
-}
-TITLE_TEMPLATES = ["Summarise {x}.", "Give me a short summary of {x}.", "What happens in {x}?", "Tell me briefly what {x} is about."]
-NOISE = [lambda s: s.lower(), lambda s: s.replace("\"", ""), lambda s: s + " Please.", lambda s: "Quick question: " + s,
-         lambda s: s.rstrip("?.") + "?"]
-WORD = re.compile(r"[A-Za-z']+")
 ZIPFS = (None, 0.0, 3.0, 3.5, 4.0, 4.5)  # particulars off (the embedding alone), then the rare_zipf values the tune half chooses among
 
 
@@ -65,92 +58,6 @@ def held_out_docs(ws) -> list[dict]:
     from londinium.files import read_jsonl
 
     return [d for split in ("val", "test") for d in read_jsonl(ws.corpus_split(split))]
-
-
-def candidate_lines(docs: list[dict]) -> list[str]:
-    """Lines (or sentences) that read as a question's subject: 30-90 characters, 6+ words, not a heading in capitals."""
-    seen, out = set(), []
-    for d in docs:
-        for line in re.split(r"\n|(?<=[.;!?])\s+", d["text"]):
-            line = line.strip().rstrip(",;:")
-            if 30 <= len(line) <= 90 and len(WORD.findall(line)) >= 6 and not line.isupper() and line not in seen:
-                seen.add(line)
-                out.append(line)
-    return out
-
-
-def _words(text: str) -> set[str]:
-    return {w.lower() for w in WORD.findall(text)}
-
-
-def _nearest(line: str, pool: list[str], words: list[set[str]], rng: random.Random) -> str:
-    """The other line of a sample of the pool sharing most words with `line` (Jaccard)."""
-    mine = _words(line)
-    best, score = line, -1.0
-    for i in rng.sample(range(len(pool)), min(400, len(pool))):
-        if pool[i] == line:
-            continue
-        j = len(mine & words[i]) / max(1, len(mine | words[i]))
-        if j > score:
-            best, score = pool[i], j
-    return best
-
-
-def _swap_word(line: str, vocabulary: list[str], rng: random.Random) -> str:
-    """`line` with one word of 4+ letters replaced by another corpus word: a different line, minimally."""
-    spots = [m for m in WORD.finditer(line) if len(m.group()) >= 4]
-    m = rng.choice(spots)
-    other = rng.choice([w for w in rng.sample(vocabulary, 20) if w.lower() != m.group().lower()] or ["mercy"])
-    return line[:m.start()] + other + line[m.end():]
-
-
-def _other_title(title: str, titles: list[str], rng: random.Random) -> str:
-    """A neighbouring chapter ("Genesis 30" -> "Genesis 31") when the title ends in a number, else another work."""
-    m = re.fullmatch(r"(.*\D)(\d+)", title)
-    if m:
-        n = int(m.group(2))
-        return f"{m.group(1)}{n + 1 if n == 1 or rng.random() < 0.5 else n - 1}"
-    return rng.choice([t for t in titles if t != title])
-
-
-def make_pairs(docs: list[dict], n: int, rng: random.Random) -> list[dict]:
-    """n labelled pairs, half paraphrases, half near-misses of four kinds (module docstring); each
-    carries the `group` (its line or title) the tune/held-out split keeps on one side."""
-    pool = candidate_lines(docs)
-    words = [_words(x) for x in pool]
-    vocabulary = sorted({w for x in pool for w in WORD.findall(x) if len(w) >= 4})
-    titles = sorted({d["title"] for d in docs if d.get("title")})
-    if len(pool) < 20:
-        raise SystemExit(f"too few held-out lines ({len(pool)}) to make pairs: use a bigger corpus")
-    # Titles (chapters, works) only where the documents have several.
-    kinds = ["paraphrase"] * 4 + ["other-line", "other-task", "one-word", "other-title"] if len(titles) >= 2 else \
-        ["paraphrase"] * 3 + ["other-line", "other-task", "one-word"]
-    pairs = []
-    for i in range(n):
-        kind = kinds[i % len(kinds)]
-        titled = kind == "other-title" or (kind == "paraphrase" and len(titles) >= 2 and rng.random() < 0.25)
-        if titled:
-            x = rng.choice(titles)
-            a, b = rng.sample(TITLE_TEMPLATES, 2)
-            q1 = a.format(x=x)
-            q2 = b.format(x=x) if kind == "paraphrase" else a.format(x=_other_title(x, titles, rng))
-        else:
-            x = rng.choice(pool)
-            task = rng.choice(list(TEMPLATES))
-            a, b = rng.sample(TEMPLATES[task], 2)
-            q1 = a.format(x=x)
-            if kind == "paraphrase":
-                q2 = b.format(x=x)
-            elif kind == "other-line":
-                q2 = a.format(x=_nearest(x, pool, words, rng))
-            elif kind == "one-word":
-                q2 = a.format(x=_swap_word(x, vocabulary, rng))
-            else:
-                q2 = rng.choice(TEMPLATES[rng.choice([t for t in TEMPLATES if t != task])]).format(x=x)
-        if kind == "paraphrase" or rng.random() < 0.5:  # near-misses get the same noise, so it tells nothing
-            q2 = rng.choice(NOISE)(q2)
-        pairs.append({"a": q1, "b": q2, "same": kind == "paraphrase", "kind": kind, "group": x})
-    return pairs
 
 
 def split_pairs(pairs: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
@@ -263,12 +170,13 @@ def plot(rows_tune: list[dict], rows_held: list[dict], held: list[dict], chosen:
 def lookup_time(embedder, entries: int, rng: random.Random, pool: list[str], with_frames: bool = False) -> dict:
     """Median and p95 of the step's lookup (embed the question, search an index of `entries` rows, check the
     particulars of the closest candidates and, `with_frames`, embed the frames of the first that agrees)."""
+    from londinium.gateway.cache_pairs import ALL
     from londinium.gateway.particulars import agree, frames, particulars
     from londinium.gateway.semantic_cache import CANDIDATES
     from londinium.gateway.semantic_index import SemanticIndex
 
     index = SemanticIndex(embedder.dim, max_entries=entries)
-    texts = [f"{rng.choice(list(TEMPLATES['next_line']))}".format(x=rng.choice(pool)) for _ in range(entries)]
+    texts = [rng.choice(ALL.tasks["next_line"]).format(x=rng.choice(pool)) for _ in range(entries)]
     vectors = embedder.embed(texts)
     for i, v in enumerate(vectors):
         index.add("scope", v, b"{}", ttl_s=3600, question=texts[i])
@@ -296,11 +204,15 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=10_000, help="index size the lookup is timed at")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="", help="folder for curve.png, curve.md and pairs.jsonl (default: WS/bench/semantic-cache)")
+    ap.add_argument("--wordings", choices=["all", "held-out"], default="all",
+                    help="question templates of the pairs: all, or only those `gateway tune-embedder` holds out of training "
+                         "(does a tuned encoder know what is asked, or the wordings it saw?)")
     ap.add_argument("--quick", action="store_true", help="80 pairs, a 500-entry index: for the tests")
     args = ap.parse_args()
 
     from londinium.config import load_config
     from londinium.files import write_jsonl, write_text
+    from londinium.gateway.cache_pairs import PAIRS, candidate_lines, make_pairs
     from londinium.retrieve.embedders import open_embedder
     from londinium.retrieve.vectors import build_vectors
     from londinium.workspace import Workspace
@@ -313,7 +225,7 @@ def main() -> None:
     n = 80 if args.quick else args.pairs
     rng = random.Random(args.seed)
     docs = held_out_docs(ws)
-    pairs = make_pairs(docs, n, rng)
+    pairs = make_pairs(docs, n, rng, PAIRS[args.wordings])
     tune, held = split_pairs(pairs, args.seed)
     # Finer steps at the top, where an embedder that cannot tell near-misses apart ends up.
     thresholds = np.round(np.concatenate([np.arange(0.30, 0.9951, 0.005), [0.998, 0.999, 0.9995, 0.9999, 1.0]]), 4)
@@ -359,7 +271,8 @@ def main() -> None:
               for t, h in zip(rows["tune"], rows["held"]) if round(t["threshold"] * 100, 3) % 1 == 0 or t["threshold"] > 0.99 or t is chosen]
     kinds = sorted({p["kind"] for p in pairs})
     by_kind = {k: float(np.mean([p["score"] >= chosen["threshold"] for p in held if p["kind"] == k] or [float("nan")])) for k in kinds}
-    summary = (f"{len(pairs)} labelled pairs ({sum(p['same'] for p in pairs)} paraphrases), embedder {embedder.name}, seed {args.seed}: "
+    summary = (f"{len(pairs)} labelled pairs ({sum(p['same'] for p in pairs)} paraphrases, wordings {args.wordings}), "
+               f"embedder {embedder.name}, seed {args.seed}: "
                f"{len(tune)} tune, {len(held)} held out (split by line/title)\n"
                f"chosen on the tune half: particulars {zipf_name(rare_zipf)}, threshold {chosen['threshold']:.4f} "
                f"(tune: recall {chosen['recall']:.3f}, wrong hits {chosen['wrong']:.3f}, target <= {args.target})\n"

