@@ -16,8 +16,9 @@ columns (masked past each row's length). So a server meets at most about log2(ma
 log2(context / 64) shapes, each compiled the first time it is met: tens of seconds each on a small
 CPU, seconds when Inductor's on-disk cache already holds it (see docs/generation.md, "Speed").
 Compiled, a single running sequence of a Llama-style model goes through `FusedStep.static` (the
-fused ops with a tensor position, its keys read to the same power-of-two span): fewer ops in the
-graph and no padding rows, so a smaller C++ step than the compiled `GPT.decode` (docs/LOG.md).
+fused ops with a tensor position, its keys read to the same power-of-two span): Inductor makes the
+same kernels of it as of `GPT.decode`, with less Python and fewer guards around them, 1.04-1.09x
+the compiled `GPT.decode` at batch 1 on the tiny preset (docs/LOG.md).
 """
 
 from __future__ import annotations
