@@ -113,7 +113,7 @@ def test_the_static_step_gives_the_logits_and_cache_of_the_fused_step_over_a_fix
 
 
 @pytest.mark.slow  # Inductor compiles C++ for each shape: about a minute each on 2 busy cores, seconds once cached
-def test_a_compiled_batch_1_step_gives_the_greedy_tokens_of_the_eager_one(tok) -> None:
+def test_a_compiled_batch_1_step_gives_the_greedy_tokens_of_the_eager_one_and_follows_its_weights(tok) -> None:
     model = llama(tok, False)
     eager, compiled = Engine(model, tok), Engine(model, tok, compile=True)
     params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True, logprobs=1)
@@ -121,4 +121,11 @@ def test_a_compiled_batch_1_step_gives_the_greedy_tokens_of_the_eager_one(tok) -
         [want], [got] = eager.generate([prompt], params), compiled.generate([prompt], params)
         assert got.token_ids == want.token_ids
         assert [lp.logprob for lp in got.choices[0].logprobs] == pytest.approx([lp.logprob for lp in want.choices[0].logprobs], abs=1e-4)
-    assert compiled.decoder.shapes == {(1, 64)}  # one row, the fused static step: one graph for the span of 64
+    assert compiled.decoder.shapes == {(1, 64)}  # one row, the fused static step: one library for the span of 64
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_proj.weight.mul_(3.0)  # trained in place: the compiled copy must follow
+    for engine in (eager, compiled):
+        engine.prefixes.clear()
+    [want], [got] = eager.generate(["Thou art"], params), compiled.generate(["Thou art"], params)
+    assert got.token_ids == want.token_ids
+    assert [lp.logprob for lp in got.choices[0].logprobs] == pytest.approx([lp.logprob for lp in want.choices[0].logprobs], abs=1e-4)

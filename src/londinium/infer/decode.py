@@ -16,9 +16,9 @@ columns (masked past each row's length). So a server meets at most about log2(ma
 log2(context / 64) shapes, each compiled the first time it is met: tens of seconds each on a small
 CPU, seconds when Inductor's on-disk cache already holds it (see docs/generation.md, "Speed").
 Compiled, a single running sequence of a Llama-style model goes through `FusedStep.static` (the
-fused ops with a tensor position, its keys read to the same power-of-two span): Inductor makes the
-same kernels of it as of `GPT.decode`, with less Python and fewer guards around them, 1.04-1.09x
-the compiled `GPT.decode` at batch 1 on the tiny preset (docs/LOG.md).
+fused ops with a tensor position, its keys read to the same power-of-two span) compiled ahead of
+time by AOTInductor (`infer/aot.py`): one library call a step instead of `torch.compile`'s Python
+path around the same kernels (docs/LOG.md).
 """
 
 from __future__ import annotations
@@ -48,16 +48,6 @@ def _greedy(model: Any, view: type, tokens: torch.Tensor, positions: torch.Tenso
     return _choose_greedy(_logits(model, view, tokens, positions, buffers, span, masked))
 
 
-def _static_logits(step: Any, tokens: torch.Tensor, positions: torch.Tensor, keys: list, values: list,
-                   span: int) -> torch.Tensor:
-    return step.static(tokens, positions, keys, values, span).float()
-
-
-def _static_greedy(step: Any, tokens: torch.Tensor, positions: torch.Tensor, keys: list, values: list,
-                   span: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return _choose_greedy(_static_logits(step, tokens, positions, keys, values, span))
-
-
 def _choose_greedy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     best = logits.argmax(dim=-1)
     # The same ops as the engine's general path (argmax; log_softmax then gather), so the fast path's
@@ -74,7 +64,7 @@ class Decoder:
         self.shapes: set[tuple[int, int]] = set()  # (rows, span) met so far: each is one compilation
         self.fused = fused_step(model)  # eager: every batch; compiled: batch 1 (see infer/fused.py)
         self._greedy, self._logits = functools.partial(_greedy, model), functools.partial(_logits, model)
-        self._static_greedy = self._static_logits = None
+        self.aot = None  # the batch-1 fused step through AOTInductor (infer/aot.py), when compiled
         if compile:
             # The C++ wrapper: the compiled step calls its kernels from C++ (1.7x faster at batch 1
             # on the tiny preset than Inductor's default Python wrapper; docs/LOG.md).
@@ -82,8 +72,9 @@ class Decoder:
             self._greedy = torch.compile(self._greedy, dynamic=False, options=options)
             self._logits = torch.compile(self._logits, dynamic=False, options=options)
             if self.fused is not None:
-                self._static_greedy = torch.compile(functools.partial(_static_greedy, self.fused), dynamic=False, options=options)
-                self._static_logits = torch.compile(functools.partial(_static_logits, self.fused), dynamic=False, options=options)
+                from londinium.infer.aot import AotStep
+
+                self.aot = AotStep(self.fused)
 
     def _span(self, slots: SlotCache) -> int:
         """Keys a compiled step reads: a power of two, at least MIN_SPAN, at most the cache's length."""
@@ -91,12 +82,13 @@ class Decoder:
 
     def _static(self, slots: SlotCache) -> bool:
         """Whether this step runs the compiled fused step: compiled, one row, the fused layout."""
-        return self._static_logits is not None and slots.rows == 1 and self.fused is not None and self.fused.applies(slots)
+        return self.aot is not None and slots.rows == 1 and self.fused is not None and self.fused.applies(slots)
 
-    def _static_inputs(self, tokens: torch.Tensor, slots: SlotCache) -> tuple:
+    def _static_step(self, tokens: torch.Tensor, slots: SlotCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        assert self.aot is not None
         span = self._span(slots)
         self.shapes.add((1, span))
-        return (tokens, slots.positions(), *slots.buffers(), span)
+        return self.aot(tokens, slots.positions(), *slots.buffers(), span)
 
     def _inputs(self, tokens: torch.Tensor, slots: SlotCache) -> tuple[tuple, int]:
         B, lengths = slots.rows, slots.lengths
@@ -118,7 +110,7 @@ class Decoder:
         """`[B, V]` float logits of the rows in use; each row's key and value are stored, not yet
         counted (the caller advances the cache)."""
         if self._static(slots):
-            return self._static_logits(*self._static_inputs(tokens, slots))
+            return self._static_step(tokens, slots)[0]
         if not self.compiled and self.fused is not None and self.fused.applies(slots):
             return self.fused(tokens, slots).float()
         args, B = self._inputs(tokens, slots)
@@ -127,7 +119,7 @@ class Decoder:
     def greedy(self, tokens: torch.Tensor, slots: SlotCache) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's most likely next token and its log-probability."""
         if self._static(slots):
-            return self._static_greedy(*self._static_inputs(tokens, slots))
+            return self._static_step(tokens, slots)[1:]
         if not self.compiled and self.fused is not None and self.fused.applies(slots):
             return _choose_greedy(self.fused(tokens, slots).float())
         args, B = self._inputs(tokens, slots)

@@ -74,6 +74,12 @@ class FusedStep:
         self.cos, self.sin = model.rope_cos[:, 0], model.rope_sin[:, 0]  # [context, head_dim/2]
         self.row0 = torch.zeros(1, dtype=torch.long, device=self.wte.device)  # `static` writes row 0 through an index
 
+    def weights(self) -> list[torch.Tensor]:
+        """Every tensor of the model this step reads (what a compiled copy of it must follow)."""
+        return [*(t for block in self.blocks for t in (block[0], *block[1].parameters(), *block[2].parameters(), block[3],
+                                                        *block[4].parameters(), *block[5].parameters())),
+                self.wte, self.ln_f, self.head]
+
     def applies(self, slots: Any) -> bool:
         """Whether this step can run the decode step of `slots` now: a row or more, the float32 cache,
         eval mode (in training mode GPT.decode would apply dropout)."""
