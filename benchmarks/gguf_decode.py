@@ -12,8 +12,8 @@ torch on the same number of threads as llama.cpp; `--compile` adds the engine wi
 compiled, `--weight-dtypes float32 int8` the engine on packed weights (generate.weight_dtype). Both decode the same prompt to the same number
 of new tokens, prefill included; implementations alternate within each round so load from other
 processes hits all alike, and each figure is the median of the rounds. On a shared machine read the
-ratios, not the absolute numbers. The last lines are issue 30's ratios: londinium float32 over
-llama.cpp float32, and (with int8 asked for) londinium int8 over llama.cpp q8_0.
+ratios, not the absolute numbers. The last lines are issue 30's ratios: londinium float32 (eager, and
+compiled with `--compile`) over llama.cpp float32, and (with int8 asked for) londinium int8 over llama.cpp q8_0.
 
 `--preset P` times that preset's shape instead of the run's (random weights, the run's tokenizer and
 vocabulary): speed does not depend on training, so `--preset small` gives the `small` row of the
@@ -147,7 +147,8 @@ def main() -> None:
         print(f"{name:<28} {sizes[d] / 2**20:>9.2f} {write_s[d]:>8.2f} {1000 * statistics.median(loads[d]):>8.0f} "
               f"{same(name):>19} {rate[name]:>8.0f} {paired[name]:>11.2f}x")
     print(f"\nparameters {trained.num_params:,}; float32 bytes per parameter {sizes['float32'] / trained.num_params:.2f}")
-    pairs = [("londinium", "llama.cpp float32")] + [(n, "llama.cpp q8_0") for n in ours if n.startswith("londinium int8")]
+    pairs = [(n, "llama.cpp float32") for n in ("londinium", "londinium compiled") if n in ours]
+    pairs += [(n, "llama.cpp q8_0") for n in ours if n.startswith("londinium int8")]
     for a, b in pairs:  # issue 30's goals: >= 1x in each (the median of the rounds' own ratios)
         ratio = statistics.median(y / x for x, y in zip(times[a], times[b]))
         print(f"{a} / {b}: {ratio:.2f}x tokens/s")

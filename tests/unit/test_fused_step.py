@@ -90,3 +90,42 @@ def test_a_sequence_decodes_the_same_with_the_fused_step_as_without(tok) -> None
         assert [lp.logprob for lp in a.choices[0].logprobs] == [lp.logprob for lp in pa.choices[0].logprobs]
         assert [lp.logprob for lp in f.choices[0].logprobs] == [lp.logprob for lp in p.choices[0].logprobs]
         assert [lp.logprob for lp in f.choices[0].logprobs] == pytest.approx([lp.logprob for lp in a.choices[0].logprobs], abs=1e-5)
+
+
+@torch.inference_mode()
+def test_the_static_step_gives_the_logits_and_cache_of_the_fused_step_over_a_fixed_span(tok) -> None:
+    # What `generate.compile` compiles at batch 1 (the position a tensor, the keys read to a fixed
+    # span and masked past it), run eagerly here: the same values as the exact-shape step to rounding.
+    model = llama(tok, True)
+    step = fused_step(model)
+    a, b = prefilled(model, list(range(3, 20))), prefilled(model, list(range(3, 20)))
+    for buffer in (*b.k, *b.v):
+        buffer[:, :, 17:] = 7.0  # what a longer sequence left in the slot: overwritten as tokens come, masked past them
+    for token in (5, 9, 2, 11):
+        want = step(torch.tensor([token]), a)
+        got = step.static(torch.tensor([token]), b.positions(), *b.buffers(), 32)
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+        a.advance()
+        b.advance()
+    for layer in range(model.config.n_layer):
+        assert torch.allclose(a.k[layer][:1, :, :21], b.k[layer][:1, :, :21], atol=1e-5)
+        assert torch.allclose(a.v[layer][:1, :, :21], b.v[layer][:1, :, :21], atol=1e-5)
+
+
+@pytest.mark.slow  # Inductor compiles C++ for each shape: about a minute each on 2 busy cores, seconds once cached
+def test_a_compiled_batch_1_step_gives_the_greedy_tokens_of_the_eager_one_and_follows_its_weights(tok) -> None:
+    model = llama(tok, False)
+    eager, compiled = Engine(model, tok), Engine(model, tok, compile=True)
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True, logprobs=1)
+    for prompt in ("Thou art", "In the beginning God created"):
+        [want], [got] = eager.generate([prompt], params), compiled.generate([prompt], params)
+        assert got.token_ids == want.token_ids
+        assert [lp.logprob for lp in got.choices[0].logprobs] == pytest.approx([lp.logprob for lp in want.choices[0].logprobs], abs=1e-4)
+    assert compiled.decoder.shapes == {(1, 64)}  # one row, the fused static step: one library for the span of 64
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_proj.weight.mul_(3.0)  # trained in place: the compiled copy must follow
+    for engine in (eager, compiled):
+        engine.prefixes.clear()
+    [want], [got] = eager.generate(["Thou art"], params), compiled.generate(["Thou art"], params)
+    assert got.token_ids == want.token_ids
+    assert [lp.logprob for lp in got.choices[0].logprobs] == pytest.approx([lp.logprob for lp in want.choices[0].logprobs], abs=1e-4)

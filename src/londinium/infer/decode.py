@@ -4,8 +4,8 @@
 `Decoder.greedy` also picks each row's argmax and its log-probability inside the same call, so an
 all-greedy batch without logits processors costs one forward pass and one small transfer per step
 (the engine's fast path). Both give what the eager forward pass gives (the equivalence tests hold
-them to it). Eager, a single running sequence of a Llama-style model goes through `FusedStep`
-(`infer/fused.py`): the same step written out op by op, 1.7-2.0x faster, the same logits bit for bit.
+them to it). Eager, the running sequences of a Llama-style model go through `FusedStep` (`infer/fused.py`): the
+same step written out op by op, 1.7-2.0x faster at batch 1, the same logits bit for bit.
 
 `compile=True` runs both through `torch.compile` (Inductor; on CPU its C++ backend, with the C++
 wrapper so the step's kernels are called from C++ rather than Python, which is most of the gain at
@@ -15,6 +15,10 @@ which are overwritten when a sequence joins) and the keys read up to a power of 
 columns (masked past each row's length). So a server meets at most about log2(max_running) x
 log2(context / 64) shapes, each compiled the first time it is met: tens of seconds each on a small
 CPU, seconds when Inductor's on-disk cache already holds it (see docs/generation.md, "Speed").
+Compiled, a single running sequence of a Llama-style model goes through `FusedStep.static` (the
+fused ops with a tensor position, its keys read to the same power-of-two span) compiled ahead of
+time by AOTInductor (`infer/aot.py`): one library call a step instead of `torch.compile`'s Python
+path around the same kernels (docs/LOG.md).
 """
 
 from __future__ import annotations
@@ -58,14 +62,33 @@ class Decoder:
         self.model = model
         self.compiled = compile
         self.shapes: set[tuple[int, int]] = set()  # (rows, span) met so far: each is one compilation
-        self.fused = None if compile else fused_step(model)  # batch 1, eager (see infer/fused.py)
+        self.fused = fused_step(model)  # eager: every batch; compiled: batch 1 (see infer/fused.py)
         self._greedy, self._logits = functools.partial(_greedy, model), functools.partial(_logits, model)
+        self.aot = None  # the batch-1 fused step through AOTInductor (infer/aot.py), when compiled
         if compile:
             # The C++ wrapper: the compiled step calls its kernels from C++ (1.7x faster at batch 1
             # on the tiny preset than Inductor's default Python wrapper; docs/LOG.md).
             options = {"cpp_wrapper": True}
             self._greedy = torch.compile(self._greedy, dynamic=False, options=options)
             self._logits = torch.compile(self._logits, dynamic=False, options=options)
+            if self.fused is not None:
+                from londinium.infer.aot import AotStep
+
+                self.aot = AotStep(self.fused)
+
+    def _span(self, slots: SlotCache) -> int:
+        """Keys a compiled step reads: a power of two, at least MIN_SPAN, at most the cache's length."""
+        return min(max(MIN_SPAN, _pow2(max(slots.lengths) + 1)), slots.max_len)
+
+    def _static(self, slots: SlotCache) -> bool:
+        """Whether this step runs the compiled fused step: compiled, one row, the fused layout."""
+        return self.aot is not None and slots.rows == 1 and self.fused is not None and self.fused.applies(slots)
+
+    def _static_step(self, tokens: torch.Tensor, slots: SlotCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        assert self.aot is not None
+        span = self._span(slots)
+        self.shapes.add((1, span))
+        return self.aot(tokens, slots.positions(), *slots.buffers(), span)
 
     def _inputs(self, tokens: torch.Tensor, slots: SlotCache) -> tuple[tuple, int]:
         B, lengths = slots.rows, slots.lengths
@@ -74,7 +97,7 @@ class Decoder:
             # Exact shapes; rows of one length need no mask (always so at batch 1).
             return (slots.view_type, tokens, slots.positions(), slots.buffers(), longest + 1, min(lengths) != longest), B
         rows = min(_pow2(B), slots.slots)
-        span = min(max(MIN_SPAN, _pow2(longest + 1)), slots.max_len)
+        span = self._span(slots)
         positions = slots.positions()
         if rows > B:
             pad = rows - B
@@ -86,14 +109,18 @@ class Decoder:
     def logits(self, tokens: torch.Tensor, slots: SlotCache) -> torch.Tensor:
         """`[B, V]` float logits of the rows in use; each row's key and value are stored, not yet
         counted (the caller advances the cache)."""
-        if self.fused is not None and self.fused.applies(slots):
+        if self._static(slots):
+            return self._static_step(tokens, slots)[0]
+        if not self.compiled and self.fused is not None and self.fused.applies(slots):
             return self.fused(tokens, slots).float()
         args, B = self._inputs(tokens, slots)
         return self._logits(*args)[:B]
 
     def greedy(self, tokens: torch.Tensor, slots: SlotCache) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's most likely next token and its log-probability."""
-        if self.fused is not None and self.fused.applies(slots):
+        if self._static(slots):
+            return self._static_step(tokens, slots)[1:]
+        if not self.compiled and self.fused is not None and self.fused.applies(slots):
             return _choose_greedy(self.fused(tokens, slots).float())
         args, B = self._inputs(tokens, slots)
         best, logprob = self._greedy(*args)

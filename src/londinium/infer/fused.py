@@ -21,6 +21,13 @@ causal among them): those agree with GPT.forward to rounding, not bit for bit, a
 path's check already did with the batch-1 step (a draft's law is whatever it computes; the check's
 argmax is the target's to rounding).
 
+Compiled (`generate.compile`, `infer/decode.py`), batch 1 runs `static`: the same ops with the
+position a tensor and the keys read up to a fixed `span`, so one graph serves every position of a
+span. Its cache writes are indexed writes into the buffers themselves (`index_put_`), which Inductor
+does in place; `index_copy_` into a view of a buffer made it copy the whole layer's keys and values
+each step (docs/LOG.md). The keys past the position are
+masked, so its logits agree with the eager step's to rounding, not bit for bit.
+
 It covers the Llama-style layout of the tiny preset: rotary positions, RMSNorm, SwiGLU (with or
 without biases), as many key/value heads as query heads, dense MLPs, float32 `nn.Linear` weights and the float32 slot cache. For
 anything else (`fused_step` returns None) the engine calls `GPT.decode`.
@@ -65,6 +72,13 @@ class FusedStep:
                        for b in model.transformer.h]
         self.wte, self.ln_f, self.head = model.transformer.wte.weight, model.transformer.ln_f.weight, model.lm_head.weight
         self.cos, self.sin = model.rope_cos[:, 0], model.rope_sin[:, 0]  # [context, head_dim/2]
+        self.row0 = torch.zeros(1, dtype=torch.long, device=self.wte.device)  # `static` writes row 0 through an index
+
+    def weights(self) -> list[torch.Tensor]:
+        """Every tensor of the model this step reads (what a compiled copy of it must follow)."""
+        return [*(t for block in self.blocks for t in (block[0], *block[1].parameters(), *block[2].parameters(), block[3],
+                                                        *block[4].parameters(), *block[5].parameters())),
+                self.wte, self.ln_f, self.head]
 
     def applies(self, slots: Any) -> bool:
         """Whether this step can run the decode step of `slots` now: a row or more, the float32 cache,
@@ -110,6 +124,26 @@ class FusedStep:
             x = x + _mlp(x, ln_2, c_fc, down, eps)
         cache.length = end
         return self._logits(x)[0]
+
+    def static(self, tokens: torch.Tensor, positions: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
+               span: int) -> torch.Tensor:
+        """Logits `[1, V]` of row 0's token `tokens` `[1]` at `positions` `[1]` (a tensor, not a Python
+        int), over its keys 0 .. position among the first `span` columns: tensors and a fixed span
+        only, so `torch.compile` makes one graph per span (see the module docstring)."""
+        C, H, D, eps = self.width, self.heads, self.head_dim, self.eps
+        x = F.embedding(tokens, self.wte).view(1, 1, C)
+        cos, sin = self.cos.index_select(0, positions), self.sin.index_select(0, positions)  # [1, D/2]
+        mask = (torch.arange(span, device=positions.device) <= positions).view(1, span)
+        for layer, (ln_1, c_attn, c_proj, ln_2, c_fc, down) in enumerate(self.blocks):
+            q, k, v = F.linear(F.rms_norm(x, (C,), ln_1, eps), c_attn.weight, c_attn.bias).view(1, 3, H, D).unbind(1)
+            qk = _rotate(torch.stack((q, k)), cos, sin)
+            keys[layer][self.row0, :, positions] = qk[1]  # index_put_ on the buffer: in place when compiled
+            values[layer][self.row0, :, positions] = v
+            y = F.scaled_dot_product_attention(qk[0].view(1, H, 1, D), keys[layer][:1, :, :span], values[layer][:1, :, :span],
+                                               attn_mask=mask)
+            x = x + F.linear(y.view(1, 1, C), c_proj.weight, c_proj.bias)
+            x = x + _mlp(x, ln_2, c_fc, down, eps)
+        return self._logits(x)[:, 0]
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.rms_norm(x, (self.width,), self.ln_f, self.eps), self.head)
