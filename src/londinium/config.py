@@ -288,7 +288,7 @@ class RlConfig:
     updates_per_batch: int = doc(1, "Optimiser steps per rollout (1: on-policy, the ratio is 1 and nothing is clipped).", ge=1, le=64)
     scale_rewards: bool = doc(True, "Divide each advantage by its group's reward standard deviation (GRPO); false: r - mean only (Dr. GRPO).")
     loss_type: str = doc("grpo", "'grpo': each answer's tokens averaged, then the answers; 'dr_grpo': the token sum over answers x max_new_tokens (Dr. GRPO); 'token': the token sum over all answer tokens (DAPO, nanochat).", choices=("grpo", "dr_grpo", "token"))
-    advantage_k: int = doc(1, "Advantages of the best of k samples (pass@k / max@k over each group's k-subsets, docs/rl.md): k > 1 keeps pass@k as pass@1 rises; 1: each sample's own (GRPO).", ge=1, le=256)
+    advantage_k: int = doc(1, "Advantages of the best of k samples (pass@k / max@k over each group's k-subsets, docs/rl.md): k > 1 keeps pass@k as pass@1 rises, below rl.group_size; 1: each sample's own (GRPO).", ge=1, le=255)
     advantage_k_steps: int = doc(0, "Steps that advantage_k holds before the advantages fall back to k = 1 (annealing, as in Pass@K Policy Optimization); 0: the whole run.", ge=0)
     unlikeliness: float = doc(0.0, "Unlikeliness reward (He et al. 2025): each reward x (1 - this x rank / G), the group's least likely answer rank 0, so a right answer the policy found unlikely is pushed up more; 0: off.", ge=0, le=1)
     learning_rate: float = doc(1e-4, "Peak learning rate of the RL run (train.learning_rate's role).", gt=0)

@@ -132,11 +132,11 @@ def test_resume_after_sigkill_is_bit_exact_with_a_reused_rollout_and_a_reference
     assert any(r[1] != 0 for r in logged("rl-ref"))
 
 
-def test_advantages_of_more_samples_than_a_group_holds_are_one_line(ws):
-    rc, _, err = cli_in_process(rl_args(ws, "rl-k5", 2, 2, "rl.advantage_k=5"))
+def test_advantages_of_the_best_of_a_whole_group_are_one_line(ws):
+    rc, _, err = cli_in_process(rl_args(ws, "rl-k4", 2, 2, "rl.advantage_k=4"))
     assert rc == 2
     [line] = err.strip().splitlines()
-    assert "rl.advantage_k = 5 is more than rl.group_size = 4" in line and not ws.run_dir("rl-k5").exists()
+    assert "rl.advantage_k = 4 must be below rl.group_size = 4" in line and not ws.run_dir("rl-k4").exists()
 
 
 @pytest.mark.slow  # ~1 min: two torchrun processes beside a one-process run (the default run stays under ~10 min)

@@ -85,9 +85,11 @@ class GRPO:
 
         r = cfg.rl
         self.ws, self.cfg, self.log = ws, cfg, log
-        if r.advantage_k > r.group_size:
-            raise ConfigError(f"rl.advantage_k = {r.advantage_k} is more than rl.group_size = {r.group_size}: the best of k "
-                              "samples is taken within a group; lower rl.advantage_k or raise rl.group_size")
+        if r.advantage_k >= r.group_size:
+            # k = G: the one k-subset is the whole group, every sample gets its best reward less itself: 0.
+            raise ConfigError(f"rl.advantage_k = {r.advantage_k} must be below rl.group_size = {r.group_size}: the best of k "
+                              "samples is taken within a group, and k = G gives every sample advantage 0; lower "
+                              "rl.advantage_k or raise rl.group_size")
         self.base = base_checkpoint(ws, cfg, "rl", "londinium rl --run SFT_RUN")
         self.tokenizer = load_tokenizer(ws)
         self.rewards = rewards_for(r.tasks, r.rewards)
