@@ -105,10 +105,14 @@ def test_a_reward_that_raises_is_one_line_and_the_steps_done_are_kept(ws):
 
 def test_resume_after_sigkill_is_bit_exact_with_a_reused_rollout_and_a_reference(ws, monkeypatch):
     # Two updates per rollout: the checkpoint at step 3 falls between the two updates of the second
-    # rollout, so the rollout itself is in the checkpoint; beta > 0 keeps a frozen reference.
-    extra = ("rl.updates_per_batch=2", "rl.beta=0.05", "rl.rewards=['rl_test_rewards:variety']")
-    rc, _, err = cli_in_process(rl_args(ws, "rl-ref", 6, 3, *extra))
+    # rollout, so the rollout itself is in the checkpoint; beta > 0 keeps a frozen reference. The
+    # advantages are of the best of 2 for the first 4 steps, then each sample's own (the switch after
+    # the resume), on rewards scaled by their unlikeliness.
+    extra = ("rl.updates_per_batch=2", "rl.beta=0.05", "rl.rewards=['rl_test_rewards:variety']",
+             "rl.advantage_k=2", "rl.advantage_k_steps=4", "rl.unlikeliness=0.25")
+    rc, opening, err = cli_in_process(rl_args(ws, "rl-ref", 6, 3, *extra))
     assert rc == 0, err
+    assert "advantages of the best of 2 for 4 steps, then 1; unlikeliness 0.25" in opening
     monkeypatch.setenv("PYTHONPATH", str(ws.root.parent / "mods"))  # the reward module, for the subprocess
     died = run([sys.executable, "-m", "londinium", *rl_args(ws, "rl-killed", 6, 3, *extra)], kill_at=5)
     assert died.returncode == -9, died.stderr[-2000:]
@@ -117,14 +121,22 @@ def test_resume_after_sigkill_is_bit_exact_with_a_reused_rollout_and_a_reference
     assert rc == 0, err
     assert "resuming from step 3" in out
     assert_same_weights(final_weights(ws, "rl-killed"), final_weights(ws, "rl-ref"))
-    keys = ("step", "loss", "reward_mean", "frac_reward_zero_std", "kl", "entropy", "clip_share", "reused")
+    keys = ("step", "loss", "reward_mean", "frac_reward_zero_std", "kl", "entropy", "clip_share", "advantage_k", "reused")
 
     def logged(name: str) -> list[tuple]:
         return [tuple(r.get(k) for k in keys) for r in read_metrics(ws.metrics_file(name)) if r["type"] == "train"]
 
     assert logged("rl-killed") == logged("rl-ref")
     assert [r[-1] for r in logged("rl-ref")] == [0.0, 1.0] * 3  # every rollout served two steps
+    assert [r[-2] for r in logged("rl-ref")] == [2, 2, 2, 2, 1, 1]
     assert any(r[1] != 0 for r in logged("rl-ref"))
+
+
+def test_advantages_of_the_best_of_a_whole_group_are_one_line(ws):
+    rc, _, err = cli_in_process(rl_args(ws, "rl-k4", 2, 2, "rl.advantage_k=4"))
+    assert rc == 2
+    [line] = err.strip().splitlines()
+    assert "rl.advantage_k = 4 must be below rl.group_size = 4" in line and not ws.run_dir("rl-k4").exists()
 
 
 @pytest.mark.slow  # ~1 min: two torchrun processes beside a one-process run (the default run stays under ~10 min)

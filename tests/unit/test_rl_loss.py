@@ -1,14 +1,17 @@
 """GRPO's arithmetic against values worked out by hand: group advantages (std-scaled and not), the
-policy loss on-policy, clipped and with the k3 KL, its three normalisations, and pass@k."""
+advantages of the best of k samples (against Chen et al.'s closed form and against enumerating every
+k-subset), the unlikeliness reward, the policy loss on-policy, clipped and with the k3 KL, its three
+normalisations, and pass@k."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
 
-from londinium.rl.loss import EPS, group_advantages, policy_loss, zero_std_share
+from londinium.rl.loss import EPS, group_advantages, pass_at_k_advantages, policy_loss, unlikeliness_rewards, zero_std_share
 from londinium.rl.objective import pass_at_k
 
 REWARDS = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0])  # two groups of 4; the second all equal
@@ -30,6 +33,53 @@ def test_unscaled_advantages_are_reward_minus_group_mean():
 def test_frac_reward_zero_std_counts_groups_without_spread():
     assert zero_std_share(REWARDS, 4) == 0.5
     assert zero_std_share(torch.tensor([0.0, 0.0, 0.2, 0.2, 0.0, 1.0]), 2) == pytest.approx(2 / 3)
+
+
+def test_pass_at_k_advantages_of_right_and_wrong_answers_are_chen_et_als_closed_form():
+    # Group [1, 0, 0, 0], k = 2: mean best-of-2 reward R = 1 - C(3,2)/C(4,2) = 1/2, std sqrt(R(1-R)) = 1/2;
+    # a right answer gets (1 - R)/std = 1, a wrong one (1 - R - C(2,1)/C(3,1))/std = -1/3.
+    # Group [1, 1, 0, 0]: R = 5/6; right (1/6)/std, wrong (1/6 - 1/3)/std, std = sqrt(5/36).
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    s = math.sqrt(5 / 36)
+    want = [1.0, -1 / 3, -1 / 3, -1 / 3, (1 / 6) / s, (1 / 6) / s, (-1 / 6) / s, (-1 / 6) / s]
+    assert pass_at_k_advantages(r, 4, 2).tolist() == pytest.approx(want, abs=1e-3)  # EPS in the divisor
+    assert pass_at_k_advantages(r, 4, 2, scale=False).tolist() == pytest.approx([0.5, -1 / 6, -1 / 6, -1 / 6, 1 / 6, 1 / 6, -1 / 6, -1 / 6])
+    # A group whose every k-subset holds a right answer teaches nothing, though its rewards differ.
+    assert pass_at_k_advantages(torch.tensor([1.0, 1.0, 1.0, 0.0]), 4, 2).tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_pass_at_k_advantages_are_the_mean_over_k_subsets_of_their_best_reward(k):
+    # Enumerated: each sample's mean best reward over the k-subsets holding it, minus the mean over all
+    # k-subsets, over their (population) standard deviation; continuous rewards with a tie, any order.
+    rewards = torch.tensor([0.3, 0.9, 0.1, 0.3, 0.7, 0.0, 0.2, 0.3, 0.8, 0.5, 0.5, 0.6])
+    G = 6
+    want = []
+    for g in rewards.view(-1, G).tolist():
+        best = [max(g[i] for i in s) for s in itertools.combinations(range(G), k)]
+        mean = sum(best) / len(best)
+        std = math.sqrt(sum((b - mean) ** 2 for b in best) / len(best))
+        for i in range(G):
+            mine = [max(g[j] for j in s) for s in itertools.combinations(range(G), k) if i in s]
+            want.append((sum(mine) / len(mine) - mean) / (std + EPS) if k > 1 else None)
+    got = pass_at_k_advantages(rewards, G, k).tolist()
+    if k == 1:  # GRPO itself, with its unbiased standard deviation
+        assert got == group_advantages(rewards, G).tolist()
+    else:
+        assert got == pytest.approx(want, abs=1e-5)
+    with pytest.raises(ValueError, match="between 1 and the group size"):
+        pass_at_k_advantages(rewards, G, G + 1)
+
+
+def test_unlikeliness_scales_rewards_by_the_answers_likelihood_rank_in_its_group():
+    # Ranks by mean log-probability, 0 the least likely: -3 -> 0, -2 -> 1, and the same answer sampled
+    # twice (-0.1) shares ranks 2 and 3 -> 2.5; reward x (1 - 0.25 x rank / 4). Wrong answers stay 0.
+    rewards = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    logp = torch.tensor([-0.1, -0.1, -2.0, -3.0, -0.5, -0.2, -0.9, -0.4])
+    answers = ["a", "a", "b", "c", "x", "y", "z", "w"]
+    got = unlikeliness_rewards(rewards, logp, answers, 4, 0.25).tolist()
+    assert got == pytest.approx([1 - 0.25 * 2.5 / 4, 1 - 0.25 * 2.5 / 4, 0, 1, 1 - 0.25 * 1 / 4, 0, 0, 0])
+    assert unlikeliness_rewards(rewards, logp, answers, 4, 0.0).tolist() == rewards.tolist()
 
 
 # Two answers: the first of 2 tokens (third position is padding), the second of 3.

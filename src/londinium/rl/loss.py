@@ -1,6 +1,8 @@
 """The arithmetic of GRPO: group-relative advantages and the clipped policy loss with a KL penalty.
 
     adv = group_advantages(rewards, group_size, scale=True)          # [B]: (r - group mean) / (group std + eps)
+    adv = pass_at_k_advantages(rewards, group_size, k=4, scale=True) # [B]: the same for the best of k samples
+    rewards = unlikeliness_rewards(rewards, mean_logp, answers, group_size, weight=0.25)  # correct but likely: less
     loss, stats = policy_loss(logp, old_logp, ref_logp, adv, mask, clip_eps=0.2, beta=0.04, loss_type="grpo",
                               max_new_tokens=16)
 
@@ -15,9 +17,25 @@ How token losses become one number (`loss_type`):
 - "dr_grpo": the sum over every answer token / (answers x max_new_tokens), a constant (Liu et al. 2025,
   "Understanding R1-Zero-Like Training": no length bias); with scale=False this is their Dr. GRPO;
 - "token": the sum / the answer tokens of the batch (DAPO's and nanochat's token-level mean).
+
+Two variants that keep what plain GRPO squeezes out (it sharpens: it raises pass@1 by moving mass onto
+answers the policy already likes, and loses pass@k):
+- `pass_at_k_advantages`: the advantages of the best of k samples instead of each sample's own (Walder &
+  Karkhanis 2025, "Pass@K Policy Optimization"; Chen et al. 2025, "Pass@k Training"). Each sample gets the
+  mean, over the k-subsets of its group that contain it, of the subset's best reward, minus the mean over all
+  k-subsets (divided by their standard deviation when scaled). For 0/1 rewards a right answer gets
+  1 - pass@k and a wrong one is pushed down only by the chance that the other k - 1 of its subset are all
+  wrong too: a prompt the policy already solves in k tries teaches little, so mass is not piled onto its
+  favourite answer. k = 1 is GRPO.
+- `unlikeliness_rewards`: each reward scaled by 1 - weight x (rank / G), rank by the policy's mean token
+  log-probability in the group, 0 for the least likely (He et al. 2025, "Rewarding the Unlikely"): a right
+  answer the policy found unlikely keeps its reward, the policy's favourite gives some up.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Hashable, Sequence
 
 import torch
 
@@ -32,6 +50,53 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True)
     if scale:
         adv = adv / (groups.std(dim=1, keepdim=True) + EPS)
     return adv.view(-1)
+
+
+def pass_at_k_advantages(rewards: torch.Tensor, group_size: int, k: int, scale: bool = True) -> torch.Tensor:
+    """Group-relative advantages of the best of k samples (max@k; pass@k for 0/1 rewards), computed exactly
+    over every k-subset of each group. Sorted ascending, the sample at place j (from 0) is the best of a random
+    k-subset with probability C(j, k-1) / C(G, k); a subset containing sample i is best at i with C(i, k-1)
+    of the C(G-1, k-1) such subsets, at a better j with C(j-1, k-2)."""
+    if not 1 <= k <= group_size:
+        raise ValueError(f"k = {k} must be between 1 and the group size {group_size}")
+    if k == 1:
+        return group_advantages(rewards, group_size, scale)
+    G = group_size
+    groups = rewards.double().view(-1, G)
+    ranked, order = groups.sort(dim=1)
+    best = torch.tensor([_comb(j, k - 1) for j in range(G)], dtype=torch.float64) / _comb(G, k)
+    mean = ranked @ best  # [P]: the mean best-of-k reward over the group's k-subsets
+    std = (ranked.pow(2) @ best - mean.pow(2)).clamp(min=0).sqrt()
+    # contains[i, j]: of the k-subsets containing place i, the share whose best is at place j.
+    contains = torch.tensor([[_comb(i, k - 1) if j == i else _comb(j - 1, k - 2) if j > i else 0 for j in range(G)]
+                             for i in range(G)], dtype=torch.float64) / _comb(G - 1, k - 1)
+    adv_ranked = ranked @ contains.T - mean.unsqueeze(1)
+    if scale:
+        adv_ranked = adv_ranked / (std.unsqueeze(1) + EPS)
+    adv = torch.empty_like(adv_ranked).scatter_(1, order, adv_ranked)
+    return adv.float().view(-1)
+
+
+def unlikeliness_rewards(rewards: torch.Tensor, mean_logp: torch.Tensor, answers: Sequence[Hashable], group_size: int,
+                         weight: float) -> torch.Tensor:
+    """Rewards x (1 - weight x rank / G), rank 0 for the answer of the group with the lowest mean token
+    log-probability (`mean_logp`). The same answer sampled twice (equal `answers`) shares the mean of its
+    ranks, so copies of one answer are treated alike (He et al. rank by argsort, which orders ties at random)."""
+    out = rewards.float().clone().view(-1, group_size)
+    logp = mean_logp.double().view(-1, group_size)
+    for g in range(out.size(0)):
+        keys = list(answers[g * group_size:(g + 1) * group_size])
+        rank = torch.empty(group_size, dtype=torch.float64)
+        rank[logp[g].argsort()] = torch.arange(group_size, dtype=torch.float64)
+        for key in set(keys):
+            same = [i for i, a in enumerate(keys) if a == key]
+            rank[same] = rank[same].mean()
+        out[g] = out[g] * (1 - weight * rank / group_size).float()
+    return out.view(-1)
+
+
+def _comb(n: int, k: int) -> int:
+    return math.comb(n, k) if 0 <= k <= n else 0
 
 
 def zero_std_share(rewards: torch.Tensor, group_size: int) -> float:

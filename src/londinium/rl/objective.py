@@ -85,6 +85,11 @@ class GRPO:
 
         r = cfg.rl
         self.ws, self.cfg, self.log = ws, cfg, log
+        if r.advantage_k >= r.group_size:
+            # k = G: the one k-subset is the whole group, every sample gets its best reward less itself: 0.
+            raise ConfigError(f"rl.advantage_k = {r.advantage_k} must be below rl.group_size = {r.group_size}: the best of k "
+                              "samples is taken within a group, and k = G gives every sample advantage 0; lower "
+                              "rl.advantage_k or raise rl.group_size")
         self.base = base_checkpoint(ws, cfg, "rl", "londinium rl --run SFT_RUN")
         self.tokenizer = load_tokenizer(ws)
         self.rewards = rewards_for(r.tasks, r.rewards)
@@ -124,7 +129,7 @@ class GRPO:
         return (f"rl: base run '{r.base}' {self.base.path.name}; {len(self.train_prompts):,} train prompts, "
                 f"{len(self.val_prompts):,} held out; {r.prompts_per_step} prompts x {r.group_size} samples a rollout, "
                 f"{r.updates_per_batch} update(s) each; rewards {rewards}; beta {r.beta:g}, loss {r.loss_type}"
-                f"{', std-scaled' if r.scale_rewards else ''}")
+                f"{', std-scaled' if r.scale_rewards else ''}{_shaping(r)}")
 
     def make_loader(self, rank: int, world_size: int) -> Rollouts:
         """Under DDP each process samples and scores its share of a rollout's prompts, whole groups, so
@@ -181,6 +186,13 @@ class GRPO:
     def describe(self, row: dict[str, Any]) -> str:
         k = self.cfg.rl.pass_k
         return f"held-out pass@1 {row['pass@1']:.3f}, pass@{k} {row[f'pass@{k}']:.3f} ({row['eval_prompts']} prompts)"
+
+
+def _shaping(r: Any) -> str:
+    """What the run does to rewards and advantages beyond GRPO's, for its opening line."""
+    until = f" for {r.advantage_k_steps} steps, then 1" if r.advantage_k_steps else ""
+    return ((f"; advantages of the best of {r.advantage_k}{until}" if r.advantage_k > 1 else "")
+            + (f"; unlikeliness {r.unlikeliness:g}" if r.unlikeliness > 0 else ""))
 
 
 def _exact(task: str) -> bool:

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import torch
 
-from londinium.rl.loss import group_advantages, zero_std_share
+from londinium.rl.loss import pass_at_k_advantages, unlikeliness_rewards, zero_std_share
 from londinium.rl.rewards import TaskReward, score
 from londinium.rl.shared_prompt import answer_form, answer_logprobs
 from londinium.tasks.check import END
@@ -149,7 +149,12 @@ class Rollouts:
         r = torch.tensor(rewards, dtype=torch.float32)
         seqs = [(p.ids, choice.token_ids) for p, c in zip(prompts, completions) for choice in c.choices]
         x, y = self._tensors(seqs)
-        batch = RolloutBatch(x, y, None, int((x != self.pad_id).sum()), advantages=group_advantages(r, G, rl.scale_rewards))
+        shaped, k = r, self.advantage_k()
+        if rl.unlikeliness > 0:
+            choices = [choice for c in completions for choice in c.choices]
+            shaped = unlikeliness_rewards(r, torch.tensor([ch.mean_logprob for ch in choices]),
+                                          [tuple(ch.token_ids) for ch in choices], G, rl.unlikeliness)
+        batch = RolloutBatch(x, y, None, int((x != self.pad_id).sum()), advantages=pass_at_k_advantages(shaped, G, k, rl.scale_rewards))
         if rl.updates_per_batch > 1:
             batch.old_logp = self._logprobs(self.policy, x, y)
         if rl.beta > 0:
@@ -158,10 +163,17 @@ class Rollouts:
         batch.stats = {"reward_mean": float(r.mean()), "reward_std": float(r.std()) if len(r) > 1 else 0.0,
                        "frac_reward_zero_std": zero_std_share(r, G), "response_length": float(lengths.mean()),
                        "ended_turn": float(sum(a[-1:] == [self.end_id] for _, a in seqs)) / len(seqs),
-                       "rollout_s": rollout_s, "reused": 0.0}
+                       "rollout_s": rollout_s, "reused": 0.0, "advantage_k": float(k)}
         self.rollouts += 1
         self.current, self.uses_left = (batch, rl.updates_per_batch - 1)
         return batch
+
+    def advantage_k(self) -> int:
+        """The k of the advantages for the rollout about to be sampled: rl.advantage_k for its first
+        rl.advantage_k_steps steps (all of them when 0), then 1."""
+        rl = self.rl
+        held = rl.advantage_k_steps == 0 or self.rollouts * rl.updates_per_batch < rl.advantage_k_steps
+        return rl.advantage_k if held else 1
 
     def _tensors(self, seqs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, padded on the right: the targets are the answer's tokens, -1 elsewhere."""
