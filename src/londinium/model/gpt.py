@@ -71,6 +71,11 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
 ROPE_SCALINGS = ("none", "linear", "ntk")
 
 
+def ntk_base_factor(head_dim: int, factor: float) -> float:
+    """How much NTK-aware scaling raises the rotary base for a context `factor` times the trained one."""
+    return factor ** (head_dim / (head_dim - 2))
+
+
 def rope_tables(cfg: ModelConfig, context: int = 0, scaling: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of every position and frequency, `[context, 1, head_dim/2]` (the 1 broadcasts over
     heads), computed in fp32 exactly as `transformers` computes Llama's, so exports give the same logits.
@@ -85,7 +90,7 @@ def rope_tables(cfg: ModelConfig, context: int = 0, scaling: str = "none") -> tu
     head_dim = cfg.n_embd // cfg.n_head
     context = context or cfg.context
     factor = max(1.0, context / cfg.context)
-    theta = cfg.rope_theta * factor ** (head_dim / (head_dim - 2)) if scaling == "ntk" else cfg.rope_theta
+    theta = cfg.rope_theta * ntk_base_factor(head_dim, factor) if scaling == "ntk" else cfg.rope_theta
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     if scaling == "linear":
         inv_freq = inv_freq / factor

@@ -77,6 +77,8 @@ def serve_context(model: Any, context: int, scaling: str = "ntk") -> str | None:
     """Give `model` (a GPT, before an engine is built on it) `context` positions, 0 leaving it as
     trained; returns the warning to show when they go past what it was trained at, else None.
     A model with learned positions refuses with one line (ConfigError naming serve.context)."""
+    from londinium.model.gpt import ntk_base_factor
+
     if not context or context == model.config.context:
         return None
     model.extend_context(context, scaling)
@@ -85,7 +87,7 @@ def serve_context(model: Any, context: int, scaling: str = "ntk") -> str | None:
         return None
     head_dim = model.config.n_embd // model.config.n_head
     how = {"none": "extrapolated", "linear": f"every position / {context / trained:g}",
-           "ntk": f"rotary base x {(context / trained) ** (head_dim / (head_dim - 2)):.4g}"}
+           "ntk": f"rotary base x {ntk_base_factor(head_dim, context / trained):.4g}"}
     return (f"serving a context of {context} tokens, past the {trained} this model was trained at: positions "
             f"{trained}-{context - 1} were never trained (rope_scaling {scaling}: {how[scaling]}); expect its text to "
             f"worsen as a prompt grows past {trained} tokens")
