@@ -85,7 +85,8 @@ def main() -> None:
     from llama_cpp import Llama
 
     torch.set_num_threads(args.threads)
-    trained = load_run(Workspace(Path(args.workspace)), args.run, args.checkpoint)
+    ws = Workspace(Path(args.workspace))
+    trained = load_run(ws, args.run, args.checkpoint)
     if args.preset:
         trained = preset_shape(trained, args.preset)
     cfg = trained.config.model
@@ -95,7 +96,7 @@ def main() -> None:
         for compiled in (False, True) if args.compile else (False,):
             name = "londinium" + (f" {dtype}" if dtype != "float32" else "") + (" compiled" if compiled else "")
             gen = GenerateConfig(weight_dtype=dtype, compile=compiled)
-            ours[name] = engine if (dtype, compiled) == ("float32", False) else Engine.with_settings(copy.deepcopy(trained.model), trained.tokenizer, gen)
+            ours[name] = engine if (dtype, compiled) == ("float32", False) else Engine.with_settings(copy.deepcopy(trained.model), trained.tokenizer, gen, ws)
     greedy = SamplingParams(max_tokens=args.new, temperature=0.0, ignore_eos=True)
     prompt_ids = engine.generate([PROMPT], SamplingParams(max_tokens=1, temperature=0.0)).pop().prompt_token_ids
     assert len(prompt_ids) + args.new <= cfg.context, f"prompt + {args.new} new tokens must fit the context ({cfg.context})"
@@ -119,9 +120,10 @@ def main() -> None:
         times: dict[str, list[float]] = {k: [] for k in impls}
         loads: dict[str, list[float]] = {d: [] for d in DTYPES}
         tokens: dict[str, list[int]] = {}
+        first: dict[str, float] = {}  # the warm-up's wall time: a compiled engine builds or loads its step there
         with torch.inference_mode():
             for name, fn in impls.items():  # warm-up
-                tokens[name] = fn()
+                first[name], tokens[name] = timed(fn)
             for _ in range(args.rounds):
                 for d in DTYPES:
                     t, llm = timed(lambda: load(d))
@@ -146,6 +148,11 @@ def main() -> None:
         name = f"llama.cpp {d}"
         print(f"{name:<28} {sizes[d] / 2**20:>9.2f} {write_s[d]:>8.2f} {1000 * statistics.median(loads[d]):>8.0f} "
               f"{same(name):>19} {rate[name]:>8.0f} {paired[name]:>11.2f}x")
+    for name, e in ours.items():
+        if e.decoder.aot is not None:  # the batch-1 libraries (infer/aot.py), kept in the workspace's compiled/
+            aot = e.decoder.aot
+            print(f"{name}: first generation {first[name]:.1f} s wall (spans built {aot.built}, loaded from "
+                  f"{ws.compiled_dir}: {aot.loaded}); eager's {first['londinium']:.1f} s")
     print(f"\nparameters {trained.num_params:,}; float32 bytes per parameter {sizes['float32'] / trained.num_params:.2f}")
     pairs = [(n, "llama.cpp float32") for n in ("londinium", "londinium compiled") if n in ours]
     pairs += [(n, "llama.cpp q8_0") for n in ours if n.startswith("londinium int8")]

@@ -386,7 +386,7 @@ class GenerateConfig:
     stop: list[str] = doc([], "Stop strings: generation ends before the first one, which is not returned.", pattern=r"(?s).+", hint="(no empty strings)")
     chat_window: int = doc(0, "Tokens of conversation `chat` keeps (a rolling window); 0: the model's context.", ge=0, hint="(0: the model's context)")
     weight_dtype: str = doc("float32", "Weights of the linear layers while generating and serving: 'float32', 'float16' or 'int8' (CPU only; fewer bytes per weight, see docs/generation.md).", choices=WEIGHT_DTYPES)
-    compile: bool = doc(False, "Compile the decode step with torch.compile (needs a C++ compiler; each new batch shape costs seconds to a minute the first time; at batch 1 a Llama-style step is built with AOTInductor, about 30 s a key span at every start).")
+    compile: bool = doc(False, "Compile the decode step with torch.compile (needs a C++ compiler; each new batch shape costs seconds to a minute the first time; at batch 1 a Llama-style step is built with AOTInductor, about 30 s a key span, once: kept in the workspace's compiled/ for later runs).")
     kv_dtype: str = doc("float32", "Keys and values of the running sequences' KV cache: 'float32', or 'int8' (keys per channel, values per token, the newest positions float32: ~3x less memory; docs/generation.md).", choices=KV_DTYPES)
     draft_run: str = doc("", "Speculative decoding: a run of the same workspace (same tokenizer) whose smaller model proposes tokens that this one checks in one pass, while one sequence runs; empty: off (docs/generation.md).", pattern=f"({RUN_NAME})?", hint="(a run name, or empty: off)")
     draft_checkpoint: str = doc("best", "The draft run's checkpoint: 'best', 'latest', or a checkpoint directory.", **CHECKPOINT)

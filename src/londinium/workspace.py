@@ -285,6 +285,11 @@ class Workspace:
         """A teacher's top-k cache (`train/distill_cache.py`): distill/<teacher>-top<k>-<key>/."""
         return self.root / "distill" / name
 
+    # the decode step's ahead-of-time libraries (`infer/aot.py`), reused by later processes
+    @property
+    def compiled_dir(self) -> Path:
+        return self.root / "compiled"
+
     # serving benchmarks
     def bench_dir(self, name: str = "serve") -> Path:
         return self.root / "bench" / check_run_name(name)
@@ -358,7 +363,7 @@ class Workspace:
                 self.root / "runs": "the training runs (every checkpoint)", self.eval_dir: "the evaluation reports",
                 self.index_dir: "the search index", self.vectors_dir: "the vector index",
                 self.root / "tasks": "the tasks cut from the corpus", self.locks_dir: "the stage locks",
-                self.root / "distill": "the teachers' top-k caches"}
+                self.root / "distill": "the teachers' top-k caches", self.compiled_dir: "the compiled decode steps"}
 
     def output_folders(self) -> dict[Path, str]:
         """Folders that hold user-named outputs: one may lie inside them, but not be or contain them."""

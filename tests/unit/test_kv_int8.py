@@ -9,7 +9,7 @@ from engine_fixtures import make_model, make_tokenizer
 
 from londinium.infer import Engine, SamplingParams
 from londinium.infer.decode import Decoder
-from londinium.model.kv_int8 import GROUP, Int8SlotCache
+from londinium.model.kv_int8 import GROUP, RING, Int8SlotCache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,7 +59,14 @@ def test_a_quantized_group_holds_the_float_values_within_its_scale(tok) -> None:
     # Per channel: the error of each key is at most half a step of its channel's scale (and the float16 scale's rounding).
     step = int8_cache.ks[0][0, :, :2, None].float()
     assert ((keys.view_as(k) - k).abs().view(2, 2, GROUP, -1) <= 0.5 * step + 1e-3 * k.abs().amax()).all()
-    assert torch.equal(int8_cache.kr[0][0, :, :3], float_cache.k[0][0, :, 2 * GROUP:])  # the unfinished group stays float32
+    # The unfinished group's keys wait in the ring, rounded to its 16-bit type only.
+    assert torch.equal(int8_cache.kr[0][0, :, :3], float_cache.k[0][0, :, 2 * GROUP:].to(RING))
+    # Values are int8 at every position at once, the ring's included: within half a step of their own scale.
+    v = float_cache.v[0][0, :, :len(ids)]
+    scale = int8_cache.vs[0][0, :, :len(ids)].float()
+    values = int8_cache.vq[0][0, :, :len(ids)].float() * scale
+    assert ((values - v).abs() <= 0.5 * scale + 1e-3 * v.abs().amax()).all()
+    assert not torch.equal(values, v)
 
 
 @pytest.mark.parametrize("max_running", [2, 8])  # queued and joining at different steps; all together

@@ -18,12 +18,14 @@ CPU, seconds when Inductor's on-disk cache already holds it (see docs/generation
 Compiled, a single running sequence of a Llama-style model goes through `FusedStep.static` (the
 fused ops with a tensor position, its keys read to the same power-of-two span) compiled ahead of
 time by AOTInductor (`infer/aot.py`): one library call a step instead of `torch.compile`'s Python
-path around the same kernels (docs/LOG.md).
+path around the same kernels (docs/LOG.md); given `compiled_dir`, its libraries are kept there and
+later processes load them instead of building them.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,10 +57,24 @@ def _choose_greedy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return best, logits.log_softmax(dim=-1).gather(1, best[:, None])[:, 0]
 
 
+def _compiled_at_first_call(fn: Any, options: dict[str, Any]) -> Any:
+    """`torch.compile(fn)`, made when first called: making it imports dynamo, ~2.4 s of CPU, which a
+    batch-1 engine whose every step is an ahead-of-time library (`infer/aot.py`) never needs."""
+    compiled = None
+
+    def call(*args: Any) -> Any:
+        nonlocal compiled
+        if compiled is None:
+            compiled = torch.compile(fn, dynamic=False, options=options)
+        return compiled(*args)
+
+    return call
+
+
 class Decoder:
     """The engine's decode step for `model` (see the module docstring)."""
 
-    def __init__(self, model: Any, compile: bool = False):
+    def __init__(self, model: Any, compile: bool = False, compiled_dir: Path | None = None):
         self.model = model
         self.compiled = compile
         self.shapes: set[tuple[int, int]] = set()  # (rows, span) met so far: each is one compilation
@@ -69,12 +85,12 @@ class Decoder:
             # The C++ wrapper: the compiled step calls its kernels from C++ (1.7x faster at batch 1
             # on the tiny preset than Inductor's default Python wrapper; docs/LOG.md).
             options = {"cpp_wrapper": True}
-            self._greedy = torch.compile(self._greedy, dynamic=False, options=options)
-            self._logits = torch.compile(self._logits, dynamic=False, options=options)
+            self._greedy = _compiled_at_first_call(self._greedy, options)
+            self._logits = _compiled_at_first_call(self._logits, options)
             if self.fused is not None:
                 from londinium.infer.aot import AotStep
 
-                self.aot = AotStep(self.fused)
+                self.aot = AotStep(self.fused, compiled_dir)  # its libraries kept in `compiled_dir` for later processes
 
     def _span(self, slots: SlotCache) -> int:
         """Keys a compiled step reads: a power of two, at least MIN_SPAN, at most the cache's length."""

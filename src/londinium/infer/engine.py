@@ -41,6 +41,7 @@ from __future__ import annotations
 import collections
 import functools
 import time
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -67,7 +68,8 @@ class Engine:
     `prefix_cache_tokens` keeps that many tokens of recent prompts' keys/values for prompts that
     start the same way (see `PrefixCache`; default 8 contexts' worth, 0 turns it off). It assumes
     the model's weights do not change under the engine: after changing them, `prefixes.clear()`.
-    `compile` runs the decode step through `torch.compile` (see `londinium.infer.decode`);
+    `compile` runs the decode step through `torch.compile` (see `londinium.infer.decode`), keeping
+    the batch-1 step's ahead-of-time libraries in `compiled_dir` for later processes when given;
     `kv_dtype="int8"` holds the running sequences' keys and values in int8 (`londinium.model.kv_int8`).
     `draft` (a GPT over the same tokenizer) proposes `draft_tokens` tokens a step that the model checks
     in one pass (`infer/speculative.py`), while one sequence runs alone; with others it waits.
@@ -75,7 +77,7 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, max_running: int = 32, max_step_tokens: int = 512,
                  prefix_cache_tokens: int | None = None, compile: bool = False, kv_dtype: str = "float32",
-                 draft: torch.nn.Module | None = None, draft_tokens: int = 2):
+                 draft: torch.nn.Module | None = None, draft_tokens: int = 2, compiled_dir: Path | None = None):
         from londinium.tokenizer.codec import EOT
 
         self.model = model.eval()
@@ -100,7 +102,7 @@ class Engine:
         self.batch = RunningBatch(self.model, max_running, kv_dtype, self.vocab_size, self.device)  # the running sequences
         # How a sequence takes its token: an attribute, so a test can make one request fail there.
         self._advance = functools.partial(advance, self.token_text)
-        self.decoder = Decoder(self.model, compile=compile)
+        self.decoder = Decoder(self.model, compile=compile, compiled_dir=compiled_dir)
         self.kv_dtype = kv_dtype
         self._grammars: Any = None  # `constrain.Grammars`, built at the first constrained request
         model.new_slot_cache(1, 1, kv_dtype)  # a bad kv_dtype is refused here, not at the first step
@@ -153,6 +155,8 @@ class Engine:
 
             quantize_weights(model, gen.weight_dtype)
             kwargs.setdefault("compile", gen.compile)
+            if gen.compile and workspace is not None:
+                kwargs.setdefault("compiled_dir", workspace.compiled_dir)
             kwargs.setdefault("kv_dtype", gen.kv_dtype)
             if gen.draft_run:
                 from londinium.errors import ConfigError

@@ -35,7 +35,8 @@ anything else (`fused_step` returns None) the engine calls `GPT.decode`.
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +80,24 @@ class FusedStep:
         return [*(t for block in self.blocks for t in (block[0], *block[1].parameters(), *block[2].parameters(), block[3],
                                                         *block[4].parameters(), *block[5].parameters())),
                 self.wte, self.ln_f, self.head]
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor `static` reads: the weights, the rotary tables and the row index, in the
+        order `bound` takes them (an ahead-of-time library takes them as inputs, `infer/aot.py`)."""
+        return [*self.weights(), self.cos, self.sin, self.row0]
+
+    def bound(self, tensors: list[torch.Tensor]) -> FusedStep:
+        """This step reading `tensors` (in the order of `tensors()`) instead of the model's own."""
+        given = iter(tensors)
+
+        def linear(m: nn.Linear) -> _Linear:
+            return _Linear(next(given), next(given) if m.bias is not None else None)
+
+        new = copy.copy(self)
+        # A tuple's items are evaluated left to right: the order of `weights()`.
+        new.blocks = [(next(given), linear(a), linear(p), next(given), linear(f), linear(d)) for _, a, p, _, f, d in self.blocks]
+        new.wte, new.ln_f, new.head, new.cos, new.sin, new.row0 = (next(given) for _ in range(6))
+        return new
 
     def applies(self, slots: Any) -> bool:
         """Whether this step can run the decode step of `slots` now: a row or more, the float32 cache,
@@ -186,6 +205,13 @@ class FusedStep:
             x = x + F.linear(y.transpose(1, 2).reshape(B, 1, C), c_proj.weight, c_proj.bias)
             x = x + _mlp(x, ln_2, c_fc, down, eps)
         return self._logits(x)[:, 0]
+
+
+class _Linear(NamedTuple):
+    """A linear layer's tensors where `bound` stands them in for an nn.Linear."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
 
 
 def _rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

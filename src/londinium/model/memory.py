@@ -5,7 +5,7 @@
                  output head gets its own packed copy once packed)
     KV cache     2 (keys, values) x layers x kv heads x head size x tokens x bytes per value,
                  plus, for an int8 cache (model/kv_int8.py), a float16 scale per key channel and
-                 group of 16 positions and per value position, and a float32 ring of 16 positions
+                 group of 16 positions and per value position, and a float16 ring of 16 keys per sequence
     activations  the largest set of intermediate tensors alive at once in one forward pass: in a
                  block, the residual stream twice and the normed input (3 x n_embd per token) with
                  the MLP's hidden activations (SwiGLU: gate|up, silu and their product, 4 x hidden;
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from londinium.config import ModelConfig
 from londinium.model.gpt import kv_heads, mlp_hidden
-from londinium.model.kv_int8 import GROUP
+from londinium.model.kv_int8 import GROUP, RING
 
 FLOAT = 4  # activations, embeddings, norms and biases are float32
 WEIGHT_BYTES = {"float32": 4, "float16": 2, "int8": 1}  # per weight of a linear layer
@@ -63,7 +63,7 @@ def weight_bytes(cfg: ModelConfig, weight_dtype: str = "float32") -> dict[str, i
 
 def kv_bytes_per_token(cfg: ModelConfig, kv_dtype: str = "float32") -> float:
     """Keys and values of one more token of one sequence, every layer (int8: with its share of the
-    key scales, and its value scale; the float32 ring is per sequence, see `kv_cache_bytes`)."""
+    key scales, and its value scale; the key ring is per sequence, see `kv_cache_bytes`)."""
     H, D = kv_heads(cfg), cfg.n_embd // cfg.n_head
     if kv_dtype == "int8":
         return cfg.n_layer * (2 * H * D + H * D * SCALE_BYTES / GROUP + H * SCALE_BYTES)
@@ -72,12 +72,12 @@ def kv_bytes_per_token(cfg: ModelConfig, kv_dtype: str = "float32") -> float:
 
 def kv_cache_bytes(cfg: ModelConfig, sequences: int, tokens: int, kv_dtype: str = "float32") -> int:
     """A cache of `sequences` rows of `tokens` positions each (a SlotCache or KVCache; int8: an
-    Int8SlotCache, whose positions come in whole groups, with a float32 ring of GROUP per row)."""
+    Int8SlotCache, whose positions come in whole groups, with a ring of GROUP keys per row)."""
     if kv_dtype != "int8":
         return int(sequences * tokens * kv_bytes_per_token(cfg, kv_dtype))
     H, D = kv_heads(cfg), cfg.n_embd // cfg.n_head
     groups = -(-tokens // GROUP)
-    per_row = groups * GROUP * (2 * H * D + H * SCALE_BYTES) + groups * H * D * SCALE_BYTES + 2 * H * GROUP * D * FLOAT
+    per_row = groups * GROUP * (2 * H * D + H * SCALE_BYTES) + groups * H * D * SCALE_BYTES + H * GROUP * D * RING.itemsize
     return sequences * cfg.n_layer * per_row
 
 
