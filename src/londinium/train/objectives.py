@@ -147,8 +147,9 @@ class SFT:
             if too_long:  # the user's own data: refused, naming the line, rather than cut
                 raise sft_data.too_long_error(too_long[0], tokenizer, context)
             user_examples.append(examples)
-        task_train, skipped = sft_data.tokenize(sft_data.task_conversations(ws, "train", s.tasks), tokenizer, context)
-        task_val, skipped_val = sft_data.tokenize(sft_data.task_conversations(ws, "val", s.tasks), tokenizer, context)
+        task = sft_data.task_conversations(ws, ("train", "val"), s.tasks)
+        task_train, skipped = sft_data.tokenize(task["train"], tokenizer, context)
+        task_val, skipped_val = sft_data.tokenize(task["val"], tokenizer, context)
         if skipped or skipped_val:
             log(f"sft: {len(skipped) + len(skipped_val):,} task conversation(s) longer than model.context + 1 "
                 f"({context + 1} tokens) left out")
