@@ -260,6 +260,7 @@ class SftConfig:
     val_conversations: int = doc(500, "Held-out conversations each evaluation scores at most.", ge=1)
     replay_share: float = doc(0.75, "Share of the loss given to pre-training text (replay, against forgetting), read in round(batch_size x share) rows of each batch, at least one (0: none). 0.75 kept the most of the base's text for the format it taught (docs/LOG.md, 2026-12-06).", ge=0, lt=1)
     end_weight: float = doc(1.0, "Weight of each <|end|> target against an ordinary answer token, within the conversations' share of the loss (1: plain; more teaches answers to stop rather than loop to max_tokens).", ge=0, le=1000)
+    unlikelihood: float = doc(0.0, "Weight of token-level unlikelihood (Welleck et al. 2020): at each answer target, the probability of tokens the answer already wrote is pushed down (0: off).", ge=0, le=100)
     learning_rate: float = doc(3e-4, "Peak learning rate of the SFT run (train.learning_rate's role); 3e-4 with replay_share 0.75 forgot least for the format it taught (docs/LOG.md, 2026-12-06).", gt=0)
     schedule: str = doc("cosine", "Learning-rate decay after warm-up, as train.schedule.", choices=("cosine", "wsd"))
     warmup_steps: int = doc(20, "Linear warm-up steps.", ge=0)
