@@ -232,22 +232,3 @@ def test_two_ranks_read_disjoint_conversations(examples):
     held = [list(iter_chat_batches(exs, 3, 0, rank=r, world_size=2)) for r in (0, 1)]
     assert sum(x.shape[0] for part in held for x, _ in part) == len(exs)
 
-
-def test_unlikelihood_pushes_down_only_tokens_the_answer_already_wrote():
-    import torch
-    import torch.nn.functional as F
-
-    from londinium.train.objectives import unlikelihood
-
-    y = torch.tensor([[1, 2, 1, 3, -1], [4, 4, 5, -1, -1], [0, 1, 2, 3, 4]])  # two answers, then a replay row
-    w = torch.tensor([[.1, .1, .1, .1, 0], [.1, .1, .1, 0, 0], [.05] * 5])
-    keep = w > 0
-    logits = torch.randn(int(keep.sum()), 7, generator=torch.Generator().manual_seed(0))
-    expected, k = 0.0, 0
-    for r, t in keep.nonzero().tolist():  # row-major, as the logits of the kept positions are
-        if r < 2:
-            before = {int(v) for v in y[r, :t] if v != -1} - {int(y[r, t])}
-            p = F.softmax(logits[k], -1)
-            expected += float(w[r, t]) * sum(-float(torch.log(1 - p[c])) for c in before)
-        k += 1
-    assert expected > 0 and float(unlikelihood(logits, y, w, keep, chat_rows=2)) == pytest.approx(expected, rel=1e-5)

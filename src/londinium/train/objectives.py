@@ -205,10 +205,7 @@ class SFT:
         keep = batch.weights > 0  # the trained positions: the head and softmax run on those only
         logits, _ = model(batch.x, keep=keep)
         nll = F.cross_entropy(logits.float(), batch.y[keep], reduction="none")
-        loss = (nll * batch.weights[keep]).sum()
-        if self.cfg.sft.unlikelihood > 0:
-            loss = loss + self.cfg.sft.unlikelihood * unlikelihood(logits.float(), batch.y, batch.weights, keep, batch.chat_rows)
-        return _with_aux(loss, raw)
+        return _with_aux((nll * batch.weights[keep]).sum(), raw)
 
     @torch.no_grad()
     def validate(self, model: torch.nn.Module, precision: Any, d: distributed.Dist) -> dict[str, float]:
@@ -236,19 +233,6 @@ class SFT:
     @staticmethod
     def describe(row: dict[str, Any]) -> str:
         return (f"answer loss {row['val_loss']:.4f} (held-out conversations), plain text {row['text_val_bpb']:.4f} bits/byte")
-
-
-def unlikelihood(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, keep: torch.Tensor, chat_rows: int) -> torch.Tensor:
-    """Token-level unlikelihood (Welleck et al. 2020, against repetition loops): at each answer target,
-    -log(1 - p) of every token the answer already wrote except the target itself, weighted as that
-    target is. `logits` are those of the `keep` positions, row-major, so the chat rows' come first."""
-    y_chat, live = y[:chat_rows], keep[:chat_rows]
-    seen = F.one_hot(y_chat.clamp(min=0), logits.size(-1)) * (y_chat != -1).unsqueeze(-1)
-    before = (seen.cumsum(1) - seen)[live] > 0  # [answer targets, vocabulary]: written earlier in the row
-    before.scatter_(1, y_chat[live].unsqueeze(1), False)  # the target itself may repeat
-    p = F.softmax(logits[:before.size(0)], dim=-1)
-    penalty = -(torch.log1p(-p.clamp(max=1 - 1e-5)) * before).sum(-1)
-    return (penalty * weights[:chat_rows][live]).sum()
 
 
 class Distill(NextToken):

@@ -40,7 +40,6 @@ class ChatBatch:
     y: torch.Tensor  # int64 [B, T], -1 where no loss
     weights: torch.Tensor  # float32 [B, T]: each target's share of the loss (sums to 1)
     tokens: int  # positions that are not padding: what the step processed
-    chat_rows: int = 0  # the first rows are conversations, the rest replay
 
 
 def replay_rows(batch_size: int, share: float) -> int:
@@ -103,7 +102,7 @@ class ChatLoader:
         self.cursor += 1
         weights = loss_weights(y, self.chats, self.share if self.replay_rows else 0.0, self.end_id, self.end_weight)
         tokens = sum(len(e) - 1 for e in chosen) + self.replay_rows * length
-        return ChatBatch(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(weights), tokens, self.chats)
+        return ChatBatch(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(weights), tokens)
 
     def state_dict(self) -> dict[str, Any]:
         return {"cursor": self.cursor, "seed": self.seed, "batch_size": self.batch_size, "replay_rows": self.replay_rows,
