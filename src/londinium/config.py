@@ -365,7 +365,7 @@ class TasksConfig:
     arith_digits: int = doc(3, "Digits of the arith task's numbers at most (its problems: (10^digits)^2, split 80/10/10).", ge=1, le=9)
     shots: int = doc(2, "Solved train items shown before each question when evaluating a base (not fine-tuned) model; fewer when the context is short.", ge=0, le=32)
     max_tokens: int = doc(48, "Tokens generated per answer at most; an answer without <|end|> by then fails format compliance.", ge=1)
-    frequency_penalty: float = doc(0.0, "OpenAI frequency penalty of the greedy task answers (0: plain greedy, as transformers' generate): 0.5 ends the tiny assistant's loops, 97.15% -> 99.95% in format, no score lower (docs/LOG.md, 2026-12-06, \"answers that stop\").", ge=0, le=2)
+    frequency_penalty: float = doc(0.0, "OpenAI frequency penalty of the greedy task answers (0: plain greedy, as transformers' generate): 0.5 ends the tiny assistant's loops, 97.15% -> 99.95% in format, no score lower by more than its standard error (docs/LOG.md, 2026-12-06, \"answers that stop\").", ge=0, le=2)
 
 
 @dataclass
