@@ -93,6 +93,20 @@ def test_compare_refuses_runs_scored_on_different_task_sets(period, capsys):
     assert main(["eval", "-w", root, "--run", "b", "--tasks", "--shots", "-1", *_sets()]) == 2
 
 
+def test_a_frequency_penalty_is_part_of_the_instrument(period, capsys):
+    """tasks.frequency_penalty changes the answers' decoding: the eval re-runs, records it, and is not
+    compared with a plain-greedy one."""
+    root, two = str(period.root), ["tasks.tasks=['speaker', 'modernize']"]
+    assert main(["eval", "-w", root, "--run", "a", "--tasks", *_sets(two)]) == 0
+    plain = json.loads(period.eval_results("a").read_text(encoding="utf-8"))
+    assert main(["eval", "-w", root, "--run", "b", "--tasks", "--shots", "1", *_sets([*two, "tasks.frequency_penalty=1.0"])]) == 0
+    tuned = json.loads(period.eval_results("b").read_text(encoding="utf-8"))
+    assert "frequency_penalty" not in plain["instruments"]["tasks"] and tuned["instruments"]["tasks"]["frequency_penalty"] == 1.0
+    capsys.readouterr()
+    assert main(["eval", "-w", root, "--compare", "a", "b"]) == 2
+    assert "different instruments (tasks" in capsys.readouterr().err
+
+
 def test_a_fine_tuned_run_is_asked_zero_shot_unless_told():
     sft, base = (SimpleNamespace(train=SimpleNamespace(objective=o)) for o in ("sft", "next-token"))
     assert (shots_for(sft, None, 3), shots_for(base, None, 3), shots_for(sft, 2, 3)) == (0, 3, 2)

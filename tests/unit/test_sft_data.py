@@ -205,6 +205,25 @@ def test_batches_split_the_loss_by_the_replay_share_and_resume_exactly(examples,
         ChatLoader(exs, shard, batch_size=8, replay_share=0.25, seed=4, pad_id=0).load_state_dict(state)
 
 
+def test_the_end_of_an_answer_weighs_end_weight_answer_tokens_within_the_conversations_share(examples, tiny_workspace):
+    from londinium.data.loader import open_shard
+
+    exs, tokenizer = examples
+    end = tokenizer.token_to_id("<|end|>")
+    shard = open_shard(tiny_workspace, "train")
+    plain = ChatLoader(exs, shard, batch_size=8, replay_share=0.25, seed=3, pad_id=0).next_batch()
+    same = ChatLoader(exs, shard, batch_size=8, replay_share=0.25, seed=3, pad_id=0, end_id=end, end_weight=1.0).next_batch()
+    assert same.weights.equal(plain.weights)  # weight 1 is the plain split, to the bit
+    b = ChatLoader(exs, shard, batch_size=8, replay_share=0.25, seed=3, pad_id=0, end_id=end, end_weight=5.0).next_batch()
+    w, y = b.weights.numpy(), b.y.numpy()
+    assert w[:6].sum() == pytest.approx(0.75) and w[6:].sum() == pytest.approx(0.25)
+    assert (w[6:] == plain.weights.numpy()[6:]).all()  # replay rows untouched
+    chats, targets = w[:6], y[:6]
+    ends, words = chats[targets == end], chats[(targets != end) & (targets != -1)]
+    assert len(ends) == 12 and len(set(ends.tolist())) == 1 and len(set(words.tolist())) == 1  # two answers a conversation
+    assert ends[0] == pytest.approx(5 * words[0])
+
+
 def test_two_ranks_read_disjoint_conversations(examples):
     exs, _ = examples
     ranks = [ChatLoader(exs, None, batch_size=2, replay_share=0.0, seed=1, pad_id=0, rank=r, world_size=2) for r in (0, 1)]
@@ -212,3 +231,4 @@ def test_two_ranks_read_disjoint_conversations(examples):
     assert not set(seen[0]) & set(seen[1]) and len(set(seen[0]) | set(seen[1])) == 8  # one epoch, split
     held = [list(iter_chat_batches(exs, 3, 0, rank=r, world_size=2)) for r in (0, 1)]
     assert sum(x.shape[0] for part in held for x, _ in part) == len(exs)
+

@@ -14,8 +14,10 @@ from londinium.tasks.build import build_tasks
 from londinium.tasks.catalog import GENERIC, TASKS, profile_tasks
 from londinium.tasks.cut import TaskSpec
 from londinium.tasks.items import TaskError, TaskItem, read_items
+from londinium.tasks.messages import messages
 from londinium.tasks.modernize import align, word_accuracy
 from londinium.config import TasksConfig
+from londinium.train.sft_data import task_conversations
 from londinium.workspace import Workspace
 
 CORPUS = period_corpus()
@@ -132,6 +134,12 @@ def test_conversations_end_with_the_answer_the_instruction_leaves_out(tmp_path):
     asked = instruction(speaker, shots)
     assert [m["role"] for m in asked] == ["user", "assistant", "user", "assistant", "user"] and asked[1]["content"] == shots[0].answer
     assert [r["task"] for r in conversations(ws, "train", ["modernize"])] == ["modernize"] * SMALL.train_items
+    # fine-tuning reads train and val in one pass over each file: the same conversations as split by split
+    both = task_conversations(ws, ("train", "val"), ["default"])
+    for split in ("train", "val"):
+        one_by_one = [i for n in names for i in read_items(ws.task_items(n)) if i.split == split]
+        assert [(c.where, c.task, c.messages) for c in both[split]] == \
+            [(f"task item {i.id}", i.task, tuple(messages(i))) for i in one_by_one]
     md = (ws.stage_dir("tasks") / "card.md").read_text(encoding="utf-8")
     assert "| speaker | choice |" in md and "| modernize | chrf |" in md
 

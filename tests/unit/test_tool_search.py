@@ -48,7 +48,7 @@ def test_sft_trains_the_call_and_the_answer_and_only_reads_the_result(tmp_path, 
     build_tasks(ws, TasksConfig(tasks=["tool_search"], train_items=8, eval_items=4), log=lambda m: None)
     rows = list(conversations(ws, "train", ["tool_search"]))
     assert len(rows) == 8 and all(r["tools"] == tools_for("tool_search") == [TOOL] for r in rows)
-    chats = task_conversations(ws, "train", ["tool_search"])
+    chats = task_conversations(ws, ["train"], ["tool_search"])["train"]
     tokenizer = load_tokenizer(tiny_workspace)  # any byte-level BPE: the masks are what is checked
     examples, too_long = tokenize(chats, tokenizer, 4096)
     assert not too_long and len(examples) == 8

@@ -107,6 +107,8 @@ def evaluate(
 
         names = build_tasks(ws, cfg.tasks, log=log)
         task_set = {"names": names, "shots": shots_for(run_cfg, shots, cfg.tasks.shots), "max_tokens": cfg.tasks.max_tokens}
+        if cfg.tasks.frequency_penalty:  # recorded only when set: plain-greedy results keep their fingerprint
+            task_set["frequency_penalty"] = cfg.tasks.frequency_penalty
     splits = sorted({*e.splits, e.prompt_split, "train"})
     inputs = [ckpt.path / MODEL_FILE, ckpt.path / CONFIG_FILE, ws.tokenizer_file,
               *(require_split(ws, s) for s in splits), *used.files, *text_paths,
@@ -258,7 +260,8 @@ def _tasks(ws: Workspace, model: Any, tok: Any, task_set: dict[str, Any], log: C
     from londinium.infer.engine import Engine
 
     t = time.time()
-    block = score_tasks(ws, task_set["names"], Engine(model, tok), task_set["shots"], task_set["max_tokens"], log)
+    block = score_tasks(ws, task_set["names"], Engine(model, tok), task_set["shots"], task_set["max_tokens"], log,
+                        task_set.get("frequency_penalty", 0.0))
     block["seconds"] = time.time() - t
     return {"tasks": block}
 

@@ -11,7 +11,8 @@ fine-tuned run (SFT, SFT distillation or RL: `sft_run.takes_turns`) is asked zer
   with its standard error clustered by document;
 - the baseline on the same items: the train split's most frequent answer, or the input copied;
 - format compliance: the answer ended with `<|end|>` within `tasks.max_tokens` tokens and no role
-  token leaked into it;
+  token leaked into it (`tasks.frequency_penalty` > 0: greedy with OpenAI's frequency penalty on
+  the answer's own tokens, which ends the loops a small model falls into without changing what scores);
 - for modernize, word accuracy on the words the two spellings differ in.
 """
 
@@ -50,7 +51,8 @@ def prompt_ids(tokenizer: Any, item: TaskItem, train: Sequence[TaskItem], shots:
     raise AssertionError("unreachable")
 
 
-def answer_items(engine: Any, items: Sequence[TaskItem], train: Sequence[TaskItem], shots: int, max_tokens: int) -> list[dict[str, Any]]:
+def answer_items(engine: Any, items: Sequence[TaskItem], train: Sequence[TaskItem], shots: int, max_tokens: int,
+                 frequency_penalty: float = 0.0) -> list[dict[str, Any]]:
     """One row per item: the model's answer, whether it kept the format, its score and the baseline's."""
     from londinium.infer.chat_template import END_OF_TURN
     from londinium.infer.sampling import SamplingParams
@@ -59,7 +61,8 @@ def answer_items(engine: Any, items: Sequence[TaskItem], train: Sequence[TaskIte
     from londinium.tokenizer.codec import SPECIAL_TOKENS
 
     end = engine.tokenizer.token_to_id(END_OF_TURN)
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, stop_token_ids=[end] if end is not None else [], truncate=True)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, stop_token_ids=[end] if end is not None else [], truncate=True,
+                            frequency_penalty=frequency_penalty)
     asked = [prompt_ids(engine.tokenizer, i, train, shots, engine.context - max_tokens) for i in items]
     done = engine.generate([ids for ids, _ in asked], params)
     rows = []
@@ -93,13 +96,15 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def score_tasks(ws: Any, names: Sequence[str], engine: Any, shots: int, max_tokens: int,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+                log: Callable[[str], None] = print, frequency_penalty: float = 0.0) -> dict[str, Any]:
     """The results' "tasks" block: per task its metric and, per held-out split, the summary and rows."""
     from londinium.files import sha256_file
     from londinium.tasks.catalog import task
     from londinium.tasks.messages import task_items
 
     out: dict[str, Any] = {"shots": shots, "max_tokens": max_tokens, "tasks": {}}
+    if frequency_penalty:
+        out["frequency_penalty"] = frequency_penalty
     for name in names:
         items = task_items(ws, name)
         train = [i for i in items if i.split == "train"]
@@ -110,7 +115,7 @@ def score_tasks(ws: Any, names: Sequence[str], engine: Any, shots: int, max_toke
             if not held:
                 continue
             log(f"eval: task {name}: answering {len(held)} {split} items ({shots}-shot)")
-            rows = answer_items(engine, held, train, shots, max_tokens)
+            rows = answer_items(engine, held, train, shots, max_tokens, frequency_penalty)
             block["splits"][split] = {"summary": summarize(rows), "items": rows}
         out["tasks"][name] = block
     return out
@@ -118,4 +123,5 @@ def score_tasks(ws: Any, names: Sequence[str], engine: Any, shots: int, max_toke
 
 def instrument(block: dict[str, Any]) -> dict[str, Any]:
     """What the task scores were measured on (eval --compare refuses different ones)."""
-    return {"items": {name: t["sha256"] for name, t in block["tasks"].items()}, "max_tokens": block["max_tokens"]}
+    out = {"items": {name: t["sha256"] for name, t in block["tasks"].items()}, "max_tokens": block["max_tokens"]}
+    return out | ({"frequency_penalty": block["frequency_penalty"]} if block.get("frequency_penalty") else {})

@@ -71,9 +71,19 @@ def task_items(ws: Workspace, name: str, split: str | None = None) -> list[TaskI
 def conversations(ws: Workspace, split: str, tasks: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
     """The task set's conversations of `split`, task by task in the order given (None: the
     corpus's default mix), items in file order: {"id", "task", "messages"}, and "tools" for a tool task."""
-    if split not in ("train", "val", "test"):
-        raise TaskError(f"task split {split!r} is not one of train, val, test")
+    yield from split_conversations(ws, [split], tasks)[split]
+
+
+def split_conversations(ws: Workspace, splits: Sequence[str], tasks: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """`conversations` of several splits at once, each task's file read once for all of them
+    (fine-tuning wants train and val: reading the files once per split read each twice)."""
+    for split in splits:
+        if split not in ("train", "val", "test"):
+            raise TaskError(f"task split {split!r} is not one of train, val, test")
+    out: dict[str, list[dict[str, Any]]] = {split: [] for split in splits}
     for name in default_tasks(ws) if tasks is None else tasks:
-        for item in task_items(ws, name, split):
-            row = {"id": item.id, "task": item.task, "messages": messages(item)}
-            yield row | ({"tools": tools_for(name)} if name in TOOL_TASKS else {})
+        extra = {"tools": tools_for(name)} if name in TOOL_TASKS else {}
+        for item in task_items(ws, name):
+            if item.split in out:
+                out[item.split].append({"id": item.id, "task": item.task, "messages": messages(item)} | extra)
+    return out

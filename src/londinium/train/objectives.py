@@ -125,6 +125,7 @@ class SFT:
     name = "sft"
 
     def __init__(self, ws: Workspace, cfg: Config, train: Shard, val: Shard, log: Callable[[str], None]):
+        from londinium.infer.chat_template import END_OF_TURN
         from londinium.tokenizer.codec import PAD, load_tokenizer
         from londinium.train import sft_data
 
@@ -134,6 +135,8 @@ class SFT:
         self.replay = train if s.replay_share > 0 else None
         tokenizer = load_tokenizer(ws)
         self.pad_id = tokenizer.token_to_id(PAD)
+        end = tokenizer.token_to_id(END_OF_TURN)
+        self.end_id = -1 if end is None else end  # -1: no target is <|end|> (a tokenizer without it)
 
         context = cfg.model.context
         user_train, user_val = [], []
@@ -147,8 +150,9 @@ class SFT:
             if too_long:  # the user's own data: refused, naming the line, rather than cut
                 raise sft_data.too_long_error(too_long[0], tokenizer, context)
             user_examples.append(examples)
-        task_train, skipped = sft_data.tokenize(sft_data.task_conversations(ws, "train", s.tasks), tokenizer, context)
-        task_val, skipped_val = sft_data.tokenize(sft_data.task_conversations(ws, "val", s.tasks), tokenizer, context)
+        task = sft_data.task_conversations(ws, ("train", "val"), s.tasks)
+        task_train, skipped = sft_data.tokenize(task["train"], tokenizer, context)
+        task_val, skipped_val = sft_data.tokenize(task["val"], tokenizer, context)
         if skipped or skipped_val:
             log(f"sft: {len(skipped) + len(skipped_val):,} task conversation(s) longer than model.context + 1 "
                 f"({context + 1} tokens) left out")
@@ -182,7 +186,8 @@ class SFT:
         from londinium.train.sft_batches import ChatLoader
 
         tc, s = self.cfg.train, self.cfg.sft
-        return ChatLoader(self.train_examples, self.replay, tc.batch_size, s.replay_share, tc.seed, self.pad_id, rank, world_size)
+        return ChatLoader(self.train_examples, self.replay, tc.batch_size, s.replay_share, tc.seed, self.pad_id, rank, world_size,
+                          self.end_id, s.end_weight)
 
     attach, step_metrics = NextToken.attach, NextToken.step_metrics
 

@@ -8,8 +8,10 @@ conversation's targets are its next tokens where the assistant writes them (its 
 `<|end|>`), -1 elsewhere: the loss is on the assistant's tokens only. A replay window's targets are
 all its next tokens. Per-token `weights` give the conversations `1 - replay_share` of the loss and
 the replay rows `replay_share`, each spread evenly over its tokens, so the share means the same
-whatever the answers' lengths. (Packing conversations into full rows was measured against this:
-docs/LOG.md.)
+whatever the answers' lengths. Within the conversations' share, each `<|end|>` target can weigh
+`end_weight` ordinary answer tokens (`sft.end_weight`): the one token that stops an answer is one
+of ~10-40 an answer has, and a model that misses it loops on to max_tokens. (Packing conversations
+into full rows was measured against this: docs/LOG.md.)
 
 Resuming must be exact, so a batch is a pure function of (seed, rank, cursor), as in
 `data/loader.py`: conversation number g (counting over all ranks and steps) is example
@@ -63,11 +65,12 @@ class ChatLoader:
     """Training batches of conversations and replay windows; resumable exactly (module docstring)."""
 
     def __init__(self, examples: Sequence[Example], replay: Shard | None, batch_size: int, replay_share: float,
-                 seed: int, pad_id: int, rank: int = 0, world_size: int = 1):
+                 seed: int, pad_id: int, rank: int = 0, world_size: int = 1, end_id: int = -1, end_weight: float = 1.0):
         if not examples:
             raise LondiniumError("no conversations to train on")
         self.examples, self.replay, self.batch_size, self.share = examples, replay, batch_size, replay_share
         self.seed, self.pad_id, self.rank, self.world_size = seed, pad_id, rank, world_size
+        self.end_id, self.end_weight = end_id, end_weight
         self.replay_rows = replay_rows(batch_size, replay_share) if replay is not None else 0
         self.chats = batch_size - self.replay_rows
         if self.replay_rows:
@@ -97,7 +100,7 @@ class ChatLoader:
             windows = np.asarray(self.replay.tokens[starts[:, None] + np.arange(length + 1)], dtype=np.int64)
             x, y = np.concatenate([x, windows[:, :-1]]), np.concatenate([y, windows[:, 1:]])
         self.cursor += 1
-        weights = loss_weights(y, self.chats, self.share if self.replay_rows else 0.0)
+        weights = loss_weights(y, self.chats, self.share if self.replay_rows else 0.0, self.end_id, self.end_weight)
         tokens = sum(len(e) - 1 for e in chosen) + self.replay_rows * length
         return ChatBatch(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(weights), tokens)
 
@@ -117,13 +120,15 @@ class ChatLoader:
         self.cursor = int(state["cursor"])
 
 
-def loss_weights(y: np.ndarray, chat_rows: int, share: float) -> np.ndarray:
+def loss_weights(y: np.ndarray, chat_rows: int, share: float, end_id: int = -1, end_weight: float = 1.0) -> np.ndarray:
     """Each target's weight: `1 - share` spread over the conversations' targets (rows < chat_rows),
-    `share` over the replay rows' targets."""
+    a target `end_id` counting `end_weight` times an ordinary one, and `share` over the replay rows' targets."""
     w = np.zeros(y.shape, dtype=np.float32)
     live = y != -1
-    chats, replay = live[:chat_rows], live[chat_rows:]
-    w[:chat_rows][chats] = (1.0 - share) / max(1, int(chats.sum()))
+    replay = live[chat_rows:]
+    units = live[:chat_rows].astype(np.float64)  # float64, so end_weight 1 gives the plain even split to the bit
+    units[y[:chat_rows] == end_id] *= end_weight
+    w[:chat_rows] = (1.0 - share) * units / (units.sum() or 1.0)
     if replay.size:
         w[chat_rows:][replay] = share / max(1, int(replay.sum()))
     return w

@@ -1,7 +1,7 @@
 """Conversations for supervised fine-tuning: the user's JSONL and the task set, checked and tokenised.
 
     read_conversations(path)          -> [Conversation]   a user's file, every line checked
-    task_conversations(ws, split, tasks)                   the task set's conversations of a split
+    task_conversations(ws, splits, tasks)                  the task set's conversations, {split: [Conversation]}
     tokenize(conversations, tokenizer, context)            -> [Example] (ids and the assistant mask)
 
 A user's file holds one conversation per line in either format the field uses (OpenAI's chat
@@ -185,19 +185,22 @@ def _check_turns(messages: list[dict[str, str]], where: str, field: str) -> None
 # ---- the task set ---------------------------------------------------------------------------------
 
 
-def task_conversations(ws: Workspace, split: str, tasks: Sequence[str]) -> list[Conversation]:
-    """The task set's conversations of `split` (`londinium tasks build` makes them): the named
-    tasks, "default" standing for the default mix (["default", "tool_search"]: the mix and one more)."""
+def task_conversations(ws: Workspace, splits: Sequence[str], tasks: Sequence[str]) -> dict[str, list[Conversation]]:
+    """The task set's conversations of each of `splits` (`londinium tasks build` makes them), each
+    task's file read once: the named tasks, "default" standing for the default mix (["default",
+    "tool_search"]: the mix and one more)."""
     if not tasks:
-        return []
+        return {split: [] for split in splits}
     try:
-        from londinium.tasks import conversations
+        from londinium.tasks.messages import split_conversations
     except ImportError:
-        raise DataError("this londinium has no task set to train on (londinium.tasks.conversations); "
+        raise DataError("this londinium has no task set to train on (londinium.tasks.messages.split_conversations); "
                         "train on your own data with --data FILE and no --tasks") from None
-    return [Conversation(tuple(_message(m, f"task item {row['id']}", f"messages[{i}]") for i, m in enumerate(row["messages"])),
-                         f"task item {row['id']}", row["task"], tuple(row.get("tools") or ()))
-            for row in conversations(ws, split, task_names(ws, tasks))]
+    rows = split_conversations(ws, splits, task_names(ws, tasks))
+    return {split: [Conversation(tuple(_message(m, f"task item {row['id']}", f"messages[{i}]") for i, m in enumerate(row["messages"])),
+                                 f"task item {row['id']}", row["task"], tuple(row.get("tools") or ()))
+                    for row in rows[split]]
+            for split in splits}
 
 
 def task_files(ws: Workspace, tasks: Sequence[str]) -> list[Path]:
