@@ -87,6 +87,7 @@ INFERENCE_TEMPLATE = CHAT_TEMPLATE.replace("{% generation %}", "").replace("{% e
 
 # Private-use characters no rendered text holds: they bracket what tokenize_chat must find again.
 _GEN_OPEN, _GEN_CLOSE, _CONTENT_END = "\ue002", "\ue003", "\ue001"
+_GEN_SPLIT = re.compile(f"[{_GEN_OPEN}{_GEN_CLOSE}]")
 _TRACK = "_londinium_track_generation"  # a render variable only tokenize_chat sets
 
 
@@ -211,12 +212,16 @@ def tokenize_chat(tokenizer: Any, messages: Sequence[Mapping[str, Any]], add_gen
                                                tools=list(tools) if tools else None, **{_TRACK: True})
     ids: list[int] = []
     mask: list[int] = []
-    for g, chunk in enumerate(re.split(f"[{_GEN_OPEN}{_GEN_CLOSE}]", rendered)):
-        for k, part in enumerate(re.split(re.escape(marker) + f"(\\d+){_CONTENT_END}", chunk)):
-            if k % 2:  # the index of a plain text, which goes in here without control tokens
-                piece = encode(tokenizer, plain[int(part)])
-            else:
-                piece = encode(tokenizer, part, allow_special=True) if part else []
+    for g, chunk in enumerate(_GEN_SPLIT.split(rendered)):
+        # str.split on the marker, not a pattern made of it: the marker is new for every call, so a
+        # pattern would be compiled for every conversation (90 of 246 s tokenizing 84k conversations).
+        head, *marked = chunk.split(marker)
+        pieces = [encode(tokenizer, head, allow_special=True) if head else []]
+        for m in marked:
+            index, _, rest = m.partition(_CONTENT_END)
+            pieces.append(encode(tokenizer, plain[int(index)]))  # a plain text: no control tokens
+            pieces.append(encode(tokenizer, rest, allow_special=True) if rest else [])
+        for piece in pieces:
             ids += piece
             mask += [g % 2] * len(piece)  # odd chunks lie inside a generation block
     return ChatTokens(ids, render_chat(messages, add_generation_prompt, tools=tools), mask)
