@@ -42,7 +42,8 @@ def conversations(ws: Workspace, data: list[str], tasks: list[str], val_share: f
     for path in data:
         t, v = held_out(read_conversations(path), val_share)
         train, val = train + t, val + v
-    return train + task_conversations(ws, "train", tasks), val + task_conversations(ws, "val", tasks)
+    task = task_conversations(ws, ("train", "val"), tasks)
+    return train + task["train"], val + task["val"]
 
 
 def train_quietly(ws: Workspace, argv: list[str], name: str) -> list[dict]:
