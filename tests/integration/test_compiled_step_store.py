@@ -79,3 +79,16 @@ def test_a_library_is_keyed_by_the_shapes_the_span_and_the_torch_version() -> No
     assert key(n_embd=48) != key()
     assert key(span=128) != key()
     assert key(torch_version="2.12.0") != key()
+
+
+def test_a_file_where_the_libraries_go_is_refused_before_anything_is_built(tmp_path) -> None:
+    from londinium.errors import PathError
+    from londinium.infer.aot import AotStep
+
+    torch.manual_seed(0)
+    step = fused_step(GPT(llama_config(64)).eval())
+    there = tmp_path / "compiled"
+    there.write_text("a user's notes")
+    with pytest.raises(PathError, match="compiled is not a folder"):
+        AotStep(step, there)
+    assert there.read_text() == "a user's notes"  # left as it was

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from londinium.errors import PathError
 from londinium.files import atomic_write
 from londinium.infer import fused
 from londinium.infer.fused import FusedStep
@@ -65,6 +66,10 @@ class AotStep:
     `store` (a folder) when given."""
 
     def __init__(self, step: FusedStep, store: Path | None = None):
+        if store is not None and Path(store).exists() and not Path(store).is_dir():
+            # Said before a library is built (half a minute or more), not when it is written.
+            raise PathError(f"{store} is not a folder: generate.compile keeps its compiled decode steps there; "
+                            "move that file away, or set generate.compile=false")
         self.step, self.store = step, store
         self.runners: dict[int, Any] = {}  # span -> AOTInductor's loader of that span's library
         self.built: list[int] = []  # spans built by this process
